@@ -1,0 +1,77 @@
+"""Attacks as client behaviours, one per file, reachable by name with :func:`get`.
+
+An attack is a callable ``(ctx: AttackContext) -> Tensor[k, d]`` returning the local models its k
+sampled malicious clients submit. It may train on poisoned data (data poisoning), transform a model
+(model poisoning), or both; ``knowledge`` declares what it reads from the context: ``"own"`` (its
+own data and the global model) or ``"benign"`` (also the benign clients' local models this round).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+
+from fedharness.engines.inprocess import InProcessEngine
+from fedharness.errors import InputError
+from fedharness.local_training import Batch, LocalConfig
+from fedharness.tasks import Task
+
+
+@dataclass
+class AttackContext:
+    """What a round exposes to its malicious clients."""
+
+    round: int
+    global_vec: torch.Tensor
+    attacker_data: list[Batch]
+    attacker_seeds: list[int]
+    benign_locals: torch.Tensor
+    engine: InProcessEngine
+    task: Task
+    num_clients: int
+    eta: float
+    local: LocalConfig
+
+
+class Attack(Protocol):
+    knowledge: str
+
+    def __call__(self, ctx: AttackContext) -> torch.Tensor: ...
+
+
+_REGISTRY: dict[str, Callable[..., Attack]] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., Attack]], Callable[..., Attack]]:
+    def wrap(factory: Callable[..., Attack]) -> Callable[..., Attack]:
+        _REGISTRY[name] = factory
+        return factory
+
+    return wrap
+
+
+def get(name: str, **params: object) -> Attack:
+    """Build the attack registered as ``name``."""
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise InputError(f"unknown attack {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}")
+    try:
+        return _REGISTRY[name](**params)
+    except TypeError as exc:
+        raise InputError(f"bad parameters for attack {name!r}: {exc}") from None
+
+
+def names() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def _load_builtin() -> None:
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")

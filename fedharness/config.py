@@ -1,0 +1,126 @@
+"""Experiment configuration: small dataclasses, one per concern (mapped from YAML by poisonlab)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedharness.errors import InputError
+from fedharness.local_training import LocalConfig
+
+
+@dataclass
+class DataConfig:
+    """A dataset name from the registry (mnist, digits, …) and an optional explicit path."""
+
+    name: str = "mnist"
+    path: str | None = None
+
+
+@dataclass
+class TaskConfig:
+    """Backdoor target and trigger of the image-classification task."""
+
+    target_label: int = 2
+    trigger_size: int = 4
+    poison_fraction: float = 0.5
+
+
+@dataclass
+class FederationConfig:
+    """n clients, m sampled per round, server rule G ← G + (η/n)·Σ(Lᵢ − G).
+
+    ``server_lr`` (η) defaults to n/m, i.e. plain FedAvg (η·m/n = 1).
+    """
+
+    num_clients: int = 100
+    clients_per_round: int = 10
+    rounds: int = 30
+    server_lr: float | None = None
+    partition: str = "iid"
+    dirichlet_alpha: float = 0.9
+
+    @property
+    def eta(self) -> float:
+        return self.server_lr if self.server_lr is not None else self.num_clients / self.clients_per_round
+
+
+@dataclass
+class AttackConfig:
+    """Which attack, how many colluding attackers, and in which rounds it strikes.
+
+    Rounds are 1-based: an explicit list, and/or every ``every`` rounds from ``start``. In an attack
+    round the attackers are put into the sample (Bagdasaryan et al. 2020, §4); otherwise a sampled
+    attacker trains honestly.
+    """
+
+    name: str = "none"
+    num_attackers: int = 1
+    rounds: list[int] = field(default_factory=list)
+    every: int | None = None
+    start: int = 1
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def strikes(self, round_index: int) -> bool:
+        if self.name == "none":
+            return False
+        if round_index in self.rounds:
+            return True
+        return self.every is not None and round_index >= self.start and (round_index - self.start) % self.every == 0
+
+
+@dataclass
+class AggregatorConfig:
+    """An aggregator from ``fedharness.aggregators`` and its parameters."""
+
+    name: str = "mean"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EngineConfig:
+    """``inprocess`` (vmap when ``vectorize`` allows) or ``flower``."""
+
+    name: str = "inprocess"
+    vectorize: bool | str = "auto"
+    chunk_size: int = 32
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole federated experiment."""
+
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    local: LocalConfig = field(default_factory=LocalConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    aggregator: AggregatorConfig = field(default_factory=AggregatorConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+    def validate(self) -> None:
+        """Cross-field checks; raises InputError naming the key and the fix."""
+        fed = self.federation
+        checks = [
+            (fed.num_clients >= 1, "federation.num_clients must be >= 1"),
+            (1 <= fed.clients_per_round <= fed.num_clients,
+             f"federation.clients_per_round (m={fed.clients_per_round}) must be between 1 and "
+             f"federation.num_clients (n={fed.num_clients})"),
+            (fed.rounds >= 1, "federation.rounds must be >= 1"),
+            (fed.eta > 0, "federation.server_lr must be > 0"),
+            (fed.partition in ("iid", "dirichlet"), "federation.partition must be 'iid' or 'dirichlet'"),
+            (self.local.epochs >= 1 and self.local.batch_size >= 1 and self.local.lr > 0,
+             "local.epochs, local.batch_size and local.lr must be positive"),
+            (0 <= self.attack.num_attackers <= fed.clients_per_round,
+             "attack.num_attackers must be between 0 and federation.clients_per_round"),
+            (all(1 <= r <= fed.rounds for r in self.attack.rounds),
+             f"attack.rounds must lie in 1..{fed.rounds} (federation.rounds)"),
+            (self.attack.every is None or self.attack.every >= 1, "attack.every must be >= 1"),
+            (self.engine.name in ("inprocess", "flower"), "engine.name must be 'inprocess' or 'flower'"),
+            (self.engine.vectorize in (True, False, "auto"), "engine.vectorize must be true, false or 'auto'"),
+            (0 <= self.task.target_label, "task.target_label must be a class index >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)

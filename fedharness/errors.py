@@ -1,0 +1,8 @@
+"""The one exception type for bad user input, shared by every poisonlab module.
+
+The CLI turns it into a one-line message and exit code 2; library users catch a ``ValueError``.
+"""
+
+
+class InputError(ValueError):
+    """Input a user can fix (config, data, files); the message names the problem and the fix."""

@@ -1,0 +1,75 @@
+"""Local client training as pure functional SGD, shared by the vectorized and the loop paths.
+
+A client's data is a dict of tensors with a common first dimension. Its batch schedule (which
+samples, in which step) is drawn from the client's own seed, so the vmap path (padded, masked
+batches) and the per-client loop run the very same arithmetic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad
+
+Batch = dict[str, torch.Tensor]
+PerSampleLoss = Callable[[nn.Module, dict[str, torch.Tensor], Batch], torch.Tensor]
+
+
+@dataclass
+class LocalConfig:
+    """E local epochs of plain SGD at learning rate ``lr`` on mini-batches of ``batch_size``."""
+
+    epochs: int = 2
+    lr: float = 0.05
+    batch_size: int = 10
+
+
+def batch_schedule(num_samples: int, cfg: LocalConfig, seed: int) -> list[torch.Tensor]:
+    """Index batches for E epochs, a fresh permutation per epoch from the client's seed."""
+    g = torch.Generator().manual_seed(seed)
+    steps: list[torch.Tensor] = []
+    for _ in range(cfg.epochs):
+        perm = torch.randperm(num_samples, generator=g)
+        steps.extend(perm.split(cfg.batch_size))
+    return steps
+
+
+def masked_mean_loss(
+    model: nn.Module, per_sample_loss: PerSampleLoss, frozen: dict[str, torch.Tensor]
+) -> Callable[[dict[str, torch.Tensor], Batch, torch.Tensor], torch.Tensor]:
+    """Σ wᵢ·ℓᵢ / max(Σ wᵢ, 1): the batch mean over real samples; padded ones carry w = 0."""
+
+    def loss(params: dict[str, torch.Tensor], batch: Batch, weight: torch.Tensor) -> torch.Tensor:
+        losses = per_sample_loss(model, {**frozen, **params}, batch)
+        return (losses * weight).sum() / weight.sum().clamp(min=1.0)
+
+    return loss
+
+
+def sgd_steps(
+    model: nn.Module,
+    per_sample_loss: PerSampleLoss,
+    params: dict[str, torch.Tensor],
+    frozen: dict[str, torch.Tensor],
+    data: Batch,
+    schedule: list[torch.Tensor],
+    lr: float,
+) -> dict[str, torch.Tensor]:
+    """One client's local training: θ ← θ − lr·∇L(θ; batch) over its schedule."""
+    step_grad = grad(masked_mean_loss(model, per_sample_loss, frozen))
+    for idx in schedule:
+        batch = {k: v[idx] for k, v in data.items()}
+        g = step_grad(params, batch, torch.ones(len(idx)))
+        params = {k: p - lr * g[k] for k, p in params.items()}
+    return params
+
+
+def module_state(model: nn.Module, names: list[str]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Split the model's state into federated (``names``) and frozen tensors (rest + buffers)."""
+    trainable = set(names)
+    frozen = {k: v.detach() for k, v in model.named_parameters() if k not in trainable}
+    frozen.update({k: v.detach() for k, v in model.named_buffers()})
+    return {k: v.detach() for k, v in model.named_parameters() if k in trainable}, frozen

@@ -1,0 +1,37 @@
+"""The ``poisonlab`` command line. Bad input exits with code 2 and a one-line message."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from fedharness.errors import InputError
+from poisonlab.commands.demo import demo
+from poisonlab.commands.fed import fed
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="poisonlab")
+def cli() -> None:
+    """poisonlab: data and model poisoning experiments across modalities."""
+
+
+cli.add_command(fed)
+cli.add_command(demo)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if exc.exit_code in (1, 2) else exc.exit_code)
+    except InputError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)

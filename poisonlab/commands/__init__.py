@@ -1,0 +1,1 @@
+"""One click command group per research module; ``poisonlab.cli`` mounts them."""

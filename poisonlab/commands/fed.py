@@ -1,0 +1,40 @@
+"""``poisonlab fed``: federated experiments from YAML configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from fedharness.config import ExperimentConfig
+from poisonlab.config import from_dict, load_yaml
+from poisonlab.fed_run import run_experiment
+
+
+def load_experiment(path: Path, seed: int | None) -> ExperimentConfig:
+    """Parse and validate an experiment YAML; ``seed`` overrides the file's."""
+    cfg = from_dict(ExperimentConfig, load_yaml(path), source=str(path))
+    if seed is not None:
+        cfg.seed = seed
+    cfg.validate()
+    return cfg
+
+
+@click.group()
+def fed() -> None:
+    """Federated training with attacks and defenses."""
+
+
+@fed.command("run")
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/<config name>).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
+@click.option("--seed", type=int, default=None, help="Override the config's seed.")
+def run(config: Path, out: Path | None, resume: bool, seed: int | None) -> None:
+    """Run the experiment described by CONFIG (YAML)."""
+    cfg = load_experiment(config, seed)
+    out = out or Path("runs") / config.stem
+    summary = run_experiment(cfg, out, resume=resume)
+    click.echo(
+        f"{out}: final MTA {summary['final_main_accuracy']:.4f}, final ASR {summary['final_attack_success_rate']:.4f}"
+    )

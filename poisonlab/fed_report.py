@@ -1,0 +1,119 @@
+"""Summary metrics and the HTML report of federated runs (one or several, compared)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from fedharness.config import ExperimentConfig
+from poisonlab.report import Report
+
+LIFESPAN_ASR = 0.5
+
+
+def backdoor_lifespan(records: list[dict], threshold: float = LIFESPAN_ASR) -> int | None:
+    """Rounds after the last attack round whose ASR stays ≥ ``threshold`` (None without an attack)."""
+    attacked = [r["round"] for r in records if r["attacked"]]
+    if not attacked:
+        return None
+    count = 0
+    for r in records:
+        if r["round"] <= attacked[-1]:
+            continue
+        if r["attack_success_rate"] < threshold:
+            break
+        count += 1
+    return count
+
+
+def summarize(cfg: ExperimentConfig, records: list[dict]) -> dict:
+    """Final MTA/ASR plus, for each attack round t: MTA before (t−1), and MTA/ASR after t and t+1."""
+    by_round = {r["round"]: r for r in records}
+    attacks = []
+    for r in records:
+        if not r["attacked"]:
+            continue
+        t = r["round"]
+        before = by_round.get(t - 1)
+        nxt = by_round.get(t + 1)
+        attacks.append({
+            "round": t,
+            "main_accuracy_before": before["main_accuracy"] if before else None,
+            "main_accuracy_after": r["main_accuracy"],
+            "attack_success_rate_after": r["attack_success_rate"],
+            "main_accuracy_drop": (before["main_accuracy"] - r["main_accuracy"]) if before else None,
+            "main_accuracy_next_round": nxt["main_accuracy"] if nxt else None,
+            "attack_success_rate_next_round": nxt["attack_success_rate"] if nxt else None,
+        })
+    clean_asr = [r["attack_success_rate"] for r in records if not r["attacked"] and not any(
+        a["round"] < r["round"] for a in attacks)]
+    last = records[-1] if records else {}
+    return {
+        "rounds": len(records),
+        "final_main_accuracy": last.get("main_accuracy"),
+        "final_attack_success_rate": last.get("attack_success_rate"),
+        "max_attack_success_rate": max((r["attack_success_rate"] for r in records), default=None),
+        "max_pre_attack_attack_success_rate": max(clean_asr, default=None),
+        "attacks": attacks,
+        "backdoor_lifespan": backdoor_lifespan(records),
+        "rejected_nonfinite": sum(r.get("rejected_nonfinite", 0) for r in records),
+        "mean_round_time_s": sum(r["wall_time_s"] for r in records) / max(len(records), 1),
+        "aggregator": cfg.aggregator.name,
+        "attack": cfg.attack.name,
+        "seed": cfg.seed,
+    }
+
+
+def curves_figure(runs: dict[str, list[dict]]) -> plt.Figure:
+    """MTA and ASR per round, one line per run; attack rounds marked."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
+    for name, records in runs.items():
+        rounds = [r["round"] for r in records]
+        ax1.plot(rounds, [r["main_accuracy"] for r in records], label=name)
+        ax2.plot(rounds, [r["attack_success_rate"] for r in records], label=name)
+        for r in records:
+            if r["attacked"]:
+                for ax in (ax1, ax2):
+                    ax.axvline(r["round"], color="red", alpha=0.25, lw=3)
+    ax1.set(title="Main-task accuracy", xlabel="round", ylim=(0, 1))
+    ax2.set(title="Attack success rate (red: attack rounds)", xlabel="round", ylim=(0, 1.02))
+    ax1.legend(fontsize=8)
+    ax2.legend(fontsize=8)
+    return fig
+
+
+def norms_figure(name: str, records: list[dict]) -> plt.Figure:
+    """Per-client update norms per round; malicious submissions in red."""
+    fig, ax = plt.subplots(figsize=(11, 3.2))
+    for r in records:
+        for client, norm in zip(r["sampled"], r["update_norms"]):
+            bad = client in r["malicious"]
+            ax.scatter(r["round"], norm, s=18 if bad else 6, c="red" if bad else "tab:blue", alpha=0.9 if bad else 0.4)
+    ax.set(title=f"{name}: client update norms ‖Lᵢ − G‖ (red: attacker)", xlabel="round", yscale="log")
+    return fig
+
+
+def add_runs(report: Report, runs: dict[str, list[dict]]) -> None:
+    """Curves, norms and a per-run summary table for ``runs`` (name → round records)."""
+    report.figure(curves_figure(runs), "Main-task accuracy and attack success rate per round.")
+    for name, records in runs.items():
+        report.figure(norms_figure(name, records))
+    rows = []
+    for name, records in runs.items():
+        attacked = [r for r in records if r["attacked"]]
+        rows.append({
+            "run": name,
+            "final MTA": records[-1]["main_accuracy"],
+            "final ASR": records[-1]["attack_success_rate"],
+            "max ASR": max(r["attack_success_rate"] for r in records),
+            "attack rounds": ", ".join(str(r["round"]) for r in attacked) or "none",
+            "lifespan (ASR≥0.5)": backdoor_lifespan(records),
+        })
+    report.table(rows, "Summary")
+
+
+def write_report(path: Path, runs: dict[str, list[dict]], title: str) -> None:
+    report = Report(title)
+    add_runs(report, runs)
+    report.save(path)

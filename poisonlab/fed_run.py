@@ -1,0 +1,80 @@
+"""A federated experiment as a run directory: config.yaml, rounds.jsonl, checkpoints/, metrics.json,
+report.html. ``resume`` continues an interrupted run from its last checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from fedharness import checkpoint
+from fedharness.attacks.pixel_backdoor import PixelPattern
+from fedharness.config import ExperimentConfig
+from fedharness.errors import InputError
+from fedharness.simulation import Simulation
+from fedharness.tasks.image_classification import ImageClassificationTask
+from poisonlab import data
+from poisonlab.fed_report import summarize, write_report
+from poisonlab.runs import append_jsonl, read_jsonl, staged_output, write_json, write_text, write_yaml
+
+IMAGE_DATASETS = ("mnist", "digits")
+
+
+def build_task(cfg: ExperimentConfig) -> ImageClassificationTask:
+    """The image-classification task for ``cfg.data`` (validated before any output is written)."""
+    if cfg.data.name not in IMAGE_DATASETS:
+        raise InputError(f"data.name {cfg.data.name!r} is not an image dataset; use one of {', '.join(IMAGE_DATASETS)}")
+    ds = data.load(cfg.data.name, cfg.data.path)
+    x_train, y_train = data.image_tensors(ds["train"])
+    x_test, y_test = data.image_tensors(ds["test"])
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    if cfg.task.target_label >= num_classes:
+        raise InputError(f"task.target_label {cfg.task.target_label} is not a class of {cfg.data.name} (0..{num_classes - 1})")
+    try:
+        PixelPattern(size=cfg.task.trigger_size).mask_and_pattern(x_train.shape[-2], x_train.shape[-1])
+    except ValueError as exc:
+        raise InputError(f"task.trigger_size: {exc}") from None
+    return ImageClassificationTask(
+        x_train, y_train, x_test, y_test,
+        target_label=cfg.task.target_label,
+        trigger=PixelPattern(size=cfg.task.trigger_size),
+        poison_fraction=cfg.task.poison_fraction,
+        num_classes=num_classes,
+    )
+
+
+def run_experiment(cfg: ExperimentConfig, out: Path, *, resume: bool = False, progress: bool = True) -> dict:
+    """Run (or resume) ``cfg`` into the run directory ``out``; returns the final summary."""
+    cfg.validate()
+    task = build_task(cfg)
+    sim = Simulation(cfg, task)
+    with staged_output(out, resume=resume) as stage:
+        write_yaml(stage / "config.yaml", cfg)
+        ckpt_dir = stage / "checkpoints"
+        state = checkpoint.load(ckpt_dir) if resume else None
+        if state is None:
+            first, global_vec = 1, sim.initial_global()
+            records: list[dict] = []
+        else:
+            done, global_vec = state
+            first = done + 1
+            records = [r for r in read_jsonl(stage / "rounds.jsonl") if r["round"] <= done]
+        write_text(stage / "rounds.jsonl", "".join(_line(r) for r in records))
+        bar = tqdm(total=cfg.federation.rounds, initial=first - 1, desc=out.name, unit="round", disable=not progress)
+        for global_vec, record in sim.rounds(global_vec, first):
+            append_jsonl(stage / "rounds.jsonl", record)
+            checkpoint.save(ckpt_dir, record["round"], global_vec)
+            records.append(record)
+            bar.set_postfix(mta=f"{record['main_accuracy']:.3f}", asr=f"{record['attack_success_rate']:.3f}")
+            bar.update()
+        bar.close()
+        summary = summarize(cfg, records)
+        write_json(stage / "metrics.json", summary)
+        write_report(stage / "report.html", {out.name: records}, title=f"Federated run {out.name}")
+    return summary
+
+
+def _line(record: dict) -> str:
+    return json.dumps(record) + "\n"
+

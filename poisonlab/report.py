@@ -1,0 +1,90 @@
+"""Self-contained HTML reports: headings, text, tables, matplotlib figures and image grids (PNG
+embedded as base64, so a report is one file that opens anywhere)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from poisonlab.runs import write_text  # noqa: E402
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f3f3f3}figure{margin:1em 0}figcaption{color:#555;font-size:90%}
+.bad{color:#b00}.good{color:#070}code{background:#f5f5f5;padding:1px 3px}
+"""
+
+
+class Report:
+    """An HTML document built block by block."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.blocks: list[str] = []
+
+    def heading(self, text: str, level: int = 2) -> None:
+        self.blocks.append(f"<h{level}>{html.escape(text)}</h{level}>")
+
+    def paragraph(self, text: str) -> None:
+        self.blocks.append(f"<p>{html.escape(text)}</p>")
+
+    def table(self, rows: Sequence[dict[str, Any]], caption: str = "") -> None:
+        if not rows:
+            return
+        cols = list(dict.fromkeys(k for r in rows for k in r))
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c, '')))}</td>" for c in cols) + "</tr>" for r in rows)
+        cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+        self.blocks.append(f"<table>{cap}<tr>{head}</tr>{body}</table>")
+
+    def figure(self, fig: plt.Figure, caption: str = "") -> None:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        self._png(buf.getvalue(), caption)
+
+    def image_grid(self, images: Sequence[np.ndarray], labels: Sequence[str], ncols: int = 8, caption: str = "") -> None:
+        """Images as (H, W) grey or (H, W, 3) arrays, float in [0, 1] or uint8."""
+        nrows = max(1, -(-len(images) // ncols))
+        fig, axes = plt.subplots(nrows, ncols, figsize=(1.3 * ncols, 1.5 * nrows), squeeze=False)
+        for ax in axes.flat:
+            ax.axis("off")
+        for ax, img, label in zip(axes.flat, images, labels):
+            ax.imshow(np.asarray(img), cmap="gray", vmin=0, vmax=255 if np.asarray(img).dtype == np.uint8 else 1)
+            ax.set_title(label, fontsize=7)
+        self.figure(fig, caption)
+
+    def raw(self, fragment: str) -> None:
+        """An HTML fragment the caller has escaped."""
+        self.blocks.append(fragment)
+
+    def _png(self, data: bytes, caption: str) -> None:
+        b64 = base64.b64encode(data).decode("ascii")
+        cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+        self.blocks.append(f'<figure><img src="data:image/png;base64,{b64}">{cap}</figure>')
+
+    def html(self) -> str:
+        body = "\n".join(self.blocks)
+        return (
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
+            f"<style>{_STYLE}</style></head><body><h1>{html.escape(self.title)}</h1>\n{body}\n</body></html>\n"
+        )
+
+    def save(self, path: Path) -> None:
+        write_text(Path(path), self.html())
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
