@@ -62,7 +62,7 @@ def run_experiment(cfg: ExperimentConfig, out: Path, *, resume: bool = False, pr
             records = [r for r in read_jsonl(stage / "rounds.jsonl") if r["round"] <= done]
         write_text(stage / "rounds.jsonl", "".join(_line(r) for r in records))
         bar = tqdm(total=cfg.federation.rounds, initial=first - 1, desc=out.name, unit="round", disable=not progress)
-        for global_vec, record in sim.rounds(global_vec, first):
+        for global_vec, record in _rounds(sim, global_vec, first):
             append_jsonl(stage / "rounds.jsonl", record)
             checkpoint.save(ckpt_dir, record["round"], global_vec)
             records.append(record)
@@ -73,6 +73,15 @@ def run_experiment(cfg: ExperimentConfig, out: Path, *, resume: bool = False, pr
         write_json(stage / "metrics.json", summary)
         write_report(stage / "report.html", {out.name: records}, title=f"Federated run {out.name}")
     return summary
+
+
+def _rounds(sim: Simulation, global_vec, first: int):
+    """The configured engine's round iterator (Flower is imported only when asked for)."""
+    if sim.cfg.engine.name == "flower":
+        from fedharness.engines.flower import rounds as flower_rounds
+
+        return flower_rounds(sim, global_vec, first)
+    return sim.rounds(global_vec, first)
 
 
 def _line(record: dict) -> str:
