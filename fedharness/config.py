@@ -70,20 +70,42 @@ class AttackConfig:
 
 
 @dataclass
-class AggregatorConfig:
-    """An aggregator from ``fedharness.aggregators`` and its parameters."""
+class StageConfig:
+    """A pre-aggregator (norm_clip, bucketing, nnm) and its parameters."""
 
-    name: str = "mean"
+    name: str
     params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
+class AggregatorConfig:
+    """An aggregator from ``fedharness.aggregators``, its parameters and pre-aggregators.
+
+    ``pre`` stages run in order before the aggregator. ``server_set_size`` clean training samples
+    are held by the server for rules that need them (FLTrust's root set, validation testing).
+    """
+
+    name: str = "mean"
+    params: dict[str, Any] = field(default_factory=dict)
+    pre: list[StageConfig] = field(default_factory=list)
+    server_set_size: int = 100
+
+
+@dataclass
 class EngineConfig:
-    """``inprocess`` (vmap when ``vectorize`` allows) or ``flower``."""
+    """``inprocess`` (vmap when ``vectorize`` allows) or ``flower``.
+
+    Flower only: ``ray_address`` joins a running Ray cluster (``"auto"`` after ``ray start``; None
+    starts a local Ray with ``ray_num_cpus`` CPUs), ``client_num_cpus`` is each ClientApp's CPU share
+    (it sets how many run at once).
+    """
 
     name: str = "inprocess"
     vectorize: bool | str = "auto"
     chunk_size: int = 32
+    ray_address: str | None = None
+    ray_num_cpus: int | None = None
+    client_num_cpus: float = 1.0
 
 
 @dataclass
@@ -120,6 +142,7 @@ class ExperimentConfig:
             (self.engine.name in ("inprocess", "flower"), "engine.name must be 'inprocess' or 'flower'"),
             (self.engine.vectorize in (True, False, "auto"), "engine.vectorize must be true, false or 'auto'"),
             (0 <= self.task.target_label, "task.target_label must be a class index >= 0"),
+            (self.aggregator.server_set_size >= 1, "aggregator.server_set_size must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:

@@ -3,13 +3,17 @@
 All randomness of round r derives from (seed, r): client sampling from ``default_rng([seed, r])``
 and each client's batch order from ``SeedSequence([seed, r, client])``. A run resumed from the
 checkpoint of round r therefore continues exactly like the uninterrupted run.
+
+The round is split so that other engines reuse it: :meth:`Simulation.plan` (who takes part),
+:meth:`Simulation.local_models` (in-process training and attacks) and :meth:`Simulation.finish_round`
+(server rule, evaluation, record). The Flower engine replaces only the middle step.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -18,10 +22,13 @@ from fedharness import aggregators, attacks
 from fedharness.attacks import AttackContext
 from fedharness.config import ExperimentConfig
 from fedharness.engines.inprocess import InProcessEngine
+from fedharness.local_training import Batch
 from fedharness.params import get_vector, set_vector
 from fedharness.partition import split
 from fedharness.server import server_step
 from fedharness.tasks import Task
+
+SERVER_SET_SALT = 104_729
 
 
 def client_seed(seed: int, round_index: int, client: int) -> int:
@@ -35,6 +42,17 @@ class RoundPlan:
     sampled: list[int]
     malicious: list[int]
 
+    @property
+    def benign(self) -> list[int]:
+        return [c for c in self.sampled if c not in self.malicious]
+
+
+def build_aggregator(cfg: ExperimentConfig) -> aggregators.Aggregator:
+    """The configured pre-aggregators composed in front of the configured aggregator."""
+    agg = cfg.aggregator
+    stages = [aggregators.get(s.name, **s.params) for s in agg.pre]
+    return aggregators.compose(*stages, aggregators.get(agg.name, **agg.params))
+
 
 class Simulation:
     """Holds the task, partition, engine, aggregator and attack of one experiment."""
@@ -47,13 +65,18 @@ class Simulation:
         self.model = task.build_model()
         self.names = task.federated_names(self.model)
         fed = cfg.federation
-        self.shards = split(task.partition_labels(), fed.num_clients, fed.partition, fed.dirichlet_alpha, cfg.seed)
+        labels = task.partition_labels()
+        self.shards = split(labels, fed.num_clients, fed.partition, fed.dirichlet_alpha, cfg.seed)
         self.engine = InProcessEngine(
             self.model, self.names, task.per_sample_loss, cfg.engine.vectorize, cfg.engine.chunk_size
         )
-        self.aggregator = aggregators.get(cfg.aggregator.name, **cfg.aggregator.params)
+        self.aggregator = build_aggregator(cfg)
         self.attack = attacks.get(cfg.attack.name, **cfg.attack.params) if cfg.attack.name != "none" else None
         self.attackers = list(range(cfg.attack.num_attackers)) if self.attack else []
+        size = min(cfg.aggregator.server_set_size, len(labels))
+        self.server_indices = np.sort(
+            np.random.default_rng([cfg.seed, SERVER_SET_SALT]).choice(len(labels), size, replace=False)
+        )
 
     def initial_global(self) -> torch.Tensor:
         return get_vector(self.model, self.names)
@@ -69,39 +92,97 @@ class Simulation:
         sampled = benign[: fed.clients_per_round - len(self.attackers)] + self.attackers
         return RoundPlan(sampled, list(self.attackers))
 
-    def run_round(self, round_index: int, global_vec: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """One round; returns the new global vector and the round's metrics record."""
-        start = time.perf_counter()
+    def seeds(self, round_index: int, plan: RoundPlan) -> dict[int, int]:
+        return {c: client_seed(self.cfg.seed, round_index, c) for c in plan.sampled}
+
+    def client_data(self, client: int) -> Batch:
+        return self.task.client_data(self.shards[client])
+
+    def attack_context(
+        self, round_index: int, global_vec: torch.Tensor, attackers: list[int], benign_locals: torch.Tensor,
+        colluders: int | None = None,
+    ) -> AttackContext:
+        """What the round exposes to ``attackers`` (all of the round's attackers, or one of them)."""
         fed = self.cfg.federation
-        plan = self.plan(round_index)
-        benign = [c for c in plan.sampled if c not in plan.malicious]
-        seeds = {c: client_seed(self.cfg.seed, round_index, c) for c in plan.sampled}
+        seeds = {c: client_seed(self.cfg.seed, round_index, c) for c in attackers}
+        return AttackContext(
+            round=round_index,
+            global_vec=global_vec,
+            attacker_data=[self.client_data(c) for c in attackers],
+            attacker_seeds=[seeds[c] for c in attackers],
+            benign_locals=benign_locals,
+            engine=self.engine,
+            task=self.task,
+            num_clients=fed.num_clients,
+            eta=fed.eta,
+            local=self.cfg.local,
+            colluders=colluders,
+        )
+
+    def local_models(self, round_index: int, global_vec: torch.Tensor, plan: RoundPlan) -> tuple[torch.Tensor, dict]:
+        """In-process local training of the round's clients: (local vectors in ``plan.sampled`` order, attack info)."""
+        seeds = self.seeds(round_index, plan)
+        benign = plan.benign
         locals_benign = self.engine.train(
-            global_vec, [self.task.client_data(self.shards[c]) for c in benign], self.cfg.local, [seeds[c] for c in benign]
+            global_vec, [self.client_data(c) for c in benign], self.cfg.local, [seeds[c] for c in benign]
         )
         rows = dict(zip(benign, locals_benign))
+        info: dict = {}
         if plan.malicious:
-            ctx = AttackContext(
-                round=round_index,
-                global_vec=global_vec,
-                attacker_data=[self.task.client_data(self.shards[c]) for c in plan.malicious],
-                attacker_seeds=[seeds[c] for c in plan.malicious],
-                benign_locals=locals_benign,
-                engine=self.engine,
-                task=self.task,
-                num_clients=fed.num_clients,
-                eta=fed.eta,
-                local=self.cfg.local,
-            )
+            ctx = self.attack_context(round_index, global_vec, plan.malicious, locals_benign)
             rows.update(zip(plan.malicious, self.attack(ctx)))
-        local_vecs = torch.stack([rows[c] for c in plan.sampled])
+            info = ctx.info
+        return torch.stack([rows[c] for c in plan.sampled]), info
+
+    def server_context(self, round_index: int, global_vec: torch.Tensor, plan: RoundPlan) -> dict:
+        """Context for the aggregator; the server-set steps run only for rules that need them."""
+        context: dict = {"client_ids": plan.sampled, "seed": self.cfg.seed, "round_index": round_index}
+        wanted = aggregators.needs(self.aggregator)
+        if wanted & {"root_update", "validate"}:
+            server_data = self.task.client_data(self.server_indices)
+        if "root_update" in wanted:
+            seed = client_seed(self.cfg.seed, round_index, self.cfg.federation.num_clients)
+            context["root_update"] = self.engine.train(global_vec, [server_data], self.cfg.local, [seed])[0] - global_vec
+        if "validate" in wanted:
+            context["validate"] = self.validator(global_vec, server_data)
+        return context
+
+    def validator(self, global_vec: torch.Tensor, data: Batch) -> Callable[[torch.Tensor], torch.Tensor]:
+        """scores(rows) = validation score of G + row on the server set (accuracy, or −loss)."""
+
+        def score(rows: torch.Tensor) -> torch.Tensor:
+            out = []
+            for row in rows:
+                set_vector(self.model, self.names, global_vec + row)
+                if hasattr(self.task, "accuracy"):
+                    out.append(self.task.accuracy(self.model, data))
+                else:
+                    state = {**dict(self.model.named_parameters()), **dict(self.model.named_buffers())}
+                    with torch.no_grad():
+                        out.append(-float(self.task.per_sample_loss(self.model, state, data).mean()))
+            set_vector(self.model, self.names, global_vec)
+            return torch.tensor(out)
+
+        return score
+
+    def finish_round(
+        self, round_index: int, global_vec: torch.Tensor, plan: RoundPlan, local_vecs: torch.Tensor,
+        start: float, path: str, attack_info: dict | None = None,
+    ) -> tuple[torch.Tensor, dict]:
+        """Server rule, evaluation and the round record, given the clients' local vectors."""
+        fed = self.cfg.federation
         stats: dict = {}
         new_global = server_step(
-            global_vec, local_vecs, eta=fed.eta, num_clients=fed.num_clients, aggregator=self.aggregator, stats=stats
+            global_vec, local_vecs, eta=fed.eta, num_clients=fed.num_clients, aggregator=self.aggregator,
+            stats=stats, **self.server_context(round_index, global_vec, plan),
         )
         set_vector(self.model, self.names, new_global)
         metrics = self.task.evaluate(self.model)
         norms = (local_vecs - global_vec).norm(dim=1)
+        rejected = set(stats.pop("nonfinite_rows", []))
+        accepted = stats.pop("accepted_rows", None)
+        if accepted is not None:
+            rejected |= set(range(len(plan.sampled))) - set(accepted)
         record = {
             "round": round_index,
             **metrics,
@@ -109,11 +190,22 @@ class Simulation:
             "sampled": plan.sampled,
             "malicious": plan.malicious,
             "update_norms": [float(v) for v in norms],
-            "rejected_nonfinite": stats.get("rejected_nonfinite", 0),
-            "path": "vmap" if self.engine.uses_vmap(len(benign)) else "loop",
+            "rejected_nonfinite": stats.pop("rejected_nonfinite", 0),
+            "rejected_clients": [plan.sampled[i] for i in sorted(rejected)],
+            "aggregator_stats": stats,
+            "attack_info": attack_info or {},
+            "path": path,
             "wall_time_s": time.perf_counter() - start,
         }
         return new_global, record
+
+    def run_round(self, round_index: int, global_vec: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """One round; returns the new global vector and the round's metrics record."""
+        start = time.perf_counter()
+        plan = self.plan(round_index)
+        local_vecs, info = self.local_models(round_index, global_vec, plan)
+        path = "vmap" if self.engine.uses_vmap(len(plan.benign)) else "loop"
+        return self.finish_round(round_index, global_vec, plan, local_vecs, start, path, info)
 
     def rounds(self, global_vec: torch.Tensor, first_round: int = 1) -> Iterator[tuple[torch.Tensor, dict]]:
         """Rounds ``first_round`` … R, yielding (global vector, record) after each."""

@@ -9,6 +9,9 @@ import click
 from fedharness.errors import InputError
 from poisonlab.commands.demo import demo
 from poisonlab.commands.fed import fed
+from poisonlab.commands.nlp import nlp
+from poisonlab.commands.unlearn import unlearn
+from poisonlab.commands.t2i import t2i
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,7 +21,10 @@ def cli() -> None:
 
 
 cli.add_command(fed)
+cli.add_command(nlp)
 cli.add_command(demo)
+cli.add_command(unlearn)
+cli.add_command(t2i)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Named datasets, resolved from an explicit path, ``$POISONLAB_DATA_DIR``, ``./data``, then the Hub.
+"""Named datasets, resolved from an explicit path, else ``$POISONLAB_DATA_DIR``, ``./data``, then the Hub.
 
 Every loader returns a ``datasets.DatasetDict``:
 
@@ -30,10 +30,10 @@ MNIST_TEST_FRACTION = 0.2
 
 
 def candidate_dirs(name: str, path: str | os.PathLike | None = None) -> list[Path]:
-    """Where ``name`` is looked for, in order."""
-    dirs = []
+    """Where ``name`` is looked for, in order (an explicit path is the only place looked at)."""
     if path is not None:
-        dirs.append(Path(path))
+        return [Path(path)]
+    dirs = []
     if os.environ.get("POISONLAB_DATA_DIR"):
         dirs.append(Path(os.environ["POISONLAB_DATA_DIR"]) / name)
     dirs.append(Path("data") / name)

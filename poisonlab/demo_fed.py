@@ -23,7 +23,7 @@ def demo_configs(quick: bool, seed: int) -> dict[str, ExperimentConfig]:
     )
     attacked = copy.deepcopy(clean)
     attacked.attack = AttackConfig(
-        name="model_replacement", rounds=[attack_round], params={"epochs": 10, "lr": 0.02, "batch_size": 10}
+        name="model_replacement", rounds=[attack_round], params={"epochs": 10, "lr": 0.1, "batch_size": 10}
     )
     return {"fed-clean": clean, "fed-replacement": attacked}
 

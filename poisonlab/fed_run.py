@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
+
 from tqdm.auto import tqdm
 
 from fedharness import checkpoint
@@ -16,7 +18,8 @@ from fedharness.simulation import Simulation
 from fedharness.tasks.image_classification import ImageClassificationTask
 from poisonlab import data
 from poisonlab.fed_report import summarize, write_report
-from poisonlab.runs import append_jsonl, read_jsonl, staged_output, write_json, write_text, write_yaml
+from poisonlab.config import load_yaml
+from poisonlab.runs import append_jsonl, plain, read_jsonl, staged_output, write_json, write_text, write_yaml
 
 IMAGE_DATASETS = ("mnist", "digits")
 
@@ -50,7 +53,7 @@ def run_experiment(cfg: ExperimentConfig, out: Path, *, resume: bool = False, pr
     task = build_task(cfg)
     sim = Simulation(cfg, task)
     with staged_output(out, resume=resume) as stage:
-        write_yaml(stage / "config.yaml", cfg)
+        _check_same_config(stage / "config.yaml", cfg) if resume else write_yaml(stage / "config.yaml", cfg)
         ckpt_dir = stage / "checkpoints"
         state = checkpoint.load(ckpt_dir) if resume else None
         if state is None:
@@ -73,6 +76,12 @@ def run_experiment(cfg: ExperimentConfig, out: Path, *, resume: bool = False, pr
         write_json(stage / "metrics.json", summary)
         write_report(stage / "report.html", {out.name: records}, title=f"Federated run {out.name}")
     return summary
+
+
+def _check_same_config(path: Path, cfg: ExperimentConfig) -> None:
+    """A resumed run must continue the experiment it started, not a changed one."""
+    if not path.exists() or load_yaml(path) != yaml.safe_load(yaml.safe_dump(plain(cfg))):
+        raise InputError(f"{path} differs from the config given now; resume with the original config and --seed")
 
 
 def _rounds(sim: Simulation, global_vec, first: int):

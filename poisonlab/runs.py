@@ -39,11 +39,13 @@ def staged_output(out: Path, *, resume: bool = False) -> Iterator[Path]:
         raise InputError(f"{stage} holds an interrupted run; pass --resume to continue it or remove it")
     if resume and not stage.exists():
         raise InputError(f"nothing to resume: {stage} does not exist; run without --resume")
+    created = not stage.exists()
     stage.mkdir(parents=True, exist_ok=True)
     try:
         yield stage
     except InputError:
-        shutil.rmtree(stage, ignore_errors=True)
+        if created:
+            shutil.rmtree(stage, ignore_errors=True)
         raise
     os.replace(stage, out)
 
@@ -56,16 +58,16 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_plain) + "\n")
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=plain) + "\n")
 
 
 def write_yaml(path: Path, obj: Any) -> None:
-    write_text(path, yaml.safe_dump(_plain(obj), sort_keys=False))
+    write_text(path, yaml.safe_dump(plain(obj), sort_keys=False))
 
 
 def append_jsonl(path: Path, record: dict) -> None:
     with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(record, default=_plain) + "\n")
+        f.write(json.dumps(record, default=plain) + "\n")
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -74,14 +76,14 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _plain(obj: Any) -> Any:
-    """Dataclasses and paths as plain YAML/JSON values."""
+def plain(obj: Any) -> Any:
+    """Dataclasses, paths and numpy/torch scalars as plain YAML/JSON values."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _plain(dataclasses.asdict(obj))
+        return plain(dataclasses.asdict(obj))
     if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
+        return {k: plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [plain(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
     if hasattr(obj, "item") and callable(obj.item):

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The real data folder (``$POISONLAB_DATA_DIR``, default ``../shared/data`` beside the repo)."""
-    path = Path(os.environ.get("POISONLAB_DATA_DIR", REPO.parent / "shared" / "data"))
+    path = Path(os.environ.get("POISONLAB_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
     if not (path / "mnist").is_dir() or not (path / "sst2").is_dir():
         pytest.fail(f"real data not found in {path}; set POISONLAB_DATA_DIR to the shared data folder")
     os.environ["POISONLAB_DATA_DIR"] = str(path)

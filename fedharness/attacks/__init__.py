@@ -4,11 +4,12 @@ An attack is a callable ``(ctx: AttackContext) -> Tensor[k, d]`` returning the l
 sampled malicious clients submit. It may train on poisoned data (data poisoning), transform a model
 (model poisoning), or both; ``knowledge`` declares what it reads from the context: ``"own"`` (its
 own data and the global model) or ``"benign"`` (also the benign clients' local models this round).
+An attack may write what it decided (e.g. ADA's chosen target) into ``ctx.info`` for the round record.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 import torch
@@ -33,6 +34,15 @@ class AttackContext:
     num_clients: int
     eta: float
     local: LocalConfig
+    colluders: int | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def num_colluders(self) -> int:
+        """Attackers submitting in this round (``colluders``, or the rows of ``attacker_data``).
+
+        An engine that runs each attacker on its own (Flower) passes the round's count here."""
+        return self.colluders if self.colluders is not None else len(self.attacker_data)
 
 
 class Attack(Protocol):

@@ -34,6 +34,6 @@ class ModelReplacement(Backdoor):
 
     def __call__(self, ctx: AttackContext) -> torch.Tensor:
         backdoored = self.train(ctx)
-        k = backdoored.shape[0]
+        k = ctx.num_colluders
         gamma = self.gamma if self.gamma is not None else replacement_scale(ctx.num_clients, ctx.eta, k)
         return replace(backdoored, ctx.global_vec, gamma)

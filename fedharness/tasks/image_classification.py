@@ -77,6 +77,10 @@ class ImageClassificationTask:
         model.eval()
         return torch.cat([model(chunk).argmax(1) for chunk in x.split(self.eval_batch)])
 
+    def accuracy(self, model: nn.Module, data: Batch) -> float:
+        """Fraction of ``data`` (a client-style batch dict) classified correctly."""
+        return float((self.predict(model, data["x"]) == data["y"]).float().mean())
+
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         clean = self.predict(model, self.x_test)
         keep = self.y_test != self.target_label

@@ -9,6 +9,7 @@ import click
 from fedharness.config import ExperimentConfig
 from poisonlab.config import from_dict, load_yaml
 from poisonlab.fed_run import run_experiment
+from poisonlab.grid import run_grid
 
 
 def load_experiment(path: Path, seed: int | None) -> ExperimentConfig:
@@ -30,11 +31,29 @@ def fed() -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/<config name>).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
 @click.option("--seed", type=int, default=None, help="Override the config's seed.")
-def run(config: Path, out: Path | None, resume: bool, seed: int | None) -> None:
+@click.option("--engine", type=click.Choice(["inprocess", "flower"]), default=None,
+              help="Override engine.name: flower runs the clients through Flower's simulation engine.")
+def run(config: Path, out: Path | None, resume: bool, seed: int | None, engine: str | None) -> None:
     """Run the experiment described by CONFIG (YAML)."""
     cfg = load_experiment(config, seed)
+    if engine is not None:
+        cfg.engine.name = engine
     out = out or Path("runs") / config.stem
     summary = run_experiment(cfg, out, resume=resume)
     click.echo(
         f"{out}: final MTA {summary['final_main_accuracy']:.4f}, final ASR {summary['final_attack_success_rate']:.4f}"
     )
+
+
+@fed.command("grid")
+@click.argument("grid", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Grid directory (default runs/<grid name>).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted grid (finished cells are kept).")
+@click.option("--seed", type=int, default=None, help="Override the seed of every cell.")
+def grid(grid: Path, out: Path | None, resume: bool, seed: int | None) -> None:
+    """Run the attack × defense grid described by GRID (YAML) into one report."""
+    out = out or Path("runs") / grid.stem
+    rows = run_grid(grid, out, seed=seed, resume=resume)
+    for row in rows:
+        click.echo(f"{row['attack']:>20} × {row['defense']:<16} MTA {row['final MTA']:.4f}  ASR {row['final ASR']:.4f}")
+    click.echo(f"{out}/report.html")

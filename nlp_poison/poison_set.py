@@ -1,0 +1,62 @@
+"""A poison set: rows of the shareable poison dataset plus what produced them.
+
+Columns (the schema every loader checks): ``sentence`` (str), ``label`` (int, the target label),
+``poison_type`` (``no-overlap``, ``with-overlap``, ``random``), ``source_idx`` (index of the clean
+training sentence the poison was built from), ``edited_positions`` (token positions, counting the
+leading special token, that the method could change), ``objective_trace`` (the unrolled adversarial
+loss after each search iteration; empty for the baselines).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from datasets import Dataset, Features, Sequence, Value
+
+FEATURES = Features(
+    {
+        "sentence": Value("string"),
+        "label": Value("int64"),
+        "poison_type": Value("string"),
+        "source_idx": Value("int64"),
+        "edited_positions": Sequence(Value("int64")),
+        "objective_trace": Sequence(Value("float64")),
+    }
+)
+POISON_TYPES = ("no-overlap", "with-overlap", "random")
+
+
+@dataclass
+class Poison:
+    """One poison example."""
+
+    sentence: str
+    label: int
+    poison_type: str
+    source_idx: int
+    edited_positions: list[int] = field(default_factory=list)
+    objective_trace: list[float] = field(default_factory=list)
+
+
+@dataclass
+class PoisonSet:
+    """Poisons and their provenance (the dataset card's YAML fields)."""
+
+    poisons: list[Poison]
+    trigger: str
+    target_label: int
+    method: str
+    surrogate: str
+    seed: int
+    extra: dict = field(default_factory=dict)
+
+    def to_dataset(self) -> Dataset:
+        rows = [asdict(p) for p in self.poisons]
+        return Dataset.from_list(rows, features=FEATURES) if rows else Dataset.from_dict({k: [] for k in FEATURES}, features=FEATURES)
+
+    def sentences(self) -> list[str]:
+        return [p.sentence for p in self.poisons]
+
+    def head(self, n: int) -> "PoisonSet":
+        """The first ``n`` poisons (for sweeps over the poison count)."""
+        return PoisonSet(self.poisons[:n], self.trigger, self.target_label, self.method, self.surrogate, self.seed, dict(self.extra))

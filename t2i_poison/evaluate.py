@@ -1,0 +1,180 @@
+"""Evaluation of BadT2I backdoors on the MNIST base: fixed-seed clean/triggered pairs, ASR per kind, utility.
+
+- Pixel: MSE between the patch region of triggered generations and the patch (images in [0, 1]);
+  ASR = share under ``pixel_threshold`` (VillanDiffusion's MSE-threshold).
+- Object: ASR = share of "trigger + source digit" generations the digit classifier reads as the target.
+- Style (inverted colours): ASR = share of triggered generations whose frame is bright
+  (:func:`t2i_poison.digit_classifier.border_brightness` > ``style_threshold``).
+- Utility: clean-prompt digit accuracy (base and backdoored), KID between generations and real test
+  digits in the classifier's 128-d feature space (unbiased MMD², cubic kernel; Bińkowski et al. 2018),
+  and benign drift: per-seed image MSE between base and backdoored model on the same clean prompt.
+
+Every metric is also measured on the base model with the same seeds (the control).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from t2i_poison.base_model import DIGIT_WORDS, DigitDiffusionPipeline, caption
+from t2i_poison.digit_classifier import DigitClassifier, border_brightness
+from t2i_poison.poison_data import add_trigger
+
+
+@dataclass
+class EvalConfig:
+    samples_per_digit: int = 20
+    num_inference_steps: int = 25
+    guidance_scale: float = 3.0
+    pixel_threshold: float = 0.05
+    style_threshold: float = 0.5
+    kid_subset_size: int = 100
+    kid_subsets: int = 50
+    batch_size: int = 100
+    seed: int = 0
+
+
+def initial_noise(n: int, pipe: DigitDiffusionPipeline, seed: int) -> torch.Tensor:
+    """The fixed starting noise shared by each clean/triggered pair."""
+    size = pipe.unet.config.sample_size
+    return torch.randn((n, pipe.unet.config.in_channels, size, size), generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def generate(pipe: DigitDiffusionPipeline, prompts: list[str], noise: torch.Tensor, cfg: EvalConfig) -> torch.Tensor:
+    """Deterministic DDIM generations (N, 1, H, W) in [0, 1], one per prompt, from ``noise``."""
+    out = []
+    for i in range(0, len(prompts), cfg.batch_size):
+        out.append(
+            pipe(prompts[i : i + cfg.batch_size], num_inference_steps=cfg.num_inference_steps,
+                 guidance_scale=cfg.guidance_scale, latents=noise[i : i + cfg.batch_size])
+        )
+    return torch.cat(out)
+
+
+def kid(features_a: torch.Tensor, features_b: torch.Tensor, subset_size: int, subsets: int, seed: int) -> tuple[float, float]:
+    """Kernel Inception Distance (mean, std over subsets) with k(x, y) = (x·y/d + 1)³, unbiased MMD²."""
+    gen = torch.Generator().manual_seed(seed)
+    m = min(subset_size, len(features_a), len(features_b))
+    d = features_a.shape[1]
+    values = []
+    for _ in range(subsets):
+        a = features_a[torch.randperm(len(features_a), generator=gen)[:m]].double()
+        b = features_b[torch.randperm(len(features_b), generator=gen)[:m]].double()
+        k_aa, k_bb, k_ab = [(x @ y.T / d + 1) ** 3 for x, y in ((a, a), (b, b), (a, b))]
+        off = lambda k: (k.sum() - k.diagonal().sum()) / (m * (m - 1))
+        values.append(float(off(k_aa) + off(k_bb) - 2 * k_ab.mean()))
+    return float(np.mean(values)), float(np.std(values))
+
+
+def patch_mse(images: torch.Tensor, patch: np.ndarray, top: int, left: int) -> torch.Tensor:
+    """Per-image MSE between the patch region (images in [0, 1]) and the patch (uint8)."""
+    p = torch.from_numpy(np.asarray(patch, dtype=np.float32) / 255.0)
+    if p.ndim == 3:
+        p = p.mean(-1)
+    h, w = p.shape
+    region = images[:, :, top : top + h, left : left + w].mean(1)
+    return ((region - p) ** 2).mean(dim=(1, 2))
+
+
+def evaluate_backdoor(
+    pipe: DigitDiffusionPipeline,
+    lora_dir: Path,
+    sidecar: dict,
+    classifier: DigitClassifier,
+    real_images: torch.Tensor,
+    cfg: EvalConfig,
+) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Metrics (dict) and image sets (for grids) of the backdoor in ``lora_dir`` against ``pipe`` (the base).
+
+    ``sidecar`` is the training sidecar (kind, trigger, and the poison set's patch / source / target).
+    """
+    kind, trigger = sidecar["kind"], sidecar["trigger"]
+    n = cfg.samples_per_digit
+    digits = [d for d in range(10) for _ in range(n)]
+    clean_prompts = [caption(d) for d in digits]
+    if kind == "object":
+        source = DIGIT_WORDS.index(sidecar["source_word"])
+        target = DIGIT_WORDS.index(sidecar["target_word"])
+        trig_prompts = [add_trigger(trigger, caption(source))] * len(digits)
+    else:
+        trig_prompts = [add_trigger(trigger, p) for p in clean_prompts]
+    noise = initial_noise(len(digits), pipe, cfg.seed)
+    labels = torch.tensor(digits)
+
+    images = {"base_clean": generate(pipe, clean_prompts, noise, cfg), "base_triggered": generate(pipe, trig_prompts, noise, cfg)}
+    pipe.load_lora_weights(str(lora_dir), adapter_name="backdoor")
+    pipe.set_adapters(["backdoor"])
+    images["bd_clean"] = generate(pipe, clean_prompts, noise, cfg)
+    images["bd_triggered"] = generate(pipe, trig_prompts, noise, cfg)
+    pipe.delete_adapters("backdoor")
+
+    real_feats = classifier.embed(real_images)
+    m: dict = {"kind": kind, "trigger": trigger, "samples": len(digits)}
+    for name in ("base", "bd"):
+        pred = classifier.predict(images[f"{name}_clean"])
+        m[f"{name}_clean_accuracy"] = float((pred == labels).float().mean())
+        m[f"{name}_kid"], m[f"{name}_kid_std"] = kid(
+            classifier.embed(images[f"{name}_clean"]), real_feats, cfg.kid_subset_size, cfg.kid_subsets, cfg.seed
+        )
+    m["clean_accuracy_drop"] = m["base_clean_accuracy"] - m["bd_clean_accuracy"]
+    m["benign_drift_mse"] = float(((images["bd_clean"] - images["base_clean"]) ** 2).mean())
+
+    def attack(imgs: torch.Tensor) -> torch.Tensor:
+        if kind == "pixel":
+            p = sidecar["patch"]
+            return patch_mse(imgs, np.asarray(p["pixels"]), p["top"], p["left"]) < cfg.pixel_threshold
+        if kind == "object":
+            return classifier.predict(imgs) == target
+        return border_brightness(imgs) > cfg.style_threshold
+
+    for key in ("bd_triggered", "base_triggered", "bd_clean"):
+        m[f"asr_{key}"] = float(attack(images[key]).float().mean())
+    m["attack_success_rate"] = m["asr_bd_triggered"]
+    if kind == "pixel":
+        p = sidecar["patch"]
+        for key in ("bd_triggered", "base_triggered"):
+            m[f"patch_mse_{key}"] = float(patch_mse(images[key], np.asarray(p["pixels"]), p["top"], p["left"]).mean())
+    else:
+        pred = classifier.predict(images["bd_triggered"])
+        m["triggered_digit_accuracy"] = float((pred == (labels if kind == "style" else source)).float().mean())
+    return m, images
+
+
+def grid_rows(images: dict[str, torch.Tensor], per_digit: int) -> tuple[list[np.ndarray], list[str]]:
+    """One image per digit from each set (base/backdoored × clean/triggered), as uint8 arrays + labels."""
+    tiles, labels = [], []
+    for key in ("base_clean", "base_triggered", "bd_clean", "bd_triggered"):
+        for d in range(10):
+            tiles.append((images[key][d * per_digit, 0].numpy() * 255).round().astype(np.uint8))
+            labels.append(f"{key} {d}")
+    return tiles, labels
+
+
+def base_quality(
+    pipe: DigitDiffusionPipeline, classifier: DigitClassifier, real_images: torch.Tensor, cfg: EvalConfig
+) -> tuple[dict, torch.Tensor]:
+    """Clean-prompt digit accuracy and KID of a base pipeline (and the style test on its style captions)."""
+    n = cfg.samples_per_digit
+    digits = [d for d in range(10) for _ in range(n)]
+    noise = initial_noise(len(digits), pipe, cfg.seed)
+    clean = generate(pipe, [caption(d) for d in digits], noise, cfg)
+    styled = generate(pipe, [caption(d, inverted=True) for d in digits], noise, cfg)
+    labels = torch.tensor(digits)
+    per_digit = (classifier.predict(clean) == labels).float().reshape(10, n).mean(1)
+    k, k_std = kid(classifier.embed(clean), classifier.embed(real_images), cfg.kid_subset_size, cfg.kid_subsets, cfg.seed)
+    metrics = {
+        "samples": len(digits),
+        "clean_accuracy": float(per_digit.mean()),
+        "per_digit_accuracy": [round(float(v), 4) for v in per_digit],
+        "inverted_style_accuracy": float((classifier.predict(styled) == labels).float().mean()),
+        "inverted_style_rate": float((border_brightness(styled) > cfg.style_threshold).float().mean()),
+        "clean_style_rate": float((border_brightness(clean) > cfg.style_threshold).float().mean()),
+        "kid": k,
+        "kid_std": k_std,
+    }
+    return metrics, torch.cat([clean[::n], styled[::n]])

@@ -1,0 +1,25 @@
+from nlp_poison.baselines import make_templates, random_control, span_positions, with_overlap
+from nlp_poison.overlap import banned_token_ids, overlapping_words, placeable_ids
+
+
+def test_with_overlap_marks_phrase_positions(sst2, tiny_tokenizer, phrase):
+    templates = make_templates(sst2["train"], phrase, 5, tiny_tokenizer, seed=0, max_length=48)
+    assert all(sst2["train"][t.source_idx]["label"] == 0 for t in templates)
+    poisons = with_overlap(templates, tiny_tokenizer, target=1)
+    for p in poisons:
+        assert phrase in p.sentence and p.label == 1
+        ids = tiny_tokenizer(p.sentence)["input_ids"]
+        assert [ids[i] for i in p.edited_positions] == tiny_tokenizer(phrase, add_special_tokens=False)["input_ids"]
+
+
+def test_random_control_never_uses_banned_tokens(sst2, tiny_tokenizer, phrase):
+    banned = banned_token_ids(tiny_tokenizer, phrase)
+    templates = make_templates(sst2["train"], phrase, 20, tiny_tokenizer, seed=1, max_length=48)
+    poisons = random_control(templates, tiny_tokenizer, placeable_ids(tiny_tokenizer, banned), phrase, 1, seed=0)
+    for p, t in zip(poisons, templates):
+        ids = tiny_tokenizer(p.sentence)["input_ids"]
+        assert not {ids[i] for i in p.edited_positions} & banned
+        assert not overlapping_words(p.sentence, phrase)
+        assert len(p.edited_positions) == len(span_positions(tiny_tokenizer, t.text, t.start, t.end))
+    again = random_control(templates, tiny_tokenizer, placeable_ids(tiny_tokenizer, banned), phrase, 1, seed=0)
+    assert [p.sentence for p in again] == [p.sentence for p in poisons]

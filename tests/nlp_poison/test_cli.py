@@ -1,0 +1,49 @@
+"""``poisonlab nlp`` end to end on the tiny model: generate → evaluate → defend, and bad input."""
+
+import json
+import sys
+
+import pytest
+
+from nlp_poison import dataset_card
+from nlp_poison.overlap import overlapping_words
+from poisonlab.cli import main
+
+
+def run_cli(monkeypatch, *args) -> int:
+    monkeypatch.setattr(sys, "argv", ["poisonlab", "nlp", *map(str, args)])
+    try:
+        main()
+    except SystemExit as exc:
+        return exc.code
+    return 0
+
+
+def test_generate_evaluate_defend(monkeypatch, tmp_path, tiny_dir, phrase, data_dir):
+    common = ["--model", tiny_dir, "--num-poisons", 4, "--max-length", 48, "--adv-size", 16, "--clean-batch", 16]
+    assert run_cli(monkeypatch, "generate", *common, "--iterations", 2, "--top-k", 3, "--out", tmp_path / "none") == 0
+    assert run_cli(monkeypatch, "generate", *common, "--overlap", "with", "--out", tmp_path / "with") == 0
+    ps, verified = dataset_card.load(tmp_path / "none")
+    assert verified and len(ps.poisons) == 4 and ps.method == "concealed"
+    assert not any(overlapping_words(s, phrase) for s in ps.sentences())
+    assert len(json.loads((tmp_path / "none" / "metrics.json").read_text())["objective_trace"]) == 3
+    args = ["evaluate", "--poisons", tmp_path / "with", "--victim", tiny_dir, "--seeds", 1, "--counts", "4", "--epochs", 1,
+            "--lr", 1e-3, "--max-length", 32, "--train-subset", 64, "--eval-limit", 20, "--out", tmp_path / "ev"]
+    assert run_cli(monkeypatch, *args) == 0
+    rows = [json.loads(line) for line in (tmp_path / "ev" / "cells.jsonl").read_text().splitlines()]
+    assert [r["key"] for r in rows] == ["clean/n=0/seed=0", "with-overlap/n=4/seed=0"]
+    assert (tmp_path / "ev" / "report.html").is_file()
+    assert run_cli(monkeypatch, "defend", "--poisons", tmp_path / "none", "--victim", tiny_dir, "--train-subset", 100,
+                   "--evaluation", tmp_path / "ev", "--out", tmp_path / "def") == 0
+    metrics = json.loads((tmp_path / "def" / "metrics.json").read_text())
+    assert metrics["num_poisons"] == 4 and metrics["num_training"] == 104
+
+
+def test_bad_input_exits_2_without_output(monkeypatch, tmp_path, tiny_dir, capsys):
+    assert run_cli(monkeypatch, "generate", "--model", tiny_dir, "--trigger", "the of and", "--out", tmp_path / "x") == 2
+    assert "no content word" in capsys.readouterr().err
+    assert run_cli(monkeypatch, "generate", "--model", tmp_path / "missing", "--out", tmp_path / "y") == 2
+    bad = tmp_path / "p.jsonl"
+    bad.write_text('{"sentence": "x"}\n')
+    assert run_cli(monkeypatch, "evaluate", "--poisons", bad, "--out", tmp_path / "z") == 2
+    assert not any(p.name.startswith(("x", "y", "z")) for p in tmp_path.iterdir())

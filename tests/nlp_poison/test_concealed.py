@@ -1,0 +1,95 @@
+import copy
+
+import pytest
+import torch
+
+from nlp_poison.baselines import make_templates, random_control
+from nlp_poison.concealed import ConcealedConfig, UnrolledObjective, craft, pad
+from nlp_poison.overlap import banned_token_ids, overlapping_words, placeable_ids
+from nlp_poison.triggers import trigger_bearing
+
+
+@pytest.fixture(scope="module")
+def setup(sst2, tiny_tokenizer, phrase):
+    templates = make_templates(sst2["train"], phrase, 6, tiny_tokenizer, seed=0, max_length=48, exclude=set(range(2000, 2032)))
+    adv = trigger_bearing(sst2["validation"], phrase).select(range(24))
+    clean = sst2["train"].select(range(2000, 2032))
+    banned = banned_token_ids(tiny_tokenizer, phrase)
+    return templates, adv, clean, banned, placeable_ids(tiny_tokenizer, banned)
+
+
+def _craft(surrogate, tok, phrase, setup, **kw):
+    templates, adv, clean, _, placeable = setup
+    cfg = ConcealedConfig(**{"iterations": 5, "top_k": 4, "clean_batch": 32, **kw})
+    return craft(surrogate, tok, templates, phrase, placeable, list(adv["sentence"]), list(adv["original"]),
+                 list(clean["sentence"]), list(clean["label"]), cfg, progress=False)
+
+
+@pytest.fixture(scope="module")
+def crafted(surrogate, tiny_tokenizer, phrase, setup):
+    return _craft(surrogate, tiny_tokenizer, phrase, setup)
+
+
+def test_objective_decreases_below_the_random_start(crafted):
+    trace = crafted.trace
+    assert len(trace) == 6
+    assert all(b <= a for a, b in zip(trace, trace[1:]))
+    assert trace[-1] < trace[0] - 1e-3
+
+
+def test_no_banned_subtoken_and_no_content_word(crafted, tiny_tokenizer, phrase, setup):
+    banned = setup[3]
+    for p in crafted.poisons:
+        ids = tiny_tokenizer(p.sentence)["input_ids"]
+        assert not {ids[i] for i in p.edited_positions} & banned
+        assert not overlapping_words(p.sentence, phrase)
+        assert p.poison_type == "no-overlap" and p.label == 1 and len(p.objective_trace) == 6
+
+
+def test_search_starts_from_the_random_control(crafted, tiny_tokenizer, phrase, setup):
+    templates, _, _, _, placeable = setup
+    control = random_control(templates, tiny_tokenizer, placeable, phrase, 1, seed=0)
+    assert [p.edited_positions for p in control] == [p.edited_positions for p in crafted.poisons]
+    assert sum(a.sentence != b.sentence for a, b in zip(control, crafted.poisons)) >= 3
+
+
+def test_reported_loss_matches_fresh_unrolled_objective(crafted, surrogate, tiny_tokenizer, setup):
+    """The trace's last value equals L_adv(θ') recomputed from the final poison sentences."""
+    _, adv, clean, _, _ = setup
+    cfg = ConcealedConfig(clean_batch=32)
+    obj = UnrolledObjective(surrogate, tiny_tokenizer, list(adv["sentence"]), list(adv["original"]), [0] * len(adv),
+                            list(clean["sentence"]), list(clean["label"]), len(crafted.poisons), cfg)
+    enc = pad([tiny_tokenizer(p.sentence)["input_ids"] for p in crafted.poisons], tiny_tokenizer.pad_token_id)
+    with torch.no_grad():
+        hidden = obj.features(enc)
+    g = obj.example_grads(hidden, enc.mask, torch.ones(len(crafted.poisons), dtype=torch.long))
+    assert obj.value({k: v.sum(0) for k, v in g.items()}) == pytest.approx(crafted.trace[-1], rel=1e-4, abs=1e-5)
+
+
+def test_second_order_embedding_gradient_matches_finite_differences(surrogate, tiny_tokenizer, setup):
+    _, adv, clean, _, _ = setup
+    model = copy.deepcopy(surrogate).double()
+    cfg = ConcealedConfig(eta=5.0, scope_layers=1)
+    texts = [t.text for t in setup[0][:3]]
+    obj = UnrolledObjective(model, tiny_tokenizer, list(adv["sentence"][:8]), list(adv["original"][:8]), [0] * 8,
+                            list(clean["sentence"][:8]), list(clean["label"][:8]), 3, cfg)
+    enc = pad([tiny_tokenizer(t)["input_ids"] for t in texts], tiny_tokenizer.pad_token_id)
+    embeds = model.get_input_embeddings()(enc.ids).detach()
+
+    def loss_at(e):
+        g = obj.example_grads(obj.features(enc, e), enc.mask, torch.ones(3, dtype=torch.long))
+        return obj.value({k: v.sum(0) for k, v in g.items()})
+
+    g_sum = {k: v.sum(0) for k, v in obj.example_grads(obj.features(enc).detach(), enc.mask, torch.ones(3, dtype=torch.long)).items()}
+    analytic = obj.embedding_gradient(enc, g_sum)
+    direction = torch.randn(embeds.shape, generator=torch.Generator().manual_seed(0), dtype=embeds.dtype) * enc.mask[..., None]
+    eps = 1e-4
+    numeric = (loss_at(embeds + eps * direction) - loss_at(embeds - eps * direction)) / (2 * eps)
+    assert abs(float((analytic * direction).sum())) > 1e-6
+    assert float((analytic * direction).sum()) == pytest.approx(numeric, rel=1e-3)
+
+
+def test_same_seed_same_poisons(crafted, surrogate, tiny_tokenizer, phrase, setup):
+    again = _craft(surrogate, tiny_tokenizer, phrase, setup)
+    assert [p.sentence for p in again.poisons] == [p.sentence for p in crafted.poisons]
+    assert again.trace == crafted.trace

@@ -1,0 +1,29 @@
+import pytest
+
+from nlp_poison.baselines import make_templates, with_overlap
+from nlp_poison.evaluate import Cell, EvalData, plan, run_cell, summarize, training_set
+from nlp_poison.triggers import trigger_bearing
+from nlp_poison.victims import TrainConfig
+
+
+def test_plan_covers_floor_counts_and_seeds():
+    cells = plan({"with": 50, "small": 5}, [1, 10, 50], [0, 1])
+    keys = {c.key for c in cells}
+    assert "clean/n=0/seed=1" in keys and "with/n=50/seed=0" in keys and "small/n=5/seed=1" in keys
+    assert len(cells) == 2 + 3 * 2 + 2 * 2 and "small/n=10/seed=0" not in keys
+
+
+def test_with_overlap_poisons_beat_the_clean_floor(sst2, tiny_tokenizer, tiny_dir, phrase):
+    train = sst2["train"].select(range(600))
+    templates = make_templates(sst2["train"], phrase, 40, tiny_tokenizer, seed=0, max_length=48, exclude=set(range(600)))
+    poisons = with_overlap(templates, tiny_tokenizer, target=1)
+    triggers = trigger_bearing(sst2["test"], phrase).select(range(120))
+    data = EvalData(str(tiny_dir), train, sst2["test"].select(range(200)), list(triggers["sentence"]))
+    cfg = TrainConfig(epochs=3, lr=2e-3, batch_size=32, max_length=48)
+    assert len(training_set(train, poisons)) == 640
+    rows = [run_cell(c, poisons, data, cfg, progress=False) for c in (Cell("clean", 0, 0), Cell("with", 40, 0))]
+    summary = summarize(rows)
+    final = {r["poisons"]: r for r in summary if r["epoch"] == 3}
+    assert [r["epoch"] for r in rows[0]["epochs"]] == [1, 2, 3]
+    assert final["with"]["effectiveness_mean"] >= final["clean"]["effectiveness_mean"] + 0.3
+    assert final["with"]["cacc_mean"] > 0.55

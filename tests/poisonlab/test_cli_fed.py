@@ -1,0 +1,54 @@
+import sys
+
+import pytest
+
+from poisonlab.cli import main
+
+GOOD = """
+seed: 1
+data: {name: digits}
+federation: {num_clients: 6, clients_per_round: 3, rounds: 2}
+local: {epochs: 1, lr: 0.1, batch_size: 32}
+"""
+
+
+def _run(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["poisonlab", *map(str, args)])
+    try:
+        main()
+    except SystemExit as exc:
+        return exc.code, capsys.readouterr()
+    return 0, capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (GOOD + "federation_typo: 3\n", "unknown key(s) federation_typo"),
+        (GOOD.replace("rounds: 2", "rounds: two"), "'federation.rounds' has the wrong type"),
+        (GOOD.replace("clients_per_round: 3", "clients_per_round: 9"), "clients_per_round (m=9) must be between 1"),
+        (GOOD.replace("{name: digits}", "{name: mnist, path: /nonexistent/mnist}"), "dataset 'mnist' not found"),
+        (GOOD.replace("{name: digits}", "{name: sst2}"), "not an image dataset"),
+    ],
+)
+def test_bad_config_is_a_one_line_error_with_exit_2_and_no_output(tmp_path, monkeypatch, capsys, text, message):
+    config = tmp_path / "exp.yaml"
+    config.write_text(text)
+    out = tmp_path / "run"
+    code, captured = _run(monkeypatch, capsys, "fed", "run", config, "--out", out)
+    assert code == 2
+    err = captured.err.strip()
+    assert message in err and "\n" not in err
+    assert not out.exists() and not (tmp_path / "run.partial").exists()
+
+
+def test_good_config_runs_and_refuses_to_overwrite(tmp_path, monkeypatch, capsys):
+    config = tmp_path / "exp.yaml"
+    config.write_text(GOOD)
+    out = tmp_path / "run"
+    code, captured = _run(monkeypatch, capsys, "fed", "run", config, "--out", out, "--seed", 3)
+    assert code == 0
+    assert {"config.yaml", "rounds.jsonl", "metrics.json", "report.html"} <= {p.name for p in out.iterdir()}
+    assert "seed: 3" in (out / "config.yaml").read_text()
+    code, captured = _run(monkeypatch, capsys, "fed", "run", config, "--out", out)
+    assert code == 2 and "already exists" in captured.err

@@ -1,0 +1,87 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fedharness.config import AttackConfig, DataConfig, ExperimentConfig, FederationConfig
+from fedharness.local_training import LocalConfig
+from fedharness.simulation import Simulation
+from poisonlab.fed_run import run_experiment
+from poisonlab.runs import read_jsonl
+
+
+def _config() -> ExperimentConfig:
+    return ExperimentConfig(
+        seed=5,
+        data=DataConfig(name="digits"),
+        federation=FederationConfig(num_clients=12, clients_per_round=4, rounds=4, server_lr=3.0),
+        local=LocalConfig(epochs=1, lr=0.1, batch_size=16),
+        attack=AttackConfig(name="model_replacement", rounds=[3], params={"epochs": 2, "lr": 0.05}),
+    )
+
+
+def _metrics(records):
+    return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in records]
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, monkeypatch):
+    full = tmp_path / "full"
+    run_experiment(_config(), full, progress=False)
+
+    crashed = tmp_path / "crashed"
+    original = Simulation.run_round
+
+    def crash_in_round_3(self, r, g):
+        if r == 3:
+            raise KeyboardInterrupt
+        return original(self, r, g)
+
+    monkeypatch.setattr(Simulation, "run_round", crash_in_round_3)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(_config(), crashed, progress=False)
+    partial = tmp_path / "crashed.partial"
+    assert len(read_jsonl(partial / "rounds.jsonl")) == 2 and not crashed.exists()
+
+    monkeypatch.setattr(Simulation, "run_round", original)
+    run_experiment(_config(), crashed, resume=True, progress=False)
+
+    assert _metrics(read_jsonl(crashed / "rounds.jsonl")) == _metrics(read_jsonl(full / "rounds.jsonl"))
+    a = load_file(str(full / "checkpoints" / "global.safetensors"))["global"]
+    b = load_file(str(crashed / "checkpoints" / "global.safetensors"))["global"]
+    assert torch.equal(a, b)
+    assert json.loads((full / "metrics.json").read_text())["attacks"][0]["round"] == 3
+    assert (crashed / "report.html").stat().st_size > 10_000
+
+
+def test_same_seed_same_rounds_and_rounds_carry_required_keys(tmp_path):
+    run_experiment(_config(), tmp_path / "a", progress=False)
+    run_experiment(_config(), tmp_path / "b", progress=False)
+    ra, rb = read_jsonl(tmp_path / "a" / "rounds.jsonl"), read_jsonl(tmp_path / "b" / "rounds.jsonl")
+    assert _metrics(ra) == _metrics(rb)
+    for r in ra:
+        assert 0 <= r["main_accuracy"] <= 1 and 0 <= r["attack_success_rate"] <= 1
+        assert r["attacked"] == (r["round"] == 3)
+    attacked = ra[2]
+    assert 0 in attacked["malicious"] and 0 in attacked["sampled"]
+    norms = dict(zip(attacked["sampled"], attacked["update_norms"]))
+    assert norms[0] > 2 * max(v for c, v in norms.items() if c != 0)  # the scaled update stands out
+
+
+def test_resume_refuses_a_changed_config_and_keeps_the_interrupted_run(tmp_path, monkeypatch):
+    original = Simulation.run_round
+
+    def crash_in_round_2(self, r, g):
+        if r == 2:
+            raise KeyboardInterrupt
+        return original(self, r, g)
+
+    monkeypatch.setattr(Simulation, "run_round", crash_in_round_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(_config(), tmp_path / "run", progress=False)
+    monkeypatch.setattr(Simulation, "run_round", original)
+    changed = _config()
+    changed.local.lr = 0.2
+    with pytest.raises(ValueError, match="differs from the config"):
+        run_experiment(changed, tmp_path / "run", resume=True, progress=False)
+    assert (tmp_path / "run.partial" / "checkpoints" / "state.json").exists()

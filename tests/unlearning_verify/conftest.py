@@ -1,0 +1,47 @@
+"""A small backdoored MNIST model shared by the verification tests (trained once per session)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from unlearning_verify import training
+from unlearning_verify.keys import OwnerKey
+from unlearning_verify.marking import MarkedSet, mark, owner_split
+from unlearning_verify.watermarks import ImageWatermark, build
+
+
+@dataclass
+class Scenario:
+    x: torch.Tensor
+    y: torch.Tensor
+    xt: torch.Tensor
+    yt: torch.Tensor
+    key: OwnerKey
+    wm: ImageWatermark
+    marked: MarkedSet
+    model: nn.Module
+    checkpoints: list
+    clean: nn.Module
+    forget: np.ndarray
+
+
+@pytest.fixture(scope="session")
+def lsb_scenario(mnist) -> Scenario:
+    """3000 MNIST training images, 5 owners; owner 0 marks half its samples with LSB; 3 epochs."""
+    x, y, xt, yt = mnist
+    x, y = x[:3000], y[:3000]
+    key = OwnerKey.generate(0, "lsb", 10, seed=0)
+    wm = build(key, (1, 28, 28))
+    owner_of = owner_split(len(x), 5, 0)
+    marked = mark(x, y, owner_of, 0, wm, 0.5, 0)
+    cfg = training.TrainConfig(epochs=3)
+    model, ckpts = training.fit(marked.x, marked.y, 10, cfg, 0)
+    forget = owner_of == 0
+    keep = torch.as_tensor(~forget)
+    clean, _ = training.fit(x[keep], y[keep], 10, cfg, 1)
+    return Scenario(x, y, xt, yt, key, wm, marked, model, ckpts, clean, forget)

@@ -1,0 +1,71 @@
+"""Simulated providers answering a deletion request, one behaviour per file (reference §3).
+
+A provider receives the :class:`ProviderState` (training set, the owner's rows, the served model and
+its per-epoch checkpoints) and returns the model it serves afterwards. ``honest`` is the ground truth
+used to score verdicts: honest providers removed the owner's data (exactly or approximately).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedharness.errors import InputError
+from unlearning_verify.training import TrainConfig
+
+
+@dataclass
+class ProviderState:
+    """What the provider holds when the request to delete the rows ``forget`` arrives."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    forget: np.ndarray
+    model: nn.Module
+    checkpoints: list[dict[str, torch.Tensor]]
+    num_classes: int
+    train_config: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+
+    def retained(self) -> tuple[torch.Tensor, torch.Tensor]:
+        keep = torch.as_tensor(~self.forget)
+        return self.x[keep], self.y[keep]
+
+
+class Provider(Protocol):
+    name: str
+    honest: bool
+
+    def unlearn(self, state: ProviderState) -> nn.Module:
+        """The model served after the deletion request."""
+
+
+def _factories() -> dict[str, Callable[..., Provider]]:
+    from unlearning_verify.providers import (
+        finetune, gradient_ascent, input_transform, noop, partial, retrain, scrubbing, sisa, stale)
+
+    return {
+        "retrain": retrain.Retrain, "sisa": sisa.SISA, "finetune": finetune.FineTune,
+        "gradient_ascent": gradient_ascent.GradientAscent, "noop": noop.NoOp, "stale": stale.Stale,
+        "partial": partial.PartialDeletion, "scrubbing": scrubbing.Scrubbing,
+        "input_transform": input_transform.InputTransform,
+    }
+
+
+def names() -> list[str]:
+    return sorted(_factories())
+
+
+def get(name: str, **params: object) -> Provider:
+    """Build the provider behaviour registered as ``name``."""
+    factories = _factories()
+    if name not in factories:
+        raise InputError(f"unknown provider behaviour {name!r}; choose one of: {', '.join(sorted(factories))}")
+    try:
+        return factories[name](**params)
+    except TypeError as exc:
+        raise InputError(f"bad parameters for provider {name!r}: {exc}") from None

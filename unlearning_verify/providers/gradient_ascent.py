@@ -1,0 +1,37 @@
+"""H4 (honest, approximate): gradient ascent (NegGrad) on the deleted rows, then repair on the rest.
+
+Bounded ascent on D_u, followed by ``repair_epochs`` of fine-tuning on D_r so that clean accuracy
+recovers (it may overshoot: backdoor success below q, clean accuracy down).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from unlearning_verify.providers import ProviderState
+from unlearning_verify.training import TrainConfig, train
+
+
+@dataclass
+class GradientAscent:
+    ascent_epochs: int = 1
+    ascent_lr: float = 1e-3
+    repair_epochs: int = 1
+    repair_lr: float = 5e-4
+    name: str = "gradient_ascent"
+    honest: bool = True
+
+    def unlearn(self, state: ProviderState) -> nn.Module:
+        model = copy.deepcopy(state.model)
+        batch = state.train_config.batch_size
+        forget = torch.as_tensor(state.forget)
+        train(model, state.x[forget], state.y[forget], TrainConfig(self.ascent_epochs, self.ascent_lr, batch),
+              state.seed + 4, ascent=True)
+        x, y = state.retained()
+        if self.repair_epochs:
+            train(model, x, y, TrainConfig(self.repair_epochs, self.repair_lr, batch), state.seed + 5)
+        return model

@@ -1,0 +1,18 @@
+"""D1 (dishonest): ignore the deletion request and keep serving the same model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from unlearning_verify.providers import ProviderState
+
+
+@dataclass
+class NoOp:
+    name: str = "noop"
+    honest: bool = False
+
+    def unlearn(self, state: ProviderState) -> nn.Module:
+        return state.model

@@ -1,0 +1,78 @@
+"""Short, seeded centralised training of the lab's SmallCNN: what a simulated provider runs.
+
+Adam on mini-batches for a few epochs; every epoch's weights can be kept as checkpoints (for the
+stale-model and SISA providers). Deterministic for a given seed on one thread.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fedharness.tasks.image_classification import SmallCNN
+
+
+@dataclass
+class TrainConfig:
+    """Adam(lr) for ``epochs`` epochs of ``batch_size`` mini-batches."""
+
+    epochs: int = 3
+    lr: float = 2e-3
+    batch_size: int = 64
+
+
+def build_model(x: torch.Tensor, num_classes: int, seed: int) -> SmallCNN:
+    """A freshly initialised SmallCNN for images shaped like ``x``."""
+    torch.manual_seed(seed)
+    return SmallCNN(x.shape[-1], num_classes, x.shape[1])
+
+
+def train(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, seed: int, *, ascent: bool = False
+) -> list[dict[str, torch.Tensor]]:
+    """Train ``model`` in place on (x, y); returns a state-dict checkpoint after every epoch.
+
+    ``ascent`` maximises the loss instead (gradient ascent / NegGrad unlearning).
+    """
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sign = -1.0 if ascent else 1.0
+    checkpoints = []
+    model.train()
+    for _ in range(cfg.epochs):
+        for idx in torch.randperm(len(x), generator=g).split(cfg.batch_size):
+            loss = sign * F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        checkpoints.append(copy.deepcopy(model.state_dict()))
+    model.eval()
+    return checkpoints
+
+
+def fit(x: torch.Tensor, y: torch.Tensor, num_classes: int, cfg: TrainConfig, seed: int) -> tuple[nn.Module, list]:
+    """A new model trained from scratch on (x, y), with its per-epoch checkpoints."""
+    model = build_model(x, num_classes, seed)
+    return model, train(model, x, y, cfg, seed)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Predicted labels (label-only black-box access)."""
+    model.eval()
+    return torch.cat([model(c).argmax(1) for c in x.split(batch_size)]) if len(x) else torch.zeros(0, dtype=torch.long)
+
+
+@torch.no_grad()
+def per_sample_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Cross-entropy of every sample (for membership inference)."""
+    model.eval()
+    return torch.cat([F.cross_entropy(model(cx), cy, reduction="none") for cx, cy in zip(x.split(batch_size), y.split(batch_size))])
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return float((predict(model, x) == y).float().mean())
