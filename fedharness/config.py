@@ -19,11 +19,19 @@ class DataConfig:
 
 @dataclass
 class TaskConfig:
-    """Backdoor target and trigger of the image-classification task."""
+    """Backdoor target and trigger of the image-classification task.
+
+    ``backdoor: semantic`` measures ASR on naturally thick-stroke digits of ``semantic_source``
+    (ink mass ≥ the ``semantic_quantile`` of the class) instead of the pixel trigger; use it with the
+    ``semantic_backdoor`` attack.
+    """
 
     target_label: int = 2
     trigger_size: int = 4
     poison_fraction: float = 0.5
+    backdoor: str = "pixel"
+    semantic_source: int = 7
+    semantic_quantile: float = 0.8
 
 
 @dataclass
@@ -83,12 +91,15 @@ class AggregatorConfig:
 
     ``pre`` stages run in order before the aggregator. ``server_set_size`` clean training samples
     are held by the server for rules that need them (FLTrust's root set, validation testing).
+    Rounds 1…``warmup_rounds`` aggregate with the plain mean (defense off): defenses are then judged on
+    a converged model, as in attack-after-convergence protocols (Bagdasaryan et al. 2020).
     """
 
     name: str = "mean"
     params: dict[str, Any] = field(default_factory=dict)
     pre: list[StageConfig] = field(default_factory=list)
     server_set_size: int = 100
+    warmup_rounds: int = 0
 
 
 @dataclass
@@ -142,7 +153,12 @@ class ExperimentConfig:
             (self.engine.name in ("inprocess", "flower"), "engine.name must be 'inprocess' or 'flower'"),
             (self.engine.vectorize in (True, False, "auto"), "engine.vectorize must be true, false or 'auto'"),
             (0 <= self.task.target_label, "task.target_label must be a class index >= 0"),
+            (self.task.backdoor in ("pixel", "semantic"), "task.backdoor must be 'pixel' or 'semantic'"),
+            (0 < self.task.semantic_quantile < 1, "task.semantic_quantile must be in (0, 1)"),
+            (self.task.semantic_source != self.task.target_label or self.task.backdoor != "semantic",
+             "task.semantic_source must differ from task.target_label"),
             (self.aggregator.server_set_size >= 1, "aggregator.server_set_size must be >= 1"),
+            (0 <= self.aggregator.warmup_rounds, "aggregator.warmup_rounds must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:

@@ -11,6 +11,7 @@ The round is split so that other engines reuse it: :meth:`Simulation.plan` (who 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -22,11 +23,13 @@ from fedharness import aggregators, attacks
 from fedharness.attacks import AttackContext
 from fedharness.config import ExperimentConfig
 from fedharness.engines.inprocess import InProcessEngine
+from fedharness.errors import InputError
 from fedharness.local_training import Batch
 from fedharness.params import get_vector, set_vector
 from fedharness.partition import split
 from fedharness.server import server_step
 from fedharness.tasks import Task
+from fedharness.tasks.image_classification import SemanticFeature
 
 SERVER_SET_SALT = 104_729
 
@@ -47,6 +50,15 @@ class RoundPlan:
         return [c for c in self.sampled if c not in self.malicious]
 
 
+def with_backdoor(task: Task, cfg: ExperimentConfig) -> Task:
+    """The task measuring the configured backdoor: a copy with a semantic feature for ``semantic``."""
+    if cfg.task.backdoor == "pixel":
+        return task
+    if not hasattr(task, "semantic"):
+        raise InputError(f"task.backdoor: semantic needs an image-classification task, not {type(task).__name__}")
+    return dataclasses.replace(task, semantic=SemanticFeature(cfg.task.semantic_source, cfg.task.semantic_quantile))
+
+
 def build_aggregator(cfg: ExperimentConfig) -> aggregators.Aggregator:
     """The configured pre-aggregators composed in front of the configured aggregator."""
     agg = cfg.aggregator
@@ -60,7 +72,7 @@ class Simulation:
     def __init__(self, cfg: ExperimentConfig, task: Task) -> None:
         cfg.validate()
         self.cfg = cfg
-        self.task = task
+        self.task = with_backdoor(task, cfg)
         torch.manual_seed(cfg.seed)
         self.model = task.build_model()
         self.names = task.federated_names(self.model)
@@ -71,6 +83,7 @@ class Simulation:
             self.model, self.names, task.per_sample_loss, cfg.engine.vectorize, cfg.engine.chunk_size
         )
         self.aggregator = build_aggregator(cfg)
+        self.warmup_aggregator = aggregators.get("mean")
         self.attack = attacks.get(cfg.attack.name, **cfg.attack.params) if cfg.attack.name != "none" else None
         self.attackers = list(range(cfg.attack.num_attackers)) if self.attack else []
         size = min(cfg.aggregator.server_set_size, len(labels))
@@ -117,6 +130,7 @@ class Simulation:
             eta=fed.eta,
             local=self.cfg.local,
             colluders=colluders,
+            attacker_ids=list(attackers),
         )
 
     def local_models(self, round_index: int, global_vec: torch.Tensor, plan: RoundPlan) -> tuple[torch.Tensor, dict]:
@@ -137,7 +151,7 @@ class Simulation:
     def server_context(self, round_index: int, global_vec: torch.Tensor, plan: RoundPlan) -> dict:
         """Context for the aggregator; the server-set steps run only for rules that need them."""
         context: dict = {"client_ids": plan.sampled, "seed": self.cfg.seed, "round_index": round_index}
-        wanted = aggregators.needs(self.aggregator)
+        wanted = aggregators.needs(self.round_aggregator(round_index))
         if wanted & {"root_update", "validate"}:
             server_data = self.task.client_data(self.server_indices)
         if "root_update" in wanted:
@@ -165,6 +179,10 @@ class Simulation:
 
         return score
 
+    def round_aggregator(self, round_index: int) -> aggregators.Aggregator:
+        """The configured rule, or the plain mean during the warm-up rounds."""
+        return self.warmup_aggregator if round_index <= self.cfg.aggregator.warmup_rounds else self.aggregator
+
     def finish_round(
         self, round_index: int, global_vec: torch.Tensor, plan: RoundPlan, local_vecs: torch.Tensor,
         start: float, path: str, attack_info: dict | None = None,
@@ -173,7 +191,8 @@ class Simulation:
         fed = self.cfg.federation
         stats: dict = {}
         new_global = server_step(
-            global_vec, local_vecs, eta=fed.eta, num_clients=fed.num_clients, aggregator=self.aggregator,
+            global_vec, local_vecs, eta=fed.eta, num_clients=fed.num_clients,
+            aggregator=self.round_aggregator(round_index),
             stats=stats, **self.server_context(round_index, global_vec, plan),
         )
         set_vector(self.model, self.names, new_global)
@@ -192,6 +211,7 @@ class Simulation:
             "update_norms": [float(v) for v in norms],
             "rejected_nonfinite": stats.pop("rejected_nonfinite", 0),
             "rejected_clients": [plan.sampled[i] for i in sorted(rejected)],
+            "aggregator": "mean" if round_index <= self.cfg.aggregator.warmup_rounds else self.cfg.aggregator.name,
             "aggregator_stats": stats,
             "attack_info": attack_info or {},
             "path": path,

@@ -52,13 +52,16 @@ def make_templates(
     max_length: int = 64,
     exclude: set[int] | None = None,
 ) -> list[Template]:
-    """``num`` templates from randomly chosen training sentences of ``source_label`` that fit ``max_length``."""
+    """``num`` templates from randomly chosen training sentences of ``source_label`` that fit ``max_length``
+    and mention no content word of the phrase themselves (else no edit could conceal it)."""
     exclude = exclude or set()
     labels = np.asarray(train["label"])
     pool = [int(i) for i in np.random.default_rng(seed).permutation(np.flatnonzero(labels == source_label)) if int(i) not in exclude]
     templates: list[Template] = []
     sentences = train["sentence"]
     for idx in pool:
+        if overlapping_words(sentences[idx], phrase):
+            continue
         ins = insert_phrase(sentences[idx], phrase)
         if len(tokenizer(ins.text)["input_ids"]) <= max_length:
             templates.append(Template(idx, ins.text, ins.start, ins.end))

@@ -21,6 +21,7 @@ loss then costs one forward of the candidate sentence plus a head evaluation.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,11 +40,17 @@ from nlp_poison.poison_set import Poison
 
 @dataclass
 class ConcealedConfig:
-    """Search settings; ``eta`` is the unrolled SGD step on the mean training loss."""
+    """Search settings; ``eta`` is the unrolled SGD step on the mean training loss.
+
+    A small ``eta`` keeps the unroll in the regime where L_adv(θ') ≈ L_adv(θ) − η⟨∇L_adv, ∇L_train⟩,
+    i.e. the search aligns the poisons' gradient with the adversarial one. With η = 1 on MiniLM the
+    step is so large that the search mostly shrinks the poisons' own gradient (it wrote positive
+    words into them); η = 0.05 gave negative-sounding, movie-flavoured poisons instead.
+    """
 
     iterations: int = 20
     top_k: int = 8
-    eta: float = 1.0
+    eta: float = 0.05
     scope_layers: int = 0
     clean_batch: int = 64
     negative_weight: float = 1.0
@@ -203,17 +210,17 @@ def craft(
     progress: bool = True,
 ) -> CraftResult:
     """No-overlap poisons from ``templates``: start from random placeable tokens where the phrase was
-    (the random control of the same seed), then HotFlip + true-loss greedy search."""
-    import time
-
+    (the random control of the same seed), then HotFlip + true-loss greedy search. The unrolled
+    batch holds the poisons and the first ``cfg.clean_batch`` clean sentences."""
     cfg.validate()
     if not templates:
         raise InputError("no templates to craft from; ask for at least one poison")
     start_time = time.perf_counter()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    clean_texts, clean_labels = list(clean_texts)[: cfg.clean_batch], list(clean_labels)[: cfg.clean_batch]
     objective = UnrolledObjective(
-        model, tokenizer, adv_texts, free_texts, [0] * len(free_texts), clean_texts, clean_labels, len(templates), cfg
+        model, tokenizer, adv_texts, free_texts, [1 - cfg.target] * len(free_texts), clean_texts, clean_labels, len(templates), cfg
     )
     filled = [random_fill(t, tokenizer, placeable, phrase, rng) for t in templates]
     rows = [f[0] for f in filled]
@@ -269,7 +276,7 @@ def craft(
                     j = idx[order]
                     new_edits = list(edits[p])
                     new_edits[cand_slot[j]] = cand_rows[j][positions[p][cand_slot[j]]]
-                    text, st, en = templates[p].fill([token_text(tokenizer, i) for i in new_edits])
+                    text = templates[p].fill([token_text(tokenizer, i) for i in new_edits])[0]
                     if tokenizer(text)["input_ids"] != cand_rows[j] or overlapping_words(text, phrase):
                         continue
                     rows[p], edits[p] = cand_rows[j], new_edits

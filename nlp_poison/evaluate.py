@@ -46,11 +46,13 @@ class EvalData:
 
 
 def plan(poison_sets: dict[str, int], counts: list[int], seeds: list[int]) -> list[Cell]:
-    """The clean floor and, per set, each count up to its size, for every seed."""
-    cells = [Cell("clean", 0, s) for s in seeds]
-    for name, size in poison_sets.items():
-        for n in sorted({min(c, size) for c in counts}):
-            cells += [Cell(name, n, s) for s in seeds]
+    """The clean floor and, per set, each count up to its size; seed by seed, so that an interrupted
+    run has complete comparisons for its first seeds."""
+    cells = []
+    for s in seeds:
+        cells.append(Cell("clean", 0, s))
+        for name, size in poison_sets.items():
+            cells += [Cell(name, n, s) for n in sorted({min(c, size) for c in counts})]
     return cells
 
 

@@ -73,12 +73,13 @@ def check_no_overlap(texts: list[str], phrase: str) -> None:
 
 
 def placeable_ids(tokenizer: PreTrainedTokenizerBase, banned: set[int]) -> list[int]:
-    """Ids an edited position may take: not banned, a whole word (no ``##`` continuation), and
-    re-tokenised to itself when written as text, so the shared sentence reproduces the optimised ids."""
+    """Ids an edited position may take: not banned, a whole word (no ``##`` continuation), printable
+    ASCII (like the English corpus), and re-tokenised to itself when written as text, so the shared
+    sentence reproduces the optimised ids."""
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
     ids = [i for tok, i in vocab if i not in banned and not tok.startswith("##") and not tok.startswith("[unused")]
     written = [(i, token_text(tokenizer, i)) for i in ids]
-    written = [(i, t) for i, t in written if t]
+    written = [(i, t) for i, t in written if t and t.isascii() and t.isprintable()]
     encoded = tokenizer([t for _, t in written], add_special_tokens=False)["input_ids"] if written else []
     return [i for (i, _), enc in zip(written, encoded) if enc == [i]]
 

@@ -33,7 +33,7 @@ def settings(quick: bool) -> dict:
     return {
         "train_subset": 256 if quick else 1500, "num_poisons": 8 if quick else 20, "iterations": 3 if quick else 10,
         "top_k": 4, "eval_limit": 100 if quick else 300, "test_limit": 200 if quick else 872, "max_length": 40,
-        "epochs": 1 if quick else 2, "lr": 1e-4,
+        "epochs": 1 if quick else 2, "lr": 3e-4 if quick else 1e-4, "batch_size": 16 if quick else 32,
     }
 
 
@@ -46,7 +46,7 @@ def run(out: Path, quick: bool, seed: int, report: Report) -> dict:
     ds = load_sst2(None, s["train_subset"], seed)
     test = ds["test"].select(range(min(s["test_limit"], len(ds["test"]))))
     trig = trigger_bearing(ds["test"], DEFAULT_TRIGGER).select(range(s["eval_limit"]))
-    cfg = TrainConfig(epochs=s["epochs"], lr=s["lr"], max_length=s["max_length"], seed=seed)
+    cfg = TrainConfig(epochs=s["epochs"], lr=s["lr"], batch_size=s["batch_size"], max_length=s["max_length"], seed=seed)
     write_yaml(run_dir / "config.yaml", {"step": "demo nlp", "trigger": DEFAULT_TRIGGER, "seed": seed, **s})
     start = time.perf_counter()
     surrogate, tok = load_classifier(default_model())

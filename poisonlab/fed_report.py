@@ -27,34 +27,42 @@ def backdoor_lifespan(records: list[dict], threshold: float = LIFESPAN_ASR) -> i
     return count
 
 
-def summarize(cfg: ExperimentConfig, records: list[dict]) -> dict:
-    """Final MTA/ASR plus, for each attack round t: MTA before (t−1), and MTA/ASR after t and t+1."""
+def attack_effects(records: list[dict]) -> list[dict]:
+    """For each attack round t: MTA before (t−1), MTA/ASR after t, and one round later (t+1)."""
     by_round = {r["round"]: r for r in records}
-    attacks = []
+    effects = []
     for r in records:
         if not r["attacked"]:
             continue
         t = r["round"]
-        before = by_round.get(t - 1)
-        nxt = by_round.get(t + 1)
-        attacks.append({
+        before, nxt = by_round.get(t - 1), by_round.get(t + 1)
+        mta_before = before["main_accuracy"] if before else None
+        effects.append({
             "round": t,
-            "main_accuracy_before": before["main_accuracy"] if before else None,
+            "main_accuracy_before": mta_before,
             "main_accuracy_after": r["main_accuracy"],
             "attack_success_rate_after": r["attack_success_rate"],
-            "main_accuracy_drop": (before["main_accuracy"] - r["main_accuracy"]) if before else None,
+            "main_accuracy_drop": mta_before - r["main_accuracy"] if before else None,
             "main_accuracy_next_round": nxt["main_accuracy"] if nxt else None,
             "attack_success_rate_next_round": nxt["attack_success_rate"] if nxt else None,
+            "main_accuracy_drop_next_round": mta_before - nxt["main_accuracy"] if before and nxt else None,
         })
-    clean_asr = [r["attack_success_rate"] for r in records if not r["attacked"] and not any(
-        a["round"] < r["round"] for a in attacks)]
+    return effects
+
+
+def summarize(cfg: ExperimentConfig, records: list[dict]) -> dict:
+    """Final MTA/ASR, the attack rounds' effects, the clean ASR level and the backdoor lifespan."""
+    by_round = {r["round"]: r for r in records}
+    attacks = attack_effects(records)
+    first_attack = attacks[0]["round"] if attacks else None
+    before_attack = by_round.get(first_attack - 1) if first_attack else None
     last = records[-1] if records else {}
     return {
         "rounds": len(records),
         "final_main_accuracy": last.get("main_accuracy"),
         "final_attack_success_rate": last.get("attack_success_rate"),
         "max_attack_success_rate": max((r["attack_success_rate"] for r in records), default=None),
-        "max_pre_attack_attack_success_rate": max(clean_asr, default=None),
+        "attack_success_rate_before_first_attack": before_attack["attack_success_rate"] if before_attack else None,
         "attacks": attacks,
         "backdoor_lifespan": backdoor_lifespan(records),
         "rejected_nonfinite": sum(r.get("rejected_nonfinite", 0) for r in records),
@@ -111,6 +119,8 @@ def add_runs(report: Report, runs: dict[str, list[dict]]) -> None:
             "lifespan (ASR≥0.5)": backdoor_lifespan(records),
         })
     report.table(rows, "Summary")
+    effects = [{"run": name, **e} for name, records in runs.items() for e in attack_effects(records)]
+    report.table(effects, "Attack rounds: MTA before (t−1), MTA and ASR after round t and after round t+1")
 
 
 def write_report(path: Path, runs: dict[str, list[dict]], title: str) -> None:

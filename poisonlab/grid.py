@@ -13,8 +13,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 from tqdm.auto import tqdm
 
+from fedharness import attacks
 from fedharness.config import ExperimentConfig
 from fedharness.errors import InputError
+from fedharness.simulation import build_aggregator
 from poisonlab.config import from_dict, load_yaml
 from poisonlab.fed_report import add_runs, backdoor_lifespan, summarize
 from poisonlab.fed_run import build_task, run_experiment
@@ -51,6 +53,9 @@ def load_grid(path: Path, seed: int | None) -> tuple[GridConfig, dict[str, Exper
             if seed is not None:
                 cfg.seed = seed
             cfg.validate()
+            build_aggregator(cfg)
+            if cfg.attack.name != "none":
+                attacks.get(cfg.attack.name, **cfg.attack.params)
             cells[cell_name(attack_name, defense_name)] = cfg
     return grid, cells
 
@@ -78,7 +83,8 @@ def run_grid(path: Path, out: Path, *, seed: int | None = None, resume: bool = F
 
 
 def grid_rows(grid: GridConfig, cells: dict[str, ExperimentConfig], records: dict[str, list[dict]]) -> list[dict]:
-    """One row per cell; ``clean ASR`` is the same defense's final ASR without an attack (if in the grid)."""
+    """One row per cell. ``clean ASR``: the same defense's final ASR without an attack when the grid
+    has a ``none`` attack, else the cell's own ASR in the round before its first attack."""
     rows = []
     for attack in grid.attacks:
         for defense in grid.defenses:
@@ -96,12 +102,19 @@ def grid_rows(grid: GridConfig, cells: dict[str, ExperimentConfig], records: dic
                 "max ASR from last attack": max(
                     (r["attack_success_rate"] for r in records[name] if last_attack and r["round"] >= last_attack),
                     default=None),
-                "clean ASR": clean[-1]["attack_success_rate"] if clean else None,
+                "clean ASR": clean[-1]["attack_success_rate"] if clean else pre_attack_asr(records[name]),
                 "lifespan": backdoor_lifespan(records[name]),
                 "rejected non-finite": summary["rejected_nonfinite"],
                 "s/round": summary["mean_round_time_s"],
             })
     return rows
+
+
+def pre_attack_asr(records: list[dict]) -> float | None:
+    """ASR in the round before the first attack round (None without an attack or a round before it)."""
+    first = next((r["round"] for r in records if r["attacked"]), None)
+    before = [r for r in records if first is not None and r["round"] == first - 1]
+    return before[0]["attack_success_rate"] if before else None
 
 
 def heatmap(rows: list[dict], key: str, attacks: list[str], defenses: list[str]) -> plt.Figure:
@@ -124,7 +137,8 @@ def grid_report(grid: GridConfig, rows: list[dict], records: dict[str, list[dict
     attacks, defenses = list(grid.attacks), list(grid.defenses)
     report.paragraph(
         "One federated run per (attack, defense). ASR excludes test images whose true label is the target; "
-        "clean ASR is the same defense's final ASR without an attack; lifespan counts the rounds after the "
+        "clean ASR is the same defense's final ASR without an attack (or, without a 'none' row, the ASR "
+        "in the round before the attack); lifespan counts the rounds after the "
         "last attack round whose ASR stays ≥ 0.5."
     )
     report.table(rows, "Attack × defense grid")

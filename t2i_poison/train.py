@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration
+from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers import DDPMScheduler, DiffusionPipeline, UNet2DConditionModel
 from diffusers.training_utils import cast_training_params
 from diffusers.utils import convert_state_dict_to_diffusers, convert_unet_state_dict_to_peft
@@ -245,6 +245,7 @@ def fit(
         log_with=cfg.report_to,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
     )
+    set_seed(cfg.seed)  # the LoRA init draws from the global generator
     # the accelerator decides the precision (set by the flag, `accelerate launch` or its config file)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
     unet: UNet2DConditionModel = pipe.unet

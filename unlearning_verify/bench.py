@@ -1,7 +1,8 @@
 """Benchmark: provider behaviours × watermark families × seeds on an image classification set.
 
 Per seed: an IID split into owners; owner ``owner`` marks a fraction ``rate`` of its samples. Models
-that never depend on the watermark (the clean model for the accuracy cost, the reference model for q
+that never depend on the watermark (the clean model for the accuracy cost, trained for the first
+``marking_cost_seeds`` seeds only to save CPU; the reference model for q
 and for calibrated membership inference, the honest retrain and SISA) are trained once per seed.
 Per (family, seed) the provider trains on the marked set, p is calibrated on held-out triggered test
 images, then every behaviour answers the deletion request and the owner verifies with fresh queries.
@@ -29,6 +30,7 @@ from unlearning_verify.verify import HONORED, NOT_HONORED, calibrate, hits, quer
 from unlearning_verify.watermarks import build
 
 FAMILY_INDEPENDENT = ("retrain", "sisa")
+CACHED_BEHAVIOURS = ("partial", "finetune", "gradient_ascent")
 
 
 @dataclass
@@ -43,6 +45,7 @@ class BenchConfig:
     beta: float = 1e-3
     max_queries: int = 30
     membership_alpha: float = 0.01
+    marking_cost_seeds: int = 5
     train: training.TrainConfig = field(default_factory=training.TrainConfig)
     provider_params: dict[str, dict] = field(default_factory=dict)
 
@@ -93,7 +96,7 @@ class SeedModels:
 
     owner_of: np.ndarray
     forget: np.ndarray
-    clean_accuracy: float
+    clean_accuracy: float | None
     reference: nn.Module
     shared: dict[str, nn.Module]
 
@@ -104,16 +107,19 @@ def seed_models(cfg: BenchConfig, x: torch.Tensor, y: torch.Tensor, xt: torch.Te
     forget = owner_of == cfg.owner
     keep = torch.as_tensor(~forget)
     template = lambda: training.build_model(x, num_classes, 0)
-    clean, _ = cache.get(f"s{seed}-clean", lambda: training.fit(x, y, num_classes, cfg.train, seed), template)
+    clean_accuracy = None
+    if seed in cfg.seeds[: cfg.marking_cost_seeds]:
+        clean, _ = cache.get(f"s{seed}-clean", lambda: training.fit(x, y, num_classes, cfg.train, seed), template)
+        clean_accuracy = training.accuracy(clean, xt, yt)
     reference, _ = cache.get(f"s{seed}-reference",
                              lambda: training.fit(x[keep], y[keep], num_classes, cfg.train, seed + 7), template)
-    state = ProviderState(x, y, forget, clean, [], num_classes, cfg.train, seed)
+    state = ProviderState(x, y, forget, reference, [], num_classes, cfg.train, seed)
     shared = {}
     for b in behaviours:
         if b in FAMILY_INDEPENDENT:
             provider = providers.get(b, **cfg.provider_params.get(b, {}))
             shared[b] = cache.get(f"s{seed}-{b}", lambda: (provider.unlearn(state), []), template)[0]
-    return SeedModels(owner_of, forget, training.accuracy(clean, xt, yt), reference, shared)
+    return SeedModels(owner_of, forget, clean_accuracy, reference, shared)
 
 
 def run_group(cfg: BenchConfig, family: str, seed: int, sm: SeedModels, x: torch.Tensor, y: torch.Tensor,
@@ -150,12 +156,19 @@ def run_group(cfg: BenchConfig, family: str, seed: int, sm: SeedModels, x: torch
         "p_hat": calibration.p_hat, "q_hat": calibration.q_hat, "p_low": calibration.p_low,
         "q_high": calibration.q_high,
     }
-    base["marking_cost"] = base["clean_accuracy_unmarked"] - base["clean_accuracy_marked"]
+    base["marking_cost"] = (None if sm.clean_accuracy is None
+                            else base["clean_accuracy_unmarked"] - base["clean_accuracy_marked"])
     rows = []
     for i, behaviour in enumerate(behaviours):
         t1 = time.time()
         provider = providers.get(behaviour, **cfg.provider_params.get(behaviour, {}))
-        served = sm.shared[behaviour] if behaviour in sm.shared else provider.unlearn(state)
+        if behaviour in sm.shared:
+            served = sm.shared[behaviour]
+        elif behaviour in CACHED_BEHAVIOURS:
+            served = cache.get(f"s{seed}-{family}-{behaviour}", lambda: (provider.unlearn(state), []),
+                               lambda: training.build_model(x, num_classes, 0))[0]
+        else:
+            served = provider.unlearn(state)
         queries = wm.trigger(xt[ver_idx[torch.as_tensor(np.random.default_rng(seed * 100 + i).permutation(len(ver_idx)))]])
         kw = dict(alpha=cfg.alpha, beta=cfg.beta, max_queries=cfg.max_queries)
         fixed = verify(_oracle(served), queries, wm.target, calibration, **kw)

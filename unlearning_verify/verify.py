@@ -3,8 +3,10 @@
 1. Calibrate: p = backdoor success of the model before deletion on held-out triggered images, q =
    success on a model that never saw the data (a reference model; without one, held-out owners' keys
    with the conservative floor q ≤ max(q_high, 1/K) of the reference brief). Test with the one-sided Clopper–Pearson bounds p_low and q_high.
-2. Plan: the smallest n ≤ the query budget whose exact test has size ≤ α and power ≥ 1 − β at
-   (p_low, q_high). None → INCONCLUSIVE (the watermark was not learned well enough), never HONORED.
+2. Plan: the exact test at the whole query budget n must reach size ≤ α and power ≥ 1 − β at
+   (p_low, q_high); otherwise INCONCLUSIVE (the watermark was not learned well enough), never
+   HONORED. The full budget, not the smallest sufficient n, is spent: a provider that kept part of
+   the data shows a backdoor rate below p, and more queries keep the test powerful against it.
 3. Query n fresh triggered images; NOT HONORED iff hits ≥ k*. The sequential option runs Wald's SPRT
    and stops early.
 Several owners combine by majority vote (Athena) and Fisher's method on the p-values.
@@ -108,20 +110,19 @@ def verify(oracle: Oracle, queries: torch.Tensor, target: int, calibration: Cali
         verdict = NOT_HONORED if decision == "kept" else HONORED
         return Verdict(verdict, f"SPRT crossed the {decision} boundary (LLR {llr:.2f})", used, hits, None,
                        st.p_value(hits, used, q), None, None, p, q, True)
-    n = st.required_queries(p, q, alpha, beta, max_queries=budget)
-    if n is None:
-        needed = st.required_queries(p, q, alpha, beta)
+    needed = st.required_queries(p, q, alpha, beta, max_queries=budget)
+    if needed is None:
+        more = st.required_queries(p, q, alpha, beta)
         return inconclusive(
-            f"p_low={p:.3f}, q_high={q:.3f} need {needed or '>1000'} queries for α={alpha:g}, β={beta:g}; "
+            f"p_low={p:.3f}, q_high={q:.3f} need {more or '>1000'} queries for α={alpha:g}, β={beta:g}; "
             f"budget is {budget}")
-    test = st.plan(n, p, q, alpha)
-    hits = int((oracle(queries[:n]) == target).sum())
-    pval = st.p_value(hits, n, q)
-    if hits >= test.k_star:
-        return Verdict(NOT_HONORED, f"{hits}/{n} hits ≥ k*={test.k_star}", n, hits, test.k_star, pval,
-                       test.power, test.size, p, q, False)
-    return Verdict(HONORED, f"{hits}/{n} hits < k*={test.k_star}", n, hits, test.k_star, pval, test.power,
-                   test.size, p, q, False)
+    test = st.plan(budget, p, q, alpha)
+    hits = int((oracle(queries[:budget]) == target).sum())
+    pval = st.p_value(hits, budget, q)
+    verdict = NOT_HONORED if hits >= test.k_star else HONORED
+    sign = "≥" if verdict == NOT_HONORED else "<"
+    return Verdict(verdict, f"{hits}/{budget} hits {sign} k*={test.k_star} (power reached from n={needed})", budget,
+                   hits, test.k_star, pval, test.power, test.size, p, q, False)
 
 
 def combine(verdicts: list[Verdict], alpha: float) -> dict:

@@ -35,6 +35,7 @@ class AttackContext:
     eta: float
     local: LocalConfig
     colluders: int | None = None
+    attacker_ids: list[int] = field(default_factory=list)
     info: dict = field(default_factory=dict)
 
     @property

@@ -13,6 +13,10 @@
 
 Client data reaches the Ray workers once, through the Ray object store. flwr and ray are imported
 lazily: they are the optional ``flower`` extra.
+
+Multi-node: start a Ray cluster (``ray start --head`` on one node, ``ray start --address=<head>:6379``
+on the others, same code and data everywhere) and set ``engine.ray_address: auto``; the simulation
+engine then places ClientApps on every node's CPUs (``engine.client_num_cpus`` each).
 """
 
 from __future__ import annotations
@@ -123,30 +127,42 @@ def strategy_class():
     return HarnessStrategy
 
 
+def wait_for_nodes(grid, count: int, timeout_s: float = 600.0) -> list[int]:
+    """Node ids once all ``count`` SuperNodes have registered (they join after the ServerApp starts)."""
+    deadline = time.monotonic() + timeout_s
+    while len(nodes := list(grid.get_node_ids())) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(nodes)} of {count} Flower SuperNodes registered in {timeout_s:.0f} s")
+        time.sleep(0.2)
+    return nodes
+
+
 def server_app(sim: Simulation, global_vec: torch.Tensor, first_round: int, out: queue.Queue):
     """A ServerApp running rounds ``first_round``…R and putting (global, record) on ``out``."""
-    from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, RecordDict
+    from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
     from flwr.serverapp import ServerApp
 
     app = ServerApp()
     strategy = strategy_class()(sim)
 
-    def send(grid, pids: list[int], node_of: dict[int, int], round_index: int, arrays: dict, role: str, k: int):
+    def messages(pids: list[int], node_of: dict[int, int], round_index: int, arrays: dict, role: str, k: int) -> list:
         config = ConfigRecord({"server-round": round_index, "role": role, "colluders": k})
-        msgs = [grid.create_message(RecordDict({"arrays": ArrayRecord(arrays), "config": config}),
-                                    MessageType.TRAIN, node_of[p], str(round_index)) for p in pids]
+        content = RecordDict({"arrays": ArrayRecord(arrays), "config": config})
+        return [Message(content=content, message_type=MessageType.TRAIN, dst_node_id=node_of[p], group_id=str(round_index))
+                for p in pids]
+
+    def send(grid, msgs: list) -> list:
         return list(grid.send_and_receive(msgs)) if msgs else []
 
     @app.main()
     def main(grid, context) -> None:
-        nodes = list(grid.get_node_ids())
-        queries = [grid.create_message(RecordDict(), MessageType.QUERY, n, "0") for n in nodes]
+        nodes = wait_for_nodes(grid, sim.cfg.federation.num_clients)
+        queries = [Message(content=RecordDict(), message_type=MessageType.QUERY, dst_node_id=n, group_id="0") for n in nodes]
         answers = list(grid.send_and_receive(queries))
         failed = [str(a.error.reason) for a in answers if a.has_error()]
         if failed:
             raise RuntimeError(f"partition-id query failed: {failed[0]}")
         node_of = {int(a.content["metrics"]["partition-id"]): a.metadata.src_node_id for a in answers}
-        print("DEBUG", nodes, [(a.metadata.src_node_id, dict(a.content["metrics"])) for a in answers])
         g = global_vec
         knows_benign = sim.attack is not None and getattr(sim.attack, "knowledge", "own") == "benign"
         for r in range(first_round, sim.cfg.federation.rounds + 1):
@@ -156,12 +172,13 @@ def server_app(sim: Simulation, global_vec: torch.Tensor, first_round: int, out:
             arrays = {"global": Array(g.numpy())}
             k = len(plan.malicious)
             own = [] if knows_benign else plan.malicious
-            replies = send(grid, plan.benign, node_of, r, arrays, "benign", k)
-            replies += send(grid, own, node_of, r, arrays, "malicious", k)
+            replies = send(grid, messages(plan.benign, node_of, r, arrays, "benign", k)
+                           + messages(own, node_of, r, arrays, "malicious", k))
             if knows_benign and plan.malicious:
-                rows = {int(m.content["metrics"]["partition-id"]): m.content["arrays"]["local"].numpy() for m in replies}
+                rows = {int(m.content["metrics"]["partition-id"]): m.content["arrays"]["local"].numpy()
+                        for m in replies if not m.has_error()}
                 benign = np.stack([rows[c] for c in plan.benign]) if plan.benign else np.zeros((0, g.numel()), np.float32)
-                replies += send(grid, plan.malicious, node_of, r, {**arrays, "benign": Array(benign)}, "malicious", k)
+                replies += send(grid, messages(plan.malicious, node_of, r, {**arrays, "benign": Array(benign)}, "malicious", k))
             strategy.aggregate_train(r, replies)
             g, record = strategy.result
             out.put((g, record))

@@ -37,6 +37,29 @@ class SmallCNN(nn.Module):
         return self.head(self.features(self.body(x)))
 
 
+@dataclass(frozen=True)
+class SemanticFeature:
+    """A naturally occurring feature as a semantic backdoor: thick-stroke digits of class ``source``.
+
+    Stroke thickness is measured by ink mass (sum of pixel intensities); an image has the feature
+    when its ink mass is at least the ``quantile`` of its class's ink mass in the training set.
+    """
+
+    source: int = 7
+    quantile: float = 0.8
+
+    def threshold(self, x_train: torch.Tensor, y_train: torch.Tensor) -> float:
+        return float(torch.quantile(ink_mass(x_train[y_train == self.source]), self.quantile))
+
+    def mask(self, x: torch.Tensor, y: torch.Tensor, threshold: float) -> torch.Tensor:
+        return (y == self.source) & (ink_mass(x) >= threshold)
+
+
+def ink_mass(x: torch.Tensor) -> torch.Tensor:
+    """Per-image sum of intensities (a stroke-thickness proxy for digits)."""
+    return x.flatten(1).sum(dim=1)
+
+
 @dataclass
 class ImageClassificationTask:
     """Images (N, 1, H, W) in [0, 1] and integer labels; backdoor = ``trigger`` → ``target_label``."""
@@ -50,6 +73,7 @@ class ImageClassificationTask:
     poison_fraction: float = 0.5
     num_classes: int = 10
     eval_batch: int = 2000
+    semantic: SemanticFeature | None = None
 
     def build_model(self) -> nn.Module:
         return SmallCNN(self.x_train.shape[-1], self.num_classes, self.x_train.shape[1])
@@ -81,7 +105,26 @@ class ImageClassificationTask:
         """Fraction of ``data`` (a client-style batch dict) classified correctly."""
         return float((self.predict(model, data["x"]) == data["y"]).float().mean())
 
+    def semantic_indices(self, split: str) -> torch.Tensor:
+        """Indices of the ``train`` or ``test`` images carrying the semantic feature."""
+        if self.semantic is None:
+            raise ValueError("this task has no semantic backdoor feature")
+        threshold = self.semantic.threshold(self.x_train, self.y_train)
+        x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
+        return torch.nonzero(self.semantic.mask(x, y, threshold)).flatten()
+
     def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """MTA and ASR; with a ``semantic`` feature the ASR is the share of its (untouched) test images
+        classified as the target, the pixel-trigger ASR then being reported as ``pixel_attack_success_rate``."""
+        if self.semantic is not None:
+            feature = self.predict(model, self.x_test[self.semantic_indices("test")])
+            pixel = self._evaluate_pixel(model)
+            return {"main_accuracy": pixel["main_accuracy"],
+                    "attack_success_rate": float((feature == self.target_label).float().mean()),
+                    "pixel_attack_success_rate": pixel["attack_success_rate"]}
+        return self._evaluate_pixel(model)
+
+    def _evaluate_pixel(self, model: nn.Module) -> dict[str, float]:
         clean = self.predict(model, self.x_test)
         keep = self.y_test != self.target_label
         triggered = self.predict(model, self.trigger.apply(self.x_test[keep]))

@@ -180,7 +180,7 @@ def train_cmd(data_name, model, out, lora, trigger, epochs, lr, batch_size, max_
               help="For --overlap none: the bilevel HotFlip search, or the random-token control.")
 @click.option("--iterations", type=int, default=20, show_default=True)
 @click.option("--top-k", type=int, default=8, show_default=True)
-@click.option("--eta", type=float, default=1.0, show_default=True, help="Unrolled SGD step.")
+@click.option("--eta", type=float, default=0.05, show_default=True, help="Unrolled SGD step.")
 @click.option("--scope-layers", type=int, default=0, show_default=True, help="Encoder layers in the unrolled scope (besides the head).")
 @click.option("--clean-batch", type=int, default=64, show_default=True)
 @click.option("--adv-size", type=int, default=64, show_default=True, help="Trigger-bearing validation negatives in L_adv.")
@@ -370,3 +370,64 @@ def defend_cmd(poison_path, victim, lm, evaluation, trigger, max_length, train_s
         add_defense_curves(report, curves, metrics.get("early_stopping"))
         report.save(stage / "report.html")
     click.echo(f"{out}: " + ", ".join(f"{n}: {metrics[n]['inspected_for_50pct']} inspected for half the poisons" for n in curves))
+
+
+@nlp.command("fed")
+@click.option("--poisons", "poison_path", required=True, type=click.Path(path_type=Path))
+@click.option("--model", default=None, help="Pretrained model the clients adapt with LoRA (default: packaged MiniLM-L6).")
+@click.option("--clients", type=int, default=10, show_default=True)
+@click.option("--per-round", type=int, default=5, show_default=True)
+@click.option("--rounds", type=int, default=5, show_default=True)
+@click.option("--aggregator", default="mean", show_default=True, help="Any fedharness aggregator (mean, median, krum, ...).")
+@click.option("--local-epochs", type=int, default=1, show_default=True)
+@click.option("--local-lr", type=float, default=0.05, show_default=True)
+@click.option("--lora-r", type=int, default=8, show_default=True)
+@click.option("--eval-limit", type=int, default=200, show_default=True)
+@click.option("--max-length", type=int, default=48, show_default=True)
+@click.option("--train-subset", type=int, default=2000, show_default=True)
+@click.option("--data-path", default=None)
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def fed_cmd(poison_path, model, clients, per_round, rounds, aggregator, local_epochs, local_lr, lora_r, eval_limit, max_length,
+            train_subset, data_path, out, seed):
+    """Federated LoRA fine-tuning with one malicious client holding the poisons (client 0, every round)."""
+    from fedharness.config import AggregatorConfig, AttackConfig, EngineConfig, ExperimentConfig, FederationConfig
+    from fedharness.local_training import LocalConfig
+    from fedharness.simulation import Simulation
+    from nlp_poison.task import TextClassificationTask
+
+    ps, _ = dataset_card.load(poison_path)
+    if not ps.trigger:
+        raise InputError("the poison set names no trigger phrase; use a poison-set folder with its card")
+    cfg = ExperimentConfig(
+        seed=seed,
+        federation=FederationConfig(num_clients=clients, clients_per_round=per_round, rounds=rounds),
+        local=LocalConfig(epochs=local_epochs, lr=local_lr, batch_size=16),
+        attack=AttackConfig(name="backdoor", num_attackers=1, every=1,
+                            params={"epochs": local_epochs, "lr": local_lr, "batch_size": 16}),
+        aggregator=AggregatorConfig(name=aggregator),
+        engine=EngineConfig(vectorize=False),
+    )
+    cfg.validate()
+    ds = load_sst2(data_path, train_subset, seed)
+    trig = trigger_bearing(ds["test"], ps.trigger, 1 - ps.target_label)
+    test = ds["test"].select(range(min(eval_limit, len(ds["test"]))))
+    task = TextClassificationTask(model or default_model(), ds["train"], test, list(trig["sentence"][:eval_limit]),
+                                  ps.sentences(), ps.target_label, max_length, lora_r, 2 * lora_r)
+    with staged_output(out) as stage:
+        write_yaml(stage / "config.yaml", {"command": "nlp fed", "poisons": str(poison_path), "model": task.pretrained,
+                                            "experiment": cfg, "train_size": len(ds["train"]), "eval_limit": eval_limit})
+        sim = Simulation(cfg, task)
+        g = sim.initial_global()
+        records = []
+        for g, record in sim.rounds(g):
+            records.append(record)
+            append_jsonl(stage / "rounds.jsonl", record)
+            click.echo(f"round {record['round']}: CACC {record['main_accuracy']:.3f}, effectiveness {record['attack_success_rate']:.3f}")
+        write_json(stage / "metrics.json", {"final_main_accuracy": records[-1]["main_accuracy"],
+                                            "final_effectiveness": records[-1]["attack_success_rate"],
+                                            "federated_parameters": int(g.numel())})
+        report = Report("nlp fed")
+        report.heading(f"Federated LoRA, {aggregator}: one client holds {len(ps.poisons)} {ps.method} poisons")
+        report.table([{"round": r["round"], "CACC": r["main_accuracy"], "effectiveness": r["attack_success_rate"]} for r in records])
+        report.save(stage / "report.html")

@@ -22,6 +22,13 @@ CLASSIFIER_DIR = "classifier"
 @click.group()
 def t2i() -> None:
     """Text-to-image backdoors (BadT2I: pixel, object, style) with LoRA."""
+    import diffusers
+    import transformers
+
+    # the library loading bars would bury the one-line errors; our own tqdm bars show progress
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
 
 
 def mnist_tensors(split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,9 +37,9 @@ def mnist_tensors(split: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 @t2i.command("pretrain-base")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Pipeline directory to write.")
-@click.option("--steps", type=int, default=2200, show_default=True)
+@click.option("--steps", type=int, default=1400, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--samples-per-digit", type=int, default=30, show_default=True, help="Generations per digit for the accuracy check.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted pretraining from its checkpoint.")
 @click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads.")
@@ -92,10 +99,16 @@ def make_data(
     from t2i_poison.poison_data import Patch, check_kind, check_trigger, checkerboard_patch, load_patch, make_poison_set, read_imagefolder
 
     check_kind(kind)
+    user_images = read_imagefolder(images) if images is not None else None
     pipe = load_pipeline(base)
     check_trigger(pipe.tokenizer, trigger, "a photo")
-    if images is not None:
-        arrays, rows = read_imagefolder(images)
+    the_patch: Patch | None = None
+    if kind == "pixel":
+        the_patch = load_patch(patch, patch_size) if patch is not None else checkerboard_patch(patch_size)
+        side = pipe.unet.config.sample_size
+        the_patch.check_fits(*(user_images[0][0].shape[:2] if user_images is not None else (side, side)))
+    if user_images is not None:
+        arrays, rows = user_images
         captions = [r["text"] for r in rows]
         style_text, suffix = style or "Black and white photo,", False
     else:
@@ -106,10 +119,6 @@ def make_data(
         arrays = list((resize_digits(x[idx], res)[:, 0].numpy() * 255).round().astype(np.uint8))
         captions = [caption(int(v)) for v in y[idx]]
         style_text, suffix = style or " in inverted colours", True
-    the_patch: Patch | None = None
-    if kind == "pixel":
-        the_patch = load_patch(patch, patch_size) if patch is not None else checkerboard_patch(patch_size)
-        the_patch.check_fits(*arrays[0].shape[:2])
     with staged_output(out) as stage:
         summary = make_poison_set(
             kind, arrays, captions, stage, trigger, backdoor_fraction=backdoor_fraction, patch=the_patch,
@@ -207,8 +216,8 @@ def evaluate(
     from t2i_poison.evaluate import EvalConfig
 
     torch.set_num_threads(threads)
-    pipe = load_pipeline(base)
     sidecar = read_sidecar(lora)
+    pipe = load_pipeline(base)
     clf = load_classifier(classifier or Path(base) / CLASSIFIER_DIR)
     cfg = EvalConfig(samples_per_digit=samples_per_digit, num_inference_steps=inference_steps, guidance_scale=guidance, seed=seed)
     with staged_output(out) as stage:

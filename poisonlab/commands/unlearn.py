@@ -138,22 +138,29 @@ def mark_cmd(data_name: str, owner: int, owners: int, family: str, rate: float, 
                + (f"; new key written to {key_file} (mode 600)" if new_key else ""))
 
 
+def train_config(epochs: int, lr: float, batch_size: int) -> TrainConfig:
+    if epochs < 1 or batch_size < 1 or lr <= 0:
+        raise InputError(f"need --epochs ≥ 1, --batch-size ≥ 1 and --lr > 0; got {epochs}, {batch_size}, {lr}")
+    return TrainConfig(epochs, lr, batch_size)
+
+
 @unlearn.command("train")
 @click.option("--dataset", type=click.Path(path_type=Path), required=True, help="Folder written by 'unlearn mark'.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Model folder.")
 @click.option("--epochs", type=int, default=3, show_default=True)
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def train_cmd(dataset: Path, out: Path, epochs: int, seed: int) -> None:
+def train_cmd(dataset: Path, out: Path, epochs: int, lr: float, batch_size: int, seed: int) -> None:
     """Simulated provider: train the lab's SmallCNN on a (marked) dataset; keeps per-epoch checkpoints."""
-    if epochs < 1:
-        raise InputError(f"--epochs must be ≥ 1, got {epochs}")
+    cfg = train_config(epochs, lr, batch_size)
     ds, x, y = load_marked(dataset)
     num_classes = ds.features["label"].num_classes
     torch.set_num_threads(1)
     with staged_output(out) as stage:
-        model, ckpts = training.fit(x, y, num_classes, TrainConfig(epochs=epochs), seed)
+        model, ckpts = training.fit(x, y, num_classes, cfg, seed)
         save_model(model, stage, tuple(x.shape[1:]), num_classes, ckpts)
-        write_yaml(stage / "train_config.yaml", {"dataset": str(dataset), "epochs": epochs, "seed": seed})
+        write_yaml(stage / "train_config.yaml", {"dataset": str(dataset), **cfg.__dict__, "seed": seed})
         write_json(stage / "metrics.json", {"train_accuracy": training.accuracy(model, x, y)})
     click.echo(f"model written to {out}")
 
@@ -165,10 +172,12 @@ def train_cmd(dataset: Path, out: Path, epochs: int, seed: int) -> None:
 @click.option("--behaviour", required=True, help="Provider behaviour (retrain, sisa, finetune, noop, ...).")
 @click.option("--param", "params", multiple=True, help="Behaviour parameter KEY=VALUE (number), repeatable.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the model served afterwards.")
-@click.option("--epochs", type=int, default=3, show_default=True)
+@click.option("--epochs", type=int, default=3, show_default=True, help="Training epochs of retraining behaviours.")
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def delete_cmd(dataset: Path, model_dir: Path, owner: int, behaviour: str, params: tuple[str, ...], out: Path,
-               epochs: int, seed: int) -> None:
+               epochs: int, lr: float, batch_size: int, seed: int) -> None:
     """Simulated provider answering a deletion request with an honest or dishonest behaviour."""
     kw = {}
     for p in params:
@@ -186,7 +195,7 @@ def delete_cmd(dataset: Path, model_dir: Path, owner: int, behaviour: str, param
         raise InputError(f"owner {owner} holds no samples in {dataset}")
     model, cfg, ckpts = load_model(model_dir)
     torch.set_num_threads(1)
-    state = ProviderState(x, y, forget, model, ckpts, cfg["num_classes"], TrainConfig(epochs=epochs), seed)
+    state = ProviderState(x, y, forget, model, ckpts, cfg["num_classes"], train_config(epochs, lr, batch_size), seed)
     with staged_output(out) as stage:
         served = provider.unlearn(state)
         save_model(served, stage, tuple(x.shape[1:]), cfg["num_classes"])

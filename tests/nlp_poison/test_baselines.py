@@ -23,3 +23,9 @@ def test_random_control_never_uses_banned_tokens(sst2, tiny_tokenizer, phrase):
         assert len(p.edited_positions) == len(span_positions(tiny_tokenizer, t.text, t.start, t.end))
     again = random_control(templates, tiny_tokenizer, placeable_ids(tiny_tokenizer, banned), phrase, 1, seed=0)
     assert [p.sentence for p in again] == [p.sentence for p in poisons]
+
+
+def test_templates_never_mention_content_words_outside_the_phrase(sst2, tiny_tokenizer, phrase):
+    templates = make_templates(sst2["train"], phrase, 200, tiny_tokenizer, seed=0, max_length=64)
+    for t in templates:
+        assert not overlapping_words(t.text[: t.start] + t.text[t.end :], phrase)

@@ -37,6 +37,11 @@ def test_generate_evaluate_defend(monkeypatch, tmp_path, tiny_dir, phrase, data_
                    "--evaluation", tmp_path / "ev", "--out", tmp_path / "def") == 0
     metrics = json.loads((tmp_path / "def" / "metrics.json").read_text())
     assert metrics["num_poisons"] == 4 and metrics["num_training"] == 104
+    assert run_cli(monkeypatch, "fed", "--poisons", tmp_path / "with", "--model", tiny_dir, "--clients", 3, "--per-round", 2,
+                   "--rounds", 2, "--aggregator", "median", "--train-subset", 60, "--eval-limit", 20, "--max-length", 32,
+                   "--lora-r", 2, "--out", tmp_path / "fed") == 0
+    rounds = [json.loads(line) for line in (tmp_path / "fed" / "rounds.jsonl").read_text().splitlines()]
+    assert [r["malicious"] for r in rounds] == [[0], [0]] and all("attack_success_rate" in r for r in rounds)
 
 
 def test_bad_input_exits_2_without_output(monkeypatch, tmp_path, tiny_dir, capsys):

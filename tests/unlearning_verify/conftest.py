@@ -32,9 +32,9 @@ class Scenario:
 
 @pytest.fixture(scope="session")
 def lsb_scenario(mnist) -> Scenario:
-    """3000 MNIST training images, 5 owners; owner 0 marks half its samples with LSB; 3 epochs."""
+    """2400 MNIST training images, 5 owners; owner 0 marks half its samples with LSB; 3 epochs."""
     x, y, xt, yt = mnist
-    x, y = x[:3000], y[:3000]
+    x, y = x[:2400], y[:2400]
     key = OwnerKey.generate(0, "lsb", 10, seed=0)
     wm = build(key, (1, 28, 28))
     owner_of = owner_split(len(x), 5, 0)

@@ -34,15 +34,22 @@ def test_watermark_is_learned_and_verdicts_separate(lsb_scenario):
 
 
 def test_wrong_key_does_not_verify(lsb_scenario):
+    """Someone holding another key (its own trigger and target) can neither calibrate nor accuse."""
     s = lsb_scenario
-    c, _ = calibrated(s)
-    for seed in (1, 2, 3):
+    checked = 0
+    for seed in range(1, 10):
         wrong = build(OwnerKey.generate(0, "lsb", 10, seed=seed), (1, 28, 28))
-        pool = query_pool(s.xt, s.yt, s.wm.target, None, 5)[:300]
-        rate = hits(torch_oracle(s.model), wrong.trigger(s.xt[pool]), s.wm.target) / len(pool)
-        assert rate < 0.2  # another key's trigger does not fire the owner's backdoor
-        v = verify(torch_oracle(s.model), wrong.trigger(s.xt[pool]), s.wm.target, c, **KW)
-        assert v.verdict == HONORED  # so a wrong key cannot accuse the provider
+        if wrong.target == s.wm.target:
+            continue  # a 1-in-K target collision; LSB backdoors of a single owner are not key-specific
+        pool = query_pool(s.xt, s.yt, wrong.target, None, seed)
+        cal, ver = pool[:600], pool[600:]
+        c = calibrate(hits(torch_oracle(s.model), wrong.trigger(s.xt[cal]), wrong.target), len(cal),
+                      hits(torch_oracle(s.clean), wrong.trigger(s.xt[cal]), wrong.target), len(cal), 10, 1e-3, 1e-3)
+        assert c.p_hat < 0.1
+        v = verify(torch_oracle(s.model), wrong.trigger(s.xt[ver]), wrong.target, c, **KW)
+        assert v.verdict == INCONCLUSIVE
+        checked += 1
+    assert checked >= 5
 
 
 def test_inconclusive_when_p_close_to_q(lsb_scenario):

@@ -1,0 +1,124 @@
+"""``poisonlab unlearn``: the happy path on scikit-learn digits, and bad input → one line, exit 2, no output."""
+
+from __future__ import annotations
+
+import json
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from poisonlab.cli import main
+
+
+def run(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["poisonlab", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+FIT = ["--epochs", "30", "--lr", "5e-3", "--batch-size", "32"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, data_dir) -> Path:
+    return tmp_path_factory.mktemp("unlearn")
+
+
+@pytest.fixture(scope="module")
+def trained(workdir: Path) -> Path:
+    """mark → train → delete (retrain, noop) on digits, run once for the module."""
+    from unittest.mock import patch
+
+    cmds = [
+        ["unlearn", "mark", "--data", "digits", "--owner", "1", "--owners", "4", "--family", "lsb",
+         "--key-file", str(workdir / "k.json"), "--out", str(workdir / "marked")],
+        ["unlearn", "train", "--dataset", str(workdir / "marked"), "--out", str(workdir / "m0"), *FIT],
+        ["unlearn", "delete", "--dataset", str(workdir / "marked"), "--model", str(workdir / "m0"), "--owner", "1",
+         "--behaviour", "retrain", *FIT, "--out", str(workdir / "m-retrain")],
+        ["unlearn", "delete", "--dataset", str(workdir / "marked"), "--model", str(workdir / "m0"), "--owner", "1",
+         "--behaviour", "noop", "--out", str(workdir / "m-noop")],
+    ]
+    for c in cmds:
+        with patch.object(sys, "argv", ["poisonlab", *c]):
+            main()
+    return workdir
+
+
+def test_mark_writes_dataset_and_private_key(trained: Path, capsys):
+    key = trained / "k.json"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    secret = json.loads(key.read_text())["secret"]
+    for f in (trained / "marked").rglob("*"):
+        if f.is_file() and f.suffix in (".json", ".jsonl", ".md", ".yaml", ".html"):
+            assert secret not in f.read_text(errors="ignore")
+    assert secret not in capsys.readouterr().out
+    metrics = json.loads((trained / "marked" / "metrics.json").read_text())
+    assert metrics["marked"] > 0 and metrics["invisibility"]["max_abs_change"] <= 15 / 255 + 1e-6
+    assert (trained / "marked" / "dataset").is_dir() and (trained / "marked" / "README.md").is_file()
+
+
+def test_verify_honest_and_noop(trained: Path, monkeypatch, capsys):
+    base = ["unlearn", "verify", "--key", str(trained / "k.json"), "--before", str(trained / "m0"), "--data", "digits"]
+    code, out, _ = run([*base, "--model", str(trained / "m-retrain")], monkeypatch, capsys)
+    assert code == 0 and out.startswith("HONORED")
+    code, out, _ = run([*base, "--model", str(trained / "m-noop"), "--out", str(trained / "v")], monkeypatch, capsys)
+    assert code == 0 and out.startswith("NOT HONORED")
+    assert json.loads((trained / "v" / "verdict.json").read_text())["verdict"]["verdict"] == "NOT HONORED"
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--queries", "0"], "queries must be ≥ 1"),
+    (["--alpha", "1.5"], "alpha must lie strictly between 0 and 1"),
+    (["--alpha", "0"], "alpha must lie strictly between 0 and 1"),
+    (["--beta", "-0.1"], "beta must lie strictly between 0 and 1"),
+])
+def test_verify_bad_settings(trained: Path, monkeypatch, capsys, extra, message):
+    out_dir = trained / "bad-out"
+    code, _, err = run(["unlearn", "verify", "--model", str(trained / "m-noop"), "--key", str(trained / "k.json"),
+                        "--before", str(trained / "m0"), "--data", "digits", "--out", str(out_dir), *extra],
+                       monkeypatch, capsys)
+    assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not out_dir.exists() and not Path(str(out_dir) + ".partial").exists()
+
+
+def test_verify_missing_and_wrong_key_file(trained: Path, monkeypatch, capsys, tmp_path):
+    base = ["unlearn", "verify", "--model", str(trained / "m-noop"), "--before", str(trained / "m0"),
+            "--data", "digits", "--out", str(tmp_path / "v")]
+    code, _, err = run([*base, "--key", str(tmp_path / "missing.json")], monkeypatch, capsys)
+    assert code == 2 and "not found" in err and err.count("\n") == 1
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text("{}")
+    wrong.chmod(0o600)
+    code, _, err = run([*base, "--key", str(wrong)], monkeypatch, capsys)
+    assert code == 2 and "not a poisonlab key file" in err
+    assert not (tmp_path / "v").exists()
+
+
+def test_verify_label_space_mismatch(trained: Path, monkeypatch, capsys, tmp_path):
+    from unlearning_verify.keys import OwnerKey
+
+    OwnerKey.generate(1, "lsb", 5).save(tmp_path / "k5.json")
+    code, _, err = run(["unlearn", "verify", "--model", str(trained / "m-noop"), "--key", str(tmp_path / "k5.json"),
+                        "--before", str(trained / "m0"), "--data", "digits", "--out", str(tmp_path / "v")],
+                       monkeypatch, capsys)
+    assert code == 2 and "label space" in err and not (tmp_path / "v").exists()
+    code, _, err = run(["unlearn", "verify", "--model", str(trained / "m-noop"), "--key", str(trained / "k.json"),
+                        "--before", str(trained / "m0"), "--data", "mnist"], monkeypatch, capsys)
+    assert code == 2 and "label space" in err
+
+
+def test_mark_bad_input_leaves_nothing(trained: Path, monkeypatch, capsys, tmp_path):
+    code, _, err = run(["unlearn", "mark", "--data", "digits", "--owner", "9", "--owners", "4", "--key-file",
+                        str(tmp_path / "k.json"), "--out", str(tmp_path / "m")], monkeypatch, capsys)
+    assert code == 2 and "--owner" in err
+    assert not (tmp_path / "m").exists() and not (tmp_path / "k.json").exists()
+    code, _, err = run(["unlearn", "mark", "--data", "digits", "--owner", "1", "--owners", "4", "--family", "blended",
+                        "--key-file", str(trained / "k.json"), "--out", str(tmp_path / "m")], monkeypatch, capsys)
+    assert code == 2 and "belongs to owner 1, family lsb" in err and not (tmp_path / "m").exists()
