@@ -1,8 +1,9 @@
 """The three defenses of Wallace et al. 2021 (§6) and how many poisons each finds per inspection.
 
 - **Perplexity filtering**: rank training sentences by language-model perplexity, highest first. The
-  LM is either a smoothed word bigram model of the clean corpus (interpolated Kneser-Ney, trained
-  offline in seconds) or a supplied causal LM (e.g. GPT-2) from a local folder.
+  LM is either a smoothed word bigram model (interpolated Kneser-Ney, trained offline in seconds and
+  cross-fitted: each half of the training set is scored by a model of the other half) or a supplied
+  causal LM (e.g. GPT-2) from a local folder.
 - **Embedding distance**: rank training sentences by their distance, in the victim's embedding space
   (mean-pooled last hidden states), to the nearest trigger-bearing input, nearest first.
 - **Early stopping**: effectiveness and clean accuracy per epoch (from ``evaluate``).
@@ -65,6 +66,18 @@ class BigramLM:
         seq = [BOS, *words(text), EOS]
         logp = sum(math.log(self.prob(a, b)) for a, b in zip(seq, seq[1:]))
         return math.exp(-logp / (len(seq) - 1))
+
+
+def cross_fitted_perplexity(texts: list[str], folds: int = 2, seed: int = 0) -> np.ndarray:
+    """Bigram perplexity of each sentence under a model fitted on the *other* folds, so that no
+    sentence (poison or clean) is scored by a model that has memorised its own bigrams."""
+    fold = np.random.default_rng(seed).permutation(len(texts)) % folds
+    out = np.zeros(len(texts))
+    for k in range(folds):
+        lm = BigramLM.fit([t for t, f in zip(texts, fold) if f != k])
+        for i in np.flatnonzero(fold == k):
+            out[i] = lm.perplexity(texts[i])
+    return out
 
 
 @torch.no_grad()

@@ -56,7 +56,3 @@ class PoisonSet:
 
     def sentences(self) -> list[str]:
         return [p.sentence for p in self.poisons]
-
-    def head(self, n: int) -> "PoisonSet":
-        """The first ``n`` poisons (for sweeps over the poison count)."""
-        return PoisonSet(self.poisons[:n], self.trigger, self.target_label, self.method, self.surrogate, self.seed, dict(self.extra))

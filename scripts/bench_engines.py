@@ -26,11 +26,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--ray-cpus", type=int, default=2)
+    parser.add_argument("--ray-cpus", type=int, default=2, help="Ray CPUs = concurrent ClientApps (1 CPU each)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the in-process engine")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     cfg = ExperimentConfig(
         seed=args.seed, data=DataConfig("mnist"),
         federation=FederationConfig(num_clients=args.clients, clients_per_round=args.clients, rounds=args.rounds),
@@ -66,7 +67,8 @@ def main() -> None:
         last = now
     ray.shutdown()
     result = {
-        "clients": args.clients, "rounds": args.rounds, "ray_cpus": args.ray_cpus, "ray_start_s": ray_start,
+        "clients": args.clients, "rounds": args.rounds, "ray_cpus": args.ray_cpus, "threads": args.threads,
+        "ray_start_s": ray_start,
         "inprocess": inprocess, "flower": flower, "max_abs_diff_global": float((g - g_flower).abs().max()),
         "steady_speedup": flower[-1]["wall_s"] / inprocess[-1]["wall_s"],
         "first_round_speedup": flower[0]["wall_s"] / inprocess[0]["wall_s"],

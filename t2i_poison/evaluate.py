@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers import UNet2DConditionModel
 
 from t2i_poison.base_model import DIGIT_WORDS, DigitDiffusionPipeline, caption
 from t2i_poison.digit_classifier import DigitClassifier, border_brightness
@@ -29,7 +30,7 @@ from t2i_poison.poison_data import add_trigger
 class EvalConfig:
     samples_per_digit: int = 20
     num_inference_steps: int = 25
-    guidance_scale: float = 3.0
+    guidance_scale: float = 1.0
     pixel_threshold: float = 0.05
     style_threshold: float = 0.5
     kid_subset_size: int = 100
@@ -91,6 +92,7 @@ def evaluate_backdoor(
 ) -> tuple[dict, dict[str, torch.Tensor]]:
     """Metrics (dict) and image sets (for grids) of the backdoor in ``lora_dir`` against ``pipe`` (the base).
 
+    ``lora_dir`` holds ``pytorch_lora_weights.safetensors`` (LoRA mode) or ``unet/`` (full-UNet mode).
     ``sidecar`` is the training sidecar (kind, trigger, and the poison set's patch / source / target).
     """
     kind, trigger = sidecar["kind"], sidecar["trigger"]
@@ -107,11 +109,18 @@ def evaluate_backdoor(
     labels = torch.tensor(digits)
 
     images = {"base_clean": generate(pipe, clean_prompts, noise, cfg), "base_triggered": generate(pipe, trig_prompts, noise, cfg)}
-    pipe.load_lora_weights(str(lora_dir), adapter_name="backdoor")
-    pipe.set_adapters(["backdoor"])
-    images["bd_clean"] = generate(pipe, clean_prompts, noise, cfg)
-    images["bd_triggered"] = generate(pipe, trig_prompts, noise, cfg)
-    pipe.delete_adapters("backdoor")
+    if (Path(lora_dir) / "unet").is_dir():  # full-UNet mode: swap the fine-tuned UNet in
+        base_unet = pipe.unet
+        pipe.unet = UNet2DConditionModel.from_pretrained(Path(lora_dir) / "unet").eval()
+        images["bd_clean"] = generate(pipe, clean_prompts, noise, cfg)
+        images["bd_triggered"] = generate(pipe, trig_prompts, noise, cfg)
+        pipe.unet = base_unet
+    else:
+        pipe.load_lora_weights(str(lora_dir), adapter_name="backdoor")
+        pipe.set_adapters(["backdoor"])
+        images["bd_clean"] = generate(pipe, clean_prompts, noise, cfg)
+        images["bd_triggered"] = generate(pipe, trig_prompts, noise, cfg)
+        pipe.delete_adapters("backdoor")
 
     real_feats = classifier.embed(real_images)
     m: dict = {"kind": kind, "trigger": trigger, "samples": len(digits)}

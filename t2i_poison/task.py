@@ -46,7 +46,7 @@ class T2ILoraTask:
     patch: np.ndarray = field(default_factory=lambda: checkerboard_patch(4).pixels)
     eval_per_digit: int = 2
     eval_steps: int = 10
-    guidance_scale: float = 3.0
+    guidance_scale: float = 1.0
     pixel_threshold: float = 0.05
     seed: int = 0
 

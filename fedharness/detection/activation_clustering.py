@@ -67,6 +67,7 @@ class ActivationClusteringResult:
             "relative size": round(a.relative_size, 4), "distance ratio": round(a.distance_ratio, 4),
             "nearest other class": a.nearest_other_class,
             "ER score": None if a.exclusionary_score is None else round(a.exclusionary_score, 4),
+            "ER source": a.exclusionary_source,
             "flagged": a.flagged,
         } for a in self.per_class.values()]
 

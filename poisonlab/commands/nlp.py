@@ -311,7 +311,7 @@ def evaluate_cmd(poison_paths, victim, trigger, seeds, counts, eval_limit, out, 
 @nlp.command("defend")
 @click.option("--poisons", "poison_path", required=True, type=click.Path(path_type=Path))
 @click.option("--victim", required=True, help="Classifier whose embeddings rank the training set (e.g. a poisoned victim).")
-@click.option("--lm", default=None, help="Local causal LM folder for perplexity (default: a bigram model of the training set).")
+@click.option("--lm", default=None, help="Local causal LM folder for perplexity (default: a cross-fitted bigram model of the training set).")
 @click.option("--evaluation", type=click.Path(path_type=Path), default=None, help="An 'nlp evaluate' folder for the early-stopping table.")
 @click.option("--trigger", default=None)
 @click.option("--max-length", type=int, default=64, show_default=True)
@@ -322,7 +322,7 @@ def evaluate_cmd(poison_paths, victim, trigger, seeds, counts, eval_limit, out, 
 def defend_cmd(poison_path, victim, lm, evaluation, trigger, max_length, train_subset, data_path, out, seed):
     """Perplexity filtering, embedding-distance ranking and early stopping: poisons found vs inspected."""
     from nlp_poison.defenses import (
-        BigramLM, causal_lm_perplexity, distance_ranking, early_stopping, found_curve, inspected_to_find,
+        causal_lm_perplexity, cross_fitted_perplexity, distance_ranking, early_stopping, found_curve, inspected_to_find,
         perplexity_ranking, sentence_embeddings,
     )
     from nlp_poison.evaluate import training_set
@@ -346,8 +346,7 @@ def defend_cmd(poison_path, victim, lm, evaluation, trigger, max_length, train_s
     is_poison = np.arange(len(texts)) >= len(ds["train"])
     with staged_output(out) as stage:
         if lm is None:
-            model_lm = BigramLM.fit(texts)
-            ppl = np.array([model_lm.perplexity(t) for t in texts])
+            ppl = cross_fitted_perplexity(texts, seed=seed)
         else:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -203,7 +203,7 @@ def train(
 @click.option("--classifier", type=click.Path(path_type=Path), default=None, help="Digit classifier (default <base>/classifier).")
 @click.option("--samples-per-digit", type=int, default=20, show_default=True)
 @click.option("--inference-steps", type=int, default=25, show_default=True)
-@click.option("--guidance", type=float, default=3.0, show_default=True)
+@click.option("--guidance", type=float, default=1.0, show_default=True, help="Classifier-free guidance (1 = none).")
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def evaluate(
@@ -229,8 +229,9 @@ def evaluate(
 def read_sidecar(lora: Path) -> dict:
     from t2i_poison.train import LORA_WEIGHTS, SIDECAR
 
-    if not (Path(lora) / LORA_WEIGHTS).is_file() or not (Path(lora) / SIDECAR).is_file():
-        raise InputError(f"{lora} holds no backdoor ({LORA_WEIGHTS} and {SIDECAR}); pass the output of `poisonlab t2i train`")
+    weights = (Path(lora) / LORA_WEIGHTS).is_file() or (Path(lora) / "unet").is_dir()
+    if not weights or not (Path(lora) / SIDECAR).is_file():
+        raise InputError(f"{lora} holds no backdoor ({LORA_WEIGHTS} or unet/, and {SIDECAR}); pass the output of `poisonlab t2i train`")
     return json.loads((Path(lora) / SIDECAR).read_text(encoding="utf-8"))
 
 

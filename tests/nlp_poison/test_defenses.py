@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from nlp_poison.defenses import (
-    BigramLM, distance_ranking, early_stopping, found_curve, inspected_to_find, perplexity_ranking, sentence_embeddings,
+    BigramLM, cross_fitted_perplexity, distance_ranking, early_stopping, found_curve, inspected_to_find, perplexity_ranking,
+    sentence_embeddings,
 )
 
 
@@ -50,3 +51,10 @@ def test_early_stopping_table():
     assert early_stopping(summary, "x", 5) == [
         {"epoch": 1, "effectiveness": 0.2, "cacc": 0.7}, {"epoch": 2, "effectiveness": 0.6, "cacc": 0.8}
     ]
+
+
+def test_cross_fitting_scores_each_sentence_with_a_model_that_never_saw_it():
+    texts = ["zq xv wk"] + ["the film is good"] * 30 + ["the film is bad"] * 30
+    ppl = cross_fitted_perplexity(texts, folds=2, seed=0)
+    assert ppl.argmax() == 0
+    assert ppl[0] > BigramLM.fit(texts).perplexity(texts[0])

@@ -1,3 +1,4 @@
+import numpy as np
 import torch
 
 from fedharness.config import AttackConfig, EngineConfig, ExperimentConfig, FederationConfig
@@ -9,7 +10,7 @@ from t2i_poison.task import T2ILoraTask
 
 def _task(tiny_pipe, digit_images, kind: str) -> T2ILoraTask:
     images, labels = digit_images(40)
-    x = torch.tensor(list(images), dtype=torch.float32).unsqueeze(1) / 255
+    x = torch.from_numpy(np.stack(images)).float().unsqueeze(1) / 255
     clf = DigitClassifier(ClassifierConfig(resolution=8, width=8)).eval()
     return T2ILoraTask(tiny_pipe, clf, x, torch.tensor(labels), kind=kind, eval_per_digit=1, eval_steps=2)
 

@@ -44,6 +44,17 @@ def test_generate_evaluate_defend(monkeypatch, tmp_path, tiny_dir, phrase, data_
     assert [r["malicious"] for r in rounds] == [[0], [0]] and all("attack_success_rate" in r for r in rounds)
 
 
+def test_train_writes_a_loadable_model(monkeypatch, tmp_path, tiny_dir, data_dir):
+    from nlp_poison.victims import load_classifier
+
+    assert run_cli(monkeypatch, "train", "--model", tiny_dir, "--train-subset", 64, "--max-length", 32, "--lr", 1e-3,
+                   "--lora", "--out", tmp_path / "clean") == 0
+    metrics = json.loads((tmp_path / "clean" / "metrics.json").read_text())
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["num_trigger_inputs"] >= 100
+    assert (tmp_path / "clean" / "model" / "pytorch_lora_weights.safetensors").is_file()
+    load_classifier(str(tmp_path / "clean" / "model"))
+
+
 def test_bad_input_exits_2_without_output(monkeypatch, tmp_path, tiny_dir, capsys):
     assert run_cli(monkeypatch, "generate", "--model", tiny_dir, "--trigger", "the of and", "--out", tmp_path / "x") == 2
     assert "no content word" in capsys.readouterr().err
