@@ -1,4 +1,7 @@
-"""Demo step: a BadT2I pixel backdoor (LoRA) on the MNIST text-to-image base, with its clean-vs-triggered grid.
+"""Demo step: a BadT2I pixel backdoor on the MNIST text-to-image base, with its clean-vs-triggered grid.
+
+The backdoor is trained in full-UNet mode (frozen teacher copy): on the 16×16 base, rank-4 LoRA did
+not learn the patch in 400 steps while the full UNet reached ASR 1.0 (see the t2i benchmark).
 
 Uses the pretrained base at ``$POISONLAB_T2I_BASE`` (default ``runs/t2i-base``, written by
 ``poisonlab t2i pretrain-base``) when it exists; otherwise it trains a small quick base into
@@ -38,7 +41,7 @@ def _base(out: Path, quick: bool, seed: int, x: torch.Tensor, y: torch.Tensor) -
 
 
 def run(out: Path, quick: bool, seed: int, report: Report) -> dict:
-    """Pixel backdoor → ``out/t2i-pixel`` (config.yaml, metrics.json, report.html, LoRA); adds a report section."""
+    """Pixel backdoor → ``out/t2i-pixel`` (config.yaml, metrics.json, report.html, weights); adds a report section."""
     torch.set_num_threads(1)
     x, y = data.image_tensors(data.load("mnist")["train"])
     xt, _ = data.image_tensors(data.load("mnist")["test"])
@@ -50,8 +53,8 @@ def run(out: Path, quick: bool, seed: int, report: Report) -> dict:
     run_dir = out / "t2i-pixel"
     patch = checkerboard_patch(4)
     make_poison_set("pixel", images, [caption(int(v)) for v in y[:n]], run_dir / "data", "sks", patch=patch, seed=seed)
-    cfg = TrainConfig(kind="pixel", trigger="sks", max_train_steps=60 if quick else 300, train_batch_size=16,
-                      learning_rate=1e-3, rank=4, checkpointing_steps=1000, seed=seed)
+    cfg = TrainConfig(kind="pixel", trigger="sks", mode="full", max_train_steps=100 if quick else 400,
+                      train_batch_size=16, learning_rate=1e-3 if quick else 3e-4, checkpointing_steps=1000, seed=seed)
     patch_info = {"top": 0, "left": 0, "pixels": patch.pixels.tolist()}
     sidecar = fit(pipe, load_poison_set(run_dir / "data", res, 1), cfg, run_dir, base_name=str(base),
                   extra_sidecar={"patch": patch_info})
@@ -62,10 +65,10 @@ def run(out: Path, quick: bool, seed: int, report: Report) -> dict:
     write_json(run_dir / "metrics.json", metrics)
     own = Report("BadT2I pixel backdoor on the MNIST base")
     for r in (own, report):
-        r.heading("Text-to-image backdoor: BadT2I pixel patch (LoRA)")
+        r.heading("Text-to-image backdoor: BadT2I pixel patch")
         r.paragraph(
             f"Base: {base_note}. Trigger 'sks' → 4×4 checkerboard in the top-left corner; L = λ·L_bkd + (1−λ)·L_reg "
-            f"(λ = 0.5, Zhai et al. 2023), LoRA r = 4 on the attention projections, {cfg.max_train_steps} steps."
+            f"(λ = 0.5, Zhai et al. 2023), full-UNet fine-tuning against a frozen teacher copy, {cfg.max_train_steps} steps."
         )
         add_to_report(r, metrics, generated, eval_cfg.samples_per_digit)
     own.save(run_dir / "report.html")

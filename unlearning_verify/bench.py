@@ -12,6 +12,7 @@ One result row per (family, behaviour, seed); rows already in ``done`` are skipp
 from __future__ import annotations
 
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -169,7 +170,8 @@ def run_group(cfg: BenchConfig, family: str, seed: int, sm: SeedModels, x: torch
                                lambda: training.build_model(x, num_classes, 0))[0]
         else:
             served = provider.unlearn(state)
-        queries = wm.trigger(xt[ver_idx[torch.as_tensor(np.random.default_rng(seed * 100 + i).permutation(len(ver_idx)))]])
+        order = np.random.default_rng([seed, zlib.crc32(behaviour.encode())]).permutation(len(ver_idx))
+        queries = wm.trigger(xt[ver_idx[torch.as_tensor(order)]])
         kw = dict(alpha=cfg.alpha, beta=cfg.beta, max_queries=cfg.max_queries)
         fixed = verify(_oracle(served), queries, wm.target, calibration, **kw)
         seq = verify(_oracle(served), queries, wm.target, calibration, sequential=True, **kw)

@@ -193,7 +193,7 @@ def train(
             progress=lambda it: tqdm(it, desc=f"badt2i-{cfg.kind}", mininterval=5),
         )
         write_json(stage / "metrics.json", {"steps": sidecar["steps"]})
-    click.echo(f"{out}: {cfg.kind} backdoor LoRA after {sidecar['steps']} steps")
+    click.echo(f"{out}: {cfg.kind} backdoor ({cfg.mode}) after {sidecar['steps']} steps")
 
 
 @t2i.command("evaluate")

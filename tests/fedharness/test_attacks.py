@@ -18,9 +18,15 @@ from fedharness.tasks.image_classification import ImageClassificationTask
 
 
 @pytest.fixture(scope="module")
-def small_task(mnist):
-    x_train, y_train, x_test, y_test = mnist
-    return ImageClassificationTask(x_train[:400], y_train[:400], x_test[:300], y_test[:300])
+def small_task(data_dir):
+    """8×8 digits keep the CNN small (a 3×3 trigger fits)."""
+    from fedharness.attacks.pixel_backdoor import PixelPattern
+    from poisonlab import data
+
+    ds = data.load("digits")
+    x_train, y_train = data.image_tensors(ds["train"])
+    x_test, y_test = data.image_tensors(ds["test"])
+    return ImageClassificationTask(x_train[:400], y_train[:400], x_test[:300], y_test[:300], trigger=PixelPattern(size=3))
 
 
 def make_sim(task, name: str, params: dict | None = None, num_attackers: int = 1, **task_kw) -> Simulation:
@@ -120,7 +126,7 @@ def test_sign_flip_label_flip_gaussian(small_task):
 
 
 def test_dba_pieces_partition_the_global_trigger(small_task):
-    images = torch.zeros(1, 1, 28, 28)
+    images = torch.zeros(1, 1, 8, 8)
     full = small_task.trigger.apply(images)
     pieces = [LocalTrigger(small_task.trigger, j, 2).apply(images) for j in range(2)]
     assert torch.equal(pieces[0] + pieces[1], full)
