@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
 from t2i_poison.badt2i_losses import BadT2IBatch, add_noise, badt2i_loss
-from t2i_poison.base_model import build_tokenizer, caption
+from t2i_poison.base_model import caption
 from t2i_poison.train import encode_texts, lora_config, teacher_mode
 
 

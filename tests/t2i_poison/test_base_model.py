@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from t2i_poison.base_model import (
-    BaseModelConfig, DigitDiffusionPipeline, PretrainConfig, build_tokenizer, caption, load_pipeline, pretrain_steps,
+    DigitDiffusionPipeline, PretrainConfig, build_tokenizer, caption, load_pipeline, pretrain_steps,
 )
 
 
