@@ -1,8 +1,8 @@
 """Our robust aggregators against Flower's built-ins on the same stacked updates (m × d).
 
-For FedMedian, FedTrimmedAvg, Krum, MultiKrum and Bulyan: time of ours (torch, on the stacked
-tensor) and of Flower's (its own helpers on the same rows, in its reply format), and the max
-absolute difference of the results. Bulyan is compared with ``iterative=False`` (Flower's one-shot
+For FedMedian, FedTrimmedAvg, Krum, MultiKrum and Bulyan: best and median wall time of ours (on
+the stacked tensor) and of Flower's (its own helpers on the same rows, in its reply format), in
+the same process, and the max absolute difference of the results. Bulyan is compared with ``iterative=False`` (Flower's one-shot
 Multi-Krum selection); the paper's iterative selection is timed too. Writes JSON to --out.
 
     nice -n 10 .venv/bin/python scripts/bench_aggregators.py --m 100 --d 1000000 --out runs/bench_aggregators.json
@@ -23,14 +23,14 @@ from fedharness import aggregators
 from fedharness.engines import flower_builtins as fb
 
 
-def best_time(fn, repeats: int) -> tuple[float, object]:
-    """Minimum wall time over ``repeats`` calls (and the last result)."""
-    best, out = float("inf"), None
+def timed(fn, repeats: int) -> tuple[float, float, object]:
+    """Best and median wall time over ``repeats`` calls (the machine is shared), and the last result."""
+    times, out = [], None
     for _ in range(repeats):
         start = time.perf_counter()
         out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
+        times.append(time.perf_counter() - start)
+    return min(times), float(np.median(times)), out
 
 
 def main() -> None:
@@ -62,15 +62,16 @@ def main() -> None:
     ]
     rows = []
     for name, ours, flower in cases:
-        t_ours, r_ours = best_time(ours, args.repeats)
-        t_flower, r_flower = best_time(flower, args.repeats)
+        t_ours, med_ours, r_ours = timed(ours, args.repeats)
+        t_flower, med_flower, r_flower = timed(flower, args.repeats)
         diff = float(np.abs(r_ours.numpy() - np.asarray(r_flower)).max())
-        rows.append({"rule": name, "ours_s": t_ours, "flower_s": t_flower, "speedup": t_flower / t_ours, "max_abs_diff": diff})
-        print(f"{name:28s} ours {t_ours:8.3f} s  flower {t_flower:8.3f} s  speed-up {t_flower / t_ours:6.2f}×  max|Δ| {diff:.2e}",
-              flush=True)
-    t_iter, _ = best_time(lambda: bulyan_paper(tu), args.repeats)
-    rows.append({"rule": f"Bulyan(f={args.f}) paper (iterative Krum)", "ours_s": t_iter})
-    print(f"{'Bulyan iterative (paper)':28s} ours {t_iter:8.3f} s")
+        rows.append({"rule": name, "ours_s": t_ours, "ours_median_s": med_ours, "flower_s": t_flower,
+                     "flower_median_s": med_flower, "speedup": t_flower / t_ours, "max_abs_diff": diff})
+        print(f"{name:28s} ours {t_ours:7.3f} s (median {med_ours:7.3f})  flower {t_flower:7.3f} s (median {med_flower:7.3f})"
+              f"  speed-up {t_flower / t_ours:6.2f}×  max|Δ| {diff:.2e}", flush=True)
+    t_iter, med_iter, _ = timed(lambda: bulyan_paper(tu), args.repeats)
+    rows.append({"rule": f"Bulyan(f={args.f}) paper (iterative Krum)", "ours_s": t_iter, "ours_median_s": med_iter})
+    print(f"{'Bulyan iterative (paper)':28s} ours {t_iter:7.3f} s (median {med_iter:7.3f})")
     result = {"m": args.m, "d": args.d, "f": args.f, "threads": args.threads, "repeats": args.repeats,
               "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
               "torch": torch.__version__, "rows": rows}

@@ -1,26 +1,44 @@
 """Order statistics along the client axis, shared by median, trimmed mean and Bulyan.
 
-On CPU, numpy's introselect (``np.partition``) is the fastest kernel available to us (torch's CPU
-``sort``/``kthvalue`` along dim 0 measured 1.5–4× slower at m=100, d=1M); on an accelerator
-``torch.sort`` runs on the device.
+Every coordinate's m client values are sorted, one block of columns at a time: the block is
+transposed to a contiguous (block, m) array that stays in cache, each row is sorted with numpy's
+SIMD sort (x86-simd-sort / Highway since numpy 2), and a reducer turns the sorted rows into the
+block's outputs. At m=100, d=1M this is ~8× faster on CPU than ``np.median`` / ``np.partition``
+along axis 0, which walk strided columns with a scalar two-pivot introselect; torch's CPU
+``sort``/``kthvalue`` are slower still. Accelerator tensors are reduced on the host (one copy each
+way) and the result is returned on their device.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 
+BLOCK = 4096
 
-def partition(u: torch.Tensor, kth: tuple[int, ...]) -> torch.Tensor:
-    """Rows reordered per column so that rows ``kth`` hold their sorted values (others partitioned)."""
-    if u.device.type == "cpu":
-        return torch.from_numpy(np.partition(u.detach().numpy(), kth, axis=0))
-    return torch.sort(u, dim=0).values
+
+def reduce_sorted(u: torch.Tensor, reduce: Callable[[np.ndarray], np.ndarray],
+                  rows: torch.Tensor | None = None) -> torch.Tensor:
+    """``reduce(s)`` per block of columns of ``u[rows]``: row j of ``s`` holds coordinate j's values in ascending order."""
+    host = u.detach().cpu().numpy()
+    take = None if rows is None else rows.cpu().numpy()
+    out = np.empty(host.shape[1], dtype=host.dtype)
+    for start in range(0, host.shape[1], BLOCK):
+        cols = host[:, start : start + BLOCK] if take is None else host[take, start : start + BLOCK]
+        s = np.ascontiguousarray(cols.T)
+        s.sort(axis=1)
+        out[start : start + BLOCK] = reduce(s)
+    return torch.from_numpy(out).to(u.device)
+
+
+def middle(s: np.ndarray) -> np.ndarray:
+    """Median of each sorted row; the mean of the two middle values when the row length is even."""
+    m = s.shape[1]
+    return (s[:, (m - 1) // 2] + s[:, m // 2]) / 2
 
 
 def median(u: torch.Tensor) -> torch.Tensor:
-    """Coordinate-wise median; the mean of the two middle values when m is even (as ``np.median``)."""
-    m = u.shape[0]
-    lo, hi = (m - 1) // 2, m // 2
-    p = partition(u, (lo, hi))
-    return (p[lo] + p[hi]) / 2
+    """Coordinate-wise median of the rows of ``u`` (as ``np.median(u, axis=0)``)."""
+    return reduce_sorted(u, middle)

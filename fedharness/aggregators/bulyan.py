@@ -14,20 +14,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from fedharness.aggregators import register
 from fedharness.aggregators._finite import accept, split_finite
-from fedharness.aggregators._select import median
+from fedharness.aggregators._select import middle, reduce_sorted
 from fedharness.aggregators.krum import krum_scores, multi_krum_select, squared_distances
 from fedharness.errors import InputError
 
 
-def closest_to_median_mean(selected: torch.Tensor, beta: int) -> torch.Tensor:
-    """Per coordinate, the mean of the ``beta`` values closest to the median."""
-    med = median(selected)
-    idx = torch.topk((selected - med).abs(), beta, dim=0, largest=False).indices
-    return torch.gather(selected, 0, idx).mean(dim=0)
+def closest_to_median_mean(u: torch.Tensor, rows: torch.Tensor, beta: int) -> torch.Tensor:
+    """Per coordinate, the mean of the ``beta`` values of ``u[rows]`` closest to their median.
+
+    In a sorted row those values are a window s[a : a + β]. Sliding the window right by one pays
+    off exactly when its left end is farther from the median than the value just past its right
+    end; that test is monotone in the start, so a = the number of starts where it holds.
+    """
+    n = len(rows)
+
+    def window_mean(s: np.ndarray) -> np.ndarray:
+        med = middle(s)[:, None]
+        a = (np.abs(s[:, : n - beta] - med) > np.abs(s[:, beta:] - med)).sum(axis=1)
+        return np.take_along_axis(s, a[:, None] + np.arange(beta), axis=1).mean(axis=1)
+
+    return reduce_sorted(u, window_mean, rows)
 
 
 @register("bulyan")
@@ -59,4 +70,4 @@ class Bulyan:
         theta = m - 2 * self.f
         picked = self.select(u, theta)
         accept(stats, rows, picked)
-        return closest_to_median_mean(u[picked], theta - 2 * self.f)
+        return closest_to_median_mean(u, picked, theta - 2 * self.f)

@@ -12,7 +12,7 @@ import torch
 
 from fedharness.aggregators import register
 from fedharness.aggregators._finite import drop_nonfinite
-from fedharness.aggregators._select import partition
+from fedharness.aggregators._select import reduce_sorted
 from fedharness.errors import InputError
 
 
@@ -31,5 +31,4 @@ class TrimmedMean:
         u = drop_nonfinite(updates, stats)
         m = u.shape[0]
         k = int(self.beta * m)
-        p = partition(u, (k, m - k - 1))
-        return p[k : m - k].mean(dim=0)
+        return reduce_sorted(u, lambda s: s[:, k : m - k].mean(axis=1))

@@ -2,7 +2,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from nlp_poison.defenses import (
     BigramLM, cross_fitted_perplexity, distance_ranking, early_stopping, found_curve, inspected_to_find, perplexity_ranking,

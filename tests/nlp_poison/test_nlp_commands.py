@@ -3,7 +3,6 @@
 import json
 import sys
 
-import pytest
 
 from nlp_poison import dataset_card
 from nlp_poison.overlap import overlapping_words

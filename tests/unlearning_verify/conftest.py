@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -30,6 +32,23 @@ class Scenario:
     forget: np.ndarray
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Small CNNs train several times faster on one thread on a busy 2-core machine; restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    with one_thread():
+        yield
+
+
 @pytest.fixture(scope="session")
 def lsb_scenario(mnist) -> Scenario:
     """2400 MNIST training images, 5 owners; owner 0 marks half its samples with LSB; 3 epochs."""
@@ -40,8 +59,9 @@ def lsb_scenario(mnist) -> Scenario:
     owner_of = owner_split(len(x), 5, 0)
     marked = mark(x, y, owner_of, 0, wm, 0.5, 0)
     cfg = training.TrainConfig(epochs=3)
-    model, ckpts = training.fit(marked.x, marked.y, 10, cfg, 0)
     forget = owner_of == 0
     keep = torch.as_tensor(~forget)
-    clean, _ = training.fit(x[keep], y[keep], 10, cfg, 1)
+    with one_thread():
+        model, ckpts = training.fit(marked.x, marked.y, 10, cfg, 0)
+        clean, _ = training.fit(x[keep], y[keep], 10, cfg, 1)
     return Scenario(x, y, xt, yt, key, wm, marked, model, ckpts, clean, forget)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from poisonlab.cli import main
 
@@ -45,9 +46,11 @@ def trained(workdir: Path) -> Path:
         ["unlearn", "delete", "--dataset", str(workdir / "marked"), "--model", str(workdir / "m0"), "--owner", "1",
          "--behaviour", "noop", "--out", str(workdir / "m-noop")],
     ]
+    threads = torch.get_num_threads()
     for c in cmds:
         with patch.object(sys, "argv", ["poisonlab", *c]):
             main()
+    torch.set_num_threads(threads)
     return workdir
 
 
