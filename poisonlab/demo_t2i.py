@@ -53,8 +53,9 @@ def run(out: Path, quick: bool, seed: int, report: Report) -> dict:
     run_dir = out / "t2i-pixel"
     patch = checkerboard_patch(4)
     make_poison_set("pixel", images, [caption(int(v)) for v in y[:n]], run_dir / "data", "sks", patch=patch, seed=seed)
-    cfg = TrainConfig(kind="pixel", trigger="sks", mode="full", lam=0.3, max_train_steps=100 if quick else 400,
-                      train_batch_size=16, learning_rate=5e-4 if quick else 3e-4, checkpointing_steps=1000, seed=seed)
+    cfg = TrainConfig(kind="pixel", trigger="sks", mode="full", lam=0.5 if quick else 0.3,
+                      max_train_steps=100 if quick else 400, train_batch_size=16,
+                      learning_rate=1e-3 if quick else 3e-4, checkpointing_steps=1000, seed=seed)
     patch_info = {"top": 0, "left": 0, "pixels": patch.pixels.tolist()}
     sidecar = fit(pipe, load_poison_set(run_dir / "data", res, 1), cfg, run_dir, base_name=str(base),
                   extra_sidecar={"patch": patch_info})
@@ -68,7 +69,7 @@ def run(out: Path, quick: bool, seed: int, report: Report) -> dict:
         r.heading("Text-to-image backdoor: BadT2I pixel patch")
         r.paragraph(
             f"Base: {base_note}. Trigger 'sks' → 4×4 checkerboard in the top-left corner; L = λ·L_bkd + (1−λ)·L_reg "
-            f"(λ = 0.3, Zhai et al. 2023), full-UNet fine-tuning against a frozen teacher copy, {cfg.max_train_steps} steps."
+            f"(λ = {cfg.lam}, Zhai et al. 2023), full-UNet fine-tuning against a frozen teacher copy, {cfg.max_train_steps} steps."
         )
         add_to_report(r, metrics, generated, eval_cfg.samples_per_digit)
     own.save(run_dir / "report.html")

@@ -2,8 +2,9 @@
 
 For FedMedian, FedTrimmedAvg, Krum, MultiKrum and Bulyan: best and median wall time of ours (on
 the stacked tensor) and of Flower's (its own helpers on the same rows, in its reply format), in
-the same process, and the max absolute difference of the results. Bulyan is compared with ``iterative=False`` (Flower's one-shot
-Multi-Krum selection); the paper's iterative selection is timed too. Writes JSON to --out.
+the same process, and the max absolute difference of the results. Bulyan is compared with
+``iterative=False`` (Flower's one-shot Multi-Krum selection); the paper's iterative selection is
+timed too. Writes JSON to --out.
 
     nice -n 10 .venv/bin/python scripts/bench_aggregators.py --m 100 --d 1000000 --out runs/bench_aggregators.json
 """
@@ -67,8 +68,9 @@ def main() -> None:
         diff = float(np.abs(r_ours.numpy() - np.asarray(r_flower)).max())
         rows.append({"rule": name, "ours_s": t_ours, "ours_median_s": med_ours, "flower_s": t_flower,
                      "flower_median_s": med_flower, "speedup": t_flower / t_ours, "max_abs_diff": diff})
-        print(f"{name:28s} ours {t_ours:7.3f} s (median {med_ours:7.3f})  flower {t_flower:7.3f} s (median {med_flower:7.3f})"
-              f"  speed-up {t_flower / t_ours:6.2f}×  max|Δ| {diff:.2e}", flush=True)
+        print(f"{name:28s} ours {t_ours:7.3f} s (median {med_ours:7.3f})  "
+              f"flower {t_flower:7.3f} s (median {med_flower:7.3f})  "
+              f"speed-up {t_flower / t_ours:6.2f}×  max|Δ| {diff:.2e}", flush=True)
     t_iter, med_iter, _ = timed(lambda: bulyan_paper(tu), args.repeats)
     rows.append({"rule": f"Bulyan(f={args.f}) paper (iterative Krum)", "ours_s": t_iter, "ours_median_s": med_iter})
     print(f"{'Bulyan iterative (paper)':28s} ours {t_iter:7.3f} s (median {med_iter:7.3f})")

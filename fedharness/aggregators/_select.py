@@ -21,7 +21,7 @@ BLOCK = 4096
 
 def reduce_sorted(u: torch.Tensor, reduce: Callable[[np.ndarray], np.ndarray],
                   rows: torch.Tensor | None = None) -> torch.Tensor:
-    """``reduce(s)`` per block of columns of ``u[rows]``: row j of ``s`` holds coordinate j's values in ascending order."""
+    """``reduce(s)`` per block of columns of ``u[rows]``; row j of ``s``: coordinate j's values, ascending."""
     host = u.detach().cpu().numpy()
     take = None if rows is None else rows.cpu().numpy()
     out = np.empty(host.shape[1], dtype=host.dtype)

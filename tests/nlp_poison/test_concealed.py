@@ -20,7 +20,7 @@ def setup(sst2, tiny_tokenizer, phrase):
 
 def _craft(surrogate, tok, phrase, setup, **kw):
     templates, adv, clean, _, placeable = setup
-    cfg = ConcealedConfig(**{"iterations": 5, "top_k": 4, "clean_batch": 32, **kw})
+    cfg = ConcealedConfig(**{"iterations": 5, "top_k": 4, "clean_batch": 32, "eta": 1.0, **kw})
     return craft(surrogate, tok, templates, phrase, placeable, list(adv["sentence"]), list(adv["original"]),
                  list(clean["sentence"]), list(clean["label"]), cfg, progress=False)
 
@@ -56,7 +56,7 @@ def test_search_starts_from_the_random_control(crafted, tiny_tokenizer, phrase, 
 def test_reported_loss_matches_fresh_unrolled_objective(crafted, surrogate, tiny_tokenizer, setup):
     """The trace's last value equals L_adv(θ') recomputed from the final poison sentences."""
     _, adv, clean, _, _ = setup
-    cfg = ConcealedConfig(clean_batch=32)
+    cfg = ConcealedConfig(clean_batch=32, eta=1.0)
     obj = UnrolledObjective(surrogate, tiny_tokenizer, list(adv["sentence"]), list(adv["original"]), [0] * len(adv),
                             list(clean["sentence"]), list(clean["label"]), len(crafted.poisons), cfg)
     enc = pad([tiny_tokenizer(p.sentence)["input_ids"] for p in crafted.poisons], tiny_tokenizer.pad_token_id)

@@ -1,4 +1,3 @@
-
 from nlp_poison.baselines import make_templates, with_overlap
 from nlp_poison.evaluate import Cell, EvalData, plan, run_cell, summarize, training_set
 from nlp_poison.triggers import trigger_bearing
