@@ -11,7 +11,7 @@ way) and the result is returned on their device.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -19,17 +19,21 @@ import torch
 BLOCK = 4096
 
 
-def reduce_sorted(u: torch.Tensor, reduce: Callable[[np.ndarray], np.ndarray],
-                  rows: torch.Tensor | None = None) -> torch.Tensor:
-    """``reduce(s)`` per block of columns of ``u[rows]``; row j of ``s``: coordinate j's values, ascending."""
-    host = u.detach().cpu().numpy()
-    take = None if rows is None else rows.cpu().numpy()
-    out = np.empty(host.shape[1], dtype=host.dtype)
+def sorted_blocks(host: np.ndarray, rows: np.ndarray | None = None) -> Iterator[tuple[slice, np.ndarray]]:
+    """(columns, s) per block of columns of ``host[rows]``; row j of ``s``: column j's values, ascending."""
     for start in range(0, host.shape[1], BLOCK):
-        cols = host[:, start : start + BLOCK] if take is None else host[take, start : start + BLOCK]
-        s = np.ascontiguousarray(cols.T)
+        cols = slice(start, min(start + BLOCK, host.shape[1]))
+        s = np.ascontiguousarray((host[:, cols] if rows is None else host[rows, cols]).T)
         s.sort(axis=1)
-        out[start : start + BLOCK] = reduce(s)
+        yield cols, s
+
+
+def reduce_sorted(u: torch.Tensor, reduce: Callable[[np.ndarray], np.ndarray]) -> torch.Tensor:
+    """``reduce(s)`` over the :func:`sorted_blocks` of ``u`` (host copy), returned on ``u``'s device."""
+    host = u.detach().cpu().numpy()
+    out = np.empty(host.shape[1], dtype=host.dtype)
+    for cols, s in sorted_blocks(host):
+        out[cols] = reduce(s)
     return torch.from_numpy(out).to(u.device)
 
 

@@ -15,12 +15,13 @@ def _updates(m: int, seed: int = 0) -> np.ndarray:
     return (rng.standard_normal((m, 2 * _select.BLOCK + 37)) * rng.exponential(3.0, (m, 1))).astype(np.float32)
 
 
-def test_reduce_sorted_sees_each_column_sorted_and_respects_rows():
+def test_sorted_blocks_cover_every_column_sorted_in_row_subset():
     u = _updates(7)
-    rows = torch.tensor([5, 0, 3])
-    got = _select.reduce_sorted(torch.from_numpy(u), lambda s: s[:, 0] * 10 + s[:, -1], rows)
-    ordered = np.sort(u[[5, 0, 3]], axis=0)
-    np.testing.assert_array_equal(got.numpy(), ordered[0] * 10 + ordered[-1])
+    rows = np.array([5, 0, 3])
+    got = np.concatenate([s for _, s in _select.sorted_blocks(u, rows)])
+    np.testing.assert_array_equal(got, np.sort(u[rows], axis=0).T)
+    spans = [cols for cols, _ in _select.sorted_blocks(u)]
+    assert spans[0].start == 0 and spans[-1].stop == u.shape[1] and len(spans) == 3
 
 
 def test_median_equals_numpy_for_odd_and_even_m():
@@ -39,3 +40,11 @@ def test_closest_to_median_window_equals_brute_force():
     expected = np.take_along_axis(sel, idx, axis=0).mean(axis=0)
     got = closest_to_median_mean(torch.from_numpy(u), rows, beta).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
+
+
+def test_closest_to_median_tie_goes_to_the_earlier_row():
+    # Median 0; with β = 2 the second value is −1 or +1, equally far: the earlier row of ``rows`` wins.
+    u = torch.tensor([[3.0, 3.0], [-1.0, 1.0], [0.0, 0.0], [1.0, -1.0], [-3.0, -3.0]])
+    got = closest_to_median_mean(u, torch.tensor([0, 1, 2, 3, 4]), 2)
+    assert torch.equal(got, torch.tensor([-0.5, 0.5]))
+    assert torch.equal(closest_to_median_mean(u, torch.tensor([3, 0, 2, 1, 4]), 2), torch.tensor([0.5, -0.5]))

@@ -1,6 +1,3 @@
-import pytest
-import torch
-
 from fedharness.local_training import LocalConfig
 from unlearning_verify import bench_federated as bf
 from unlearning_verify.federated import FederatedConfig

@@ -34,8 +34,15 @@ def workdir(tmp_path_factory, data_dir) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(workdir: Path) -> Path:
-    """mark → train → delete (retrain, noop) on digits, run once for the module."""
+    """mark → train → delete (retrain, noop) on digits, run once for the module.
+
+    The key is a fixed simulated one (seed 0), so the verdicts do not depend on a random key.
+    """
     from unittest.mock import patch
+
+    from unlearning_verify.keys import OwnerKey
+
+    OwnerKey.generate(1, "lsb", 10, seed=0).save(workdir / "k.json")
 
     cmds = [
         ["unlearn", "mark", "--data", "digits", "--owner", "1", "--owners", "4", "--family", "lsb",
@@ -54,9 +61,13 @@ def trained(workdir: Path) -> Path:
     return workdir
 
 
-def test_mark_writes_dataset_and_private_key(trained: Path, capsys):
+def test_mark_writes_dataset_and_private_key(trained: Path, monkeypatch, capsys, tmp_path):
+    code, out, _ = run(["unlearn", "mark", "--data", "digits", "--owner", "0", "--owners", "4", "--key-file",
+                        str(tmp_path / "new.json"), "--out", str(tmp_path / "m")], monkeypatch, capsys)
+    assert code == 0 and "new key written" in out
+    assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == 0o600
+    assert json.loads((tmp_path / "new.json").read_text())["secret"] not in out
     key = trained / "k.json"
-    assert stat.S_IMODE(key.stat().st_mode) == 0o600
     secret = json.loads(key.read_text())["secret"]
     for f in (trained / "marked").rglob("*"):
         if f.is_file() and f.suffix in (".json", ".jsonl", ".md", ".yaml", ".html"):
@@ -68,7 +79,8 @@ def test_mark_writes_dataset_and_private_key(trained: Path, capsys):
 
 
 def test_verify_honest_and_noop(trained: Path, monkeypatch, capsys):
-    base = ["unlearn", "verify", "--key", str(trained / "k.json"), "--before", str(trained / "m0"), "--data", "digits"]
+    base = ["unlearn", "verify", "--key", str(trained / "k.json"), "--before", str(trained / "m0"), "--data", "digits",
+            "--queries", "60"]
     code, out, _ = run([*base, "--model", str(trained / "m-retrain")], monkeypatch, capsys)
     assert code == 0 and out.startswith("HONORED")
     code, out, _ = run([*base, "--model", str(trained / "m-noop"), "--out", str(trained / "v")], monkeypatch, capsys)

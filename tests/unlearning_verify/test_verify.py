@@ -1,5 +1,3 @@
-import torch
-
 from unlearning_verify import training
 from unlearning_verify.keys import OwnerKey
 from unlearning_verify.oracles import torch_oracle
