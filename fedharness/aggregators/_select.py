@@ -5,8 +5,9 @@ transposed to a contiguous (block, m) array that stays in cache, each row is sor
 SIMD sort (x86-simd-sort / Highway since numpy 2), and a reducer turns the sorted rows into the
 block's outputs. At m=100, d=1M this is ~8× faster on CPU than ``np.median`` / ``np.partition``
 along axis 0, which walk strided columns with a scalar two-pivot introselect; torch's CPU
-``sort``/``kthvalue`` are slower still. Accelerator tensors are reduced on the host (one copy each
-way) and the result is returned on their device.
+``sort``/``kthvalue`` are slower still, and torch ops on small blocks lose time in their thread
+pool on a busy machine; a thread pool over blocks gained nothing on 2 shared cores. Accelerator
+tensors are reduced on the host (one copy each way) and the result is returned on their device.
 """
 
 from __future__ import annotations
