@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad
+from torch.func import grad
 
 Batch = dict[str, torch.Tensor]
 PerSampleLoss = Callable[[nn.Module, dict[str, torch.Tensor], Batch], torch.Tensor]

@@ -18,12 +18,15 @@ import gzip
 import os
 import struct
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from datasets import Array2D, ClassLabel, Dataset, DatasetDict, Features, Value
 
 from fedharness.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 SPLIT_SEED = 0
 MNIST_TEST_FRACTION = 0.2

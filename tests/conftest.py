@@ -11,7 +11,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-torch.set_num_threads(int(os.environ.get("POISONLAB_TEST_THREADS", "2")))
+torch.set_num_threads(int(os.environ.get("POISONLAB_TEST_THREADS", "1")))
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,11 +14,12 @@ rules that pick rows note them in ``stats["accepted_rows"]``.
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 
 from fedharness.errors import InputError
+from fedharness.registry import Registry
 
 
 class Aggregator(Protocol):
@@ -29,34 +30,10 @@ class PreAggregator(Protocol):
     def transform(self, updates: torch.Tensor, stats: dict | None = None, **context: object) -> torch.Tensor: ...
 
 
-_REGISTRY: dict[str, Callable[..., Aggregator]] = {}
-
-
-def register(name: str) -> Callable[[Callable[..., Aggregator]], Callable[..., Aggregator]]:
-    """Class/function decorator adding a factory to the name registry."""
-
-    def wrap(factory: Callable[..., Aggregator]) -> Callable[..., Aggregator]:
-        _REGISTRY[name] = factory
-        return factory
-
-    return wrap
-
-
-def get(name: str, **params: object) -> Aggregator:
-    """Build the aggregator registered as ``name`` with its parameters."""
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise InputError(f"unknown aggregator {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}")
-    try:
-        return _REGISTRY[name](**params)
-    except TypeError as exc:
-        raise InputError(f"bad parameters for aggregator {name!r}: {exc}") from None
-
-
-def names() -> list[str]:
-    """All registered aggregator names."""
-    _load_builtin()
-    return sorted(_REGISTRY)
+_REGISTRY: Registry[Aggregator] = Registry("aggregator", __name__)
+register = _REGISTRY.register
+get = _REGISTRY.get
+names = _REGISTRY.names
 
 
 def needs(rule: object) -> frozenset[str]:
@@ -102,14 +79,6 @@ def compose(*stages: object) -> Aggregator:
         return stages[0]  # type: ignore[return-value]
     return Pipeline(list(stages[:-1]), stages[-1])  # type: ignore[arg-type]
 
-
-def _load_builtin() -> None:
-    import importlib
-    import pkgutil
-
-    for info in pkgutil.iter_modules(__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
 
 
 __all__ = ["Aggregator", "Pipeline", "PreAggregator", "compose", "get", "names", "needs", "register"]

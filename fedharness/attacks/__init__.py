@@ -10,12 +10,12 @@ An attack may write what it decided (e.g. ADA's chosen target) into ``ctx.info``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 
 from fedharness.engines.inprocess import InProcessEngine
-from fedharness.errors import InputError
+from fedharness.registry import Registry
 from fedharness.local_training import Batch, LocalConfig
 from fedharness.tasks import Task
 
@@ -52,37 +52,7 @@ class Attack(Protocol):
     def __call__(self, ctx: AttackContext) -> torch.Tensor: ...
 
 
-_REGISTRY: dict[str, Callable[..., Attack]] = {}
-
-
-def register(name: str) -> Callable[[Callable[..., Attack]], Callable[..., Attack]]:
-    def wrap(factory: Callable[..., Attack]) -> Callable[..., Attack]:
-        _REGISTRY[name] = factory
-        return factory
-
-    return wrap
-
-
-def get(name: str, **params: object) -> Attack:
-    """Build the attack registered as ``name``."""
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise InputError(f"unknown attack {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}")
-    try:
-        return _REGISTRY[name](**params)
-    except TypeError as exc:
-        raise InputError(f"bad parameters for attack {name!r}: {exc}") from None
-
-
-def names() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
-
-
-def _load_builtin() -> None:
-    import importlib
-    import pkgutil
-
-    for info in pkgutil.iter_modules(__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
+_REGISTRY: Registry[Attack] = Registry("attack", __name__)
+register = _REGISTRY.register
+get = _REGISTRY.get
+names = _REGISTRY.names

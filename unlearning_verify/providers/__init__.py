@@ -8,13 +8,13 @@ used to score verdicts: honest providers removed the owner's data (exactly or ap
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-from fedharness.errors import InputError
+from fedharness.registry import Registry
 from unlearning_verify.training import TrainConfig
 
 
@@ -44,28 +44,7 @@ class Provider(Protocol):
         """The model served after the deletion request."""
 
 
-def _factories() -> dict[str, Callable[..., Provider]]:
-    from unlearning_verify.providers import (
-        finetune, gradient_ascent, input_transform, noop, partial, retrain, scrubbing, sisa, stale)
-
-    return {
-        "retrain": retrain.Retrain, "sisa": sisa.SISA, "finetune": finetune.FineTune,
-        "gradient_ascent": gradient_ascent.GradientAscent, "noop": noop.NoOp, "stale": stale.Stale,
-        "partial": partial.PartialDeletion, "scrubbing": scrubbing.Scrubbing,
-        "input_transform": input_transform.InputTransform,
-    }
-
-
-def names() -> list[str]:
-    return sorted(_factories())
-
-
-def get(name: str, **params: object) -> Provider:
-    """Build the provider behaviour registered as ``name``."""
-    factories = _factories()
-    if name not in factories:
-        raise InputError(f"unknown provider behaviour {name!r}; choose one of: {', '.join(sorted(factories))}")
-    try:
-        return factories[name](**params)
-    except TypeError as exc:
-        raise InputError(f"bad parameters for provider {name!r}: {exc}") from None
+_REGISTRY: Registry[Provider] = Registry("provider behaviour", __name__)
+register = _REGISTRY.register
+get = _REGISTRY.get
+names = _REGISTRY.names

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from unlearning_verify.providers import ProviderState
+from unlearning_verify.providers import ProviderState, register
 from unlearning_verify.training import TrainConfig, train
 
 
+@register("finetune")
 @dataclass
 class FineTune:
     epochs: int = 1

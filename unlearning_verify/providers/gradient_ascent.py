@@ -12,10 +12,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from unlearning_verify.providers import ProviderState
+from unlearning_verify.providers import ProviderState, register
 from unlearning_verify.training import TrainConfig, train
 
 
+@register("gradient_ascent")
 @dataclass
 class GradientAscent:
     ascent_epochs: int = 1

@@ -15,7 +15,7 @@ from PIL import Image
 from torch import nn
 
 from fedharness.errors import InputError
-from unlearning_verify.providers import ProviderState
+from unlearning_verify.providers import ProviderState, register
 
 
 def quantise(x: torch.Tensor, bits: int) -> torch.Tensor:
@@ -46,6 +46,7 @@ class TransformedModel(nn.Module):
         return self.model(x)
 
 
+@register("input_transform")
 @dataclass
 class InputTransform:
     kind: str = "quantise"

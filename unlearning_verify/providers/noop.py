@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from unlearning_verify.providers import ProviderState
+from unlearning_verify.providers import ProviderState, register
 
 
+@register("noop")
 @dataclass
 class NoOp:
     name: str = "noop"

@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from fedharness.errors import InputError
-from unlearning_verify.providers import ProviderState
+from unlearning_verify.providers import ProviderState, register
 from unlearning_verify.training import fit
 
 
+@register("partial")
 @dataclass
 class PartialDeletion:
     keep: float = 0.5

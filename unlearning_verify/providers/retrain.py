@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from unlearning_verify.providers import ProviderState
+from unlearning_verify.providers import ProviderState, register
 from unlearning_verify.training import fit
 
 
+@register("retrain")
 @dataclass
 class Retrain:
     name: str = "retrain"

@@ -14,10 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from unlearning_verify.providers import ProviderState
+from unlearning_verify.providers import ProviderState, register
 from unlearning_verify.training import fit
 
 
+@register("scrubbing")
 @dataclass
 class Scrubbing:
     layer: str = "features"

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from fedharness.partition import iid
-from unlearning_verify.providers import ProviderState
+from unlearning_verify.providers import ProviderState, register
 from unlearning_verify.training import build_model, train
 
 
@@ -31,6 +31,7 @@ class Ensemble(nn.Module):
         return torch.stack([m(x).softmax(1) for m in self.members]).mean(0).log()
 
 
+@register("sisa")
 @dataclass
 class SISA:
     shards: int = 5

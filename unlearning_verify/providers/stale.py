@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from torch import nn
 
 from fedharness.errors import InputError
-from unlearning_verify.providers import ProviderState
+from unlearning_verify.providers import ProviderState, register
 
 
+@register("stale")
 @dataclass
 class Stale:
     epoch: int = -2
