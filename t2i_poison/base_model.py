@@ -250,7 +250,7 @@ class PretrainConfig:
     """Pretraining of the base (defaults: the ≤20-minute CPU recipe)."""
 
     model: BaseModelConfig = field(default_factory=BaseModelConfig)
-    steps: int = 1400
+    steps: int = 3000
     batch_size: int = 64
     lr: float = 2e-3
     warmup_steps: int = 100

@@ -37,7 +37,7 @@ def mnist_tensors(split: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 @t2i.command("pretrain-base")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Pipeline directory to write.")
-@click.option("--steps", type=int, default=1400, show_default=True)
+@click.option("--steps", type=int, default=3000, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--samples-per-digit", type=int, default=30, show_default=True, help="Generations per digit for the accuracy check.")
