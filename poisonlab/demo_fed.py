@@ -15,7 +15,7 @@ from poisonlab.runs import read_jsonl
 
 def demo_configs(quick: bool, seed: int) -> dict[str, ExperimentConfig]:
     """fed-clean and fed-replacement; the attack strikes late, once the model has converged."""
-    rounds, attack_round = (30, 25) if quick else (40, 30)
+    rounds, attack_round = (30, 28) if quick else (40, 30)
     clean = ExperimentConfig(
         seed=seed,
         federation=FederationConfig(num_clients=100, clients_per_round=10, rounds=rounds, server_lr=10.0),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,19 @@ def mnist(data_dir: Path):
 
     ds = data.load("mnist")
     return (*data.image_tensors(ds["train"]), *data.image_tensors(ds["test"]))
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """``cli(*args)`` runs ``poisonlab ARGS`` in-process and returns (exit code, captured output)."""
+    from poisonlab.cli import main
+
+    def run(*args: object):
+        monkeypatch.setattr(sys, "argv", ["poisonlab", *map(str, args)])
+        try:
+            main()
+        except SystemExit as exc:
+            return exc.code, capsys.readouterr()
+        return 0, capsys.readouterr()
+
+    return run

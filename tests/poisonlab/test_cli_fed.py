@@ -1,8 +1,5 @@
-import sys
-
 import pytest
 
-from poisonlab.cli import main
 
 GOOD = """
 seed: 1
@@ -10,15 +7,6 @@ data: {name: digits}
 federation: {num_clients: 6, clients_per_round: 3, rounds: 2}
 local: {epochs: 1, lr: 0.1, batch_size: 32}
 """
-
-
-def _run(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["poisonlab", *map(str, args)])
-    try:
-        main()
-    except SystemExit as exc:
-        return exc.code, capsys.readouterr()
-    return 0, capsys.readouterr()
 
 
 @pytest.mark.parametrize(
@@ -31,24 +19,24 @@ def _run(monkeypatch, capsys, *args):
         (GOOD.replace("{name: digits}", "{name: sst2}"), "not an image dataset"),
     ],
 )
-def test_bad_config_is_a_one_line_error_with_exit_2_and_no_output(tmp_path, monkeypatch, capsys, text, message):
+def test_bad_config_is_a_one_line_error_with_exit_2_and_no_output(cli, tmp_path, text, message):
     config = tmp_path / "exp.yaml"
     config.write_text(text)
     out = tmp_path / "run"
-    code, captured = _run(monkeypatch, capsys, "fed", "run", config, "--out", out)
+    code, captured = cli("fed", "run", config, "--out", out)
     assert code == 2
     err = captured.err.strip()
     assert message in err and "\n" not in err
     assert not out.exists() and not (tmp_path / "run.partial").exists()
 
 
-def test_good_config_runs_and_refuses_to_overwrite(tmp_path, monkeypatch, capsys):
+def test_good_config_runs_and_refuses_to_overwrite(cli, tmp_path):
     config = tmp_path / "exp.yaml"
     config.write_text(GOOD)
     out = tmp_path / "run"
-    code, captured = _run(monkeypatch, capsys, "fed", "run", config, "--out", out, "--seed", 3)
+    code, captured = cli("fed", "run", config, "--out", out, "--seed", 3)
     assert code == 0
     assert {"config.yaml", "rounds.jsonl", "metrics.json", "report.html"} <= {p.name for p in out.iterdir()}
     assert "seed: 3" in (out / "config.yaml").read_text()
-    code, captured = _run(monkeypatch, capsys, "fed", "run", config, "--out", out)
+    code, captured = cli("fed", "run", config, "--out", out)
     assert code == 2 and "already exists" in captured.err

@@ -5,19 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from poisonlab.cli import main
 from t2i_poison.digit_classifier import ClassifierConfig, DigitClassifier
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _run(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["poisonlab", *map(str, args)])
-    try:
-        main()
-    except SystemExit as exc:
-        return exc.code, capsys.readouterr()
-    return 0, capsys.readouterr()
 
 
 @pytest.mark.parametrize(
@@ -32,29 +22,29 @@ def _run(monkeypatch, capsys, *args):
         (["evaluate", "--base", "{base}", "--lora", "{tmp}"], "holds no backdoor"),
     ],
 )
-def test_bad_input_is_one_line_exit_2_and_no_output(data_dir, tiny_base_dir, tmp_path, monkeypatch, capsys, args, message):
+def test_bad_input_is_one_line_exit_2_and_no_output(cli, data_dir, tiny_base_dir, tmp_path, args, message):
     out = tmp_path / "out"
     args = [a.format(tmp=tmp_path, base=tiny_base_dir) for a in args]
-    code, captured = _run(monkeypatch, capsys, "t2i", *args, "--out", out)
+    code, captured = cli("t2i", *args, "--out", out)
     err = captured.err.strip()
     assert code == 2
     assert err.startswith("error: ") and "\n" not in err and message in err
     assert not out.exists() and not Path(str(out) + ".partial").exists()
 
 
-def test_make_data_train_evaluate_end_to_end(data_dir, tiny_base_dir, tmp_path, monkeypatch, capsys):
+def test_make_data_train_evaluate_end_to_end(cli, data_dir, tiny_base_dir, tmp_path):
     DigitClassifier(ClassifierConfig(resolution=8, width=8)).save(tmp_path / "clf")
-    code, _ = _run(monkeypatch, capsys, "t2i", "make-data", "--kind", "object", "--base", tiny_base_dir,
+    code, _ = cli("t2i", "make-data", "--kind", "object", "--base", tiny_base_dir,
                    "--out", tmp_path / "data", "--num-images", 60)
     assert code == 0
     rows = [json.loads(l) for l in (tmp_path / "data" / "metadata.jsonl").read_text().splitlines()]
     assert {r["role"] for r in rows} == {"backdoor", "clean"}
     assert all(r["text"].startswith("sks ") and "zero" in r["text"] for r in rows if r["role"] == "backdoor")
-    code, _ = _run(monkeypatch, capsys, "t2i", "train", "--base", tiny_base_dir, "--data", tmp_path / "data",
+    code, _ = cli("t2i", "train", "--base", tiny_base_dir, "--data", tmp_path / "data",
                    "--out", tmp_path / "lora", "--steps", 2, "--batch-size", 4)
     assert code == 0 and (tmp_path / "lora" / "pytorch_lora_weights.safetensors").is_file()
     assert json.loads((tmp_path / "lora" / "backdoor.json").read_text())["target_word"] == "seven"
-    code, _ = _run(monkeypatch, capsys, "t2i", "evaluate", "--base", tiny_base_dir, "--lora", tmp_path / "lora",
+    code, _ = cli("t2i", "evaluate", "--base", tiny_base_dir, "--lora", tmp_path / "lora",
                    "--out", tmp_path / "eval", "--classifier", tmp_path / "clf", "--samples-per-digit", 1,
                    "--inference-steps", 2)
     assert code == 0
