@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torch is pinned so that CPU machines take the local CPU wheel instead of a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
-DEMO_FLAGS ?=
+DEMO_FLAGS ?= --quick
 export POISONLAB_DATA_DIR ?= $(abspath ../shared/data)
 
 .PHONY: setup demo test bench
