@@ -3,11 +3,9 @@ report.html. ``resume`` continues an interrupted run from its last checkpoint.""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import yaml
-
 from tqdm.auto import tqdm
 
 from fedharness import checkpoint
@@ -19,7 +17,7 @@ from fedharness.tasks.image_classification import ImageClassificationTask
 from poisonlab import data
 from poisonlab.fed_report import summarize, write_report
 from poisonlab.config import load_yaml
-from poisonlab.runs import append_jsonl, plain, read_jsonl, staged_output, write_json, write_text, write_yaml
+from poisonlab.runs import append_jsonl, plain, read_jsonl, staged_output, write_json, write_jsonl, write_yaml
 
 IMAGE_DATASETS = ("mnist", "digits")
 
@@ -63,7 +61,7 @@ def run_experiment(cfg: ExperimentConfig, out: Path, *, resume: bool = False, pr
             done, global_vec = state
             first = done + 1
             records = [r for r in read_jsonl(stage / "rounds.jsonl") if r["round"] <= done]
-        write_text(stage / "rounds.jsonl", "".join(_line(r) for r in records))
+        write_jsonl(stage / "rounds.jsonl", records)
         bar = tqdm(total=cfg.federation.rounds, initial=first - 1, desc=out.name, unit="round", disable=not progress)
         for global_vec, record in _rounds(sim, global_vec, first):
             append_jsonl(stage / "rounds.jsonl", record)
@@ -92,7 +90,4 @@ def _rounds(sim: Simulation, global_vec, first: int):
         return flower_rounds(sim, global_vec, first)
     return sim.rounds(global_vec, first)
 
-
-def _line(record: dict) -> str:
-    return json.dumps(record) + "\n"
 

@@ -65,6 +65,11 @@ def write_yaml(path: Path, obj: Any) -> None:
     write_text(path, yaml.safe_dump(plain(obj), sort_keys=False))
 
 
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    """Atomic rewrite of a JSONL log with ``records``."""
+    write_text(path, "".join(json.dumps(r, default=plain) + "\n" for r in records))
+
+
 def append_jsonl(path: Path, record: dict) -> None:
     with path.open("a", encoding="utf-8") as f:
         f.write(json.dumps(record, default=plain) + "\n")

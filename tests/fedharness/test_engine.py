@@ -9,17 +9,18 @@ from fedharness.tasks.image_classification import ImageClassificationTask
 TOLERANCE = 1e-5  # max |vmap − loop| over all parameters; float32 reductions differ in order only
 
 
-def _task(mnist):
+def _setup(mnist):
+    """A small MNIST task, its freshly initialised model, federated names and global vector."""
     x_train, y_train, x_test, y_test = mnist
-    return ImageClassificationTask(x_train[:400], y_train[:400], x_test[:100], y_test[:100])
-
-
-def test_vectorized_and_loop_clients_give_the_same_local_models(mnist):
-    task = _task(mnist)
+    task = ImageClassificationTask(x_train[:400], y_train[:400], x_test[:100], y_test[:100])
     torch.manual_seed(0)
     model = task.build_model()
     names = task.federated_names(model)
-    g = get_vector(model, names)
+    return task, model, names, get_vector(model, names)
+
+
+def test_vectorized_and_loop_clients_give_the_same_local_models(mnist):
+    task, model, names, g = _setup(mnist)
     # Ragged clients, one with no data at all: padding and masking must not change the arithmetic.
     shards = [np.arange(0, 23), np.arange(23, 40), np.arange(40, 40), np.arange(40, 75)]
     data = [task.client_data(s) for s in shards]
@@ -34,11 +35,7 @@ def test_vectorized_and_loop_clients_give_the_same_local_models(mnist):
 
 
 def test_local_training_is_reproducible_and_seed_dependent(mnist):
-    task = _task(mnist)
-    torch.manual_seed(0)
-    model = task.build_model()
-    names = task.federated_names(model)
-    g = get_vector(model, names)
+    task, model, names, g = _setup(mnist)
     engine = InProcessEngine(model, names, task.per_sample_loss, vectorize=False)
     data = [task.client_data(np.arange(30))]
     cfg = LocalConfig(epochs=1, lr=0.05, batch_size=8)

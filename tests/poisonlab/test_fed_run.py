@@ -25,19 +25,25 @@ def _metrics(records):
     return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in records]
 
 
+def _crash_in_round(monkeypatch, crash_round: int):
+    """Make Simulation.run_round raise KeyboardInterrupt in ``crash_round``; returns the original."""
+    original = Simulation.run_round
+
+    def crashing(self, r, g):
+        if r == crash_round:
+            raise KeyboardInterrupt
+        return original(self, r, g)
+
+    monkeypatch.setattr(Simulation, "run_round", crashing)
+    return original
+
+
 def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, monkeypatch):
     full = tmp_path / "full"
     run_experiment(_config(), full, progress=False)
 
     crashed = tmp_path / "crashed"
-    original = Simulation.run_round
-
-    def crash_in_round_3(self, r, g):
-        if r == 3:
-            raise KeyboardInterrupt
-        return original(self, r, g)
-
-    monkeypatch.setattr(Simulation, "run_round", crash_in_round_3)
+    original = _crash_in_round(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(_config(), crashed, progress=False)
     partial = tmp_path / "crashed.partial"
@@ -69,14 +75,7 @@ def test_same_seed_same_rounds_and_rounds_carry_required_keys(tmp_path):
 
 
 def test_resume_refuses_a_changed_config_and_keeps_the_interrupted_run(tmp_path, monkeypatch):
-    original = Simulation.run_round
-
-    def crash_in_round_2(self, r, g):
-        if r == 2:
-            raise KeyboardInterrupt
-        return original(self, r, g)
-
-    monkeypatch.setattr(Simulation, "run_round", crash_in_round_2)
+    original = _crash_in_round(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(_config(), tmp_path / "run", progress=False)
     monkeypatch.setattr(Simulation, "run_round", original)
