@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
-from fedharness import checkpoint
+from fedharness import aggregators, checkpoint
 from fedharness.attacks.pixel_backdoor import PixelPattern
 from fedharness.config import ExperimentConfig
 from fedharness.errors import InputError
@@ -58,14 +58,15 @@ def run_experiment(cfg: ExperimentConfig, out: Path, *, resume: bool = False, pr
             first, global_vec = 1, sim.initial_global()
             records: list[dict] = []
         else:
-            done, global_vec = state
+            done, global_vec, aggregator_state = state
+            aggregators.load_state_dict(sim.aggregator, aggregator_state)
             first = done + 1
             records = [r for r in read_jsonl(stage / "rounds.jsonl") if r["round"] <= done]
         write_jsonl(stage / "rounds.jsonl", records)
         bar = tqdm(total=cfg.federation.rounds, initial=first - 1, desc=out.name, unit="round", disable=not progress)
         for global_vec, record in _rounds(sim, global_vec, first):
             append_jsonl(stage / "rounds.jsonl", record)
-            checkpoint.save(ckpt_dir, record["round"], global_vec)
+            checkpoint.save(ckpt_dir, record["round"], global_vec, aggregators.state_dict(sim.aggregator))
             records.append(record)
             bar.set_postfix(mta=f"{record['main_accuracy']:.3f}", asr=f"{record['attack_success_rate']:.3f}")
             bar.update()

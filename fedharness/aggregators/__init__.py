@@ -9,7 +9,9 @@ when a rule lists them in its ``needs``: ``root_update`` (FLTrust) and ``validat
 testing). Every rule drops NaN/Inf rows first and counts them in ``stats["rejected_nonfinite"]``;
 rules that pick rows note them in ``stats["accepted_rows"]``.
 
-``get(name, **params)`` builds a registered rule by name for configs and scripts.
+``get(name, **params)`` builds a registered rule by name for configs and scripts. Rules that carry
+state between rounds (FoolsGold's client histories) expose ``state_dict``/``load_state_dict``;
+:func:`state_dict` and :func:`load_state_dict` reach them through a pipeline, for checkpoints.
 """
 
 from __future__ import annotations
@@ -71,6 +73,24 @@ class Pipeline:
         return out
 
 
+def _stages(rule: object) -> list[object]:
+    return [*rule.pre, rule.aggregator] if isinstance(rule, Pipeline) else [rule]
+
+
+def state_dict(rule: object) -> dict[str, torch.Tensor]:
+    """The tensors a rule carries between rounds, keyed ``<stage>.<name>``; empty for stateless rules."""
+    return {f"{i}.{k}": v for i, stage in enumerate(_stages(rule)) if hasattr(stage, "state_dict")
+            for k, v in stage.state_dict().items()}
+
+
+def load_state_dict(rule: object, state: dict[str, torch.Tensor]) -> None:
+    """Restore what :func:`state_dict` returned (a resumed run continues with the same histories)."""
+    for i, stage in enumerate(_stages(rule)):
+        if hasattr(stage, "load_state_dict"):
+            prefix = f"{i}."
+            stage.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+
+
 def compose(*stages: object) -> Aggregator:
     """``compose(pre₁, …, preₖ, aggregator)``: the pre-aggregators' output feeds the aggregator."""
     if not stages:
@@ -80,5 +100,7 @@ def compose(*stages: object) -> Aggregator:
     return Pipeline(list(stages[:-1]), stages[-1])  # type: ignore[arg-type]
 
 
-
-__all__ = ["Aggregator", "Pipeline", "PreAggregator", "compose", "get", "names", "needs", "register"]
+__all__ = [
+    "Aggregator", "Pipeline", "PreAggregator", "compose", "get", "load_state_dict", "names", "needs", "register",
+    "state_dict",
+]

@@ -4,8 +4,8 @@ RAID 2020, Alg. 1): down-weight clients whose update histories are too similar (
 Each client's history Hᵢ is the sum of its past updates (context ``client_ids`` names the rows).
 With cᵢⱼ = cos(Hᵢ, Hⱼ) and vᵢ = maxⱼ cᵢⱼ: pardoning cᵢⱼ ← cᵢⱼ·vᵢ/vⱼ when vⱼ > vᵢ; αᵢ = 1 − maxⱼ cᵢⱼ,
 clipped to [0, 1], divided by max α, then the logit αᵢ ← κ(ln(αᵢ/(1 − αᵢ)) + 0.5) clipped to [0, 1].
-The result is Σ αᵢuᵢ / Σ αᵢ. The history lives in the aggregator object (a resumed run starts it
-afresh from the resumed round).
+The result is Σ αᵢuᵢ / Σ αᵢ. The histories live in the aggregator object and travel in the run's
+checkpoints (``state_dict``), so a resumed run weighs clients as the uninterrupted one does.
 """
 
 from __future__ import annotations
@@ -55,3 +55,9 @@ class FoolsGold:
         if float(alpha.sum()) == 0.0:
             return torch.zeros_like(u[0])
         return (alpha[:, None] * u).sum(dim=0) / alpha.sum()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {f"history.{cid}": h for cid, h in self.history.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.history = {int(k.split(".", 1)[1]): v.clone() for k, v in state.items() if k.startswith("history.")}

@@ -4,20 +4,21 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fedharness.config import AttackConfig, DataConfig, ExperimentConfig, FederationConfig
+from fedharness.config import AggregatorConfig, AttackConfig, DataConfig, ExperimentConfig, FederationConfig
 from fedharness.local_training import LocalConfig
 from fedharness.simulation import Simulation
 from poisonlab.fed_run import run_experiment
 from poisonlab.runs import read_jsonl
 
 
-def _config() -> ExperimentConfig:
+def _config(aggregator: str = "mean") -> ExperimentConfig:
     return ExperimentConfig(
         seed=5,
         data=DataConfig(name="digits"),
         federation=FederationConfig(num_clients=12, clients_per_round=4, rounds=4, server_lr=3.0),
         local=LocalConfig(epochs=1, lr=0.1, batch_size=16),
         attack=AttackConfig(name="model_replacement", rounds=[3], params={"epochs": 2, "lr": 0.05}),
+        aggregator=AggregatorConfig(name=aggregator),
     )
 
 
@@ -38,19 +39,21 @@ def _crash_in_round(monkeypatch, crash_round: int):
     return original
 
 
-def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("aggregator", ["mean", "foolsgold"])
+def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, monkeypatch, aggregator):
+    """FoolsGold keeps client histories across rounds: they must come back from the checkpoint."""
     full = tmp_path / "full"
-    run_experiment(_config(), full, progress=False)
+    run_experiment(_config(aggregator), full, progress=False)
 
     crashed = tmp_path / "crashed"
     original = _crash_in_round(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(_config(), crashed, progress=False)
+        run_experiment(_config(aggregator), crashed, progress=False)
     partial = tmp_path / "crashed.partial"
     assert len(read_jsonl(partial / "rounds.jsonl")) == 2 and not crashed.exists()
 
     monkeypatch.setattr(Simulation, "run_round", original)
-    run_experiment(_config(), crashed, resume=True, progress=False)
+    run_experiment(_config(aggregator), crashed, resume=True, progress=False)
 
     assert _metrics(read_jsonl(crashed / "rounds.jsonl")) == _metrics(read_jsonl(full / "rounds.jsonl"))
     a = load_file(str(full / "checkpoints" / "global.safetensors"))["global"]
