@@ -48,3 +48,14 @@ def test_closest_to_median_tie_goes_to_the_earlier_row():
     got = closest_to_median_mean(u, torch.tensor([0, 1, 2, 3, 4]), 2)
     assert torch.equal(got, torch.tensor([-0.5, 0.5]))
     assert torch.equal(closest_to_median_mean(u, torch.tensor([3, 0, 2, 1, 4]), 2), torch.tensor([0.5, -0.5]))
+
+
+def test_device_path_equals_host_path_for_median_and_trimmed_mean():
+    """The accelerator path (``torch.sort``) gives the host path's values, exercised here on CPU tensors."""
+    for m in (9, 10):
+        u = torch.from_numpy(_updates(m, seed=m + 1))
+        np.testing.assert_allclose(
+            _select.reduce_sorted_on_device(u, _select.middle).numpy(), _select.median(u).numpy(), rtol=0, atol=0)
+        trim = lambda s: s[:, 2 : m - 2].mean(axis=1)  # noqa: E731
+        np.testing.assert_allclose(
+            _select.reduce_sorted_on_device(u, trim).numpy(), _select.reduce_sorted(u, trim).numpy(), rtol=1e-6, atol=1e-6)
