@@ -2,8 +2,12 @@
 Activation Clustering", AAAI-SafeAI 2019, arXiv 1811.03728, §3).
 
 For each class (by its given label), the activations of a named hidden layer (the penultimate one,
-not the logits) are reduced to ``n_components`` dimensions (ICA, or PCA) and split by k-means with
-k = 2. A backdoor shows as one class whose activations fall into two well-separated clusters, the
+not the logits) are reduced to ``n_components`` dimensions (PCA by default, or the paper's ICA) and
+split by k-means with k = 2. PCA is the default because FastICA whitens every component to unit
+variance: the direction that separates poison from clean data then weighs no more than nine noise
+directions. In the 5→2 backdoored MNIST study (scripts/bench_activation_clustering.py) every class's
+silhouette sat at 0.08–0.12 with ICA (class 2: 0.10, nothing flagged), against 0.44–0.51 for class 2
+and at most 0.35 for the clean classes with PCA (3 seeds). A backdoor shows as one class whose activations fall into two well-separated clusters, the
 smaller one holding the poisoned inputs. Analyses per class (§3.2):
 - relative size of the smaller cluster (poison is a minority of its target class);
 - silhouette score of the 2-clustering (high = two genuinely distinct groups);
@@ -94,7 +98,7 @@ def layer_activations(model: nn.Module, layer: str, inputs: torch.Tensor, batch_
 
 
 def reduce(acts: np.ndarray, n_components: int, reduction: str, seed: int) -> np.ndarray:
-    """ICA (Chen et al.'s choice) or PCA to at most ``n_components`` dimensions."""
+    """PCA or ICA (Chen et al.'s choice) to at most ``n_components`` dimensions."""
     k = max(1, min(n_components, acts.shape[0] - 1, acts.shape[1]))
     if reduction == "ica":
         return FastICA(n_components=k, random_state=seed, whiten="unit-variance", max_iter=1000, tol=1e-3).fit_transform(acts)
@@ -108,7 +112,7 @@ def detect(
     labels: torch.Tensor,
     *,
     n_components: int = 10,
-    reduction: str = "ica",
+    reduction: str = "pca",
     seed: int = 0,
     batch_size: int = 512,
     silhouette_threshold: float = 0.15,
