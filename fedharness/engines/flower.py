@@ -12,7 +12,8 @@
   of Flower's strategy docs), so that sampling follows :meth:`Simulation.plan` exactly.
 
 Client data reaches the Ray workers once, through the Ray object store. flwr and ray are imported
-lazily: they are the optional ``flower`` extra.
+lazily: they are the optional ``flower`` extra. :mod:`fedharness.engines.flower_app` serves the same
+ClientApp and rounds to Flower's own launcher, ``flwr run``.
 
 Multi-node: start a Ray cluster (``ray start --head`` on one node, ``ray start --address=<head>:6379``
 on the others, same code and data everywhere) and set ``engine.ray_address: auto``; the simulation
@@ -26,12 +27,15 @@ import os
 import queue
 import threading
 import time
-from typing import Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import torch
 
 from fedharness.simulation import RoundPlan, Simulation
+
+if TYPE_CHECKING:
+    from flwr.app import Context
 
 _CACHE: dict[str, Simulation] = {}
 _DONE = object()
@@ -51,8 +55,8 @@ def _vector(arrays, key: str) -> torch.Tensor:
     return torch.from_numpy(np.array(arrays[key].numpy(), dtype=np.float32, copy=True))
 
 
-def client_app(sim_ref):
-    """A ClientApp serving partition ids 0..n−1 of the shipped Simulation."""
+def client_app(simulation: Callable[[Context], Simulation]):
+    """A ClientApp serving partition ids 0..n−1 of ``simulation(context)``, this process's Simulation."""
     from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
     from flwr.clientapp import ClientApp
 
@@ -65,7 +69,7 @@ def client_app(sim_ref):
 
     @app.train()
     def train(msg: Message, context) -> Message:
-        sim = _local_sim(sim_ref)
+        sim = simulation(context)
         pid = int(context.node_config["partition-id"])
         cfg = msg.content["config"]
         round_index = int(cfg["server-round"])
@@ -137,12 +141,10 @@ def wait_for_nodes(grid, count: int, timeout_s: float = 600.0) -> list[int]:
     return nodes
 
 
-def server_app(sim: Simulation, global_vec: torch.Tensor, first_round: int, out: queue.Queue):
-    """A ServerApp running rounds ``first_round``…R and putting (global, record) on ``out``."""
+def run_rounds(grid, sim: Simulation, global_vec: torch.Tensor, first_round: int) -> Iterator[tuple[torch.Tensor, dict]]:
+    """Drive rounds ``first_round``…R over ``grid`` (a ServerApp's), yielding (global, record) after each."""
     from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
-    from flwr.serverapp import ServerApp
 
-    app = ServerApp()
     strategy = strategy_class()(sim)
 
     def messages(pids: list[int], node_of: dict[int, int], round_index: int, arrays: dict, role: str, k: int) -> list:
@@ -151,37 +153,47 @@ def server_app(sim: Simulation, global_vec: torch.Tensor, first_round: int, out:
         return [Message(content=content, message_type=MessageType.TRAIN, dst_node_id=node_of[p], group_id=str(round_index))
                 for p in pids]
 
-    def send(grid, msgs: list) -> list:
+    def send(msgs: list) -> list:
         return list(grid.send_and_receive(msgs)) if msgs else []
+
+    nodes = wait_for_nodes(grid, sim.cfg.federation.num_clients)
+    queries = [Message(content=RecordDict(), message_type=MessageType.QUERY, dst_node_id=n, group_id="0") for n in nodes]
+    answers = list(grid.send_and_receive(queries))
+    failed = [str(a.error.reason) for a in answers if a.has_error()]
+    if failed:
+        raise RuntimeError(f"partition-id query failed: {failed[0]}")
+    node_of = {int(a.content["metrics"]["partition-id"]): a.metadata.src_node_id for a in answers}
+    g = global_vec
+    knows_benign = sim.attack is not None and getattr(sim.attack, "knowledge", "own") == "benign"
+    for r in range(first_round, sim.cfg.federation.rounds + 1):
+        start = time.perf_counter()
+        plan = sim.plan(r)
+        strategy.begin(r, g, plan, start)
+        arrays = {"global": Array(g.numpy())}
+        k = len(plan.malicious)
+        own = [] if knows_benign else plan.malicious
+        replies = send(messages(plan.benign, node_of, r, arrays, "benign", k)
+                       + messages(own, node_of, r, arrays, "malicious", k))
+        if knows_benign and plan.malicious:
+            rows = {int(m.content["metrics"]["partition-id"]): m.content["arrays"]["local"].numpy()
+                    for m in replies if not m.has_error()}
+            benign = np.stack([rows[c] for c in plan.benign]) if plan.benign else np.zeros((0, g.numel()), np.float32)
+            replies += send(messages(plan.malicious, node_of, r, {**arrays, "benign": Array(benign)}, "malicious", k))
+        strategy.aggregate_train(r, replies)
+        g, record = strategy.result
+        yield g, record
+
+
+def server_app(sim: Simulation, global_vec: torch.Tensor, first_round: int, out: queue.Queue):
+    """A ServerApp running rounds ``first_round``…R and putting (global, record) on ``out``."""
+    from flwr.serverapp import ServerApp
+
+    app = ServerApp()
 
     @app.main()
     def main(grid, context) -> None:
-        nodes = wait_for_nodes(grid, sim.cfg.federation.num_clients)
-        queries = [Message(content=RecordDict(), message_type=MessageType.QUERY, dst_node_id=n, group_id="0") for n in nodes]
-        answers = list(grid.send_and_receive(queries))
-        failed = [str(a.error.reason) for a in answers if a.has_error()]
-        if failed:
-            raise RuntimeError(f"partition-id query failed: {failed[0]}")
-        node_of = {int(a.content["metrics"]["partition-id"]): a.metadata.src_node_id for a in answers}
-        g = global_vec
-        knows_benign = sim.attack is not None and getattr(sim.attack, "knowledge", "own") == "benign"
-        for r in range(first_round, sim.cfg.federation.rounds + 1):
-            start = time.perf_counter()
-            plan = sim.plan(r)
-            strategy.begin(r, g, plan, start)
-            arrays = {"global": Array(g.numpy())}
-            k = len(plan.malicious)
-            own = [] if knows_benign else plan.malicious
-            replies = send(grid, messages(plan.benign, node_of, r, arrays, "benign", k)
-                           + messages(own, node_of, r, arrays, "malicious", k))
-            if knows_benign and plan.malicious:
-                rows = {int(m.content["metrics"]["partition-id"]): m.content["arrays"]["local"].numpy()
-                        for m in replies if not m.has_error()}
-                benign = np.stack([rows[c] for c in plan.benign]) if plan.benign else np.zeros((0, g.numel()), np.float32)
-                replies += send(grid, messages(plan.malicious, node_of, r, {**arrays, "benign": Array(benign)}, "malicious", k))
-            strategy.aggregate_train(r, replies)
-            g, record = strategy.result
-            out.put((g, record))
+        for item in run_rounds(grid, sim, global_vec, first_round):
+            out.put(item)
 
     return app
 
@@ -202,9 +214,10 @@ def rounds(sim: Simulation, global_vec: torch.Tensor, first_round: int) -> Itera
 
     def run() -> None:
         try:
+            ref = ray.put(sim)
             run_simulation(
                 server_app=server_app(sim, global_vec, first_round, results),
-                client_app=client_app(ray.put(sim)),
+                client_app=client_app(lambda _context: _local_sim(ref)),
                 num_supernodes=sim.cfg.federation.num_clients,
                 backend_config={"client_resources": {"num_cpus": eng.client_num_cpus, "num_gpus": 0.0}},
             )
