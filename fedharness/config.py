@@ -106,6 +106,9 @@ class AggregatorConfig:
 class EngineConfig:
     """``inprocess`` (vmap when ``vectorize`` allows) or ``flower``.
 
+    In-process only: ``device`` runs local training on ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA
+    when available); ``vectorize: auto`` batches clients with vmap on accelerators only.
+
     Flower only: ``ray_address`` joins a running Ray cluster (``"auto"`` after ``ray start``; None
     starts a local Ray with ``ray_num_cpus`` CPUs), ``client_num_cpus`` is each ClientApp's CPU share
     (it sets how many run at once).
@@ -114,6 +117,7 @@ class EngineConfig:
     name: str = "inprocess"
     vectorize: bool | str = "auto"
     chunk_size: int = 32
+    device: str = "cpu"
     ray_address: str | None = None
     ray_num_cpus: int | None = None
     client_num_cpus: float = 1.0

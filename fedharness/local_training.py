@@ -62,7 +62,7 @@ def sgd_steps(
     step_grad = grad(masked_mean_loss(model, per_sample_loss, frozen))
     for idx in schedule:
         batch = {k: v[idx] for k, v in data.items()}
-        g = step_grad(params, batch, torch.ones(len(idx)))
+        g = step_grad(params, batch, torch.ones(len(idx), device=batch[next(iter(batch))].device))
         params = {k: p - lr * g[k] for k, p in params.items()}
     return params
 

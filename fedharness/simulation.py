@@ -22,7 +22,7 @@ import torch
 from fedharness import aggregators, attacks
 from fedharness.attacks import AttackContext
 from fedharness.config import ExperimentConfig
-from fedharness.engines.inprocess import InProcessEngine
+from fedharness.engines.inprocess import InProcessEngine, resolve_device
 from fedharness.errors import InputError
 from fedharness.local_training import Batch
 from fedharness.params import get_vector, set_vector
@@ -80,7 +80,8 @@ class Simulation:
         labels = task.partition_labels()
         self.shards = split(labels, fed.num_clients, fed.partition, fed.dirichlet_alpha, cfg.seed)
         self.engine = InProcessEngine(
-            self.model, self.names, task.per_sample_loss, cfg.engine.vectorize, cfg.engine.chunk_size
+            self.model, self.names, task.per_sample_loss, cfg.engine.vectorize, cfg.engine.chunk_size,
+            resolve_device(cfg.engine.device),
         )
         self.aggregator = build_aggregator(cfg)
         self.warmup_aggregator = aggregators.get("mean")

@@ -1,7 +1,9 @@
 import numpy as np
+import pytest
 import torch
 
-from fedharness.engines.inprocess import InProcessEngine
+from fedharness.engines.inprocess import InProcessEngine, resolve_device
+from fedharness.errors import InputError
 from fedharness.local_training import LocalConfig
 from fedharness.params import get_vector
 from fedharness.tasks.image_classification import ImageClassificationTask
@@ -42,3 +44,22 @@ def test_local_training_is_reproducible_and_seed_dependent(mnist):
     a, b, c = (engine.train(g, data, cfg, [s]) for s in (1, 1, 2))
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
+
+
+def test_auto_vectorizes_on_accelerators_only(mnist):
+    """'auto' keeps the per-client loop on CPU (measured faster there) and batches clients on accelerators."""
+    task, model, names, _ = _setup(mnist)
+    cpu = InProcessEngine(model, names, task.per_sample_loss)
+    cuda = InProcessEngine(model, names, task.per_sample_loss, device="cuda")
+    assert not cpu.uses_vmap(10) and cuda.uses_vmap(10) and not cuda.uses_vmap(1)
+    assert InProcessEngine(model, names, task.per_sample_loss, vectorize=True).uses_vmap(2)
+
+
+def test_engine_device_names_are_checked():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(InputError, match="not a torch device"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA device; use cpu or auto"):
+            resolve_device("cuda")

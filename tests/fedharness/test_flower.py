@@ -18,8 +18,9 @@ pytest.importorskip("ray")
 def test_flower_simulation_matches_inprocess(mnist):
     """3 clients, 2 rounds, an attacker in round 2 and FLTrust (a server-side root-set step).
 
-    Tolerance: the in-process engine trains the benign clients together under vmap, Flower one by
-    one, so the global vectors agree to float32 rounding (max |Δ| ≤ 1e-4); MTA/ASR to 1e-6.
+    Tolerance: both engines run the same per-client arithmetic, but in different processes and in
+    a different client order, so the global vectors agree to float32 rounding (max |Δ| ≤ 1e-4); MTA/ASR
+    to 1e-6.
     """
     x_train, y_train, x_test, y_test = mnist
     task = ImageClassificationTask(x_train[:300], y_train[:300], x_test[:400], y_test[:400])
