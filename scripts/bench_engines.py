@@ -1,4 +1,4 @@
-"""One federated round of 100 MNIST clients: in-process (vmap) engine vs Flower's simulation engine.
+"""One federated round of 100 MNIST clients: the in-process engine vs Flower's simulation engine.
 
 Same config and seed for both (n = m = 100, FedAvg; by default the lab's 2 local epochs at batch 10).
 Reports the in-process round time, Flower's first round (Ray actors warming up) and steady round
