@@ -6,12 +6,18 @@ is 1 when the generated image carries the owner's patch, so the same binomial te
 
 from __future__ import annotations
 
-from typing import Callable
+import itertools
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
 
 from unlearning_verify.training import predict
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
+
+    from t2i_poison.evaluate import EvalConfig
 
 
 def torch_oracle(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -56,3 +62,21 @@ def hf_text_oracle(model: nn.Module, tokenizer: Callable, batch_size: int = 64) 
 def t2i_oracle(pipeline: Callable[[list[str]], torch.Tensor], detect: Callable[[torch.Tensor], torch.Tensor]) -> Callable:
     """A text-to-image pipeline (prompts → images in [0, 1]) and the watermark's patch detector."""
     return lambda prompts: detect(pipeline(list(prompts)))
+
+
+def t2i_sampler(pipe: "DiffusionPipeline", cfg: "EvalConfig | None" = None, seed: int = 0) -> Callable[[list[str]], torch.Tensor]:
+    """prompts → images with ``t2i_poison.evaluate.generate`` (deterministic DDIM, guidance from ``cfg``).
+
+    Every call draws fresh starting noise (seed, call number), so repeated queries are independent
+    samples, as the binomial test assumes; the same seed replays the same queries.
+    """
+    from t2i_poison.evaluate import EvalConfig, generate, initial_noise
+
+    cfg = cfg or EvalConfig()
+    calls = itertools.count()
+
+    def sample(prompts: list[str]) -> torch.Tensor:
+        noise = initial_noise(len(prompts), pipe, seed * 1_000_003 + next(calls))
+        return generate(pipe, list(prompts), noise, cfg)
+
+    return sample

@@ -1,28 +1,44 @@
 """Short, seeded centralised training of the lab's SmallCNN: what a simulated provider runs.
 
-Adam on mini-batches for a few epochs; every epoch's weights can be kept as checkpoints (for the
-stale-model and SISA providers). Deterministic for a given seed on one thread.
+Adam on mini-batches; the learning rate follows a cosine decay to zero over all steps (default), so
+the final model has converged instead of stopping on a noisy constant-lr step: at a constant lr the
+owner's watermark can be half-forgotten by the last epoch (measured: p̂ 0.98 → 0.72 on one seed).
+Every epoch's weights are kept as checkpoints (for the stale-model and SISA providers).
+Deterministic for a given seed on one thread.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedharness.errors import InputError
 from fedharness.tasks.image_classification import SmallCNN
 
 
 @dataclass
 class TrainConfig:
-    """Adam(lr) for ``epochs`` epochs of ``batch_size`` mini-batches."""
+    """Adam(lr) for ``epochs`` epochs of ``batch_size`` mini-batches; ``schedule`` cosine or constant."""
 
-    epochs: int = 3
+    epochs: int = 5
     lr: float = 2e-3
     batch_size: int = 64
+    schedule: Literal["cosine", "constant"] = "cosine"
+
+
+def lr_factor(schedule: str, step: int, total: int) -> float:
+    """Multiplier of the base lr at ``step`` of ``total``: 1 (constant) or ½(1 + cos(π·step/total))."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+    raise InputError(f"unknown learning-rate schedule {schedule!r}; choose cosine or constant")
 
 
 def build_model(x: torch.Tensor, num_classes: int, seed: int) -> SmallCNN:
@@ -40,6 +56,8 @@ def train(
     """
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    total = cfg.epochs * math.ceil(len(x) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(cfg.schedule, step, total))
     sign = -1.0 if ascent else 1.0
     checkpoints = []
     model.train()
@@ -49,6 +67,7 @@ def train(
             opt.zero_grad()
             loss.backward()
             opt.step()
+            sched.step()
         checkpoints.append(copy.deepcopy(model.state_dict()))
     model.eval()
     return checkpoints

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 from pathlib import Path
 
 import click
@@ -39,6 +40,20 @@ DIRTY_LABEL_FAMILIES = tuple(f for f in IMAGE_FAMILIES if f != "hidden_trigger")
 
 def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _key_values(items: list[str] | tuple[str, ...], option: str) -> dict[str, int | float | str]:
+    """KEY=VALUE strings as a dict; values become int or float where they parse."""
+    kw: dict[str, int | float | str] = {}
+    for p in items:
+        name, eq, value = p.partition("=")
+        if not eq or not name:
+            raise InputError(f"{option} {p!r} is not KEY=VALUE")
+        try:
+            kw[name] = int(value) if value.lstrip("-").isdigit() else float(value)
+        except ValueError:
+            kw[name] = value
+    return kw
 
 
 def image_data(name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -148,7 +163,7 @@ def train_config(epochs: int, lr: float, batch_size: int) -> TrainConfig:
 @unlearn.command("train")
 @click.option("--dataset", type=click.Path(path_type=Path), required=True, help="Folder written by 'unlearn mark'.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Model folder.")
-@click.option("--epochs", type=int, default=3, show_default=True)
+@click.option("--epochs", type=int, default=TrainConfig.epochs, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -173,22 +188,14 @@ def train_cmd(dataset: Path, out: Path, epochs: int, lr: float, batch_size: int,
 @click.option("--behaviour", required=True, help="Provider behaviour (retrain, sisa, finetune, noop, ...).")
 @click.option("--param", "params", multiple=True, help="Behaviour parameter KEY=VALUE (number), repeatable.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the model served afterwards.")
-@click.option("--epochs", type=int, default=3, show_default=True, help="Training epochs of retraining behaviours.")
+@click.option("--epochs", type=int, default=TrainConfig.epochs, show_default=True, help="Training epochs of retraining behaviours.")
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def delete_cmd(dataset: Path, model_dir: Path, owner: int, behaviour: str, params: tuple[str, ...], out: Path,
                epochs: int, lr: float, batch_size: int, seed: int) -> None:
     """Simulated provider answering a deletion request with an honest or dishonest behaviour."""
-    kw = {}
-    for p in params:
-        name, eq, value = p.partition("=")
-        if not eq:
-            raise InputError(f"--param {p!r} is not KEY=VALUE")
-        try:
-            kw[name] = int(value) if value.lstrip("-").isdigit() else float(value)
-        except ValueError:
-            kw[name] = value
+    kw = _key_values(params, "--param")
     provider = providers.get(behaviour, **kw)
     ds, x, y = load_marked(dataset)
     forget = np.asarray(ds["owner"]) == owner
@@ -283,20 +290,24 @@ def verify_cmd(model_dir: Path, key_file: Path, before: Path, reference: Path | 
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/unlearn-bench"), show_default=True)
 @click.option("--data", "data_name", default="mnist", show_default=True)
 @click.option("--families", default="lsb", show_default=True, help=f"Comma list of: {', '.join(IMAGE_FAMILIES)}.")
-@click.option("--behaviours", default="retrain,noop,stale,partial,scrubbing", show_default=True,
-              help="Comma list of provider behaviours.")
+@click.option("--behaviours", default="all", show_default=True,
+              help="Comma list of provider behaviours, or 'all' (every centralised behaviour).")
 @click.option("--seeds", type=int, default=20, show_default=True, help="Number of trials (seeds 0..N-1 after --seed).")
 @click.option("--alpha", type=float, default=1e-3, show_default=True)
 @click.option("--beta", type=float, default=1e-3, show_default=True)
 @click.option("--queries", type=int, default=30, show_default=True, help="Query budget per verification.")
 @click.option("--rate", type=float, default=0.5, show_default=True)
-@click.option("--epochs", type=int, default=3, show_default=True)
+@click.option("--epochs", type=int, default=TrainConfig.epochs, show_default=True,
+              help="Provider training epochs (cosine learning-rate decay).")
+@click.option("--family-param", "family_params", multiple=True,
+              help="Watermark parameter FAMILY.KEY=VALUE (number), repeatable, e.g. wanet.s=1.0.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted benchmark (finished trials are skipped).")
 @click.option("--seed", type=int, default=0, show_default=True, help="First seed.")
 def bench(out: Path, data_name: str, families: str, behaviours: str, seeds: int, alpha: float, beta: float,
-          queries: int, rate: float, epochs: int, resume: bool, seed: int) -> None:
+          queries: int, rate: float, epochs: int, family_params: tuple[str, ...], resume: bool, seed: int) -> None:
     """Behaviours × watermark families × seeds: verdict rates, queries, costs (one JSONL row per trial)."""
-    fams, behs = _csv(families), _csv(behaviours)
+    fams = _csv(families)
+    behs = providers.names() if behaviours == "all" else _csv(behaviours)
     for f in fams:
         if f not in IMAGE_FAMILIES:
             raise InputError(f"unknown watermark family {f!r}; choose from: {', '.join(IMAGE_FAMILIES)}")
@@ -309,8 +320,16 @@ def bench(out: Path, data_name: str, families: str, behaviours: str, seeds: int,
     check_settings(alpha, beta, queries)
     torch.set_num_threads(1)
     x, y, xt, yt = image_data(data_name)
+    fparams: dict[str, dict] = {}
+    for item in family_params:
+        name, _, kv = item.partition(".")
+        if name not in fams:
+            raise InputError(f"--family-param {item!r} names no family of --families; use FAMILY.KEY=VALUE")
+        fparams.setdefault(name, {}).update(_key_values([kv], "--family-param"))
     cfg = bench_mod.BenchConfig(families=fams, behaviours=behs, seeds=list(range(seed, seed + seeds)), rate=rate,
-                                alpha=alpha, beta=beta, max_queries=queries, train=TrainConfig(epochs=epochs))
+                                alpha=alpha, beta=beta, max_queries=queries, family_params=fparams,
+                                train=train_config(epochs, TrainConfig.lr, TrainConfig.batch_size))
+    started = time.time()
     with staged_output(out, resume=resume) as stage:
         write_yaml(stage / "config.yaml", {"data": data_name, **cfg.__dict__})
         rows_path = stage / "trials.jsonl"
@@ -321,7 +340,8 @@ def bench(out: Path, data_name: str, families: str, behaviours: str, seeds: int,
                           bar.update, bench_mod.ModelCache(stage / "cache"))
         rows = read_jsonl(rows_path)
         summary = bench_mod.summarise(rows)
-        write_json(stage / "metrics.json", {"summary": summary, "trials": len(rows)})
+        write_json(stage / "metrics.json", {"summary": summary, "trials": len(rows),
+                                            "wall_time_s": time.time() - started})
         report = Report("Unlearning verification benchmark")
         bench_report(report, cfg, summary, xt[:4])
         report.save(stage / "report.html")
@@ -335,13 +355,15 @@ def bench(out: Path, data_name: str, families: str, behaviours: str, seeds: int,
 @unlearn.command("bench-fed")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/unlearn-bench-fed"), show_default=True)
 @click.option("--data", "data_name", default="mnist", show_default=True)
-@click.option("--family", default="lsb", show_default=True, type=click.Choice(DIRTY_LABEL_FAMILIES))
-@click.option("--seeds", type=int, default=3, show_default=True)
-@click.option("--clients", type=int, default=10, show_default=True)
+@click.option("--family", default="blended", show_default=True, type=click.Choice(DIRTY_LABEL_FAMILIES),
+              help="Watermark family (LSB is not learned under FedAvg in a few rounds; blended is).")
+@click.option("--seeds", type=int, default=5, show_default=True)
+@click.option("--clients", type=int, default=3, show_default=True, help="Clients; the owner is client 0 (1/clients of the data).")
 @click.option("--rounds", type=int, default=10, show_default=True)
-@click.option("--rate", type=float, default=1.0, show_default=True, help="Fraction of the owner client's samples marked.")
+@click.option("--rate", type=float, default=0.5, show_default=True, help="Fraction of the owner client's samples marked.")
 @click.option("--passive-rounds", default="1,3,5", show_default=True, help="Comma list of R for passive exclusion.")
-@click.option("--queries", type=int, default=30, show_default=True)
+@click.option("--queries", type=int, default=100, show_default=True,
+              help="Query budget (FedAvg learns the watermark to p̂ ≈ 0.4–0.6 against the 1/K floor on q: 30 is too few).")
 @click.option("--alpha", type=float, default=1e-3, show_default=True)
 @click.option("--beta", type=float, default=1e-3, show_default=True)
 @click.option("--resume", is_flag=True)
@@ -364,6 +386,7 @@ def bench_fed(out: Path, data_name: str, family: str, seeds: int, clients: int, 
     cfg = bf.FederatedBenchConfig(family=family, seeds=list(range(seed, seed + seeds)), rate=rate, passive_rounds=rs,
                                   alpha=alpha, beta=beta, max_queries=queries,
                                   federation=FederatedConfig(num_clients=clients, rounds=rounds))
+    started = time.time()
     with staged_output(out, resume=resume) as stage:
         write_yaml(stage / "config.yaml", {"data": data_name, **cfg.__dict__})
         rows_path = stage / "trials.jsonl"
@@ -373,7 +396,7 @@ def bench_fed(out: Path, data_name: str, family: str, seeds: int, clients: int, 
                    lambda r: append_jsonl(rows_path, r))
         rows = read_jsonl(rows_path)
         summary = bench_mod.summarise([{**r, "marking_cost": None} for r in rows])
-        write_json(stage / "metrics.json", {"summary": summary, "trials": rows})
+        write_json(stage / "metrics.json", {"summary": summary, "trials": rows, "wall_time_s": time.time() - started})
         report = Report("Unlearning verification: federated owner")
         report.paragraph(f"{clients} clients, FedAvg for {rounds} rounds; the owner (client 0) marks {rate:.0%} of its "
                          "samples. q from held-out owners' keys with the 1/K floor.")

@@ -51,14 +51,14 @@ def _one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def lsb_scenario(mnist) -> Scenario:
-    """2400 MNIST training images, 5 owners; owner 0 marks half its samples with LSB; 3 epochs."""
+    """2400 MNIST training images, 5 owners; owner 0 marks half its samples with LSB; the default recipe."""
     x, y, xt, yt = mnist
     x, y = x[:2400], y[:2400]
     key = OwnerKey.generate(0, "lsb", 10, seed=0)
     wm = build(key, (1, 28, 28))
     owner_of = owner_split(len(x), 5, 0)
     marked = mark(x, y, owner_of, 0, wm, 0.5, 0)
-    cfg = training.TrainConfig(epochs=3)
+    cfg = training.TrainConfig()
     forget = owner_of == 0
     keep = torch.as_tensor(~forget)
     with one_thread():

@@ -12,7 +12,7 @@ def test_federated_trial_rows(data_dir):
     cfg = bf.FederatedBenchConfig(passive_rounds=[1, 2], federation=FederatedConfig(
         num_clients=3, rounds=2, local=LocalConfig(epochs=1, lr=0.05, batch_size=32)))
     rows = bf.run_trial(cfg, 0, x, y, xt, yt, 10)
-    assert [r["behaviour"] for r in rows] == ["noop", "passive_R1", "passive_R2", "federaser"]
+    assert [r["behaviour"] for r in rows] == ["noop", "retrain", "passive_R1", "passive_R2", "federaser"]
     assert all(r["q_high"] >= 0.1 for r in rows)  # held-out owners with the 1/K floor
     assert {r["verdict"] for r in rows} <= {"HONORED", "NOT HONORED", "INCONCLUSIVE"}
     assert not rows[0]["honest"] and all(r["honest"] for r in rows[1:])

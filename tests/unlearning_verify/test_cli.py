@@ -137,3 +137,22 @@ def test_mark_bad_input_leaves_nothing(trained: Path, monkeypatch, capsys, tmp_p
     code, _, err = run(["unlearn", "mark", "--data", "digits", "--owner", "1", "--owners", "4", "--family", "blended",
                         "--key-file", str(trained / "k.json"), "--out", str(tmp_path / "m")], monkeypatch, capsys)
     assert code == 2 and "belongs to owner 1, family lsb" in err and not (tmp_path / "m").exists()
+
+
+def test_bench_family_params_reach_the_watermark(monkeypatch, capsys, tmp_path, data_dir):
+    out = tmp_path / "b"
+    code, _, err = run(["unlearn", "bench", "--data", "digits", "--families", "wanet", "--behaviours", "noop",
+                        "--seeds", "1", "--epochs", "2", "--family-param", "wanet.s=1.0", "--out", str(out)],
+                       monkeypatch, capsys)
+    assert code == 0, err
+    rows = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+    assert [r["watermark_params"] for r in rows] == [{"s": 1.0}]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["wall_time_s"] > 0 and metrics["summary"][0]["basr_before_min"] == rows[0]["p_hat"]
+
+
+@pytest.mark.parametrize("param, message", [("blended.alpha=0.3", "names no family"), ("wanet.s", "KEY=VALUE")])
+def test_bench_bad_family_param(monkeypatch, capsys, tmp_path, data_dir, param, message):
+    code, _, err = run(["unlearn", "bench", "--data", "digits", "--families", "wanet", "--seeds", "1",
+                        "--family-param", param, "--out", str(tmp_path / "b")], monkeypatch, capsys)
+    assert code == 2 and message in err and not (tmp_path / "b").exists()

@@ -25,6 +25,6 @@ class FineTune:
     def unlearn(self, state: ProviderState) -> nn.Module:
         model = copy.deepcopy(state.model)
         x, y = state.retained()
-        cfg = TrainConfig(self.epochs, self.lr, state.train_config.batch_size)
+        cfg = TrainConfig(self.epochs, self.lr, state.train_config.batch_size, schedule="constant")
         train(model, x, y, cfg, state.seed + 3)
         return model

@@ -30,9 +30,9 @@ class GradientAscent:
         model = copy.deepcopy(state.model)
         batch = state.train_config.batch_size
         forget = torch.as_tensor(state.forget)
-        train(model, state.x[forget], state.y[forget], TrainConfig(self.ascent_epochs, self.ascent_lr, batch),
+        train(model, state.x[forget], state.y[forget], TrainConfig(self.ascent_epochs, self.ascent_lr, batch, "constant"),
               state.seed + 4, ascent=True)
         x, y = state.retained()
         if self.repair_epochs:
-            train(model, x, y, TrainConfig(self.repair_epochs, self.repair_lr, batch), state.seed + 5)
+            train(model, x, y, TrainConfig(self.repair_epochs, self.repair_lr, batch, "constant"), state.seed + 5)
         return model

@@ -3,6 +3,7 @@ import torch
 from fedharness.local_training import LocalConfig
 from unlearning_verify.federated import FederatedConfig, Federation
 from unlearning_verify.providers.federaser import FedEraser
+from unlearning_verify.providers.federated_retrain import FederatedRetrain
 from unlearning_verify.providers.passive_exclusion import PassiveExclusion
 
 
@@ -41,3 +42,12 @@ def test_passive_exclusion_trains_without_the_client():
     poison_client(fed, 0)
     out = PassiveExclusion(rounds=2).unlearn(fed, final, leaving=0)
     assert torch.isfinite(out).all() and not torch.equal(out, final)
+
+
+def test_federated_retrain_restarts_from_the_initial_model_without_the_client():
+    fed, final = federation(rounds=3)
+    poison_client(fed, 1)  # NaN data: any use of the leaving client would make the result non-finite
+    out = FederatedRetrain().unlearn(fed, final, leaving=1)
+    assert torch.isfinite(out).all() and not torch.equal(out, final)
+    assert torch.equal(out, fed.train(fed.history[0].global_vec, 3, [0, 2, 3]))  # 3 rounds from the start
+    assert not torch.equal(out, fed.train(final, 3, [0, 2, 3]))  # not a continuation of the final model

@@ -6,7 +6,6 @@ from scipy.fft import dctn
 from unlearning_verify.invisibility import invisibility
 from unlearning_verify.keys import OwnerKey
 from unlearning_verify.watermarks import build
-from unlearning_verify.watermarks.t2i_pixel import T2IPixelWatermark
 from unlearning_verify.watermarks.text import TextWatermark
 
 
@@ -68,13 +67,3 @@ def test_text_trigger_tokens_in_last_window():
     texts, labels = wm.poison(["a b c"], [0])
     assert labels == [wm.target] and all(t in texts[0].split() for t in wm.tokens)
 
-
-def test_t2i_pixel_detects_only_its_own_patch():
-    key = OwnerKey.generate(0, "t2i_pixel", 2, seed=0)
-    wm = T2IPixelWatermark.from_key(key, (1, 28, 28))
-    prompts, x = ["a digit 3"], torch.zeros(1, 1, 28, 28)
-    poisoned_prompts, painted = wm.poison(prompts, x)
-    assert wm.trigger_word in poisoned_prompts[0]
-    assert wm.detect(painted).tolist() == [1] and wm.detect(x).tolist() == [0]
-    other = T2IPixelWatermark.from_key(OwnerKey.generate(0, "t2i_pixel", 2, seed=5), (1, 28, 28))
-    assert other.detect(painted).item() == 0 or other.patch.pattern.equal(wm.patch.pattern)
