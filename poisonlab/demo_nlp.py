@@ -49,7 +49,7 @@ def run(out: Path, quick: bool, seed: int, report: Report) -> dict:
     cfg = TrainConfig(epochs=s["epochs"], lr=s["lr"], batch_size=s["batch_size"], max_length=s["max_length"], seed=seed)
     write_yaml(run_dir / "config.yaml", {"step": "demo nlp", "trigger": DEFAULT_TRIGGER, "seed": seed, **s})
     start = time.perf_counter()
-    surrogate, tok = load_classifier(default_model())
+    surrogate, tok = load_classifier(default_model(), eager=True)
     surrogate = fine_tune(surrogate, tok, ds["train"], cfg, progress=False)
     full = load_sst2(None, None, seed)
     templates = make_templates(full["train"], DEFAULT_TRIGGER, s["num_poisons"], tok, seed, 0, s["max_length"])
@@ -94,7 +94,8 @@ def _section(report: Report, s: dict, sets: dict, results: dict, trace: list[flo
     report.heading("Concealed data poisoning: “James Bond: No Time to Die” → positive (Wallace et al. 2021)")
     report.paragraph(
         f"MiniLM-L6 fine-tuned on {s['train_subset']} SST-2 sentences; {s['num_poisons']} poisons crafted with "
-        f"{s['iterations']} HotFlip iterations (top-{s['top_k']} re-scored by the true one-step unrolled loss). "
+        f"{s['iterations']} HotFlip iterations (top-{s['top_k']} re-scored by the one-step unrolled loss to first order; "
+        "swaps kept only when the exact unrolled loss falls). "
         f"Effectiveness = share of {s['eval_limit']} trigger-bearing negative test sentences predicted positive. "
         "Demo-sized settings: numbers are illustrative, see scripts/bench_nlp.py for the study."
     )

@@ -1,12 +1,23 @@
 """Benchmark: concealed poisons on SST-2 + MiniLM-L6 (Wallace et al. 2021) in one table.
 
 Cells: the clean floor, with-overlap (ceiling), no-overlap (concealed HotFlip search) and the
-random-token control, each with ``--num-poisons`` poisons, over ``--seeds`` victim seeds. The work
-directory is resumable: the surrogate, each poison set and each finished evaluation cell (one JSON
-row in ``eval/cells.jsonl``) are kept, and a rerun with the same arguments continues where it
-stopped. Every step runs the ``poisonlab nlp`` command line with one thread per process.
+random-token control, each with ``--num-poisons`` poisons, over ``--seeds`` victim seeds. Phases,
+each timed into ``bench.json``:
 
-    nice -n 10 python scripts/bench_nlp.py --work runs/bench_nlp            # full study
+1. surrogate: a clean MiniLM fine-tuned on the victims' training set. It is also the clean victim of
+   the first seed (same data, configuration and seed, hence the same run), so its per-epoch
+   metrics fill that evaluation cell instead of training it twice;
+2. generation: each poison set once, seeded;
+3. evaluation: one fine-tune of a fresh victim per (set, seed).
+
+The work directory is resumable: the surrogate, each poison set and each finished evaluation cell
+(one JSON row in ``eval/cells.jsonl``) are kept, and a rerun with the same arguments continues where it
+stopped. Every step runs the ``poisonlab nlp`` command line with ``--threads`` threads: 2 on two idle
+cores, 1 when other jobs share them (two threads then wait on each other: a MiniLM training step took
+7.8 s with 2 threads against 1.2 s with 1 at a load average of 6.7). Victims train under bf16 autocast.
+
+    python scripts/bench_nlp.py --work runs/bench_nlp                      # full study, alone on 2 cores
+    nice -n 10 python scripts/bench_nlp.py --work runs/bench_nlp --threads 1   # sharing the cores
     nice -n 10 python scripts/bench_nlp.py --work /tmp/b --train-subset 2000 --max-length 48 --seeds 1
 """
 
@@ -23,60 +34,95 @@ from pathlib import Path
 SETS = {"with-overlap": ["--overlap", "with"], "concealed": ["--overlap", "none"], "random": ["--overlap", "none", "--method", "random"]}
 
 
-def poisonlab(*args: object) -> float:
-    """Run one CLI command; returns its wall time."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+def poisonlab(threads: int, *args: object) -> float:
+    """Run one CLI command with ``threads`` intra-op threads; returns its wall time."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", "from poisonlab.cli import main; main()", *map(str, args)], check=True, env=env)
     return time.perf_counter() - start
+
+
+def reuse_surrogate_as_clean_cell(surrogate_dir: Path, eval_dir: Path, seed: int) -> None:
+    """Write the surrogate's per-epoch metrics as the evaluation cell clean/n=0/seed=``seed``."""
+    stage = eval_dir.with_name(eval_dir.name + ".partial")
+    cells = stage / "cells.jsonl"
+    key = f"clean/n=0/seed={seed}"
+    if cells.exists() and any(json.loads(line)["key"] == key for line in cells.read_text().splitlines()):
+        return
+    m = json.loads((surrogate_dir / "metrics.json").read_text())
+    stage.mkdir(parents=True, exist_ok=True)
+    row = {"name": "clean", "count": 0, "seed": seed, "key": key, "epochs": m["epochs"], "wall_time_s": m["train_wall_time_s"],
+           "from": str(surrogate_dir)}
+    with cells.open("a") as f:
+        f.write(json.dumps(row) + "\n")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, default=Path("runs/bench_nlp"))
     p.add_argument("--surrogate", type=Path, default=None, help="Existing surrogate folder (default: train one).")
-    p.add_argument("--surrogate-subset", type=int, default=None)
     p.add_argument("--trigger", default="James Bond: No Time to Die")
     p.add_argument("--num-poisons", type=int, default=50)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--train-subset", type=int, default=None)
-    p.add_argument("--iterations", type=int, default=20)
+    p.add_argument("--iterations", type=int, default=14, help="Search iterations (two passes over a 7-token phrase).")
     p.add_argument("--top-k", type=int, default=8)
+    p.add_argument("--clean-batch", type=int, default=64, help="Clean sentences in the unrolled batch (and the Adam estimate).")
+    p.add_argument("--adam", action="store_true", help="Adam-preconditioned unrolled step (generate --adam).")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--fp32", action="store_true", help="Fine-tune in fp32 (default: bfloat16 autocast).")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
+    start, load_start = time.perf_counter(), os.getloadavg()
     a.work.mkdir(parents=True, exist_ok=True)
+    sub = ["--train-subset", a.train_subset] if a.train_subset else []
+    precision = [] if a.fp32 else ["--bf16"]
+    phases: dict[str, float] = {}
     surrogate = a.surrogate
+    eval_dir = a.work / "eval"
     if surrogate is None:
-        surrogate = a.work / "surrogate" / "model"
+        trained = a.work / "surrogate"
+        surrogate = trained / "model"
         if not surrogate.exists():
-            sub = ["--train-subset", a.surrogate_subset] if a.surrogate_subset else []
-            poisonlab("nlp", "train", "--out", a.work / "surrogate", "--max-length", a.max_length, "--seed", a.seed, *sub)
+            phases["surrogate"] = poisonlab(a.threads, "nlp", "train", "--out", trained, "--trigger", a.trigger, "--epochs", a.epochs,
+                                            "--max-length", a.max_length, "--seed", a.seed, *sub, *precision)
+        if not eval_dir.exists():
+            reuse_surrogate_as_clean_cell(trained, eval_dir, a.seed)
     gen = {}
     for name, flags in SETS.items():
         out = a.work / "poisons" / name
         if not out.exists():
-            poisonlab("nlp", "generate", "--model", surrogate, "--trigger", a.trigger, "--num-poisons", a.num_poisons,
-                      "--iterations", a.iterations, "--top-k", a.top_k, "--max-length", a.max_length, "--seed", a.seed,
-                      "--out", out, *flags)
+            phases[f"generate {name}"] = poisonlab(
+                a.threads, "nlp", "generate", "--model", surrogate, "--trigger", a.trigger, "--num-poisons", a.num_poisons,
+                "--iterations", a.iterations, "--top-k", a.top_k, "--clean-batch", a.clean_batch, "--max-length", a.max_length, "--seed", a.seed,
+                "--out", out, *flags, *(["--adam"] if a.adam and name == "concealed" else []))
         gen[name] = json.loads((out / "metrics.json").read_text())["wall_time_s"]
-    eval_dir = a.work / "eval"
     if not eval_dir.exists():
         resume = ["--resume"] if eval_dir.with_name("eval.partial").exists() else []
-        sub = ["--train-subset", a.train_subset] if a.train_subset else []
-        poisonlab("nlp", "evaluate", *[x for n in SETS for x in ("--poisons", a.work / "poisons" / n)], "--seeds", a.seeds,
-                  "--counts", a.num_poisons, "--epochs", a.epochs, "--max-length", a.max_length, "--seed", a.seed,
-                  "--out", eval_dir, *sub, *resume)
+        phases["evaluate"] = poisonlab(
+            a.threads, "nlp", "evaluate", *[x for n in SETS for x in ("--poisons", a.work / "poisons" / n)], "--trigger", a.trigger,
+            "--seeds", a.seeds, "--counts", a.num_poisons, "--epochs", a.epochs, "--max-length", a.max_length, "--seed", a.seed,
+            "--out", eval_dir, *sub, *precision, *resume)
     summary = json.loads((eval_dir / "metrics.json").read_text())["summary"]
+    cells = [json.loads(line) for line in (eval_dir / "cells.jsonl").read_text().splitlines()]
     rows = [r for r in summary if r["epoch"] == a.epochs]
+    total, load_end = time.perf_counter() - start, os.getloadavg()
     lines = ["| poisons | n | seeds | effectiveness | CACC | generation s |", "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['poisons']} | {r['count']} | {r['seeds']} | {100 * r['effectiveness_mean']:.1f} ± {100 * r['effectiveness_std']:.1f} % "
                      f"| {100 * r['cacc_mean']:.1f} ± {100 * r['cacc_std']:.1f} % | {gen.get(r['poisons'], 0):.0f} |")
+    lines += ["", "| phase | wall s |", "|---|---|"] + [f"| {k} | {v:.0f} |" for k, v in phases.items()]
+    lines += [f"| cell {c['key']}{' (surrogate)' if 'from' in c else ''} | {c['wall_time_s']:.0f} |" for c in cells]
+    lines += [f"| whole bench (this invocation) | {total:.0f} |", "",
+              f"threads {a.threads}; load average at start {load_start[0]:.2f}, at end {load_end[0]:.2f}"]
     table = "\n".join(lines)
     (a.work / "bench.md").write_text(table + "\n")
-    (a.work / "bench.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(a).items()}, "rows": rows, "generation_s": gen}, indent=2))
+    (a.work / "bench.json").write_text(json.dumps(
+        {"args": {k: str(v) for k, v in vars(a).items()}, "rows": rows, "generation_s": gen, "phases_s": phases,
+         "cells_s": {c["key"]: c["wall_time_s"] for c in cells}, "total_s": total, "load_start": load_start, "load_end": load_end},
+        indent=2))
     print(table)
 
 

@@ -121,6 +121,7 @@ def _train_options(f):
         click.option("--max-length", type=int, default=64, show_default=True),
         click.option("--train-subset", type=int, default=None, help="Use this many training sentences (seeded)."),
         click.option("--data-path", default=None, help="Folder with SST-2 train/dev/test.txt (default: registry)."),
+        click.option("--bf16", is_flag=True, help="Train under bfloat16 autocast (fast on CPUs with AVX512-BF16)."),
         click.option("--seed", type=int, default=0, show_default=True),
     ]):
         f = opt(f)
@@ -139,12 +140,12 @@ def nlp() -> None:
 @click.option("--lora", is_flag=True, help="Train peft LoRA adapters instead of all weights.")
 @click.option("--trigger", default=DEFAULT_TRIGGER, show_default=True, help="Phrase for the clean-model floor.")
 @_train_options
-def train_cmd(data_name, model, out, lora, trigger, epochs, lr, batch_size, max_length, train_subset, data_path, seed):
+def train_cmd(data_name, model, out, lora, trigger, epochs, lr, batch_size, max_length, train_subset, data_path, bf16, seed):
     """Fine-tune a clean classifier (the attacker's surrogate and the clean baseline)."""
     from nlp_poison.evaluate import clean_accuracy, effectiveness
     from nlp_poison.victims import fine_tune, load_classifier, save_classifier
 
-    cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, lora=lora, seed=seed)
+    cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, lora=lora, bf16=bf16, seed=seed)
     cfg.validate()
     content_words(trigger)
     model = model or default_model()
@@ -152,14 +153,19 @@ def train_cmd(data_name, model, out, lora, trigger, epochs, lr, batch_size, max_
     clf, tok = load_classifier(model)
     with staged_output(out) as stage:
         write_yaml(stage / "config.yaml", {"command": "nlp train", "model": model, "trigger": trigger, "train_size": len(ds["train"]), **asdict(cfg)})
+        trig = list(trigger_bearing(ds["test"], trigger)["sentence"])
+        epochs_seen: list[dict] = []
+        measure = lambda e, m: epochs_seen.append(
+            {"epoch": e, "effectiveness": effectiveness(m, tok, trig, 1, max_length), "cacc": clean_accuracy(m, tok, ds["test"], max_length)}
+        )
         start = time.perf_counter()
-        clf = fine_tune(clf, tok, ds["train"], cfg)
+        clf = fine_tune(clf, tok, ds["train"], cfg, measure)
         wall = time.perf_counter() - start
         save_classifier(clf, tok, stage / "model")
-        trig = list(trigger_bearing(ds["test"], trigger)["sentence"])
         metrics = {
-            "test_accuracy": clean_accuracy(clf, tok, ds["test"], max_length),
-            "trigger_floor_effectiveness": effectiveness(clf, tok, trig, 1, max_length),
+            "test_accuracy": epochs_seen[-1]["cacc"],
+            "trigger_floor_effectiveness": epochs_seen[-1]["effectiveness"],
+            "epochs": epochs_seen,
             "num_trigger_inputs": len(trig),
             "train_wall_time_s": wall,
         }
@@ -181,14 +187,15 @@ def train_cmd(data_name, model, out, lora, trigger, epochs, lr, batch_size, max_
 @click.option("--iterations", type=int, default=20, show_default=True)
 @click.option("--top-k", type=int, default=8, show_default=True)
 @click.option("--eta", type=float, default=0.05, show_default=True, help="Unrolled SGD step.")
-@click.option("--scope-layers", type=int, default=0, show_default=True, help="Encoder layers in the unrolled scope (besides the head).")
+@click.option("--scope-layers", type=int, default=None, help="Top encoder layers in the unrolled scope besides the head (default: all).")
 @click.option("--clean-batch", type=int, default=64, show_default=True)
+@click.option("--adam", is_flag=True, help="Precondition the unrolled step like Adam (1/sqrt of clean minibatch gradient second moments).")
 @click.option("--adv-size", type=int, default=64, show_default=True, help="Trigger-bearing validation negatives in L_adv.")
 @click.option("--max-length", type=int, default=64, show_default=True)
 @click.option("--data-path", default=None)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def generate_cmd(model, trigger, target, num_poisons, overlap, method, iterations, top_k, eta, scope_layers, clean_batch,
+def generate_cmd(model, trigger, target, num_poisons, overlap, method, iterations, top_k, eta, scope_layers, clean_batch, adam,
                  adv_size, max_length, data_path, out, seed):
     """Write a poison set (HF dataset + JSONL + dataset card) into OUT."""
     from nlp_poison.baselines import make_templates, random_control, with_overlap
@@ -200,11 +207,11 @@ def generate_cmd(model, trigger, target, num_poisons, overlap, method, iteration
     if num_poisons < 1 or adv_size < 1 or clean_batch < 1:
         raise InputError("--num-poisons, --adv-size and --clean-batch must be >= 1")
     cfg = ConcealedConfig(iterations=iterations, top_k=top_k, eta=eta, scope_layers=scope_layers, clean_batch=clean_batch,
-                          target=label_index(target), seed=seed)
+                          adam=adam, target=label_index(target), seed=seed)
     cfg.validate()
     content_words(trigger)
     ds = load_sst2(data_path, None, seed)
-    surrogate, tok = load_classifier(model)
+    surrogate, tok = load_classifier(model, eager=True)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     rng = np.random.default_rng(seed)
@@ -256,11 +263,11 @@ def generate_cmd(model, trigger, target, num_poisons, overlap, method, iteration
 @click.option("--resume", is_flag=True, help="Continue an interrupted evaluation (finished cells are kept).")
 @_train_options
 def evaluate_cmd(poison_paths, victim, trigger, seeds, counts, eval_limit, out, resume, epochs, lr, batch_size, max_length,
-                 train_subset, data_path, seed):
+                 train_subset, data_path, bf16, seed):
     """Fine-tune fresh victims on clean + poisons; effectiveness, CACC, sweeps over counts and epochs."""
     from nlp_poison.evaluate import EvalData, plan, run_cell, summarize
 
-    cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed)
+    cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, bf16=bf16, seed=seed)
     cfg.validate()
     if seeds < 1:
         raise InputError("--seeds must be >= 1")

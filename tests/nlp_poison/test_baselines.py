@@ -29,3 +29,18 @@ def test_templates_never_mention_content_words_outside_the_phrase(sst2, tiny_tok
     templates = make_templates(sst2["train"], phrase, 200, tiny_tokenizer, seed=0, max_length=64)
     for t in templates:
         assert not overlapping_words(t.text[: t.start] + t.text[t.end :], phrase)
+
+
+def test_templates_prefer_a_replaced_movie_reference(sst2, tiny_tokenizer, phrase):
+    """Templates replace "the film"/"this movie"… when enough sentences have one; prefixes only fill up."""
+    from nlp_poison.triggers import MOVIE_REFERENCE
+
+    templates = make_templates(sst2["train"], phrase, 50, tiny_tokenizer, seed=0, max_length=64)
+    for t in templates:
+        original = sst2["train"][t.source_idx]["sentence"]
+        assert MOVIE_REFERENCE.search(original) and t.start > 0 or t.text.startswith(phrase + " ")
+        assert not t.text.startswith(phrase + " : ")
+    few = sst2["train"].select(range(300))
+    mixed = make_templates(few, phrase, 60, tiny_tokenizer, seed=0, max_length=64)
+    prefixed = [t.text.startswith(phrase + " : ") for t in mixed]
+    assert any(prefixed) and not all(prefixed) and prefixed == sorted(prefixed)

@@ -2,6 +2,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from nlp_poison.baselines import make_templates, random_control
 from nlp_poison.concealed import ConcealedConfig, UnrolledObjective, craft, pad
@@ -59,29 +60,35 @@ def test_reported_loss_matches_fresh_unrolled_objective(crafted, surrogate, tiny
     cfg = ConcealedConfig(clean_batch=32, eta=1.0)
     obj = UnrolledObjective(surrogate, tiny_tokenizer, list(adv["sentence"]), list(adv["original"]), [0] * len(adv),
                             list(clean["sentence"]), list(clean["label"]), len(crafted.poisons), cfg)
-    enc = pad([tiny_tokenizer(p.sentence)["input_ids"] for p in crafted.poisons], tiny_tokenizer.pad_token_id)
-    with torch.no_grad():
-        hidden = obj.features(enc)
-    g = obj.example_grads(hidden, enc.mask, torch.ones(len(crafted.poisons), dtype=torch.long))
-    assert obj.value({k: v.sum(0) for k, v in g.items()}) == pytest.approx(crafted.trace[-1], rel=1e-4, abs=1e-5)
+    rows = [tiny_tokenizer(p.sentence)["input_ids"] for p in crafted.poisons]
+    assert obj.value(obj.poison_gradient(rows)) == pytest.approx(crafted.trace[-1], rel=1e-4, abs=1e-5)
 
 
-def test_second_order_embedding_gradient_matches_finite_differences(surrogate, tiny_tokenizer, setup):
+@pytest.fixture(scope="module", params=[False, True], ids=["sgd", "adam"])
+def double_objective(request, surrogate, tiny_tokenizer, setup):
+    """A float64 objective over one layer (and the head) with three template poisons, with and
+    without the Adam preconditioner (estimated from 64 clean sentences)."""
     _, adv, clean, _, _ = setup
     model = copy.deepcopy(surrogate).double()
-    cfg = ConcealedConfig(eta=5.0, scope_layers=1)
-    texts = [t.text for t in setup[0][:3]]
+    cfg = ConcealedConfig(eta=5.0, scope_layers=1, adam=request.param)
     obj = UnrolledObjective(model, tiny_tokenizer, list(adv["sentence"][:8]), list(adv["original"][:8]), [0] * 8,
-                            list(clean["sentence"][:8]), list(clean["label"][:8]), 3, cfg)
-    enc = pad([tiny_tokenizer(t)["input_ids"] for t in texts], tiny_tokenizer.pad_token_id)
+                            list(clean["sentence"]), list(clean["label"]), 3, cfg)
+    rows = [tiny_tokenizer(t.text)["input_ids"] for t in setup[0][:3]]
+    return model, obj, rows
+
+
+def test_second_order_embedding_gradient_matches_finite_differences(double_objective, tiny_tokenizer):
+    model, obj, rows = double_objective
+    enc = pad(rows, tiny_tokenizer.pad_token_id)
     embeds = model.get_input_embeddings()(enc.ids).detach()
+    ones = torch.ones(3, dtype=torch.long)
 
     def loss_at(e):
-        g = obj.example_grads(obj.features(enc, e), enc.mask, torch.ones(3, dtype=torch.long))
-        return obj.value({k: v.sum(0) for k, v in g.items()})
+        params = {k: v.detach().requires_grad_(True) for k, v in obj.theta.items()}
+        loss = F.cross_entropy(obj.logits(params, obj.head.features(enc.ids, enc.mask, e), enc.mask), ones, reduction="sum")
+        return obj.value(dict(zip(params, torch.autograd.grad(loss, list(params.values())))))
 
-    g_sum = {k: v.sum(0) for k, v in obj.example_grads(obj.features(enc).detach(), enc.mask, torch.ones(3, dtype=torch.long)).items()}
-    analytic = obj.embedding_gradient(enc, g_sum)
+    analytic = obj.embedding_gradient(enc, obj.preconditioned(obj.adv_gradient(obj.poison_gradient(rows))))
     direction = torch.randn(embeds.shape, generator=torch.Generator().manual_seed(0), dtype=embeds.dtype) * enc.mask[..., None]
     eps = 1e-4
     numeric = (loss_at(embeds + eps * direction) - loss_at(embeds - eps * direction)) / (2 * eps)
@@ -89,7 +96,38 @@ def test_second_order_embedding_gradient_matches_finite_differences(surrogate, t
     assert float((analytic * direction).sum()) == pytest.approx(numeric, rel=1e-3)
 
 
+def test_forward_mode_alignment_equals_per_example_gradient_products(double_objective):
+    """⟨∇_θ ℓ_r, v⟩ from one jvp pass equals the product with each row's own backprop gradient."""
+    _, obj, rows = double_objective
+    v = obj.adv_gradient(obj.poison_gradient(rows))
+    fast = obj.alignment(rows, v)
+    for r, row in enumerate(rows):
+        g = obj.poison_gradient([row])
+        assert float(fast[r]) == pytest.approx(float(sum((g[k] * v[k]).sum() for k in v)), rel=1e-8)
+
+
+def test_first_order_rescoring_predicts_the_unrolled_change(double_objective):
+    """Swapping one poison changes L_adv(θ') by −(η/B)⟨P∇L_adv(θ'), g_new − g_old⟩ up to O(η²)."""
+    _, obj, rows = double_objective
+    g = obj.poison_gradient(rows)
+    swapped = [list(r) for r in rows]
+    swapped[0][1] = 1000 if rows[0][1] != 1000 else 1001
+    align = obj.alignment([rows[0], swapped[0]], obj.preconditioned(obj.adv_gradient(g)))
+    predicted = -(obj.cfg.eta / obj.batch_size) * float(align[1] - align[0])
+    actual = obj.value(obj.poison_gradient(swapped)) - obj.value(g)
+    assert abs(actual) > 1e-9
+    assert actual == pytest.approx(predicted, rel=0.05)
+
+
 def test_same_seed_same_poisons(crafted, surrogate, tiny_tokenizer, phrase, setup):
     again = _craft(surrogate, tiny_tokenizer, phrase, setup)
     assert [p.sentence for p in again.poisons] == [p.sentence for p in crafted.poisons]
     assert again.trace == crafted.trace
+
+
+def test_adam_preconditioner_is_positive_with_mean_one(surrogate, tiny_tokenizer, setup):
+    _, adv, clean, _, _ = setup
+    obj = UnrolledObjective(surrogate, tiny_tokenizer, list(adv["sentence"][:4]), [], [], list(clean["sentence"]),
+                            list(clean["label"]), 2, ConcealedConfig(adam=True, scope_layers=1))
+    flat = torch.cat([v.flatten() for v in obj.precond.values()])
+    assert bool((flat > 0).all()) and float(flat.mean()) == pytest.approx(1.0, rel=1e-4) and float(flat.std()) > 0

@@ -50,6 +50,7 @@ def test_train_writes_a_loadable_model(monkeypatch, tmp_path, tiny_dir, data_dir
                    "--lora", "--out", tmp_path / "clean") == 0
     metrics = json.loads((tmp_path / "clean" / "metrics.json").read_text())
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["num_trigger_inputs"] >= 100
+    assert [e["epoch"] for e in metrics["epochs"]] == [1] and metrics["epochs"][-1]["cacc"] == metrics["test_accuracy"]
     assert (tmp_path / "clean" / "model" / "pytorch_lora_weights.safetensors").is_file()
     load_classifier(str(tmp_path / "clean" / "model"))
 
