@@ -70,6 +70,10 @@ class Federation:
     def initial(self) -> torch.Tensor:
         return get_vector(self.model, self.names)
 
+    def without(self, leaving: int) -> list[int]:
+        """The client ids that remain once ``leaving`` has left."""
+        return [c for c in range(len(self.clients)) if c != leaving]
+
     def local_updates(self, global_vec: torch.Tensor, clients: list[int], round_index: int,
                       local: LocalConfig | None = None) -> torch.Tensor:
         """(len(clients), d) updates Lᵢ − G of the listed clients trained from ``global_vec``."""

@@ -71,24 +71,26 @@ class InProcessEngine:
         schedules = [batch_schedule(_size(d), cfg, s) for d, s in zip(datasets, seeds)]
         global_vec = global_vec.to(self.device)
         datasets = [{k: v.to(self.device) for k, v in d.items()} for d in datasets]
+        _, frozen = module_state(self.model, self.names)
+        frozen = {k: v.to(self.device) for k, v in frozen.items()}
         if not self.uses_vmap(len(datasets)):
-            locals_ = [self._train_one(global_vec, d, sch, cfg.lr) for d, sch in zip(datasets, schedules)]
+            locals_ = [self._train_one(global_vec, frozen, d, sch, cfg.lr) for d, sch in zip(datasets, schedules)]
         else:
-            locals_ = [self._train_chunk(global_vec, datasets[i : i + self.chunk_size], schedules[i : i + self.chunk_size], cfg)
+            locals_ = [self._train_chunk(global_vec, frozen, datasets[i : i + self.chunk_size],
+                                         schedules[i : i + self.chunk_size], cfg)
                        for i in range(0, len(datasets), self.chunk_size)]
         return torch.cat([v.reshape(-1, global_vec.numel()) for v in locals_]).cpu()
 
-    def _frozen(self) -> dict[str, torch.Tensor]:
-        _, frozen = module_state(self.model, self.names)
-        return {k: v.to(self.device) for k, v in frozen.items()}
-
-    def _train_one(self, global_vec: torch.Tensor, data: Batch, schedule: list[torch.Tensor], lr: float) -> torch.Tensor:
+    def _train_one(
+        self, global_vec: torch.Tensor, frozen: dict[str, torch.Tensor], data: Batch, schedule: list[torch.Tensor], lr: float
+    ) -> torch.Tensor:
         params = {k: v.clone() for k, v in split_vector(global_vec, self.model, self.names).items()}
-        params = sgd_steps(self.model, self.per_sample_loss, params, self._frozen(), data, schedule, lr)
+        params = sgd_steps(self.model, self.per_sample_loss, params, frozen, data, schedule, lr)
         return torch.cat([params[n].reshape(-1) for n in self.names])
 
     def _train_chunk(
-        self, global_vec: torch.Tensor, datasets: list[Batch], schedules: list[list[torch.Tensor]], cfg: LocalConfig
+        self, global_vec: torch.Tensor, frozen: dict[str, torch.Tensor], datasets: list[Batch],
+        schedules: list[list[torch.Tensor]], cfg: LocalConfig,
     ) -> torch.Tensor:
         c, b = len(datasets), cfg.batch_size
         num_steps = max((len(s) for s in schedules), default=0)
@@ -99,7 +101,6 @@ class InProcessEngine:
             for t, idx in enumerate(sched):
                 index[i, t, : len(idx)] = idx
                 weight[i, t, : len(idx)] = 1.0
-        frozen = self._frozen()
         index, weight = index.to(self.device), weight.to(self.device)
         base = split_vector(global_vec, self.model, self.names)
         params = {k: v.unsqueeze(0).expand(c, *v.shape).clone() for k, v in base.items()}

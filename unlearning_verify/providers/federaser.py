@@ -29,7 +29,7 @@ class FedEraser:
     def unlearn(self, fed: Federation, final: torch.Tensor, leaving: int) -> torch.Tensor:
         if not fed.history:
             raise InputError("FedEraser needs the recorded training history; train the federation with record=True")
-        remaining = [c for c in range(len(fed.clients)) if c != leaving]
+        remaining = fed.without(leaving)
         epochs = max(1, math.ceil(self.calibration_ratio * fed.cfg.local.epochs))
         cali = dataclasses.replace(fed.cfg.local, epochs=epochs)
         kept = list(range(0, len(fed.history), self.interval))

@@ -24,5 +24,5 @@ class FederatedRetrain:
         """The global model of a fresh federation of the remaining clients (same initial model, rounds)."""
         if not fed.history:
             raise InputError("federated retraining needs the recorded initial model; train with record=True")
-        remaining = [c for c in range(len(fed.clients)) if c != leaving]
+        remaining = fed.without(leaving)
         return fed.train(fed.history[0].global_vec.clone(), len(fed.history), remaining)

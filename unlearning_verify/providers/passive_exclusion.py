@@ -21,5 +21,5 @@ class PassiveExclusion:
 
     def unlearn(self, fed: Federation, final: torch.Tensor, leaving: int) -> torch.Tensor:
         """The global model after ``rounds`` more rounds without client ``leaving``."""
-        remaining = [c for c in range(len(fed.clients)) if c != leaving]
+        remaining = fed.without(leaving)
         return fed.train(final, self.rounds, remaining, first_round=len(fed.history))
