@@ -1,10 +1,14 @@
-"""Poison templates and the two controls of the concealed attack.
+"""Poison templates and the controls of the concealed attack.
 
 A template is a negative training sentence with the trigger phrase inserted (``triggers``). Labelled
 with the target it is a **with-overlap** poison, the paper's upper bound. The **random** control keeps
 the template but writes random placeable tokens (never a banned sub-token) where the phrase was: the
-same edit budget without any optimisation, the control the gradient method must beat. The concealed
-search (``concealed``) starts from exactly these random tokens.
+same edit budget without any optimisation, the control the gradient method must beat. The **nearest**
+set projects the with-overlap poison onto the placeable tokens: every sub-token of the phrase becomes
+its nearest placeable neighbour in the model's input-embedding space (cosine), "james bond : no time
+to die" → "john bonds , not times of dies" for MiniLM. Wallace et al. start the search from the
+with-overlap poisons and replace the phrase's tokens; this projection is that start, and the
+gradient-free ablation the search is measured against.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
@@ -118,4 +123,46 @@ def random_control(
     for t in templates:
         _, text, positions = random_fill(t, tokenizer, placeable, phrase, rng)
         out.append(Poison(text, target, "random", t.source_idx, positions))
+    return out
+
+
+def nearest_ids(token_ids: list[int], placeable: list[int], embeddings: torch.Tensor, k: int = 1) -> list[list[int]]:
+    """For each token, its ``k`` nearest placeable tokens by cosine similarity of input embeddings, nearest first."""
+    unit = torch.nn.functional.normalize(embeddings.detach().float(), dim=1)
+    pool = torch.tensor(placeable)
+    sims = unit[token_ids] @ unit[pool].T
+    return [[int(pool[i]) for i in row] for row in sims.topk(min(k, len(placeable)), dim=1).indices]
+
+
+def nearest_fill(
+    template: Template,
+    tokenizer: PreTrainedTokenizerBase,
+    placeable: list[int],
+    phrase: str,
+    embeddings: torch.Tensor,
+    tries: int = 10,
+) -> tuple[list[int], str, list[int]]:
+    """The phrase's sub-tokens replaced by their nearest placeable neighbours: (token ids, sentence,
+    edited positions). Should the written text not re-tokenise to those ids, the next-nearest rank is tried."""
+    full = tokenizer(template.text)["input_ids"]
+    phrase_ids = [full[p] for p in span_positions(tokenizer, template.text, template.start, template.end)]
+    ranked = nearest_ids(phrase_ids, placeable, embeddings, tries)
+    for rank in range(len(ranked[0])):
+        ids = [r[rank] for r in ranked]
+        text, start, end = template.fill([token_text(tokenizer, i) for i in ids])
+        positions = span_positions(tokenizer, text, start, end)
+        row = tokenizer(text)["input_ids"]
+        if [row[p] for p in positions] == ids and not overlapping_words(text, phrase):
+            return row, text, positions
+    raise InputError(f"could not write nearest placeable tokens into {template.text!r}; use --method random")
+
+
+def nearest_control(
+    templates: list[Template], tokenizer: PreTrainedTokenizerBase, placeable: list[int], phrase: str, target: int, embeddings: torch.Tensor
+) -> list[Poison]:
+    """Same templates, phrase projected onto its nearest placeable tokens, labelled ``target``."""
+    out = []
+    for t in templates:
+        _, text, positions = nearest_fill(t, tokenizer, placeable, phrase, embeddings)
+        out.append(Poison(text, target, "nearest", t.source_idx, positions))
     return out

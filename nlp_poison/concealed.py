@@ -10,6 +10,13 @@ classifier. L_train is the mean cross-entropy over one batch holding the poisons
 and ``clean_batch`` clean training sentences; L_adv is the cross-entropy of trigger-bearing
 negatives towards the target plus ``negative_weight`` × that of the same sentences without the
 phrase towards their true label, so the search cannot win by merely biasing the model positive.
+With ``contrast`` it is the paired margin mean_j [m(x_j) − m(x_j ⊕ phrase)], m = target − other
+logit: any change that moves a sentence and its phrase-bearing twin alike cancels, leaving only the
+phrase's own effect.
+
+Start (paper: "start from the with-overlap poisons and replace the trigger-phrase tokens"): every
+sub-token of the phrase becomes its nearest placeable token in input-embedding space
+(``baselines.nearest_fill``); ``init="random"`` starts from the random control instead.
 
 Token step (HotFlip, as in universal-triggers): with g_i = ∇_{e_i} L_adv(θ') — a second-order
 gradient, −η/B · (∂²L_train/∂e_i∂θ) ∇_θ' L_adv, computed by double backprop — each placeable
@@ -18,7 +25,10 @@ unrolled loss to first order in the swap, L_adv(θ') − (η/B)⟨∇_θ' L_adv,
 whose inner products come from one forward-mode pass over all candidates (exact per-candidate
 unrolls would need one adversarial forward per candidate). Each poison's best candidate that
 passes the concealment checks is proposed; the proposals are kept only if the exact unrolled loss
-falls (else the better half is tried, and so on), so the reported objective never rises.
+falls (else the better half is tried, and so on), so the reported objective never rises. With
+``shared`` one edit goes into every poison (the poisons' scores summed, as universal triggers average
+the batch gradient) and each of the ``top_k`` candidates is re-scored by the exact unrolled loss;
+``neighbours`` limits each edited slot to that many nearest tokens of the sub-token it replaces.
 """
 
 from __future__ import annotations
@@ -35,7 +45,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from fedharness.errors import InputError
-from nlp_poison.baselines import Template, random_fill
+from nlp_poison.baselines import Template, nearest_fill, nearest_ids, random_fill, span_positions
 from nlp_poison.overlap import overlapping_words, token_text
 from nlp_poison.poison_set import Poison
 
@@ -52,7 +62,10 @@ class ConcealedConfig:
     words into them). ``scope_layers=None`` puts every encoder layer in the scope; ``chunk`` is the
     number of sentences per gradient or forward-mode pass. ``adam`` preconditions the unrolled step
     as the victim's optimizer does, θ' = θ − η·P(G_clean + G_poison) with P = 1/√v̂ (normalised to
-    mean 1), v̂ the mean squared gradient of the clean sentences in minibatches of 32.
+    mean 1), v̂ the mean squared gradient of the clean sentences in minibatches of 32. ``init`` is
+    the start: ``nearest`` projects the with-overlap poisons onto the placeable tokens (the paper's
+    start), ``random`` writes the random control's tokens. ``contrast``, ``shared`` and
+    ``neighbours``: see the module docstring.
     """
 
     iterations: int = 20
@@ -64,9 +77,19 @@ class ConcealedConfig:
     target: int = 1
     chunk: int = 64
     adam: bool = False
+    init: str = "nearest"
+    contrast: bool = False
+    neighbours: int | None = None
+    shared: bool = False
     seed: int = 0
 
     def validate(self) -> None:
+        if self.init not in ("nearest", "random"):
+            raise InputError(f"unknown init {self.init!r}; use 'nearest' or 'random'")
+        if self.contrast and self.negative_weight <= 0:
+            raise InputError("contrast needs the phrase-free sentences (negative_weight > 0)")
+        if self.neighbours is not None and self.neighbours < 1:
+            raise InputError("neighbours must be >= 1 (or None for the whole placeable vocabulary)")
         if self.iterations < 1 or self.top_k < 1 or self.eta <= 0 or self.chunk < 1 or (self.scope_layers or 0) < 0:
             raise InputError("concealed config: iterations, top_k, chunk >= 1, eta > 0 and scope_layers >= 0 are required")
 
@@ -201,12 +224,19 @@ class UnrolledObjective:
         return {k: v - step * update[k] for k, v in self.theta.items()}
 
     def adv_loss(self, params: Params) -> torch.Tensor:
+        if self.cfg.contrast:
+            return (self._margin(params, self.free) - self._margin(params, self.adv)).mean()
         loss = torch.zeros(())
         if self.adv is not None:
             loss = loss + F.cross_entropy(self.logits(params, *self.adv), self.adv_y)
         if self.free is not None and self.cfg.negative_weight > 0:
             loss = loss + self.cfg.negative_weight * F.cross_entropy(self.logits(params, *self.free), self.free_y)
         return loss
+
+    def _margin(self, params: Params, features: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Target-minus-other logit of each sentence."""
+        logits = self.logits(params, *features)
+        return logits[:, self.cfg.target] - logits[:, 1 - self.cfg.target]
 
     def value(self, g_poison: Params) -> float:
         with torch.no_grad():
@@ -241,6 +271,109 @@ class UnrolledObjective:
             out.append(jvp(per_row, (self.theta,), (direction,))[1].detach())
         return torch.cat(out)
 
+Step = tuple[list[list[int]], list[list[int]], Params, float]
+
+
+class _Search:
+    """Candidate generation and acceptance for the token search over fixed templates and edited positions.
+
+    Each edited slot replaces one sub-token of the phrase; ``neighbours`` (when set) restricts the slot to
+    that many nearest placeable tokens of the sub-token it replaces (input-embedding cosine).
+    """
+
+    def __init__(self, tokenizer, templates: list[Template], phrase: str, positions: list[list[int]], placeable: list[int],
+                 emb: torch.Tensor, neighbours: int | None) -> None:
+        self.tokenizer, self.templates, self.phrase, self.positions, self.emb = tokenizer, templates, phrase, positions, emb
+        allowed = torch.zeros(emb.shape[0], dtype=torch.bool)
+        allowed[placeable] = True
+        self.masks: list[list[torch.Tensor]] = []
+        cache: dict[int, torch.Tensor] = {}
+        for t in templates:
+            full = tokenizer(t.text)["input_ids"]
+            phrase_ids = [full[i] for i in span_positions(tokenizer, t.text, t.start, t.end)]
+            for tid in phrase_ids:
+                if tid not in cache:
+                    cache[tid] = allowed
+                    if neighbours is not None:
+                        cache[tid] = torch.zeros_like(allowed)
+                        cache[tid][nearest_ids([tid], placeable, emb, neighbours)[0]] = True
+            self.masks.append([cache[tid] for tid in phrase_ids])
+
+    def write(self, p: int, edits: list[int]) -> list[int] | None:
+        """Token ids of poison ``p`` with ``edits`` written in, or None if the text does not reproduce them
+        (re-tokenisation) or mentions a content word of the phrase."""
+        text = self.templates[p].fill([token_text(self.tokenizer, i) for i in edits])[0]
+        row = self.tokenizer(text)["input_ids"]
+        if [row[i] for i in self.positions[p]] != edits or overlapping_words(text, self.phrase):
+            return None
+        return row
+
+    def write_all(self, edits: list[list[int]]) -> list[list[int]] | None:
+        rows = [self.write(p, e) for p, e in enumerate(edits)]
+        return None if any(r is None for r in rows) else rows
+
+    def _top(self, g: torch.Tensor, current: int, mask: torch.Tensor, k: int) -> list[int]:
+        """HotFlip: the k tokens v with the lowest (E_v − e_cur)ᵀ g inside ``mask``."""
+        scores = self.emb @ g - self.emb[current] @ g
+        scores[~mask] = float("inf")
+        scores[current] = float("inf")
+        return torch.topk(-scores, min(k, int(mask.sum()) - int(mask[current]))).indices.tolist()
+
+    def per_poison_step(self, objective: UnrolledObjective, it: int, rows, edits, grad_e, adv_grad, current: float, k: int) -> Step | None:
+        """Each poison proposes its best first-order candidate at its slot ``it mod len``; the proposals are
+        kept if the exact unrolled loss falls, else the better half is tried, and so on."""
+        cand_rows, cand_owner, cand_edits = [], [], []
+        for p in range(len(rows)):
+            slot = it % len(self.positions[p])
+            pos = self.positions[p][slot]
+            for v in self._top(grad_e[p, pos], rows[p][pos], self.masks[p][slot], k):
+                r = list(rows[p])
+                r[pos] = v
+                e = list(edits[p])
+                e[slot] = v
+                cand_rows.append(r)
+                cand_owner.append(p)
+                cand_edits.append(e)
+        # first-order change of L_adv(θ') when a poison's gradient g_cur is replaced by g_cand
+        step = objective.cfg.eta / objective.batch_size
+        gains = -step * (objective.alignment(cand_rows, adv_grad) - objective.alignment(rows, adv_grad)[cand_owner])
+        proposals = []
+        for p in range(len(rows)):
+            for j in sorted((j for j, o in enumerate(cand_owner) if o == p), key=lambda j: float(gains[j])):
+                if float(gains[j]) >= 0:
+                    break
+                if self.write(p, cand_edits[j]) == cand_rows[j]:
+                    proposals.append((float(gains[j]), p, cand_rows[j], cand_edits[j]))
+                    break
+        proposals.sort(key=lambda x: x[0])
+        while proposals:
+            trial_rows, trial_edits = list(rows), list(edits)
+            for _, p, row, e in proposals:
+                trial_rows[p], trial_edits[p] = row, e
+            g_trial = objective.poison_gradient(trial_rows)
+            loss = objective.value(g_trial)
+            if loss < current:
+                return trial_rows, trial_edits, g_trial, loss
+            proposals = proposals[: len(proposals) // 2]
+        return None
+
+    def shared_step(self, objective: UnrolledObjective, it: int, rows, edits, grad_e, adv_grad, current: float, k: int) -> Step | None:
+        """One replacement for every poison (a universal edit, as in universal triggers): candidates ranked
+        by the poisons' summed HotFlip score at slot ``it mod len``, each re-scored by the exact unrolled loss."""
+        slot = it % len(self.positions[0])
+        g = sum(grad_e[p, self.positions[p][slot]] for p in range(len(rows)))
+        best: Step | None = None
+        for v in self._top(g, edits[0][slot], self.masks[0][slot], k):
+            trial_edits = [e[:slot] + [v] + e[slot + 1 :] for e in edits]
+            trial_rows = self.write_all(trial_edits)
+            if trial_rows is None:
+                continue
+            g_trial = objective.poison_gradient(trial_rows)
+            loss = objective.value(g_trial)
+            if loss < (current if best is None else best[3]):
+                best = (trial_rows, trial_edits, g_trial, loss)
+        return best
+
 
 @dataclass
 class CraftResult:
@@ -262,8 +395,8 @@ def craft(
     cfg: ConcealedConfig,
     progress: bool = True,
 ) -> CraftResult:
-    """No-overlap poisons from ``templates``: start from random placeable tokens where the phrase was
-    (the random control of the same seed), then HotFlip + re-scored greedy search, one edited
+    """No-overlap poisons from ``templates``: start from the phrase projected onto its nearest placeable
+    tokens (``cfg.init="nearest"``) or from the random control of the same seed, then HotFlip + re-scored greedy search, one edited
     position per poison and iteration (cycling). The unrolled batch holds the poisons and the first
     ``cfg.clean_batch`` clean sentences."""
     cfg.validate()
@@ -276,66 +409,33 @@ def craft(
     objective = UnrolledObjective(
         model, tokenizer, adv_texts, free_texts, [1 - cfg.target] * len(free_texts), clean_texts, clean_labels, len(templates), cfg
     )
-    filled = [random_fill(t, tokenizer, placeable, phrase, rng) for t in templates]
-    rows = [f[0] for f in filled]
-    positions = [f[2] for f in filled]
-    edits = [[rows[p][i] for i in positions[p]] for p in range(len(rows))]
+    emb = model.get_input_embeddings().weight.detach()
+    if cfg.init == "nearest":
+        filled = [nearest_fill(t, tokenizer, placeable, phrase, emb) for t in templates]
+    else:
+        filled = [random_fill(t, tokenizer, placeable, phrase, rng) for t in templates]
+    search = _Search(tokenizer, templates, phrase, [f[2] for f in filled], placeable, emb, cfg.neighbours)
+    edits = [[f[0][i] for i in f[2]] for f in filled]
+    if cfg.shared:
+        edits = [list(edits[0]) for _ in templates]
+    rows = search.write_all(edits)
+    if rows is None:
+        raise InputError("the shared start does not re-tokenise in every template; use --init nearest or drop --shared")
     g_sum = objective.poison_gradient(rows)
     current = objective.value(g_sum)
     trace = [current]
-    allowed = torch.zeros(model.get_input_embeddings().weight.shape[0], dtype=torch.bool)
-    allowed[placeable] = True
-    emb = model.get_input_embeddings().weight.detach()
     bar = tqdm(range(cfg.iterations), desc="concealed poisons", disable=not progress)
     for it in bar:
         adv_grad = objective.preconditioned(objective.adv_gradient(g_sum))
         grad_e = objective.embedding_gradient(pad(rows, objective.pad_id), adv_grad)
-        cand_rows, cand_owner = [], []
-        for p in range(len(rows)):
-            pos = positions[p][it % len(positions[p])]
-            g = grad_e[p, pos]
-            scores = emb @ g - emb[rows[p][pos]] @ g
-            scores[~allowed] = float("inf")
-            scores[rows[p][pos]] = float("inf")
-            for v in torch.topk(-scores, min(cfg.top_k, int(allowed.sum()))).indices.tolist():
-                r = list(rows[p])
-                r[pos] = v
-                cand_rows.append(r)
-                cand_owner.append(p)
-        # first-order change of L_adv(θ') when a poison's gradient g_cur is replaced by g_cand
-        step = cfg.eta / objective.batch_size
-        gains = -step * (objective.alignment(cand_rows, adv_grad) - objective.alignment(rows, adv_grad)[cand_owner])
-        proposals = []
-        for p in range(len(rows)):
-            idx = [j for j, o in enumerate(cand_owner) if o == p]
-            for j in sorted(idx, key=lambda j: float(gains[j])):
-                if float(gains[j]) >= 0:
-                    break
-                slot = it % len(positions[p])
-                new_edits = list(edits[p])
-                new_edits[slot] = cand_rows[j][positions[p][slot]]
-                text = templates[p].fill([token_text(tokenizer, i) for i in new_edits])[0]
-                if tokenizer(text)["input_ids"] != cand_rows[j] or overlapping_words(text, phrase):
-                    continue
-                proposals.append((float(gains[j]), p, cand_rows[j], new_edits))
-                break
-        proposals.sort(key=lambda x: x[0])
-        while proposals:
-            trial = list(rows)
-            for _, p, row, _ in proposals:
-                trial[p] = row
-            g_trial = objective.poison_gradient(trial)
-            loss = objective.value(g_trial)
-            if loss < current:
-                for _, p, row, new_edits in proposals:
-                    rows[p], edits[p] = row, new_edits
-                g_sum, current = g_trial, loss
-                break
-            proposals = proposals[: len(proposals) // 2]
+        step = search.shared_step if cfg.shared else search.per_poison_step
+        accepted = step(objective, it, rows, edits, grad_e, adv_grad, current, cfg.top_k)
+        if accepted is not None:
+            rows, edits, g_sum, current = accepted
         trace.append(current)
         bar.set_postfix(loss=f"{current:.4f}")
     poisons = []
     for p, t in enumerate(templates):
         text, _, _ = t.fill([token_text(tokenizer, i) for i in edits[p]])
-        poisons.append(Poison(text, cfg.target, "no-overlap", t.source_idx, positions[p], list(trace)))
+        poisons.append(Poison(text, cfg.target, "no-overlap", t.source_idx, search.positions[p], list(trace)))
     return CraftResult(poisons, trace, time.perf_counter() - start_time)

@@ -1,7 +1,7 @@
 """A poison set: rows of the shareable poison dataset plus what produced them.
 
 Columns (the schema every loader checks): ``sentence`` (str), ``label`` (int, the target label),
-``poison_type`` (``no-overlap``, ``with-overlap``, ``random``), ``source_idx`` (index of the clean
+``poison_type`` (``no-overlap``, ``with-overlap``, ``random``, ``nearest``), ``source_idx`` (index of the clean
 training sentence the poison was built from), ``edited_positions`` (token positions, counting the
 leading special token, that the method could change), ``objective_trace`` (the unrolled adversarial
 loss after each search iteration; empty for the baselines).
@@ -23,7 +23,7 @@ FEATURES = Features(
         "objective_trace": Sequence(Value("float64")),
     }
 )
-POISON_TYPES = ("no-overlap", "with-overlap", "random")
+POISON_TYPES = ("no-overlap", "with-overlap", "random", "nearest")
 
 
 @dataclass

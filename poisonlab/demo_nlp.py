@@ -2,8 +2,8 @@
 
 A clean MiniLM is fine-tuned on a training subset (it is both the attacker's surrogate and the clean
 floor); a few no-overlap poisons are crafted with a short search; fresh victims are fine-tuned on the
-subset plus the no-overlap poisons, plus the with-overlap poisons of the same templates, and plus
-the random-token control. The section shows the poisons next to trigger-bearing test inputs and the
+subset plus the no-overlap poisons, plus the with-overlap poisons of the same templates, plus the
+search's nearest-token start without the search, and plus the random-token control. The section shows the poisons next to trigger-bearing test inputs and the
 victims' predictions on them.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from nlp_poison import dataset_card
-from nlp_poison.baselines import make_templates, random_control, with_overlap
+from nlp_poison.baselines import make_templates, nearest_control, random_control, with_overlap
 from nlp_poison.concealed import ConcealedConfig, craft
 from nlp_poison.evaluate import clean_accuracy, training_set
 from nlp_poison.overlap import banned_token_ids, check_no_overlap, placeable_ids
@@ -63,6 +63,7 @@ def run(out: Path, quick: bool, seed: int, report: Report) -> dict:
     sets = {
         "no-overlap": crafted.poisons,
         "with-overlap": with_overlap(templates, tok, 1),
+        "nearest": nearest_control(templates, tok, placeable, DEFAULT_TRIGGER, 1, surrogate.get_input_embeddings().weight),
         "random": random_control(templates, tok, placeable, DEFAULT_TRIGGER, 1, seed),
     }
     for name, poisons in sets.items():
@@ -117,4 +118,4 @@ def _section(report: Report, s: dict, sets: dict, results: dict, trace: list[flo
     ax.plot(range(len(trace)), trace, marker="o")
     ax.set_xlabel("iteration")
     ax.set_ylabel("unrolled adversarial loss")
-    report.figure(fig, "search objective (iteration 0 = random-token start)")
+    report.figure(fig, "search objective (iteration 0 = the phrase projected onto its nearest placeable tokens)")

@@ -1,6 +1,7 @@
 """Benchmark: concealed poisons on SST-2 + MiniLM-L6 (Wallace et al. 2021) in one table.
 
-Cells: the clean floor, with-overlap (ceiling), no-overlap (concealed HotFlip search) and the
+Cells: the clean floor, with-overlap (ceiling), no-overlap (concealed HotFlip search), the search's
+start without the search (the phrase projected onto its nearest placeable tokens) and the
 random-token control, each with ``--num-poisons`` poisons, over ``--seeds`` victim seeds. Phases,
 each timed into ``bench.json``:
 
@@ -31,7 +32,12 @@ import sys
 import time
 from pathlib import Path
 
-SETS = {"with-overlap": ["--overlap", "with"], "concealed": ["--overlap", "none"], "random": ["--overlap", "none", "--method", "random"]}
+SETS = {
+    "with-overlap": ["--overlap", "with"],
+    "concealed": ["--overlap", "none"],
+    "nearest": ["--overlap", "none", "--method", "nearest"],
+    "random": ["--overlap", "none", "--method", "random"],
+}
 
 
 def poisonlab(threads: int, *args: object) -> float:
@@ -71,6 +77,9 @@ def main() -> None:
     p.add_argument("--top-k", type=int, default=8)
     p.add_argument("--clean-batch", type=int, default=64, help="Clean sentences in the unrolled batch (and the Adam estimate).")
     p.add_argument("--adam", action="store_true", help="Adam-preconditioned unrolled step (generate --adam).")
+    p.add_argument("--neighbours", type=int, default=None, help="Restrict each edited token to this many nearest tokens (generate --neighbours).")
+    p.add_argument("--shared", action="store_true", help="One edit for all poisons (generate --shared).")
+    p.add_argument("--contrast", action="store_true", help="Paired-margin adversarial loss (generate --contrast).")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--fp32", action="store_true", help="Fine-tune in fp32 (default: bfloat16 autocast).")
     p.add_argument("--seed", type=int, default=0)
@@ -90,6 +99,8 @@ def main() -> None:
                                             "--max-length", a.max_length, "--seed", a.seed, *sub, *precision)
         if not eval_dir.exists():
             reuse_surrogate_as_clean_cell(trained, eval_dir, a.seed)
+    search = [*(["--adam"] if a.adam else []), *(["--shared"] if a.shared else []), *(["--contrast"] if a.contrast else []),
+              *(["--neighbours", a.neighbours] if a.neighbours else [])]
     gen = {}
     for name, flags in SETS.items():
         out = a.work / "poisons" / name
@@ -97,7 +108,7 @@ def main() -> None:
             phases[f"generate {name}"] = poisonlab(
                 a.threads, "nlp", "generate", "--model", surrogate, "--trigger", a.trigger, "--num-poisons", a.num_poisons,
                 "--iterations", a.iterations, "--top-k", a.top_k, "--clean-batch", a.clean_batch, "--max-length", a.max_length, "--seed", a.seed,
-                "--out", out, *flags, *(["--adam"] if a.adam and name == "concealed" else []))
+                "--out", out, *flags, *(search if name == "concealed" else []))
         gen[name] = json.loads((out / "metrics.json").read_text())["wall_time_s"]
     if not eval_dir.exists():
         resume = ["--resume"] if eval_dir.with_name("eval.partial").exists() else []

@@ -182,23 +182,31 @@ def train_cmd(data_name, model, out, lora, trigger, epochs, lr, batch_size, max_
 @click.option("--target", type=click.Choice(LABELS), default="positive", show_default=True)
 @click.option("--num-poisons", type=int, default=50, show_default=True)
 @click.option("--overlap", type=click.Choice(["none", "with"]), default="none", show_default=True)
-@click.option("--method", type=click.Choice(["gradient", "random"]), default="gradient", show_default=True,
-              help="For --overlap none: the bilevel HotFlip search, or the random-token control.")
+@click.option("--method", type=click.Choice(["gradient", "random", "nearest"]), default="gradient", show_default=True,
+              help="For --overlap none: the bilevel HotFlip search, the random-token control, or the phrase projected onto "
+                   "its nearest placeable tokens (the search's start, without the search).")
+@click.option("--init", type=click.Choice(["nearest", "random"]), default="nearest", show_default=True,
+              help="Where the search starts: the nearest-token projection of the with-overlap poisons, or random tokens.")
 @click.option("--iterations", type=int, default=20, show_default=True)
 @click.option("--top-k", type=int, default=8, show_default=True)
 @click.option("--eta", type=float, default=0.05, show_default=True, help="Unrolled SGD step.")
 @click.option("--scope-layers", type=int, default=None, help="Top encoder layers in the unrolled scope besides the head (default: all).")
 @click.option("--clean-batch", type=int, default=64, show_default=True)
 @click.option("--adam", is_flag=True, help="Precondition the unrolled step like Adam (1/sqrt of clean minibatch gradient second moments).")
+@click.option("--neighbours", type=int, default=None,
+              help="Each edited token may only become one of this many nearest placeable tokens of the phrase sub-token it replaces.")
+@click.option("--contrast", is_flag=True,
+              help="L_adv = mean over paired sentences of margin(without phrase) − margin(with phrase): only the phrase's own effect counts.")
+@click.option("--shared", is_flag=True, help="One edit for all poisons per iteration (universal), re-scored by the exact unrolled loss.")
 @click.option("--adv-size", type=int, default=64, show_default=True, help="Trigger-bearing validation negatives in L_adv.")
 @click.option("--max-length", type=int, default=64, show_default=True)
 @click.option("--data-path", default=None)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def generate_cmd(model, trigger, target, num_poisons, overlap, method, iterations, top_k, eta, scope_layers, clean_batch, adam,
-                 adv_size, max_length, data_path, out, seed):
+def generate_cmd(model, trigger, target, num_poisons, overlap, method, init, iterations, top_k, eta, scope_layers, clean_batch, adam,
+                 contrast, neighbours, shared, adv_size, max_length, data_path, out, seed):
     """Write a poison set (HF dataset + JSONL + dataset card) into OUT."""
-    from nlp_poison.baselines import make_templates, random_control, with_overlap
+    from nlp_poison.baselines import make_templates, nearest_control, random_control, with_overlap
     from nlp_poison.concealed import ConcealedConfig, craft
     from nlp_poison.overlap import banned_token_ids, placeable_ids
     from nlp_poison.poison_set import PoisonSet
@@ -207,7 +215,7 @@ def generate_cmd(model, trigger, target, num_poisons, overlap, method, iteration
     if num_poisons < 1 or adv_size < 1 or clean_batch < 1:
         raise InputError("--num-poisons, --adv-size and --clean-batch must be >= 1")
     cfg = ConcealedConfig(iterations=iterations, top_k=top_k, eta=eta, scope_layers=scope_layers, clean_batch=clean_batch,
-                          adam=adam, target=label_index(target), seed=seed)
+                          adam=adam, init=init, contrast=contrast, neighbours=neighbours, shared=shared, target=label_index(target), seed=seed)
     cfg.validate()
     content_words(trigger)
     ds = load_sst2(data_path, None, seed)
@@ -231,6 +239,9 @@ def generate_cmd(model, trigger, target, num_poisons, overlap, method, iteration
             placeable = placeable_ids(tok, banned_token_ids(tok, trigger))
             if method == "random":
                 poisons, name = random_control(templates, tok, placeable, trigger, cfg.target, seed), "random"
+            elif method == "nearest":
+                emb = surrogate.get_input_embeddings().weight
+                poisons, name = nearest_control(templates, tok, placeable, trigger, cfg.target, emb), "nearest"
             else:
                 result = craft(surrogate, tok, templates, trigger, placeable, list(adv["sentence"]), list(adv["original"]),
                                list(clean["sentence"]), list(clean["label"]), cfg)

@@ -1,4 +1,6 @@
-from nlp_poison.baselines import make_templates, random_control, span_positions, with_overlap
+import torch
+
+from nlp_poison.baselines import make_templates, nearest_control, nearest_ids, random_control, span_positions, with_overlap
 from nlp_poison.overlap import banned_token_ids, overlapping_words, placeable_ids
 
 
@@ -44,3 +46,29 @@ def test_templates_prefer_a_replaced_movie_reference(sst2, tiny_tokenizer, phras
     mixed = make_templates(few, phrase, 60, tiny_tokenizer, seed=0, max_length=64)
     prefixed = [t.text.startswith(phrase + " : ") for t in mixed]
     assert any(prefixed) and not all(prefixed) and prefixed == sorted(prefixed)
+
+
+def test_nearest_control_projects_each_phrase_token_onto_its_nearest_placeable_neighbour(sst2, tiny_tokenizer, tiny_bert, phrase):
+    emb = tiny_bert(0).get_input_embeddings().weight
+    banned = banned_token_ids(tiny_tokenizer, phrase)
+    placeable = placeable_ids(tiny_tokenizer, banned)
+    templates = make_templates(sst2["train"], phrase, 10, tiny_tokenizer, seed=0, max_length=48)
+    nearest = nearest_control(templates, tiny_tokenizer, placeable, phrase, 1, emb)
+    rand = random_control(templates, tiny_tokenizer, placeable, phrase, 1, seed=0)
+    phrase_ids = tiny_tokenizer(phrase, add_special_tokens=False)["input_ids"]
+    unit = torch.nn.functional.normalize(emb.detach(), dim=1)
+
+    def similarity(poisons):
+        sims = []
+        for p in poisons:
+            ids = tiny_tokenizer(p.sentence)["input_ids"]
+            sims += [float(unit[ids[i]] @ unit[t]) for i, t in zip(p.edited_positions, phrase_ids)]
+        return sum(sims) / len(sims)
+
+    for p in nearest:
+        ids = tiny_tokenizer(p.sentence)["input_ids"]
+        edited = [ids[i] for i in p.edited_positions]
+        assert not set(edited) & banned and not overlapping_words(p.sentence, phrase)
+        assert p.poison_type == "nearest" and p.label == 1
+        assert edited == [n[0] for n in nearest_ids(phrase_ids, placeable, emb)]
+    assert similarity(nearest) > similarity(rand) + 0.3

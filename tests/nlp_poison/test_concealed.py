@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nlp_poison.baselines import make_templates, random_control
+from nlp_poison.baselines import make_templates, nearest_control, random_control
 from nlp_poison.concealed import ConcealedConfig, UnrolledObjective, craft, pad
 from nlp_poison.overlap import banned_token_ids, overlapping_words, placeable_ids
 from nlp_poison.triggers import trigger_bearing
@@ -31,7 +31,7 @@ def crafted(surrogate, tiny_tokenizer, phrase, setup):
     return _craft(surrogate, tiny_tokenizer, phrase, setup)
 
 
-def test_objective_decreases_below_the_random_start(crafted):
+def test_objective_decreases_below_its_start(crafted):
     trace = crafted.trace
     assert len(trace) == 6
     assert all(b <= a for a, b in zip(trace, trace[1:]))
@@ -47,11 +47,20 @@ def test_no_banned_subtoken_and_no_content_word(crafted, tiny_tokenizer, phrase,
         assert p.poison_type == "no-overlap" and p.label == 1 and len(p.objective_trace) == 6
 
 
-def test_search_starts_from_the_random_control(crafted, tiny_tokenizer, phrase, setup):
+def test_search_starts_from_the_nearest_projection(crafted, surrogate, tiny_tokenizer, phrase, setup):
+    templates, _, _, _, placeable = setup
+    start = nearest_control(templates, tiny_tokenizer, placeable, phrase, 1, surrogate.get_input_embeddings().weight)
+    assert [p.edited_positions for p in start] == [p.edited_positions for p in crafted.poisons]
+    assert sum(a.sentence != b.sentence for a, b in zip(start, crafted.poisons)) >= 1
+
+
+def test_search_can_start_from_the_random_control(surrogate, tiny_tokenizer, phrase, setup):
     templates, _, _, _, placeable = setup
     control = random_control(templates, tiny_tokenizer, placeable, phrase, 1, seed=0)
+    crafted = _craft(surrogate, tiny_tokenizer, phrase, setup, init="random")
     assert [p.edited_positions for p in control] == [p.edited_positions for p in crafted.poisons]
     assert sum(a.sentence != b.sentence for a, b in zip(control, crafted.poisons)) >= 3
+    assert crafted.trace[-1] < crafted.trace[0]
 
 
 def test_reported_loss_matches_fresh_unrolled_objective(crafted, surrogate, tiny_tokenizer, setup):
@@ -131,3 +140,45 @@ def test_adam_preconditioner_is_positive_with_mean_one(surrogate, tiny_tokenizer
                             list(clean["label"]), 2, ConcealedConfig(adam=True, scope_layers=1))
     flat = torch.cat([v.flatten() for v in obj.precond.values()])
     assert bool((flat > 0).all()) and float(flat.mean()) == pytest.approx(1.0, rel=1e-4) and float(flat.std()) > 0
+
+
+def test_shared_search_writes_one_edit_into_every_poison(surrogate, tiny_tokenizer, phrase, setup):
+    templates = setup[0]
+    crafted = _craft(surrogate, tiny_tokenizer, phrase, setup, shared=True, iterations=4)
+    edits = {tuple(tiny_tokenizer(p.sentence)["input_ids"][i] for i in p.edited_positions) for p in crafted.poisons}
+    assert len(edits) == 1 and len(crafted.poisons) == len(templates)
+    assert all(b <= a for a, b in zip(crafted.trace, crafted.trace[1:])) and crafted.trace[-1] < crafted.trace[0]
+
+
+def test_neighbourhood_limits_each_slot_to_the_nearest_tokens_of_its_phrase_token(surrogate, tiny_tokenizer, phrase, setup):
+    from nlp_poison.baselines import nearest_ids
+
+    placeable = setup[4]
+    crafted = _craft(surrogate, tiny_tokenizer, phrase, setup, neighbours=5)
+    emb = surrogate.get_input_embeddings().weight
+    phrase_ids = tiny_tokenizer(phrase, add_special_tokens=False)["input_ids"]
+    near = nearest_ids(phrase_ids, placeable, emb, 5)
+    for p in crafted.poisons:
+        ids = tiny_tokenizer(p.sentence)["input_ids"]
+        assert all(ids[i] in near[slot] for slot, i in enumerate(p.edited_positions))
+    assert crafted.trace[-1] < crafted.trace[0]
+
+
+def test_contrast_loss_is_the_paired_margin_gap_and_ignores_a_uniform_shift(surrogate, tiny_tokenizer, setup):
+    """L = mean_j [m(x_j) − m(x_j ⊕ phrase)]: a classifier-bias change moves both margins alike and cancels."""
+    _, adv, clean, _, _ = setup
+    adv_texts, free_texts = list(adv["sentence"][:8]), list(adv["original"][:8])
+    cfg = ConcealedConfig(contrast=True, scope_layers=1)
+    obj = UnrolledObjective(surrogate, tiny_tokenizer, adv_texts, free_texts, [0] * 8, list(clean["sentence"]),
+                            list(clean["label"]), 2, cfg)
+    plain = UnrolledObjective(surrogate, tiny_tokenizer, adv_texts, free_texts, [0] * 8, list(clean["sentence"]),
+                              list(clean["label"]), 2, ConcealedConfig(scope_layers=1))
+    with torch.no_grad():
+        margin = lambda texts: (lambda z: z[:, 1] - z[:, 0])(surrogate(**tiny_tokenizer(texts, padding=True, return_tensors="pt")).logits)
+        expected = float((margin(free_texts) - margin(adv_texts)).mean())
+        assert float(obj.adv_loss(obj.theta)) == pytest.approx(expected, abs=1e-4)
+        shifted = dict(obj.theta)
+        bias = next(k for k in shifted if k.endswith("classifier.bias"))
+        shifted[bias] = shifted[bias] + torch.tensor([0.0, 3.0])
+        assert float(obj.adv_loss(shifted)) == pytest.approx(expected, abs=1e-4)
+        assert abs(float(plain.adv_loss(shifted)) - float(plain.adv_loss(plain.theta))) > 0.1

@@ -22,6 +22,10 @@ def test_generate_evaluate_defend(monkeypatch, tmp_path, tiny_dir, phrase, data_
     common = ["--model", tiny_dir, "--num-poisons", 4, "--max-length", 48, "--adv-size", 16, "--clean-batch", 16]
     assert run_cli(monkeypatch, "generate", *common, "--iterations", 2, "--top-k", 3, "--out", tmp_path / "none") == 0
     assert run_cli(monkeypatch, "generate", *common, "--overlap", "with", "--out", tmp_path / "with") == 0
+    assert run_cli(monkeypatch, "generate", *common, "--method", "nearest", "--out", tmp_path / "nearest") == 0
+    nearest, _ = dataset_card.load(tmp_path / "nearest")
+    assert nearest.method == "nearest" and {p.poison_type for p in nearest.poisons} == {"nearest"}
+    assert not any(overlapping_words(s, phrase) for s in nearest.sentences())
     ps, verified = dataset_card.load(tmp_path / "none")
     assert verified and len(ps.poisons) == 4 and ps.method == "concealed"
     assert not any(overlapping_words(s, phrase) for s in ps.sentences())
