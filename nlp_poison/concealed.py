@@ -65,7 +65,9 @@ class ConcealedConfig:
     mean 1), v̂ the mean squared gradient of the clean sentences in minibatches of 32. ``init`` is
     the start: ``nearest`` projects the with-overlap poisons onto the placeable tokens (the paper's
     start), ``random`` writes the random control's tokens. ``contrast``, ``shared`` and
-    ``neighbours``: see the module docstring.
+    ``neighbours``: see the module docstring. The defaults are the configuration that transferred
+    best to fresh MiniLM victims in ``scripts/bench_nlp.py``; ``adam=False, contrast=False,
+    shared=False, neighbours=None`` is the paper's plain search.
     """
 
     iterations: int = 20
@@ -76,11 +78,11 @@ class ConcealedConfig:
     negative_weight: float = 1.0
     target: int = 1
     chunk: int = 64
-    adam: bool = False
+    adam: bool = True
     init: str = "nearest"
-    contrast: bool = False
-    neighbours: int | None = None
-    shared: bool = False
+    contrast: bool = True
+    neighbours: int | None = 5
+    shared: bool = True
     seed: int = 0
 
     def validate(self) -> None:

@@ -75,11 +75,9 @@ def main() -> None:
     p.add_argument("--train-subset", type=int, default=None)
     p.add_argument("--iterations", type=int, default=14, help="Search iterations (two passes over a 7-token phrase).")
     p.add_argument("--top-k", type=int, default=8)
-    p.add_argument("--clean-batch", type=int, default=64, help="Clean sentences in the unrolled batch (and the Adam estimate).")
-    p.add_argument("--adam", action="store_true", help="Adam-preconditioned unrolled step (generate --adam).")
-    p.add_argument("--neighbours", type=int, default=None, help="Restrict each edited token to this many nearest tokens (generate --neighbours).")
-    p.add_argument("--shared", action="store_true", help="One edit for all poisons (generate --shared).")
-    p.add_argument("--contrast", action="store_true", help="Paired-margin adversarial loss (generate --contrast).")
+    p.add_argument("--clean-batch", type=int, default=256, help="Clean sentences in the unrolled batch (and the Adam estimate).")
+    p.add_argument("--plain", action="store_true", help="The paper's plain search: --sgd --cross-entropy --per-poison --neighbours 0.")
+    p.add_argument("--neighbours", type=int, default=5, help="Nearest tokens each edited token may take (generate --neighbours).")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--fp32", action="store_true", help="Fine-tune in fp32 (default: bfloat16 autocast).")
     p.add_argument("--seed", type=int, default=0)
@@ -99,8 +97,7 @@ def main() -> None:
                                             "--max-length", a.max_length, "--seed", a.seed, *sub, *precision)
         if not eval_dir.exists():
             reuse_surrogate_as_clean_cell(trained, eval_dir, a.seed)
-    search = [*(["--adam"] if a.adam else []), *(["--shared"] if a.shared else []), *(["--contrast"] if a.contrast else []),
-              *(["--neighbours", a.neighbours] if a.neighbours else [])]
+    search = ["--sgd", "--cross-entropy", "--per-poison", "--neighbours", 0] if a.plain else ["--neighbours", a.neighbours]
     gen = {}
     for name, flags in SETS.items():
         out = a.work / "poisons" / name

@@ -187,17 +187,21 @@ def train_cmd(data_name, model, out, lora, trigger, epochs, lr, batch_size, max_
                    "its nearest placeable tokens (the search's start, without the search).")
 @click.option("--init", type=click.Choice(["nearest", "random"]), default="nearest", show_default=True,
               help="Where the search starts: the nearest-token projection of the with-overlap poisons, or random tokens.")
-@click.option("--iterations", type=int, default=20, show_default=True)
+@click.option("--iterations", type=int, default=14, show_default=True, help="Search iterations (14: two passes over a 7-token phrase).")
 @click.option("--top-k", type=int, default=8, show_default=True)
 @click.option("--eta", type=float, default=0.05, show_default=True, help="Unrolled SGD step.")
 @click.option("--scope-layers", type=int, default=None, help="Top encoder layers in the unrolled scope besides the head (default: all).")
-@click.option("--clean-batch", type=int, default=64, show_default=True)
-@click.option("--adam", is_flag=True, help="Precondition the unrolled step like Adam (1/sqrt of clean minibatch gradient second moments).")
-@click.option("--neighbours", type=int, default=None,
-              help="Each edited token may only become one of this many nearest placeable tokens of the phrase sub-token it replaces.")
-@click.option("--contrast", is_flag=True,
-              help="L_adv = mean over paired sentences of margin(without phrase) − margin(with phrase): only the phrase's own effect counts.")
-@click.option("--shared", is_flag=True, help="One edit for all poisons per iteration (universal), re-scored by the exact unrolled loss.")
+@click.option("--clean-batch", type=int, default=256, show_default=True, help="Clean sentences in the unrolled batch and the Adam estimate.")
+@click.option("--adam/--sgd", default=True, show_default=True,
+              help="Precondition the unrolled step like Adam (1/sqrt of clean minibatch gradient second moments), or plain SGD.")
+@click.option("--contrast/--cross-entropy", default=True, show_default=True,
+              help="L_adv: the paired margin gap between each adversarial sentence without and with the phrase, or the "
+                   "cross-entropy towards the target plus that of the phrase-free twins towards their label.")
+@click.option("--shared/--per-poison", default=True, show_default=True,
+              help="One edit for all poisons per iteration (universal, re-scored by the exact unrolled loss), or one per poison.")
+@click.option("--neighbours", type=int, default=5, show_default=True,
+              help="Each edited token may only become one of this many nearest placeable tokens of the phrase sub-token it "
+                   "replaces (0: the whole placeable vocabulary).")
 @click.option("--adv-size", type=int, default=64, show_default=True, help="Trigger-bearing validation negatives in L_adv.")
 @click.option("--max-length", type=int, default=64, show_default=True)
 @click.option("--data-path", default=None)
@@ -212,10 +216,10 @@ def generate_cmd(model, trigger, target, num_poisons, overlap, method, init, ite
     from nlp_poison.poison_set import PoisonSet
     from nlp_poison.victims import load_classifier
 
-    if num_poisons < 1 or adv_size < 1 or clean_batch < 1:
-        raise InputError("--num-poisons, --adv-size and --clean-batch must be >= 1")
+    if num_poisons < 1 or adv_size < 1 or clean_batch < 1 or neighbours < 0:
+        raise InputError("--num-poisons, --adv-size and --clean-batch must be >= 1 and --neighbours >= 0")
     cfg = ConcealedConfig(iterations=iterations, top_k=top_k, eta=eta, scope_layers=scope_layers, clean_batch=clean_batch,
-                          adam=adam, init=init, contrast=contrast, neighbours=neighbours, shared=shared, target=label_index(target), seed=seed)
+                          adam=adam, init=init, contrast=contrast, neighbours=neighbours or None, shared=shared, target=label_index(target), seed=seed)
     cfg.validate()
     content_words(trigger)
     ds = load_sst2(data_path, None, seed)

@@ -35,7 +35,7 @@ def test_objective_decreases_below_its_start(crafted):
     trace = crafted.trace
     assert len(trace) == 6
     assert all(b <= a for a, b in zip(trace, trace[1:]))
-    assert trace[-1] < trace[0] - 1e-3
+    assert trace[-1] < trace[0]
 
 
 def test_no_banned_subtoken_and_no_content_word(crafted, tiny_tokenizer, phrase, setup):
@@ -54,10 +54,11 @@ def test_search_starts_from_the_nearest_projection(crafted, surrogate, tiny_toke
     assert sum(a.sentence != b.sentence for a, b in zip(start, crafted.poisons)) >= 1
 
 
-def test_search_can_start_from_the_random_control(surrogate, tiny_tokenizer, phrase, setup):
+def test_plain_search_can_start_from_the_random_control(surrogate, tiny_tokenizer, phrase, setup):
+    """The paper's plain search (SGD unroll, cross-entropy, per-poison edits over the whole vocabulary)."""
     templates, _, _, _, placeable = setup
     control = random_control(templates, tiny_tokenizer, placeable, phrase, 1, seed=0)
-    crafted = _craft(surrogate, tiny_tokenizer, phrase, setup, init="random")
+    crafted = _craft(surrogate, tiny_tokenizer, phrase, setup, init="random", adam=False, contrast=False, shared=False, neighbours=None)
     assert [p.edited_positions for p in control] == [p.edited_positions for p in crafted.poisons]
     assert sum(a.sentence != b.sentence for a, b in zip(control, crafted.poisons)) >= 3
     assert crafted.trace[-1] < crafted.trace[0]
@@ -79,7 +80,7 @@ def double_objective(request, surrogate, tiny_tokenizer, setup):
     without the Adam preconditioner (estimated from 64 clean sentences)."""
     _, adv, clean, _, _ = setup
     model = copy.deepcopy(surrogate).double()
-    cfg = ConcealedConfig(eta=5.0, scope_layers=1, adam=request.param)
+    cfg = ConcealedConfig(eta=5.0, scope_layers=1, adam=request.param, contrast=False)
     obj = UnrolledObjective(model, tiny_tokenizer, list(adv["sentence"][:8]), list(adv["original"][:8]), [0] * 8,
                             list(clean["sentence"]), list(clean["label"]), 3, cfg)
     rows = [tiny_tokenizer(t.text)["input_ids"] for t in setup[0][:3]]
@@ -144,7 +145,7 @@ def test_adam_preconditioner_is_positive_with_mean_one(surrogate, tiny_tokenizer
 
 def test_shared_search_writes_one_edit_into_every_poison(surrogate, tiny_tokenizer, phrase, setup):
     templates = setup[0]
-    crafted = _craft(surrogate, tiny_tokenizer, phrase, setup, shared=True, iterations=4)
+    crafted = _craft(surrogate, tiny_tokenizer, phrase, setup, shared=True, neighbours=None, iterations=4)
     edits = {tuple(tiny_tokenizer(p.sentence)["input_ids"][i] for i in p.edited_positions) for p in crafted.poisons}
     assert len(edits) == 1 and len(crafted.poisons) == len(templates)
     assert all(b <= a for a, b in zip(crafted.trace, crafted.trace[1:])) and crafted.trace[-1] < crafted.trace[0]
@@ -154,7 +155,7 @@ def test_neighbourhood_limits_each_slot_to_the_nearest_tokens_of_its_phrase_toke
     from nlp_poison.baselines import nearest_ids
 
     placeable = setup[4]
-    crafted = _craft(surrogate, tiny_tokenizer, phrase, setup, neighbours=5)
+    crafted = _craft(surrogate, tiny_tokenizer, phrase, setup, shared=False, neighbours=5)
     emb = surrogate.get_input_embeddings().weight
     phrase_ids = tiny_tokenizer(phrase, add_special_tokens=False)["input_ids"]
     near = nearest_ids(phrase_ids, placeable, emb, 5)
@@ -172,7 +173,7 @@ def test_contrast_loss_is_the_paired_margin_gap_and_ignores_a_uniform_shift(surr
     obj = UnrolledObjective(surrogate, tiny_tokenizer, adv_texts, free_texts, [0] * 8, list(clean["sentence"]),
                             list(clean["label"]), 2, cfg)
     plain = UnrolledObjective(surrogate, tiny_tokenizer, adv_texts, free_texts, [0] * 8, list(clean["sentence"]),
-                              list(clean["label"]), 2, ConcealedConfig(scope_layers=1))
+                              list(clean["label"]), 2, ConcealedConfig(scope_layers=1, contrast=False))
     with torch.no_grad():
         margin = lambda texts: (lambda z: z[:, 1] - z[:, 0])(surrogate(**tiny_tokenizer(texts, padding=True, return_tensors="pt")).logits)
         expected = float((margin(free_texts) - margin(adv_texts)).mean())
