@@ -65,9 +65,9 @@ class ConcealedConfig:
     mean 1), v̂ the mean squared gradient of the clean sentences in minibatches of 32. ``init`` is
     the start: ``nearest`` projects the with-overlap poisons onto the placeable tokens (the paper's
     start), ``random`` writes the random control's tokens. ``contrast``, ``shared`` and
-    ``neighbours``: see the module docstring. The defaults are the configuration that transferred
-    best to fresh MiniLM victims in ``scripts/bench_nlp.py``; ``adam=False, contrast=False,
-    shared=False, neighbours=None`` is the paper's plain search.
+    ``neighbours``: see the module docstring. The defaults keep the search near its start, which is
+    what transferred to fresh MiniLM victims (``scripts/bench_nlp.py``); ``adam=False,
+    contrast=False, shared=False, neighbours=None`` is the paper's plain search.
     """
 
     iterations: int = 20
