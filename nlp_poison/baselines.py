@@ -94,6 +94,19 @@ def with_overlap(templates: list[Template], tokenizer: PreTrainedTokenizerBase, 
     ]
 
 
+def place(
+    template: Template, tokenizer: PreTrainedTokenizerBase, ids: list[int], phrase: str
+) -> tuple[list[int], str, list[int]] | None:
+    """``ids`` written where the phrase was: (token ids, sentence, edited positions), or None when the
+    sentence does not re-tokenise to ``ids`` there or mentions a content word of the phrase."""
+    text, start, end = template.fill([token_text(tokenizer, i) for i in ids])
+    positions = span_positions(tokenizer, text, start, end)
+    row = tokenizer(text)["input_ids"]
+    if [row[p] for p in positions] != ids or overlapping_words(text, phrase):
+        return None
+    return row, text, positions
+
+
 def random_fill(
     template: Template,
     tokenizer: PreTrainedTokenizerBase,
@@ -105,12 +118,9 @@ def random_fill(
     """Random placeable ids in place of the phrase: (token ids, sentence, edited positions)."""
     count = len(span_positions(tokenizer, template.text, template.start, template.end))
     for _ in range(tries):
-        ids = [int(i) for i in rng.choice(placeable, size=count)]
-        text, start, end = template.fill([token_text(tokenizer, i) for i in ids])
-        positions = span_positions(tokenizer, text, start, end)
-        full = tokenizer(text)["input_ids"]
-        if [full[p] for p in positions] == ids and not overlapping_words(text, phrase):
-            return full, text, positions
+        placed = place(template, tokenizer, [int(i) for i in rng.choice(placeable, size=count)], phrase)
+        if placed is not None:
+            return placed
     raise InputError(f"could not place {count} random tokens into {template.text!r}; check the tokenizer's vocabulary")
 
 
@@ -148,12 +158,9 @@ def nearest_fill(
     phrase_ids = [full[p] for p in span_positions(tokenizer, template.text, template.start, template.end)]
     ranked = nearest_ids(phrase_ids, placeable, embeddings, tries)
     for rank in range(len(ranked[0])):
-        ids = [r[rank] for r in ranked]
-        text, start, end = template.fill([token_text(tokenizer, i) for i in ids])
-        positions = span_positions(tokenizer, text, start, end)
-        row = tokenizer(text)["input_ids"]
-        if [row[p] for p in positions] == ids and not overlapping_words(text, phrase):
-            return row, text, positions
+        placed = place(template, tokenizer, [r[rank] for r in ranked], phrase)
+        if placed is not None:
+            return placed
     raise InputError(f"could not write nearest placeable tokens into {template.text!r}; use --method random")
 
 
