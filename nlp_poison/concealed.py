@@ -283,8 +283,8 @@ class _Search:
     that many nearest placeable tokens of the sub-token it replaces (input-embedding cosine).
     """
 
-    def __init__(self, tokenizer, templates: list[Template], phrase: str, positions: list[list[int]], placeable: list[int],
-                 emb: torch.Tensor, neighbours: int | None) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, templates: list[Template], phrase: str, positions: list[list[int]],
+                 placeable: list[int], emb: torch.Tensor, neighbours: int | None) -> None:
         self.tokenizer, self.templates, self.phrase, self.positions, self.emb = tokenizer, templates, phrase, positions, emb
         allowed = torch.zeros(emb.shape[0], dtype=torch.bool)
         allowed[placeable] = True
@@ -321,7 +321,8 @@ class _Search:
         scores[current] = float("inf")
         return torch.topk(-scores, min(k, int(mask.sum()) - int(mask[current]))).indices.tolist()
 
-    def per_poison_step(self, objective: UnrolledObjective, it: int, rows, edits, grad_e, adv_grad, current: float, k: int) -> Step | None:
+    def per_poison_step(self, objective: UnrolledObjective, it: int, rows: list[list[int]], edits: list[list[int]],
+                       grad_e: torch.Tensor, adv_grad: Params, current: float, k: int) -> Step | None:
         """Each poison proposes its best first-order candidate at its slot ``it mod len``; the proposals are
         kept if the exact unrolled loss falls, else the better half is tried, and so on."""
         cand_rows, cand_owner, cand_edits = [], [], []
@@ -359,7 +360,8 @@ class _Search:
             proposals = proposals[: len(proposals) // 2]
         return None
 
-    def shared_step(self, objective: UnrolledObjective, it: int, rows, edits, grad_e, adv_grad, current: float, k: int) -> Step | None:
+    def shared_step(self, objective: UnrolledObjective, it: int, rows: list[list[int]], edits: list[list[int]],
+                    grad_e: torch.Tensor, adv_grad: Params, current: float, k: int) -> Step | None:
         """One replacement for every poison (a universal edit, as in universal triggers): candidates ranked
         by the poisons' summed HotFlip score at slot ``it mod len``, each re-scored by the exact unrolled loss."""
         slot = it % len(self.positions[0])
@@ -398,9 +400,9 @@ def craft(
     progress: bool = True,
 ) -> CraftResult:
     """No-overlap poisons from ``templates``: start from the phrase projected onto its nearest placeable
-    tokens (``cfg.init="nearest"``) or from the random control of the same seed, then HotFlip + re-scored greedy search, one edited
-    position per poison and iteration (cycling). The unrolled batch holds the poisons and the first
-    ``cfg.clean_batch`` clean sentences."""
+    tokens (``cfg.init="nearest"``) or from the random control of the same seed, then HotFlip +
+    re-scored greedy search, one edited position per iteration (cycling), per poison or shared. The
+    unrolled batch holds the poisons and the first ``cfg.clean_batch`` clean sentences."""
     cfg.validate()
     if not templates:
         raise InputError("no templates to craft from; ask for at least one poison")
