@@ -47,6 +47,12 @@ def span_positions(tokenizer: PreTrainedTokenizerBase, text: str, start: int, en
     return [i for i, (a, b) in enumerate(enc["offset_mapping"]) if b > a and a >= start and b <= end]
 
 
+def phrase_ids(template: Template, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The token ids the phrase occupies in ``template`` (the with-overlap poison's edited tokens)."""
+    full = tokenizer(template.text)["input_ids"]
+    return [full[i] for i in span_positions(tokenizer, template.text, template.start, template.end)]
+
+
 def make_templates(
     train: Dataset,
     phrase: str,
@@ -154,9 +160,7 @@ def nearest_fill(
 ) -> tuple[list[int], str, list[int]]:
     """The phrase's sub-tokens replaced by their nearest placeable neighbours: (token ids, sentence,
     edited positions). Should the written text not re-tokenise to those ids, the next-nearest rank is tried."""
-    full = tokenizer(template.text)["input_ids"]
-    phrase_ids = [full[p] for p in span_positions(tokenizer, template.text, template.start, template.end)]
-    ranked = nearest_ids(phrase_ids, placeable, embeddings, tries)
+    ranked = nearest_ids(phrase_ids(template, tokenizer), placeable, embeddings, tries)
     for rank in range(len(ranked[0])):
         placed = place(template, tokenizer, [r[rank] for r in ranked], phrase)
         if placed is not None:

@@ -45,8 +45,8 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from fedharness.errors import InputError
-from nlp_poison.baselines import Template, nearest_fill, nearest_ids, random_fill, span_positions
-from nlp_poison.overlap import overlapping_words, token_text
+from nlp_poison.baselines import Template, nearest_fill, nearest_ids, phrase_ids, place, random_fill
+from nlp_poison.overlap import token_text
 from nlp_poison.poison_set import Poison
 
 Params = dict[str, torch.Tensor]
@@ -288,27 +288,20 @@ class _Search:
         self.tokenizer, self.templates, self.phrase, self.positions, self.emb = tokenizer, templates, phrase, positions, emb
         allowed = torch.zeros(emb.shape[0], dtype=torch.bool)
         allowed[placeable] = True
-        self.masks: list[list[torch.Tensor]] = []
-        cache: dict[int, torch.Tensor] = {}
-        for t in templates:
-            full = tokenizer(t.text)["input_ids"]
-            phrase_ids = [full[i] for i in span_positions(tokenizer, t.text, t.start, t.end)]
-            for tid in phrase_ids:
-                if tid not in cache:
-                    cache[tid] = allowed
-                    if neighbours is not None:
-                        cache[tid] = torch.zeros_like(allowed)
-                        cache[tid][nearest_ids([tid], placeable, emb, neighbours)[0]] = True
-            self.masks.append([cache[tid] for tid in phrase_ids])
+        slots = [phrase_ids(t, tokenizer) for t in templates]
+        distinct = sorted({tid for ids in slots for tid in ids})
+        masks = dict.fromkeys(distinct, allowed)
+        if neighbours is not None:
+            for tid, near in zip(distinct, nearest_ids(distinct, placeable, emb, neighbours)):
+                masks[tid] = torch.zeros_like(allowed)
+                masks[tid][near] = True
+        self.masks = [[masks[tid] for tid in ids] for ids in slots]
 
     def write(self, p: int, edits: list[int]) -> list[int] | None:
-        """Token ids of poison ``p`` with ``edits`` written in, or None if the text does not reproduce them
-        (re-tokenisation) or mentions a content word of the phrase."""
-        text = self.templates[p].fill([token_text(self.tokenizer, i) for i in edits])[0]
-        row = self.tokenizer(text)["input_ids"]
-        if [row[i] for i in self.positions[p]] != edits or overlapping_words(text, self.phrase):
-            return None
-        return row
+        """Token ids of poison ``p`` with ``edits`` written in, or None if the sentence does not reproduce
+        them at the poison's edited positions or mentions a content word of the phrase."""
+        placed = place(self.templates[p], self.tokenizer, edits, self.phrase)
+        return placed[0] if placed is not None and placed[2] == self.positions[p] else None
 
     def write_all(self, edits: list[list[int]]) -> list[list[int]] | None:
         rows = [self.write(p, e) for p, e in enumerate(edits)]

@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from poisonlab.runs import append_jsonl, read_jsonl, staging_path
+
 SETS = {
     "with-overlap": ["--overlap", "with"],
     "concealed": ["--overlap", "none"],
@@ -50,17 +52,14 @@ def poisonlab(threads: int, *args: object) -> float:
 
 def reuse_surrogate_as_clean_cell(surrogate_dir: Path, eval_dir: Path, seed: int) -> None:
     """Write the surrogate's per-epoch metrics as the evaluation cell clean/n=0/seed=``seed``."""
-    stage = eval_dir.with_name(eval_dir.name + ".partial")
-    cells = stage / "cells.jsonl"
+    cells = staging_path(eval_dir) / "cells.jsonl"
     key = f"clean/n=0/seed={seed}"
-    if cells.exists() and any(json.loads(line)["key"] == key for line in cells.read_text().splitlines()):
+    if any(r["key"] == key for r in read_jsonl(cells)):
         return
     m = json.loads((surrogate_dir / "metrics.json").read_text())
-    stage.mkdir(parents=True, exist_ok=True)
-    row = {"name": "clean", "count": 0, "seed": seed, "key": key, "epochs": m["epochs"], "wall_time_s": m["train_wall_time_s"],
-           "from": str(surrogate_dir)}
-    with cells.open("a") as f:
-        f.write(json.dumps(row) + "\n")
+    cells.parent.mkdir(parents=True, exist_ok=True)
+    append_jsonl(cells, {"name": "clean", "count": 0, "seed": seed, "key": key, "epochs": m["epochs"],
+                         "wall_time_s": m["train_wall_time_s"], "from": str(surrogate_dir)})
 
 
 def main() -> None:
@@ -108,13 +107,13 @@ def main() -> None:
                 "--out", out, *flags, *(search if name == "concealed" else []))
         gen[name] = json.loads((out / "metrics.json").read_text())["wall_time_s"]
     if not eval_dir.exists():
-        resume = ["--resume"] if eval_dir.with_name("eval.partial").exists() else []
+        resume = ["--resume"] if staging_path(eval_dir).exists() else []
         phases["evaluate"] = poisonlab(
             a.threads, "nlp", "evaluate", *[x for n in SETS for x in ("--poisons", a.work / "poisons" / n)], "--trigger", a.trigger,
             "--seeds", a.seeds, "--counts", a.num_poisons, "--epochs", a.epochs, "--max-length", a.max_length, "--seed", a.seed,
             "--out", eval_dir, *sub, *precision, *resume)
     summary = json.loads((eval_dir / "metrics.json").read_text())["summary"]
-    cells = [json.loads(line) for line in (eval_dir / "cells.jsonl").read_text().splitlines()]
+    cells = read_jsonl(eval_dir / "cells.jsonl")
     rows = [r for r in summary if r["epoch"] == a.epochs]
     total, load_end = time.perf_counter() - start, os.getloadavg()
     lines = ["| poisons | n | seeds | effectiveness | CACC | generation s |", "|---|---|---|---|---|---|"]
