@@ -8,7 +8,8 @@ from fedharness.local_training import LocalConfig
 from fedharness.params import get_vector
 from fedharness.tasks.image_classification import ImageClassificationTask
 
-TOLERANCE = 1e-5  # max |vmap − loop| over all parameters; float32 reductions differ in order only
+TOLERANCE = 1e-3  # ‖vmap − loop‖ / ‖loop − start‖ per client: float32 reductions differ in order only,
+# and SGD amplifies that differently on other CPU kernels (1e-6 here, 5e-4 with ATEN_CPU_CAPABILITY=default)
 
 
 def _setup(mnist):
@@ -31,8 +32,9 @@ def test_vectorized_and_loop_clients_give_the_same_local_models(mnist):
     vmapped = InProcessEngine(model, names, task.per_sample_loss, vectorize=True, chunk_size=3).train(g, data, cfg, seeds)
     looped = InProcessEngine(model, names, task.per_sample_loss, vectorize=False).train(g, data, cfg, seeds)
     assert vmapped.shape == (4, g.numel())
-    assert (vmapped - looped).abs().max() < TOLERANCE
-    assert torch.equal(looped[2], g)  # no data, no step
+    assert torch.equal(looped[2], g) and torch.equal(vmapped[2], g)  # no data, no step
+    for i in (0, 1, 3):
+        assert (vmapped[i] - looped[i]).norm() < TOLERANCE * (looped[i] - g).norm()
     assert (looped[0] - g).norm() > 0.01  # training moved the others
 
 
