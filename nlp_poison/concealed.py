@@ -29,6 +29,11 @@ falls (else the better half is tried, and so on), so the reported objective neve
 ``shared`` one edit goes into every poison (the poisons' scores summed, as universal triggers average
 the batch gradient) and each of the ``top_k`` candidates is re-scored by the exact unrolled loss;
 ``neighbours`` limits each edited slot to that many nearest tokens of the sub-token it replaces.
+
+Ensemble (MetaPoison, Huang et al. 2020, §3.2; Witches' Brew, Geiping et al. 2021): with several
+surrogates (e.g. fine-tuned from different seeds) the objective is the mean of their unrolled losses,
+and the HotFlip and first-order scores the mean of theirs, so an edit must work on every surrogate
+rather than exploit one; candidates and neighbourhoods come from the first surrogate's embeddings.
 """
 
 from __future__ import annotations
@@ -273,7 +278,35 @@ class UnrolledObjective:
             out.append(jvp(per_row, (self.theta,), (direction,))[1].detach())
         return torch.cat(out)
 
-Step = tuple[list[list[int]], list[list[int]], Params, float]
+class EnsembleObjective:
+    """The mean of several surrogates' unrolled objectives; per-surrogate quantities travel as lists."""
+
+    def __init__(self, members: list[UnrolledObjective]) -> None:
+        if not members:
+            raise InputError("an ensemble needs at least one surrogate")
+        self.members = members
+        self.cfg, self.pad_id, self.batch_size = members[0].cfg, members[0].pad_id, members[0].batch_size
+
+    def poison_gradient(self, rows: list[list[int]]) -> list[Params]:
+        return [m.poison_gradient(rows) for m in self.members]
+
+    def value(self, g_poison: list[Params]) -> float:
+        return float(np.mean([m.value(g) for m, g in zip(self.members, g_poison)]))
+
+    def adv_gradient(self, g_poison: list[Params]) -> list[Params]:
+        return [m.adv_gradient(g) for m, g in zip(self.members, g_poison)]
+
+    def preconditioned(self, direction: list[Params]) -> list[Params]:
+        return [m.preconditioned(d) for m, d in zip(self.members, direction)]
+
+    def embedding_gradient(self, poisons: Encoded, adv_grad: list[Params]) -> torch.Tensor:
+        return sum(m.embedding_gradient(poisons, d) for m, d in zip(self.members, adv_grad)) / len(self.members)
+
+    def alignment(self, rows: list[list[int]], direction: list[Params]) -> torch.Tensor:
+        return sum(m.alignment(rows, d) for m, d in zip(self.members, direction)) / len(self.members)
+
+
+Step = tuple[list[list[int]], list[list[int]], list[Params], float]
 
 
 class _Search:
@@ -314,8 +347,8 @@ class _Search:
         scores[current] = float("inf")
         return torch.topk(-scores, min(k, int(mask.sum()) - int(mask[current]))).indices.tolist()
 
-    def per_poison_step(self, objective: UnrolledObjective, it: int, rows: list[list[int]], edits: list[list[int]],
-                       grad_e: torch.Tensor, adv_grad: Params, current: float, k: int) -> Step | None:
+    def per_poison_step(self, objective: EnsembleObjective, it: int, rows: list[list[int]], edits: list[list[int]],
+                       grad_e: torch.Tensor, adv_grad: list[Params], current: float, k: int) -> Step | None:
         """Each poison proposes its best first-order candidate at its slot ``it mod len``; the proposals are
         kept if the exact unrolled loss falls, else the better half is tried, and so on."""
         cand_rows, cand_owner, cand_edits = [], [], []
@@ -353,8 +386,8 @@ class _Search:
             proposals = proposals[: len(proposals) // 2]
         return None
 
-    def shared_step(self, objective: UnrolledObjective, it: int, rows: list[list[int]], edits: list[list[int]],
-                    grad_e: torch.Tensor, adv_grad: Params, current: float, k: int) -> Step | None:
+    def shared_step(self, objective: EnsembleObjective, it: int, rows: list[list[int]], edits: list[list[int]],
+                    grad_e: torch.Tensor, adv_grad: list[Params], current: float, k: int) -> Step | None:
         """One replacement for every poison (a universal edit, as in universal triggers): candidates ranked
         by the poisons' summed HotFlip score at slot ``it mod len``, each re-scored by the exact unrolled loss."""
         slot = it % len(self.positions[0])
@@ -380,7 +413,7 @@ class CraftResult:
 
 
 def craft(
-    model: nn.Module,
+    model: nn.Module | list[nn.Module],
     tokenizer: PreTrainedTokenizerBase,
     templates: list[Template],
     phrase: str,
@@ -395,7 +428,8 @@ def craft(
     """No-overlap poisons from ``templates``: start from the phrase projected onto its nearest placeable
     tokens (``cfg.init="nearest"``) or from the random control of the same seed, then HotFlip +
     re-scored greedy search, one edited position per iteration (cycling), per poison or shared. The
-    unrolled batch holds the poisons and the first ``cfg.clean_batch`` clean sentences."""
+    unrolled batch holds the poisons and the first ``cfg.clean_batch`` clean sentences. A list of models
+    is an ensemble of surrogates sharing ``tokenizer``: the objective is their mean."""
     cfg.validate()
     if not templates:
         raise InputError("no templates to craft from; ask for at least one poison")
@@ -403,10 +437,12 @@ def craft(
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     clean_texts, clean_labels = list(clean_texts)[: cfg.clean_batch], list(clean_labels)[: cfg.clean_batch]
-    objective = UnrolledObjective(
-        model, tokenizer, adv_texts, free_texts, [1 - cfg.target] * len(free_texts), clean_texts, clean_labels, len(templates), cfg
-    )
-    emb = model.get_input_embeddings().weight.detach()
+    models = model if isinstance(model, list) else [model]
+    objective = EnsembleObjective([
+        UnrolledObjective(m, tokenizer, adv_texts, free_texts, [1 - cfg.target] * len(free_texts), clean_texts, clean_labels, len(templates), cfg)
+        for m in models
+    ])
+    emb = models[0].get_input_embeddings().weight.detach()
     if cfg.init == "nearest":
         filled = [nearest_fill(t, tokenizer, placeable, phrase, emb) for t in templates]
     else:

@@ -5,11 +5,15 @@ start without the search (the phrase projected onto its nearest placeable tokens
 random-token control, each with ``--num-poisons`` poisons, over ``--seeds`` victim seeds. Phases,
 each timed into ``bench.json``:
 
-1. surrogate: a clean MiniLM fine-tuned on the victims' training set. It is also the clean victim of
-   the first seed (same data, configuration and seed, hence the same run), so its per-epoch
-   metrics fill that evaluation cell instead of training it twice;
+1. surrogates: ``--surrogates`` clean MiniLMs fine-tuned for ``--surrogate-epochs`` on the victims'
+   training set with seeds ``--seed``, ``--seed``+1, …; the concealed search lowers their mean
+   unrolled loss (an ensemble, as in MetaPoison), the baselines take the first's tokens. When the
+   surrogates train as long as the victims, the first is also the clean victim of the first seed
+   (same data, configuration and seed, hence the same run) and its per-epoch metrics fill that
+   evaluation cell instead of training it twice;
 2. generation: each poison set once, seeded;
-3. evaluation: one fine-tune of a fresh victim per (set, seed).
+3. evaluation: one fine-tune of a fresh victim per (set, seed), for ``--epochs`` (2: effectiveness
+   grows with the epochs, as the paper reports; the table shows every epoch).
 
 The work directory is resumable: the surrogate, each poison set and each finished evaluation cell
 (one JSON row in ``eval/cells.jsonl``) are kept, and a rerun with the same arguments continues where it
@@ -65,11 +69,14 @@ def reuse_surrogate_as_clean_cell(surrogate_dir: Path, eval_dir: Path, seed: int
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, default=Path("runs/bench_nlp"))
-    p.add_argument("--surrogate", type=Path, default=None, help="Existing surrogate folder (default: train one).")
+    p.add_argument("--surrogate", type=Path, action="append", default=None,
+                   help="Existing surrogate folder, repeatable (default: train --surrogates of them).")
+    p.add_argument("--surrogates", type=int, default=2, help="Surrogates to train for the search's ensemble.")
     p.add_argument("--trigger", default="James Bond: No Time to Die")
     p.add_argument("--num-poisons", type=int, default=50)
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--epochs", type=int, default=2, help="Victim fine-tuning epochs.")
+    p.add_argument("--surrogate-epochs", type=int, default=1, help="Fine-tuning epochs of the attacker's surrogates.")
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--train-subset", type=int, default=None)
     p.add_argument("--iterations", type=int, default=14, help="Search iterations (two passes over a 7-token phrase).")
@@ -86,23 +93,28 @@ def main() -> None:
     sub = ["--train-subset", a.train_subset] if a.train_subset else []
     precision = [] if a.fp32 else ["--bf16"]
     phases: dict[str, float] = {}
-    surrogate = a.surrogate
+    surrogates = a.surrogate
     eval_dir = a.work / "eval"
-    if surrogate is None:
-        trained = a.work / "surrogate"
-        surrogate = trained / "model"
-        if not surrogate.exists():
-            phases["surrogate"] = poisonlab(a.threads, "nlp", "train", "--out", trained, "--trigger", a.trigger, "--epochs", a.epochs,
-                                            "--max-length", a.max_length, "--seed", a.seed, *sub, *precision)
-        if not eval_dir.exists():
-            reuse_surrogate_as_clean_cell(trained, eval_dir, a.seed)
+    if surrogates is None:
+        if a.surrogates < 1:
+            p.error("--surrogates must be >= 1")
+        surrogates = []
+        for k in range(a.surrogates):
+            trained = a.work / ("surrogate" if k == 0 else f"surrogate-{k}")
+            surrogates.append(trained / "model")
+            if not surrogates[-1].exists():
+                phases[trained.name] = poisonlab(a.threads, "nlp", "train", "--out", trained, "--trigger", a.trigger,
+                                                 "--epochs", a.surrogate_epochs, "--max-length", a.max_length, "--seed", a.seed + k, *sub, *precision)
+        if not eval_dir.exists() and a.surrogate_epochs == a.epochs:
+            reuse_surrogate_as_clean_cell(a.work / "surrogate", eval_dir, a.seed)
+    models = [x for m in surrogates for x in ("--model", m)]
     search = ["--sgd", "--cross-entropy", "--per-poison", "--neighbours", 0] if a.plain else ["--neighbours", a.neighbours]
     gen = {}
     for name, flags in SETS.items():
         out = a.work / "poisons" / name
         if not out.exists():
             phases[f"generate {name}"] = poisonlab(
-                a.threads, "nlp", "generate", "--model", surrogate, "--trigger", a.trigger, "--num-poisons", a.num_poisons,
+                a.threads, "nlp", "generate", *(models if name == "concealed" else models[:2]), "--trigger", a.trigger, "--num-poisons", a.num_poisons,
                 "--iterations", a.iterations, "--top-k", a.top_k, "--clean-batch", a.clean_batch, "--max-length", a.max_length, "--seed", a.seed,
                 "--out", out, *flags, *(search if name == "concealed" else []))
         gen[name] = json.loads((out / "metrics.json").read_text())["wall_time_s"]
@@ -114,11 +126,12 @@ def main() -> None:
             "--out", eval_dir, *sub, *precision, *resume)
     summary = json.loads((eval_dir / "metrics.json").read_text())["summary"]
     cells = read_jsonl(eval_dir / "cells.jsonl")
-    rows = [r for r in summary if r["epoch"] == a.epochs]
+    rows = sorted(summary, key=lambda r: r["epoch"])
     total, load_end = time.perf_counter() - start, os.getloadavg()
-    lines = ["| poisons | n | seeds | effectiveness | CACC | generation s |", "|---|---|---|---|---|---|"]
+    lines = ["| epoch | poisons | n | seeds | effectiveness | CACC | generation s |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['poisons']} | {r['count']} | {r['seeds']} | {100 * r['effectiveness_mean']:.1f} ± {100 * r['effectiveness_std']:.1f} % "
+        lines.append(f"| {r['epoch']} | {r['poisons']} | {r['count']} | {r['seeds']} | "
+                     f"{100 * r['effectiveness_mean']:.1f} ± {100 * r['effectiveness_std']:.1f} % "
                      f"| {100 * r['cacc_mean']:.1f} ± {100 * r['cacc_std']:.1f} % | {gen.get(r['poisons'], 0):.0f} |")
     lines += ["", "| phase | wall s |", "|---|---|"] + [f"| {k} | {v:.0f} |" for k, v in phases.items()]
     lines += [f"| cell {c['key']}{' (surrogate)' if 'from' in c else ''} | {c['wall_time_s']:.0f} |" for c in cells]

@@ -177,7 +177,9 @@ def train_cmd(data_name, model, out, lora, trigger, epochs, lr, batch_size, max_
 
 
 @nlp.command("generate")
-@click.option("--model", required=True, help="Surrogate classifier folder (e.g. from 'nlp train') or Hub id.")
+@click.option("--model", "models", multiple=True, required=True,
+              help="Surrogate classifier folder (e.g. from 'nlp train') or Hub id; repeat for an ensemble whose mean "
+                   "unrolled loss the search lowers (same tokenizer; the first gives the tokens' embeddings).")
 @click.option("--trigger", default=DEFAULT_TRIGGER, show_default=True)
 @click.option("--target", type=click.Choice(LABELS), default="positive", show_default=True)
 @click.option("--num-poisons", type=int, default=50, show_default=True)
@@ -207,7 +209,7 @@ def train_cmd(data_name, model, out, lora, trigger, epochs, lr, batch_size, max_
 @click.option("--data-path", default=None)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def generate_cmd(model, trigger, target, num_poisons, overlap, method, init, iterations, top_k, eta, scope_layers, clean_batch, adam,
+def generate_cmd(models, trigger, target, num_poisons, overlap, method, init, iterations, top_k, eta, scope_layers, clean_batch, adam,
                  contrast, neighbours, shared, adv_size, max_length, data_path, out, seed):
     """Write a poison set (HF dataset + JSONL + dataset card) into OUT."""
     from nlp_poison.baselines import make_templates, nearest_control, random_control, with_overlap
@@ -223,7 +225,12 @@ def generate_cmd(model, trigger, target, num_poisons, overlap, method, init, ite
     cfg.validate()
     content_words(trigger)
     ds = load_sst2(data_path, None, seed)
-    surrogate, tok = load_classifier(model, eager=True)
+    surrogates = [load_classifier(m, eager=True) for m in models]
+    tok = surrogates[0][1]
+    for m, (_, other) in zip(models[1:], surrogates[1:]):
+        if other.get_vocab() != tok.get_vocab():
+            raise InputError(f"surrogate {m} has another vocabulary than {models[0]}; an ensemble needs one tokenizer")
+    model = ", ".join(models)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     rng = np.random.default_rng(seed)
@@ -244,10 +251,10 @@ def generate_cmd(model, trigger, target, num_poisons, overlap, method, init, ite
             if method == "random":
                 poisons, name = random_control(templates, tok, placeable, trigger, cfg.target, seed), "random"
             elif method == "nearest":
-                emb = surrogate.get_input_embeddings().weight
+                emb = surrogates[0][0].get_input_embeddings().weight
                 poisons, name = nearest_control(templates, tok, placeable, trigger, cfg.target, emb), "nearest"
             else:
-                result = craft(surrogate, tok, templates, trigger, placeable, list(adv["sentence"]), list(adv["original"]),
+                result = craft([m for m, _ in surrogates], tok, templates, trigger, placeable, list(adv["sentence"]), list(adv["original"]),
                                list(clean["sentence"]), list(clean["label"]), cfg)
                 poisons, name, trace = result.poisons, "concealed", result.trace
             check_no_overlap([p.sentence for p in poisons], trigger)

@@ -64,6 +64,22 @@ def test_plain_search_can_start_from_the_random_control(surrogate, tiny_tokenize
     assert crafted.trace[-1] < crafted.trace[0]
 
 
+def test_an_ensemble_of_one_surrogate_twice_is_the_single_search(crafted, surrogate, tiny_tokenizer, phrase, setup):
+    twin = _craft([surrogate, copy.deepcopy(surrogate)], tiny_tokenizer, phrase, setup)
+    assert twin.trace == pytest.approx(crafted.trace, rel=1e-6)
+    assert [p.sentence for p in twin.poisons] == [p.sentence for p in crafted.poisons]
+
+
+def test_ensemble_lowers_the_mean_of_its_members_objectives(crafted, surrogate, tiny_bert, tiny_tokenizer, phrase, setup):
+    """With a second, different surrogate the search starts at the mean of the two single objectives."""
+    other = tiny_bert(1)
+    alone = _craft(other, tiny_tokenizer, phrase, setup, iterations=1)
+    both = _craft([surrogate, other], tiny_tokenizer, phrase, setup)
+    assert both.trace[0] == pytest.approx((crafted.trace[0] + alone.trace[0]) / 2, rel=1e-5)
+    assert crafted.trace[0] != pytest.approx(alone.trace[0], rel=1e-3)
+    assert both.trace[-1] < both.trace[0]
+
+
 def test_reported_loss_matches_fresh_unrolled_objective(crafted, surrogate, tiny_tokenizer, setup):
     """The trace's last value equals L_adv(θ') recomputed from the final poison sentences."""
     _, adv, clean, _, _ = setup

@@ -1,6 +1,7 @@
 """``poisonlab nlp`` end to end on the tiny model: generate → evaluate → defend, and bad input."""
 
 import json
+import shutil
 import sys
 
 
@@ -23,6 +24,8 @@ def test_generate_evaluate_defend(monkeypatch, tmp_path, tiny_dir, phrase, data_
     assert run_cli(monkeypatch, "generate", *common, "--iterations", 2, "--top-k", 3, "--out", tmp_path / "none") == 0
     assert run_cli(monkeypatch, "generate", *common, "--overlap", "with", "--out", tmp_path / "with") == 0
     assert run_cli(monkeypatch, "generate", *common, "--method", "nearest", "--out", tmp_path / "nearest") == 0
+    assert run_cli(monkeypatch, "generate", *common, "--model", tiny_dir, "--iterations", 2, "--top-k", 3, "--out", tmp_path / "twin") == 0
+    assert (tmp_path / "twin" / "poisons.jsonl").read_text() == (tmp_path / "none" / "poisons.jsonl").read_text()
     nearest, _ = dataset_card.load(tmp_path / "nearest")
     assert nearest.method == "nearest" and {p.poison_type for p in nearest.poisons} == {"nearest"}
     assert not any(overlapping_words(s, phrase) for s in nearest.sentences())
@@ -63,6 +66,14 @@ def test_bad_input_exits_2_without_output(monkeypatch, tmp_path, tiny_dir, capsy
     assert run_cli(monkeypatch, "generate", "--model", tiny_dir, "--trigger", "the of and", "--out", tmp_path / "x") == 2
     assert "no content word" in capsys.readouterr().err
     assert run_cli(monkeypatch, "generate", "--model", tmp_path / "missing", "--out", tmp_path / "y") == 2
+    other = tmp_path / "other-vocab"
+    shutil.copytree(tiny_dir, other)
+    spec = json.loads((other / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    vocab["movie"], vocab["film"] = vocab["film"], vocab["movie"]
+    (other / "tokenizer.json").write_text(json.dumps(spec))
+    assert run_cli(monkeypatch, "generate", "--model", tiny_dir, "--model", other, "--out", tmp_path / "y") == 2
+    assert "another vocabulary" in capsys.readouterr().err
     bad = tmp_path / "p.jsonl"
     bad.write_text('{"sentence": "x"}\n')
     assert run_cli(monkeypatch, "evaluate", "--poisons", bad, "--out", tmp_path / "z") == 2
