@@ -142,6 +142,9 @@ def random_control(
     return out
 
 
+NEAREST_TRIES = 10  # ranks of neighbours ``nearest_fill`` tries before giving up on a template
+
+
 def nearest_ids(token_ids: list[int], placeable: list[int], embeddings: torch.Tensor, k: int = 1) -> list[list[int]]:
     """For each token, its ``k`` nearest placeable tokens by cosine similarity of input embeddings, nearest first."""
     unit = torch.nn.functional.normalize(embeddings.detach().float(), dim=1)
@@ -150,18 +153,23 @@ def nearest_ids(token_ids: list[int], placeable: list[int], embeddings: torch.Te
     return [[int(pool[i]) for i in row] for row in sims.topk(min(k, len(placeable)), dim=1).indices]
 
 
+def nearest_table(
+    templates: list[Template], tokenizer: PreTrainedTokenizerBase, placeable: list[int], embeddings: torch.Tensor, k: int
+) -> dict[int, list[int]]:
+    """Every distinct phrase sub-token of ``templates`` → its ``k`` nearest placeable tokens, nearest
+    first, from one similarity pass over the embedding matrix."""
+    distinct = sorted({tid for t in templates for tid in phrase_ids(t, tokenizer)})
+    return dict(zip(distinct, nearest_ids(distinct, placeable, embeddings, k)))
+
+
 def nearest_fill(
-    template: Template,
-    tokenizer: PreTrainedTokenizerBase,
-    placeable: list[int],
-    phrase: str,
-    embeddings: torch.Tensor,
-    tries: int = 10,
+    template: Template, tokenizer: PreTrainedTokenizerBase, phrase: str, table: dict[int, list[int]]
 ) -> tuple[list[int], str, list[int]]:
-    """The phrase's sub-tokens replaced by their nearest placeable neighbours: (token ids, sentence,
-    edited positions). Should the written text not re-tokenise to those ids, the next-nearest rank is tried."""
-    ranked = nearest_ids(phrase_ids(template, tokenizer), placeable, embeddings, tries)
-    for rank in range(len(ranked[0])):
+    """The phrase's sub-tokens replaced by their nearest placeable neighbours from ``table``
+    (``nearest_table``): (token ids, sentence, edited positions). Should the written text not
+    re-tokenise to those ids, the next-nearest rank is tried."""
+    ranked = [table[tid] for tid in phrase_ids(template, tokenizer)]
+    for rank in range(min(len(r) for r in ranked)):
         placed = place(template, tokenizer, [r[rank] for r in ranked], phrase)
         if placed is not None:
             return placed
@@ -172,8 +180,9 @@ def nearest_control(
     templates: list[Template], tokenizer: PreTrainedTokenizerBase, placeable: list[int], phrase: str, target: int, embeddings: torch.Tensor
 ) -> list[Poison]:
     """Same templates, phrase projected onto its nearest placeable tokens, labelled ``target``."""
+    table = nearest_table(templates, tokenizer, placeable, embeddings, NEAREST_TRIES)
     out = []
     for t in templates:
-        _, text, positions = nearest_fill(t, tokenizer, placeable, phrase, embeddings)
+        _, text, positions = nearest_fill(t, tokenizer, phrase, table)
         out.append(Poison(text, target, "nearest", t.source_idx, positions))
     return out

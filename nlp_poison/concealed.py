@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from fedharness.errors import InputError
-from nlp_poison.baselines import Template, nearest_fill, nearest_ids, phrase_ids, place, random_fill
+from nlp_poison.baselines import NEAREST_TRIES, Template, nearest_fill, nearest_table, phrase_ids, place, random_fill
 from nlp_poison.overlap import token_text
 from nlp_poison.poison_set import Poison
 
@@ -313,22 +313,20 @@ class _Search:
     """Candidate generation and acceptance for the token search over fixed templates and edited positions.
 
     Each edited slot replaces one sub-token of the phrase; ``neighbours`` (when set) restricts the slot to
-    that many nearest placeable tokens of the sub-token it replaces (input-embedding cosine).
+    that many nearest placeable tokens of the sub-token it replaces (the first entries of its ``table`` row).
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, templates: list[Template], phrase: str, positions: list[list[int]],
-                 placeable: list[int], emb: torch.Tensor, neighbours: int | None) -> None:
+                 placeable: list[int], emb: torch.Tensor, table: dict[int, list[int]], neighbours: int | None) -> None:
         self.tokenizer, self.templates, self.phrase, self.positions, self.emb = tokenizer, templates, phrase, positions, emb
         allowed = torch.zeros(emb.shape[0], dtype=torch.bool)
         allowed[placeable] = True
-        slots = [phrase_ids(t, tokenizer) for t in templates]
-        distinct = sorted({tid for ids in slots for tid in ids})
-        masks = dict.fromkeys(distinct, allowed)
+        masks = dict.fromkeys(table, allowed)
         if neighbours is not None:
-            for tid, near in zip(distinct, nearest_ids(distinct, placeable, emb, neighbours)):
+            for tid, near in table.items():
                 masks[tid] = torch.zeros_like(allowed)
-                masks[tid][near] = True
-        self.masks = [[masks[tid] for tid in ids] for ids in slots]
+                masks[tid][near[:neighbours]] = True
+        self.masks = [[masks[tid] for tid in phrase_ids(t, tokenizer)] for t in templates]
 
     def write(self, p: int, edits: list[int]) -> list[int] | None:
         """Token ids of poison ``p`` with ``edits`` written in, or None if the sentence does not reproduce
@@ -443,11 +441,12 @@ def craft(
         for m in models
     ])
     emb = models[0].get_input_embeddings().weight.detach()
+    table = nearest_table(templates, tokenizer, placeable, emb, max(NEAREST_TRIES, cfg.neighbours or 0))
     if cfg.init == "nearest":
-        filled = [nearest_fill(t, tokenizer, placeable, phrase, emb) for t in templates]
+        filled = [nearest_fill(t, tokenizer, phrase, table) for t in templates]
     else:
         filled = [random_fill(t, tokenizer, placeable, phrase, rng) for t in templates]
-    search = _Search(tokenizer, templates, phrase, [f[2] for f in filled], placeable, emb, cfg.neighbours)
+    search = _Search(tokenizer, templates, phrase, [f[2] for f in filled], placeable, emb, table, cfg.neighbours)
     edits = [[f[0][i] for i in f[2]] for f in filled]
     if cfg.shared:
         edits = [list(edits[0]) for _ in templates]

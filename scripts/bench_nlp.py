@@ -107,14 +107,14 @@ def main() -> None:
                                                  "--epochs", a.surrogate_epochs, "--max-length", a.max_length, "--seed", a.seed + k, *sub, *precision)
         if not eval_dir.exists() and a.surrogate_epochs == a.epochs:
             reuse_surrogate_as_clean_cell(a.work / "surrogate", eval_dir, a.seed)
-    models = [x for m in surrogates for x in ("--model", m)]
+    ensemble = [x for m in surrogates for x in ("--model", m)]
     search = ["--sgd", "--cross-entropy", "--per-poison", "--neighbours", 0] if a.plain else ["--neighbours", a.neighbours]
     gen = {}
     for name, flags in SETS.items():
         out = a.work / "poisons" / name
         if not out.exists():
             phases[f"generate {name}"] = poisonlab(
-                a.threads, "nlp", "generate", *(models if name == "concealed" else models[:2]), "--trigger", a.trigger, "--num-poisons", a.num_poisons,
+                a.threads, "nlp", "generate", *(ensemble if name == "concealed" else ["--model", surrogates[0]]), "--trigger", a.trigger, "--num-poisons", a.num_poisons,
                 "--iterations", a.iterations, "--top-k", a.top_k, "--clean-batch", a.clean_batch, "--max-length", a.max_length, "--seed", a.seed,
                 "--out", out, *flags, *(search if name == "concealed" else []))
         gen[name] = json.loads((out / "metrics.json").read_text())["wall_time_s"]
