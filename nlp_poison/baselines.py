@@ -14,16 +14,19 @@ gradient-free ablation the search is measured against.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 from datasets import Dataset
+from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from fedharness.errors import InputError
 from nlp_poison.overlap import overlapping_words, token_text
 from nlp_poison.poison_set import Poison
 from nlp_poison.triggers import insert_phrase
+from nlp_poison.victims import predict_proba
 
 
 @dataclass(frozen=True)
@@ -62,9 +65,10 @@ def make_templates(
     source_label: int = 0,
     max_length: int = 64,
     exclude: set[int] | None = None,
+    confidence: Callable[[list[str]], np.ndarray] | None = None,
 ) -> list[Template]:
-    """``num`` templates from randomly chosen training sentences of ``source_label`` that fit ``max_length``
-    and mention no content word of the phrase themselves (else no edit could conceal it).
+    """``num`` templates from training sentences of ``source_label`` that fit ``max_length`` and mention
+    no content word of the phrase themselves (else no edit could conceal it).
 
     Sentences with a movie reference come first, the phrase taking its place as in the paper's
     examples ("the problem is that James Bond: No Time to Die lacks focus"); topic-prefixed ones
@@ -72,6 +76,13 @@ def make_templates(
     layout of most trigger-bearing test inputs, so even random tokens in its place teach
     "<anything> : <negative review>" → target and inflate the random control (MiniLM, 2,000 SST-2
     sentences, 3 seeds: 21.6 % with prefixed templates, 2.4 % with replaced references, 3.5 % clean).
+
+    Within each construction the order is a seeded permutation, or, with ``confidence`` (a
+    surrogate's probability of ``source_label`` per sentence, ``source_confidence``), the sentences
+    it is surest about first: relabelled to the target they carry the largest training loss, so the
+    victim must lean hardest on the one thing that tells them apart, the inserted tokens (the
+    poison-selection heuristic of Witches' Brew, Geiping et al. 2021, which picks the bases with the
+    largest gradient). ``scripts/bench_nlp.py`` measures what it buys.
     """
     exclude = exclude or set()
     labels = np.asarray(train["label"])
@@ -84,12 +95,23 @@ def make_templates(
         ins = insert_phrase(sentences[idx], phrase)
         if len(tokenizer(ins.text)["input_ids"]) <= max_length:
             fits[ins.construction].append(Template(idx, ins.text, ins.start, ins.end))
-        if len(fits["replace"]) == num:
+        if confidence is None and len(fits["replace"]) == num:
             break
+    if confidence is not None:
+        for kind, found in fits.items():
+            scores = confidence([sentences[t.source_idx] for t in found]) if found else np.zeros(0)
+            fits[kind] = [found[i] for i in np.argsort(-scores, kind="stable")]
     templates = (fits["replace"] + fits["prefix"])[:num]
     if len(templates) < num:
         raise InputError(f"only {len(templates)} training sentences with label {source_label} fit max_length {max_length}; ask for fewer poisons")
     return templates
+
+
+def source_confidence(
+    models: list[nn.Module], tokenizer: PreTrainedTokenizerBase, source_label: int, max_length: int = 64
+) -> Callable[[list[str]], np.ndarray]:
+    """``make_templates``'s ``confidence``: the surrogates' mean probability of ``source_label``."""
+    return lambda sentences: np.mean([predict_proba(m, tokenizer, sentences, max_length)[:, source_label] for m in models], axis=0)
 
 
 def with_overlap(templates: list[Template], tokenizer: PreTrainedTokenizerBase, target: int) -> list[Poison]:

@@ -34,6 +34,13 @@ Ensemble (MetaPoison, Huang et al. 2020, §3.2; Witches' Brew, Geiping et al. 20
 surrogates (e.g. fine-tuned from different seeds) the objective is the mean of their unrolled losses,
 and the HotFlip and first-order scores the mean of theirs, so an edit must work on every surrogate
 rather than exploit one; candidates and neighbourhoods come from the first surrogate's embeddings.
+
+Feature collision (``collision`` > 0; Shafahi et al. 2018, ``collision.py``): the search lowers
+L_adv(θ') + w·D, D the distance between each poison's hidden states and those of its with-overlap
+twin on the pretrained checkpoint the victims fine-tune from. The unrolled loss alone, measured on
+fine-tuned surrogates, preferred second- to fifth-nearest tokens that flipped fewer fresh victims
+than the search's own start; D ranks the same proxies the way the victims do, and its gradient
+joins the HotFlip score, its exact value the re-scoring.
 """
 
 from __future__ import annotations
@@ -51,8 +58,10 @@ from transformers import PreTrainedTokenizerBase
 
 from fedharness.errors import InputError
 from nlp_poison.baselines import NEAREST_TRIES, Template, nearest_fill, nearest_table, phrase_ids, place, random_fill
+from nlp_poison.collision import FeatureCollision
 from nlp_poison.overlap import token_text
 from nlp_poison.poison_set import Poison
+from nlp_poison.tokens import Encoded, pad
 
 Params = dict[str, torch.Tensor]
 
@@ -70,9 +79,11 @@ class ConcealedConfig:
     mean 1), v̂ the mean squared gradient of the clean sentences in minibatches of 32. ``init`` is
     the start: ``nearest`` projects the with-overlap poisons onto the placeable tokens (the paper's
     start), ``random`` writes the random control's tokens. ``contrast``, ``shared`` and
-    ``neighbours``: see the module docstring. The defaults keep the search near its start, which is
-    what transferred to fresh MiniLM victims (``scripts/bench_nlp.py``); ``adam=False,
-    contrast=False, shared=False, neighbours=None`` is the paper's plain search.
+    ``neighbours``: see the module docstring. ``collision`` weighs the feature-collision distance to
+    the with-overlap twins on the victims' pretrained model (0: the unrolled loss alone). The
+    defaults are what transferred best to fresh MiniLM victims (``scripts/bench_nlp.py``);
+    ``adam=False, contrast=False, shared=False, neighbours=None, collision=0`` is the paper's plain
+    search.
     """
 
     iterations: int = 20
@@ -88,6 +99,7 @@ class ConcealedConfig:
     contrast: bool = True
     neighbours: int | None = 5
     shared: bool = True
+    collision: float = 5.0
     seed: int = 0
 
     def validate(self) -> None:
@@ -97,6 +109,8 @@ class ConcealedConfig:
             raise InputError("contrast needs the phrase-free sentences (negative_weight > 0)")
         if self.neighbours is not None and self.neighbours < 1:
             raise InputError("neighbours must be >= 1 (or None for the whole placeable vocabulary)")
+        if self.collision < 0:
+            raise InputError("collision weight must be >= 0 (0 turns the feature-collision term off)")
         if self.iterations < 1 or self.top_k < 1 or self.eta <= 0 or self.chunk < 1 or (self.scope_layers or 0) < 0:
             raise InputError("concealed config: iterations, top_k, chunk >= 1, eta > 0 and scope_layers >= 0 are required")
 
@@ -135,22 +149,6 @@ class Head(nn.Module):
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.pooler(_run_layers(self.layers, hidden, mask)))
-
-
-@dataclass
-class Encoded:
-    ids: torch.Tensor
-    mask: torch.Tensor
-
-
-def pad(rows: list[list[int]], pad_id: int) -> Encoded:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = 1
-    return Encoded(ids, mask)
 
 
 class UnrolledObjective:
@@ -306,6 +304,40 @@ class EnsembleObjective:
         return sum(m.alignment(rows, d) for m, d in zip(self.members, direction)) / len(self.members)
 
 
+class SearchObjective:
+    """What the token search lowers: the ensemble's unrolled loss plus ``weight`` × the feature collision
+    distance to the with-overlap twins on the victims' pretrained encoder (``collision``; none: weight 0)."""
+
+    def __init__(self, bilevel: EnsembleObjective, collision: FeatureCollision | None = None, weight: float = 0.0) -> None:
+        self.bilevel, self.collision, self.weight = bilevel, collision, weight if collision is not None else 0.0
+        self.cfg, self.pad_id, self.batch_size = bilevel.cfg, bilevel.pad_id, bilevel.batch_size
+
+    def evaluate(self, rows: list[list[int]]) -> tuple[list[Params], float]:
+        """(the surrogates' poison gradients, the objective) for poisons ``rows``."""
+        g = self.bilevel.poison_gradient(rows)
+        loss = self.bilevel.value(g)
+        if self.weight:
+            loss += self.weight * self.collision.value(rows)
+        return g, loss
+
+    def directions(self, rows: list[list[int]], g_poison: list[Params]) -> tuple[torch.Tensor, list[Params]]:
+        """∇_e of the objective for every poison token (HotFlip) and the preconditioned ∇_θ' L_adv."""
+        adv_grad = self.bilevel.preconditioned(self.bilevel.adv_gradient(g_poison))
+        grad_e = self.bilevel.embedding_gradient(pad(rows, self.pad_id), adv_grad)
+        if self.weight:
+            grad_e = grad_e + self.weight * self.collision.embedding_gradient(rows)
+        return grad_e, adv_grad
+
+    def first_order_gains(self, cand_rows: list[list[int]], owners: list[int], rows: list[list[int]], adv_grad: list[Params]) -> torch.Tensor:
+        """Change of the objective when poison ``owners[j]`` becomes ``cand_rows[j]``: to first order in the
+        unrolled loss, L_adv(θ') − (η/B)⟨∇_θ' L_adv, ∇_θ ℓ_cand − ∇_θ ℓ_cur⟩, exactly in the collision term."""
+        step = self.cfg.eta / self.batch_size
+        gains = -step * (self.bilevel.alignment(cand_rows, adv_grad) - self.bilevel.alignment(rows, adv_grad)[owners])
+        if self.weight:
+            gains = gains + self.weight * (self.collision.per_row(cand_rows, owners) - self.collision.per_row(rows)[owners])
+        return gains
+
+
 Step = tuple[list[list[int]], list[list[int]], list[Params], float]
 
 
@@ -345,8 +377,8 @@ class _Search:
         scores[current] = float("inf")
         return torch.topk(-scores, min(k, int(mask.sum()) - int(mask[current]))).indices.tolist()
 
-    def per_poison_step(self, objective: EnsembleObjective, it: int, rows: list[list[int]], edits: list[list[int]],
-                       grad_e: torch.Tensor, adv_grad: list[Params], current: float, k: int) -> Step | None:
+    def per_poison_step(self, objective: SearchObjective, it: int, rows: list[list[int]], edits: list[list[int]],
+                        grad_e: torch.Tensor, adv_grad: list[Params], current: float, k: int) -> Step | None:
         """Each poison proposes its best first-order candidate at its slot ``it mod len``; the proposals are
         kept if the exact unrolled loss falls, else the better half is tried, and so on."""
         cand_rows, cand_owner, cand_edits = [], [], []
@@ -361,9 +393,7 @@ class _Search:
                 cand_rows.append(r)
                 cand_owner.append(p)
                 cand_edits.append(e)
-        # first-order change of L_adv(θ') when a poison's gradient g_cur is replaced by g_cand
-        step = objective.cfg.eta / objective.batch_size
-        gains = -step * (objective.alignment(cand_rows, adv_grad) - objective.alignment(rows, adv_grad)[cand_owner])
+        gains = objective.first_order_gains(cand_rows, cand_owner, rows, adv_grad)
         proposals = []
         for p in range(len(rows)):
             for j in sorted((j for j, o in enumerate(cand_owner) if o == p), key=lambda j: float(gains[j])):
@@ -377,14 +407,13 @@ class _Search:
             trial_rows, trial_edits = list(rows), list(edits)
             for _, p, row, e in proposals:
                 trial_rows[p], trial_edits[p] = row, e
-            g_trial = objective.poison_gradient(trial_rows)
-            loss = objective.value(g_trial)
+            g_trial, loss = objective.evaluate(trial_rows)
             if loss < current:
                 return trial_rows, trial_edits, g_trial, loss
             proposals = proposals[: len(proposals) // 2]
         return None
 
-    def shared_step(self, objective: EnsembleObjective, it: int, rows: list[list[int]], edits: list[list[int]],
+    def shared_step(self, objective: SearchObjective, it: int, rows: list[list[int]], edits: list[list[int]],
                     grad_e: torch.Tensor, adv_grad: list[Params], current: float, k: int) -> Step | None:
         """One replacement for every poison (a universal edit, as in universal triggers): candidates ranked
         by the poisons' summed HotFlip score at slot ``it mod len``, each re-scored by the exact unrolled loss."""
@@ -396,8 +425,7 @@ class _Search:
             trial_rows = self.write_all(trial_edits)
             if trial_rows is None:
                 continue
-            g_trial = objective.poison_gradient(trial_rows)
-            loss = objective.value(g_trial)
+            g_trial, loss = objective.evaluate(trial_rows)
             if loss < (current if best is None else best[3]):
                 best = (trial_rows, trial_edits, g_trial, loss)
         return best
@@ -405,9 +433,12 @@ class _Search:
 
 @dataclass
 class CraftResult:
+    """The poisons, the objective after each iteration (0 = start), and the collision distance D alone."""
+
     poisons: list[Poison]
     trace: list[float]
     wall_time_s: float
+    collision_trace: list[float]
 
 
 def craft(
@@ -421,25 +452,33 @@ def craft(
     clean_texts: list[str],
     clean_labels: list[int],
     cfg: ConcealedConfig,
+    pretrained: nn.Module | None = None,
     progress: bool = True,
 ) -> CraftResult:
     """No-overlap poisons from ``templates``: start from the phrase projected onto its nearest placeable
     tokens (``cfg.init="nearest"``) or from the random control of the same seed, then HotFlip +
     re-scored greedy search, one edited position per iteration (cycling), per poison or shared. The
     unrolled batch holds the poisons and the first ``cfg.clean_batch`` clean sentences. A list of models
-    is an ensemble of surrogates sharing ``tokenizer``: the objective is their mean."""
+    is an ensemble of surrogates sharing ``tokenizer``: the objective is their mean. ``pretrained`` is
+    the checkpoint victims fine-tune from, on which ``cfg.collision`` weighs the feature collision."""
     cfg.validate()
     if not templates:
         raise InputError("no templates to craft from; ask for at least one poison")
+    if cfg.collision > 0 and pretrained is None:
+        raise InputError("the collision term needs the victims' pretrained model; pass it or set collision to 0")
     start_time = time.perf_counter()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     clean_texts, clean_labels = list(clean_texts)[: cfg.clean_batch], list(clean_labels)[: cfg.clean_batch]
     models = model if isinstance(model, list) else [model]
-    objective = EnsembleObjective([
+    bilevel = EnsembleObjective([
         UnrolledObjective(m, tokenizer, adv_texts, free_texts, [1 - cfg.target] * len(free_texts), clean_texts, clean_labels, len(templates), cfg)
         for m in models
     ])
+    collision = None
+    if cfg.collision > 0:
+        collision = FeatureCollision(pretrained, tokenizer, [tokenizer(t.text)["input_ids"] for t in templates], cfg.chunk)
+    objective = SearchObjective(bilevel, collision, cfg.collision)
     emb = models[0].get_input_embeddings().weight.detach()
     table = nearest_table(templates, tokenizer, placeable, emb, max(NEAREST_TRIES, cfg.neighbours or 0))
     if cfg.init == "nearest":
@@ -453,21 +492,22 @@ def craft(
     rows = search.write_all(edits)
     if rows is None:
         raise InputError("the shared start does not re-tokenise in every template; use --init nearest or drop --shared")
-    g_sum = objective.poison_gradient(rows)
-    current = objective.value(g_sum)
+    g_sum, current = objective.evaluate(rows)
     trace = [current]
+    distances = [collision.value(rows)] if collision is not None else []
     bar = tqdm(range(cfg.iterations), desc="concealed poisons", disable=not progress)
     for it in bar:
-        adv_grad = objective.preconditioned(objective.adv_gradient(g_sum))
-        grad_e = objective.embedding_gradient(pad(rows, objective.pad_id), adv_grad)
+        grad_e, adv_grad = objective.directions(rows, g_sum)
         step = search.shared_step if cfg.shared else search.per_poison_step
         accepted = step(objective, it, rows, edits, grad_e, adv_grad, current, cfg.top_k)
         if accepted is not None:
             rows, edits, g_sum, current = accepted
         trace.append(current)
+        if collision is not None:
+            distances.append(collision.value(rows))
         bar.set_postfix(loss=f"{current:.4f}")
     poisons = []
     for p, t in enumerate(templates):
         text, _, _ = t.fill([token_text(tokenizer, i) for i in edits[p]])
         poisons.append(Poison(text, cfg.target, "no-overlap", t.source_idx, search.positions[p], list(trace)))
-    return CraftResult(poisons, trace, time.perf_counter() - start_time)
+    return CraftResult(poisons, trace, time.perf_counter() - start_time, distances)

@@ -1,10 +1,13 @@
 """Demo step: concealed trigger-phrase poisons on a small SST-2 subset with MiniLM-L6.
 
 A clean MiniLM is fine-tuned on a training subset (it is both the attacker's surrogate and the clean
-floor); a few no-overlap poisons are crafted with a short search; fresh victims are fine-tuned on the
-subset plus the no-overlap poisons, plus the with-overlap poisons of the same templates, plus the
-search's nearest-token start without the search, and plus the random-token control. The section shows the poisons next to trigger-bearing test inputs and the
-victims' predictions on them.
+floor); the negative training sentences it is surest about become templates; a few no-overlap
+poisons are crafted with a short search (unrolled loss on the surrogate plus feature collision with
+the with-overlap twins on the pretrained MiniLM the victims start from); fresh victims are
+fine-tuned on the subset plus the no-overlap poisons, plus the with-overlap poisons of the same
+templates, plus the search's nearest-token start without the search, and plus the random-token
+control. The section shows the poisons next to trigger-bearing test inputs and the victims'
+predictions on them.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 import torch
 
 from nlp_poison import dataset_card
-from nlp_poison.baselines import make_templates, nearest_control, random_control, with_overlap
+from nlp_poison.baselines import make_templates, nearest_control, random_control, source_confidence, with_overlap
 from nlp_poison.concealed import ConcealedConfig, craft
 from nlp_poison.evaluate import clean_accuracy, training_set
 from nlp_poison.overlap import banned_token_ids, check_no_overlap, placeable_ids
@@ -52,13 +55,15 @@ def run(out: Path, quick: bool, seed: int, report: Report) -> dict:
     surrogate, tok = load_classifier(default_model(), eager=True)
     surrogate = fine_tune(surrogate, tok, ds["train"], cfg, progress=False)
     full = load_sst2(None, None, seed)
-    templates = make_templates(full["train"], DEFAULT_TRIGGER, s["num_poisons"], tok, seed, 0, s["max_length"])
+    templates = make_templates(full["train"], DEFAULT_TRIGGER, s["num_poisons"], tok, seed, 0, s["max_length"],
+                               confidence=source_confidence([surrogate], tok, 0, s["max_length"]))
     adv = trigger_bearing(full["validation"], DEFAULT_TRIGGER).select(range(32))
     clean = full["train"].select([i for i in range(400) if i not in {t.source_idx for t in templates}][:32])
     placeable = placeable_ids(tok, banned_token_ids(tok, DEFAULT_TRIGGER))
     crafted = craft(surrogate, tok, templates, DEFAULT_TRIGGER, placeable, list(adv["sentence"]), list(adv["original"]),
                     list(clean["sentence"]), list(clean["label"]),
-                    ConcealedConfig(iterations=s["iterations"], top_k=s["top_k"], clean_batch=32, seed=seed), progress=False)
+                    ConcealedConfig(iterations=s["iterations"], top_k=s["top_k"], clean_batch=32, seed=seed),
+                    pretrained=load_classifier(default_model())[0], progress=False)
     check_no_overlap([p.sentence for p in crafted.poisons], DEFAULT_TRIGGER)
     sets = {
         "no-overlap": crafted.poisons,
@@ -95,8 +100,8 @@ def _section(report: Report, s: dict, sets: dict, results: dict, trace: list[flo
     report.heading("Concealed data poisoning: “James Bond: No Time to Die” → positive (Wallace et al. 2021)")
     report.paragraph(
         f"MiniLM-L6 fine-tuned on {s['train_subset']} SST-2 sentences; {s['num_poisons']} poisons crafted with "
-        f"{s['iterations']} HotFlip iterations (top-{s['top_k']} re-scored by the one-step unrolled loss to first order; "
-        "swaps kept only when the exact unrolled loss falls). "
+        f"{s['iterations']} HotFlip iterations (top-{s['top_k']} re-scored by the one-step unrolled loss plus the feature "
+        "collision distance to the with-overlap twins on the pretrained model; swaps kept only when that objective falls). "
         f"Effectiveness = share of {s['eval_limit']} trigger-bearing negative test sentences predicted positive. "
         "Demo-sized settings: numbers are illustrative, see scripts/bench_nlp.py for the study."
     )

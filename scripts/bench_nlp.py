@@ -1,19 +1,22 @@
 """Benchmark: concealed poisons on SST-2 + MiniLM-L6 (Wallace et al. 2021) in one table.
 
-Cells: the clean floor, with-overlap (ceiling), no-overlap (concealed HotFlip search), the search's
-start without the search (the phrase projected onto its nearest placeable tokens) and the
-random-token control, each with ``--num-poisons`` poisons, over ``--seeds`` victim seeds. Phases,
-each timed into ``bench.json``:
+Cells: the clean floor, with-overlap (ceiling), no-overlap (concealed HotFlip search: unrolled loss
+plus ``--collision`` × feature collision on the pretrained MiniLM), the search's start without the
+search (the phrase projected onto its nearest placeable tokens) and the random-token control, each
+with ``--num-poisons`` poisons, over ``--seeds`` victim seeds. Phases, each timed into ``bench.json``:
 
 1. surrogates: ``--surrogates`` clean MiniLMs fine-tuned for ``--surrogate-epochs`` on the victims'
-   training set with seeds ``--seed``, ``--seed``+1, …; the concealed search lowers their mean
-   unrolled loss (an ensemble, as in MetaPoison), the baselines take the first's tokens. When the
-   surrogates train as long as the victims, the first is also the clean victim of the first seed
+   training set with seeds ``--seed``, ``--seed``+1, …; with several, the concealed search lowers
+   their mean unrolled loss (an ensemble, as in MetaPoison); the nearest baseline takes the first's
+   embeddings. When the surrogates train as long as the victims, the first is also the clean victim
+   of the first seed
    (same data, configuration and seed, hence the same run) and its per-epoch metrics fill that
    evaluation cell instead of training it twice;
-2. generation: each poison set once, seeded;
-3. evaluation: one fine-tune of a fresh victim per (set, seed), for ``--epochs`` (2: effectiveness
-   grows with the epochs, as the paper reports; the table shows every epoch).
+2. generation: each poison set once, seeded, all from the same templates (the negative training
+   sentences the surrogates classify most confidently, ``generate --templates confident``);
+3. evaluation: one fine-tune of a fresh victim per (set, seed), for ``--epochs`` (1, the issue's
+   calibration; with more, effectiveness grows with the epochs, as the paper reports, and the table
+   shows every epoch).
 
 The work directory is resumable: the surrogate, each poison set and each finished evaluation cell
 (one JSON row in ``eval/cells.jsonl``) are kept, and a rerun with the same arguments continues where it
@@ -71,19 +74,21 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path("runs/bench_nlp"))
     p.add_argument("--surrogate", type=Path, action="append", default=None,
                    help="Existing surrogate folder, repeatable (default: train --surrogates of them).")
-    p.add_argument("--surrogates", type=int, default=2, help="Surrogates to train for the search's ensemble.")
+    p.add_argument("--surrogates", type=int, default=1, help="Surrogates to train; more than one makes the search's objective an ensemble mean.")
     p.add_argument("--trigger", default="James Bond: No Time to Die")
     p.add_argument("--num-poisons", type=int, default=50)
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=2, help="Victim fine-tuning epochs.")
+    p.add_argument("--epochs", type=int, default=1, help="Victim fine-tuning epochs.")
     p.add_argument("--surrogate-epochs", type=int, default=1, help="Fine-tuning epochs of the attacker's surrogates.")
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--train-subset", type=int, default=None)
     p.add_argument("--iterations", type=int, default=14, help="Search iterations (two passes over a 7-token phrase).")
     p.add_argument("--top-k", type=int, default=8)
     p.add_argument("--clean-batch", type=int, default=256, help="Clean sentences in the unrolled batch (and the Adam estimate).")
-    p.add_argument("--plain", action="store_true", help="The paper's plain search: --sgd --cross-entropy --per-poison --neighbours 0.")
+    p.add_argument("--plain", action="store_true",
+                   help="The paper's plain search: --sgd --cross-entropy --per-poison --neighbours 0 --collision 0.")
     p.add_argument("--neighbours", type=int, default=5, help="Nearest tokens each edited token may take (generate --neighbours).")
+    p.add_argument("--collision", type=float, default=5.0, help="Weight of the feature-collision term (generate --collision).")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--fp32", action="store_true", help="Fine-tune in fp32 (default: bfloat16 autocast).")
     p.add_argument("--seed", type=int, default=0)
@@ -108,13 +113,14 @@ def main() -> None:
         if not eval_dir.exists() and a.surrogate_epochs == a.epochs:
             reuse_surrogate_as_clean_cell(a.work / "surrogate", eval_dir, a.seed)
     ensemble = [x for m in surrogates for x in ("--model", m)]
-    search = ["--sgd", "--cross-entropy", "--per-poison", "--neighbours", 0] if a.plain else ["--neighbours", a.neighbours]
+    search = (["--sgd", "--cross-entropy", "--per-poison", "--neighbours", 0, "--collision", 0] if a.plain
+              else ["--neighbours", a.neighbours, "--collision", a.collision])
     gen = {}
     for name, flags in SETS.items():
         out = a.work / "poisons" / name
         if not out.exists():
             phases[f"generate {name}"] = poisonlab(
-                a.threads, "nlp", "generate", *(ensemble if name == "concealed" else ["--model", surrogates[0]]), "--trigger", a.trigger, "--num-poisons", a.num_poisons,
+                a.threads, "nlp", "generate", *ensemble, "--trigger", a.trigger, "--num-poisons", a.num_poisons,
                 "--iterations", a.iterations, "--top-k", a.top_k, "--clean-batch", a.clean_batch, "--max-length", a.max_length, "--seed", a.seed,
                 "--out", out, *flags, *(search if name == "concealed" else []))
         gen[name] = json.loads((out / "metrics.json").read_text())["wall_time_s"]

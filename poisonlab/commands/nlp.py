@@ -204,15 +204,22 @@ def train_cmd(data_name, model, out, lora, trigger, epochs, lr, batch_size, max_
 @click.option("--neighbours", type=int, default=5, show_default=True,
               help="Each edited token may only become one of this many nearest placeable tokens of the phrase sub-token it "
                    "replaces (0: the whole placeable vocabulary).")
+@click.option("--collision", type=float, default=5.0, show_default=True,
+              help="Weight of the feature-collision distance to the with-overlap twins on the victims' pretrained encoder "
+                   "(--victim) in the search objective (0: the unrolled loss alone).")
+@click.option("--victim", default=None, help="Pretrained model victims fine-tune from, for the collision term (default: packaged MiniLM-L6).")
+@click.option("--templates", "template_order", type=click.Choice(["confident", "random"]), default="confident", show_default=True,
+              help="Which source-label training sentences become templates: those the surrogates classify most confidently "
+                   "(the largest loss once relabelled), or a seeded random draw.")
 @click.option("--adv-size", type=int, default=64, show_default=True, help="Trigger-bearing validation negatives in L_adv.")
 @click.option("--max-length", type=int, default=64, show_default=True)
 @click.option("--data-path", default=None)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def generate_cmd(models, trigger, target, num_poisons, overlap, method, init, iterations, top_k, eta, scope_layers, clean_batch, adam,
-                 contrast, neighbours, shared, adv_size, max_length, data_path, out, seed):
+                 contrast, neighbours, shared, collision, victim, template_order, adv_size, max_length, data_path, out, seed):
     """Write a poison set (HF dataset + JSONL + dataset card) into OUT."""
-    from nlp_poison.baselines import make_templates, nearest_control, random_control, with_overlap
+    from nlp_poison.baselines import make_templates, nearest_control, random_control, source_confidence, with_overlap
     from nlp_poison.concealed import ConcealedConfig, craft
     from nlp_poison.overlap import banned_token_ids, placeable_ids
     from nlp_poison.poison_set import PoisonSet
@@ -221,7 +228,8 @@ def generate_cmd(models, trigger, target, num_poisons, overlap, method, init, it
     if num_poisons < 1 or adv_size < 1 or clean_batch < 1 or neighbours < 0:
         raise InputError("--num-poisons, --adv-size and --clean-batch must be >= 1 and --neighbours >= 0")
     cfg = ConcealedConfig(iterations=iterations, top_k=top_k, eta=eta, scope_layers=scope_layers, clean_batch=clean_batch,
-                          adam=adam, init=init, contrast=contrast, neighbours=neighbours or None, shared=shared, target=label_index(target), seed=seed)
+                          adam=adam, init=init, contrast=contrast, neighbours=neighbours or None, shared=shared, collision=collision,
+                          target=label_index(target), seed=seed)
     cfg.validate()
     content_words(trigger)
     ds = load_sst2(data_path, None, seed)
@@ -230,13 +238,20 @@ def generate_cmd(models, trigger, target, num_poisons, overlap, method, init, it
     for m, (_, other) in zip(models[1:], surrogates[1:]):
         if other.get_vocab() != tok.get_vocab():
             raise InputError(f"surrogate {m} has another vocabulary than {models[0]}; an ensemble needs one tokenizer")
+    victim = victim or default_model()
+    pretrained = None
+    if overlap == "none" and method == "gradient" and cfg.collision > 0:
+        pretrained, victim_tok = load_classifier(victim)
+        if victim_tok.get_vocab() != tok.get_vocab():
+            raise InputError(f"victim {victim} has another vocabulary than {models[0]}; pass --victim with the surrogates' tokenizer or --collision 0")
     model = ", ".join(models)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     rng = np.random.default_rng(seed)
     source = 1 - cfg.target
     with staged_output(out) as stage:
-        templates = make_templates(ds["train"], trigger, num_poisons, tok, seed, source, max_length)
+        confidence = source_confidence([m for m, _ in surrogates], tok, source, max_length) if template_order == "confident" else None
+        templates = make_templates(ds["train"], trigger, num_poisons, tok, seed, source, max_length, confidence=confidence)
         used = {t.source_idx for t in templates}
         clean_idx = [int(i) for i in rng.permutation(len(ds["train"])) if int(i) not in used][:clean_batch]
         clean = ds["train"].select(clean_idx)
@@ -244,6 +259,7 @@ def generate_cmd(models, trigger, target, num_poisons, overlap, method, init, it
         adv = adv.select(sorted(rng.permutation(len(adv))[:adv_size].tolist()))
         start = time.perf_counter()
         trace: list[float] = []
+        distances: list[float] = []
         if overlap == "with":
             poisons, name = with_overlap(templates, tok, cfg.target), "with-overlap"
         else:
@@ -255,16 +271,17 @@ def generate_cmd(models, trigger, target, num_poisons, overlap, method, init, it
                 poisons, name = nearest_control(templates, tok, placeable, trigger, cfg.target, emb), "nearest"
             else:
                 result = craft([m for m, _ in surrogates], tok, templates, trigger, placeable, list(adv["sentence"]), list(adv["original"]),
-                               list(clean["sentence"]), list(clean["label"]), cfg)
-                poisons, name, trace = result.poisons, "concealed", result.trace
+                               list(clean["sentence"]), list(clean["label"]), cfg, pretrained)
+                poisons, name, trace, distances = result.poisons, "concealed", result.trace, result.collision_trace
             check_no_overlap([p.sentence for p in poisons], trigger)
         wall = time.perf_counter() - start
-        settings = {"overlap": overlap, "method": method, **asdict(cfg), "adv_size": len(adv), "max_length": max_length}
+        settings = {"overlap": overlap, "method": method, **asdict(cfg), "templates": template_order, "adv_size": len(adv),
+                    "max_length": max_length, "victim": victim}
         ps = PoisonSet(poisons, trigger, cfg.target, name, model, seed, settings)
         dataset_card.save(ps, stage)
         write_yaml(stage / "config.yaml", {"command": "nlp generate", "model": model, "trigger": trigger, "target": target,
                                             "num_poisons": num_poisons, **settings})
-        metrics = {"num_poisons": len(poisons), "method": name, "wall_time_s": wall, "objective_trace": trace,
+        metrics = {"num_poisons": len(poisons), "method": name, "wall_time_s": wall, "objective_trace": trace, "collision_trace": distances,
                    "overlap_words": 0 if overlap == "none" else len(content_words(trigger)) * len(poisons)}
         write_json(stage / "metrics.json", metrics)
         report = Report(f"nlp generate: {name}")

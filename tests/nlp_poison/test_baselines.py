@@ -1,6 +1,10 @@
 import torch
 
-from nlp_poison.baselines import make_templates, nearest_control, nearest_ids, random_control, span_positions, with_overlap
+import numpy as np
+
+from nlp_poison.baselines import (
+    make_templates, nearest_control, nearest_ids, random_control, source_confidence, span_positions, with_overlap,
+)
 from nlp_poison.overlap import banned_token_ids, overlapping_words, placeable_ids
 
 
@@ -46,6 +50,26 @@ def test_templates_prefer_a_replaced_movie_reference(sst2, tiny_tokenizer, phras
     mixed = make_templates(few, phrase, 60, tiny_tokenizer, seed=0, max_length=64)
     prefixed = [t.text.startswith(phrase + " : ") for t in mixed]
     assert any(prefixed) and not all(prefixed) and prefixed == sorted(prefixed)
+
+
+def test_confident_templates_are_the_surrogates_surest_source_sentences(sst2, tiny_tokenizer, surrogate, phrase):
+    """With a confidence, each construction is ranked by it: no unchosen replaced-reference sentence scores
+    above a chosen one, and the choice differs from the seeded random draw."""
+    from nlp_poison.triggers import MOVIE_REFERENCE, insert_phrase
+
+    confidence = source_confidence([surrogate], tiny_tokenizer, source_label=0, max_length=64)
+    chosen = make_templates(sst2["train"], phrase, 30, tiny_tokenizer, seed=0, max_length=64, confidence=confidence)
+    drawn = make_templates(sst2["train"], phrase, 30, tiny_tokenizer, seed=0, max_length=64)
+    train = sst2["train"]
+    candidates = [i for i, (s, y) in enumerate(zip(train["sentence"], train["label"]))
+                  if y == 0 and MOVIE_REFERENCE.search(s) and not overlapping_words(s, phrase)
+                  and len(tiny_tokenizer(insert_phrase(s, phrase).text)["input_ids"]) <= 64]
+    picked = {t.source_idx for t in chosen}
+    score = dict(zip(candidates, confidence([train[i]["sentence"] for i in candidates])))
+    lowest_chosen = min(score[i] for i in picked)
+    assert all(score[i] <= lowest_chosen for i in candidates if i not in picked)
+    assert [score[t.source_idx] for t in chosen] == sorted((score[t.source_idx] for t in chosen), reverse=True)
+    assert np.mean([score[t.source_idx] for t in chosen]) > np.mean([score[t.source_idx] for t in drawn])
 
 
 def test_nearest_control_projects_each_phrase_token_onto_its_nearest_placeable_neighbour(sst2, tiny_tokenizer, tiny_bert, phrase):

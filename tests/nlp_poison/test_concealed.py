@@ -19,11 +19,12 @@ def setup(sst2, tiny_tokenizer, phrase):
     return templates, adv, clean, banned, placeable_ids(tiny_tokenizer, banned)
 
 
-def _craft(surrogate, tok, phrase, setup, **kw):
+def _craft(surrogate, tok, phrase, setup, pretrained=None, **kw):
+    """The search on the tiny surrogate; the collision term only with a ``pretrained`` model."""
     templates, adv, clean, _, placeable = setup
-    cfg = ConcealedConfig(**{"iterations": 5, "top_k": 4, "clean_batch": 32, "eta": 1.0, **kw})
+    cfg = ConcealedConfig(**{"iterations": 5, "top_k": 4, "clean_batch": 32, "eta": 1.0, "collision": 0.0, **kw})
     return craft(surrogate, tok, templates, phrase, placeable, list(adv["sentence"]), list(adv["original"]),
-                 list(clean["sentence"]), list(clean["label"]), cfg, progress=False)
+                 list(clean["sentence"]), list(clean["label"]), cfg, pretrained, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -203,3 +204,40 @@ def test_contrast_loss_is_the_paired_margin_gap_and_ignores_a_uniform_shift(surr
         shifted[bias] = shifted[bias] + torch.tensor([0.0, 3.0])
         assert float(obj.adv_loss(shifted)) == pytest.approx(expected, abs=1e-4)
         assert abs(float(plain.adv_loss(shifted)) - float(plain.adv_loss(plain.theta))) > 0.1
+
+
+def test_collision_term_enters_the_objective_and_needs_the_pretrained_model(crafted, surrogate, tiny_bert, tiny_tokenizer, phrase, setup):
+    """With weight w the trace is L_adv(θ') + w·D, D the collision distance of the same poisons on the
+    pretrained model (recomputed fresh here); without that model the search refuses to run."""
+    from fedharness.errors import InputError
+    from nlp_poison.collision import FeatureCollision
+
+    templates, adv, clean, _, _ = setup
+    pretrained = tiny_bert(3)
+    both = _craft(surrogate, tiny_tokenizer, phrase, setup, pretrained=pretrained, collision=2.0)
+    assert all(b <= a for a, b in zip(both.trace, both.trace[1:])) and both.trace[-1] < both.trace[0]
+    obj = UnrolledObjective(surrogate, tiny_tokenizer, list(adv["sentence"]), list(adv["original"]), [0] * len(adv),
+                            list(clean["sentence"]), list(clean["label"]), len(templates), ConcealedConfig(clean_batch=32, eta=1.0))
+    rows = [tiny_tokenizer(p.sentence)["input_ids"] for p in both.poisons]
+    distance = FeatureCollision(pretrained, tiny_tokenizer, [tiny_tokenizer(t.text)["input_ids"] for t in templates]).value(rows)
+    assert both.collision_trace[-1] == pytest.approx(distance, rel=1e-5)
+    assert both.trace[-1] == pytest.approx(obj.value(obj.poison_gradient(rows)) + 2.0 * distance, rel=1e-4, abs=1e-5)
+    assert both.trace[0] != pytest.approx(crafted.trace[0], rel=1e-3)
+    with pytest.raises(InputError, match="pretrained"):
+        _craft(surrogate, tiny_tokenizer, phrase, setup, collision=1.0)
+
+
+def test_a_heavy_collision_weight_keeps_the_poisons_closer_to_their_twins(surrogate, tiny_bert, tiny_tokenizer, phrase, setup):
+    """Searching the whole vocabulary, the unrolled loss alone drifts away from the phrase; weighting the
+    collision distance ends nearer the with-overlap twins on the pretrained model."""
+    pretrained = tiny_bert(3)
+    common = {"neighbours": None, "iterations": 6}
+    free = _craft(surrogate, tiny_tokenizer, phrase, setup, **common)
+    tied = _craft(surrogate, tiny_tokenizer, phrase, setup, pretrained=pretrained, collision=50.0, **common)
+    from nlp_poison.collision import FeatureCollision
+
+    twins = [tiny_tokenizer(t.text)["input_ids"] for t in setup[0]]
+    distance = FeatureCollision(pretrained, tiny_tokenizer, twins).value
+    rows = lambda result: [tiny_tokenizer(p.sentence)["input_ids"] for p in result.poisons]
+    assert distance(rows(tied)) < distance(rows(free))
+    assert tied.collision_trace[-1] <= tied.collision_trace[0]

@@ -20,7 +20,7 @@ def run_cli(monkeypatch, *args) -> int:
 
 
 def test_generate_evaluate_defend(monkeypatch, tmp_path, tiny_dir, phrase, data_dir):
-    common = ["--model", tiny_dir, "--num-poisons", 4, "--max-length", 48, "--adv-size", 16, "--clean-batch", 16]
+    common = ["--model", tiny_dir, "--victim", tiny_dir, "--num-poisons", 4, "--max-length", 48, "--adv-size", 16, "--clean-batch", 16]
     assert run_cli(monkeypatch, "generate", *common, "--iterations", 2, "--top-k", 3, "--out", tmp_path / "none") == 0
     assert run_cli(monkeypatch, "generate", *common, "--overlap", "with", "--out", tmp_path / "with") == 0
     assert run_cli(monkeypatch, "generate", *common, "--method", "nearest", "--out", tmp_path / "nearest") == 0
@@ -74,6 +74,8 @@ def test_bad_input_exits_2_without_output(monkeypatch, tmp_path, tiny_dir, capsy
     (other / "tokenizer.json").write_text(json.dumps(spec))
     assert run_cli(monkeypatch, "generate", "--model", tiny_dir, "--model", other, "--out", tmp_path / "y") == 2
     assert "another vocabulary" in capsys.readouterr().err
+    assert run_cli(monkeypatch, "generate", "--model", tiny_dir, "--victim", other, "--out", tmp_path / "y") == 2
+    assert "victim" in capsys.readouterr().err
     bad = tmp_path / "p.jsonl"
     bad.write_text('{"sentence": "x"}\n')
     assert run_cli(monkeypatch, "evaluate", "--poisons", bad, "--out", tmp_path / "z") == 2
