@@ -227,17 +227,16 @@ def test_collision_term_enters_the_objective_and_needs_the_pretrained_model(craf
         _craft(surrogate, tiny_tokenizer, phrase, setup, collision=1.0)
 
 
-def test_a_heavy_collision_weight_keeps_the_poisons_closer_to_their_twins(surrogate, tiny_bert, tiny_tokenizer, phrase, setup):
-    """Searching the whole vocabulary, the unrolled loss alone drifts away from the phrase; weighting the
-    collision distance ends nearer the with-overlap twins on the pretrained model."""
-    pretrained = tiny_bert(3)
-    common = {"neighbours": None, "iterations": 6}
-    free = _craft(surrogate, tiny_tokenizer, phrase, setup, **common)
-    tied = _craft(surrogate, tiny_tokenizer, phrase, setup, pretrained=pretrained, collision=50.0, **common)
+def test_a_heavy_collision_weight_walks_the_poisons_towards_their_twins(surrogate, tiny_bert, tiny_tokenizer, phrase, setup):
+    """When the collision term dominates, every accepted step lowers the distance to the with-overlap twins
+    on the pretrained model (measured fresh), and the search ends clearly nearer than its start."""
     from nlp_poison.collision import FeatureCollision
 
+    pretrained = tiny_bert(3)
+    tied = _craft(surrogate, tiny_tokenizer, phrase, setup, pretrained=pretrained, collision=1e4, neighbours=None, iterations=6)
     twins = [tiny_tokenizer(t.text)["input_ids"] for t in setup[0]]
     distance = FeatureCollision(pretrained, tiny_tokenizer, twins).value
-    rows = lambda result: [tiny_tokenizer(p.sentence)["input_ids"] for p in result.poisons]
-    assert distance(rows(tied)) < distance(rows(free))
-    assert tied.collision_trace[-1] <= tied.collision_trace[0]
+    trace = tied.collision_trace
+    assert all(b <= a + 1e-6 for a, b in zip(trace, trace[1:]))
+    assert trace[-1] < 0.95 * trace[0]
+    assert distance([tiny_tokenizer(p.sentence)["input_ids"] for p in tied.poisons]) == pytest.approx(trace[-1], rel=1e-5)
