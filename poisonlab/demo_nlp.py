@@ -33,10 +33,12 @@ from poisonlab.runs import write_json, write_yaml
 
 
 def settings(quick: bool) -> dict:
+    """Quick: 16 poisons among 1,024 sentences, 2 epochs — the fewest steps after which the with-overlap
+    ceiling is reached (one epoch of 1,536 left it at 10–40 %) and the clean model is right on ~82 %."""
     return {
-        "train_subset": 256 if quick else 1500, "num_poisons": 8 if quick else 20, "iterations": 3 if quick else 10,
+        "train_subset": 1024 if quick else 4096, "num_poisons": 16 if quick else 40, "iterations": 3 if quick else 10,
         "top_k": 4, "eval_limit": 100 if quick else 300, "test_limit": 200 if quick else 872, "max_length": 40,
-        "epochs": 1 if quick else 2, "lr": 3e-4 if quick else 1e-4, "batch_size": 16 if quick else 32,
+        "epochs": 2, "lr": 1e-4, "batch_size": 32,
     }
 
 
