@@ -98,9 +98,9 @@ def make_templates(
         if confidence is None and len(fits["replace"]) == num:
             break
     if confidence is not None:
-        for kind, found in fits.items():
-            scores = confidence([sentences[t.source_idx] for t in found]) if found else np.zeros(0)
-            fits[kind] = [found[i] for i in np.argsort(-scores, kind="stable")]
+        for kind in ["replace"] if len(fits["replace"]) >= num else ["replace", "prefix"]:
+            scores = confidence([sentences[t.source_idx] for t in fits[kind]]) if fits[kind] else np.zeros(0)
+            fits[kind] = [fits[kind][i] for i in np.argsort(-scores, kind="stable")]
     templates = (fits["replace"] + fits["prefix"])[:num]
     if len(templates) < num:
         raise InputError(f"only {len(templates)} training sentences with label {source_label} fit max_length {max_length}; ask for fewer poisons")

@@ -304,6 +304,16 @@ class EnsembleObjective:
         return sum(m.alignment(rows, d) for m, d in zip(self.members, direction)) / len(self.members)
 
 
+@dataclass
+class Evaluation:
+    """The search objective at one set of poison rows: the surrogates' poison gradients (reused for the next
+    directions), the objective, and the collision distance D alone (None without the collision term)."""
+
+    g_poison: list[Params]
+    loss: float
+    distance: float | None
+
+
 class SearchObjective:
     """What the token search lowers: the ensemble's unrolled loss plus ``weight`` × the feature collision
     distance to the with-overlap twins on the victims' pretrained encoder (``collision``; none: weight 0)."""
@@ -312,13 +322,13 @@ class SearchObjective:
         self.bilevel, self.collision, self.weight = bilevel, collision, weight if collision is not None else 0.0
         self.cfg, self.pad_id, self.batch_size = bilevel.cfg, bilevel.pad_id, bilevel.batch_size
 
-    def evaluate(self, rows: list[list[int]]) -> tuple[list[Params], float]:
-        """(the surrogates' poison gradients, the objective) for poisons ``rows``."""
+    def evaluate(self, rows: list[list[int]]) -> Evaluation:
         g = self.bilevel.poison_gradient(rows)
         loss = self.bilevel.value(g)
-        if self.weight:
-            loss += self.weight * self.collision.value(rows)
-        return g, loss
+        if not self.weight:
+            return Evaluation(g, loss, None)
+        distance = self.collision.value(rows)
+        return Evaluation(g, loss + self.weight * distance, distance)
 
     def directions(self, rows: list[list[int]], g_poison: list[Params]) -> tuple[torch.Tensor, list[Params]]:
         """∇_e of the objective for every poison token (HotFlip) and the preconditioned ∇_θ' L_adv."""
@@ -338,7 +348,7 @@ class SearchObjective:
         return gains
 
 
-Step = tuple[list[list[int]], list[list[int]], list[Params], float]
+Step = tuple[list[list[int]], list[list[int]], Evaluation]
 
 
 class _Search:
@@ -407,9 +417,9 @@ class _Search:
             trial_rows, trial_edits = list(rows), list(edits)
             for _, p, row, e in proposals:
                 trial_rows[p], trial_edits[p] = row, e
-            g_trial, loss = objective.evaluate(trial_rows)
-            if loss < current:
-                return trial_rows, trial_edits, g_trial, loss
+            trial = objective.evaluate(trial_rows)
+            if trial.loss < current:
+                return trial_rows, trial_edits, trial
             proposals = proposals[: len(proposals) // 2]
         return None
 
@@ -425,9 +435,9 @@ class _Search:
             trial_rows = self.write_all(trial_edits)
             if trial_rows is None:
                 continue
-            g_trial, loss = objective.evaluate(trial_rows)
-            if loss < (current if best is None else best[3]):
-                best = (trial_rows, trial_edits, g_trial, loss)
+            trial = objective.evaluate(trial_rows)
+            if trial.loss < (current if best is None else best[2].loss):
+                best = (trial_rows, trial_edits, trial)
         return best
 
 
@@ -492,22 +502,20 @@ def craft(
     rows = search.write_all(edits)
     if rows is None:
         raise InputError("the shared start does not re-tokenise in every template; use --init nearest or drop --shared")
-    g_sum, current = objective.evaluate(rows)
-    trace = [current]
-    distances = [collision.value(rows)] if collision is not None else []
+    now = objective.evaluate(rows)
+    trace, distances = [now.loss], [now.distance]
     bar = tqdm(range(cfg.iterations), desc="concealed poisons", disable=not progress)
     for it in bar:
-        grad_e, adv_grad = objective.directions(rows, g_sum)
+        grad_e, adv_grad = objective.directions(rows, now.g_poison)
         step = search.shared_step if cfg.shared else search.per_poison_step
-        accepted = step(objective, it, rows, edits, grad_e, adv_grad, current, cfg.top_k)
+        accepted = step(objective, it, rows, edits, grad_e, adv_grad, now.loss, cfg.top_k)
         if accepted is not None:
-            rows, edits, g_sum, current = accepted
-        trace.append(current)
-        if collision is not None:
-            distances.append(collision.value(rows))
-        bar.set_postfix(loss=f"{current:.4f}")
+            rows, edits, now = accepted
+        trace.append(now.loss)
+        distances.append(now.distance)
+        bar.set_postfix(loss=f"{now.loss:.4f}")
     poisons = []
     for p, t in enumerate(templates):
         text, _, _ = t.fill([token_text(tokenizer, i) for i in edits[p]])
         poisons.append(Poison(text, cfg.target, "no-overlap", t.source_idx, search.positions[p], list(trace)))
-    return CraftResult(poisons, trace, time.perf_counter() - start_time, distances)
+    return CraftResult(poisons, trace, time.perf_counter() - start_time, distances if collision is not None else [])
