@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from fedharness.simulation import Simulation
@@ -56,7 +57,8 @@ def test_flwr_run_matches_inprocess(tmp_path):
     """A SuperLink in simulation mode, then ``flwr run`` of this repo with a 3-client digits config.
 
     The app runs in this venv (runtime dependency installation off) on a fresh local Ray instance
-    (``RAY_ADDRESS=local``). Tolerance as in test_flower: MTA/ASR to 1e-6, global vector and update
+    (``RAY_ADDRESS=local``) whose workers use this process's thread count, so both sum in the same
+    order. Tolerance as in test_flower: MTA/ASR to 1e-6, global vector and update
     norms to 1e-4 (float32 rounding; measured here: MTA/ASR equal, vectors within 5e-7).
     """
     config, out, home = tmp_path / "digits.yaml", tmp_path / "out", tmp_path / "flwr-home"
@@ -71,6 +73,8 @@ def test_flwr_run_matches_inprocess(tmp_path):
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
         "FLWR_TELEMETRY_ENABLED": "0",
         "RAY_ADDRESS": "local",
+        "OMP_NUM_THREADS": str(torch.get_num_threads()),
+        "MKL_NUM_THREADS": str(torch.get_num_threads()),
     }
     log = (tmp_path / "superlink.log").open("w")
     superlink = subprocess.Popen(
