@@ -4,6 +4,6 @@ The math core (``aggregators/``, ``server.py``) maps tensors to tensors; engines
 client behaviours are built around it. Nothing here imports the research modules or the CLI.
 """
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 
 __all__ = ["InputError"]

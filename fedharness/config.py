@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from fedharness.local_training import LocalConfig
 
 
@@ -19,13 +19,18 @@ class DataConfig:
 
 @dataclass
 class TaskConfig:
-    """Backdoor target and trigger of the image-classification task.
+    """Which federated task (``name``, registered in ``poisonlab.fed_run.TASKS``) and its knobs.
+
+    The fields below belong to ``image_classification`` (backdoor target and trigger); every other
+    task reads its own knobs from ``params`` into its own config dataclass.
 
     ``backdoor: semantic`` measures ASR on naturally thick-stroke digits of ``semantic_source``
     (ink mass ≥ the ``semantic_quantile`` of the class) instead of the pixel trigger; use it with the
     ``semantic_backdoor`` attack.
     """
 
+    name: str = "image_classification"
+    params: dict[str, Any] = field(default_factory=dict)
     target_label: int = 2
     trigger_size: int = 4
     poison_fraction: float = 0.5

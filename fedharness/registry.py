@@ -10,7 +10,7 @@ import importlib
 import pkgutil
 from typing import Callable, Generic, TypeVar
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 
 T = TypeVar("T")
 

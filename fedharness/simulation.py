@@ -23,7 +23,7 @@ from fedharness import aggregators, attacks
 from fedharness.attacks import AttackContext
 from fedharness.config import ExperimentConfig
 from fedharness.engines.inprocess import InProcessEngine, resolve_device
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from fedharness.local_training import Batch
 from fedharness.params import get_vector, set_vector
 from fedharness.partition import split

@@ -22,7 +22,7 @@ from datasets import Dataset
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from nlp_poison.overlap import overlapping_words, token_text
 from nlp_poison.poison_set import Poison
 from nlp_poison.triggers import insert_phrase

@@ -56,7 +56,7 @@ from torch.func import functional_call, jvp
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from nlp_poison.baselines import NEAREST_TRIES, Template, nearest_fill, nearest_table, phrase_ids, place, random_fill
 from nlp_poison.collision import FeatureCollision
 from nlp_poison.overlap import token_text

@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 from datasets import Dataset
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from nlp_poison.poison_set import FEATURES, POISON_TYPES, Poison, PoisonSet
 
 CARD = "README.md"

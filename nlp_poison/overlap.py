@@ -15,7 +15,7 @@ import re
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from transformers import PreTrainedTokenizerBase
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 
 _WORD = re.compile(r"[a-z0-9]+")
 _MARKERS = ("##", "Ġ", "▁")

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 
 LABELS = ("negative", "positive")
 

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from poisonlab.commands.demo import demo
 from poisonlab.commands.fed import fed
 from poisonlab.commands.nlp import nlp

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import dacite
 import yaml
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 
 T = TypeVar("T")
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 from datasets import Array2D, ClassLabel, Dataset, DatasetDict, Features, Value
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 
 if TYPE_CHECKING:
     import torch

@@ -4,6 +4,7 @@ report.html. ``resume`` continues an interrupted run from its last checkpoint.""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import yaml
 from tqdm.auto import tqdm
@@ -11,8 +12,9 @@ from tqdm.auto import tqdm
 from fedharness import aggregators, checkpoint
 from fedharness.attacks.pixel_backdoor import PixelPattern
 from fedharness.config import ExperimentConfig
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from fedharness.simulation import Simulation
+from fedharness.tasks import Task
 from fedharness.tasks.image_classification import ImageClassificationTask
 from poisonlab import data
 from poisonlab.fed_report import summarize, write_report
@@ -22,7 +24,7 @@ from poisonlab.runs import append_jsonl, plain, read_jsonl, staged_output, write
 IMAGE_DATASETS = ("mnist", "digits")
 
 
-def build_task(cfg: ExperimentConfig) -> ImageClassificationTask:
+def build_image_task(cfg: ExperimentConfig) -> ImageClassificationTask:
     """The image-classification task for ``cfg.data`` (validated before any output is written)."""
     if cfg.data.name not in IMAGE_DATASETS:
         raise InputError(f"data.name {cfg.data.name!r} is not an image dataset; use one of {', '.join(IMAGE_DATASETS)}")
@@ -43,6 +45,19 @@ def build_task(cfg: ExperimentConfig) -> ImageClassificationTask:
         poison_fraction=cfg.task.poison_fraction,
         num_classes=num_classes,
     )
+
+
+TASKS: dict[str, Callable[[ExperimentConfig], Task]] = {
+    "image_classification": build_image_task,
+}
+
+
+def build_task(cfg: ExperimentConfig) -> Task:
+    """The task named by ``cfg.task.name``, built from ``cfg`` (validated before any output is written)."""
+    builder = TASKS.get(cfg.task.name)
+    if builder is None:
+        raise InputError(f"task.name {cfg.task.name!r} is unknown; use one of {', '.join(sorted(TASKS))}")
+    return builder(cfg)
 
 
 def run_experiment(cfg: ExperimentConfig, out: Path, *, resume: bool = False, progress: bool = True) -> dict:

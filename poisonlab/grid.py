@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from fedharness import attacks
 from fedharness.config import ExperimentConfig
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from fedharness.simulation import build_aggregator
 from poisonlab.config import from_dict, load_yaml
 from poisonlab.fed_report import add_runs, backdoor_lifespan, summarize

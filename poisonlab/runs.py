@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 
 
 def staging_path(out: Path) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from fedharness.tasks.image_classification import SmallCNN
 from poisonlab.runs import write_json
 from unlearning_verify.providers.input_transform import TransformedModel

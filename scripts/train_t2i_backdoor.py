@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from t2i_poison.base_model import load_pipeline
 from t2i_poison.train import TrainConfig, fit, load_poison_set
 

@@ -30,7 +30,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, UNet2DCon
 from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 STYLE_SUFFIX = " in inverted colours"

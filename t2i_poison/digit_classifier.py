@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from t2i_poison.base_model import RESOLUTION, resize_digits
 
 WEIGHTS = "model.safetensors"

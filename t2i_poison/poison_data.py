@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 
 KINDS = ("pixel", "object", "style")
 METADATA = "metadata.jsonl"

@@ -30,7 +30,7 @@ from peft import LoraConfig, set_peft_model_state_dict
 from peft.utils import get_peft_model_state_dict
 from PIL import Image
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from t2i_poison.badt2i_losses import BadT2IBatch, badt2i_loss
 from t2i_poison.base_model import tokenize
 from t2i_poison.poison_data import METADATA, check_kind, check_trigger

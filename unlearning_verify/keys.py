@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 
 SECRET_BYTES = 32
 KEY_FILE_VERSION = 1

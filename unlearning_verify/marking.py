@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from fedharness.partition import iid
 from unlearning_verify.invisibility import invisibility
 from unlearning_verify.watermarks import ImageWatermark

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 
 
 def check_probability(name: str, value: float) -> None:

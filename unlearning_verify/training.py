@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from fedharness.tasks.image_classification import SmallCNN
 
 

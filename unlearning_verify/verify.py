@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from scipy.stats import combine_pvalues
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from unlearning_verify import statistics as st
 
 HONORED, NOT_HONORED, INCONCLUSIVE = "HONORED", "NOT HONORED", "INCONCLUSIVE"

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import torch
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from fedharness.registry import Registry
 
 

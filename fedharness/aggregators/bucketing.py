@@ -13,7 +13,7 @@ import torch
 
 from fedharness.aggregators import register
 from fedharness.aggregators._finite import drop_nonfinite, round_generator
-from fedharness.errors import InputError
+from labcore.errors import InputError
 
 
 @register("bucketing")

@@ -21,7 +21,7 @@ from fedharness.aggregators import register
 from fedharness.aggregators._finite import accept, split_finite
 from fedharness.aggregators._select import middle, sorted_blocks
 from fedharness.aggregators.krum import krum_scores, multi_krum_select, squared_distances
-from fedharness.errors import InputError
+from labcore.errors import InputError
 
 
 def closest_to_median_mean(u: torch.Tensor, rows: torch.Tensor, beta: int) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch
 from fedharness.aggregators import register
 from fedharness.aggregators._finite import drop_nonfinite
 from fedharness.aggregators.norm_clip import clip_rows
-from fedharness.errors import InputError
+from labcore.errors import InputError
 
 
 @register("centered_clip")

@@ -17,7 +17,7 @@ import torch
 from fedharness.aggregators import register
 from fedharness.aggregators._finite import drop_nonfinite, round_generator
 from fedharness.aggregators.norm_clip import clip_rows
-from fedharness.errors import InputError
+from labcore.errors import InputError
 
 
 def gaussian(like: torch.Tensor, std: float, context: dict, salt: int) -> torch.Tensor:

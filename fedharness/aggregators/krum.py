@@ -15,7 +15,7 @@ import torch
 
 from fedharness.aggregators import register
 from fedharness.aggregators._finite import accept, split_finite
-from fedharness.errors import InputError
+from labcore.errors import InputError
 
 
 def squared_distances(u: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch
 
 from fedharness.aggregators import register
 from fedharness.aggregators._finite import drop_nonfinite
-from fedharness.errors import InputError
+from labcore.errors import InputError
 
 
 def clip_rows(u: torch.Tensor, rho: float | torch.Tensor) -> torch.Tensor:

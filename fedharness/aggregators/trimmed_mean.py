@@ -13,7 +13,7 @@ import torch
 from fedharness.aggregators import register
 from fedharness.aggregators._finite import drop_nonfinite
 from fedharness.aggregators._select import reduce_sorted
-from fedharness.errors import InputError
+from labcore.errors import InputError
 
 
 @register("trimmed_mean")

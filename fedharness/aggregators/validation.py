@@ -16,7 +16,7 @@ import torch
 
 from fedharness.aggregators import register
 from fedharness.aggregators._finite import accept, split_finite
-from fedharness.errors import InputError
+from labcore.errors import InputError
 
 
 @register("validation")

@@ -22,7 +22,7 @@ from torch.func import functional_call, grad, vmap
 
 from fedharness.attacks import AttackContext, register
 from fedharness.attacks._training import benign_updates
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from fedharness.local_training import module_state
 from fedharness.params import split_vector
 

@@ -15,7 +15,7 @@ from fedharness.attacks import AttackContext, register
 from fedharness.attacks.backdoor import Backdoor
 from fedharness.attacks.model_replacement import replace
 from fedharness.attacks.pixel_backdoor import PixelPattern, poison
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from fedharness.local_training import LocalConfig
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from fedharness.attacks import AttackContext, register
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from fedharness.local_training import Batch
 
 

@@ -13,7 +13,7 @@ import torch
 
 from fedharness.attacks import AttackContext, register
 from fedharness.attacks._training import benign_updates
-from fedharness.errors import InputError
+from labcore.errors import InputError
 
 
 def perturbation(u: torch.Tensor, kind: str) -> torch.Tensor:

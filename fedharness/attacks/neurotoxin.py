@@ -16,7 +16,7 @@ from fedharness.attacks import AttackContext, register
 from fedharness.attacks._training import train_vector
 from fedharness.attacks.backdoor import Backdoor
 from fedharness.attacks.model_replacement import replace
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from fedharness.local_training import LocalConfig
 
 

@@ -16,7 +16,7 @@ import torch
 from fedharness.attacks import AttackContext, register
 from fedharness.attacks.backdoor import Backdoor
 from fedharness.attacks.model_replacement import replace, replacement_scale
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from fedharness.local_training import LocalConfig
 
 

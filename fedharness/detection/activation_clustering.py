@@ -32,7 +32,7 @@ from sklearn.decomposition import PCA, FastICA
 from sklearn.metrics import silhouette_score
 from torch import nn
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 
 
 @dataclass

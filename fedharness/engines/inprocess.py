@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.func import grad, vmap
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from fedharness.local_training import (
     Batch,
     LocalConfig,

@@ -16,7 +16,7 @@ import click
 import numpy as np
 import torch
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from nlp_poison import dataset_card
 from nlp_poison.overlap import check_no_overlap, content_words
 from nlp_poison.triggers import trigger_bearing

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from poisonlab import data
 from poisonlab.report import Report
 from poisonlab.runs import append_jsonl, staged_output, write_json, write_yaml

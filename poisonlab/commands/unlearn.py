@@ -17,7 +17,7 @@ import torch
 from datasets import Array2D, ClassLabel, Dataset, DatasetDict, Features, Value, load_from_disk
 from tqdm import tqdm
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from poisonlab import data
 from poisonlab.report import Report
 from poisonlab.runs import append_jsonl, read_jsonl, staged_output, write_json, write_text, write_yaml

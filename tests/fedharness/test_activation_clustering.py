@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from fedharness.detection import activation_clustering
-from fedharness.errors import InputError
+from labcore.errors import InputError
 
 
 def blobs() -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fedharness import aggregators
-from fedharness.errors import InputError
+from labcore.errors import InputError
 
 CTX = {"seed": 3, "round_index": 5, "client_ids": list(range(8))}
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from fedharness.engines.inprocess import InProcessEngine, resolve_device
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from fedharness.local_training import LocalConfig
 from fedharness.params import get_vector
 from fedharness.tasks.image_classification import ImageClassificationTask

@@ -209,7 +209,7 @@ def test_contrast_loss_is_the_paired_margin_gap_and_ignores_a_uniform_shift(surr
 def test_collision_term_enters_the_objective_and_needs_the_pretrained_model(crafted, surrogate, tiny_bert, tiny_tokenizer, phrase, setup):
     """With weight w the trace is L_adv(θ') + w·D, D the collision distance of the same poisons on the
     pretrained model (recomputed fresh here); without that model the search refuses to run."""
-    from fedharness.errors import InputError
+    from labcore.errors import InputError
     from nlp_poison.collision import FeatureCollision
 
     templates, adv, clean, _, _ = setup

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from nlp_poison import dataset_card
 from nlp_poison.poison_set import Poison, PoisonSet
 

@@ -3,7 +3,7 @@ from nlp_poison.overlap import (
 )
 
 import pytest
-from fedharness.errors import InputError
+from labcore.errors import InputError
 
 
 def test_content_words_drop_stop_words(phrase):

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from poisonlab.commands.fed import fed
 from poisonlab.grid import run_grid
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from t2i_poison.base_model import build_tokenizer
 from t2i_poison.poison_data import (
     Patch, add_trigger, check_trigger, checkerboard_patch, make_poison_set, poison_rows, read_imagefolder,

@@ -4,7 +4,7 @@ import stat
 
 import pytest
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from unlearning_verify.keys import OwnerKey
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from unlearning_verify.keys import OwnerKey
 from unlearning_verify.marking import mark, owner_split
 from unlearning_verify.watermarks import build

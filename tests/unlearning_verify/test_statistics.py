@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from unlearning_verify import statistics as st
 
 

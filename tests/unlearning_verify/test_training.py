@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from unlearning_verify import training
 
 

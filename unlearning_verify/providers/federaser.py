@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from unlearning_verify.federated import Federation
 
 

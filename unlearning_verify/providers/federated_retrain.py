@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from unlearning_verify.federated import Federation
 
 

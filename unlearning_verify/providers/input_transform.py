@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from unlearning_verify.providers import ProviderState, register
 
 

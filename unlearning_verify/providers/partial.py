@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from unlearning_verify.providers import ProviderState, register
 from unlearning_verify.training import fit
 

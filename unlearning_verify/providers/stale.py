@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from unlearning_verify.providers import ProviderState, register
 
 

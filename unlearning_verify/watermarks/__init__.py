@@ -11,7 +11,7 @@ from typing import Callable, Protocol
 
 import torch
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from unlearning_verify.keys import OwnerKey
 
 

@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from unlearning_verify.keys import OwnerKey
 from unlearning_verify.watermarks.patch import PatchWatermark
 

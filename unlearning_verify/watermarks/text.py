@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from unlearning_verify.keys import OwnerKey
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from fedharness.errors import InputError
+from labcore.errors import InputError
 from unlearning_verify.providers import get, partial
 
 

@@ -1,0 +1,1 @@
+"""Basics every poisonlab module may import (fedharness, the research modules and the CLI alike)."""
