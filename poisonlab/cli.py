@@ -1,43 +1,111 @@
-"""The ``poisonlab`` command line. Bad input exits with code 2 and a one-line message."""
+"""The ``poisonlab`` command line. Bad input exits with code 2 and a one-line message.
+
+Command groups are imported only when invoked (``poisonlab --help`` lists them from the help texts
+below without importing torch), and every float option of every command rejects NaN and ±inf.
+"""
 
 from __future__ import annotations
 
+import importlib
+import math
 import sys
+from typing import Any
 
 import click
 
 from labcore.errors import InputError
-from poisonlab.commands.demo import demo
-from poisonlab.commands.fed import fed
-from poisonlab.commands.nlp import nlp
-from poisonlab.commands.unlearn import unlearn
-from poisonlab.commands.t2i import t2i
+
+# name → (module, attribute, one-line help shown by ``poisonlab --help``)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "demo": ("poisonlab.commands.demo", "demo", "Run the demo experiments and write one HTML report comparing them."),
+    "fed": ("poisonlab.commands.fed", "fed", "Federated training with attacks and defenses."),
+    "nlp": ("poisonlab.commands.nlp", "nlp", "Concealed data poisoning of sentiment models (trigger phrase → target label)."),
+    "t2i": ("poisonlab.commands.t2i", "t2i", "Text-to-image backdoors (BadT2I: pixel, object, style) with LoRA."),
+    "unlearn": ("poisonlab.commands.unlearn", "unlearn", "Backdoor watermarks that verify whether an unlearning request was honoured."),
+}
+
+# OSErrors about a path the user named (the message names the path); other OSErrors stay tracebacks.
+_USER_PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class FiniteFloat(click.ParamType):
+    """click's FLOAT without NaN and ±inf (``--lr nan`` is a usage error, not a NaN run)."""
+
+    name = "float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number; pass a real value such as 0.1", param, ctx)
+        return number
+
+
+FINITE_FLOAT = FiniteFloat()
+
+
+def finite_floats(command: click.Command) -> click.Command:
+    """Give every float option of ``command`` and its subcommands the finite-float type."""
+    for param in command.params:
+        if isinstance(param.type, click.types.FloatParamType) and not isinstance(param.type, click.FloatRange):
+            param.type = FINITE_FLOAT
+    for sub in getattr(command, "commands", {}).values():
+        finite_floats(sub)
+    return command
+
+
+class LazyGroup(click.Group):
+    """A group whose commands live in modules imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        return finite_floats(getattr(importlib.import_module(module), attr))
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Run with poisonlab's exit codes: 2 and one line for bad input, 130 for Ctrl-C."""
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except (click.exceptions.Abort, KeyboardInterrupt):
+            click.echo("aborted", err=True)
+            sys.exit(130)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else "poisonlab"
+            fail(f"{exc.format_message()} (see '{where} --help')")
+        except click.ClickException as exc:
+            fail(exc.format_message())
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except InputError as exc:
+            fail(str(exc))
+        except UnicodeDecodeError as exc:
+            fail(f"an input file is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8")
+        except _USER_PATH_ERRORS as exc:
+            if exc.filename is None:
+                raise
+            fail(f"{exc.strerror}: {exc.filename}; check the path")
+
+
+def fail(message: str) -> None:
+    """Print ``error: message`` on one line and exit with code 2."""
+    click.echo("error: " + " ".join(message.split()), err=True)
+    sys.exit(2)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="poisonlab")
 def cli() -> None:
     """poisonlab: data and model poisoning experiments across modalities."""
 
 
-cli.add_command(fed)
-cli.add_command(nlp)
-cli.add_command(demo)
-cli.add_command(unlearn)
-cli.add_command(t2i)
-
-
 def main() -> None:
-    try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(2 if exc.exit_code in (1, 2) else exc.exit_code)
-    except InputError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+    cli.main(prog_name="poisonlab")

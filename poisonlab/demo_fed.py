@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from fedharness.config import AttackConfig, ExperimentConfig, FederationConfig
+from fedharness.config import AttackConfig, DataConfig, ExperimentConfig, FederationConfig
 from fedharness.local_training import LocalConfig
 from poisonlab.fed_report import add_runs
 from poisonlab.fed_run import run_experiment
@@ -13,12 +13,17 @@ from poisonlab.report import Report
 from poisonlab.runs import read_jsonl
 
 
-def demo_configs(quick: bool, seed: int) -> dict[str, ExperimentConfig]:
+# size → (dataset, clients, clients per round, rounds, attack round); tiny is a mechanics check on 8×8 digits
+SIZES = {"tiny": ("digits", 10, 5, 4, 3), "quick": ("mnist", 100, 10, 30, 28), "full": ("mnist", 100, 10, 40, 30)}
+
+
+def demo_configs(size: str, seed: int) -> dict[str, ExperimentConfig]:
     """fed-clean and fed-replacement; the attack strikes late, once the model has converged."""
-    rounds, attack_round = (30, 28) if quick else (40, 30)
+    dataset, n, m, rounds, attack_round = SIZES[size]
     clean = ExperimentConfig(
         seed=seed,
-        federation=FederationConfig(num_clients=100, clients_per_round=10, rounds=rounds, server_lr=10.0),
+        data=DataConfig(name=dataset),
+        federation=FederationConfig(num_clients=n, clients_per_round=m, rounds=rounds, server_lr=float(n / m)),
         local=LocalConfig(epochs=2, lr=0.1, batch_size=10),
     )
     attacked = copy.deepcopy(clean)
@@ -28,13 +33,16 @@ def demo_configs(quick: bool, seed: int) -> dict[str, ExperimentConfig]:
     return {"fed-clean": clean, "fed-replacement": attacked}
 
 
-def run(out: Path, quick: bool, seed: int, report: Report) -> dict:
+def run(out: Path, size: str, seed: int, report: Report) -> dict:
     """Run both experiments into ``out/fed-clean`` and ``out/fed-replacement``; add their section."""
-    summaries = {name: run_experiment(cfg, out / name) for name, cfg in demo_configs(quick, seed).items()}
-    report.heading("Federated backdoor: model replacement on MNIST")
+    configs = demo_configs(size, seed)
+    summaries = {name: run_experiment(cfg, out / name, progress=False) for name, cfg in configs.items()}
+    fed = configs["fed-clean"].federation
+    report.heading(f"Federated backdoor: model replacement on {configs['fed-clean'].data.name}")
     report.paragraph(
-        "100 clients, 10 sampled per round, FedAvg (η·m/n = 1). In fed-replacement one attacker trains a "
-        "backdoored model (pixel pattern → label 2) and submits γ(X − G) + G with γ = n/η (Bagdasaryan et al. 2020)."
+        f"{fed.num_clients} clients, {fed.clients_per_round} sampled per round, FedAvg (η·m/n = 1). In fed-replacement "
+        "one attacker trains a backdoored model (pixel pattern → label 2) and submits γ(X − G) + G with γ = n/η "
+        "(Bagdasaryan et al. 2020)."
     )
     add_runs(report, {name: read_jsonl(out / name / "rounds.jsonl") for name in summaries})
     return summaries

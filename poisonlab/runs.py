@@ -1,8 +1,10 @@
 """Run directories: staged writing, atomic files, JSONL logs.
 
-A run writes into ``<out>.partial`` and is renamed to ``<out>`` when it finishes. Bad input
-(:class:`fedharness.InputError`) removes the staging folder, so no partial output is left; a crash or
-Ctrl-C keeps it so that ``--resume`` can continue from its checkpoints.
+A run writes into ``<out>.partial`` and is renamed to ``<out>`` when it finishes; text artefacts
+that name the staging folder are rewritten to name ``<out>``, so their paths stay valid. Bad input
+(:class:`labcore.errors.InputError`) removes the staging folder, so no partial output is left. A
+crash or Ctrl-C keeps it only for commands that can ``--resume`` from it; for the others it is
+removed too, so that no stale folder blocks the next run.
 """
 
 from __future__ import annotations
@@ -15,39 +17,101 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
-
 from labcore.errors import InputError
+
+# artefacts whose text may name the staging folder (rewritten on the final rename)
+_TEXT_SUFFIXES = (".json", ".jsonl", ".yaml", ".yml", ".md", ".txt", ".html")
+_MAX_REWRITE_BYTES = 50_000_000
 
 
 def staging_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
+def check_output(out: Path) -> None:
+    """Input errors for an ``--out`` that can't be created: it exists, or its nearest existing parent
+    is a file or not writable. Call it before long work so that a typo costs no time."""
+    out = Path(out)
+    if out.exists():
+        raise InputError(f"output folder {out} already exists; choose another --out or remove it")
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"--out {out} lies under {parent}, which is a file; choose a folder path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out}: {parent} is not writable; choose a folder you can write to")
+
+
 @contextmanager
-def staged_output(out: Path, *, resume: bool = False) -> Iterator[Path]:
+def staged_output(out: Path, *, resume: bool | None = None) -> Iterator[Path]:
     """Yield the staging folder for ``out``; on success it becomes ``out``.
 
-    Without ``resume`` an existing ``out`` or staging folder is an input error; with it, the staging
-    folder of an interrupted run is reused.
+    ``resume`` is None for commands without ``--resume``: any error removes the staging folder.
+    With a bool (the command's ``--resume``), a crash keeps it for ``--resume``, an existing staging
+    folder needs ``resume=True``, and ``resume=True`` needs one.
     """
     out = Path(out)
     stage = staging_path(out)
-    if out.exists():
-        raise InputError(f"output folder {out} already exists; choose another --out or remove it")
+    check_output(out)
     if stage.exists() and not resume:
-        raise InputError(f"{stage} holds an interrupted run; pass --resume to continue it or remove it")
+        fix = "pass --resume to continue it or remove it" if resume is not None else "remove it and run again"
+        raise InputError(f"{stage} holds an interrupted run; {fix}")
     if resume and not stage.exists():
         raise InputError(f"nothing to resume: {stage} does not exist; run without --resume")
-    created = not stage.exists()
-    stage.mkdir(parents=True, exist_ok=True)
+    created = _make_dirs(stage)
     try:
         yield stage
-    except InputError:
-        if created:
-            shutil.rmtree(stage, ignore_errors=True)
+    except BaseException as exc:
+        if created and (resume is None or isinstance(exc, InputError)):
+            shutil.rmtree(created[0], ignore_errors=True)
         raise
+    _rewrite_paths(stage, out)
     os.replace(stage, out)
+
+
+def _make_dirs(path: Path) -> list[Path]:
+    """Create ``path`` and missing parents; returns those created (outermost first), [] if it existed.
+    An OSError (read-only file system, ...) is an input error and leaves nothing behind."""
+    missing = [p for p in [path, *path.absolute().parents] if not p.exists()][::-1]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        for p in reversed(missing):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+        raise InputError(f"cannot create {path}: {exc.strerror}; choose another --out") from None
+    return missing
+
+
+def _rewrite_paths(stage: Path, out: Path) -> None:
+    """Replace the staging folder's path by ``out``'s in the run's text artefacts."""
+    pairs = [(str(stage.absolute()), str(out.absolute())), (str(stage), str(out))]
+    for path in stage.rglob("*"):
+        if path.suffix not in _TEXT_SUFFIXES or not path.is_file() or path.stat().st_size > _MAX_REWRITE_BYTES:
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        new = text
+        for old, final in pairs:
+            new = new.replace(old, final)
+        if new != text:
+            write_text(path, new)
+
+
+def read_text(path: Path, what: str = "file") -> str:
+    """A user's text file as UTF-8; a missing file, a folder or bad bytes are input errors."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a folder; pass a file")
+    if not path.is_file():
+        raise InputError(f"{what} {path} not found; check the path")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{what} {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
 
 
 def write_text(path: Path, text: str) -> None:
@@ -62,6 +126,8 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def write_yaml(path: Path, obj: Any) -> None:
+    import yaml
+
     write_text(path, yaml.safe_dump(plain(obj), sort_keys=False))
 
 
@@ -76,9 +142,19 @@ def append_jsonl(path: Path, record: dict) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSONL file ([] if absent); bad bytes or a bad line are input errors."""
+    path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(read_text(path, "JSONL file").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path} line {number} is not JSON ({exc.msg}); fix or remove that line") from None
+    return records
 
 
 def plain(obj: Any) -> Any:

@@ -1,32 +1,100 @@
-"""``poisonlab demo``: every module's quick experiment on the default small models and data."""
+"""``poisonlab demo``: every module's quick experiment on the default small models and data.
+
+Each step prints a heading and, when it finishes, one summary line; the libraries' own logging is
+turned down to errors so that the steps' lines are what the user reads.
+"""
 
 from __future__ import annotations
 
+import importlib
+import time
 from pathlib import Path
+from typing import Callable
 
 import click
 
-from poisonlab import demo_fed
-from poisonlab import demo_nlp
-from poisonlab import demo_unlearn
-from poisonlab import demo_t2i
-from poisonlab.report import Report
-from poisonlab.runs import staged_output, write_json
+# step → (module with ``run(out, quick, seed, report) -> dict``, heading)
+STEPS: dict[str, tuple[str, str]] = {
+    "fed": ("poisonlab.demo_fed", "Federated backdoor: one-shot model replacement (Bagdasaryan et al. 2020)"),
+    "nlp": ("poisonlab.demo_nlp", "Concealed trigger-phrase poisons on SST-2 (Wallace et al. 2021)"),
+    "unlearn": ("poisonlab.demo_unlearn", "Unlearning verification with an LSB watermark (Athena)"),
+    "t2i": ("poisonlab.demo_t2i", "Text-to-image pixel backdoor on the MNIST base (BadT2I)"),
+}
+SIZES = ("tiny", "quick", "full")
 
-STEPS = {"fed": demo_fed.run, "nlp": demo_nlp.run, "unlearn": demo_unlearn.run, "t2i": demo_t2i.run}
+
+def quiet_libraries() -> None:
+    """Library logs down to errors and their download/loading bars off (errors still surface)."""
+    import logging
+    import warnings
+
+    import datasets
+    import diffusers
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    datasets.utils.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+    for module in ("transformers", "diffusers", "accelerate", "peft", "torch.utils.data", "sklearn"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
+
+
+def summary_line(name: str, s: dict) -> str:
+    """One line of headline numbers for a step's returned summary."""
+    f = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
+    if name == "fed":
+        clean, bad = s["fed-clean"], s["fed-replacement"]
+        hit = bad["attacks"][0] if bad["attacks"] else {}
+        return (f"clean MTA {f(clean['final_main_accuracy'])}; model replacement: ASR {f(hit.get('attack_success_rate_after'))} "
+                f"after round {hit.get('round', '–')}, MTA {f(bad['final_main_accuracy'])}, "
+                f"backdoor lifespan {bad['backdoor_lifespan'] if bad['backdoor_lifespan'] is not None else '–'} rounds")
+    if name == "nlp":
+        return "effectiveness " + ", ".join(f"{k} {f(v)}" for k, v in s["effectiveness"].items())
+    if name == "unlearn":
+        return "; ".join(f"{b}: {v['verdict']} after {v['queries']} queries" for b, v in s.items())
+    if name == "t2i":
+        return (f"ASR {f(s['attack_success_rate'])} (base {f(s['asr_base_triggered'])}), clean accuracy "
+                f"{f(s['bd_clean_accuracy'])} (base {f(s['base_clean_accuracy'])})")
+    return ", ".join(f"{k} {v}" for k, v in s.items())
+
+
+def run_steps(stage: Path, steps: list[str], size: str, seed: int, report, echo: Callable[[str], None]) -> dict:
+    """Run ``steps`` into ``stage``, printing a heading and a summary line for each."""
+    summaries = {}
+    for i, name in enumerate(steps, 1):
+        module, heading = STEPS[name]
+        echo(f"\n[{i}/{len(steps)}] {heading}")
+        start = time.perf_counter()
+        run = importlib.import_module(module).run
+        summaries[name] = run(stage, size, seed, report) if name == "fed" else run(stage, size != "full", seed, report)
+        echo(f"  {name}: {summary_line(name, summaries[name])} ({time.perf_counter() - start:.0f} s)")
+    return summaries
 
 
 @click.command()
-@click.option("--quick", is_flag=True, help="Smaller settings (each step a few minutes at most on 2 CPU cores).")
+@click.option("--quick", "size", flag_value="quick", help="Smaller settings (about 5 minutes on 2 CPU cores).")
+@click.option("--tiny", "size", flag_value="tiny", help="Smallest settings, a mechanics check (the end-to-end test).")
+@click.option("--full", "size", flag_value="full", default=True, help="The full settings (default).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--only", "only", multiple=True, type=click.Choice(sorted(STEPS)), help="Run only these steps (repeatable).")
-def demo(quick: bool, out: Path, seed: int, only: tuple[str, ...]) -> None:
+def demo(size: str, out: Path, seed: int, only: tuple[str, ...]) -> None:
     """Run the demo experiments and write one HTML report comparing them."""
+    from poisonlab.report import Report
+    from poisonlab.runs import check_output, staged_output, write_json
+
+    check_output(out)
+    quiet_libraries()
+    steps = [name for name in STEPS if not only or name in only]
     report = Report("poisonlab demo")
-    steps = {name: step for name, step in STEPS.items() if not only or name in only}
+    start = time.perf_counter()
     with staged_output(out) as stage:
-        summaries = {name: step(stage, quick, seed, report) for name, step in steps.items()}
-        write_json(stage / "metrics.json", summaries)
+        summaries = run_steps(stage, steps, size, seed, report, click.echo)
+        write_json(stage / "metrics.json", {"size": size, "seed": seed, **summaries})
         report.save(stage / "report.html")
-    click.echo(f"demo report: {out / 'report.html'}")
+    click.echo(f"\ndemo report: {out / 'report.html'} ({time.perf_counter() - start:.0f} s)")
