@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import matplotlib.pyplot as plt
+from poisonlab.report import LINE_STYLES, Report, integer_axis, pyplot
 
-from fedharness.config import ExperimentConfig
-from poisonlab.report import Report
+if TYPE_CHECKING:
+    import matplotlib.pyplot as plt
+
+    from fedharness.config import ExperimentConfig
 
 LIFESPAN_ASR = 0.5
+# short report headings for attack_effects' keys (metrics.json keeps the long names)
+EFFECT_COLUMNS = {
+    "round": "round t", "main_accuracy_before": "MTA t−1", "main_accuracy_after": "MTA t",
+    "attack_success_rate_after": "ASR t", "main_accuracy_drop": "MTA drop t",
+    "main_accuracy_next_round": "MTA t+1", "attack_success_rate_next_round": "ASR t+1",
+    "main_accuracy_drop_next_round": "MTA drop t+1",
+}
 
 
 def backdoor_lifespan(records: list[dict], threshold: float = LIFESPAN_ASR) -> int | None:
@@ -50,7 +60,7 @@ def attack_effects(records: list[dict]) -> list[dict]:
     return effects
 
 
-def summarize(cfg: ExperimentConfig, records: list[dict]) -> dict:
+def summarize(cfg: "ExperimentConfig", records: list[dict]) -> dict:
     """Final MTA/ASR, the attack rounds' effects, the clean ASR level and the backdoor lifespan."""
     by_round = {r["round"]: r for r in records}
     attacks = attack_effects(records)
@@ -73,27 +83,31 @@ def summarize(cfg: ExperimentConfig, records: list[dict]) -> dict:
     }
 
 
-def curves_figure(runs: dict[str, list[dict]]) -> plt.Figure:
-    """MTA and ASR per round, one line per run; attack rounds marked."""
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
-    for name, records in runs.items():
+def curves_figure(runs: dict[str, list[dict]]) -> "plt.Figure":
+    """MTA and ASR per round, one line per run (own marker and dash style, so overlapping runs stay
+    visible); attack rounds marked."""
+    fig, (ax1, ax2) = pyplot().subplots(1, 2, figsize=(11, 3.6))
+    for k, (name, records) in enumerate(runs.items()):
         rounds = [r["round"] for r in records]
-        ax1.plot(rounds, [r["main_accuracy"] for r in records], label=name)
-        ax2.plot(rounds, [r["attack_success_rate"] for r in records], label=name)
+        style: dict[str, Any] = {**LINE_STYLES[k % len(LINE_STYLES)], "alpha": 0.85, "label": name}
+        ax1.plot(rounds, [r["main_accuracy"] for r in records], **style)
+        ax2.plot(rounds, [r["attack_success_rate"] for r in records], **style)
         for r in records:
             if r["attacked"]:
                 for ax in (ax1, ax2):
                     ax.axvline(r["round"], color="red", alpha=0.25, lw=3)
     ax1.set(title="Main-task accuracy", xlabel="round", ylim=(0, 1))
     ax2.set(title="Attack success rate (red: attack rounds)", xlabel="round", ylim=(0, 1.02))
-    ax1.legend(fontsize=8)
-    ax2.legend(fontsize=8)
+    for ax in (ax1, ax2):
+        integer_axis(ax)
+        ax.legend(fontsize=8)
     return fig
 
 
-def norms_figure(name: str, records: list[dict]) -> plt.Figure:
+def norms_figure(name: str, records: list[dict]) -> "plt.Figure":
     """Per-client update norms per round; malicious submissions in red."""
-    fig, ax = plt.subplots(figsize=(11, 3.2))
+    fig, ax = pyplot().subplots(figsize=(11, 3.2))
+    integer_axis(ax)
     for r in records:
         for client, norm in zip(r["sampled"], r["update_norms"]):
             bad = client in r["malicious"]
@@ -119,7 +133,8 @@ def add_runs(report: Report, runs: dict[str, list[dict]]) -> None:
             "lifespan (ASR≥0.5)": backdoor_lifespan(records),
         })
     report.table(rows, "Summary")
-    effects = [{"run": name, **e} for name, records in runs.items() for e in attack_effects(records)]
+    effects = [{"run": name, **{EFFECT_COLUMNS[k]: v for k, v in e.items()}}
+               for name, records in runs.items() for e in attack_effects(records)]
     report.table(effects, "Attack rounds: MTA before (t−1), MTA and ASR after round t and after round t+1")
 
 

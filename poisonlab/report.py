@@ -7,22 +7,27 @@ import base64
 import html
 import io
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from poisonlab.runs import write_text
 
-from poisonlab.runs import write_text  # noqa: E402
+if TYPE_CHECKING:
+    import matplotlib.pyplot as plt
 
+# Tables scroll inside their box (display:block) and long cells wrap, so nothing is cut off at 1280 px;
+# text cells align left, numbers right; figures shrink to the page width.
 _STYLE = """
-body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
-th{background:#f3f3f3}figure{margin:1em 0}figcaption{color:#555;font-size:90%}
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;display:block;max-width:100%;overflow-x:auto}
+td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top;overflow-wrap:anywhere;min-width:3em}
+td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
+th{background:#f3f3f3;font-weight:600}caption{caption-side:top;text-align:left;color:#555;padding:2px 0}
+figure{margin:1em 0}figure img{max-width:100%;height:auto}figcaption{color:#555;font-size:90%}
 .bad{color:#b00}.good{color:#070}code{background:#f5f5f5;padding:1px 3px}
 """
+MISSING = "–"
 
 
 class Report:
@@ -43,11 +48,13 @@ class Report:
             return
         cols = list(dict.fromkeys(k for r in rows for k in r))
         head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c, '')))}</td>" for c in cols) + "</tr>" for r in rows)
+        body = "".join("<tr>" + "".join(_cell(r.get(c)) for c in cols) + "</tr>" for r in rows)
         cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
         self.blocks.append(f"<table>{cap}<tr>{head}</tr>{body}</table>")
 
-    def figure(self, fig: plt.Figure, caption: str = "") -> None:
+    def figure(self, fig: "plt.Figure", caption: str = "") -> None:
+        import matplotlib.pyplot as plt
+
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
         plt.close(fig)
@@ -55,6 +62,7 @@ class Report:
 
     def image_grid(self, images: Sequence[np.ndarray], labels: Sequence[str], ncols: int = 8, caption: str = "") -> None:
         """Images as (H, W) grey or (H, W, 3) arrays, float in [0, 1] or uint8."""
+        plt = pyplot()
         nrows = max(1, -(-len(images) // ncols))
         fig, axes = plt.subplots(nrows, ncols, figsize=(1.3 * ncols, 1.5 * nrows), squeeze=False)
         for ax in axes.flat:
@@ -84,7 +92,31 @@ class Report:
         write_text(Path(path), self.html())
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+def pyplot() -> Any:
+    """matplotlib.pyplot on the non-interactive Agg backend, imported on first use (CLI start-up stays fast)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _cell(v: Any) -> str:
+    """A table cell: numbers right-aligned to 4 significant digits, missing values (None, NaN) as "–"."""
+    if v is None or (isinstance(v, float) and v != v):
+        return f'<td class="num">{MISSING}</td>'
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        return f"<td>{html.escape(str(v))}</td>"
+    text = f"{v:.4g}" if isinstance(v, (float, np.floating)) else str(v)
+    return f'<td class="num">{text}</td>'
+
+
+def integer_axis(ax: Any, axis: str = "x") -> None:
+    """Whole-number ticks on a count axis (rounds, iterations, steps)."""
+    from matplotlib.ticker import MaxNLocator
+
+    getattr(ax, f"{axis}axis").set_major_locator(MaxNLocator(integer=True))
+
+
+LINE_STYLES = [dict(marker=m, linestyle=ls, markevery=0.1) for m, ls in (("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."))]

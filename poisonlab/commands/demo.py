@@ -20,7 +20,8 @@ STEPS: dict[str, tuple[str, str]] = {
     "unlearn": ("poisonlab.demo_unlearn", "Unlearning verification with an LSB watermark (Athena)"),
     "t2i": ("poisonlab.demo_t2i", "Text-to-image pixel backdoor on the MNIST base (BadT2I)"),
 }
-SIZES = ("tiny", "quick", "full")
+# steps whose run() takes the size name; the others take ``quick: bool`` (tiny runs them quick)
+SIZED = {"fed"}
 
 
 def quiet_libraries() -> None:
@@ -64,15 +65,24 @@ def summary_line(name: str, s: dict) -> str:
 
 
 def run_steps(stage: Path, steps: list[str], size: str, seed: int, report, echo: Callable[[str], None]) -> dict:
-    """Run ``steps`` into ``stage``, printing a heading and a summary line for each."""
-    summaries = {}
+    """Run ``steps`` into ``stage``, printing a heading and a summary line for each; each step's part of
+    the report is a ``<section id=STEP>``, and a summary table of all steps opens the report."""
+    summaries, rows = {}, []
     for i, name in enumerate(steps, 1):
         module, heading = STEPS[name]
         echo(f"\n[{i}/{len(steps)}] {heading}")
         start = time.perf_counter()
         run = importlib.import_module(module).run
-        summaries[name] = run(stage, size, seed, report) if name == "fed" else run(stage, size != "full", seed, report)
-        echo(f"  {name}: {summary_line(name, summaries[name])} ({time.perf_counter() - start:.0f} s)")
+        report.raw(f'<section id="{name}">')
+        summaries[name] = run(stage, size, seed, report) if name in SIZED else run(stage, size != "full", seed, report)
+        report.raw("</section>")
+        line, seconds = summary_line(name, summaries[name]), time.perf_counter() - start
+        echo(f"  {name}: {line} ({seconds:.0f} s)")
+        rows.append({"step": name, "experiment": heading, "result": line, "seconds": round(seconds)})
+    top = len(report.blocks)
+    report.heading("Summary")
+    report.table(rows, f"demo size {size}, seed {seed}; each step's run directories sit beside this report")
+    report.blocks[:] = report.blocks[top:] + report.blocks[:top]
     return summaries
 
 

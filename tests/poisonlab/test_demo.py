@@ -1,0 +1,73 @@
+"""``poisonlab demo --tiny`` end to end through the CLI: every step's section in report.html, its
+summary in metrics.json, the advertised artefacts, and no path that points into the staging folder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from poisonlab.commands.demo import STEPS
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, data_dir):
+    """Run the whole tiny demo once: (exit code, captured output, run directory)."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    proc = subprocess.run([sys.executable, "-m", "poisonlab", "demo", "--tiny", "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    return proc, out
+
+
+def test_demo_exits_0_with_a_heading_and_a_summary_line_per_step(demo_run):
+    proc, out = demo_run
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    for k, (name, (_, heading)) in enumerate(STEPS.items(), 1):
+        assert f"[{k}/{len(STEPS)}] {heading}" in lines
+        assert any(line.startswith(f"  {name}: ") for line in lines)
+    assert lines[-1].startswith(f"demo report: {out / 'report.html'}")
+
+
+def test_report_has_a_summary_and_every_section(demo_run):
+    _, out = demo_run
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert page.index("<h2>Summary</h2>") < min(page.index(f'<section id="{name}">') for name in STEPS)
+    for name in STEPS:
+        section = page.split(f'<section id="{name}">', 1)[1].split("</section>", 1)[0]
+        assert "<h2>" in section and "<table" in section and "<img" in section, name
+
+
+def test_metrics_hold_each_steps_headline_numbers(demo_run):
+    _, out = demo_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["size"] == "tiny" and set(STEPS) <= set(metrics)
+    for run in ("fed-clean", "fed-replacement"):
+        assert 0 <= metrics["fed"][run]["final_main_accuracy"] <= 1
+    assert metrics["fed"]["fed-replacement"]["attacks"], "the attacked run records its attack round"
+    assert {"clean", "no-overlap", "with-overlap", "random"} <= set(metrics["nlp"]["effectiveness"])
+    assert {"retrain", "noop"} <= set(metrics["unlearn"])
+    assert all(v["verdict"] in {"HONORED", "NOT HONORED", "INCONCLUSIVE"} for v in metrics["unlearn"].values())
+    assert 0 <= metrics["t2i"]["attack_success_rate"] <= 1
+
+
+@pytest.mark.parametrize("artefact", [
+    "fed-clean/config.yaml", "fed-clean/rounds.jsonl", "fed-clean/metrics.json", "fed-clean/report.html",
+    "fed-replacement/metrics.json", "fed-replacement/report.html",
+    "nlp-concealed/metrics.json", "nlp-concealed/report.html", "nlp-concealed/poisons/no-overlap",
+    "unlearn-lsb/metrics.json", "unlearn-lsb/report.html", "unlearn-lsb/verdict.json",
+    "t2i-pixel/metrics.json", "t2i-pixel/report.html", "t2i-pixel/pytorch_lora_weights.safetensors",
+])
+def test_advertised_artefacts_exist(demo_run, artefact):
+    _, out = demo_run
+    assert (out / artefact).exists()
+
+
+def test_no_artefact_names_the_staging_folder(demo_run):
+    _, out = demo_run
+    stale = [str(p.relative_to(out)) for p in out.rglob("*")
+             if p.suffix in {".json", ".jsonl", ".yaml", ".md", ".html"} and "demo.partial" in p.read_text(encoding="utf-8")]
+    assert stale == []
