@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 import sys
 from typing import Any
 
 import click
 
 from labcore.errors import InputError
+
+# The libraries' loading and download bars would bury the one-line errors and the commands' own
+# progress bars; a user may set these to 0 to see them again.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 # name → (module, attribute, one-line help shown by ``poisonlab --help``)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -26,6 +32,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 # OSErrors about a path the user named (the message names the path); other OSErrors stay tracebacks.
 _USER_PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+# Library errors that only arise from reading a broken user file (matched by class, the library is not imported).
+_BROKEN_FILE_ERRORS = {
+    "SafetensorError": "a weights file is truncated or not safetensors",
+    "UnidentifiedImageError": "a file given as an image is not an image",
+}
 
 
 class FiniteFloat(click.ParamType):
@@ -93,6 +104,11 @@ class LazyGroup(click.Group):
             if exc.filename is None:
                 raise
             fail(f"{exc.strerror}: {exc.filename}; check the path")
+        except Exception as exc:
+            what = _BROKEN_FILE_ERRORS.get(type(exc).__name__)
+            if what is None:
+                raise
+            fail(f"{what} ({str(exc).splitlines()[0]}); pass a complete, valid file")
 
 
 def fail(message: str) -> None:

@@ -132,7 +132,7 @@ def add_runs(report: Report, runs: dict[str, list[dict]]) -> None:
             "attack rounds": ", ".join(str(r["round"]) for r in attacked) or "none",
             "lifespan (ASR≥0.5)": backdoor_lifespan(records),
         })
-    report.table(rows, "Summary")
+    report.table(rows, "Per-run summary")
     effects = [{"run": name, **{EFFECT_COLUMNS[k]: v for k, v in e.items()}}
                for name, records in runs.items() for e in attack_effects(records)]
     report.table(effects, "Attack rounds: MTA before (t−1), MTA and ASR after round t and after round t+1")

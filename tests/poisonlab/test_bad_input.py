@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-LIMIT_S = 8
+import poisonlab.cli  # noqa: F401  (sets the CLI's environment before the libraries load)
+
+LIMIT_S = 15
 GOOD_YAML = """seed: 0
 data: {name: digits}
 federation: {num_clients: 4, clients_per_round: 2, rounds: 1}
@@ -242,6 +244,8 @@ def inputs(tmp_path_factory, data_dir) -> Path:
         (i / "sst2-latin1" / name).write_bytes("1 a caf\u00e9 film\n0 dull\n".encode("latin-1"))
     _t2i_inputs(i)
     _unlearn_inputs(i)
+    for name in poisonlab.cli.COMMANDS:  # import every command once, outside the cases' time limit
+        poisonlab.cli.cli.get_command(None, name)
     return i
 
 
