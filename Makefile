@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 DEMO_FLAGS ?= --quick
 export POISONLAB_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test bench bench-cli screenshots
 
 setup: $(VENV)/.installed
 
@@ -27,3 +27,10 @@ test: setup
 
 bench: setup
 	$(BIN)/python scripts/bench_fed_round.py
+
+bench-cli: setup
+	$(BIN)/python scripts/bench_cli_start.py
+
+# needs Debian's chromium (apt-get install chromium); writes runs/screenshots/*.png at 1280 px
+screenshots: setup
+	$(BIN)/python scripts/screenshot_reports.py runs/demo/report.html $(wildcard runs/demo/*/report.html)

@@ -89,6 +89,9 @@ class LazyGroup(click.Group):
         except (click.exceptions.Abort, KeyboardInterrupt):
             click.echo("aborted", err=True)
             sys.exit(130)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help())
+            sys.exit(0)
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx else "poisonlab"
             fail(f"{exc.format_message()} (see '{where} --help')")

@@ -36,7 +36,7 @@ def demo_configs(size: str, seed: int) -> dict[str, ExperimentConfig]:
 def run(out: Path, size: str, seed: int, report: Report) -> dict:
     """Run both experiments into ``out/fed-clean`` and ``out/fed-replacement``; add their section."""
     configs = demo_configs(size, seed)
-    summaries = {name: run_experiment(cfg, out / name, progress=False) for name, cfg in configs.items()}
+    summaries = {name: run_experiment(cfg, out / name) for name, cfg in configs.items()}
     fed = configs["fed-clean"].federation
     report.heading(f"Federated backdoor: model replacement on {configs['fed-clean'].data.name}")
     report.paragraph(

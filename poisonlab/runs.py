@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -39,8 +40,10 @@ def check_output(out: Path) -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise InputError(f"--out {out} lies under {parent}, which is a file; choose a folder path")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"--out {out}: {parent} is not writable; choose a folder you can write to")
+    try:  # a real write: os.access says yes to root on read-only or virtual file systems
+        os.rmdir(tempfile.mkdtemp(prefix=".poisonlab-probe-", dir=parent))
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot write in {parent} ({exc.strerror}); choose a folder you can write to") from None
 
 
 @contextmanager

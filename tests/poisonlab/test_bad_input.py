@@ -332,3 +332,21 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, inputs, cli, tmp_
     assert not out.exists() and not (tmp_path / "out.partial").exists() and not Path(f"{out}.key").exists()
     assert snapshot(inputs) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_help_and_argument_errors_import_no_heavy_library():
+    """``poisonlab --help`` and argument errors answer before torch & co. are imported (fast start-up)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\nfrom poisonlab.cli import main\n"
+        "for args in (['--help'], ['demo', '--help'], ['demo', '--seed', 'x'], ['demo', '--out', '/proc/x/y'], ['nosuch']):\n"
+        "    sys.argv = ['poisonlab', *args]\n"
+        "    try:\n        main()\n    except SystemExit as exc:\n        print('exit', exc.code)\n"
+        "print(sorted({'torch', 'transformers', 'diffusers', 'datasets', 'sklearn', 'matplotlib'} & set(sys.modules)))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    lines = proc.stdout.strip().splitlines()
+    assert [line for line in lines if line.startswith("exit")] == ["exit 0", "exit 0", "exit 2", "exit 2", "exit 2"]
+    assert lines[-1] == "[]", proc.stdout[-400:]
