@@ -25,9 +25,10 @@ SIZED = {"fed"}
 
 
 def quiet_libraries() -> None:
-    """Library logs down to errors and their download/loading bars off (errors still surface)."""
+    """Library logs down to errors and their loading bars off: the transformers load report (the
+    classifier head "MISSING", expected when fine-tuning), "Loading weights/pipeline components" bars
+    and datasets' "Generating split" lines. Python warnings and errors are left alone."""
     import logging
-    import warnings
 
     import datasets
     import diffusers
@@ -40,9 +41,6 @@ def quiet_libraries() -> None:
     datasets.utils.logging.set_verbosity_error()
     datasets.disable_progress_bars()
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
-    for module in ("transformers", "diffusers", "accelerate", "peft", "torch.utils.data", "sklearn"):
-        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
-        warnings.filterwarnings("ignore", category=UserWarning, module=module)
 
 
 def summary_line(name: str, s: dict) -> str:

@@ -329,6 +329,8 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, inputs, cli, tmp_
     lines = captured.err.strip().splitlines()
     assert code == 2, f"exit code {code}; stderr: {captured.err[-600:]}"
     assert len(lines) == 1 and lines[0].startswith("error: "), captured.err[-600:]
+    if "is-a-dir" in case or "dir-as" in case:
+        assert "folder" in lines[0] or "director" in lines[0], f"a folder given as a file must be named so: {lines[0]}"
     assert not out.exists() and not (tmp_path / "out.partial").exists() and not Path(f"{out}.key").exists()
     assert snapshot(inputs) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == []
