@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from poisonlab.report import LINE_STYLES, Report, integer_axis, pyplot
+from poisonlab.report import Report, integer_axis, pyplot, series_style
 
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
@@ -89,7 +89,7 @@ def curves_figure(runs: dict[str, list[dict]]) -> "plt.Figure":
     fig, (ax1, ax2) = pyplot().subplots(1, 2, figsize=(11, 3.6))
     for k, (name, records) in enumerate(runs.items()):
         rounds = [r["round"] for r in records]
-        style: dict[str, Any] = {**LINE_STYLES[k % len(LINE_STYLES)], "alpha": 0.85, "label": name}
+        style: dict[str, Any] = {**series_style(k, len(rounds)), "label": name}
         ax1.plot(rounds, [r["main_accuracy"] for r in records], **style)
         ax2.plot(rounds, [r["attack_success_rate"] for r in records], **style)
         for r in records:

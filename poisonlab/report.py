@@ -119,4 +119,13 @@ def integer_axis(ax: Any, axis: str = "x") -> None:
     getattr(ax, f"{axis}axis").set_major_locator(MaxNLocator(integer=True))
 
 
-LINE_STYLES = [dict(marker=m, linestyle=ls, markevery=0.1) for m, ls in (("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."))]
+_MARKERS = (("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."))
+
+
+def series_style(k: int, n: int) -> dict[str, Any]:
+    """Line style of the k-th of several series over ``n`` points: own marker and dash pattern, earlier
+    series drawn wider, markers at staggered points, so that identical series stay distinguishable."""
+    marker, dash = _MARKERS[k % len(_MARKERS)]
+    step = max(1, n // 8)
+    return {"marker": marker, "linestyle": dash, "linewidth": max(1.2, 3.2 - k), "markersize": 6,
+            "markevery": (k * max(1, step // 3) % step, step), "alpha": 0.85, "zorder": 2 + k}

@@ -93,7 +93,7 @@ def main() -> None:
         failed |= bool(cut)
         print(f"{report}: page {found['page_width']}×{found['page_height']} px in a {found['width']} px window; "
               f"{len(found['tables'])} tables, {len(scrolling)} scroll inside their box {scrolling}; "
-              f"{'CUT OFF: ' + str(found['outside_window']) if cut else 'nothing past the window'}; "
+              f"{'CUT OFF: page wider than the window ' + str(found['outside_window']) if cut else 'nothing past the window'}; "
               f"{len(tiles)} tiles in {args.out}")
     sys.exit(1 if failed else 0)
 
