@@ -28,6 +28,8 @@ figure{margin:1em 0}figure img{max-width:100%;height:auto}figcaption{color:#555;
 .bad{color:#b00}.good{color:#070}code{background:#f5f5f5;padding:1px 3px}
 """
 MISSING = "–"
+# axis labels that name a count (their ticks must be whole numbers)
+COUNT_LABELS = ("round", "iteration", "epoch", "step", "number of", "queries", "count")
 
 
 class Report:
@@ -53,8 +55,14 @@ class Report:
         self.blocks.append(f"<table>{cap}<tr>{head}</tr>{body}</table>")
 
     def figure(self, fig: "plt.Figure", caption: str = "") -> None:
+        """Embed ``fig`` as PNG; axes labelled with a count (round, iteration, epoch, ...) get whole-number ticks."""
         import matplotlib.pyplot as plt
 
+        for ax in fig.axes:
+            for axis in ("x", "y"):
+                label = getattr(ax, f"get_{axis}label")().lower()
+                if any(word in label for word in COUNT_LABELS) and getattr(ax, f"get_{axis}scale")() == "linear":
+                    integer_axis(ax, axis)
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
         plt.close(fig)

@@ -39,6 +39,7 @@ def test_report_has_a_summary_and_every_section(demo_run):
     for name in STEPS:
         section = page.split(f'<section id="{name}">', 1)[1].split("</section>", 1)[0]
         assert "<h2>" in section and "<table" in section and "<img" in section, name
+    assert "<td>None</td>" not in page and "<td>nan</td>" not in page, "missing values are shown as –"
 
 
 def test_metrics_hold_each_steps_headline_numbers(demo_run):
