@@ -13,7 +13,7 @@ from typing import Callable
 
 import click
 
-# step → (module with ``run(out, quick, seed, report) -> dict``, heading)
+# step → (module with ``run(out, quick_or_size, seed, report) -> dict``, heading)
 STEPS: dict[str, tuple[str, str]] = {
     "fed": ("poisonlab.demo_fed", "Federated backdoor: one-shot model replacement (Bagdasaryan et al. 2020)"),
     "nlp": ("poisonlab.demo_nlp", "Concealed trigger-phrase poisons on SST-2 (Wallace et al. 2021)"),
