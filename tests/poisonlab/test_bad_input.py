@@ -345,7 +345,7 @@ def test_help_and_argument_errors_import_no_heavy_library():
         "import sys\nfrom poisonlab.cli import main\n"
         "for args in (['--help'], ['demo', '--help'], ['demo', '--seed', 'x'], ['demo', '--out', '/proc/x/y'], ['nosuch']):\n"
         "    sys.argv = ['poisonlab', *args]\n"
-        "    try:\n        main()\n    except SystemExit as exc:\n        print('exit', exc.code)\n"
+        "    code = 0\n    try:\n        main()\n    except SystemExit as exc:\n        code = exc.code\n    print('exit', code)\n"
         "print(sorted({'torch', 'transformers', 'diffusers', 'datasets', 'sklearn', 'matplotlib'} & set(sys.modules)))\n"
     )
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
