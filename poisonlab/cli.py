@@ -97,8 +97,6 @@ class LazyGroup(click.Group):
             fail(f"{exc.format_message()} (see '{where} --help')")
         except click.ClickException as exc:
             fail(exc.format_message())
-        except click.exceptions.Exit as exc:
-            sys.exit(exc.exit_code)
         except InputError as exc:
             fail(str(exc))
         except UnicodeDecodeError as exc:
