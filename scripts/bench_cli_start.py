@@ -41,9 +41,13 @@ def time_once(args: list[str]) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--top-level", action="store_true",
+                        help="Only the cases that load no command group of another module (--help, demo).")
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs, python {sys.executable}")
     for name, argv in CASES.items():
+        if args.top_level and argv[0] not in ("--help", "nosuch", "demo"):
+            continue
         runs = [time_once(argv) for _ in range(args.repeats)]
         times = [t for t, _ in runs]
         print(f"{name:<32} median {statistics.median(times):6.2f} s  (min {min(times):.2f}, max {max(times):.2f}, "
