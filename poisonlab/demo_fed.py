@@ -1,8 +1,15 @@
-"""Demo step: MNIST FedAvg twice, without an attack and with one-shot model replacement."""
+"""Demo step: MNIST FedAvg twice, without an attack and with one-shot model replacement.
+
+The two runs are the same experiment until the attack round (each round's randomness derives from
+(seed, round)), so the rounds before it are trained once and both runs resume from that checkpoint,
+as ``poisonlab fed run --resume`` would after an interruption.
+"""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import shutil
 from pathlib import Path
 
 from fedharness.config import AttackConfig, DataConfig, ExperimentConfig, FederationConfig
@@ -10,7 +17,7 @@ from fedharness.local_training import LocalConfig
 from poisonlab.fed_report import add_runs
 from poisonlab.fed_run import run_experiment
 from poisonlab.report import Report
-from poisonlab.runs import read_jsonl
+from poisonlab.runs import read_jsonl, staging_path, write_yaml
 
 
 # size → (dataset, clients, clients per round, rounds, attack round); tiny is a mechanics check on 8×8 digits
@@ -36,7 +43,12 @@ def demo_configs(size: str, seed: int) -> dict[str, ExperimentConfig]:
 def run(out: Path, size: str, seed: int, report: Report) -> dict:
     """Run both experiments into ``out/fed-clean`` and ``out/fed-replacement``; add their section."""
     configs = demo_configs(size, seed)
-    summaries = {name: run_experiment(cfg, out / name) for name, cfg in configs.items()}
+    shared = _shared_rounds(configs["fed-clean"], configs["fed-replacement"].attack.rounds[0] - 1, out / "fed-shared")
+    summaries = {}
+    for name, cfg in configs.items():
+        _fork(shared, staging_path(out / name), cfg)
+        summaries[name] = run_experiment(cfg, out / name, resume=True)
+    shutil.rmtree(shared)
     fed = configs["fed-clean"].federation
     report.heading(f"Federated backdoor: model replacement on {configs['fed-clean'].data.name}")
     report.paragraph(
@@ -46,3 +58,17 @@ def run(out: Path, size: str, seed: int, report: Report) -> dict:
     )
     add_runs(report, {name: read_jsonl(out / name / "rounds.jsonl") for name in summaries})
     return summaries
+
+
+def _shared_rounds(clean: ExperimentConfig, rounds: int, out: Path) -> Path:
+    """Run the rounds the clean and the attacked run have in common; returns their run directory."""
+    prefix = copy.deepcopy(clean)
+    prefix.federation = dataclasses.replace(clean.federation, rounds=rounds)
+    run_experiment(prefix, out)
+    return out
+
+
+def _fork(shared: Path, stage: Path, cfg: ExperimentConfig) -> None:
+    """An interrupted run of ``cfg`` at the shared rounds' checkpoint, ready for ``resume``."""
+    shutil.copytree(shared, stage, ignore=shutil.ignore_patterns("metrics.json", "report.html"))
+    write_yaml(stage / "config.yaml", cfg)
