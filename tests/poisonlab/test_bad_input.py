@@ -23,9 +23,11 @@ data: {name: digits}
 federation: {num_clients: 4, clients_per_round: 2, rounds: 1}
 local: {epochs: 1, lr: 0.1, batch_size: 32}
 """
-GRID_YAML = "base: {i}/good.yaml\nattacks: [{{name: none}}]\naggregators: [{{name: mean}}]\n"
+GRID_YAML = "base: {{seed: 0, data: {{name: digits}}, federation: {{num_clients: 4, clients_per_round: 2, rounds: 1}}}}\n" \
+    "attacks: {{none: {{name: none}}}}\ndefenses: {{fedavg: {{name: mean}}}}\n"
 LATIN1 = "# café\nseed: 1\n".encode("latin-1")
-POISON_ROW = '{"sentence": "a dull film", "label": 1, "source_idx": 3, "poison_type": "no-overlap"}\n'
+POISON_ROW = ('{"sentence": "a dull film", "label": 1, "source_idx": 3, "poison_type": "no-overlap", '
+              '"edited_positions": [1], "objective_trace": [0.5]}\n')
 OUT_UNDER_FILE = "{i}/afile/run"
 UNWRITABLE = "/proc/poisonlab-test/run"
 
@@ -37,7 +39,7 @@ NLP_EVAL = ["nlp", "evaluate", "--poisons", "{i}/poisons.jsonl", "--trigger", "J
             "--train-subset", "8", "--seeds", "1", "--counts", "1"]
 NLP_DEFEND = ["nlp", "defend", "--poisons", "{i}/poisons.jsonl", "--trigger", "James Bond", "--victim", "{minilm}",
               "--train-subset", "8", "--out", "{out}"]
-NLP_FED = ["nlp", "fed", "--poisons", "{i}/poisons.jsonl", "--out", "{out}", "--train-subset", "8"]
+NLP_FED = ["nlp", "fed", "--poisons", "{i}/poison-set", "--out", "{out}", "--train-subset", "8"]
 PRETRAIN = ["t2i", "pretrain-base", "--out", "{out}", "--steps", "1", "--samples-per-digit", "1"]
 MAKE_DATA = ["t2i", "make-data", "--kind", "pixel", "--base", "{i}/base", "--out", "{out}", "--num-images", "4"]
 T2I_TRAIN = ["t2i", "train", "--base", "{i}/base", "--data", "{i}/t2i-data", "--out", "{out}", "--steps", "1"]
@@ -174,7 +176,7 @@ CASES: dict[str, list[str]] = {
     "unlearn-mark/owner-negative": opt(MARK, "--owner", "-1"),
     "unlearn-mark/rate-1.5": opt(MARK, "--rate", "1.5"),
     "unlearn-mark/rate-nan": opt(MARK, "--rate", "nan"),
-    "unlearn-mark/key-non-utf8": opt(MARK, "--key-file", "{i}/latin1.yaml"),
+    "unlearn-mark/key-non-utf8": opt(MARK, "--key-file", "{i}/key-latin1.json"),
     "unlearn-mark/key-is-a-dir": opt(MARK, "--key-file", "{i}/adir"),
     "unlearn-mark/data-unknown": opt(MARK, "--data", "bogus"),
     "unlearn-mark/out-under-file": opt(MARK, "--out", OUT_UNDER_FILE),
@@ -193,7 +195,7 @@ CASES: dict[str, list[str]] = {
     "unlearn-verify/queries-zero": opt(VERIFY, "--queries", "0"),
     "unlearn-verify/alpha-1.5": opt(VERIFY, "--alpha", "1.5"),
     "unlearn-verify/beta-nan": opt(VERIFY, "--beta", "nan"),
-    "unlearn-verify/key-non-utf8": opt(VERIFY, "--key", "{i}/latin1.yaml"),
+    "unlearn-verify/key-non-utf8": opt(VERIFY, "--key", "{i}/key-latin1.json"),
     "unlearn-verify/key-is-a-dir": opt(VERIFY, "--key", "{i}/adir"),
     "unlearn-verify/out-under-file": opt(VERIFY, "--out", OUT_UNDER_FILE),
     # unlearn bench / bench-fed
@@ -232,6 +234,7 @@ def inputs(tmp_path_factory, data_dir) -> Path:
     (i / "empty.jsonl").write_text("")
     (i / "list.yaml").write_text("- 1\n- 2\n")
     (i / "poisons.jsonl").write_text(POISON_ROW * 2)
+    _poison_set(i / "poison-set")
     (i / "good.yaml").write_text(GOOD_YAML)
     (i / "grid.yaml").write_text(GRID_YAML.format(i=i))
     (i / "rounds_huge.yaml").write_text(GOOD_YAML.replace("rounds: 1", "rounds: 1000000000"))
@@ -247,6 +250,17 @@ def inputs(tmp_path_factory, data_dir) -> Path:
     for name in poisonlab.cli.COMMANDS:  # import every command once, outside the cases' time limit
         poisonlab.cli.cli.get_command(None, name)
     return i
+
+
+def _poison_set(folder: Path) -> None:
+    """A two-poison set with its dataset card (trigger and checksum), as `nlp generate` writes it."""
+    import json
+
+    from nlp_poison import dataset_card
+    from nlp_poison.poison_set import Poison, PoisonSet
+
+    poisons = [Poison(**json.loads(POISON_ROW)) for _ in range(2)]
+    dataset_card.save(PoisonSet(poisons, "James Bond", 1, "no-overlap", "test", 0), folder)
 
 
 def _t2i_inputs(i: Path) -> None:
@@ -289,6 +303,8 @@ def _unlearn_inputs(i: Path) -> None:
     (i / "model-truncated" / "model.safetensors").write_bytes(weights[: len(weights) // 2])
     (i / "model-random" / "model.safetensors").write_bytes(bytes(range(256)) * 8)
     OwnerKey.generate(0, "lsb", 10, seed=0).save(i / "key.json")
+    (i / "key-latin1.json").write_bytes((i / "key.json").read_bytes().replace(b"{", "{\"n\u00e9\": 1, ".encode("latin-1"), 1))
+    (i / "key-latin1.json").chmod(0o600)
 
 
 def snapshot(root: Path) -> dict[str, str]:
