@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;display:block;max-width:100%;overflow-x:auto}
-td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top;overflow-wrap:anywhere;min-width:3em}
+td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top;overflow-wrap:break-word;min-width:3em}
 td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
 th{background:#f3f3f3;font-weight:600;overflow-wrap:normal}caption{caption-side:top;text-align:left;color:#555;padding:2px 0}
 figure{margin:1em 0}figure img{max-width:100%;height:auto}figcaption{color:#555;font-size:90%}
