@@ -6,19 +6,12 @@ from pathlib import Path
 
 import click
 
-from fedharness.config import ExperimentConfig
-from poisonlab.config import from_dict, load_yaml
-from poisonlab.fed_run import run_experiment
-from poisonlab.grid import run_grid
 
+def load_experiment(path: Path, seed: int | None):
+    """Parse and validate an experiment YAML (``fedharness.experiment.load_experiment``); ``seed`` overrides the file's."""
+    from fedharness.experiment import load_experiment as load
 
-def load_experiment(path: Path, seed: int | None) -> ExperimentConfig:
-    """Parse and validate an experiment YAML; ``seed`` overrides the file's."""
-    cfg = from_dict(ExperimentConfig, load_yaml(path), source=str(path))
-    if seed is not None:
-        cfg.seed = seed
-    cfg.validate()
-    return cfg
+    return load(path, seed)
 
 
 @click.group()
@@ -34,7 +27,10 @@ def fed() -> None:
 @click.option("--engine", type=click.Choice(["inprocess", "flower"]), default=None,
               help="Override engine.name: flower runs the clients through Flower's simulation engine.")
 def run(config: Path, out: Path | None, resume: bool, seed: int | None, engine: str | None) -> None:
-    """Run the experiment described by CONFIG (YAML)."""
+    """Run the experiment described by CONFIG (YAML); task.name picks the task (image_classification,
+    sst2_classification, t2i_lora, …)."""
+    from poisonlab.fed_run import run_experiment
+
     cfg = load_experiment(config, seed)
     if engine is not None:
         cfg.engine.name = engine
@@ -52,6 +48,8 @@ def run(config: Path, out: Path | None, resume: bool, seed: int | None, engine: 
 @click.option("--seed", type=int, default=None, help="Override the seed of every cell.")
 def grid(grid: Path, out: Path | None, resume: bool, seed: int | None) -> None:
     """Run the attack × defense grid described by GRID (YAML) into one report."""
+    from poisonlab.grid import run_grid
+
     out = out or Path("runs") / grid.stem
     rows = run_grid(grid, out, seed=seed, resume=resume)
     for row in rows:
