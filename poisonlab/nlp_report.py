@@ -1,12 +1,25 @@
-"""Report sections of the ``poisonlab nlp`` commands: poisons and search trace, effectiveness sweeps,
-defense curves (matplotlib is imported when a figure is drawn)."""
+"""Run directories of the ``poisonlab nlp`` commands: config.yaml, metrics.json and report.html with its
+sections (poisons and search trace, effectiveness sweeps, defense curves)."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
 from nlp_poison.config import LABELS
 from poisonlab.report import Report
+from poisonlab.runs import write_json, write_yaml
+
+
+def save_run(stage: Path, cfg: Any, metrics: dict, title: str, fill: Callable[[Report], None]) -> None:
+    """config.yaml (the command's dataclass: reloads with --config), metrics.json and report.html."""
+    write_yaml(stage / "config.yaml", cfg)
+    write_json(stage / "metrics.json", metrics)
+    report = Report(title)
+    fill(report)
+    report.save(stage / "report.html")
 
 
 def add_generation(report: Report, ps, trace: list[float]) -> None:

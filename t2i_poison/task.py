@@ -56,11 +56,11 @@ class T2ITaskConfig:
     pixel_threshold: float = 0.05
 
     def validate(self) -> None:
-        if self.cfg.kind not in ("pixel", "object", "style"):
-            raise InputError(f"task.params.kind {self.cfg.kind!r} is unknown; use pixel, object or style")
-        if not 0.0 <= self.cfg.lam <= 1.0:
-            raise InputError(f"task.params.lam (λ) must lie in [0, 1], got {self.cfg.lam}")
-        if self.cfg.rank < 1 or self.cfg.eval_per_digit < 1 or self.cfg.eval_steps < 1 or (self.train_limit or 1) < 1:
+        if self.kind not in ("pixel", "object", "style"):
+            raise InputError(f"task.params.kind {self.kind!r} is unknown; use pixel, object or style")
+        if not 0.0 <= self.lam <= 1.0:
+            raise InputError(f"task.params.lam (λ) must lie in [0, 1], got {self.lam}")
+        if self.rank < 1 or self.eval_per_digit < 1 or self.eval_steps < 1 or (self.train_limit or 1) < 1:
             raise InputError("task.params: rank, eval_per_digit, eval_steps and train_limit must be >= 1")
 
 

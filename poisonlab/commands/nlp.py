@@ -41,10 +41,8 @@ def _label(ctx: click.Context, param: click.Parameter, value: str | None) -> int
 
 
 def _counts(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
-    if value is None:
-        return None
     try:
-        return [int(c) for c in value.split(",") if c.strip()]
+        return None if value is None else [int(c) for c in value.split(",") if c.strip()]
     except ValueError:
         raise click.BadParameter(f"{value!r} must be comma-separated integers, e.g. 1,10,50") from None
 
@@ -53,18 +51,6 @@ def _sst2(path: str | None):
     from poisonlab import data
 
     return data.load("sst2", path)
-
-
-def _save(stage: Path, cfg, metrics: dict, title: str, fill) -> None:
-    """config.yaml (reloads with --config), metrics.json and report.html of a run."""
-    from poisonlab.report import Report
-    from poisonlab.runs import write_json, write_yaml
-
-    write_yaml(stage / "config.yaml", cfg)
-    write_json(stage / "metrics.json", metrics)
-    report = Report(title)
-    fill(report)
-    report.save(stage / "report.html")
 
 
 @click.group()
@@ -83,6 +69,7 @@ def train_cmd(cfg: CleanConfig, out: Path) -> None:
     """Fine-tune a clean classifier (the attacker's surrogate and the clean baseline)."""
     from nlp_poison.evaluate import train_clean
     from nlp_poison.victims import save_classifier
+    from poisonlab.nlp_report import save_run
     from poisonlab.runs import staged_output
 
     ds = _sst2(cfg.data_path)
@@ -90,7 +77,7 @@ def train_cmd(cfg: CleanConfig, out: Path) -> None:
         result = train_clean(ds, cfg)
         save_classifier(result.model, result.tokenizer, stage / "model")
         metrics = result.metrics()
-        _save(stage, cfg, metrics, "nlp train", lambda r: r.table([metrics], "clean classifier"))
+        save_run(stage, cfg, metrics, "nlp train", lambda r: r.table([metrics], "clean classifier"))
     click.echo(f"{out}: test accuracy {metrics['test_accuracy']:.4f}, floor {metrics['trigger_floor_effectiveness']:.4f}")
 
 
@@ -113,17 +100,14 @@ def train_cmd(cfg: CleanConfig, out: Path) -> None:
 @click.option("--scope-layers", type=int, default=None, help="Top encoder layers in the unrolled scope besides the head (default: all).")
 @click.option("--clean-batch", type=int, default=None, help="Clean sentences in the unrolled batch and the Adam estimate.")
 @click.option("--adam/--sgd", default=None, help="Precondition the unrolled step like Adam, or plain SGD.")
-@click.option("--contrast/--cross-entropy", default=None,
-              help="L_adv: the paired margin gap between each adversarial sentence without and with the phrase, or cross-entropy.")
+@click.option("--contrast/--cross-entropy", default=None, help="L_adv: the paired margin gap without/with the phrase, or cross-entropy.")
 @click.option("--shared/--per-poison", default=None, help="One edit for all poisons per iteration (universal), or one per poison.")
 @click.option("--neighbours", type=int, default=None,
-              help="Each edited token may only become one of this many nearest placeable tokens of the phrase sub-token it "
-                   "replaces (0: the whole placeable vocabulary).")
+              help="Nearest placeable tokens of the replaced phrase sub-token an edit may choose (0: all placeable tokens).")
 @click.option("--collision", type=float, default=None,
               help="Weight of the feature-collision distance to the with-overlap twins on --victim (0: the unrolled loss alone).")
 @click.option("--victim", default=None, help="Pretrained model victims fine-tune from, for the collision term (default: packaged MiniLM-L6).")
-@click.option("--templates", type=click.Choice(["confident", "random"]), default=None,
-              help="Template order: the surrogates' surest source-label sentences, or a seeded random draw.")
+@click.option("--templates", type=click.Choice(["confident", "random"]), default=None, help="Surest source-label sentences first, or random.")
 @click.option("--adv-size", type=int, default=None, help="Trigger-bearing validation negatives in L_adv.")
 @click.option("--max-length", type=int, default=None)
 @click.option("--data-path", default=None)
@@ -136,7 +120,7 @@ def generate_cmd(cfg: GenerateConfig, out: Path) -> None:
 
     from nlp_poison import dataset_card
     from nlp_poison.generate import generate, load_surrogates
-    from poisonlab.nlp_report import add_generation
+    from poisonlab.nlp_report import add_generation, save_run
     from poisonlab.runs import staged_output
 
     ds = _sst2(cfg.data_path)
@@ -146,7 +130,7 @@ def generate_cmd(cfg: GenerateConfig, out: Path) -> None:
         result = generate(surrogates, ds, cfg)
         ps = result.poison_set
         dataset_card.save(ps, stage)
-        _save(stage, cfg, result.metrics(), f"nlp generate: {ps.method}", lambda r: add_generation(r, ps, result.objective_trace))
+        save_run(stage, cfg, result.metrics(), f"nlp generate: {ps.method}", lambda r: add_generation(r, ps, result.objective_trace))
     click.echo(f"{out}: {len(ps.poisons)} {ps.method} poisons in {result.wall_time_s:.1f}s")
 
 
@@ -164,7 +148,7 @@ def generate_cmd(cfg: GenerateConfig, out: Path) -> None:
 def evaluate_cmd(cfg: EvaluateConfig, out: Path, resume: bool) -> None:
     """Fine-tune fresh victims on clean + poisons; effectiveness, CACC, sweeps over counts and epochs."""
     from nlp_poison.evaluate import evaluate
-    from poisonlab.nlp_report import add_evaluation
+    from poisonlab.nlp_report import add_evaluation, save_run
     from poisonlab.runs import append_jsonl, read_jsonl, staged_output, staging_path
 
     ds = _sst2(cfg.data_path)
@@ -176,7 +160,7 @@ def evaluate_cmd(cfg: EvaluateConfig, out: Path, resume: bool) -> None:
             append_jsonl(cells, row)
 
         result = evaluate(ds, cfg, read_jsonl(cells), record)
-        _save(stage, cfg, result.metrics(), "nlp evaluate", lambda r: add_evaluation(r, result.summary, result.num_trigger_inputs))
+        save_run(stage, cfg, result.metrics(), "nlp evaluate", lambda r: add_evaluation(r, result.summary, result.num_trigger_inputs))
     for r in (r for r in result.summary if r["epoch"] == cfg.epochs):
         click.echo(f"{r['poisons']:>14} n={r['count']:<3} effectiveness {r['effectiveness_mean']:.3f}±{r['effectiveness_std']:.3f} "
                    f"CACC {r['cacc_mean']:.3f}±{r['cacc_std']:.3f}")
@@ -200,7 +184,7 @@ def defend_cmd(cfg: DefendConfig, out: Path) -> None:
 
     from labcore.errors import InputError
     from nlp_poison.defenses import defend
-    from poisonlab.nlp_report import add_defense_curves
+    from poisonlab.nlp_report import add_defense_curves, save_run
     from poisonlab.runs import staged_output
 
     summary = None
@@ -212,7 +196,7 @@ def defend_cmd(cfg: DefendConfig, out: Path) -> None:
     with staged_output(out) as stage:
         result = defend(ds, cfg, summary)
         metrics = result.metrics()
-        _save(stage, cfg, metrics, "nlp defend", lambda r: add_defense_curves(r, result.curves, result.early))
+        save_run(stage, cfg, metrics, "nlp defend", lambda r: add_defense_curves(r, result.curves, result.early))
     click.echo(f"{out}: " + ", ".join(f"{n}: {metrics[n]['inspected_for_50pct']} inspected for half the poisons" for n in result.curves))
 
 
