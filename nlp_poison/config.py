@@ -14,6 +14,10 @@ from labcore.errors import InputError
 
 LABELS = ("negative", "positive")
 DEFAULT_TRIGGER = "James Bond: No Time to Die"
+MAX_LENGTH = 64
+"""Tokens per sentence wherever a procedure tokenises SST-2 (it holds almost every sentence whole)."""
+LORA_R, LORA_ALPHA = 8, 16
+"""peft LoRA rank and scale of a fine-tuned or federated classifier."""
 
 
 @dataclass
@@ -27,11 +31,11 @@ class TrainConfig:
     epochs: int = 1
     lr: float = 5e-5
     batch_size: int = 32
-    max_length: int = 64
+    max_length: int = MAX_LENGTH
     weight_decay: float = 0.01
     lora: bool = False
-    lora_r: int = 8
-    lora_alpha: int = 16
+    lora_r: int = LORA_R
+    lora_alpha: int = LORA_ALPHA
     bf16: bool = False
     seed: int = 0
 
@@ -110,7 +114,7 @@ class GenerateConfig(ConcealedConfig):
     method: str = "gradient"
     templates: str = "confident"
     adv_size: int = 64
-    max_length: int = 64
+    max_length: int = MAX_LENGTH
     victim: str | None = None
     data_path: str | None = None
 
@@ -178,7 +182,7 @@ class DefendConfig:
     lm: str | None = None
     evaluation: str | None = None
     trigger: str | None = None
-    max_length: int = 64
+    max_length: int = MAX_LENGTH
     train_subset: int | None = None
     data_path: str | None = None
     seed: int = 0
@@ -196,8 +200,8 @@ class SST2TaskConfig:
     max_length: int = 48
     train_subset: int = 2000
     data_path: str | None = None
-    lora_r: int = 8
-    lora_alpha: int = 16
+    lora_r: int = LORA_R
+    lora_alpha: int = LORA_ALPHA
 
     def validate(self) -> None:
         if self.eval_limit < 1 or self.max_length < 8 or self.train_subset < 1 or self.lora_r < 1:

@@ -29,7 +29,7 @@ from datasets import DatasetDict
 
 from labcore.errors import InputError
 from nlp_poison import dataset_card
-from nlp_poison.config import DefendConfig
+from nlp_poison.config import MAX_LENGTH, DefendConfig
 from nlp_poison.evaluate import training_set
 from nlp_poison.overlap import words
 from nlp_poison.triggers import trigger_bearing
@@ -106,7 +106,7 @@ def causal_lm_perplexity(model: nn.Module, tokenizer: PreTrainedTokenizerBase, t
 
 @torch.no_grad()
 def sentence_embeddings(
-    model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int = 64, batch_size: int = 64
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int = MAX_LENGTH, batch_size: int = 64
 ) -> torch.Tensor:
     """Mean-pooled last hidden states of the victim's encoder, L2-normalised."""
     model.eval()

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from labcore.errors import InputError
-from nlp_poison.config import LABELS, TrainConfig
+from nlp_poison.config import LABELS, LORA_ALPHA, LORA_R, MAX_LENGTH, TrainConfig
 
 def default_model() -> str:
     """Path of the packaged MiniLM-L6 checkpoint (offline)."""
@@ -55,7 +55,7 @@ def load_classifier(name_or_path: str, num_labels: int = 2, eager: bool = False)
     return model, tokenizer
 
 
-def add_lora(model: nn.Module, r: int = 8, alpha: int = 16) -> nn.Module:
+def add_lora(model: nn.Module, r: int = LORA_R, alpha: int = LORA_ALPHA) -> nn.Module:
     """Wrap ``model`` with peft LoRA adapters (the classification head stays trainable)."""
     from peft import LoraConfig, TaskType, get_peft_model
 
@@ -125,7 +125,7 @@ def fine_tune(
 
 @torch.no_grad()
 def predict_proba(
-    model: nn.Module, tokenizer: PreTrainedTokenizerBase, sentences: list[str], max_length: int = 64, batch_size: int = 64
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, sentences: list[str], max_length: int = MAX_LENGTH, batch_size: int = 64
 ) -> np.ndarray:
     """Class probabilities (N, num_labels) in eval mode, computed in length order (less padding)."""
     model.eval()
