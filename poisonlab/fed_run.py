@@ -64,7 +64,9 @@ def build_t2i_task(cfg: ExperimentConfig) -> Task:
     if cfg.data.name not in IMAGE_DATASETS:
         raise InputError(f"data.name {cfg.data.name!r} is not a digit dataset; t2i_lora needs one of {', '.join(IMAGE_DATASETS)}")
     params = from_dict(T2ITaskConfig, cfg.task.params, source="task.params")
-    x_train, y_train = data.image_tensors(data.load(cfg.data.name, cfg.data.path)["train"])
+    params.validate()
+    train = data.load(cfg.data.name, cfg.data.path)["train"]
+    x_train, y_train = data.image_tensors(train.select(range(min(params.train_limit or len(train), len(train)))))
     return t2i_task(x_train, y_train, params, cfg.seed)
 
 

@@ -183,7 +183,8 @@ class T2ILoraTask:
 
 
 def t2i_task(x_train: torch.Tensor, y_train: torch.Tensor, cfg: T2ITaskConfig, seed: int) -> T2ILoraTask:
-    """The task of ``cfg``: the pipeline and classifier loaded from their folders, the first ``cfg.train_limit`` digits."""
+    """The task of ``cfg`` on ``x_train``, ``y_train`` (the caller keeps the first ``cfg.train_limit`` digits):
+    the pipeline and classifier loaded from their folders."""
     cfg.validate()
     for key in ("base", "classifier"):
         if getattr(cfg, key) is None or not Path(getattr(cfg, key)).is_dir():
@@ -191,5 +192,4 @@ def t2i_task(x_train: torch.Tensor, y_train: torch.Tensor, cfg: T2ITaskConfig, s
     pipe = load_pipeline(Path(cfg.base))
     if not isinstance(pipe, DigitDiffusionPipeline):
         raise InputError(f"task.params.base {cfg.base} is not a DigitDiffusionPipeline; t2i_lora fine-tunes the lab's digit base")
-    limit = len(x_train) if cfg.train_limit is None else cfg.train_limit
-    return T2ILoraTask(pipe, load_classifier(Path(cfg.classifier)), x_train[:limit], y_train[:limit], cfg, seed)
+    return T2ILoraTask(pipe, load_classifier(Path(cfg.classifier)), x_train, y_train, cfg, seed)
