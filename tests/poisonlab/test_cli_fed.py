@@ -40,3 +40,30 @@ def test_good_config_runs_and_refuses_to_overwrite(cli, tmp_path):
     assert "seed: 3" in (out / "config.yaml").read_text()
     code, captured = cli("fed", "run", config, "--out", out)
     assert code == 2 and "already exists" in captured.err
+
+
+def test_every_shipped_experiment_config_loads_and_names_a_registered_task():
+    from pathlib import Path
+
+    from poisonlab.commands.fed import load_experiment
+    from poisonlab.fed_run import TASKS
+
+    configs = [p for p in sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")) if not p.name.startswith("grid_")]
+    assert {"sst2_fed.yaml", "t2i_lora.yaml"} <= {p.name for p in configs}
+    for path in configs:
+        assert load_experiment(path, None).task.name in TASKS, path
+
+
+@pytest.mark.parametrize(("task", "message"), [
+    ("{name: t2i_lora, params: {base: /nonexistent, classifier: /nonexistent}}", "task.params.base '/nonexistent' is not a folder"),
+    ("{name: t2i_lora, params: {rank: 0}}", "rank, eval_per_digit, eval_steps and train_limit must be >= 1"),
+    ("{name: sst2_classification, params: {poisons: x, lora: 2}}", "unknown key(s) lora"),
+    ("{name: sst2_classification}", "key 'poisons' is required"),
+    ("{name: nope}", "task.name 'nope' is unknown; use one of"),
+])
+def test_bad_task_params_are_one_line_errors(cli, tmp_path, data_dir, task, message):
+    config = tmp_path / "exp.yaml"
+    config.write_text(GOOD.replace("{name: digits}", "{name: mnist}") + f"task: {task}\n")
+    code, captured = cli("fed", "run", config, "--out", tmp_path / "run")
+    assert code == 2 and message in captured.err and "\n" not in captured.err.strip()
+    assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()
