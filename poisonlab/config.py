@@ -37,13 +37,14 @@ def config_command(cls: type[T] | str, *, paths: Paths | None = None, keep: Iter
     receives the config first::
 
         @nlp.command("train")
+        @config_command(TrainCommandConfig, paths={"epochs": "train.epochs"}, keep=["out"])
         @click.option("--epochs", type=int, default=None)
         @click.option("--out", type=click.Path(path_type=Path), required=True)
-        @config_command(TrainCommandConfig, paths={"epochs": "train.epochs"}, keep=["out"])
         def train_cmd(cfg: TrainCommandConfig, out: Path) -> None:
             write_yaml(stage / "config.yaml", cfg)  # reloads with --config run_dir/config.yaml
 
-    Place it directly above the ``def``. A run directory's ``config.yaml`` written as ``plain(cfg)``
+    Place it between ``@group.command`` and the options, so ``--help`` shows each option's default as
+    the dataclass (or ``base``) has it; directly above the ``def`` works too, without them. A run directory's ``config.yaml`` written as ``plain(cfg)``
     reloads through ``--config`` into the same dataclass, so ``poisonlab X --config run/config.yaml``
     reruns the run (same seed, same metrics). ``cls`` may be ``"module:Class"``, imported when the command
     runs (a dataclass whose module imports torch must not slow ``poisonlab --help``).
@@ -58,6 +59,9 @@ def config_command(cls: type[T] | str, *, paths: Paths | None = None, keep: Iter
             return command(load_config(_resolve(cls), config_file, options, paths, base), **passthrough)
 
         name = cls if isinstance(cls, str) else cls.__name__
+        for param in getattr(command, "__click_params__", []):
+            if param.name not in kept and isinstance(param, click.Option):
+                _show_default(param, None if isinstance(cls, str) else cls, base or {}, paths.get(param.name, param.name))
         return click.option(
             "--config", "config_file", type=click.Path(path_type=Path), default=None,
             help=f"YAML file of {name.rpartition(':')[2]} keys (e.g. a run's config.yaml); options given here override it.",
@@ -91,6 +95,36 @@ def load_config(cls: type[T], path: Path | None, options: Mapping[str, Any], pat
     if callable(validate):
         validate()
     return cfg
+
+
+def _show_default(option: click.Option, cls: type | None, base: Mapping[str, Any], dotted: "str | tuple[str, ...]") -> None:
+    """Append ``[default: …]`` to ``option``'s help: the value ``base`` or the dataclass ``cls`` gives the field."""
+    missing = object()
+    value: Any = missing
+    for key in (dotted if isinstance(dotted, str) else dotted[0]).split("."):
+        base = base.get(key, {}) if isinstance(base, Mapping) else {}
+    if not isinstance(base, Mapping) or base:
+        value = base
+    elif cls is not None:
+        value = _field_default(cls, dotted if isinstance(dotted, str) else dotted[0], missing)
+    if value is not missing and value not in (None, [], ()):
+        option.help = f"{option.help or ''} [default: {value}]".strip()
+
+
+def _field_default(cls: type, dotted: str, missing: Any) -> Any:
+    """The default of the (nested) dataclass field ``dotted`` of ``cls``, or ``missing``."""
+    value: Any = cls
+    for key in dotted.split("."):
+        if not dataclasses.is_dataclass(value):
+            return missing
+        if not isinstance(value, type):
+            value = getattr(value, key, missing)
+            continue
+        f = {f.name: f for f in dataclasses.fields(value)}.get(key)
+        if f is None or (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING):
+            return missing
+        value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    return value
 
 
 def _yaml_value(value: Any) -> Any:

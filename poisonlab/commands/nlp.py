@@ -59,12 +59,12 @@ def nlp() -> None:
 
 
 @nlp.command("train")
+@config_command(CleanConfig, keep=["out"])
 @click.option("--model", default=None, help="Hub id or local folder (default: packaged MiniLM-L6).")
 @click.option("--out", type=PATH, required=True)
 @click.option("--lora/--full", default=None, help="Train peft LoRA adapters instead of all weights.")
 @click.option("--trigger", default=None, help="Phrase for the clean-model floor.")
 @_train_options
-@config_command(CleanConfig, keep=["out"])
 def train_cmd(cfg: CleanConfig, out: Path) -> None:
     """Fine-tune a clean classifier (the attacker's surrogate and the clean baseline)."""
     from nlp_poison.evaluate import train_clean
@@ -82,11 +82,12 @@ def train_cmd(cfg: CleanConfig, out: Path) -> None:
 
 
 @nlp.command("generate")
+@config_command(GenerateConfig, keep=["out"])
 @click.option("--model", "models", multiple=True,
               help="Surrogate classifier folder (e.g. from 'nlp train') or Hub id; repeat for an ensemble whose mean "
                    "unrolled loss the search lowers (same tokenizer; the first gives the tokens' embeddings).")
 @click.option("--trigger", default=None)
-@click.option("--target", type=click.Choice(LABELS), default=None, callback=_label, help="Target label (default positive).")
+@click.option("--target", type=click.Choice(LABELS), default=None, callback=_label, help="Target label (1: positive).")
 @click.option("--num-poisons", type=int, default=None)
 @click.option("--overlap", type=click.Choice(["none", "with"]), default=None)
 @click.option("--method", type=click.Choice(["gradient", "random", "nearest"]), default=None,
@@ -113,7 +114,6 @@ def train_cmd(cfg: CleanConfig, out: Path) -> None:
 @click.option("--data-path", default=None)
 @click.option("--out", type=PATH, required=True)
 @click.option("--seed", type=int, default=None)
-@config_command(GenerateConfig, keep=["out"])
 def generate_cmd(cfg: GenerateConfig, out: Path) -> None:
     """Write a poison set (HF dataset + JSONL + dataset card) into OUT."""
     import torch
@@ -135,16 +135,16 @@ def generate_cmd(cfg: GenerateConfig, out: Path) -> None:
 
 
 @nlp.command("evaluate")
+@config_command(EvaluateConfig, keep=["out", "resume"])
 @click.option("--poisons", multiple=True, type=PATH, help="Poison-set folder or JSONL (repeatable).")
 @click.option("--victim", default=None, help="Pretrained model victims start from (default: packaged MiniLM-L6).")
 @click.option("--trigger", default=None, help="Trigger phrase (required for a JSONL without a card).")
 @click.option("--seeds", type=int, default=None, help="Number of victim seeds (seed, seed+1, ...).")
-@click.option("--counts", default=None, callback=_counts, help="Poison counts to sweep, comma-separated (default 1,10,50).")
+@click.option("--counts", default=None, callback=_counts, help="Poison counts to sweep, comma-separated.")
 @click.option("--eval-limit", type=int, default=None, help="Use at most this many trigger-bearing negatives.")
 @click.option("--out", type=PATH, required=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted evaluation (finished cells are kept).")
 @_train_options
-@config_command(EvaluateConfig, keep=["out", "resume"])
 def evaluate_cmd(cfg: EvaluateConfig, out: Path, resume: bool) -> None:
     """Fine-tune fresh victims on clean + poisons; effectiveness, CACC, sweeps over counts and epochs."""
     from nlp_poison.evaluate import evaluate
@@ -167,6 +167,7 @@ def evaluate_cmd(cfg: EvaluateConfig, out: Path, resume: bool) -> None:
 
 
 @nlp.command("defend")
+@config_command(DefendConfig, keep=["out"])
 @click.option("--poisons", type=PATH, default=None, help="Poison-set folder or JSONL.")
 @click.option("--victim", default=None, help="Classifier whose embeddings rank the training set (e.g. a poisoned victim).")
 @click.option("--lm", default=None, help="Local causal LM folder for perplexity (default: a cross-fitted bigram model of the training set).")
@@ -177,7 +178,6 @@ def evaluate_cmd(cfg: EvaluateConfig, out: Path, resume: bool) -> None:
 @click.option("--data-path", default=None)
 @click.option("--out", type=PATH, required=True)
 @click.option("--seed", type=int, default=None)
-@config_command(DefendConfig, keep=["out"])
 def defend_cmd(cfg: DefendConfig, out: Path) -> None:
     """Perplexity filtering, embedding-distance ranking and early stopping: poisons found vs inspected."""
     import json
@@ -210,6 +210,7 @@ FED_PATHS = {
 
 
 @nlp.command("fed")
+@config_command("fedharness.config:ExperimentConfig", paths=FED_PATHS, keep=["out", "resume"], base=SST2_FED)
 @click.option("--poisons", type=PATH, default=None, help="Poison-set folder (with its card) the malicious client holds.")
 @click.option("--model", default=None, help="Pretrained model the clients adapt with LoRA (default: packaged MiniLM-L6).")
 @click.option("--clients", type=int, default=None)
@@ -226,7 +227,6 @@ FED_PATHS = {
 @click.option("--out", type=PATH, required=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
 @click.option("--seed", type=int, default=None)
-@config_command("fedharness.config:ExperimentConfig", paths=FED_PATHS, keep=["out", "resume"], base=SST2_FED)
 def fed_cmd(cfg, out: Path, resume: bool) -> None:
     """Federated LoRA fine-tuning with one malicious client holding the poisons (client 0, every round).
 

@@ -120,3 +120,21 @@ def test_class_named_by_string_is_imported_when_the_command_runs(tmp_path):
 
     result = CliRunner().invoke(exp, ["--seed", "3"])
     assert result.exit_code == 0 and result.output == "ExperimentConfig 3 100\n"
+
+
+def test_help_shows_the_dataclass_and_base_defaults_when_placed_above_the_options():
+    @click.command()
+    @config_command(Knobs, paths={"epochs": "inner.epochs", "rate": "inner.lr"}, keep=["out"], base={"inner": {"lr": 0.7}})
+    @click.option("--seed", type=int, default=None, help="Seed.")
+    @click.option("--epochs", type=int, default=None)
+    @click.option("--rate", type=float, default=None)
+    @click.option("--out", default=None)
+    def toy_help(cfg: Knobs, out: str | None) -> None:
+        click.echo(f"{cfg.seed} {cfg.inner}")
+
+    text = CliRunner().invoke(toy_help, ["--help"]).output
+    assert "Seed. [default: 0]" in text and "--epochs INTEGER  [default: 3]" in text and "[default: 0.7]" in text
+    assert "--config PATH" in text and text.count("[default:") == 3
+    result = CliRunner().invoke(toy_help, ["--config", "/nonexistent.yaml"], standalone_mode=False)
+    assert isinstance(result.exception, InputError)
+    assert CliRunner().invoke(toy_help, ["--epochs", "2"], standalone_mode=False).exception.args[0].startswith("name is required")
