@@ -20,17 +20,24 @@ def fed() -> None:
 
 
 @fed.command("run")
-@click.argument("config", type=click.Path(path_type=Path))
+@click.argument("config", type=click.Path(path_type=Path), required=False)
+@click.option("--config", "config_option", type=click.Path(path_type=Path), default=None,
+              help="The experiment YAML, as the CONFIG argument (e.g. a run's config.yaml).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/<config name>).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
 @click.option("--seed", type=int, default=None, help="Override the config's seed.")
 @click.option("--engine", type=click.Choice(["inprocess", "flower"]), default=None,
               help="Override engine.name: flower runs the clients through Flower's simulation engine.")
-def run(config: Path, out: Path | None, resume: bool, seed: int | None, engine: str | None) -> None:
+def run(config: Path | None, config_option: Path | None, out: Path | None, resume: bool, seed: int | None,
+        engine: str | None) -> None:
     """Run the experiment described by CONFIG (YAML); task.name picks the task (image_classification,
     sst2_classification, t2i_lora, …)."""
+    from labcore.errors import InputError
     from poisonlab.fed_run import run_experiment
 
+    if (config is None) == (config_option is None):
+        raise InputError("give the experiment YAML once: as CONFIG or as --config")
+    config = config or config_option
     cfg = load_experiment(config, seed)
     if engine is not None:
         cfg.engine.name = engine

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 
@@ -67,3 +69,14 @@ def test_bad_task_params_are_one_line_errors(cli, tmp_path, data_dir, task, mess
     code, captured = cli("fed", "run", config, "--out", tmp_path / "run")
     assert code == 2 and message in captured.err and "\n" not in captured.err.strip()
     assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()
+
+
+def test_a_run_config_reruns_through_the_config_option(cli, tmp_path):
+    config = tmp_path / "exp.yaml"
+    config.write_text(GOOD)
+    assert cli("fed", "run", config, "--out", tmp_path / "a")[0] == 0
+    assert cli("fed", "run", "--config", tmp_path / "a" / "config.yaml", "--out", tmp_path / "b")[0] == 0
+    drop = lambda p: {k: v for k, v in json.loads(p.read_text()).items() if not k.endswith("_s")}
+    assert drop(tmp_path / "b" / "metrics.json") == drop(tmp_path / "a" / "metrics.json")
+    code, captured = cli("fed", "run", config, "--config", config, "--out", tmp_path / "c")
+    assert code == 2 and "as CONFIG or as --config" in captured.err and not (tmp_path / "c").exists()
