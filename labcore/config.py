@@ -39,15 +39,21 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str = "config") -> T:
 def load_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML mapping; missing files and syntax errors are input errors."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"config path {path} is a folder; pass the path of a YAML file")
     if not path.is_file():
         raise InputError(f"config file {path} not found; pass the path of a YAML file")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"config file {path} is not UTF-8 text; save it as UTF-8") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise InputError(f"config file {path} is not valid YAML{where}; fix the syntax") from None
-    return data if data is not None else {}
+    if data is None:
+        raise InputError(f"config file {path} is empty; write the experiment's keys into it")
+    return data
 
 
 def _type_name(t: Any) -> str:

@@ -8,6 +8,7 @@ Light on purpose (no torch): the CLI builds these at import time, maps its optio
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from labcore.errors import InputError
@@ -40,8 +41,10 @@ class TrainConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.max_length < 8 or self.lr <= 0:
-            raise InputError("train config: epochs, batch_size >= 1, max_length >= 8 and lr > 0 are required")
+        if self.epochs < 1 or self.batch_size < 1 or self.max_length < 8 or not 0 < self.lr < math.inf:
+            raise InputError("train config: epochs, batch_size >= 1, max_length >= 8 and a finite lr > 0 are required")
+        if not 0 <= self.weight_decay < math.inf or self.lora_r < 1:
+            raise InputError("train config: weight_decay must be finite and >= 0, lora_r >= 1")
 
 
 @dataclass
@@ -90,10 +93,10 @@ class ConcealedConfig:
             raise InputError("contrast needs the phrase-free sentences (negative_weight > 0)")
         if self.neighbours is not None and self.neighbours < 0:
             raise InputError("neighbours must be >= 0 (0: the whole placeable vocabulary)")
-        if self.collision < 0:
-            raise InputError("collision weight must be >= 0 (0 turns the feature-collision term off)")
-        if self.iterations < 1 or self.top_k < 1 or self.unroll_lr <= 0 or self.chunk < 1 or (self.scope_layers or 0) < 0:
-            raise InputError("concealed config: iterations, top_k, chunk >= 1, unroll_lr > 0 and scope_layers >= 0 are required")
+        if not 0 <= self.collision < math.inf or not 0 <= self.negative_weight < math.inf:
+            raise InputError("collision and negative_weight must be finite and >= 0 (collision 0 turns the feature-collision term off)")
+        if self.iterations < 1 or self.top_k < 1 or not 0 < self.unroll_lr < math.inf or self.chunk < 1 or (self.scope_layers or 0) < 0:
+            raise InputError("concealed config: iterations, top_k, chunk >= 1, a finite unroll_lr > 0 and scope_layers >= 0 are required")
 
 
 @dataclass(kw_only=True)
@@ -169,6 +172,8 @@ class EvaluateConfig(TrainConfig):
             raise InputError("--seeds must be >= 1")
         if not self.counts or min(self.counts) < 1:
             raise InputError("--counts needs at least one positive integer")
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise InputError("--eval-limit must be >= 1")
 
 
 @dataclass(kw_only=True)

@@ -168,6 +168,9 @@ def evaluate(data: DatasetDict, cfg: EvaluateConfig, done: list[dict] | None = N
     kept, each new row goes to ``record`` as soon as it is finished (resume)."""
     cfg.validate()
     sets = load_sets(cfg.poisons)
+    largest = max(len(ps.poisons) for ps, _ in sets.values())
+    if max(cfg.counts) > largest:
+        raise InputError(f"--counts {max(cfg.counts)} exceeds the largest poison set ({largest} poisons); ask for at most {largest}")
     phrase, target = _phrase_and_target(sets, cfg.trigger)
     train = subsample(data["train"], cfg.train_subset, cfg.seed)
     trig = trigger_bearing(data["test"], phrase, 1 - target)

@@ -13,6 +13,7 @@ builds it from folders for ``task: {name: t2i_lora}``.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +61,8 @@ class T2ITaskConfig:
             raise InputError(f"task.params.kind {self.kind!r} is unknown; use pixel, object or style")
         if not 0.0 <= self.lam <= 1.0:
             raise InputError(f"task.params.lam (λ) must lie in [0, 1], got {self.lam}")
+        if not (0 <= self.guidance_scale < math.inf and 0 < self.pixel_threshold < math.inf):
+            raise InputError("task.params: guidance_scale must be finite and >= 0, pixel_threshold finite and > 0")
         if self.rank < 1 or self.eval_per_digit < 1 or self.eval_steps < 1 or (self.train_limit or 1) < 1:
             raise InputError("task.params: rank, eval_per_digit, eval_steps and train_limit must be >= 1")
 
