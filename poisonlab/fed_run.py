@@ -59,12 +59,12 @@ def build_sst2_task(cfg: ExperimentConfig) -> Task:
 
 def build_t2i_task(cfg: ExperimentConfig) -> Task:
     """Federated BadT2I LoRA on the lab's digit base; ``task.params`` are ``t2i_poison.task.T2ITaskConfig``."""
-    from t2i_poison.task import T2ITaskConfig, t2i_task
+    from t2i_poison.task import T2ITaskConfig, require_folders, t2i_task
 
     if cfg.data.name not in IMAGE_DATASETS:
         raise InputError(f"data.name {cfg.data.name!r} is not a digit dataset; t2i_lora needs one of {', '.join(IMAGE_DATASETS)}")
     params = from_dict(T2ITaskConfig, cfg.task.params, source="task.params")
-    params.validate()
+    require_folders(params)
     train = data.load(cfg.data.name, cfg.data.path)["train"]
     x_train, y_train = data.image_tensors(train.select(range(min(params.train_limit or len(train), len(train)))))
     return t2i_task(x_train, y_train, params, cfg.seed)

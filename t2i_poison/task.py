@@ -185,13 +185,18 @@ class T2ILoraTask:
 
 
 
-def t2i_task(x_train: torch.Tensor, y_train: torch.Tensor, cfg: T2ITaskConfig, seed: int) -> T2ILoraTask:
-    """The task of ``cfg`` on ``x_train``, ``y_train`` (the caller keeps the first ``cfg.train_limit`` digits):
-    the pipeline and classifier loaded from their folders."""
+def require_folders(cfg: T2ITaskConfig) -> None:
+    """``cfg`` is valid and names the saved base pipeline and classifier folders (checked before data loads)."""
     cfg.validate()
     for key in ("base", "classifier"):
         if getattr(cfg, key) is None or not Path(getattr(cfg, key)).is_dir():
             raise InputError(f"task.params.{key} {getattr(cfg, key)!r} is not a folder; pass the saved {key} directory")
+
+
+def t2i_task(x_train: torch.Tensor, y_train: torch.Tensor, cfg: T2ITaskConfig, seed: int) -> T2ILoraTask:
+    """The task of ``cfg`` on ``x_train``, ``y_train`` (the caller keeps the first ``cfg.train_limit`` digits):
+    the pipeline and classifier loaded from their folders."""
+    require_folders(cfg)
     pipe = load_pipeline(Path(cfg.base))
     if not isinstance(pipe, DigitDiffusionPipeline):
         raise InputError(f"task.params.base {cfg.base} is not a DigitDiffusionPipeline; t2i_lora fine-tunes the lab's digit base")
