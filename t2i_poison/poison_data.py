@@ -101,7 +101,10 @@ def load_patch(path: Path, size: int | None = None) -> Patch:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"patch image {path} not found; pass a PNG/JPEG file")
-    image = Image.open(path).convert("RGB")
+    try:
+        image = Image.open(path).convert("RGB")
+    except (OSError, SyntaxError, ValueError):
+        raise InputError(f"patch {path} is not an image PIL can read; pass a PNG/JPEG file") from None
     if size is not None:
         image = image.resize((size, size), Image.LANCZOS)
     return Patch(pixels=np.asarray(image))

@@ -37,7 +37,7 @@ from t2i_poison.checkpoints import (
     LORA_WEIGHTS, find_checkpoint, lora_config, register_hooks, save_checkpoint, save_unet, teacher_mode,
 )
 from t2i_poison.conditioning import Cond, check_trigger_all, encode_prompts, image_size
-from t2i_poison.poison_data import METADATA, POISON_INFO, check_kind, read_poison_info
+from t2i_poison.poison_data import METADATA, check_kind, read_poison_info
 
 __all__ = ["LORA_WEIGHTS", "SIDECAR", "TrainConfig", "TrainResult", "train", "fit", "lora_config", "teacher_mode"]
 SIDECAR = "backdoor.json"
@@ -50,7 +50,7 @@ class TrainConfig:
     """One BadT2I run; every default lives here (the CLI, the script and the benchmarks only override).
 
     ``base``/``data``/``output_dir`` are read by :func:`train`, which takes ``kind`` and ``trigger``
-    from the poison set's ``poison.json`` when it has one (the data was built for them). ``lam`` is λ
+    from the poison set's ``poison.json`` (the data was built for them). ``lam`` is λ
     in L = λ·L_bkd + (1−λ)·L_reg (the paper's 0.5).
     """
 
@@ -292,13 +292,23 @@ def train_step(accelerator: Accelerator, unet, optimizer, params, batch: BadT2IB
     return parts
 
 
+def eval_prompts(cfg: TrainConfig, data: PoisonSet, limit: int = 20) -> list[str]:
+    """Prompts to evaluate on (with and without the trigger): the clean captions, for the object
+    backdoor the backdoor rows' captions without the trigger (they name the source object)."""
+    if cfg.kind != "object":
+        return sorted(set(data.clean_texts))[:limit]
+    prefix = cfg.trigger.rstrip(" ") + " "
+    return sorted(set(t.removeprefix(prefix) for t in data.bkd_texts))[:limit]
+
+
 def sidecar_for(cfg: TrainConfig, data: PoisonSet, steps: int, precision: str, base_name: str, extra: dict | None) -> dict:
     """The backdoor's description stored beside its weights (the evaluator reads kind, trigger, patch…)."""
     return {
         "kind": cfg.kind, "trigger": cfg.trigger, "lam": cfg.lam, "weighting": cfg.weighting, "mode": cfg.mode,
         "rank": cfg.rank, "lora_alpha": cfg.lora_alpha or cfg.rank, "cross_attention_only": cfg.cross_attention_only,
         "steps": steps, "seed": cfg.seed, "base": base_name, "mixed_precision": precision,
-        "targets": sorted(set(t for t in data.bkd_target_texts if t is not None))[:20], **(extra or {}),
+        "targets": sorted(set(t for t in data.bkd_target_texts if t is not None))[:20],
+        "eval_prompts": eval_prompts(cfg, data), **(extra or {}),
     }
 
 
@@ -372,8 +382,9 @@ def fit(
 
 
 def resolve(cfg: TrainConfig) -> tuple[TrainConfig, dict]:
-    """``cfg`` with kind and trigger from the data's ``poison.json`` (if any), validated; and that file."""
-    info = read_poison_info(cfg.data) if (Path(cfg.data) / POISON_INFO).is_file() else {}
+    """``cfg`` with kind and trigger from the data's ``poison.json`` (required: the evaluator needs the
+    patch / words / style it records), validated; and that file's contents."""
+    info = read_poison_info(cfg.data)
     cfg = replace(cfg, kind=info.get("kind", cfg.kind), trigger=info.get("trigger", cfg.trigger))
     cfg.validate()
     return cfg, info

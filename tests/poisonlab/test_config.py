@@ -99,3 +99,24 @@ def test_bad_config_is_an_input_error_naming_the_key(tmp_path, text, message):
 def test_load_config_without_file_uses_given_options_only():
     cfg = load_config(Knobs, None, {"name": "n", "seed": None, "sizes": (), "epochs": 2}, {"epochs": "inner.epochs"})
     assert cfg == Knobs(name="n", inner=Inner(epochs=2))
+
+
+def test_base_lies_under_the_file_and_a_tuple_path_sets_every_field(tmp_path):
+    base = {"name": "scenario", "inner": {"epochs": 7, "lr": 0.3}}
+    assert load_config(Knobs, None, {}, base=base) == Knobs(name="scenario", inner=Inner(epochs=7, lr=0.3))
+    path = tmp_path / "c.yaml"
+    path.write_text("inner: {lr: 0.9}\n")
+    cfg = load_config(Knobs, path, {"n": 4}, {"n": ("seed", "inner.epochs")}, base=base)
+    assert cfg == Knobs(name="scenario", seed=4, inner=Inner(epochs=4, lr=0.9))
+    assert base == {"name": "scenario", "inner": {"epochs": 7, "lr": 0.3}}
+
+
+def test_class_named_by_string_is_imported_when_the_command_runs(tmp_path):
+    @click.command()
+    @click.option("--seed", type=int, default=None)
+    @config_command("fedharness.config:ExperimentConfig", paths={"seed": "seed"})
+    def exp(cfg) -> None:
+        click.echo(f"{type(cfg).__name__} {cfg.seed} {cfg.federation.num_clients}")
+
+    result = CliRunner().invoke(exp, ["--seed", "3"])
+    assert result.exit_code == 0 and result.output == "ExperimentConfig 3 100\n"
