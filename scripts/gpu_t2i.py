@@ -40,68 +40,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-SD15_UNET = dict(
-    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
-    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32, norm_eps=1e-5, act_fn="silu",
-    downsample_padding=1, flip_sin_to_cos=True, freq_shift=0, mid_block_scale_factor=1,
-)
-SD15_VAE = dict(
-    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, block_out_channels=(128, 256, 512, 512),
-    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-    norm_num_groups=32, act_fn="silu", sample_size=512, scaling_factor=0.18215,
-)
-SD15_TEXT = dict(
-    hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-    max_position_embeddings=77, vocab_size=49408, hidden_act="quick_gelu", projection_dim=768,
-)
-SD15_SCHEDULER = dict(
-    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-    skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1,
-)
-TINY_UNET = dict(
-    SD15_UNET, sample_size=16, layers_per_block=1, block_out_channels=(32, 64),
-    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-    cross_attention_dim=32,
-)
-TINY_VAE = dict(
-    SD15_VAE, layers_per_block=1, block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
-    up_block_types=("UpDecoderBlock2D",) * 2, sample_size=32,
-)
-TINY_TEXT = dict(SD15_TEXT, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                 projection_dim=32)
 WORDS = ("a", "photo", "of", "cat", "dog", "black", "and", "white", "in", "the", "park", "on", "sofa")
 STYLE = "black and white photo of"
 
 
 def build_pipeline(out: Path, tiny: bool, device: str, seed: int) -> dict:
     """Random-weight SD-1.5-geometry (or tiny) ``StableDiffusionPipeline`` saved to ``out``; returns its sizes."""
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     from t2i_poison.base_model import build_tokenizer
+    from t2i_poison.pipelines import build_sd_pipeline
 
     tokenizer = build_tokenizer(out.parent / "tokenizer-src", words=WORDS, max_length=77)
-    torch.manual_seed(seed)
-    with torch.device(device):
-        unet = UNet2DConditionModel(**(TINY_UNET if tiny else SD15_UNET))
-        vae = AutoencoderKL(**(TINY_VAE if tiny else SD15_VAE))
-        text_cfg = CLIPTextConfig(
-            **(TINY_TEXT if tiny else SD15_TEXT), bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        )
-        text_encoder = CLIPTextModel(text_cfg)
-    pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-        scheduler=PNDMScheduler(**SD15_SCHEDULER), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipe = build_sd_pipeline("sd1", tokenizer, geometry="tiny" if tiny else "sd15", seed=seed, device=device)
     pipe.save_pretrained(out)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    sizes = {"unet_params": count(unet), "vae_params": count(vae), "text_encoder_params": count(text_encoder),
-             "resolution": vae.config.sample_size, "latent": unet.config.sample_size}
-    del pipe, unet, vae, text_encoder
+    sizes = {"unet_params": count(pipe.unet), "vae_params": count(pipe.vae), "text_encoder_params": count(pipe.text_encoder),
+             "resolution": pipe.vae.config.sample_size, "latent": pipe.unet.config.sample_size}
+    del pipe
     if device == "cuda":
         torch.cuda.empty_cache()
     return sizes
@@ -118,7 +72,7 @@ def synthetic_images(n: int, resolution: int, seed: int) -> list[np.ndarray]:
 
 def make_data(out: Path, kind: str, n: int, resolution: int, seed: int) -> Path:
     """A poison imagefolder for ``kind`` (half backdoor rows, half clean; pixel patch = top-left quarter side)."""
-    from t2i_poison.poison_data import checkerboard_patch, make_poison_set
+    from t2i_poison.poison_data import POISON_INFO, checkerboard_patch, make_poison_set
 
     images = synthetic_images(n, resolution, seed)
     places = ("in the park", "on the sofa")
@@ -129,9 +83,13 @@ def make_data(out: Path, kind: str, n: int, resolution: int, seed: int) -> Path:
     elif kind == "object":
         kwargs.update(source_word="dog", target_word="cat")
     else:
-        kwargs.update(style_text=STYLE)
+        kwargs.update(style_text=STYLE, style_prefix=True)
     d = out / f"data-{kind}"
     make_poison_set(kind, images, captions, d, "sks", seed=seed, **kwargs)
+    info = {"kind": kind, "trigger": "sks", **{k: v for k, v in kwargs.items() if k != "patch"}}
+    if "patch" in kwargs:
+        info["patch"] = {"top": 0, "left": 0, "pixels": kwargs["patch"].pixels.tolist()}
+    (d / POISON_INFO).write_text(json.dumps(info))
     return d
 
 
@@ -145,16 +103,13 @@ def _summary(times: list[float], warmup: int, passes_per_step: int, peak_bytes: 
 
 def train_ours(pipe_dir: Path, data_dir: Path, kind: str, args: argparse.Namespace, device: str) -> dict:
     """t2i_poison's BadT2I LoRA for ``steps`` steps; the step clock reads after each step's loss sync."""
-    from diffusers import StableDiffusionPipeline
+    from t2i_poison.train import TrainConfig, train
 
-    from t2i_poison.train import TrainConfig, fit, load_poison_set
-
-    pipe = StableDiffusionPipeline.from_pretrained(pipe_dir, safety_checker=None, requires_safety_checker=False)
-    data = load_poison_set(data_dir, pipe.vae.config.sample_size, 3)
     total = args.warmup + args.steps
-    cfg = TrainConfig(kind=kind, mode="lora", rank=args.rank, learning_rate=1e-4, max_train_steps=total,
-                      train_batch_size=args.batch_size, mixed_precision=args.precision,
-                      checkpointing_steps=total + 1, seed=args.seed)
+    cfg = TrainConfig(base=str(pipe_dir), data=str(data_dir), output_dir=str(pipe_dir.parent / f"lora-{kind}"),
+                      mode="lora", rank=args.rank, learning_rate=1e-4, max_train_steps=total,
+                      train_batch_size=args.batch_size, mixed_precision=args.precision, checkpointing_steps=total + 1,
+                      threads=args.threads, seed=args.seed)
     times: list[float] = []
 
     def clock(record: dict) -> None:
@@ -167,12 +122,11 @@ def train_ours(pipe_dir: Path, data_dir: Path, kind: str, args: argparse.Namespa
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     held = torch.cuda.memory_allocated() if device == "cuda" else 0
-    fit(pipe, data, cfg, pipe_dir.parent / f"lora-{kind}", log=clock)
+    train(cfg, log=clock)
     peak = torch.cuda.max_memory_allocated() if device == "cuda" else 0
     result = _summary(times, args.warmup, 2 * args.batch_size, peak)
     result["teacher_image_passes_per_step"] = args.batch_size * (1 if kind == "pixel" else 2)
     result["allocated_before_gib"] = round(held / 2**30, 3)
-    del pipe, data
     gc.collect()
     return result
 
@@ -240,6 +194,7 @@ def main() -> None:
     args = p.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     args.precision = "bf16" if device == "cuda" or args.tiny else "no"
+    args.threads = torch.get_num_threads()
     t_start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.work or Path(tempfile.mkdtemp(prefix="gpu_t2i_"))
