@@ -7,7 +7,8 @@
 Works with the lab's MNIST base and any local SD 1.x/2.x or SDXL pipeline directory; one or many
 processes (each takes its slice of the global batch: ``--train_batch_size`` rows per half per process),
 ``--mixed_precision fp16|bf16`` (or the accelerate config), gradient accumulation and checkpointing,
-``--gradient_checkpointing``, trackers (``--report_to tensorboard|wandb``). Flags map onto
+``--gradient_checkpointing``, trackers (``--report_to tensorboard|wandb``); per-step losses (averaged over
+processes) go to ``<output_dir>/steps.jsonl``. Flags map onto
 :class:`t2i_poison.train.TrainConfig` (defaults live there); ``--config FILE.yaml`` holds the same keys.
 """
 
@@ -62,7 +63,14 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError("pass --pretrained_model_name_or_path, --train_data_dir and --output_dir (or set them in --config)")
         from tqdm.auto import tqdm
 
-        result = train(cfg, progress=lambda it: tqdm(it, desc="badt2i", disable=RANK != 0))
+        steps = Path(cfg.output_dir) / "steps.jsonl"
+
+        def log(record: dict) -> None:
+            if RANK == 0:
+                with steps.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+
+        result = train(cfg, log=log, progress=lambda it: tqdm(it, desc="badt2i", disable=RANK != 0))
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
