@@ -41,6 +41,15 @@ def read_sidecar(lora: Path) -> dict:
     weights = (Path(lora) / LORA_WEIGHTS).is_file() or (Path(lora) / "unet").is_dir()
     if not weights or not (Path(lora) / SIDECAR).is_file():
         raise InputError(f"{lora} holds no backdoor ({LORA_WEIGHTS} or unet/, and {SIDECAR}); pass the output of `poisonlab t2i train`")
+    if (Path(lora) / LORA_WEIGHTS).is_file():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(Path(lora) / LORA_WEIGHTS), framework="pt") as f:
+                f.keys()
+        except Exception as exc:  # safetensors raises its own error type for truncated or foreign files
+            raise InputError(f"{Path(lora) / LORA_WEIGHTS} is not a readable safetensors file ({exc}); retrain with "
+                             "`poisonlab t2i train`") from None
     try:
         return json.loads((Path(lora) / SIDECAR).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

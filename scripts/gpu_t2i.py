@@ -44,13 +44,13 @@ WORDS = ("a", "photo", "of", "cat", "dog", "black", "and", "white", "in", "the",
 STYLE = "black and white photo of"
 
 
-def build_pipeline(out: Path, tiny: bool, device: str, seed: int) -> dict:
-    """Random-weight SD-1.5-geometry (or tiny) ``StableDiffusionPipeline`` saved to ``out``; returns its sizes."""
+def build_pipeline(out: Path, geometry: str, device: str, seed: int) -> dict:
+    """Random-weight ``StableDiffusionPipeline`` of ``geometry`` (sd15, small, tiny) saved to ``out``; its sizes."""
     from t2i_poison.base_model import build_tokenizer
     from t2i_poison.pipelines import build_sd_pipeline
 
     tokenizer = build_tokenizer(out.parent / "tokenizer-src", words=WORDS, max_length=77)
-    pipe = build_sd_pipeline("sd1", tokenizer, geometry="tiny" if tiny else "sd15", seed=seed, device=device)
+    pipe = build_sd_pipeline("sd1", tokenizer, geometry=geometry, seed=seed, device=device)
     pipe.save_pretrained(out)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     sizes = {"unet_params": count(pipe.unet), "vae_params": count(pipe.vae), "text_encoder_params": count(pipe.text_encoder),
@@ -132,8 +132,9 @@ def train_ours(pipe_dir: Path, data_dir: Path, kind: str, args: argparse.Namespa
 
 
 def run_reference(script: Path, pipe_dir: Path, data_dir: Path, args: argparse.Namespace) -> dict:
-    """diffusers' LoRA script in a child process on the same pipeline/data/rank, batch = 2 × ours."""
+    """diffusers' LoRA script in a child process on the same pipeline/data/rank/threads, batch = 2 × ours."""
     timing = pipe_dir.parent / "reference_timing.json"
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     cmd = [
         sys.executable, str(Path(__file__).resolve()), "_reference", str(script), str(timing),
         f"--pretrained_model_name_or_path={pipe_dir}", f"--train_data_dir={data_dir}", "--image_column=image",
@@ -141,10 +142,10 @@ def run_reference(script: Path, pipe_dir: Path, data_dir: Path, args: argparse.N
         f"--max_train_steps={args.warmup + args.steps}", "--learning_rate=1e-4", f"--rank={args.rank}",
         f"--mixed_precision={args.precision}", f"--output_dir={pipe_dir.parent / 'lora-reference'}",
         f"--seed={args.seed}", f"--checkpointing_steps={args.warmup + args.steps + 1}", "--report_to=all",
-        "--dataloader_num_workers=0", "--lr_scheduler=constant",
+        "--dataloader_num_workers=0", "--lr_scheduler=constant", "--center_crop",
     ]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         return {"error": f"reference exited {proc.returncode}", "stderr_tail": proc.stderr[-3000:]}
     rec = json.loads(timing.read_text())
@@ -194,15 +195,16 @@ def main() -> None:
     args = p.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     args.precision = "bf16" if device == "cuda" or args.tiny else "no"
+    args.geometry = "tiny" if args.tiny else "sd15"
     args.threads = torch.get_num_threads()
     t_start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.work or Path(tempfile.mkdtemp(prefix="gpu_t2i_"))
     pipe_dir = work / "sd15-random"
     report: dict = {"device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
-                    "torch": torch.__version__, "geometry": "tiny" if args.tiny else "sd15", "precision": args.precision,
+                    "torch": torch.__version__, "geometry": args.geometry, "precision": args.precision,
                     "batch_per_half": args.batch_size, "rank": args.rank, "warmup_steps": args.warmup}
-    report["model"] = build_pipeline(pipe_dir, args.tiny, device, args.seed)
+    report["model"] = build_pipeline(pipe_dir, args.geometry, device, args.seed)
     args.resolution = report["model"]["resolution"]
     report["ours"] = {}
     data_dirs = {}

@@ -91,27 +91,37 @@ TINY_VAE = dict(
 )
 TINY_TEXT = dict(SD15_TEXT, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
                  projection_dim=32, max_position_embeddings=16)
+# A CPU-benchmark geometry with SD-1.5's layout (4 levels, 2×-per-level channels, 8× VAE, 77-token CLIP) scaled down:
+# 128² images, 16² latents, UNet 64–256 channels, CLIP width 256.
+SMALL_UNET = dict(SD15_UNET, sample_size=16, layers_per_block=1, block_out_channels=(64, 128, 256, 256), cross_attention_dim=256)
+SMALL_VAE = dict(SD15_VAE, layers_per_block=1, block_out_channels=(64, 128, 256, 256), sample_size=128)
+SMALL_TEXT = dict(SD15_TEXT, hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
+                  projection_dim=256)
+GEOMETRIES = {"tiny": (TINY_UNET, TINY_VAE, TINY_TEXT), "small": (SMALL_UNET, SMALL_VAE, SMALL_TEXT),
+              "sd15": (SD15_UNET, SD15_VAE, SD15_TEXT)}
 
 
 def build_sd_pipeline(family: str, tokenizer, geometry: str = "tiny", seed: int = 0, device: str = "cpu") -> DiffusionPipeline:
     """A random-weight pipeline of ``family`` (sd1: ε; sd2: v-prediction; sdxl: two encoders + added
-    conditioning) at ``geometry`` "tiny" or "sd15" (SD-1.5's published sizes; sd1 only), from configs."""
+    conditioning) at ``geometry`` "tiny", or for sd1 "small" (CPU benchmark) or "sd15" (SD-1.5's sizes)."""
     import torch
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     if family not in FAMILIES:
         raise InputError(f"unknown pipeline family {family!r}; choose one of {', '.join(FAMILIES)}")
-    full = geometry == "sd15"
-    unet_cfg = SD15_UNET if full else {"sd1": TINY_UNET, "sd2": TINY_SD2_UNET, "sdxl": TINY_SDXL_UNET}[family]
-    text_cfg = dict(SD15_TEXT if full else TINY_TEXT, bos_token_id=tokenizer.bos_token_id,
+    if geometry not in GEOMETRIES or (geometry != "tiny" and family != "sd1"):
+        raise InputError(f"geometry {geometry!r} is not built for {family}; use tiny, or small/sd15 with sd1")
+    unet_cfg, vae_cfg, text_base = GEOMETRIES[geometry]
+    unet_cfg = {"sd1": unet_cfg, "sd2": TINY_SD2_UNET, "sdxl": TINY_SDXL_UNET}[family]
+    text_cfg = dict(text_base, bos_token_id=tokenizer.bos_token_id,
                     eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                     max_position_embeddings=max(tokenizer.model_max_length, 16))
     scheduler = PNDMScheduler(**SD15_SCHEDULER, prediction_type="v_prediction" if family == "sd2" else "epsilon")
     torch.manual_seed(seed)
     with torch.device(device):
         unet = UNet2DConditionModel(**unet_cfg)
-        vae = AutoencoderKL(**(SD15_VAE if full else TINY_VAE))
+        vae = AutoencoderKL(**vae_cfg)
         text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg))
         if family == "sdxl":
             from diffusers import StableDiffusionXLPipeline
