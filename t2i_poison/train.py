@@ -27,6 +27,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers import DDPMScheduler, DiffusionPipeline, UNet2DConditionModel
 from diffusers.training_utils import cast_training_params
@@ -355,6 +356,7 @@ def fit(
     cfg.validate()
     check_trigger_all(pipe, cfg.trigger, data.clean_texts[0])
     output_dir = Path(output_dir)
+    AcceleratorState._reset_state(reset_partial_state=False)  # a later run in this process may change the precision
     accelerator = Accelerator(
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, mixed_precision=cfg.mixed_precision,
         log_with=cfg.report_to,
