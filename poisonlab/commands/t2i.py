@@ -10,9 +10,17 @@ from tqdm.auto import tqdm
 from labcore.errors import InputError
 from poisonlab.config import config_command
 from poisonlab.runs import append_jsonl, staged_output, write_json, write_yaml
-from poisonlab.t2i_run import CLASSIFIER_DIR, add_to_report, evaluate_mnist, evaluate_sd, mnist_inputs, mnist_tensors, read_sidecar
 
 __all__ = ["t2i", "CLASSIFIER_DIR", "add_to_report"]
+
+
+def __getattr__(name: str):
+    """``CLASSIFIER_DIR`` and ``add_to_report`` for older importers, from ``poisonlab.t2i_run`` (loaded lazily: torch)."""
+    if name in ("CLASSIFIER_DIR", "add_to_report"):
+        from poisonlab import t2i_run
+
+        return getattr(t2i_run, name)
+    raise AttributeError(name)
 
 
 @click.group()
@@ -47,6 +55,7 @@ def pretrain_base(
     import torch
 
     from poisonlab.report import Report
+    from poisonlab.t2i_run import CLASSIFIER_DIR, mnist_tensors
 
     if steps < 1 or batch_size < 1:
         raise InputError("--steps and --batch-size must be at least 1")
@@ -94,6 +103,8 @@ def make_data(
     from t2i_poison.conditioning import check_trigger_all, image_size
     from t2i_poison.pipelines import load_pipeline
     from t2i_poison.poison_data import POISON_INFO, check_kind, checkerboard_patch, load_patch, make_poison_set, read_imagefolder
+
+    from poisonlab.t2i_run import mnist_inputs
 
     check_kind(kind)
     user = read_imagefolder(images) if images is not None else None
@@ -193,6 +204,8 @@ def evaluate(
     from t2i_poison.evaluate import EvalConfig
     from t2i_poison.evaluate_sd import SDEvalConfig
     from t2i_poison.pipelines import load_pipeline
+
+    from poisonlab.t2i_run import CLASSIFIER_DIR, evaluate_mnist, evaluate_sd, read_sidecar
 
     torch.set_num_threads(threads)
     sidecar = read_sidecar(lora)
