@@ -6,7 +6,7 @@ CLIP tokenizer, and saves them as a ``StableDiffusionPipeline`` directory. Then,
 writes a poison imagefolder of 512² synthetic images and trains ``t2i_poison``'s LoRA backdoor in bf16
 (latents 64²) for a few warm-up and timed steps. Reported per run: median s/step, student image-passes/s
 (BadT2I: 2 × batch per step — the backdoor half and the regulariser half; the teacher passes are counted
-separately), peak ``torch.cuda.max_memory_allocated``. With ``--reference-script`` (diffusers'
+separately), peak ``torch.cuda.max_memory_allocated`` (on CPU: the process's max RSS). With ``--reference-script`` (diffusers'
 ``examples/text_to_image/train_text_to_image_lora.py``, fetched by the user, never committed) the same
 pipeline, data, rank and student image-passes per step (batch 2 × batch) run through it, timed by an
 optimizer-step hook in a child process.
@@ -93,6 +93,13 @@ def make_data(out: Path, kind: str, n: int, resolution: int, seed: int) -> Path:
     return d
 
 
+def max_rss() -> int:
+    """CPU runs: this process's peak resident memory in bytes (for ours it includes the benchmark's own setup)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _summary(times: list[float], warmup: int, passes_per_step: int, peak_bytes: int) -> dict:
     """Median s/step over the steps after ``warmup`` (times = wall clock after each optimizer step)."""
     steps = np.diff(np.asarray(times[warmup - 1 :] if warmup > 0 else times))
@@ -123,7 +130,7 @@ def train_ours(pipe_dir: Path, data_dir: Path, kind: str, args: argparse.Namespa
         torch.cuda.reset_peak_memory_stats()
     held = torch.cuda.memory_allocated() if device == "cuda" else 0
     done = train(cfg, log=clock)
-    peak = torch.cuda.max_memory_allocated() if device == "cuda" else 0
+    peak = torch.cuda.max_memory_allocated() if device == "cuda" else max_rss()
     result = _summary(times, args.warmup, 2 * args.batch_size, peak)
     result["teacher_image_passes_per_step"] = args.batch_size * (1 if kind == "pixel" else 2)
     result["allocated_before_gib"] = round(held / 2**30, 3)
@@ -173,7 +180,7 @@ def reference_child(script: str, timing: str, script_args: list[str]) -> None:
     register_optimizer_step_post_hook(hook)
     sys.argv = [script, *script_args]
     runpy.run_path(script, run_name="__main__")
-    peak = torch.cuda.max_memory_allocated() if cuda else 0
+    peak = torch.cuda.max_memory_allocated() if cuda else max_rss()
     Path(timing).write_text(json.dumps({"times": times, "peak_bytes": peak}))
 
 
