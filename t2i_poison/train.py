@@ -239,15 +239,13 @@ def setup_models(pipe: DiffusionPipeline, cfg: TrainConfig, device: torch.device
             module.requires_grad_(False).to(device, weight_dtype)
     unet: UNet2DConditionModel = pipe.unet
     teacher_copy = None
-    unet.to(device)
     if cfg.mode == "lora":
-        unet.requires_grad_(False)
-        if weight_dtype != torch.float32:
-            unet.to(dtype=weight_dtype)
+        unet.requires_grad_(False).to(device, weight_dtype)  # one move: no fp32 copy on the device
         unet.add_adapter(lora_config(cfg.rank, cfg.lora_alpha, cfg.cross_attention_only))
         if weight_dtype == torch.float16:
             cast_training_params(unet, dtype=torch.float32)
     else:
+        unet.to(device)
         teacher_copy = copy.deepcopy(unet).requires_grad_(False).to(weight_dtype)
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
