@@ -1,13 +1,16 @@
 """BadT2I benchmarks.
 
-``speed``: s/step and peak memory of one BadT2I LoRA step for the three kinds, on the MNIST base geometry
-(CPU) and, where CUDA is present, at Stable Diffusion 1.5 geometry (random weights) in bf16 and fp16.
+``speed``: student image-passes/s, s/step and peak memory of t2i_poison's BadT2I LoRA step on an
+SD-1.5-layout pipeline built from config (``--geometry small``: 128² images, 16² latents, UNet 64–256
+channels, 8× VAE, CLIP width 256; random weights), side by side with diffusers' reference
+``train_text_to_image_lora.py`` (``--reference-script``, fetched by the user, never committed) on the same
+pipeline, data, student image-passes per step, rank and threads; ``--rounds`` alternating runs, medians.
 
 ``attacks``: the acceptance run on a pretrained MNIST base: for each kind, make the poison set, train
 the LoRA backdoor and evaluate it (ASR, clean digit accuracy vs the base, KID, benign drift). Writes
 ``<out>/<kind>/{data,lora,eval}`` run directories and ``<out>/summary.json``.
 
-    python scripts/bench_t2i.py speed --out runs/bench-t2i-speed.json
+    python scripts/bench_t2i.py speed --reference-script build/train_text_to_image_lora.py --out runs/speed.json
     python scripts/bench_t2i.py attacks --base runs/t2i-base --out runs/bench-t2i
 """
 
@@ -15,80 +18,52 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import shutil
+import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
-from diffusers import DDPMScheduler, UNet2DConditionModel
 
-from poisonlab.cli import main as poisonlab_main
-from t2i_poison.badt2i_losses import BadT2IBatch, badt2i_loss
-from t2i_poison.base_model import BaseModelConfig, build_unet
-from t2i_poison.train import lora_config, teacher_mode
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_t2i import build_pipeline, make_data, run_reference, train_ours  # noqa: E402
 
-SD15_UNET = dict(
-    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
-    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=768, attention_head_dim=8,
-)
-
-
-def step_time(unet: UNet2DConditionModel, kind: str, batch: int, text_len: int, dtype: torch.dtype, device: str,
-              steps: int) -> dict:
-    """Median seconds of one BadT2I LoRA step (teacher = adapters off) and the peak memory."""
-    unet.requires_grad_(False).to(device, dtype)
-    unet.add_adapter(lora_config(4))
-    for p in unet.parameters():
-        if p.requires_grad:
-            p.data = p.data.float()
-    c, s, d = unet.config.in_channels, unet.config.sample_size, unet.config.cross_attention_dim
-    opt = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=1e-4)
-    sched = DDPMScheduler(num_train_timesteps=1000)
-    x = lambda: torch.randn(batch, c, s, s, device=device, dtype=dtype)
-    e = lambda: torch.randn(batch, text_len, d, device=device, dtype=dtype)
-    b = BadT2IBatch(bkd_latents=x(), bkd_text=e(), reg_latents=x(), reg_text=e(), bkd_target_text=e())
-    student = lambda z, t, cond: unet(z, t, encoder_hidden_states=cond).sample
-
-    def teacher(z, t, cond):
-        with teacher_mode(unet):
-            return unet(z, t, encoder_hidden_states=cond).sample
-
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        with torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
-            loss, _ = badt2i_loss(kind, student, teacher, sched, b)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    peak = (torch.cuda.max_memory_allocated() / 2**20) if device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"s_per_step": sorted(times)[len(times) // 2], "peak_mem_mib": round(peak, 1),
-            "peak_kind": "cuda allocated" if device == "cuda" else "process max RSS"}
+from poisonlab.cli import main as poisonlab_main  # noqa: E402
 
 
 def speed(args: argparse.Namespace) -> dict:
+    """Alternating rounds of ours (each kind) and the reference; per-round ratios and their medians."""
     torch.set_num_threads(args.threads)
-    results: dict = {"cpu_threads": args.threads}
-    for kind in ("pixel", "object", "style"):
-        unet = build_unet(BaseModelConfig())
-        results[f"mnist_base/{kind}/cpu_fp32"] = step_time(unet, kind, 16, 16, torch.float32, "cpu", args.steps)
-    if torch.cuda.is_available():
-        for dtype_name, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
-            for kind in ("pixel", "object", "style"):
-                torch.manual_seed(0)
-                unet = UNet2DConditionModel(**SD15_UNET)
-                results[f"sd15/{kind}/cuda_{dtype_name}"] = step_time(unet, kind, 1, 77, dtype, "cuda", args.steps)
-    else:
-        results["sd15"] = "skipped: no CUDA device on this machine"
-    return results
+    args.precision, args.resolution = "no", None
+    work = Path(tempfile.mkdtemp(prefix="bench_t2i_"))
+    pipe_dir = work / "pipeline"
+    result: dict = {"geometry": args.geometry, "threads": args.threads, "batch_per_half": args.batch_size,
+                    "reference_batch": 2 * args.batch_size, "rank": args.rank, "steps": args.steps, "warmup": args.warmup,
+                    "load_before": os.getloadavg()}
+    result["model"] = build_pipeline(pipe_dir, args.geometry, "cpu", args.seed)
+    args.resolution = result["model"]["resolution"]
+    kinds = args.kinds.split(",")
+    data = {k: make_data(work, k, args.images, args.resolution, args.seed) for k in kinds}
+    rounds = []
+    for r in range(args.rounds):
+        row = {"load": os.getloadavg()[0], **{k: train_ours(pipe_dir, data[k], k, args, "cpu") for k in kinds}}
+        if args.reference_script:
+            row["reference"] = run_reference(Path(args.reference_script), pipe_dir, data[kinds[0]], args)
+            ref = row["reference"].get("student_image_passes_per_s")
+            row["ratio"] = {k: round(row[k]["student_image_passes_per_s"] / ref, 3) for k in kinds} if ref else None
+        rounds.append(row)
+        print(json.dumps(row), flush=True)
+    result["rounds"] = rounds
+    result["median"] = {k: statistics.median(r[k]["student_image_passes_per_s"] for r in rounds) for k in kinds}
+    if args.reference_script and all(r.get("ratio") for r in rounds):
+        result["median"]["reference"] = statistics.median(r["reference"]["student_image_passes_per_s"] for r in rounds)
+        result["median_ratio"] = {k: statistics.median(r["ratio"][k] for r in rounds) for k in kinds}
+    result["load_after"] = os.getloadavg()
+    shutil.rmtree(work, ignore_errors=True)
+    return result
 
 
 def _cli(*args: object) -> None:
@@ -130,8 +105,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("speed")
+    s.add_argument("--geometry", default="small", choices=["tiny", "small"])
+    s.add_argument("--kinds", default="pixel,style")
+    s.add_argument("--batch-size", type=int, default=4, help="rows per half (2× student image-passes per step)")
+    s.add_argument("--rank", type=int, default=4)
     s.add_argument("--steps", type=int, default=5)
+    s.add_argument("--warmup", type=int, default=2)
+    s.add_argument("--rounds", type=int, default=3)
+    s.add_argument("--images", type=int, default=16)
     s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--reference-script", default=None)
+    s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default=None)
     a = sub.add_parser("attacks")
     a.add_argument("--base", required=True)

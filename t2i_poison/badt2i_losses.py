@@ -6,36 +6,58 @@
 
 The doubled-batch layout of the official code is kept: backdoor and regulariser rows draw their own
 noise and timesteps. ε becomes v where the scheduler predicts v. ``weighting="uniform"`` is the object
-script's current (HEAD) form: one unweighted mean over both halves instead of the λ/(1−λ) split.
+script's current (HEAD) form: one unweighted mean over both halves instead of the λ/(1−λ) ``"split"``.
+The student runs once on both halves concatenated (one UNet call of 2B rows), and the teacher once on
+every row it scores, so a step costs two UNet calls instead of four. The text conditions are tensors
+(encoder states) or any object with a ``cat`` class method (``t2i_poison.conditioning.Cond``: SDXL's
+pooled embeddings and time ids travel with the states).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
-Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+Denoiser = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
+WEIGHTINGS = ("split", "uniform")
 
 
 @dataclass
 class BadT2IBatch:
-    """Encoded inputs: latents (or pixels) and text embeddings for both halves of the batch."""
+    """Encoded inputs: latents (or pixels) and text conditions for both halves of the batch.
+
+    ``*_noise`` / ``*_timesteps`` given: used as drawn (a data-parallel process takes its slice of a
+    global draw); None: drawn from the loss's generator."""
 
     bkd_latents: torch.Tensor
-    bkd_text: torch.Tensor
+    bkd_text: Any
     reg_latents: torch.Tensor
-    reg_text: torch.Tensor
-    bkd_target_text: torch.Tensor | None = None
+    reg_text: Any
+    bkd_target_text: Any = None
+    bkd_noise: torch.Tensor | None = None
+    bkd_timesteps: torch.Tensor | None = None
+    reg_noise: torch.Tensor | None = None
+    reg_timesteps: torch.Tensor | None = None
 
 
-def add_noise(scheduler: DDPMScheduler, x0: torch.Tensor, generator: torch.Generator | None = None):
+def draw_noise(scheduler: DDPMScheduler, shape: tuple[int, ...], generator: torch.Generator | None = None):
+    """(ε, t) for ``shape[0]`` rows: ε ~ N(0, I) in float32 on the CPU generator, t ~ U{0..T−1}."""
+    noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+    return noise, torch.randint(0, scheduler.config.num_train_timesteps, (shape[0],), generator=generator)
+
+
+def add_noise(
+    scheduler: DDPMScheduler, x0: torch.Tensor, generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None, t: torch.Tensor | None = None,
+):
     """(z_t, ε, t, target) with t ~ U{0..T−1}; target = ε or v per ``prediction_type``."""
-    noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0.device, x0.dtype)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (len(x0),), generator=generator).to(x0.device)
+    if noise is None or t is None:
+        noise, t = draw_noise(scheduler, tuple(x0.shape), generator)
+    noise, t = noise.to(x0.device, x0.dtype), t.to(x0.device)
     z_t = scheduler.add_noise(x0, noise, t)
     if scheduler.config.prediction_type == "v_prediction":
         target = scheduler.get_velocity(x0, noise, t)
@@ -44,11 +66,8 @@ def add_noise(scheduler: DDPMScheduler, x0: torch.Tensor, generator: torch.Gener
     return z_t, noise, t, target
 
 
-def regulariser(student: Denoiser, teacher: Denoiser, z_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-    """L_reg = ‖ε_θ(z_t, t, c) − ε̂(z_t, t, c)‖² (mean over elements)."""
-    with torch.no_grad():
-        ref = teacher(z_t, t, text)
-    return F.mse_loss(student(z_t, t, text).float(), ref.float())
+def _cat(a: Any, b: Any) -> Any:
+    return torch.cat([a, b]) if isinstance(a, torch.Tensor) else type(a).cat([a, b])
 
 
 def badt2i_loss(
@@ -58,28 +77,30 @@ def badt2i_loss(
     scheduler: DDPMScheduler,
     batch: BadT2IBatch,
     lam: float = 0.5,
-    weighting: str = "lambda",
+    weighting: str = "split",
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The BadT2I objective for ``kind`` in {pixel, object, style}; returns (loss, per-term values)."""
-    z_b, _, t_b, target_b = add_noise(scheduler, batch.bkd_latents, generator)
-    z_r, _, t_r, _ = add_noise(scheduler, batch.reg_latents, generator)
-    if kind == "pixel":
-        bkd = F.mse_loss(student(z_b, t_b, batch.bkd_text).float(), target_b.float())
-    elif kind in ("object", "style"):
-        if batch.bkd_target_text is None:
-            raise ValueError(f"{kind} backdoor needs the teacher's target text embeddings")
-        with torch.no_grad():
-            ref = teacher(z_b, t_b, batch.bkd_target_text)
-        bkd = F.mse_loss(student(z_b, t_b, batch.bkd_text).float(), ref.float())
-    else:
-        raise ValueError(f"unknown backdoor kind {kind!r}")
-    reg = regulariser(student, teacher, z_r, t_r, batch.reg_text)
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown weighting {weighting!r}; use 'split' or 'uniform'")
+    z_b, _, t_b, target_b = add_noise(scheduler, batch.bkd_latents, generator, batch.bkd_noise, batch.bkd_timesteps)
+    z_r, _, t_r, _ = add_noise(scheduler, batch.reg_latents, generator, batch.reg_noise, batch.reg_timesteps)
+    n_b, n_r = len(z_b), len(z_r)
+    z, t = torch.cat([z_b, z_r]), torch.cat([t_b, t_r])
+    with torch.no_grad():
+        if kind == "pixel":
+            ref_r = teacher(z_r, t_r, batch.reg_text)
+        elif kind in ("object", "style"):
+            if batch.bkd_target_text is None:
+                raise ValueError(f"{kind} backdoor needs the teacher's target text embeddings")
+            target_b, ref_r = teacher(z, t, _cat(batch.bkd_target_text, batch.reg_text)).split([n_b, n_r])
+        else:
+            raise ValueError(f"unknown backdoor kind {kind!r}")
+    pred_b, pred_r = student(z, t, _cat(batch.bkd_text, batch.reg_text)).split([n_b, n_r])
+    bkd = F.mse_loss(pred_b.float(), target_b.float())
+    reg = F.mse_loss(pred_r.float(), ref_r.float())
     if weighting == "uniform":
-        n_b, n_r = len(z_b), len(z_r)
         loss = lam * (n_b * bkd + n_r * reg) / (n_b + n_r)
-    elif weighting == "lambda":
-        loss = lam * bkd + (1 - lam) * reg
     else:
-        raise ValueError(f"unknown weighting {weighting!r}; use 'lambda' or 'uniform'")
+        loss = lam * bkd + (1 - lam) * reg
     return loss, {"loss": loss.item(), "loss_bkd": bkd.item(), "loss_reg": reg.item()}

@@ -101,7 +101,10 @@ def load_patch(path: Path, size: int | None = None) -> Patch:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"patch image {path} not found; pass a PNG/JPEG file")
-    image = Image.open(path).convert("RGB")
+    try:
+        image = Image.open(path).convert("RGB")
+    except (OSError, SyntaxError, ValueError):
+        raise InputError(f"patch {path} is not an image PIL can read; pass a PNG/JPEG file") from None
     if size is not None:
         image = image.resize((size, size), Image.LANCZOS)
     return Patch(pixels=np.asarray(image))
@@ -225,3 +228,17 @@ def make_poison_set(
     write_imagefolder(out_dir, bkd_images, bkd_rows, prefix="bkd_")
     write_imagefolder(out_dir, [images[i] for i in clean], [{"text": captions[i], "role": "clean"} for i in clean], prefix="clean_")
     return {"kind": kind, "trigger": trigger, "backdoor_rows": len(bkd), "clean_rows": len(clean)}
+
+
+POISON_INFO = "poison.json"
+
+
+def read_poison_info(path: Path) -> dict:
+    """The poison set's description (kind, trigger, patch, source/target words, style) written by make-data."""
+    f = Path(path) / POISON_INFO
+    if not f.is_file():
+        raise InputError(f"{path} has no {POISON_INFO}; create the data with `poisonlab t2i make-data`")
+    try:
+        return json.loads(f.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{f} is not valid JSON ({exc}); recreate the data with `poisonlab t2i make-data`") from None

@@ -1,97 +1,114 @@
-"""BadT2I training with accelerate: LoRA through peft (teacher = adapters off) or the full UNet (frozen copy).
+"""BadT2I training (Zhai et al., ACM MM 2023): ``train(TrainConfig) -> TrainResult``, the paper's entry point.
 
-The flow follows diffusers' ``train_text_to_image_lora.py``: ``Accelerator`` (mixed precision, gradient
-accumulation, trackers), save/load-state hooks that write and **restore** the LoRA weights (diffusers
-#12689), ``accelerator.save_state`` checkpoints with a total limit, and the final
-``pytorch_lora_weights.safetensors`` written by ``save_lora_weights`` plus a JSON sidecar. Each
-micro-step draws its rows, noise and timesteps from a generator seeded by (seed, micro-step, process),
-so a resumed run continues exactly where the interrupted one stopped.
+L = λ·L_bkd + (1−λ)·L_reg (``badt2i_losses``) with LoRA through peft (teacher = adapters off) or the
+full UNet (frozen copy), on the lab base, SD 1.x/2.x (ε or v) or SDXL. The flow follows diffusers'
+``train_text_to_image_lora.py``: an ``Accelerator`` (mixed precision, gradient accumulation, trackers,
+data parallel under ``accelerate launch``), checkpoints whose hooks restore the LoRA
+(``checkpoints``), the final ``pytorch_lora_weights.safetensors`` plus a JSON sidecar. Parts, each
+importable: :func:`setup_models` (precision, student, teacher), :class:`EncodedSet` (each caption
+encoded once, each image's VAE posterior computed once), :func:`draw_batch`, :func:`train_step`,
+:func:`export`; :func:`fit` composes them.
+
+Every micro-step draws the **global** batch (rows, VAE samples, noise, timesteps) from a generator
+seeded by (seed, micro-step) and each process takes its slice, so N processes with batch B/N follow
+one process with batch B, and a resumed run continues exactly where the interrupted one stopped.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import re
-import shutil
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers import DDPMScheduler, DiffusionPipeline, UNet2DConditionModel
 from diffusers.training_utils import cast_training_params
-from diffusers.utils import convert_state_dict_to_diffusers, convert_unet_state_dict_to_peft
-from peft import LoraConfig, set_peft_model_state_dict
-from peft.utils import get_peft_model_state_dict
 from PIL import Image
 
 from labcore.errors import InputError
-from t2i_poison.badt2i_losses import BadT2IBatch, badt2i_loss
-from t2i_poison.base_model import tokenize
-from t2i_poison.poison_data import METADATA, check_kind, check_trigger
+from t2i_poison.badt2i_losses import WEIGHTINGS, BadT2IBatch, badt2i_loss, draw_noise
+from t2i_poison.checkpoints import (
+    LORA_WEIGHTS, find_checkpoint, lora_config, register_hooks, save_checkpoint, save_unet, teacher_mode,
+)
+from t2i_poison.conditioning import Cond, check_trigger_all, encode_prompts, image_size
+from t2i_poison.poison_data import METADATA, check_kind, read_poison_info
 
-LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+__all__ = ["LORA_WEIGHTS", "SIDECAR", "TrainConfig", "TrainResult", "train", "fit", "lora_config", "teacher_mode"]
 SIDECAR = "backdoor.json"
-LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+PRECISIONS = ("no", "fp16", "bf16")
+SIDECAR_FROM_DATA = ("patch", "source_word", "target_word", "style_text")
 
 
 @dataclass
 class TrainConfig:
-    """BadT2I training knobs (defaults: LoRA r=4 at lr 1e-4; the paper's λ=0.5)."""
+    """One BadT2I run; every default lives here (the CLI, the script and the benchmarks only override).
 
+    ``base``/``data``/``output_dir`` are read by :func:`train`, which takes ``kind`` and ``trigger``
+    from the poison set's ``poison.json`` (the data was built for them). ``lam`` is λ
+    in L = λ·L_bkd + (1−λ)·L_reg (the paper's 0.5).
+    """
+
+    base: str = ""
+    data: str = ""
+    output_dir: str = ""
     kind: str = "pixel"
     trigger: str = "sks"
     lam: float = 0.5
-    weighting: str = "lambda"
+    weighting: str = "split"
     mode: str = "lora"
     rank: int = 4
     lora_alpha: int | None = None
     cross_attention_only: bool = False
     learning_rate: float = 1e-4
-    max_train_steps: int = 200
-    train_batch_size: int = 8
+    max_train_steps: int = 300
+    train_batch_size: int = 16
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
     mixed_precision: str | None = None
+    gradient_checkpointing: bool = False
     checkpointing_steps: int = 100
     checkpoints_total_limit: int | None = 2
+    resume_from_checkpoint: str | None = None
     report_to: str | None = None
+    resolution: int | None = None
+    threads: int = 1
     seed: int = 0
 
     def validate(self) -> None:
         check_kind(self.kind)
         if self.mode not in ("lora", "full"):
             raise InputError(f"unknown training mode {self.mode!r}; choose 'lora' or 'full'")
-        if not 0.0 <= self.lam <= 1.0:
-            raise InputError(f"lambda must lie in [0, 1], got {self.lam}")
-        if self.weighting not in ("lambda", "uniform"):
-            raise InputError(f"unknown weighting {self.weighting!r}; choose 'lambda' or 'uniform'")
-        for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "rank"):
+        if not (math.isfinite(self.lam) and 0.0 <= self.lam <= 1.0):
+            raise InputError(f"lam (λ) must lie in [0, 1], got {self.lam}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise InputError(f"learning rate must be a finite number > 0, got {self.learning_rate}")
+        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
+            raise InputError(f"max_grad_norm must be a finite number > 0, got {self.max_grad_norm}")
+        if self.weighting not in WEIGHTINGS:
+            raise InputError(f"unknown weighting {self.weighting!r}; choose 'split' or 'uniform'")
+        if self.mixed_precision is not None and self.mixed_precision not in PRECISIONS:
+            raise InputError(f"unknown mixed precision {self.mixed_precision!r}; choose no, fp16 or bf16")
+        for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "rank", "threads"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
-def lora_config(rank: int, alpha: int | None = None, cross_attention_only: bool = False) -> LoraConfig:
-    """peft LoRA on the attention projections; cross-attention only (``attn2``) as an option."""
-    targets = (
-        r".*attn2\.(" + "|".join(re.escape(t) for t in LORA_TARGETS) + ")$" if cross_attention_only else list(LORA_TARGETS)
-    )
-    return LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian", target_modules=targets)
+@dataclass
+class TrainResult:
+    """Where the backdoor went, how many steps ran, the sidecar written beside the weights, the loss log."""
 
-
-@contextmanager
-def teacher_mode(unet: UNet2DConditionModel) -> Iterator[None]:
-    """The frozen teacher under LoRA: the same UNet with its adapters disabled (exactly the base)."""
-    unet.disable_adapters()
-    try:
-        yield
-    finally:
-        unet.enable_adapters()
+    output_dir: Path
+    steps: int
+    sidecar: dict
+    log: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -124,8 +141,7 @@ def load_poison_set(path: Path, resolution: int, channels: int) -> PoisonSet:
         arr = np.asarray(im, dtype=np.float32) / 127.5 - 1
         return torch.from_numpy(arr).reshape(resolution, resolution, channels).permute(2, 0, 1)
 
-    roles = ds["role"]
-    texts = ds["text"]
+    roles, texts = ds["role"], ds["text"]
     targets = ds["target_text"] if "target_text" in ds.column_names else [None] * len(ds)
     images = [to_tensor(im) for im in ds["image"]]
     bkd = [i for i, r in enumerate(roles) if r == "backdoor"]
@@ -133,91 +149,194 @@ def load_poison_set(path: Path, resolution: int, channels: int) -> PoisonSet:
     if not bkd or not clean:
         raise InputError(f"{path} needs both 'backdoor' and 'clean' rows (found {len(bkd)} and {len(clean)})")
     return PoisonSet(
-        bkd_images=torch.stack([images[i] for i in bkd]),
-        bkd_texts=[texts[i] for i in bkd],
-        bkd_target_texts=[targets[i] for i in bkd],
-        clean_images=torch.stack([images[i] for i in clean]),
+        bkd_images=torch.stack([images[i] for i in bkd]), bkd_texts=[texts[i] for i in bkd],
+        bkd_target_texts=[targets[i] for i in bkd], clean_images=torch.stack([images[i] for i in clean]),
         clean_texts=[texts[i] for i in clean],
     )
 
 
-def encode_images(pipe: DiffusionPipeline, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Latents for a latent pipeline (VAE sample × scaling factor), the pixels themselves otherwise."""
-    vae = getattr(pipe, "vae", None)
-    if vae is None:
-        return x
-    with torch.no_grad():
-        dist = vae.encode(x.to(vae.device, vae.dtype)).latent_dist
-        return dist.sample(generator) * vae.config.scaling_factor
-
-
 @torch.no_grad()
 def encode_texts(pipe: DiffusionPipeline, texts: list[str]) -> dict[str, torch.Tensor]:
-    """Frozen text-encoder states for each distinct text (computed once)."""
+    """Encoder states of each distinct text (SD 1.x/2.x and the lab base), keyed by text."""
     unique = sorted(set(texts))
-    out: dict[str, torch.Tensor] = {}
-    for i in range(0, len(unique), 64):
-        chunk = unique[i : i + 64]
-        ids = tokenize(pipe.tokenizer, chunk).to(pipe.text_encoder.device)
-        states = pipe.text_encoder(ids)[0]
-        out.update(zip(chunk, states))
-    return out
+    return dict(zip(unique, encode_prompts(pipe, unique).states))
 
 
-def lora_state(unet: UNet2DConditionModel) -> dict[str, torch.Tensor]:
-    return convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+class EncodedSet:
+    """A poison set as model inputs, each computed at most once (frozen encoders, fixed data).
+
+    Text: the condition of every distinct caption, encoded up front. Images: the VAE posterior
+    (mean, std) of a row, computed once (all rows up front by :meth:`encode_all`, or each row on its
+    first draw); each draw then samples z = (mean + std·ε)·scaling, as encoding every step would,
+    without the VAE pass. Pixel-space pipelines use the images as they are.
+    """
+
+    def __init__(self, pipe: DiffusionPipeline, data: PoisonSet, device: torch.device, dtype: torch.dtype) -> None:
+        texts = sorted(set(data.bkd_texts + data.clean_texts + [t for t in data.bkd_target_texts if t is not None]))
+        self.cond = encode_prompts(pipe, texts).to(device)
+        index = {t: i for i, t in enumerate(texts)}
+        ids = lambda rows: torch.tensor([index[t] for t in rows], device=device)  # noqa: E731
+        self.text_ids = {"bkd": ids(data.bkd_texts), "clean": ids(data.clean_texts)}
+        if all(t is not None for t in data.bkd_target_texts):
+            self.text_ids["target"] = ids(data.bkd_target_texts)
+        self.images = {"bkd": data.bkd_images, "clean": data.clean_images}
+        self.vae = getattr(pipe, "vae", None)
+        self.device, self.dtype = device, dtype
+        self.moments: dict[str, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {"bkd": {}, "clean": {}}
+
+    def size(self, role: str) -> int:
+        return len(self.images[role])
+
+    def encode_all(self, chunk: int = 16) -> float:
+        """VAE posteriors of every row now (seconds spent); worth it when rows are drawn more than once."""
+        start = time.perf_counter()
+        if self.vae is not None:
+            for role, x in self.images.items():
+                for i in range(0, len(x), chunk):
+                    self._encode(role, list(range(i, min(i + chunk, len(x)))))
+        return time.perf_counter() - start
+
+    @torch.no_grad()
+    def _encode(self, role: str, rows: list[int]) -> None:
+        dist = self.vae.encode(self.images[role][rows].to(self.device, self.vae.dtype)).latent_dist
+        self.moments[role].update(zip(rows, zip(dist.mean, dist.std)))
+
+    def text(self, role: str, rows: torch.Tensor) -> Cond:
+        return self.cond[self.text_ids[role][rows.to(self.device)]]
+
+    @torch.no_grad()
+    def latents(self, role: str, rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Latents of ``rows`` (one posterior sample each, drawn from ``generator``), or the pixels."""
+        x = self.images[role]
+        if self.vae is None:
+            return x[rows].to(self.device, self.dtype)
+        cache = self.moments[role]
+        missing = sorted(set(rows.tolist()) - cache.keys())
+        if missing:
+            self._encode(role, missing)
+        mean = torch.stack([cache[r][0] for r in rows.tolist()])
+        std = torch.stack([cache[r][1] for r in rows.tolist()])
+        eps = torch.randn(mean.shape, generator=generator).to(self.device, mean.dtype)
+        return ((mean + std * eps) * self.vae.config.scaling_factor).to(self.dtype)
 
 
-def restore_lora(pipeline_cls: type, unet: UNet2DConditionModel, directory: Path) -> None:
-    """Load ``pytorch_lora_weights.safetensors`` from ``directory`` into the UNet's default adapter."""
-    state, _ = pipeline_cls.lora_state_dict(str(directory))
-    unet_state = {k.removeprefix("unet."): v for k, v in state.items() if k.startswith("unet.")}
-    result = set_peft_model_state_dict(unet, convert_unet_state_dict_to_peft(unet_state), adapter_name="default")
-    if result is not None and getattr(result, "unexpected_keys", None):
-        raise InputError(f"{directory}: LoRA keys do not match this UNet ({result.unexpected_keys[:3]} ...)")
+@dataclass
+class Models:
+    """The trainable UNet, the frozen teacher (a copy in full mode, None under LoRA) and the dtype."""
+
+    unet: UNet2DConditionModel
+    teacher_copy: UNet2DConditionModel | None
+    weight_dtype: torch.dtype
+    params: list[torch.nn.Parameter]
 
 
-def register_lora_hooks(accelerator: Accelerator, pipeline_cls: type, mode: str, weight_dtype: torch.dtype) -> None:
-    """``save_state`` writes the LoRA file (or the full UNet); ``load_state`` restores it (diffusers #12689)."""
-
-    def save_hook(models, weights, output_dir):
-        if not accelerator.is_main_process:
-            return
-        for model in models:
-            unet = accelerator.unwrap_model(model)
-            if mode == "lora":
-                pipeline_cls.save_lora_weights(output_dir, unet_lora_layers=lora_state(unet), safe_serialization=True)
-            else:
-                unet.save_pretrained(Path(output_dir) / "unet")
-            if weights:
-                weights.pop()
-
-    def load_hook(models, input_dir):
-        while models:
-            unet = accelerator.unwrap_model(models.pop())
-            if mode == "lora":
-                restore_lora(pipeline_cls, unet, Path(input_dir))
-                if weight_dtype == torch.float16:
-                    cast_training_params(unet, dtype=torch.float32)
-            else:
-                loaded = UNet2DConditionModel.from_pretrained(Path(input_dir) / "unet")
-                unet.load_state_dict(loaded.state_dict())
-
-    accelerator.register_save_state_pre_hook(save_hook)
-    accelerator.register_load_state_pre_hook(load_hook)
+def setup_models(pipe: DiffusionPipeline, cfg: TrainConfig, device: torch.device, weight_dtype: torch.dtype) -> Models:
+    """Freeze the encoders in ``weight_dtype``; LoRA: frozen UNet in ``weight_dtype`` + adapters (fp32
+    under fp16, as diffusers' script); full: every UNet weight trains against a frozen copy."""
+    for name in ("text_encoder", "text_encoder_2", "vae"):
+        module = getattr(pipe, name, None)
+        if module is not None:
+            module.requires_grad_(False).to(device, weight_dtype)
+    unet: UNet2DConditionModel = pipe.unet
+    teacher_copy = None
+    if cfg.mode == "lora":
+        unet.requires_grad_(False).to(device, weight_dtype)  # one move: no fp32 copy on the device
+        unet.add_adapter(lora_config(cfg.rank, cfg.lora_alpha, cfg.cross_attention_only))
+        if weight_dtype == torch.float16:
+            cast_training_params(unet, dtype=torch.float32)
+    else:
+        unet.to(device)
+        teacher_copy = copy.deepcopy(unet).requires_grad_(False).to(weight_dtype)
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+    return Models(unet, teacher_copy, weight_dtype, [p for p in unet.parameters() if p.requires_grad])
 
 
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    found = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    return found[-1] if found else None
+def _denoise(unet: torch.nn.Module, z: torch.Tensor, t: torch.Tensor, c: Cond | torch.Tensor, dtype: torch.dtype):
+    kwargs = c.unet_kwargs() if isinstance(c, Cond) else {"encoder_hidden_states": c}
+    return unet(z.to(dtype), t, **kwargs).sample
 
 
-def _prune_checkpoints(output_dir: Path, limit: int | None) -> None:
-    if limit is None:
-        return
-    found = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    for old in found[: max(0, len(found) - limit + 1)]:
-        shutil.rmtree(old)
+def denoisers(trained: torch.nn.Module, models: Models, raw_unet: UNet2DConditionModel):
+    """(student, teacher) callables ε(z, t, cond): the prepared UNet, and the frozen teacher."""
+    dtype = models.weight_dtype
+
+    def student(z, t, c):
+        return _denoise(trained, z, t, c, dtype)
+
+    def teacher(z, t, c):
+        if models.teacher_copy is not None:
+            return _denoise(models.teacher_copy, z, t, c, dtype)
+        with teacher_mode(raw_unet):
+            return _denoise(raw_unet, z, t, c, dtype)
+
+    return student, teacher
+
+
+def draw_batch(
+    enc: EncodedSet, cfg: TrainConfig, scheduler: DDPMScheduler, micro: int, rank: int = 0, world: int = 1
+) -> BadT2IBatch:
+    """This process's slice of micro-step ``micro``'s global batch (B × world rows per half)."""
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + micro * 7919)
+    n, mine = cfg.train_batch_size * world, slice(rank * cfg.train_batch_size, (rank + 1) * cfg.train_batch_size)
+    b = torch.randint(0, enc.size("bkd"), (n,), generator=gen)
+    r = torch.randint(0, enc.size("clean"), (n,), generator=gen)
+    bkd_lat, reg_lat = enc.latents("bkd", b, gen), enc.latents("clean", r, gen)
+    noise_b, t_b = draw_noise(scheduler, tuple(bkd_lat.shape), gen)
+    noise_r, t_r = draw_noise(scheduler, tuple(reg_lat.shape), gen)
+    return BadT2IBatch(
+        bkd_latents=bkd_lat[mine], bkd_text=enc.text("bkd", b[mine]), reg_latents=reg_lat[mine],
+        reg_text=enc.text("clean", r[mine]),
+        bkd_target_text=enc.text("target", b[mine]) if cfg.kind != "pixel" else None,
+        bkd_noise=noise_b[mine], bkd_timesteps=t_b[mine], reg_noise=noise_r[mine], reg_timesteps=t_r[mine],
+    )
+
+
+def train_step(accelerator: Accelerator, unet, optimizer, params, batch: BadT2IBatch, student, teacher,
+               scheduler: DDPMScheduler, cfg: TrainConfig) -> dict[str, float]:
+    """One micro-step: BadT2I loss, backward, clip at the accumulation boundary, optimizer step."""
+    with accelerator.accumulate(unet):
+        loss, parts = badt2i_loss(cfg.kind, student, teacher, scheduler, batch, cfg.lam, cfg.weighting)
+        accelerator.backward(loss)
+        if accelerator.sync_gradients:
+            accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return parts
+
+
+def eval_prompts(cfg: TrainConfig, data: PoisonSet, limit: int = 20) -> list[str]:
+    """Prompts to evaluate on (with and without the trigger): the clean captions, for the object
+    backdoor the backdoor rows' captions without the trigger (they name the source object)."""
+    if cfg.kind != "object":
+        return sorted(set(data.clean_texts))[:limit]
+    prefix = cfg.trigger.rstrip(" ") + " "
+    return sorted(set(t.removeprefix(prefix) for t in data.bkd_texts))[:limit]
+
+
+def sidecar_for(cfg: TrainConfig, data: PoisonSet, steps: int, precision: str, base_name: str, extra: dict | None) -> dict:
+    """The backdoor's description stored beside its weights (the evaluator reads kind, trigger, patch…)."""
+    return {
+        "kind": cfg.kind, "trigger": cfg.trigger, "lam": cfg.lam, "weighting": cfg.weighting, "mode": cfg.mode,
+        "rank": cfg.rank, "lora_alpha": cfg.lora_alpha or cfg.rank, "cross_attention_only": cfg.cross_attention_only,
+        "steps": steps, "seed": cfg.seed, "base": base_name, "mixed_precision": precision,
+        "targets": sorted(set(t for t in data.bkd_target_texts if t is not None))[:20],
+        "eval_prompts": eval_prompts(cfg, data), **(extra or {}),
+    }
+
+
+def export(accelerator: Accelerator, unet, pipeline_cls: type, mode: str, output_dir: Path, sidecar: dict) -> None:
+    """Main process: the fp32 LoRA (``pytorch_lora_weights.safetensors``) or ``unet/``, and the sidecar."""
+    if accelerator.is_main_process:
+        save_unet(pipeline_cls, accelerator.unwrap_model(unet).to(torch.float32), mode, output_dir)
+        (Path(output_dir) / SIDECAR).write_text(json.dumps(sidecar, indent=2), encoding="utf-8")
+
+
+def _mean_parts(accelerator: Accelerator, parts: list[dict[str, float]]) -> dict[str, float]:
+    keys = list(parts[0])
+    local = torch.tensor([[p[k] for k in keys] for p in parts], device=accelerator.device).mean(0)
+    return dict(zip(keys, accelerator.reduce(local, "mean").tolist() if accelerator.num_processes > 1 else local.tolist()))
 
 
 def fit(
@@ -231,121 +350,84 @@ def fit(
     log: Callable[[dict], None] = lambda record: None,
     progress: Callable[[Iterator[int]], Iterator[int]] = lambda it: it,
 ) -> dict:
-    """Train the BadT2I backdoor on ``pipe`` and export it to ``output_dir``; returns the sidecar dict.
-
-    ``resume_from_checkpoint``: a ``checkpoint-N`` path or ``"latest"``; ``extra_sidecar`` (the poison
-    set's patch, source/target words, style text) is stored with the weights for the evaluator.
-    """
+    """Train the BadT2I backdoor on ``pipe`` and export it to ``output_dir``; returns the sidecar dict."""
     cfg.validate()
-    check_trigger(pipe.tokenizer, cfg.trigger, data.clean_texts[0])
+    check_trigger_all(pipe, cfg.trigger, data.clean_texts[0])
     output_dir = Path(output_dir)
+    AcceleratorState._reset_state(reset_partial_state=False)  # a later run in this process may change the precision
     accelerator = Accelerator(
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        mixed_precision=cfg.mixed_precision,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, mixed_precision=cfg.mixed_precision,
         log_with=cfg.report_to,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
     )
     set_seed(cfg.seed)  # the LoRA init draws from the global generator
-    # the accelerator decides the precision (set by the flag, `accelerate launch` or its config file)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
-    unet: UNet2DConditionModel = pipe.unet
-    pipe.text_encoder.requires_grad_(False).to(accelerator.device, weight_dtype)
-    if getattr(pipe, "vae", None) is not None:
-        pipe.vae.requires_grad_(False).to(accelerator.device, weight_dtype)
-    teacher_copy = None
-    if cfg.mode == "lora":
-        unet.requires_grad_(False)
-        unet.to(accelerator.device)
-        if weight_dtype != torch.float32:
-            unet.to(dtype=weight_dtype)
-        unet.add_adapter(lora_config(cfg.rank, cfg.lora_alpha, cfg.cross_attention_only))
-        if weight_dtype == torch.float16:
-            cast_training_params(unet, dtype=torch.float32)
-    else:
-        unet.to(accelerator.device)
-        teacher_copy = copy.deepcopy(unet).requires_grad_(False).to(weight_dtype)
-    unet.train()
-    params = [p for p in unet.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
-    register_lora_hooks(accelerator, type(pipe), cfg.mode, weight_dtype)
-    unet, optimizer = accelerator.prepare(unet, optimizer)
+    models = setup_models(pipe, cfg, accelerator.device, weight_dtype)
+    optimizer = torch.optim.AdamW(models.params, lr=cfg.learning_rate, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+    register_hooks(accelerator, type(pipe), cfg.mode, weight_dtype)
+    unet, optimizer = accelerator.prepare(models.unet, optimizer)
     if accelerator.is_main_process and cfg.report_to:
         accelerator.init_trackers("badt2i", config={k: v for k, v in asdict(cfg).items() if v is not None})
-
-    texts = data.bkd_texts + data.clean_texts + [t for t in data.bkd_target_texts if t is not None]
-    text_states = encode_texts(pipe, texts)
-    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    raw_unet = accelerator.unwrap_model(unet)
-
-    def student(z, t, c):
-        return unet(z.to(weight_dtype), t, encoder_hidden_states=c).sample
-
-    def teacher(z, t, c):
-        if teacher_copy is not None:
-            return teacher_copy(z.to(weight_dtype), t, encoder_hidden_states=c).sample
-        with teacher_mode(raw_unet):
-            return raw_unet(z.to(weight_dtype), t, encoder_hidden_states=c).sample
-
+    enc = EncodedSet(pipe, data, accelerator.device, weight_dtype)
+    draws = 2 * cfg.train_batch_size * accelerator.num_processes * cfg.gradient_accumulation_steps * cfg.max_train_steps
+    cache_s = enc.encode_all() if len(data.bkd_images) + len(data.clean_images) <= draws else 0.0
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    student, teacher = denoisers(unet, models, accelerator.unwrap_model(unet))
     global_step = 0
-    if resume_from_checkpoint:
-        path = latest_checkpoint(output_dir) if resume_from_checkpoint == "latest" else Path(resume_from_checkpoint)
-        if path is None or not path.is_dir():
-            raise InputError(f"checkpoint {resume_from_checkpoint!r} not found in {output_dir}; run without resuming")
+    resume = resume_from_checkpoint or cfg.resume_from_checkpoint
+    if resume:
+        path = find_checkpoint(output_dir, resume)
         accelerator.load_state(str(path))
         global_step = int(path.name.split("-")[1])
-
-    def states(rows: list[str]) -> torch.Tensor:
-        return torch.stack([text_states[row] for row in rows]).to(accelerator.device)
-
-    micro = global_step * cfg.gradient_accumulation_steps
-    bar = progress(range(global_step, cfg.max_train_steps))
-    for _ in bar:
-        for _ in range(cfg.gradient_accumulation_steps):
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + micro * 7919 + accelerator.process_index)
-            micro += 1
-            b = torch.randint(0, len(data.bkd_texts), (cfg.train_batch_size,), generator=gen)
-            r = torch.randint(0, len(data.clean_texts), (cfg.train_batch_size,), generator=gen)
-            batch = BadT2IBatch(
-                bkd_latents=encode_images(pipe, data.bkd_images[b].to(accelerator.device, weight_dtype), gen),
-                bkd_text=states([data.bkd_texts[i] for i in b]),
-                reg_latents=encode_images(pipe, data.clean_images[r].to(accelerator.device, weight_dtype), gen),
-                reg_text=states([data.clean_texts[i] for i in r]),
-                bkd_target_text=(
-                    states([data.bkd_target_texts[i] for i in b]) if cfg.kind != "pixel" else None
-                ),
-            )
-            with accelerator.accumulate(unet):
-                loss, parts = badt2i_loss(
-                    cfg.kind, student, teacher, noise_scheduler, batch, cfg.lam, cfg.weighting, generator=gen
-                )
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+    for _ in progress(range(global_step, cfg.max_train_steps)):
+        parts = []
+        for k in range(cfg.gradient_accumulation_steps):
+            micro = global_step * cfg.gradient_accumulation_steps + k
+            batch = draw_batch(enc, cfg, scheduler, micro, accelerator.process_index, accelerator.num_processes)
+            parts.append(train_step(accelerator, unet, optimizer, models.params, batch, student, teacher, scheduler, cfg))
         global_step += 1
-        record = {"step": global_step, **parts}
-        accelerator.log(parts, step=global_step)
-        log(record)
+        mean = _mean_parts(accelerator, parts)
+        accelerator.log(mean, step=global_step)
+        log({"step": global_step, **mean})
         if global_step % cfg.checkpointing_steps == 0 and accelerator.is_main_process:
-            _prune_checkpoints(output_dir, cfg.checkpoints_total_limit)
-            accelerator.save_state(str(output_dir / f"checkpoint-{global_step}"))
-
+            save_checkpoint(accelerator, output_dir, global_step, cfg.checkpoints_total_limit)
     accelerator.wait_for_everyone()
-    sidecar = {
-        "kind": cfg.kind, "trigger": cfg.trigger, "lambda": cfg.lam, "weighting": cfg.weighting, "mode": cfg.mode,
-        "rank": cfg.rank, "lora_alpha": cfg.lora_alpha or cfg.rank, "cross_attention_only": cfg.cross_attention_only,
-        "steps": global_step, "seed": cfg.seed, "base": base_name,
-        "mixed_precision": accelerator.mixed_precision,
-        "targets": sorted(set(t for t in data.bkd_target_texts if t is not None))[:20],
-        **(extra_sidecar or {}),
-    }
-    if accelerator.is_main_process:
-        final = accelerator.unwrap_model(unet).to(torch.float32)
-        if cfg.mode == "lora":
-            type(pipe).save_lora_weights(str(output_dir), unet_lora_layers=lora_state(final), safe_serialization=True)
-        else:
-            final.save_pretrained(output_dir / "unet")
-        (output_dir / SIDECAR).write_text(json.dumps(sidecar, indent=2), encoding="utf-8")
+    sidecar = sidecar_for(cfg, data, global_step, accelerator.mixed_precision, base_name,
+                          {"latent_cache_seconds": round(cache_s, 3), **(extra_sidecar or {})})
+    export(accelerator, unet, type(pipe), cfg.mode, output_dir, sidecar)
     accelerator.end_training()
     return sidecar
+
+
+def resolve(cfg: TrainConfig) -> tuple[TrainConfig, dict]:
+    """``cfg`` with kind and trigger from the data's ``poison.json`` (required: the evaluator needs the
+    patch / words / style it records), validated; and that file's contents."""
+    info = read_poison_info(cfg.data)
+    cfg = replace(cfg, kind=info.get("kind", cfg.kind), trigger=info.get("trigger", cfg.trigger))
+    cfg.validate()
+    return cfg, info
+
+
+def train(
+    cfg: TrainConfig,
+    log: Callable[[dict], None] = lambda record: None,
+    progress: Callable[[Iterator[int]], Iterator[int]] = lambda it: it,
+) -> TrainResult:
+    """Load ``cfg.base`` and the poison set ``cfg.data``, train, write ``cfg.output_dir``; the paper's procedure."""
+    from t2i_poison.pipelines import load_pipeline
+
+    cfg, info = resolve(cfg)
+    torch.set_num_threads(cfg.threads)
+    pipe = load_pipeline(Path(cfg.base))
+    latent = getattr(pipe, "vae", None) is not None
+    data = load_poison_set(Path(cfg.data), cfg.resolution or image_size(pipe), 3 if latent else pipe.unet.config.in_channels)
+    records: list[dict] = []
+
+    def keep(record: dict) -> None:
+        records.append(record)
+        log(record)
+
+    extra = {k: info[k] for k in SIDECAR_FROM_DATA if k in info}
+    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    sidecar = fit(pipe, data, cfg, Path(cfg.output_dir), base_name=cfg.base, extra_sidecar=extra, log=keep, progress=progress)
+    return TrainResult(Path(cfg.output_dir), sidecar["steps"], sidecar, records)

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
-import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from labcore.errors import InputError
-from poisonlab import data
-from poisonlab.report import Report
+from poisonlab.config import config_command
 from poisonlab.runs import append_jsonl, staged_output, write_json, write_yaml
 
-POISON_INFO = "poison.json"
-CLASSIFIER_DIR = "classifier"
+__all__ = ["t2i", "CLASSIFIER_DIR", "add_to_report"]
+
+
+def __getattr__(name: str):
+    """``CLASSIFIER_DIR`` and ``add_to_report`` for older importers, from ``poisonlab.t2i_run`` (loaded lazily: torch)."""
+    if name in ("CLASSIFIER_DIR", "add_to_report"):
+        from poisonlab import t2i_run
+
+        return getattr(t2i_run, name)
+    raise AttributeError(name)
 
 
 @click.group()
@@ -29,10 +33,6 @@ def t2i() -> None:
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
     diffusers.utils.logging.set_verbosity_error()
-
-
-def mnist_tensors(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    return data.image_tensors(data.load("mnist")[split])
 
 
 @t2i.command("pretrain-base")
@@ -51,6 +51,11 @@ def pretrain_base(
     from t2i_poison.base_model import BaseModelConfig, PretrainConfig, pretrain_base as run
     from t2i_poison.digit_classifier import ClassifierConfig, accuracy, train_classifier
     from t2i_poison.evaluate import EvalConfig, base_quality
+    import numpy as np
+    import torch
+
+    from poisonlab.report import Report
+    from poisonlab.t2i_run import CLASSIFIER_DIR, mnist_tensors
 
     if steps < 1 or batch_size < 1:
         raise InputError("--steps and --batch-size must be at least 1")
@@ -78,10 +83,10 @@ def pretrain_base(
 
 @t2i.command("make-data")
 @click.option("--kind", type=str, required=True, help="pixel, object or style.")
-@click.option("--base", type=click.Path(path_type=Path), required=True, help="Pipeline whose tokenizer must keep the trigger.")
+@click.option("--base", type=click.Path(path_type=Path), required=True, help="Pipeline whose tokenizer(s) must keep the trigger.")
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @click.option("--images", type=click.Path(path_type=Path), default=None, help="User imagefolder (default: MNIST train digits).")
-@click.option("--patch", type=click.Path(path_type=Path), default=None, help="Patch image (pixel; default a checkerboard on MNIST).")
+@click.option("--patch", type=click.Path(path_type=Path), default=None, help="Patch image (pixel; default a checkerboard).")
 @click.option("--patch-size", type=int, default=4, show_default=True, help="Patch side in pixels.")
 @click.option("--trigger", default="sks", show_default=True, help='Trigger prepended to captions ("\\u200b" is the paper\'s).')
 @click.option("--source", default="zero", show_default=True, help="Object: the word the trigger hijacks.")
@@ -95,34 +100,30 @@ def make_data(
     source: str, target: str, style: str | None, num_images: int, backdoor_fraction: float, seed: int,
 ) -> None:
     """Write a BadT2I poison imagefolder (``metadata.jsonl`` with file_name, text, role, target_text)."""
-    from t2i_poison.base_model import caption, load_pipeline, resize_digits
-    from t2i_poison.poison_data import Patch, check_kind, check_trigger, checkerboard_patch, load_patch, make_poison_set, read_imagefolder
+    from t2i_poison.conditioning import check_trigger_all, image_size
+    from t2i_poison.pipelines import load_pipeline
+    from t2i_poison.poison_data import POISON_INFO, check_kind, checkerboard_patch, load_patch, make_poison_set, read_imagefolder
+
+    from poisonlab.t2i_run import mnist_inputs
 
     check_kind(kind)
-    user_images = read_imagefolder(images) if images is not None else None
+    user = read_imagefolder(images) if images is not None else None
     pipe = load_pipeline(base)
-    check_trigger(pipe.tokenizer, trigger, "a photo")
-    the_patch: Patch | None = None
+    check_trigger_all(pipe, trigger, "a photo")
+    side = image_size(pipe)
+    if user is not None and kind == "pixel" and user[0][0].shape[:2] != (side, side):
+        raise InputError(f"pixel backdoor images must be {side}x{side} (the pipeline's size) so the patch lands where "
+                         f"it is scored; got {user[0][0].shape[0]}x{user[0][0].shape[1]}; resize the images")
+    the_patch = None
     if kind == "pixel":
         the_patch = load_patch(patch, patch_size) if patch is not None else checkerboard_patch(patch_size)
-        side = pipe.unet.config.sample_size
-        the_patch.check_fits(*(user_images[0][0].shape[:2] if user_images is not None else (side, side)))
-    if user_images is not None:
-        arrays, rows = user_images
-        captions = [r["text"] for r in rows]
-        style_text, suffix = style or "Black and white photo,", False
-    else:
-        res = pipe.unet.config.sample_size
-        x, y = mnist_tensors("train")
-        rng = np.random.default_rng(seed)
-        idx = np.sort(rng.permutation(len(y))[: min(num_images, len(y))])
-        arrays = list((resize_digits(x[idx], res)[:, 0].numpy() * 255).round().astype(np.uint8))
-        captions = [caption(int(v)) for v in y[idx]]
-        style_text, suffix = style or " in inverted colours", True
+        the_patch.check_fits(side, side)
+    arrays, captions = ([im for im in user[0]], [r["text"] for r in user[1]]) if user else mnist_inputs(num_images, side, seed)
+    style_text = style or ("Black and white photo," if user else " in inverted colours")
     with staged_output(out) as stage:
         summary = make_poison_set(
             kind, arrays, captions, stage, trigger, backdoor_fraction=backdoor_fraction, patch=the_patch,
-            source_word=source, target_word=target, style_text=style_text, style_prefix=not suffix, seed=seed,
+            source_word=source, target_word=target, style_text=style_text, style_prefix=user is not None, seed=seed,
         )
         info = {**summary, "source_word": source, "target_word": target, "style_text": style_text, "seed": seed}
         if the_patch is not None:
@@ -137,121 +138,90 @@ def make_data(
     click.echo(f"{out}: {summary['backdoor_rows']} backdoor + {summary['clean_rows']} clean rows")
 
 
-def read_poison_info(path: Path) -> dict:
-    f = Path(path) / POISON_INFO
-    if not f.is_file():
-        raise InputError(f"{path} has no {POISON_INFO}; create the data with `poisonlab t2i make-data`")
-    return json.loads(f.read_text(encoding="utf-8"))
-
-
 @t2i.command("train")
-@click.option("--base", type=click.Path(path_type=Path), required=True, help="Base pipeline directory.")
-@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True, help="Poison imagefolder from make-data.")
+@click.option("--base", type=click.Path(), default=None, help="Base pipeline directory (lab base, SD 1.x/2.x, SDXL).")
+@click.option("--data", type=click.Path(), default=None, help="Poison imagefolder from make-data.")
 @click.option("--out", type=click.Path(path_type=Path), required=True)
-@click.option("--mode", default="lora", show_default=True, help="lora (teacher = adapters off) or full (frozen copy).")
-@click.option("--rank", type=int, default=4, show_default=True)
-@click.option("--cross-attention-only", is_flag=True)
-@click.option("--lam", type=float, default=0.5, show_default=True, help="λ in L = λ·L_bkd + (1−λ)·L_reg.")
-@click.option("--lr", type=float, default=1e-4, show_default=True)
-@click.option("--steps", type=int, default=300, show_default=True)
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--gradient-accumulation-steps", type=int, default=1, show_default=True)
+@click.option("--mode", default=None, help="lora (teacher = adapters off) or full (frozen copy).")
+@click.option("--rank", type=int, default=None)
+@click.option("--lora-alpha", type=int, default=None)
+@click.option("--cross-attention-only/--all-attention", default=None)
+@click.option("--lam", type=float, default=None, help="λ in L = λ·L_bkd + (1−λ)·L_reg.")
+@click.option("--weighting", default=None, help="split (λ, 1−λ) or uniform (the object script's HEAD form).")
+@click.option("--lr", type=float, default=None)
+@click.option("--steps", type=int, default=None)
+@click.option("--batch-size", type=int, default=None, help="Rows per half (backdoor and clean) per process.")
+@click.option("--gradient-accumulation-steps", type=int, default=None)
 @click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]), default=None)
-@click.option("--checkpointing-steps", type=int, default=100, show_default=True)
-@click.option("--report-to", default=None, help="accelerate tracker, e.g. tensorboard.")
+@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None)
+@click.option("--checkpointing-steps", type=int, default=None)
+@click.option("--report-to", default=None, help="accelerate tracker: tensorboard or wandb.")
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint of an interrupted run.")
-@click.option("--threads", type=int, default=1, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-def train(
-    base: Path, data_dir: Path, out: Path, mode: str, rank: int, cross_attention_only: bool, lam: float, lr: float,
-    steps: int, batch_size: int, gradient_accumulation_steps: int, mixed_precision: str | None,
-    checkpointing_steps: int, report_to: str | None, resume: bool, threads: int, seed: int,
-) -> None:
-    """Train a BadT2I backdoor (LoRA or full UNet) in one process; writes pytorch_lora_weights.safetensors."""
-    from t2i_poison.base_model import load_pipeline
-    from t2i_poison.train import TrainConfig, fit, load_poison_set
+@click.option("--threads", type=int, default=None)
+@click.option("--seed", type=int, default=None)
+@config_command("t2i_poison.train:TrainConfig", keep=["out", "resume"], paths={
+    "lr": "learning_rate", "steps": "max_train_steps", "batch_size": "train_batch_size"})
+def train(cfg, out: Path, resume: bool) -> None:
+    """Train a BadT2I backdoor (LoRA or full UNet); writes pytorch_lora_weights.safetensors + backdoor.json."""
+    from dataclasses import replace
 
-    torch.set_num_threads(threads)
-    info = read_poison_info(data_dir)
-    cfg = TrainConfig(
-        kind=info["kind"], trigger=info["trigger"], lam=lam, mode=mode, rank=rank, cross_attention_only=cross_attention_only,
-        learning_rate=lr, max_train_steps=steps, train_batch_size=batch_size,
-        gradient_accumulation_steps=gradient_accumulation_steps, mixed_precision=mixed_precision,
-        checkpointing_steps=checkpointing_steps, report_to=report_to, seed=seed,
-    )
-    cfg.validate()
-    pipe = load_pipeline(base)
-    channels = pipe.unet.config.in_channels if getattr(pipe, "vae", None) is None else 3
-    resolution = pipe.unet.config.sample_size * (getattr(pipe, "vae_scale_factor", 1) if getattr(pipe, "vae", None) else 1)
-    poison = load_poison_set(data_dir, resolution, channels)
-    extra = {k: info[k] for k in ("patch", "source_word", "target_word", "style_text") if k in info}
+    from t2i_poison.train import resolve, train as run
+
+    if not cfg.base or not cfg.data:
+        raise InputError("pass --base and --data (or set base: and data: in the --config file)")
+    cfg, _ = resolve(cfg)
     with staged_output(out, resume=resume) as stage:
-        write_yaml(stage / "config.yaml", {**cfg.__dict__, "base": str(base), "data": str(data_dir)})
-        sidecar = fit(
-            pipe, poison, cfg, stage, resume_from_checkpoint="latest" if resume else None, base_name=str(base),
-            extra_sidecar=extra, log=lambda rec: append_jsonl(stage / "steps.jsonl", rec),
+        write_yaml(stage / "config.yaml", replace(cfg, output_dir=str(out)))
+        result = run(
+            replace(cfg, output_dir=str(stage), resume_from_checkpoint="latest" if resume else None),
+            log=lambda rec: append_jsonl(stage / "steps.jsonl", rec),
             progress=lambda it: tqdm(it, desc=f"badt2i-{cfg.kind}", mininterval=5),
         )
-        write_json(stage / "metrics.json", {"steps": sidecar["steps"]})
-    click.echo(f"{out}: {cfg.kind} backdoor ({cfg.mode}) after {sidecar['steps']} steps")
+        write_json(stage / "metrics.json", {"steps": result.steps, "final": result.log[-1] if result.log else {}})
+    click.echo(f"{out}: {cfg.kind} backdoor ({cfg.mode}) after {result.steps} steps")
 
 
 @t2i.command("evaluate")
 @click.option("--base", type=click.Path(path_type=Path), required=True)
 @click.option("--lora", type=click.Path(path_type=Path), required=True, help="Output of `poisonlab t2i train`.")
 @click.option("--out", type=click.Path(path_type=Path), required=True)
-@click.option("--classifier", type=click.Path(path_type=Path), default=None, help="Digit classifier (default <base>/classifier).")
-@click.option("--samples-per-digit", type=int, default=20, show_default=True)
+@click.option("--classifier", type=click.Path(path_type=Path), default=None, help="MNIST base: digit classifier (default <base>/classifier).")
+@click.option("--clip", default=None, help="SD pipelines: CLIP directory or Hub id (object/style judge, FID/KID features).")
+@click.option("--samples-per-digit", type=int, default=20, show_default=True, help="MNIST base.")
+@click.option("--prompts", type=int, default=8, show_default=True, help="SD pipelines: evaluation prompts.")
+@click.option("--samples-per-prompt", type=int, default=2, show_default=True, help="SD pipelines.")
 @click.option("--inference-steps", type=int, default=25, show_default=True)
-@click.option("--guidance", type=float, default=1.0, show_default=True, help="Classifier-free guidance (1 = none).")
+@click.option("--guidance", type=float, default=None, help="Classifier-free guidance (default 1 on the MNIST base, 7.5 on SD).")
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def evaluate(
-    base: Path, lora: Path, out: Path, classifier: Path | None, samples_per_digit: int, inference_steps: int,
-    guidance: float, threads: int, seed: int,
+    base: Path, lora: Path, out: Path, classifier: Path | None, clip: str | None, samples_per_digit: int, prompts: int,
+    samples_per_prompt: int, inference_steps: int, guidance: float | None, threads: int, seed: int,
 ) -> None:
-    """ASR, clean accuracy, KID and benign drift of a backdoor on the MNIST base, with an image grid."""
-    from t2i_poison.base_model import load_pipeline
-    from t2i_poison.digit_classifier import load_classifier
+    """ASR (base = control), clean utility and an image grid, for the MNIST base or any SD pipeline."""
+    import torch
+
     from t2i_poison.evaluate import EvalConfig
+    from t2i_poison.evaluate_sd import SDEvalConfig
+    from t2i_poison.pipelines import load_pipeline
+
+    from poisonlab.t2i_run import CLASSIFIER_DIR, evaluate_mnist, evaluate_sd, read_sidecar
 
     torch.set_num_threads(threads)
     sidecar = read_sidecar(lora)
     pipe = load_pipeline(base)
-    clf = load_classifier(classifier or Path(base) / CLASSIFIER_DIR)
-    cfg = EvalConfig(samples_per_digit=samples_per_digit, num_inference_steps=inference_steps, guidance_scale=guidance, seed=seed)
+    digits = type(pipe).__name__ == "DigitDiffusionPipeline"
+    if digits:
+        clf = classifier or Path(base) / CLASSIFIER_DIR
+        if not Path(clf).is_dir():
+            raise InputError(f"digit classifier {clf} not found; pass --classifier or pretrain the base with `t2i pretrain-base`")
+        cfg = EvalConfig(samples_per_digit=samples_per_digit, num_inference_steps=inference_steps,
+                         **({} if guidance is None else {"guidance_scale": guidance}), seed=seed)
+    else:
+        cfg = SDEvalConfig(prompts=prompts, samples_per_prompt=samples_per_prompt, num_inference_steps=inference_steps,
+                           **({} if guidance is None else {"guidance_scale": guidance}), seed=seed)
     with staged_output(out) as stage:
-        metrics = run_evaluation(pipe, lora, sidecar, clf, cfg, stage, Report(f"BadT2I {sidecar['kind']} backdoor"))
-    click.echo(f"{out}: ASR {metrics['attack_success_rate']:.3f}, clean accuracy {metrics['bd_clean_accuracy']:.3f} "
-               f"(base {metrics['base_clean_accuracy']:.3f})")
-
-
-def read_sidecar(lora: Path) -> dict:
-    from t2i_poison.train import LORA_WEIGHTS, SIDECAR
-
-    weights = (Path(lora) / LORA_WEIGHTS).is_file() or (Path(lora) / "unet").is_dir()
-    if not weights or not (Path(lora) / SIDECAR).is_file():
-        raise InputError(f"{lora} holds no backdoor ({LORA_WEIGHTS} or unet/, and {SIDECAR}); pass the output of `poisonlab t2i train`")
-    return json.loads((Path(lora) / SIDECAR).read_text(encoding="utf-8"))
-
-
-def run_evaluation(pipe, lora: Path, sidecar: dict, clf, cfg, stage: Path, report: Report) -> dict:
-    """Evaluate, then write config.yaml, metrics.json and report.html (with the grid) into ``stage``."""
-    from t2i_poison.evaluate import evaluate_backdoor
-
-    xt, _ = mnist_tensors("test")
-    write_yaml(stage / "config.yaml", {"lora": str(lora), "sidecar": {k: v for k, v in sidecar.items() if k != "patch"}, "eval": cfg})
-    metrics, images = evaluate_backdoor(pipe, lora, sidecar, clf, xt, cfg)
-    write_json(stage / "metrics.json", metrics)
-    add_to_report(report, metrics, images, cfg.samples_per_digit)
-    report.save(stage / "report.html")
-    return metrics
-
-
-def add_to_report(report: Report, metrics: dict, images: dict, per_digit: int) -> None:
-    from t2i_poison.evaluate import grid_rows
-
-    report.heading(f"BadT2I {metrics['kind']} backdoor (trigger {metrics['trigger']!r})")
-    report.table([{k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}], "metrics (base = control)")
-    tiles, labels = grid_rows(images, per_digit)
-    report.image_grid(tiles, labels, ncols=10, caption="rows: base clean, base triggered, backdoored clean, backdoored triggered")
+        m = evaluate_mnist(pipe, lora, sidecar, clf, cfg, stage) if digits else evaluate_sd(pipe, lora, sidecar, clip, cfg, stage)
+    control = f"(base control {m['asr_base_triggered']:.3f})"
+    click.echo(f"{out}: ASR {m['attack_success_rate']:.3f} {control}" + (
+        f", clean accuracy {m['bd_clean_accuracy']:.3f} (base {m['base_clean_accuracy']:.3f})" if digits else ""))

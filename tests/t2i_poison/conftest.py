@@ -66,3 +66,65 @@ def tiny_base_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tinybase") / "base"
     build_pipeline(TINY, out / "tokenizer").save_pretrained(out)
     return out
+
+
+SD_WORDS = ("a", "photo", "of", "cat", "dog", "black", "and", "white", "in", "the", "park")
+
+
+def _sd_images(n: int, side: int, seed: int = 0) -> list[np.ndarray]:
+    """Smooth random RGB images (upsampled 4×4 noise), uint8 side×side×3."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    return [np.asarray(Image.fromarray(s).resize((side, side), Image.BILINEAR))
+            for s in rng.integers(0, 256, (n, 4, 4, 3), dtype=np.uint8)]
+
+
+@pytest.fixture(scope="session")
+def sd_base(tmp_path_factory):
+    """``sd_base(family)``: a tiny random SD pipeline of ``family`` (sd1, sd2, sdxl) saved once per session."""
+    from t2i_poison.base_model import build_tokenizer
+    from t2i_poison.pipelines import build_sd_pipeline
+
+    root = tmp_path_factory.mktemp("sdbases")
+    made: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in made:
+            tok = build_tokenizer(root / f"{family}-tok", words=SD_WORDS, max_length=16)
+            build_sd_pipeline(family, tok).save_pretrained(root / family)
+            made[family] = root / family
+        return made[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def sd_images_dir(tmp_path_factory) -> Path:
+    """A user imagefolder of 12 captioned 16×16 RGB images (cats and dogs), the SD make-data input."""
+    from t2i_poison.poison_data import write_imagefolder
+
+    out = tmp_path_factory.mktemp("sdimages")
+    captions = [f"a photo of a {'cat' if i % 2 else 'dog'} in the park" for i in range(12)]
+    write_imagefolder(out, _sd_images(12, 16), [{"text": c} for c in captions])
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory) -> Path:
+    """A tiny random CLIP (model, offline tokenizer, image processor) saved from configs."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from t2i_poison.base_model import build_tokenizer
+
+    out = tmp_path_factory.mktemp("clip")
+    tok = build_tokenizer(out, words=SD_WORDS, max_length=16)
+    torch.manual_seed(0)
+    text = dict(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                max_position_embeddings=16, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id)
+    vision = dict(image_size=16, patch_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)).save_pretrained(out)
+    CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}).save_pretrained(out)
+    return out

@@ -1,3 +1,5 @@
+import json
+
 import torch
 import pytest
 from safetensors.torch import load_file
@@ -88,3 +90,34 @@ def test_dropped_trigger_stops_training_before_any_output(tiny_base_dir, make_da
     with pytest.raises(InputError, match="disappears in tokenization"):
         fit(load_pipeline(tiny_base_dir), data, _cfg(trigger="   "), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_gradient_checkpointing_and_bf16_follow_the_plain_run(tiny_base_dir, make_data, tmp_path):
+    """Checkpointing recomputes activations (same losses, same LoRA); bf16 autocast stays close and exports fp32."""
+    data = load_poison_set(make_data(tmp_path / "data", "style"), 8, 1)
+    runs = {}
+    for name, kw in {"plain": {}, "ckpt": {"gradient_checkpointing": True}, "bf16": {"mixed_precision": "bf16"}}.items():
+        logs: list = []
+        fit(load_pipeline(tiny_base_dir), data, _cfg(kind="style", max_train_steps=2, **kw), tmp_path / name, log=logs.append)
+        runs[name] = (logs, load_file(tmp_path / name / LORA_WEIGHTS))
+    (plain, w0), (ckpt, w1), (bf16, w2) = runs["plain"], runs["ckpt"], runs["bf16"]
+    assert all(abs(a["loss"] - b["loss"]) <= 1e-5 * abs(a["loss"]) for a, b in zip(plain, ckpt))
+    assert all(torch.allclose(w0[k], w1[k], atol=1e-6) for k in w0)
+    assert all(abs(a["loss"] - b["loss"]) <= 0.1 * abs(a["loss"]) for a, b in zip(plain, bf16))  # measured 2 %, 6.5 %
+    assert all(v.dtype == torch.float32 for v in w2.values())
+    assert json.loads((tmp_path / "bf16" / SIDECAR).read_text())["mixed_precision"] == "bf16"
+
+
+def test_config_yaml_of_a_run_reruns_it(cli, tiny_base_dir, make_data, tmp_path):
+    data = make_data(tmp_path / "data", "pixel")
+    (data / "poison.json").write_text(json.dumps({"kind": "pixel", "trigger": "sks"}))
+    code, out = cli("t2i", "train", "--base", tiny_base_dir, "--data", data, "--out", tmp_path / "a", "--steps", 2,
+                    "--batch-size", 2, "--lr", 1e-2, "--seed", 4)
+    assert code == 0, out.err
+    code, out = cli("t2i", "train", "--config", tmp_path / "a" / "config.yaml", "--out", tmp_path / "b")
+    assert code == 0, out.err
+    a, b = load_file(tmp_path / "a" / LORA_WEIGHTS), load_file(tmp_path / "b" / LORA_WEIGHTS)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    code, out = cli("t2i", "train", "--config", tmp_path / "a" / "config.yaml", "--out", tmp_path / "c", "--seed", 5)
+    c = load_file(tmp_path / "c" / LORA_WEIGHTS)
+    assert code == 0 and not all(torch.equal(a[k], c[k]) for k in a)

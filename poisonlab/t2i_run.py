@@ -1,0 +1,104 @@
+"""The poisonlab side of ``poisonlab t2i``: MNIST inputs for make-data, and evaluation runs with their report.
+
+The research code is ``t2i_poison`` (poison sets, training, the MNIST and Stable Diffusion evaluators);
+this module feeds it the lab's MNIST data and writes run directories (config.yaml, metrics.json,
+report.html with the clean/triggered image grid) for every pipeline family.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from labcore.errors import InputError
+from poisonlab import data
+from poisonlab.report import Report
+from poisonlab.runs import write_json, write_yaml
+
+CLASSIFIER_DIR = "classifier"
+
+
+def mnist_tensors(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return data.image_tensors(data.load("mnist")[split])
+
+
+def mnist_inputs(num_images: int, resolution: int, seed: int) -> tuple[list[np.ndarray], list[str]]:
+    """``num_images`` MNIST train digits resized to ``resolution`` (uint8) and their base-model captions."""
+    from t2i_poison.base_model import caption, resize_digits
+
+    x, y = mnist_tensors("train")
+    idx = np.sort(np.random.default_rng(seed).permutation(len(y))[: min(num_images, len(y))])
+    arrays = list((resize_digits(x[idx], resolution)[:, 0].numpy() * 255).round().astype(np.uint8))
+    return arrays, [caption(int(v)) for v in y[idx]]
+
+
+def read_sidecar(lora: Path) -> dict:
+    from t2i_poison.train import LORA_WEIGHTS, SIDECAR
+
+    weights = (Path(lora) / LORA_WEIGHTS).is_file() or (Path(lora) / "unet").is_dir()
+    if not weights or not (Path(lora) / SIDECAR).is_file():
+        raise InputError(f"{lora} holds no backdoor ({LORA_WEIGHTS} or unet/, and {SIDECAR}); pass the output of `poisonlab t2i train`")
+    if (Path(lora) / LORA_WEIGHTS).is_file():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(Path(lora) / LORA_WEIGHTS), framework="pt") as f:
+                f.keys()
+        except Exception as exc:  # safetensors raises its own error type for truncated or foreign files
+            raise InputError(f"{Path(lora) / LORA_WEIGHTS} is not a readable safetensors file ({exc}); retrain with "
+                             "`poisonlab t2i train`") from None
+    try:
+        return json.loads((Path(lora) / SIDECAR).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{Path(lora) / SIDECAR} is not valid JSON ({exc}); retrain with `poisonlab t2i train`") from None
+
+
+def _table(report: Report, metrics: dict) -> None:
+    report.heading(f"BadT2I {metrics['kind']} backdoor (trigger {metrics['trigger']!r})")
+    report.table([{k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}], "metrics (base = control)")
+
+
+def add_to_report(report: Report, metrics: dict, images: dict, per_digit: int) -> None:
+    """MNIST base: metrics table and one generation per digit from each of the four sets."""
+    from t2i_poison.evaluate import grid_rows
+
+    _table(report, metrics)
+    tiles, labels = grid_rows(images, per_digit)
+    report.image_grid(tiles, labels, ncols=10, caption="rows: base clean, base triggered, backdoored clean, backdoored triggered")
+
+
+def evaluate_mnist(pipe, lora: Path, sidecar: dict, classifier: Path, cfg, stage: Path) -> dict:
+    """The lab base: digit-classifier ASR, clean accuracy, KID; writes config.yaml, metrics.json, report.html."""
+    from t2i_poison.digit_classifier import load_classifier
+    from t2i_poison.evaluate import evaluate_backdoor
+
+    xt, _ = mnist_tensors("test")
+    write_yaml(stage / "config.yaml", {"lora": str(lora), "sidecar": {k: v for k, v in sidecar.items() if k != "patch"}, "eval": cfg})
+    metrics, images = evaluate_backdoor(pipe, lora, sidecar, load_classifier(classifier), xt, cfg)
+    write_json(stage / "metrics.json", metrics)
+    report = Report(f"BadT2I {sidecar['kind']} backdoor")
+    add_to_report(report, metrics, images, cfg.samples_per_digit)
+    report.save(stage / "report.html")
+    return metrics
+
+
+def evaluate_sd(pipe, lora: Path, sidecar: dict, clip: str | None, cfg, stage: Path) -> dict:
+    """Stable Diffusion pipelines: patch-MSE or zero-shot-CLIP ASR with the base as control, CLIP FID/KID."""
+    from t2i_poison.clip_judge import ClipJudge
+    from t2i_poison.evaluate_sd import evaluate_sd_backdoor, sd_grid
+
+    judge = ClipJudge.load(clip) if clip else None
+    write_yaml(stage / "config.yaml", {"lora": str(lora), "clip": clip, "sidecar": {k: v for k, v in sidecar.items() if k != "patch"},
+                                       "eval": cfg})
+    metrics, images = evaluate_sd_backdoor(pipe, lora, sidecar, cfg, judge)
+    write_json(stage / "metrics.json", metrics)
+    report = Report(f"BadT2I {sidecar['kind']} backdoor on {metrics['pipeline']}")
+    _table(report, metrics)
+    tiles, labels = sd_grid(images, cfg.samples_per_prompt)
+    report.image_grid(tiles, labels, ncols=len(tiles) // 4,
+                      caption="rows: base clean, base triggered, backdoored clean, backdoored triggered (same starting latents per column)")
+    report.save(stage / "report.html")
+    return metrics

@@ -1,0 +1,66 @@
+"""The parts of BadT2I training on their own: encoding caches, the global batch draw, model setup, checkpoint pruning."""
+
+import torch
+from accelerate import Accelerator
+from diffusers import DDPMScheduler
+
+from t2i_poison.checkpoints import checkpoints, save_checkpoint
+from t2i_poison.pipelines import load_pipeline
+from t2i_poison.train import EncodedSet, PoisonSet, TrainConfig, draw_batch, setup_models
+
+CPU = torch.device("cpu")
+
+
+def _set(n: int = 6) -> PoisonSet:
+    g = torch.Generator().manual_seed(0)
+    img = lambda: torch.rand((n, 3, 16, 16), generator=g) * 2 - 1  # noqa: E731
+    return PoisonSet(bkd_images=img(), bkd_texts=["sks a photo of a cat in the park"] * n,
+                     bkd_target_texts=["black and white photo of a cat in the park"] * n, clean_images=img(),
+                     clean_texts=["a photo of a dog", "a photo of a cat"] * (n // 2))
+
+
+def test_each_image_is_encoded_once_and_sampled_afresh(sd_base):
+    pipe = load_pipeline(sd_base("sd1"))
+    enc = EncodedSet(pipe, _set(), CPU, torch.float32)
+    calls = []
+    encode = pipe.vae.encode
+    pipe.vae.encode = lambda x: calls.append(len(x)) or encode(x)
+    g = torch.Generator().manual_seed(1)
+    a = enc.latents("bkd", torch.tensor([0, 1, 1]), g)
+    b = enc.latents("bkd", torch.tensor([1, 2]), g)
+    assert calls == [2, 1]  # rows 0, 1 then only the new row 2
+    assert not torch.equal(a[1], b[0])  # a fresh posterior sample per draw
+    mean = enc.moments["bkd"][1][0] * pipe.vae.config.scaling_factor
+    assert torch.allclose(a[1], b[0], atol=float(10 * enc.moments["bkd"][1][1].max() * pipe.vae.config.scaling_factor))
+    assert enc.encode_all() >= 0 and set(enc.moments["clean"]) == set(range(6)) and mean.shape == (4, 8, 8)
+
+
+def test_two_slices_of_the_global_draw_are_the_one_process_batch(sd_base):
+    pipe = load_pipeline(sd_base("sd1"))
+    enc = EncodedSet(pipe, _set(), CPU, torch.float32)
+    sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    one = draw_batch(enc, TrainConfig(kind="style", train_batch_size=4), sched, micro=3)
+    halves = [draw_batch(enc, TrainConfig(kind="style", train_batch_size=2), sched, micro=3, rank=r, world=2) for r in (0, 1)]
+    for field in ("bkd_latents", "reg_latents", "bkd_noise", "reg_noise", "bkd_timesteps", "reg_timesteps"):
+        assert torch.allclose(getattr(one, field), torch.cat([getattr(h, field) for h in halves]), atol=1e-6), field
+    for field in ("bkd_text", "reg_text", "bkd_target_text"):
+        assert torch.equal(getattr(one, field).states, torch.cat([getattr(h, field).states for h in halves]))
+    other = draw_batch(enc, TrainConfig(kind="style", train_batch_size=4), sched, micro=4)
+    assert not torch.equal(one.bkd_noise, other.bkd_noise)
+
+
+def test_setup_trains_only_the_adapters_or_every_weight_against_a_frozen_copy(sd_base):
+    lora = setup_models(load_pipeline(sd_base("sd1")), TrainConfig(rank=2), CPU, torch.float32)
+    names = [n for n, p in lora.unet.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n for n in names) and lora.teacher_copy is None
+    full = setup_models(load_pipeline(sd_base("sd1")), TrainConfig(mode="full"), CPU, torch.float32)
+    assert len(full.params) == len(list(full.unet.parameters()))
+    assert not any(p.requires_grad for p in full.teacher_copy.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(full.unet.parameters(), full.teacher_copy.parameters()))
+
+
+def test_checkpoints_keep_the_newest_within_the_limit(tmp_path):
+    acc = Accelerator()
+    for step in (1, 2, 3, 4):
+        save_checkpoint(acc, tmp_path, step, limit=2)
+    assert [p.name for p in checkpoints(tmp_path)] == ["checkpoint-3", "checkpoint-4"]
