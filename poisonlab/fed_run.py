@@ -16,7 +16,7 @@ from labcore.errors import InputError
 from fedharness.simulation import Simulation
 from fedharness.tasks import Task
 from fedharness.tasks.image_classification import ImageClassificationTask
-from poisonlab import data
+from poisonlab import data, unlearn_data
 from poisonlab.fed_report import summarize, write_report
 from poisonlab.config import load_yaml
 from poisonlab.runs import append_jsonl, plain, read_jsonl, staged_output, write_json, write_jsonl, write_yaml
@@ -49,6 +49,7 @@ def build_image_task(cfg: ExperimentConfig) -> ImageClassificationTask:
 
 TASKS: dict[str, Callable[[ExperimentConfig], Task]] = {
     "image_classification": build_image_task,
+    "unlearning_watermark": unlearn_data.fed_task,
 }
 
 
