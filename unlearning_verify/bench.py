@@ -46,12 +46,21 @@ class BenchConfig:
     alpha: float = 1e-3
     beta: float = 1e-3
     max_queries: int = 30
-    membership_share: float = 0.5
+    membership_share: float = 0.1
     membership_samples: int = 200
     marking_cost_seeds: int = 20
     train: training.TrainConfig = field(default_factory=training.TrainConfig)
     provider_params: dict[str, dict] = field(default_factory=dict)
     family_params: dict[str, dict] = field(default_factory=dict)
+    train_samples: int | None = None  # a fixed random subset of the training set (small benches)
+
+
+def subset(x: torch.Tensor, y: torch.Tensor, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` rows of a fixed permutation (seed 0) of the training set; all of it for None."""
+    if n is None or n >= len(x):
+        return x, y
+    idx = torch.as_tensor(np.sort(np.random.default_rng(0).permutation(len(x))[:n]))
+    return x[idx], y[idx]
 
 
 Trained = tuple[nn.Module, list[dict[str, torch.Tensor]]]
@@ -208,6 +217,7 @@ def run(cfg: BenchConfig, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt
         done: set[tuple[str, str, int]], record: Callable[[dict], None],
         progress: Callable[[int], None] = lambda n: None, cache: ModelCache | None = None) -> None:
     """Run every missing (family, behaviour, seed) trial, calling ``record`` with each new row."""
+    x, y = subset(x, y, cfg.train_samples)
     for seed in cfg.seeds:
         todo = {f: [b for b in cfg.behaviours if (f, b, seed) not in done] for f in cfg.families}
         if not any(todo.values()):

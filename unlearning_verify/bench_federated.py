@@ -24,6 +24,7 @@ import torch
 from fedharness.config import ExperimentConfig, FederationConfig, TaskConfig
 from fedharness.local_training import LocalConfig
 from unlearning_verify import training
+from unlearning_verify.bench import subset
 from unlearning_verify.deletion import QueryData, VerifyConfig, verify_deletion
 from unlearning_verify.fed_task import make_task
 from unlearning_verify.federated import Federation
@@ -50,6 +51,7 @@ class FederatedBenchConfig:
     rounds: int = 10
     local: LocalConfig = field(default_factory=lambda: LocalConfig(epochs=2, lr=0.05, batch_size=32))
     reference: bool = True  # q from a reference federation; False: held-out owners' keys, floor 1/K
+    train_samples: int | None = None  # a fixed random subset of the training set (small benches)
 
     def experiment(self, seed: int) -> ExperimentConfig:
         """The harness experiment of one seed (full participation, plain FedAvg: η·m/n = 1)."""
@@ -111,6 +113,7 @@ def run_trial(cfg: FederatedBenchConfig, seed: int, x: torch.Tensor, y: torch.Te
 def run(cfg: FederatedBenchConfig, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor,
         num_classes: int, done: set[int], record: Callable[[dict], None]) -> None:
     """Every seed not in ``done``; ``record`` receives each row."""
+    x, y = subset(x, y, cfg.train_samples)
     for seed in cfg.seeds:
         if seed not in done:
             for row in run_trial(cfg, seed, x, y, xt, yt, num_classes):

@@ -47,7 +47,7 @@ class VerifyConfig:
     beta: float = 1e-3
     max_queries: int = 30
     sequential: bool = False
-    membership_share: float = 0.5
+    membership_share: float = 0.1
     membership_samples: int = 200
     held_out_owners: int = 5
     seed: int = 0

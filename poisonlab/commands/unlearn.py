@@ -208,10 +208,13 @@ def verify_cmd(model_dir: Path | None, endpoint: str | None, key_file: Path, bef
 @click.option("--epochs", type=int, default=None, help="Provider training epochs, cosine decay [TrainConfig: 5].")
 @click.option("--family-param", "family_params", multiple=True,
               help="Watermark parameter FAMILY.KEY=VALUE, repeatable, e.g. wanet.s=1.0.")
+@click.option("--train-samples", type=int, default=None, help="Use a fixed random subset of the training set.")
+@click.option("--owners", type=int, default=None, help="Number of owners (IID split) [BenchConfig: 10].")
 @click.option("--resume", is_flag=True, help="Continue an interrupted benchmark (finished trials are skipped).")
 @click.option("--seed", type=int, default=0, show_default=True, help="First seed.")
 def bench(out: Path, data_name: str, families: str, behaviours: str, seeds: int, alpha: float | None,
-          beta: float | None, queries: int, rate: float | None, epochs: int | None, family_params: tuple[str, ...], resume: bool, seed: int) -> None:
+          beta: float | None, queries: int, rate: float | None, epochs: int | None, family_params: tuple[str, ...],
+          train_samples: int | None, owners: int | None, resume: bool, seed: int) -> None:
     """Behaviours × watermark families × seeds: FPR/FNR, queries, costs (one JSONL row per trial)."""
     from poisonlab.unlearn_runs import bench_run
     from unlearning_verify import providers
@@ -228,7 +231,8 @@ def bench(out: Path, data_name: str, families: str, behaviours: str, seeds: int,
         raise InputError(f"--seeds must be ≥ 1, got {seeds}")
     cfg = BenchConfig(families=fams, behaviours=providers.names() if behaviours == "all" else _csv(behaviours),
                       seeds=list(range(seed, seed + seeds)), max_queries=queries, family_params=fparams,
-                      train=train_config(epochs, None, None), **given(rate=rate, alpha=alpha, beta=beta))
+                      train=train_config(epochs, None, None), train_samples=train_samples,
+                      **given(rate=rate, alpha=alpha, beta=beta, num_owners=owners))
     check_settings(cfg.alpha, cfg.beta, cfg.max_queries)
     for s in bench_run(cfg, data_name, out, resume):
         click.echo(f"{s['family']:>14} {s['behaviour']:>18}: HONORED {s['honored']:.2f}  NOT {s['not_honored']:.2f}  "
@@ -245,11 +249,13 @@ def bench(out: Path, data_name: str, families: str, behaviours: str, seeds: int,
 @click.option("--rounds", type=int, default=None, help="[FederatedBenchConfig: 10]")
 @click.option("--rate", type=float, default=None, help="Owner client's marked fraction [FederatedBenchConfig: 0.5].")
 @click.option("--passive-rounds", default="1,3,5", show_default=True, help="Comma list of R for passive exclusion.")
+@click.option("--train-samples", type=int, default=None, help="Use a fixed random subset of the training set.")
 @click.option("--queries", type=int, default=None, help="Query budget [FederatedBenchConfig: 60].")
 @click.option("--resume", is_flag=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="First seed.")
 def bench_fed(out: Path, data_name: str, family: str, seeds: int, clients: int | None, rounds: int | None,
-              rate: float | None, passive_rounds: str, queries: int | None, resume: bool, seed: int) -> None:
+              rate: float | None, passive_rounds: str, train_samples: int | None, queries: int | None, resume: bool,
+              seed: int) -> None:
     """Federated variant: the owner is client 0 of a FedAvg federation (harness); no-op, retrain, passive, FedEraser."""
     from poisonlab.unlearn_runs import bench_fed_run
     from unlearning_verify.bench_federated import FederatedBenchConfig
@@ -260,6 +266,7 @@ def bench_fed(out: Path, data_name: str, family: str, seeds: int, clients: int |
     except ValueError:
         raise InputError(f"--passive-rounds must be a comma list of integers, got {passive_rounds!r}") from None
     cfg = FederatedBenchConfig(family=family, seeds=list(range(seed, seed + seeds)), passive_rounds=rs,
+                               train_samples=train_samples,
                                **given(rate=rate, max_queries=queries, num_clients=clients, rounds=rounds))
     check_settings(cfg.alpha, cfg.beta, cfg.max_queries)
     if seeds < 1 or cfg.num_clients < 2 or cfg.rounds < 1 or min(rs, default=1) < 1:

@@ -2,7 +2,8 @@
 
 The provider retrains from scratch without the owner's rows, but in every mini-batch each deleted
 sample is replaced by the retained sample, among ``candidates`` random ones (M = 50 in the paper),
-whose gradient is closest to the deleted sample's; the training trajectory mimics training on the
+whose gradient is closest to the deleted sample's (here one pool of M candidates per mini-batch,
+shared by its deleted samples, so the search costs one extra forward pass of M images); the trajectory mimics training on the
 owner's data, yet the log is a valid proof of retraining. Gradients are those of the last layer,
 (softmax − one-hot) ⊗ penultimate features, which is what the batch gradient is most sensitive to
 and keeps the search cheap.
@@ -43,17 +44,16 @@ class Forgery:
 
     def substitute(self, model: nn.Module, state: ProviderState, rows: np.ndarray, rng: np.random.Generator,
                    retained: np.ndarray) -> np.ndarray:
-        """Each deleted row in ``rows`` replaced by its closest-gradient retained candidate."""
+        """Each deleted row in ``rows`` replaced by its closest-gradient retained candidate (the batch's
+        deleted rows draw from one shared pool of ``candidates`` random retained rows: one gradient pass)."""
         rows = rows.copy()
         deleted = np.flatnonzero(state.forget[rows])
         if len(deleted) == 0:
             return rows
-        cand = rng.choice(retained, size=(len(deleted), self.candidates))
+        cand = rng.choice(retained, size=self.candidates, replace=False)
         target = last_layer_gradients(model, state.x[rows[deleted]], state.y[rows[deleted]])
-        flat = torch.as_tensor(cand.ravel())
-        grads = last_layer_gradients(model, state.x[flat], state.y[flat]).view(len(deleted), self.candidates, -1)
-        best = (grads - target.unsqueeze(1)).norm(dim=2).argmin(1).numpy()
-        rows[deleted] = cand[np.arange(len(deleted)), best]
+        grads = last_layer_gradients(model, state.x[cand], state.y[cand])
+        rows[deleted] = cand[torch.cdist(target, grads).argmin(1).numpy()]
         return rows
 
     def unlearn(self, state: ProviderState) -> nn.Module:
