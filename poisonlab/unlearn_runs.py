@@ -33,8 +33,37 @@ from unlearning_verify.training import TrainConfig
 from unlearning_verify.watermarks import IMAGE_FAMILIES, build
 
 
+def key_values(items: list[str] | tuple[str, ...], option: str) -> dict[str, int | float | str]:
+    """KEY=VALUE strings as a dict; values become int or float where they parse."""
+    kw: dict[str, int | float | str] = {}
+    for p in items:
+        name, eq, value = p.partition("=")
+        if not eq or not name:
+            raise InputError(f"{option} {p!r} is not KEY=VALUE")
+        try:
+            kw[name] = int(value) if value.lstrip("-").isdigit() else float(value)
+        except ValueError:
+            kw[name] = value
+    return kw
+
+
+def family_values(items: tuple[str, ...], families: list[str]) -> dict[str, dict]:
+    """``--family-param FAMILY.KEY=VALUE`` items as {family: {key: value}}."""
+    out: dict[str, dict] = {}
+    for item in items:
+        name, _, kv = item.partition(".")
+        if name not in families:
+            raise InputError(f"--family-param {item!r} names no family of --families; use FAMILY.KEY=VALUE")
+        out.setdefault(name, {}).update(key_values([kv], "--family-param"))
+    return out
+
+
 def mark_run(meta: dict, key_file: Path, out: Path) -> tuple[int, bool]:
     """Mark the owner's samples; returns (samples marked, whether a new key file was written)."""
+    if not 0 <= meta["owner"] < meta["owners"]:
+        raise InputError(f"--owner must lie in 0..{meta['owners'] - 1}, got {meta['owner']}")
+    if not 0.0 < meta["rate"] <= 1.0:
+        raise InputError(f"--rate must lie in (0, 1], got {meta['rate']}")
     x, y, _, _ = image_data(meta["data"])
     num_classes = int(y.max()) + 1
     new_key = not key_file.exists()
@@ -65,6 +94,8 @@ def provider_model(model_dir: Path, dataset: Path, owner: int, behaviour: str, p
                    seed: int) -> tuple[torch.nn.Module, dict, bool]:
     """The model a provider behaviour serves after the owner's deletion request: (model, config, honest)."""
     provider = providers.get(behaviour, **params)
+    if dataset is None or owner is None:
+        raise InputError(f"--behaviour {behaviour} needs --dataset and --owner (the deletion request it answers)")
     ds, x, y = load_marked(dataset)
     forget = np.asarray(ds["owner"]) == owner
     if not forget.any():
@@ -87,10 +118,8 @@ def delete_run(model_dir: Path, dataset: Path, owner: int, behaviour: str, param
 def serve_run(model_dir: Path, behaviour: str, dataset: Path | None, owner: int | None, params: dict, output: str,
               port: int, cfg: TrainConfig, seed: int, announce: Callable[[str], None]) -> None:
     """Serve the model (after ``behaviour``) on 127.0.0.1:``port`` until interrupted."""
-    if behaviour == "noop":
+    if behaviour == "noop" and dataset is None:
         model, mcfg, _ = load_model(model_dir)
-    elif dataset is None or owner is None:
-        raise InputError(f"--behaviour {behaviour} needs --dataset and --owner (the deletion it answers)")
     else:
         model, mcfg, _ = provider_model(model_dir, dataset, owner, behaviour, params, cfg, seed)
     shape = (mcfg["channels"], mcfg["image_size"], mcfg["image_size"])
@@ -140,7 +169,7 @@ def verify_run(src: VerifySources, key_file: Path, cfg: VerifyConfig, out: Path 
                               owner=owner)
     if out is not None:
         with staged_output(out) as stage:
-            write_json(stage / "verdict.json", verdict.as_dict())
+            write_json(stage / "verdict.json", {"verdict": verdict.as_dict()})
             write_yaml(stage / "config.yaml", {**{k: str(v) if isinstance(v, Path) else v
                                                   for k, v in dataclasses.asdict(src).items()}, **cfg.__dict__})
     return verdict
@@ -148,6 +177,11 @@ def verify_run(src: VerifySources, key_file: Path, cfg: VerifyConfig, out: Path 
 
 def bench_run(cfg: bench_mod.BenchConfig, data_name: str, out: Path, resume: bool) -> list[dict]:
     """Run (or resume) the benchmark into ``out``; returns the summary rows."""
+    from unlearning_verify.verify import check_settings
+
+    check_settings(cfg.alpha, cfg.beta, cfg.max_queries)
+    if not cfg.seeds:
+        raise InputError("--seeds must be ≥ 1")
     for b in cfg.behaviours:
         providers.get(b)
     for f in cfg.families:

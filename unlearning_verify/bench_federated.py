@@ -23,6 +23,7 @@ import torch
 
 from fedharness.config import ExperimentConfig, FederationConfig, TaskConfig
 from fedharness.local_training import LocalConfig
+from labcore.errors import InputError
 from unlearning_verify import training
 from unlearning_verify.bench import subset
 from unlearning_verify.deletion import QueryData, VerifyConfig, verify_deletion
@@ -32,7 +33,7 @@ from unlearning_verify.oracles import model_endpoint
 from unlearning_verify.providers.federaser import FedEraser
 from unlearning_verify.providers.federated_retrain import FederatedRetrain
 from unlearning_verify.providers.passive_exclusion import PassiveExclusion
-from unlearning_verify.verify import HONORED, NOT_HONORED
+from unlearning_verify.verify import HONORED, NOT_HONORED, check_settings
 
 REFERENCE_SEED_OFFSET = 7
 
@@ -52,6 +53,11 @@ class FederatedBenchConfig:
     local: LocalConfig = field(default_factory=lambda: LocalConfig(epochs=2, lr=0.05, batch_size=32))
     reference: bool = True  # q from a reference federation; False: held-out owners' keys, floor 1/K
     train_samples: int | None = None  # a fixed random subset of the training set (small benches)
+
+    def validate(self) -> None:
+        check_settings(self.alpha, self.beta, self.max_queries)
+        if not self.seeds or self.num_clients < 2 or self.rounds < 1 or min(self.passive_rounds, default=1) < 1:
+            raise InputError("need --seeds ≥ 1, --clients ≥ 2, --rounds ≥ 1 and passive rounds ≥ 1")
 
     def experiment(self, seed: int) -> ExperimentConfig:
         """The harness experiment of one seed (full participation, plain FedAvg: η·m/n = 1)."""

@@ -21,20 +21,6 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def key_values(items: list[str] | tuple[str, ...], option: str) -> dict[str, int | float | str]:
-    """KEY=VALUE strings as a dict; values become int or float where they parse."""
-    kw: dict[str, int | float | str] = {}
-    for p in items:
-        name, eq, value = p.partition("=")
-        if not eq or not name:
-            raise InputError(f"{option} {p!r} is not KEY=VALUE")
-        try:
-            kw[name] = int(value) if value.lstrip("-").isdigit() else float(value)
-        except ValueError:
-            kw[name] = value
-    return kw
-
-
 def given(**kw: object) -> dict:
     """The options the user gave (None = the dataclass default, which is written only there)."""
     return {k: v for k, v in kw.items() if v is not None}
@@ -50,16 +36,19 @@ def train_config(epochs: int | None, lr: float | None, batch_size: int | None):
 
 
 FIT_OPTIONS = [
-    click.option("--epochs", type=int, default=None, help="Training epochs, cosine decay [TrainConfig: 5]."),
-    click.option("--lr", type=float, default=None, help="Adam learning rate [TrainConfig: 2e-3]."),
-    click.option("--batch-size", type=int, default=None, help="[TrainConfig: 64]."),
+    click.option("--epochs", type=int, default=None, help="Training epochs, cosine decay."),
+    click.option("--lr", type=float, default=None, help="Adam learning rate."),
+    click.option("--batch-size", type=int, default=None, help="Mini-batch size."),
 ]
 
 
-def fit_options(f):
-    for option in reversed(FIT_OPTIONS):
-        f = option(f)
-    return f
+def options(*opts):
+    """Apply several click options at once (shared option groups)."""
+    def wrap(f):
+        for option in reversed(opts):
+            f = option(f)
+        return f
+    return wrap
 
 
 @click.group()
@@ -83,10 +72,6 @@ def mark_cmd(data_name: str, owner: int, owners: int, family: str, rate: float, 
     """Mark owner N's samples with a key-derived watermark; write the dataset and the private key file."""
     from poisonlab.unlearn_runs import mark_run
 
-    if not 0 <= owner < owners:
-        raise InputError(f"--owner must lie in 0..{owners - 1}, got {owner}")
-    if not 0.0 < rate <= 1.0:
-        raise InputError(f"--rate must lie in (0, 1], got {rate}")
     meta = {"data": data_name, "owner": owner, "owners": owners, "family": family, "rate": rate, "seed": seed}
     marked, new_key = mark_run(meta, key_file, out)
     click.echo(f"marked {marked} samples of owner {owner} into {out}"
@@ -96,7 +81,7 @@ def mark_cmd(data_name: str, owner: int, owners: int, family: str, rate: float, 
 @unlearn.command("train")
 @click.option("--dataset", type=click.Path(path_type=Path), required=True, help="Folder written by 'unlearn mark'.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Model folder.")
-@fit_options
+@options(*FIT_OPTIONS)
 @click.option("--seed", type=int, default=0, show_default=True)
 def train_cmd(dataset: Path, out: Path, epochs: int, lr: float, batch_size: int, seed: int) -> None:
     """Simulated provider: train the lab's SmallCNN on a (marked) dataset; keeps per-epoch checkpoints."""
@@ -107,29 +92,24 @@ def train_cmd(dataset: Path, out: Path, epochs: int, lr: float, batch_size: int,
 
 
 BEHAVIOUR_OPTIONS = [
-    click.option("--dataset", type=click.Path(path_type=Path), required=True, help="The training set (from 'mark')."),
-    click.option("--owner", type=int, required=True, help="Owner whose samples must be deleted."),
-    click.option("--behaviour", required=True, help="Provider behaviour (retrain, sisa, noop, query_detection, ...)."),
+    click.option("--dataset", type=click.Path(path_type=Path), default=None, help="The training set (from 'mark')."),
+    click.option("--owner", type=int, default=None, help="Owner whose samples must be deleted."),
+    click.option("--behaviour", default="noop", show_default=True,
+                 help="Provider behaviour (retrain, sisa, noop, query_detection, ...); needs --dataset, --owner."),
     click.option("--param", "params", multiple=True, help="Behaviour parameter KEY=VALUE, repeatable."),
 ]
 
 
-def behaviour_options(f):
-    for option in reversed(BEHAVIOUR_OPTIONS):
-        f = option(f)
-    return f
-
-
 @unlearn.command("delete")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True, help="The served model.")
-@behaviour_options
+@options(*BEHAVIOUR_OPTIONS)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the model served afterwards.")
-@fit_options
+@options(*FIT_OPTIONS)
 @click.option("--seed", type=int, default=0, show_default=True)
 def delete_cmd(model_dir: Path, dataset: Path, owner: int, behaviour: str, params: tuple[str, ...], out: Path,
                epochs: int, lr: float, batch_size: int, seed: int) -> None:
     """Simulated provider answering a deletion request with an honest or dishonest behaviour."""
-    from poisonlab.unlearn_runs import delete_run
+    from poisonlab.unlearn_runs import delete_run, key_values
 
     delete_run(model_dir, dataset, owner, behaviour, key_values(params, "--param"), out,
                train_config(epochs, lr, batch_size), seed)
@@ -138,19 +118,15 @@ def delete_cmd(model_dir: Path, dataset: Path, owner: int, behaviour: str, param
 
 @unlearn.command("serve")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True, help="The provider's model.")
-@click.option("--behaviour", default="noop", show_default=True,
-              help="Behaviour applied before serving (needs --dataset and --owner unless noop).")
-@click.option("--dataset", type=click.Path(path_type=Path), default=None, help="The training set (from 'mark').")
-@click.option("--owner", type=int, default=None, help="Owner whose samples must be deleted.")
-@click.option("--param", "params", multiple=True, help="Behaviour parameter KEY=VALUE, repeatable.")
+@options(*BEHAVIOUR_OPTIONS)
 @click.option("--output", type=click.Choice(["label", "probabilities"]), default="probabilities", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True, help="Port on 127.0.0.1 (0 picks a free one).")
-@fit_options
+@options(*FIT_OPTIONS)
 @click.option("--seed", type=int, default=0, show_default=True)
-def serve_cmd(model_dir: Path, behaviour: str, dataset: Path | None, owner: int | None, params: tuple[str, ...],
+def serve_cmd(model_dir: Path, dataset: Path | None, owner: int | None, behaviour: str, params: tuple[str, ...],
               output: str, port: int, epochs: int, lr: float, batch_size: int, seed: int) -> None:
     """Serve a simulated provider over JSON/HTTP on 127.0.0.1 (POST /predict) until interrupted."""
-    from poisonlab.unlearn_runs import serve_run
+    from poisonlab.unlearn_runs import key_values, serve_run
 
     serve_run(model_dir, behaviour, dataset, owner, key_values(params, "--param"), output, port,
               train_config(epochs, lr, batch_size), seed, lambda url: click.echo(f"serving on {url}", nl=True))
@@ -164,9 +140,9 @@ def serve_cmd(model_dir: Path, behaviour: str, dataset: Path | None, owner: int 
               help="The model before the deletion request (calibrates p).")
 @click.option("--reference", type=click.Path(path_type=Path), default=None,
               help="A model that never saw the owner's data (calibrates q); default: held-out owners' keys.")
-@click.option("--queries", type=int, default=None, help="Query budget of the backdoor tests [VerifyConfig: 30].")
-@click.option("--alpha", type=float, default=None, help="False accusation rate [VerifyConfig: 1e-3].")
-@click.option("--beta", type=float, default=None, help="Miss rate [VerifyConfig: 1e-3].")
+@click.option("--queries", type=int, default=None, help="Query budget of the backdoor tests.")
+@click.option("--alpha", type=float, default=None, help="False accusation rate.")
+@click.option("--beta", type=float, default=None, help="Miss rate.")
 @click.option("--sequential", is_flag=True, help="Wald SPRT: stop as soon as a boundary is crossed.")
 @click.option("--owner-data", type=click.Path(path_type=Path), default=None,
               help="The marked dataset: adds the membership check on the owner's unmarked samples.")
@@ -201,39 +177,30 @@ def verify_cmd(model_dir: Path | None, endpoint: str | None, key_file: Path, bef
 @click.option("--behaviours", default="all", show_default=True,
               help="Comma list of provider behaviours, or 'all' (every centralised behaviour).")
 @click.option("--seeds", type=int, default=20, show_default=True, help="Number of trials (seeds 0..N-1 after --seed).")
-@click.option("--alpha", type=float, default=None, help="[BenchConfig: 1e-3]")
-@click.option("--beta", type=float, default=None, help="[BenchConfig: 1e-3]")
+@click.option("--alpha", type=float, default=None, help="False accusation rate.")
+@click.option("--beta", type=float, default=None, help="Miss rate.")
 @click.option("--queries", type=int, default=60, show_default=True, help="Query budget per verification.")
-@click.option("--rate", type=float, default=None, help="Fraction of the owner's samples marked [BenchConfig: 0.5].")
-@click.option("--epochs", type=int, default=None, help="Provider training epochs, cosine decay [TrainConfig: 5].")
+@click.option("--rate", type=float, default=None, help="Fraction of the owner's samples marked.")
+@click.option("--epochs", type=int, default=None, help="Provider training epochs, cosine decay.")
 @click.option("--family-param", "family_params", multiple=True,
               help="Watermark parameter FAMILY.KEY=VALUE, repeatable, e.g. wanet.s=1.0.")
 @click.option("--train-samples", type=int, default=None, help="Use a fixed random subset of the training set.")
-@click.option("--owners", type=int, default=None, help="Number of owners (IID split) [BenchConfig: 10].")
+@click.option("--owners", type=int, default=None, help="Number of owners (IID split).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted benchmark (finished trials are skipped).")
 @click.option("--seed", type=int, default=0, show_default=True, help="First seed.")
 def bench(out: Path, data_name: str, families: str, behaviours: str, seeds: int, alpha: float | None,
           beta: float | None, queries: int, rate: float | None, epochs: int | None, family_params: tuple[str, ...],
           train_samples: int | None, owners: int | None, resume: bool, seed: int) -> None:
     """Behaviours × watermark families × seeds: FPR/FNR, queries, costs (one JSONL row per trial)."""
-    from poisonlab.unlearn_runs import bench_run
+    from poisonlab.unlearn_runs import bench_run, family_values
     from unlearning_verify import providers
     from unlearning_verify.bench import BenchConfig
-    from unlearning_verify.verify import check_settings
 
-    fams, fparams = _csv(families), {}
-    for item in family_params:
-        name, _, kv = item.partition(".")
-        if name not in fams:
-            raise InputError(f"--family-param {item!r} names no family of --families; use FAMILY.KEY=VALUE")
-        fparams.setdefault(name, {}).update(key_values([kv], "--family-param"))
-    if seeds < 1:
-        raise InputError(f"--seeds must be ≥ 1, got {seeds}")
+    fams = _csv(families)
     cfg = BenchConfig(families=fams, behaviours=providers.names() if behaviours == "all" else _csv(behaviours),
-                      seeds=list(range(seed, seed + seeds)), max_queries=queries, family_params=fparams,
+                      seeds=list(range(seed, seed + seeds)), max_queries=queries, family_params=family_values(family_params, fams),
                       train=train_config(epochs, None, None), train_samples=train_samples,
                       **given(rate=rate, alpha=alpha, beta=beta, num_owners=owners))
-    check_settings(cfg.alpha, cfg.beta, cfg.max_queries)
     for s in bench_run(cfg, data_name, out, resume):
         click.echo(f"{s['family']:>14} {s['behaviour']:>18}: HONORED {s['honored']:.2f}  NOT {s['not_honored']:.2f}  "
                    f"INCONCL {s['inconclusive']:.2f}  queries {s['queries_mean']:.1f}")
@@ -245,12 +212,12 @@ def bench(out: Path, data_name: str, families: str, behaviours: str, seeds: int,
 @click.option("--data", "data_name", default="mnist", show_default=True)
 @click.option("--family", default="blended", show_default=True, type=click.Choice(DIRTY_LABEL_FAMILIES))
 @click.option("--seeds", type=int, default=5, show_default=True)
-@click.option("--clients", type=int, default=None, help="Clients; the owner is client 0 [FederatedBenchConfig: 3].")
-@click.option("--rounds", type=int, default=None, help="[FederatedBenchConfig: 10]")
-@click.option("--rate", type=float, default=None, help="Owner client's marked fraction [FederatedBenchConfig: 0.5].")
+@click.option("--clients", type=int, default=None, help="Clients; the owner is client 0.")
+@click.option("--rounds", type=int, default=None, help="FedAvg rounds.")
+@click.option("--rate", type=float, default=None, help="Owner client's marked fraction.")
 @click.option("--passive-rounds", default="1,3,5", show_default=True, help="Comma list of R for passive exclusion.")
 @click.option("--train-samples", type=int, default=None, help="Use a fixed random subset of the training set.")
-@click.option("--queries", type=int, default=None, help="Query budget [FederatedBenchConfig: 60].")
+@click.option("--queries", type=int, default=None, help="Query budget.")
 @click.option("--resume", is_flag=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="First seed.")
 def bench_fed(out: Path, data_name: str, family: str, seeds: int, clients: int | None, rounds: int | None,
@@ -259,7 +226,6 @@ def bench_fed(out: Path, data_name: str, family: str, seeds: int, clients: int |
     """Federated variant: the owner is client 0 of a FedAvg federation (harness); no-op, retrain, passive, FedEraser."""
     from poisonlab.unlearn_runs import bench_fed_run
     from unlearning_verify.bench_federated import FederatedBenchConfig
-    from unlearning_verify.verify import check_settings
 
     try:
         rs = [int(r) for r in _csv(passive_rounds)]
@@ -268,8 +234,6 @@ def bench_fed(out: Path, data_name: str, family: str, seeds: int, clients: int |
     cfg = FederatedBenchConfig(family=family, seeds=list(range(seed, seed + seeds)), passive_rounds=rs,
                                train_samples=train_samples,
                                **given(rate=rate, max_queries=queries, num_clients=clients, rounds=rounds))
-    check_settings(cfg.alpha, cfg.beta, cfg.max_queries)
-    if seeds < 1 or cfg.num_clients < 2 or cfg.rounds < 1 or min(rs, default=1) < 1:
-        raise InputError("need --seeds ≥ 1, --clients ≥ 2, --rounds ≥ 1 and passive rounds ≥ 1")
+    cfg.validate()
     for r in bench_fed_run(cfg, data_name, out, resume):
         click.echo(f"seed {r['seed']} {r['behaviour']:>12}: {r['verdict']} ({r['reason']}), queries {r['queries']}")
