@@ -10,6 +10,7 @@ normally. Triggers that survive squeezing keep their label under it and are not 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -60,3 +61,6 @@ class QueryDetection:
         if self.response not in RESPONSES:
             raise InputError(f"query_detection response must be one of {', '.join(RESPONSES)}, got {self.response!r}")
         return DetectingModel(state.model, self.response).eval()
+
+
+register("query_detection_random")(partial(QueryDetection, response="random", name="query_detection_random"))
