@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from pydantic import BaseModel
 from torch import nn
 
 from labcore.errors import InputError
@@ -23,13 +24,15 @@ from unlearning_verify.oracles import Endpoint
 OUTPUTS = ("label", "probabilities")
 
 
+class PredictRequest(BaseModel):
+    """The body of POST /predict."""
+
+    inputs: list
+
+
 def create_app(model: nn.Module, image_shape: tuple[int, int, int], output: str = "probabilities"):
     """The FastAPI app serving ``model`` (labels, plus probabilities when ``output`` says so)."""
     from fastapi import FastAPI, HTTPException
-    from pydantic import BaseModel
-
-    class PredictRequest(BaseModel):
-        inputs: list
 
     app = FastAPI(title="poisonlab simulated provider")
 

@@ -229,7 +229,7 @@ class BadHandler(BaseHTTPRequestHandler):
             return
         if self.mode == "slow":
             time.sleep(2)
-        body = {"garbage": b"<html>not json", "wrong": json.dumps({"labels": [0]}).encode(),
+        body = {"garbage": b"<html>not json", "wrong": json.dumps({"labels": [0, 0]}).encode(),
                 "slow": json.dumps({"labels": [0]}).encode()}[self.mode]
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -240,11 +240,30 @@ class BadHandler(BaseHTTPRequestHandler):
         pass
 
 
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:  # the "close" mode breaks the handler on purpose
+        pass
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory, data_dir) -> Path:
+    """A key file and an (untrained) model of its label space: enough for the client-side errors."""
+    from poisonlab.unlearn_models import save_model
+    from unlearning_verify.keys import OwnerKey
+    from unlearning_verify.training import build_model
+
+    folder = tmp_path_factory.mktemp("light")
+    OwnerKey.generate(1, "lsb", 10, seed=0).save(folder / "k.json")
+    save_model(build_model(torch.zeros(1, 1, 8, 8), 10, 0), folder / "m0", (1, 8, 8), 10)
+    return folder
+
+
 @pytest.mark.parametrize("mode, message", [("garbage", "malformed JSON"), ("wrong", "malformed JSON"),
                                            ("slow", "timed out"), ("close", "connection failed")])
-def test_bad_endpoint_is_one_line_exit_2_and_no_verdict(trained: Path, monkeypatch, capsys, tmp_path, mode, message):
+def test_bad_endpoint_is_one_line_exit_2_and_no_verdict(untrained: Path, monkeypatch, capsys, tmp_path, mode, message):
+    trained = untrained
     handler = type("Handler", (BadHandler,), {"mode": mode})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = QuietServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
