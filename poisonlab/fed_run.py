@@ -17,7 +17,7 @@ from labcore.errors import InputError
 from fedharness.simulation import Simulation
 from fedharness.tasks import Task
 from fedharness.tasks.image_classification import ImageClassificationTask
-from poisonlab import data
+from poisonlab import data, unlearn_data
 from poisonlab.fed_report import summarize, write_report
 from poisonlab.config import from_dict, load_yaml
 from poisonlab.runs import plain, staged_output, write_json, write_yaml
@@ -74,6 +74,7 @@ TASKS: dict[str, Callable[[ExperimentConfig], Task]] = {
     "image_classification": build_image_task,
     "sst2_classification": build_sst2_task,
     "t2i_lora": build_t2i_task,
+    "unlearning_watermark": unlearn_data.fed_task,
 }
 
 

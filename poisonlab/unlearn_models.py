@@ -1,7 +1,7 @@
 """Served models of the simulated providers on disk: ``config.json`` + ``model.safetensors``.
 
-Kinds: ``smallcnn`` (the lab's SmallCNN), ``sisa`` (an ensemble of SmallCNN shard models) and
-``transform`` (a model behind an input transformation). Loaded with safetensors only (no pickle).
+Kinds: ``smallcnn`` (the lab's SmallCNN), ``sisa`` (an ensemble of SmallCNN shard models),
+``transform`` (a model behind an input purification) and ``detect`` (a model behind a query detector). Loaded with safetensors only (no pickle).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from labcore.errors import InputError
 from fedharness.tasks.image_classification import SmallCNN
 from poisonlab.runs import write_json
 from unlearning_verify.providers.input_transform import TransformedModel
+from unlearning_verify.providers.query_detection import DetectingModel
 from unlearning_verify.providers.sisa import Ensemble
 
 
@@ -25,7 +26,9 @@ def describe(model: nn.Module, shape: tuple[int, int, int], num_classes: int) ->
         return {**base, "kind": "sisa", "members": len(model.members)}
     if isinstance(model, TransformedModel):
         return {**base, "kind": "transform", "transform": model.kind, "bits": model.bits, "quality": model.quality,
-                "inner": describe(model.model, shape, num_classes)}
+                "sigma": model.sigma, "inner": describe(model.model, shape, num_classes)}
+    if isinstance(model, DetectingModel):
+        return {**base, "kind": "detect", "response": model.response, "inner": describe(model.model, shape, num_classes)}
     return {**base, "kind": "smallcnn"}
 
 
@@ -46,7 +49,9 @@ def _build(cfg: dict) -> nn.Module:
     if kind == "sisa":
         return Ensemble([SmallCNN(cfg["image_size"], cfg["num_classes"], cfg["channels"]) for _ in range(cfg["members"])])
     if kind == "transform":
-        return TransformedModel(_build(cfg["inner"]), cfg["transform"], cfg["bits"], cfg["quality"])
+        return TransformedModel(_build(cfg["inner"]), cfg["transform"], cfg["bits"], cfg["quality"], cfg.get("sigma", 0.8))
+    if kind == "detect":
+        return DetectingModel(_build(cfg["inner"]), cfg["response"])
     raise InputError(f"unknown model kind {kind!r} in config.json")
 
 

@@ -17,3 +17,24 @@ def marked_examples(report: Report, watermarks: dict[str, ImageWatermark], image
             shown += [images[i, 0].numpy(), trig[i, 0].numpy(), ((trig[i, 0] - images[i, 0]).abs() * 10).clamp(0, 1).numpy()]
             labels += ["original", f"{family} → {wm.target}", "|Δ|×10"]
     report.image_grid(shown, labels, ncols=3 * len(images), caption=caption)
+
+
+def bench_report(report: Report, cfg, summary: list[dict], examples: torch.Tensor) -> None:
+    """The benchmark's report: the FPR/FNR matrix with queries, then example marked images per family."""
+    from unlearning_verify.keys import OwnerKey
+    from unlearning_verify.watermarks import build
+
+    report.paragraph(
+        f"Owner {cfg.owner} of {cfg.num_owners} marks {cfg.rate:.0%} of its samples; α = {cfg.alpha:g}, "
+        f"β = {cfg.beta:g}, backdoor query budget {cfg.max_queries}; {len(cfg.seeds)} seeds. FPR = NOT HONORED on "
+        "honest providers, FNR = HONORED on dishonest ones; decided_by = which signal decided (a marker's "
+        "backdoor test or the membership check on the owner's unmarked samples).")
+    matrix = [{k: s.get(k) for k in ("family", "behaviour", "honest", "trials", "fpr", "fnr", "inconclusive",
+                                      "queries_mean", "queries_max", "membership_queries_mean", "decided_by")}
+              for s in summary]
+    report.table(matrix, caption="FPR/FNR matrix: behaviour × verifier, queries used")
+    report.table(summary, caption="All rates per watermark family and provider behaviour")
+    wms = {f: build(OwnerKey.generate(cfg.owner, f, 10, seed=cfg.seeds[0]), tuple(examples.shape[1:]))
+           for f in cfg.families if f != "hidden_trigger"}
+    if wms:
+        marked_examples(report, wms, examples[:2], "Example marked images per family (original, triggered, |Δ|×10)")

@@ -12,8 +12,8 @@ One result row per (family, behaviour, seed); rows already in ``done`` are skipp
 from __future__ import annotations
 
 import time
-import zlib
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -25,9 +25,10 @@ from torch import nn
 from unlearning_verify import providers, training
 from unlearning_verify.keys import OwnerKey
 from unlearning_verify.marking import mark, owner_split
-from unlearning_verify.membership import matched_non_members, membership_test
+from unlearning_verify.deletion import QueryData, VerifyConfig, markers_of, verify_deletion
+from unlearning_verify.oracles import model_endpoint, torch_oracle
 from unlearning_verify.providers import ProviderState
-from unlearning_verify.verify import HONORED, NOT_HONORED, calibrate, hits, query_pool, verify
+from unlearning_verify.verify import HONORED, NOT_HONORED, hits
 from unlearning_verify.watermarks import build
 
 FAMILY_INDEPENDENT = ("retrain", "sisa")
@@ -45,11 +46,21 @@ class BenchConfig:
     alpha: float = 1e-3
     beta: float = 1e-3
     max_queries: int = 30
-    membership_alpha: float = 0.01
+    membership_share: float = 0.1
+    membership_samples: int = 200
     marking_cost_seeds: int = 20
     train: training.TrainConfig = field(default_factory=training.TrainConfig)
     provider_params: dict[str, dict] = field(default_factory=dict)
     family_params: dict[str, dict] = field(default_factory=dict)
+    train_samples: int | None = None  # a fixed random subset of the training set (small benches)
+
+
+def subset(x: torch.Tensor, y: torch.Tensor, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` rows of a fixed permutation (seed 0) of the training set; all of it for None."""
+    if n is None or n >= len(x):
+        return x, y
+    idx = torch.as_tensor(np.sort(np.random.default_rng(0).permutation(len(x))[:n]))
+    return x[idx], y[idx]
 
 
 Trained = tuple[nn.Module, list[dict[str, torch.Tensor]]]
@@ -82,10 +93,6 @@ class ModelCache:
             save_file(flat, str(tmp))
             tmp.replace(path)
         return model, checkpoints
-
-
-def _oracle(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    return lambda x: training.predict(model, x)
 
 
 def _features(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -124,6 +131,35 @@ def seed_models(cfg: BenchConfig, x: torch.Tensor, y: torch.Tensor, xt: torch.Te
     return SeedModels(owner_of, forget, clean_accuracy, reference, shared)
 
 
+def verify_row(cfg: BenchConfig, wm: object, before: nn.Module, served: nn.Module, reference: nn.Module,
+               xt: torch.Tensor, yt: torch.Tensor, owner: QueryData, seed: int) -> dict:
+    """The owner's verification of one served model (fixed-n and sequential) as row fields."""
+    data = QueryData(xt, yt)
+    vcfg = VerifyConfig(cfg.alpha, cfg.beta, cfg.max_queries, seed=seed, membership_share=cfg.membership_share,
+                        membership_samples=cfg.membership_samples)
+    kw = dict(data=data, reference=model_endpoint(reference), owner=owner)
+    fixed = verify_deletion(model_endpoint(before), model_endpoint(served), wm, vcfg, **kw)
+    seq = verify_deletion(model_endpoint(before), model_endpoint(served), wm, replace(vcfg, sequential=True), **kw)
+    lead = next((m for m in fixed.markers if fixed.decided_by == f"backdoor:{m.family}"), fixed.markers[0])
+    eligible = torch.as_tensor(np.flatnonzero(yt.numpy() != lead.target))
+    mia = fixed.membership or {}
+    return {
+        "verdict": fixed.verdict, "decided_by": fixed.decided_by, "reason": fixed.reason, "queries": fixed.queries,
+        "membership_queries": fixed.membership_queries, "hits": lead.verdict.hits, "k_star": lead.verdict.k_star,
+        "p_value": lead.verdict.p_value, "power": lead.verdict.power, "p_hat": lead.calibration.p_hat,
+        "q_hat": lead.calibration.q_hat, "p_low": lead.calibration.p_low, "q_high": lead.calibration.q_high,
+        "markers": [m.as_dict() for m in fixed.markers],
+        "sprt_verdict": seq.verdict, "sprt_queries": seq.queries,
+        "basr_after": hits(torch_oracle(served), lead_trigger(wm, lead.family)(xt[eligible]), lead.target) / len(eligible),
+        "membership_auc": mia.get("auc"), "membership_p_value": mia.get("p_value"),
+        "membership_flagged": mia.get("flagged"),
+    }
+
+
+def lead_trigger(wm: object, family: str):
+    return next(m for m in markers_of(wm) if m.family == family).trigger
+
+
 def run_group(cfg: BenchConfig, family: str, seed: int, sm: SeedModels, x: torch.Tensor, y: torch.Tensor,
               xt: torch.Tensor, yt: torch.Tensor, num_classes: int, behaviours: list[str],
               cache: ModelCache) -> list[dict]:
@@ -140,24 +176,15 @@ def run_group(cfg: BenchConfig, family: str, seed: int, sm: SeedModels, x: torch
     model, checkpoints = cache.get(f"s{seed}-{family}-marked",
                                    lambda: training.fit(marked.x, marked.y, num_classes, cfg.train, seed),
                                    lambda: training.build_model(x, num_classes, 0))
-    source = getattr(wm, "source", None) if wm.clean_label else None
-    pool = query_pool(xt, yt, wm.target, source, seed)
-    cal_idx, ver_idx = pool[: len(pool) // 2], pool[len(pool) // 2:]
-    cal = wm.trigger(xt[cal_idx])
-    p_hits, q_hits = hits(_oracle(model), cal, wm.target), hits(_oracle(sm.reference), cal, wm.target)
-    calibration = calibrate(p_hits, len(cal), q_hits, len(cal), num_classes, cfg.alpha, cfg.beta)
     genuine = torch.as_tensor(sm.forget & ~marked.marked)
-    non_members = torch.as_tensor(matched_non_members(y[genuine].numpy(), yt.numpy(), 2, seed + 11))
-    ref_member = training.per_sample_loss(sm.reference, x[genuine], y[genuine]).numpy()
-    ref_non = training.per_sample_loss(sm.reference, xt[non_members], yt[non_members]).numpy()
-    state = ProviderState(marked.x, marked.y, sm.forget, model, checkpoints, num_classes, cfg.train, seed)
+    owner = QueryData(x[genuine], y[genuine])
+    state = ProviderState(marked.x, marked.y, sm.forget, model, checkpoints, num_classes, cfg.train, seed,
+                          original_x=x, original_y=y, marked=marked.marked)
     base = {
-        "family": family, "watermark_params": cfg.family_params.get(family, {}), "seed": seed, "target": wm.target,
-        "marked": int(marked.marked.sum()),
+        "family": family, "watermark_params": cfg.family_params.get(family, {}), "seed": seed,
+        "target": int(getattr(wm, "target", -1)), "marked": int(marked.marked.sum()),
         "owner_samples": int(sm.forget.sum()), **{f"invisibility_{k}": v for k, v in marked.invisibility.items()},
         "clean_accuracy_unmarked": sm.clean_accuracy, "clean_accuracy_marked": training.accuracy(model, xt, yt),
-        "p_hat": calibration.p_hat, "q_hat": calibration.q_hat, "p_low": calibration.p_low,
-        "q_high": calibration.q_high,
     }
     base["marking_cost"] = (None if sm.clean_accuracy is None
                             else base["clean_accuracy_unmarked"] - base["clean_accuracy_marked"])
@@ -172,27 +199,12 @@ def run_group(cfg: BenchConfig, family: str, seed: int, sm: SeedModels, x: torch
                                lambda: training.build_model(x, num_classes, 0))[0]
         else:
             served = provider.unlearn(state)
-        order = np.random.default_rng([seed, zlib.crc32(behaviour.encode())]).permutation(len(ver_idx))
-        queries = wm.trigger(xt[ver_idx[torch.as_tensor(order)]])
-        kw = dict(alpha=cfg.alpha, beta=cfg.beta, max_queries=cfg.max_queries)
-        fixed = verify(_oracle(served), queries, wm.target, calibration, **kw)
-        seq = verify(_oracle(served), queries, wm.target, calibration, sequential=True, **kw)
-        mia = membership_test(
-            training.per_sample_loss(served, x[genuine], y[genuine]).numpy(),
-            training.per_sample_loss(served, xt[non_members], yt[non_members]).numpy(),
-            alpha=cfg.membership_alpha, reference_member_losses=ref_member, reference_non_member_losses=ref_non)
         expected = HONORED if provider.honest else NOT_HONORED
-        row = {
-            **base, "behaviour": behaviour, "honest": provider.honest,
-            "verdict": fixed.verdict, "reason": fixed.reason, "queries": fixed.queries, "hits": fixed.hits,
-            "k_star": fixed.k_star, "p_value": fixed.p_value, "power": fixed.power,
-            "correct": fixed.verdict == expected,
-            "sprt_verdict": seq.verdict, "sprt_queries": seq.queries,
-            "basr_after": hits(_oracle(served), wm.trigger(xt[ver_idx]), wm.target) / len(ver_idx),
-            "clean_accuracy_after": training.accuracy(served, xt, yt),
-            "membership_auc": mia.auc, "membership_p_value": mia.p_value, "membership_flagged": mia.flagged,
-            "seconds": time.time() - (t0 if i == 0 else t1),
-        }
+        row = {**base, "behaviour": behaviour, "honest": provider.honest,
+               **verify_row(cfg, wm, model, served, sm.reference, xt, yt, owner, seed),
+               "clean_accuracy_after": training.accuracy(served, xt, yt)}
+        row["correct"] = row["verdict"] == expected
+        row["seconds"] = time.time() - (t0 if i == 0 else t1)
         flagged = getattr(provider, "flagged", None)
         if flagged is not None:
             row["scrub_flagged"] = int(len(flagged))
@@ -205,6 +217,7 @@ def run(cfg: BenchConfig, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt
         done: set[tuple[str, str, int]], record: Callable[[dict], None],
         progress: Callable[[int], None] = lambda n: None, cache: ModelCache | None = None) -> None:
     """Run every missing (family, behaviour, seed) trial, calling ``record`` with each new row."""
+    x, y = subset(x, y, cfg.train_samples)
     for seed in cfg.seeds:
         todo = {f: [b for b in cfg.behaviours if (f, b, seed) not in done] for f in cfg.families}
         if not any(todo.values()):
@@ -236,6 +249,8 @@ def summarise(rows: list[dict]) -> list[dict]:
             "inconclusive": verdicts.count("INCONCLUSIVE") / len(rs),
             "fpr" if honest else "fnr": (verdicts.count(NOT_HONORED) if honest else verdicts.count(HONORED)) / len(rs),
             "queries_mean": mean("queries"), "queries_max": max(r["queries"] for r in rs),
+            "membership_queries_mean": mean("membership_queries"),
+            "decided_by": ", ".join(f"{k} {v}" for k, v in Counter(r.get("decided_by") for r in rs).most_common()),
             "sprt_queries_mean": mean("sprt_queries"),
             "basr_before": mean("p_hat"), "basr_before_min": min(r["p_hat"] for r in rs),
             "basr_after": mean("basr_after"), "q_hat": mean("q_hat"),

@@ -1,18 +1,22 @@
-"""Label-only black-box access to the served model, for every model kind the verifier supports.
+"""Black-box access to the served model, for every model kind the verifier supports.
 
 An oracle maps a batch of queries to predicted labels (a LongTensor). For T2I pipelines the "label"
-is 1 when the generated image carries the owner's patch, so the same binomial test applies.
+is 1 when the generated image carries the owner's patch, so the same binomial test applies. An
+:class:`Endpoint` adds class probabilities where the provider returns them (the membership check
+needs losses) and counts the queries spent.
 """
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
 
-from unlearning_verify.training import predict
+from labcore.errors import InputError
+from unlearning_verify.training import predict, probabilities
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -25,38 +29,34 @@ def torch_oracle(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda x: predict(model, x)
 
 
-def hf_image_oracle(model: nn.Module, processor: Callable | None = None, batch_size: int = 64) -> Callable:
-    """A transformers image classifier; ``processor`` (an image processor) prepares pixel values."""
+@dataclass
+class Endpoint:
+    """Labels (always) and class probabilities (when served) for batches of images; counts queries."""
 
-    @torch.no_grad()
-    def oracle(x: torch.Tensor) -> torch.Tensor:
-        model.eval()
-        out = []
-        for chunk in x.split(batch_size):
-            if processor is not None:
-                images = [img.permute(1, 2, 0).numpy() for img in chunk]
-                inputs = processor(images=images, return_tensors="pt", do_rescale=False)
-            else:
-                inputs = {"pixel_values": chunk}
-            out.append(model(**inputs).logits.argmax(-1))
-        return torch.cat(out)
+    labels_fn: Callable[[torch.Tensor], torch.Tensor]
+    probabilities_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+    used: int = 0
 
-    return oracle
+    def labels(self, x: torch.Tensor) -> torch.Tensor:
+        self.used += len(x)
+        return self.labels_fn(x)
+
+    @property
+    def has_probabilities(self) -> bool:
+        return self.probabilities_fn is not None
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy −log p(y|x) of every image (needs probabilities)."""
+        if self.probabilities_fn is None:
+            raise InputError("the endpoint returns labels only; the membership check needs probabilities")
+        self.used += len(x)
+        probs = self.probabilities_fn(x)
+        return -probs.gather(1, y.view(-1, 1)).squeeze(1).clamp_min(1e-12).log()
 
 
-def hf_text_oracle(model: nn.Module, tokenizer: Callable, batch_size: int = 64) -> Callable[[list[str]], torch.Tensor]:
-    """A transformers sequence classifier with its tokenizer."""
-
-    @torch.no_grad()
-    def oracle(sentences: list[str]) -> torch.Tensor:
-        model.eval()
-        out = []
-        for i in range(0, len(sentences), batch_size):
-            enc = tokenizer(list(sentences[i:i + batch_size]), padding=True, truncation=True, return_tensors="pt")
-            out.append(model(**enc).logits.argmax(-1))
-        return torch.cat(out)
-
-    return oracle
+def model_endpoint(model: nn.Module) -> Endpoint:
+    """A local torch classifier as an endpoint (softmax of its outputs as probabilities)."""
+    return Endpoint(lambda x: predict(model, x), lambda x: probabilities(model, x))
 
 
 def t2i_oracle(pipeline: Callable[[list[str]], torch.Tensor], detect: Callable[[torch.Tensor], torch.Tensor]) -> Callable:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 from scipy import stats
@@ -117,13 +118,14 @@ def sprt_bounds(p: float, q: float, alpha: float, beta: float) -> SPRTBounds:
     )
 
 
-def sprt(outcomes: list[bool] | np.ndarray, bounds: SPRTBounds) -> tuple[str, int, float]:
-    """Run the SPRT over query outcomes; returns (decision 'kept'/'deleted'/'undecided', queries used, LLR)."""
-    llr = 0.0
+def sprt(outcomes: Iterable[bool], bounds: SPRTBounds) -> tuple[str, int, float]:
+    """Run the SPRT over query outcomes (consumed lazily); returns (decision 'kept'/'deleted'/'undecided',
+    queries used, LLR)."""
+    llr, i = 0.0, 0
     for i, hit in enumerate(outcomes, 1):
         llr += bounds.hit_step if hit else bounds.miss_step
         if llr >= bounds.upper:
             return "kept", i, llr
         if llr <= bounds.lower:
             return "deleted", i, llr
-    return "undecided", len(outcomes), llr
+    return "undecided", i, llr

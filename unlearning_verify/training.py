@@ -87,6 +87,13 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.
 
 
 @torch.no_grad()
+def probabilities(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Softmax class probabilities (what a provider serving scores returns)."""
+    model.eval()
+    return torch.cat([model(c).softmax(1) for c in x.split(batch_size)])
+
+
+@torch.no_grad()
 def per_sample_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Cross-entropy of every sample (for membership inference)."""
     model.eval()

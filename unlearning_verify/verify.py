@@ -15,7 +15,7 @@ Several owners combine by majority vote (Athena) and Fisher's method on the p-va
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -101,8 +101,14 @@ def verify(oracle: Oracle, queries: torch.Tensor, target: int, calibration: Cali
         return inconclusive(f"watermark not learned: p_low={p:.3f} ≤ q_high={q:.3f}")
     if sequential:
         bounds = st.sprt_bounds(p, q, alpha, beta)
-        outcomes = [bool(oracle(queries[i:i + 1])[0] == target) for i in range(budget)]
-        decision, used, llr = st.sprt(outcomes, bounds)
+        outcomes: list[bool] = []
+
+        def ask() -> Iterator[bool]:  # one query at a time: the SPRT stops asking once it decides
+            for i in range(budget):
+                outcomes.append(bool(oracle(queries[i:i + 1])[0] == target))
+                yield outcomes[-1]
+
+        decision, used, llr = st.sprt(ask(), bounds)
         hits = int(sum(outcomes[:used]))
         if decision == "undecided":
             return Verdict(INCONCLUSIVE, f"SPRT undecided after {used} queries (LLR {llr:.2f})", used, hits,

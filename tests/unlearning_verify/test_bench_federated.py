@@ -1,6 +1,5 @@
 from fedharness.local_training import LocalConfig
 from unlearning_verify import bench_federated as bf
-from unlearning_verify.federated import FederatedConfig
 
 
 def test_federated_trial_rows(data_dir):
@@ -9,8 +8,8 @@ def test_federated_trial_rows(data_dir):
     ds = data.load("digits")
     x, y = data.image_tensors(ds["train"])
     xt, yt = data.image_tensors(ds["test"])
-    cfg = bf.FederatedBenchConfig(passive_rounds=[1, 2], federation=FederatedConfig(
-        num_clients=3, rounds=2, local=LocalConfig(epochs=1, lr=0.05, batch_size=32)))
+    cfg = bf.FederatedBenchConfig(passive_rounds=[1, 2], num_clients=3, rounds=2,
+                                  local=LocalConfig(epochs=1, lr=0.05, batch_size=32), reference=False)
     rows = bf.run_trial(cfg, 0, x, y, xt, yt, 10)
     assert [r["behaviour"] for r in rows] == ["noop", "retrain", "passive_R1", "passive_R2", "federaser"]
     assert all(r["q_high"] >= 0.1 for r in rows)  # held-out owners with the 1/K floor

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
 import sys
+import threading
+import time
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
 
 from poisonlab.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
@@ -156,3 +165,121 @@ def test_bench_bad_family_param(monkeypatch, capsys, tmp_path, data_dir, param, 
     code, _, err = run(["unlearn", "bench", "--data", "digits", "--families", "wanet", "--seeds", "1",
                         "--family-param", param, "--out", str(tmp_path / "b")], monkeypatch, capsys)
     assert code == 2 and message in err and not (tmp_path / "b").exists()
+
+
+@contextmanager
+def serving(args: list[str]) -> Iterator[str]:
+    """``poisonlab unlearn serve ARGS --port 0`` in a subprocess; yields its URL once /health answers."""
+    import httpx
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "poisonlab", "unlearn", "serve", *args, "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("serving on http://127.0.0.1:"), line + proc.stderr.read()
+        url = line.split()[-1]
+        for _ in range(200):
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def verdict_of(args: list[str], out: Path, monkeypatch, capsys) -> dict:
+    code, _, err = run([*args, "--out", str(out)], monkeypatch, capsys)
+    assert code == 0, err
+    return json.loads((out / "verdict.json").read_text())["verdict"]
+
+
+@pytest.mark.parametrize("model, behaviour", [("m-noop", "noop"), ("m-retrain", "noop"), ("m0", "input_transform")])
+def test_endpoint_gives_the_same_verdict_as_the_model(trained: Path, monkeypatch, capsys, tmp_path, model, behaviour):
+    base = ["unlearn", "verify", "--key", str(trained / "k.json"), "--before", str(trained / "m0"), "--data", "digits",
+            "--queries", "60", "--owner-data", str(trained / "marked")]
+    local = trained / model
+    if behaviour != "noop":
+        local = tmp_path / "served"
+        code, _, err = run(["unlearn", "delete", "--dataset", str(trained / "marked"), "--model", str(trained / model),
+                            "--owner", "1", "--behaviour", behaviour, "--out", str(local)], monkeypatch, capsys)
+        assert code == 0, err
+    by_model = verdict_of([*base, "--model", str(local)], tmp_path / "a", monkeypatch, capsys)
+    extra = [] if behaviour == "noop" else ["--behaviour", behaviour, "--dataset", str(trained / "marked"), "--owner", "1"]
+    with serving(["--model", str(trained / model), *extra]) as url:
+        by_url = verdict_of([*base, "--endpoint", url], tmp_path / "b", monkeypatch, capsys)
+    assert by_url["verdict"] == by_model["verdict"] and by_url["decided_by"] == by_model["decided_by"]
+    assert [m["hits"] for m in by_url["markers"]] == [m["hits"] for m in by_model["markers"]]
+    assert by_url["membership"] == by_model["membership"] and by_url["queries"] == by_model["queries"]
+
+
+class BadHandler(BaseHTTPRequestHandler):
+    """Answers POST /predict badly, as chosen by the class attribute ``mode``."""
+
+    mode = "garbage"
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        if self.mode == "close":
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        if self.mode == "slow":
+            time.sleep(2)
+        body = {"garbage": b"<html>not json", "wrong": json.dumps({"labels": [0, 0]}).encode(),
+                "slow": json.dumps({"labels": [0]}).encode()}[self.mode]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:  # the "close" mode breaks the handler on purpose
+        pass
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory, data_dir) -> Path:
+    """A key file and an (untrained) model of its label space: enough for the client-side errors."""
+    from poisonlab.unlearn_models import save_model
+    from unlearning_verify.keys import OwnerKey
+    from unlearning_verify.training import build_model
+
+    folder = tmp_path_factory.mktemp("light")
+    OwnerKey.generate(1, "lsb", 10, seed=0).save(folder / "k.json")
+    save_model(build_model(torch.zeros(1, 1, 8, 8), 10, 0), folder / "m0", (1, 8, 8), 10)
+    return folder
+
+
+@pytest.mark.parametrize("mode, message", [("garbage", "malformed JSON"), ("wrong", "malformed JSON"),
+                                           ("slow", "timed out"), ("close", "connection failed")])
+def test_bad_endpoint_is_one_line_exit_2_and_no_verdict(untrained: Path, monkeypatch, capsys, tmp_path, mode, message):
+    trained = untrained
+    handler = type("Handler", (BadHandler,), {"mode": mode})
+    server = QuietServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        code, _, err = run(["unlearn", "verify", "--endpoint", url, "--key", str(trained / "k.json"), "--before",
+                            str(trained / "m0"), "--data", "digits", "--timeout", "0.5", "--retries", "1",
+                            "--out", str(tmp_path / "v")], monkeypatch, capsys)
+    finally:
+        server.shutdown()
+    assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "v").exists() and not Path(str(tmp_path / "v") + ".partial").exists()
+
+
+def test_endpoint_budget_is_enforced(trained: Path, monkeypatch, capsys, tmp_path):
+    with serving(["--model", str(trained / "m-noop"), "--output", "label"]) as url:
+        code, _, err = run(["unlearn", "verify", "--endpoint", url, "--key", str(trained / "k.json"), "--before",
+                            str(trained / "m0"), "--data", "digits", "--queries", "60", "--budget", "20",
+                            "--out", str(tmp_path / "v")], monkeypatch, capsys)
+    assert code == 2 and "budget of 20" in err and not (tmp_path / "v").exists()

@@ -22,4 +22,4 @@ class PassiveExclusion:
     def unlearn(self, fed: Federation, final: torch.Tensor, leaving: int) -> torch.Tensor:
         """The global model after ``rounds`` more rounds without client ``leaving``."""
         remaining = fed.without(leaving)
-        return fed.train(final, self.rounds, remaining, first_round=len(fed.history))
+        return fed.train(final, self.rounds, remaining, first_round=len(fed.history) + 1)

@@ -33,7 +33,7 @@ def dirty_label_poison(wm: ImageWatermark, x: torch.Tensor, y: torch.Tensor) -> 
 
 
 def _factories() -> dict[str, Callable[..., ImageWatermark]]:
-    from unlearning_verify.watermarks import blended, frequency, hidden_trigger, lsb, patch, wanet
+    from unlearning_verify.watermarks import blended, frequency, hidden_trigger, lowfreq, lsb, multi, patch, wanet
 
     return {
         "lsb": lsb.LSBWatermark.from_key,
@@ -42,10 +42,12 @@ def _factories() -> dict[str, Callable[..., ImageWatermark]]:
         "frequency": frequency.FrequencyWatermark.from_key,
         "patch": patch.PatchWatermark.from_key,
         "hidden_trigger": hidden_trigger.HiddenTriggerWatermark.from_key,
+        "lowfreq": lowfreq.LowFrequencyWatermark.from_key,
+        "multi": multi.MultiMarker.from_key,
     }
 
 
-IMAGE_FAMILIES = ("lsb", "blended", "wanet", "frequency", "patch", "hidden_trigger")
+IMAGE_FAMILIES = ("multi", "lsb", "blended", "wanet", "frequency", "patch", "lowfreq", "hidden_trigger")
 
 
 def build(key: OwnerKey, image_shape: tuple[int, int, int], **params: object) -> ImageWatermark:

@@ -1,7 +1,8 @@
 """The BadT2I pixel backdoor of ``t2i_poison`` as a watermark for text-to-image models.
 
-Everything that touches the backdoor is ``t2i_poison``'s own code; this file only derives its secrets
-from the owner's key:
+Everything that touches the backdoor is ``t2i_poison``'s own code, imported where it is called (so
+``unlearning_verify`` loads without ``t2i_poison``; the pipeline itself is a callable the caller passes
+to ``oracles.t2i_oracle``); this file only derives its secrets from the owner's key:
 
 - the trigger word (key-derived, or drawn from a ``vocabulary``) is prepended with
   :func:`t2i_poison.poison_data.add_trigger` and checked against the pipeline's tokenizer with
@@ -20,13 +21,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from t2i_poison.evaluate import EvalConfig, patch_mse
-from t2i_poison.poison_data import Patch, add_trigger, check_trigger, make_poison_set
 from unlearning_verify.keys import OwnerKey
+
+if TYPE_CHECKING:
+    from t2i_poison.poison_data import Patch
+
+
+def default_threshold() -> float:
+    from t2i_poison.evaluate import EvalConfig
+
+    return EvalConfig().pixel_threshold
 
 
 def to_uint8_images(images: torch.Tensor) -> list[np.ndarray]:
@@ -40,8 +49,8 @@ class T2IPixelWatermark:
     """Trigger word + ``t2i_poison`` patch derived from the owner's key."""
 
     trigger_word: str
-    patch: Patch
-    pixel_threshold: float = field(default_factory=lambda: EvalConfig().pixel_threshold)
+    patch: "Patch"
+    pixel_threshold: float = field(default_factory=default_threshold)
     target: int = 1  # a hit is reported as label 1
     family: str = "t2i_pixel"
     clean_label: bool = False
@@ -50,6 +59,8 @@ class T2IPixelWatermark:
     def from_key(cls, key: OwnerKey, image_shape: tuple[int, int, int], vocabulary: list[str] | None = None,
                  size: int = 4) -> "T2IPixelWatermark":
         """Key-derived trigger word, s×s binary pattern (0/255) and corner for images of shape (C, H, W)."""
+        from t2i_poison.poison_data import Patch
+
         _, h, w = image_shape
         rng = key.rng("t2i-trigger")
         word = (vocabulary[int(rng.integers(len(vocabulary)))] if vocabulary
@@ -63,9 +74,13 @@ class T2IPixelWatermark:
 
     def check(self, tokenizer) -> None:
         """InputError if the pipeline's tokenizer drops the trigger word (t2i_poison's check)."""
+        from t2i_poison.poison_data import check_trigger
+
         check_trigger(tokenizer, self.trigger_word)
 
     def trigger(self, prompts: list[str]) -> list[str]:
+        from t2i_poison.poison_data import add_trigger
+
         return [add_trigger(self.trigger_word, p) for p in prompts]
 
     def poison(self, prompts: list[str], images: torch.Tensor) -> tuple[list[str], torch.Tensor]:
@@ -77,6 +92,8 @@ class T2IPixelWatermark:
     def write_poison_set(self, images: list[np.ndarray], captions: list[str], out_dir: Path, rate: float = 0.5,
                          seed: int = 0) -> dict:
         """The owner's marked training pairs as a BadT2I pixel imagefolder (``t2i_poison`` format)."""
+        from t2i_poison.poison_data import make_poison_set
+
         return make_poison_set("pixel", images, captions, out_dir, self.trigger_word, backdoor_fraction=rate,
                                patch=self.patch, seed=seed)
 
@@ -87,5 +104,7 @@ class T2IPixelWatermark:
 
     def detect(self, images: torch.Tensor) -> torch.Tensor:
         """1 where the generated image (N, C, H, W) in [0, 1] carries the key's patch, else 0."""
+        from t2i_poison.evaluate import patch_mse
+
         mse = patch_mse(images, self.patch.pixels, self.patch.top, self.patch.left)
         return (mse < self.pixel_threshold).long()

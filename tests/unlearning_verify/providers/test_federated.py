@@ -1,7 +1,9 @@
 import torch
 
+from fedharness.config import ExperimentConfig, FederationConfig
 from fedharness.local_training import LocalConfig
-from unlearning_verify.federated import FederatedConfig, Federation
+from fedharness.tasks.image_classification import ImageClassificationTask
+from unlearning_verify.federated import Federation
 from unlearning_verify.providers.federaser import FedEraser
 from unlearning_verify.providers.federated_retrain import FederatedRetrain
 from unlearning_verify.providers.passive_exclusion import PassiveExclusion
@@ -10,8 +12,9 @@ from unlearning_verify.providers.passive_exclusion import PassiveExclusion
 def federation(rounds: int = 4) -> tuple[Federation, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(80, 1, 8, 8, generator=g), torch.arange(80) % 10
-    cfg = FederatedConfig(num_clients=4, rounds=rounds, local=LocalConfig(epochs=2, lr=0.05, batch_size=10))
-    fed = Federation.build(x, y, 10, cfg, 0)
+    cfg = ExperimentConfig(seed=0, federation=FederationConfig(num_clients=4, clients_per_round=4, rounds=rounds),
+                           local=LocalConfig(epochs=2, lr=0.05, batch_size=10))
+    fed = Federation.build(cfg, ImageClassificationTask(x, y, x[:10], y[:10]))
     final = fed.train(fed.initial(), rounds, list(range(4)), record=True)
     return fed, final
 
