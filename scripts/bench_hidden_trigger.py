@@ -35,7 +35,7 @@ def grid(args: argparse.Namespace) -> list[dict]:
     for pair in args.pairs:
         for seed in args.seeds:
             points.append({"pair": pair, "seed": seed, "poisons": args.poisons, "eps255": args.eps})
-            if seed not in args.sweep_seeds:
+            if seed not in args.sweep_seeds or pair not in args.sweep_pairs:
                 continue
             points += [{"pair": pair, "seed": seed, "poisons": n, "eps255": args.eps} for n in args.poison_sweep]
             points += [{"pair": pair, "seed": seed, "poisons": args.poisons, "eps255": e} for e in args.eps_sweep]
@@ -75,6 +75,7 @@ def main() -> None:
     p.add_argument("--pairs", nargs="+", default=["3-8", "4-9", "7-1"], help="source-target digit pairs")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--sweep-seeds", nargs="*", type=int, default=[0])
+    p.add_argument("--sweep-pairs", nargs="*", default=["3-8"])
     p.add_argument("--poisons", type=int, default=80)
     p.add_argument("--eps", type=float, default=16.0, help="ε in 1/255 units")
     p.add_argument("--poison-sweep", nargs="*", type=int, default=[50, 100, 200, 400])

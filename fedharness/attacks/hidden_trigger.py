@@ -61,9 +61,12 @@ class HiddenTriggerConfig:
 
 @dataclass
 class Patch:
-    """The secret trigger: a (C, s, s) pattern pasted at a place; random places while poisoning."""
+    """The secret trigger: a (C, s, s) pattern pasted at random places, or at (``top``, ``left``)
+    (default: one pixel from the bottom-right corner)."""
 
     pattern: torch.Tensor
+    top: int | None = None
+    left: int | None = None
 
     @classmethod
     def random(cls, channels: int, size: int, seed: int) -> "Patch":
@@ -84,7 +87,7 @@ class Patch:
 
     def apply(self, x: torch.Tensor, random_location: bool, g: torch.Generator) -> torch.Tensor:
         """The patch at a uniformly random place in each image (``rand_loc=true``), or one pixel from
-        the bottom-right corner (``rand_loc=false``)."""
+        the bottom-right corner or the set place (``rand_loc=false``)."""
         h, w = x.shape[-2:]
         if self.size > min(h, w) - 1:
             raise InputError(f"a {self.size}×{self.size} patch does not fit {h}×{w} images; use a smaller patch")
@@ -92,8 +95,8 @@ class Patch:
             tops = torch.randint(0, h - self.size + 1, (len(x),), generator=g)
             lefts = torch.randint(0, w - self.size + 1, (len(x),), generator=g)
         else:
-            tops = torch.full((len(x),), h - self.size - 1)
-            lefts = torch.full((len(x),), w - self.size - 1)
+            tops = torch.full((len(x),), h - self.size - 1 if self.top is None else self.top)
+            lefts = torch.full((len(x),), w - self.size - 1 if self.left is None else self.left)
         return self.paste(x, tops, lefts)
 
 
