@@ -15,6 +15,7 @@ from fedharness.config import ExperimentConfig
 from labcore.errors import InputError
 from fedharness.simulation import Simulation
 from fedharness.tasks import Task
+from fedharness.tasks.head_finetune import head_finetune_task
 from fedharness.tasks.image_classification import ImageClassificationTask
 from poisonlab import data
 from poisonlab.fed_report import summarize, write_report
@@ -49,6 +50,7 @@ def build_image_task(cfg: ExperimentConfig) -> ImageClassificationTask:
 
 TASKS: dict[str, Callable[[ExperimentConfig], Task]] = {
     "image_classification": build_image_task,
+    "head_finetune": lambda cfg: head_finetune_task(build_image_task(cfg), cfg.task.params, cfg.seed),
 }
 
 

@@ -126,13 +126,27 @@ class HeadFineTuneTask(ImageClassificationTask):
                 "attack_success_rate": float((self.predict(model, patched) == self.target_label).float().mean())}
 
 
-def head_finetune_task(base: ImageClassificationTask, source: int, patch_size: int, pretrain: PretrainConfig,
-                       seed: int, random_location: bool = False) -> HeadFineTuneTask:
+@dataclass
+class HeadFineTuneConfig:
+    """``task.params`` of the ``head_finetune`` federated task."""
+
+    source: int = 3
+    patch_size: int = 8
+    pretrain_epochs: int = 2
+    random_location: bool = False
+
+
+def head_finetune_task(base: ImageClassificationTask, params: dict, seed: int) -> HeadFineTuneTask:
     """``base``'s data with an extractor pretrained on its training images outside {source, target}."""
-    if not 0 < patch_size <= min(base.x_train.shape[-2:]):
-        raise InputError(f"patch size {patch_size} does not fit {tuple(base.x_train.shape[-2:])} images")
-    extractor = pretrain_extractor(base.x_train, base.y_train, (source, base.target_label), pretrain, seed)
-    patch = Patch.random(base.x_train.shape[1], patch_size, seed)
+    try:
+        cfg = HeadFineTuneConfig(**params)
+    except TypeError as exc:
+        raise InputError(f"bad task.params for head_finetune: {exc}") from None
+    if not 0 < cfg.patch_size < min(base.x_train.shape[-2:]):
+        raise InputError(f"task.params.patch_size {cfg.patch_size} does not fit {tuple(base.x_train.shape[-2:])} images")
+    extractor = pretrain_extractor(base.x_train, base.y_train, (cfg.source, base.target_label),
+                                   PretrainConfig(epochs=cfg.pretrain_epochs), seed)
+    patch = Patch.random(base.x_train.shape[1], cfg.patch_size, seed)
     fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base) if f.init}
-    return HeadFineTuneTask(**fields, extractor=extractor, patch=patch, source=source,
-                            random_location=random_location)
+    return HeadFineTuneTask(**fields, extractor=extractor, patch=patch, source=cfg.source,
+                            random_location=cfg.random_location)
