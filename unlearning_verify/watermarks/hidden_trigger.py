@@ -116,3 +116,64 @@ def explain(verdict: Verdict, check: AssumptionCheck) -> Verdict:
     else:
         return verdict
     return dataclasses.replace(verdict, reason=f"{note}; {verdict.reason}")
+
+
+@dataclass
+class TransferVerifyConfig:
+    """Verification where the provider fine-tunes a public pretrained model (the family's setting).
+
+    The provider's half of the training images belongs to ``num_owners`` owners; the public extractor
+    was pretrained on the other half. Owner 0 marks its target-class images (``eps``); the served
+    model is the extractor plus a head fitted on everything; the reference (q) and the honest
+    ``head_retrain`` provider refit the head without the owner. ``params`` override the poisoning."""
+
+    num_owners: int = 10
+    eps: float = 16 / 255
+    alpha: float = 1e-3
+    beta: float = 1e-3
+    max_queries: int = 30
+    params: dict = dataclasses.field(default_factory=dict)
+
+
+def verify_transfer(extractor: nn.Module, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor,
+                    cfg: TransferVerifyConfig, seed: int) -> list[dict]:
+    """One seed: verdicts (with the assumption check) for the ``noop`` and ``head_retrain`` providers."""
+    from fedharness.tasks.head_finetune import ExtractorHead, HeadFitConfig, extract, fit_head
+    from unlearning_verify import providers
+    from unlearning_verify.marking import mark, owner_split
+    from unlearning_verify.providers import ProviderState
+    from unlearning_verify.verify import calibrate, hits, query_pool, verify
+
+    features = lambda z: extract(extractor, z)
+    key = OwnerKey.generate(0, "hidden_trigger", 10, seed=seed)
+    owner_of = owner_split(len(x), cfg.num_owners, seed)
+    probe = HiddenTriggerWatermark.from_key(key, tuple(x.shape[1:]))
+    sources = x[torch.as_tensor((owner_of == 0) & (y.numpy() == probe.source))]
+    wm = HiddenTriggerWatermark.from_key(key, tuple(x.shape[1:]), features, sources, eps=cfg.eps, **cfg.params)
+    marked = mark(x, y, owner_of, 0, wm, 1.0, seed)
+
+    def served_on(rows: torch.Tensor) -> nn.Module:
+        model = ExtractorHead(extractor, 10)
+        with torch.no_grad():
+            head = fit_head(features(marked.x[rows]), marked.y[rows], 10, HeadFitConfig(), seed)
+            model.head.load_state_dict(head.state_dict())
+        return model.eval()
+
+    keep = torch.as_tensor(owner_of != 0)
+    model, reference = served_on(torch.ones(len(x), dtype=torch.bool)), served_on(keep)
+    oracle = lambda m: (lambda z: m(z).argmax(1))
+    pool = query_pool(xt, yt, wm.target, wm.source, seed)
+    cal, ver = wm.trigger(xt[pool[: len(pool) // 2]]), wm.trigger(xt[pool[len(pool) // 2:]])
+    calibration = calibrate(hits(oracle(model), cal, wm.target), len(cal), hits(oracle(reference), cal, wm.target),
+                            len(cal), 10, cfg.alpha, cfg.beta)
+    state = ProviderState(marked.x, marked.y, owner_of == 0, model, [], 10, seed=seed)
+    rows = []
+    for name in ("noop", "head_retrain"):
+        provider = providers.get(name)
+        served = provider.unlearn(state)
+        verdict = verify(oracle(served), ver, wm.target, calibration, alpha=cfg.alpha, beta=cfg.beta,
+                         max_queries=cfg.max_queries)
+        verdict = explain(verdict, check_assumptions(features, served, xt[:200]))
+        rows.append({"seed": seed, "behaviour": name, "honest": provider.honest, "marked": int(marked.marked.sum()),
+                     "p_hat": calibration.p_hat, "q_hat": calibration.q_hat, **verdict.as_dict()})
+    return rows
