@@ -8,6 +8,11 @@ control). Metrics: ASR on patched source test images (→ target), clean accurac
 *unpatched* source test images called target. Rows go to ``rows.jsonl`` (resumable), the summary to
 ``metrics.json``; all knobs map onto :class:`fedharness.attacks.hidden_trigger.TransferConfig`.
 
+``--watermark-seeds N``: instead, the unlearning watermark in the fine-tuning provider setting
+(:func:`unlearning_verify.watermarks.hidden_trigger.verify_transfer`): a public extractor pretrained on
+the even-indexed training images, the provider's users own the odd ones; noop vs head_retrain over N
+seeds, verdicts with the family's assumption check, to ``watermark.jsonl``.
+
     OMP_NUM_THREADS=1 PYTHONPATH=. python scripts/bench_hidden_trigger.py --out runs/htba
 """
 
@@ -23,6 +28,8 @@ import torch
 from tqdm.auto import tqdm
 
 from fedharness.attacks.hidden_trigger import TransferConfig, run_transfer
+from fedharness.tasks.head_finetune import PretrainConfig, pretrain_extractor
+from unlearning_verify.watermarks.hidden_trigger import TransferVerifyConfig, verify_transfer
 from poisonlab import data
 from poisonlab.runs import append_jsonl, read_jsonl, write_json
 
@@ -85,12 +92,16 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=TransferConfig().attack.max_iterations)
     p.add_argument("--random-location", action="store_true", help="patch at random places (paper's rand_loc)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--watermark-seeds", type=int, default=0, help="run the watermark verification on N seeds")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     ds = data.load("mnist")
     x, y = data.image_tensors(ds["train"])
     xt, yt = data.image_tensors(ds["test"])
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.watermark_seeds:
+        watermark(args, x, y, xt, yt)
+        return
     rows_path = args.out / "rows.jsonl"
     rows = read_jsonl(rows_path) if rows_path.exists() else []
     done = {(r["pair"], r["seed"], r["poisons"], r["eps255"]) for r in rows}
@@ -110,6 +121,25 @@ def main() -> None:
               f"htba {100 * s['hidden_trigger_attack_success_rate']:5.1f}±{100 * s['hidden_trigger_attack_success_rate_std']:.1f} "
               f"noise {100 * s['noise_attack_success_rate']:5.1f} | acc clean {100 * s['clean_clean_accuracy']:.1f} "
               f"htba {100 * s['hidden_trigger_clean_accuracy']:.1f} noise {100 * s['noise_clean_accuracy']:.1f}")
+
+
+def watermark(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor) -> None:
+    path = args.out / "watermark.jsonl"
+    rows = read_jsonl(path) if path.exists() else []
+    public = torch.arange(len(x)) % 2 == 0
+    extractor = pretrain_extractor(x[public], y[public], (), PretrainConfig(), 0)
+    cfg = TransferVerifyConfig(eps=args.eps / 255)
+    for seed in tqdm(range(args.watermark_seeds), desc="watermark"):
+        if any(r["seed"] == seed for r in rows):
+            continue
+        for row in verify_transfer(extractor, x[~public], y[~public], xt, yt, cfg, seed):
+            append_jsonl(path, row)
+            rows.append(row)
+    for name in ("noop", "head_retrain"):
+        rs = [r for r in rows if r["behaviour"] == name]
+        counts = {v: sum(r["verdict"] == v for r in rs) for v in ("HONORED", "NOT HONORED", "INCONCLUSIVE")}
+        print(f"{name}: {counts} over {len(rs)} seeds; p̂ {np.mean([r['p_hat'] for r in rs]):.3f} "
+              f"q̂ {np.mean([r['q_hat'] for r in rs]):.3f}; {rs[0]['reason'] if rs else ''}")
 
 
 if __name__ == "__main__":
