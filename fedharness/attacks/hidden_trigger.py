@@ -22,7 +22,7 @@ images, crafts poisons against the task's shared pretrained extractor and trains
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ from scipy.optimize import linear_sum_assignment
 
 from fedharness.attacks import AttackContext, register
 from labcore.errors import InputError
+
+if TYPE_CHECKING:
+    from fedharness.tasks.head_finetune import HeadFineTuneTask
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -57,6 +60,16 @@ class HiddenTriggerConfig:
         for name in ("halve_every", "max_iterations", "batch_size"):
             if getattr(self, name) < 1:
                 raise InputError(f"hidden trigger {name} must be ≥ 1, got {getattr(self, name)}")
+
+
+SMALL_EXTRACTOR = {"lr": 0.1, "max_iterations": 300, "halve_every": 100, "stop_loss": 0.0, "random_location": False}
+"""Settings for the lab's 64-d SmallCNN features: the pair loss plateaus at the ε-ball within ~200 steps
+at lr 0.1 (lr 0.01 reaches the same plateau more slowly); its feature norms are far below AlexNet fc7's,
+so the paper's stop at 10 would never trigger early; the patch sits at a fixed place."""
+
+
+def small_extractor_config(**overrides: object) -> HiddenTriggerConfig:
+    return HiddenTriggerConfig(**{**SMALL_EXTRACTOR, **overrides})
 
 
 @dataclass
@@ -180,8 +193,7 @@ class TransferConfig:
     poisons: int = 80
     patch_size: int = 8
     classes: str = "pair"
-    attack: HiddenTriggerConfig = field(default_factory=lambda: HiddenTriggerConfig(
-        lr=0.1, max_iterations=300, halve_every=100, stop_loss=0.0, random_location=False))
+    attack: HiddenTriggerConfig = field(default_factory=small_extractor_config)
     pretrain_epochs: int = 2
     head_steps: int = 300
     head_l2: float = 1e-6
@@ -268,18 +280,19 @@ def run_transfer(x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.T
 class HiddenTrigger:
     """Federated client attack on a head-fine-tuning task (``head_finetune``): each attacker turns up to
     ``poisons`` of its target-class images into hidden-trigger poisons against the task's shared
-    extractor (made once, on first use) and trains honestly on its data plus them."""
+    extractor (made once, on first use) and trains honestly on its data plus them. ``generation``
+    overrides :data:`SMALL_EXTRACTOR`."""
 
     poisons: int = 50
     generation: dict = field(default_factory=dict)
     knowledge: str = "own"
-    made: dict = field(default_factory=dict, repr=False)
+    made: dict = field(default_factory=dict, init=False, repr=False)
 
     def __call__(self, ctx: AttackContext) -> torch.Tensor:
         task = ctx.task
         if not all(hasattr(task, a) for a in ("features", "patch", "source")):
             raise InputError("the hidden_trigger attack needs a head_finetune task (a shared pretrained extractor)")
-        cfg = HiddenTriggerConfig(**{**self.generation, "random_location": task.random_location})
+        cfg = small_extractor_config(**{**self.generation, "random_location": task.random_location})
         data = []
         for cid, d, seed in zip(ctx.attacker_ids or range(len(ctx.attacker_data)), ctx.attacker_data,
                                 ctx.attacker_seeds):
@@ -289,7 +302,7 @@ class HiddenTrigger:
             data.append({"x": torch.cat([d["x"], px]), "y": torch.cat([d["y"], py])})
         return ctx.engine.train(ctx.global_vec, data, ctx.local, ctx.attacker_seeds)
 
-    def craft(self, task, d: dict, cfg: HiddenTriggerConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def craft(self, task: HeadFineTuneTask, d: dict, cfg: HiddenTriggerConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         targets, sources = d["x"][d["y"] == task.target_label][: self.poisons], d["x"][d["y"] == task.source]
         if not len(targets) or not len(sources):
             raise InputError(f"a hidden_trigger attacker needs images of target class {task.target_label} "

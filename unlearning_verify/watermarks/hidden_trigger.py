@@ -21,15 +21,13 @@ from typing import Callable
 import torch
 from torch import nn
 
-from fedharness.attacks.hidden_trigger import HiddenTriggerConfig, Patch, generate
+from fedharness.attacks.hidden_trigger import HiddenTriggerConfig, Patch, generate, small_extractor_config
 from labcore.errors import InputError
 from unlearning_verify.keys import OwnerKey
 from unlearning_verify.verify import INCONCLUSIVE, Verdict
 from unlearning_verify.watermarks.patch import PatchWatermark
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
-WATERMARK_DEFAULTS = {"lr": 0.1, "max_iterations": 300, "halve_every": 100, "stop_loss": 0.0,
-                      "random_location": False}
 
 
 @dataclass
@@ -47,12 +45,12 @@ class HiddenTriggerWatermark:
     @classmethod
     def from_key(cls, key: OwnerKey, image_shape: tuple[int, int, int], features: FeatureFn | None = None,
                  sources: torch.Tensor | None = None, size: int = 4, **cfg: float) -> "HiddenTriggerWatermark":
-        """``cfg`` overrides :class:`HiddenTriggerConfig` (``WATERMARK_DEFAULTS`` for a 64-d extractor)."""
+        """``cfg`` overrides ``fedharness.attacks.hidden_trigger.SMALL_EXTRACTOR``."""
         target = key.target_label()
         source = (target + 1 + int(key.rng("hidden-trigger-source").integers(key.num_classes - 1))) % key.num_classes
         seed = int(key.rng("hidden-trigger-seed").integers(2**31))
         patch = PatchWatermark.from_key(key, image_shape, size=size)
-        return cls(target, source, patch, seed, HiddenTriggerConfig(**{**WATERMARK_DEFAULTS, **cfg}), features, sources)
+        return cls(target, source, patch, seed, small_extractor_config(**cfg), features, sources)
 
     def trigger(self, x: torch.Tensor) -> torch.Tensor:
         return self.patch.trigger(x)
