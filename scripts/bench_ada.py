@@ -8,7 +8,8 @@ on the other classes (min over them).
 Part 1, does the smallest attacking distance pick an easy target? For each source class, AD(s, t)
 at the warmed-up model from the attacker's own source images, and the ATA that a fixed-target attack
 (same data, same rounds, no scaling) reaches for every t ≠ s; Spearman ρ(AD, ATA) over the 9 targets.
-Part 2: ADA (argmin AD) vs a fixed random target (drawn per seed) under no defense (mean), norm
+Part 2: ADA (argmin AD) vs a fixed random target (drawn per seed among the classes other than the
+source and ADA's pick at the warmed-up model, so that the two attacks differ) under no defense (mean), norm
 clipping (to the round's median norm), coordinate-wise median and Krum (f = 1), stealth scaling on/off.
 Writes ``rows.jsonl`` (resumable) and ``metrics.json``.
 
@@ -75,6 +76,21 @@ def attack_run(task: ImageClassificationTask, args: argparse.Namespace, seed: in
     return {"target": target, "ata": max(ata), "ata_rounds": ata, "mta": min(mta), "scales": scales}
 
 
+def distances(task: ImageClassificationTask, args: argparse.Namespace, seed: int, g: torch.Tensor,
+              source: int) -> dict[str, float]:
+    """AD(source, t) at the warmed-up model from the attacker's (client 0's) source images."""
+    sim = Simulation(experiment(args, seed, DEFENSES["mean"], AttackConfig()), task)
+    own = sim.client_data(0)
+    x_src = own["x"][own["y"] == source][:500]
+    return {str(k): v for k, v in attacking_distances(sim.engine, g, x_src, 10, source).items()}
+
+
+def argmin_target(task: ImageClassificationTask, args: argparse.Namespace, seed: int, g: torch.Tensor,
+                  source: int) -> int:
+    d = distances(task, args, seed, g, source)
+    return int(min(d, key=d.get))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
@@ -100,7 +116,8 @@ def main() -> None:
         jobs = []
         for s in args.sources:
             jobs += [("target", s, t, "mean", False) for t in range(10) if t != s]
-        fixed = int(np.random.default_rng([seed, 7]).choice([t for t in range(10) if t != args.defense_source]))
+        pick = argmin_target(task, args, seed, g, args.defense_source)
+        fixed = int(np.random.default_rng([seed, 7]).choice([t for t in range(10) if t not in (args.defense_source, pick)]))
         for defense in DEFENSES if seed in args.defense_seeds else []:
             for stealth in (True, False):
                 jobs += [("ada", args.defense_source, None, defense, stealth),
@@ -114,9 +131,7 @@ def main() -> None:
             row = {"key": key, "part": part, "seed": seed, "source": s, "defense": defense, "stealth": stealth,
                    **res, "seconds": time.perf_counter() - t0}
             if part == "target":
-                sim = Simulation(experiment(args, seed, DEFENSES["mean"], AttackConfig()), task)
-                x_src = sim.client_data(0)["x"][sim.client_data(0)["y"] == s][:500]
-                row["distances"] = {str(k): v for k, v in attacking_distances(sim.engine, g, x_src, 10, s).items()}
+                row["distances"] = distances(task, args, seed, g, s)
             append_jsonl(path, row)
             rows.append(row)
     write_json(args.out / "metrics.json", {"settings": {k: str(v) for k, v in vars(args).items()},
