@@ -140,20 +140,23 @@ def main() -> None:
 
 
 def summarise(rows: list[dict]) -> dict:
+    """Part 1: ρ(AD, ATA) per (seed, source) over its complete set of targets; part 2: mean ATA/MTA per cell."""
+    groups: dict[tuple[int, int], list[dict]] = {}
+    for r in rows:
+        if r["part"] == "target":
+            groups.setdefault((r["seed"], r["source"]), []).append(r)
     corr = []
-    for r0 in rows:
-        if r0["part"] != "target" or r0["target"] != min(int(k) for k in r0["distances"]) :
+    for (seed, source), group in sorted(groups.items()):
+        d = group[0]["distances"]
+        if len(group) < len(d):
             continue
-        group = [r for r in rows if r["part"] == "target" and r["seed"] == r0["seed"] and r["source"] == r0["source"]]
-        ad = [r0["distances"][str(r["target"])] for r in group]
-        ata = [r["ata"] for r in group]
-        argmin = min(r0["distances"], key=r0["distances"].get)
-        best = max(group, key=lambda r: r["ata"])["target"]
-        rank = 1 + sum(a > next(r["ata"] for r in group if r["target"] == int(argmin)) for a in ata)
-        corr.append({"seed": r0["seed"], "source": r0["source"], "spearman": float(spearmanr(ad, ata).statistic),
-                     "argmin_ad": int(argmin), "easiest": int(best), "argmin_ata_rank": rank,
-                     "argmin_ata": float(next(r["ata"] for r in group if r["target"] == int(argmin))),
-                     "mean_ata": float(np.mean(ata))})
+        ata = {r["target"]: r["ata"] for r in group}
+        argmin = int(min(d, key=d.get))
+        corr.append({"seed": seed, "source": source,
+                     "spearman": float(spearmanr([d[str(t)] for t in ata], list(ata.values())).statistic),
+                     "argmin_ad": argmin, "easiest": max(ata, key=ata.get), "argmin_ata": ata[argmin],
+                     "argmin_ata_rank": 1 + sum(a > ata[argmin] for a in ata.values()),
+                     "mean_ata": float(np.mean(list(ata.values())))})
     table = {}
     for r in rows:
         if r["part"] in ("ada", "fixed"):
