@@ -16,6 +16,7 @@ from fedharness.config import ExperimentConfig
 from labcore.errors import InputError
 from fedharness.simulation import Simulation
 from fedharness.tasks import Task
+from fedharness.tasks.head_finetune import head_finetune_task
 from fedharness.tasks.image_classification import ImageClassificationTask
 from poisonlab import data, unlearn_data
 from poisonlab.fed_report import summarize, write_report
@@ -75,6 +76,7 @@ TASKS: dict[str, Callable[[ExperimentConfig], Task]] = {
     "sst2_classification": build_sst2_task,
     "t2i_lora": build_t2i_task,
     "unlearning_watermark": unlearn_data.fed_task,
+    "head_finetune": lambda cfg: head_finetune_task(build_image_task(cfg), cfg.task.params, cfg.seed),
 }
 
 

@@ -22,16 +22,17 @@ from torch.func import functional_call, grad, vmap
 
 from fedharness.attacks import AttackContext, register
 from fedharness.attacks._training import benign_updates
+from fedharness.engines.inprocess import InProcessEngine
 from labcore.errors import InputError
 from fedharness.local_training import module_state
 from fedharness.params import split_vector
 
 
-def attacking_distances(ctx: AttackContext, x_source: torch.Tensor, num_classes: int, source: int) -> dict[int, float]:
-    """AD(s, t) for every t ≠ s from per-sample gradient norms at the global model."""
-    engine = ctx.engine
+def attacking_distances(engine: InProcessEngine, global_vec: torch.Tensor, x_source: torch.Tensor,
+                        num_classes: int, source: int) -> dict[int, float]:
+    """AD(s, t) for every t ≠ s from per-sample gradient norms at the global model ``global_vec``."""
     _, frozen = module_state(engine.model, engine.names)
-    params = {k: v.detach() for k, v in split_vector(ctx.global_vec, engine.model, engine.names).items()}
+    params = {k: v.detach() for k, v in split_vector(global_vec, engine.model, engine.names).items()}
 
     def loss(p: dict[str, torch.Tensor], x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         probs = functional_call(engine.model, {**frozen, **p}, (x.unsqueeze(0),)).softmax(dim=1)[0]
@@ -60,14 +61,23 @@ def stealth_scale(delta_norm: float, median_norm: float) -> float:
 @register("ada")
 @dataclass
 class ADA:
-    """Misclassify ``source``; at most ``max_samples`` source samples; Adam ``epochs``/``lr``/``batch_size``."""
+    """Misclassify ``source``; at most ``max_samples`` source samples; Adam ``epochs``/``lr``/``batch_size``.
+
+    ``target`` fixes the target instead of the AD argmin (the paper's fixed-target baseline);
+    ``stealth`` False submits the unscaled update (λ = 1)."""
 
     source: int = 2
+    target: int | None = None
+    stealth: bool = True
     max_samples: int = 500
     epochs: int = 1
     lr: float = 1e-3
     batch_size: int = 16
     knowledge: str = "benign"
+
+    def __post_init__(self) -> None:
+        if self.target is not None and self.target == self.source:
+            raise InputError(f"ada: the fixed target {self.target} must differ from the source class")
 
     def __call__(self, ctx: AttackContext) -> torch.Tensor:
         median_norm = float(benign_updates(ctx).norm(dim=1).median())
@@ -78,15 +88,15 @@ class ADA:
             if not bool(is_source.any()):
                 raise InputError(f"ada: the attacker holds no samples of source class {self.source}")
             x_src = data["x"][is_source][: self.max_samples]
-            distances = attacking_distances(ctx, x_src, classes, self.source)
-            target = min(distances, key=distances.get)
+            distances = attacking_distances(ctx.engine, ctx.global_vec, x_src, classes, self.source)
+            target = min(distances, key=distances.get) if self.target is None else self.target
             g = torch.Generator().manual_seed(seed)
             others = torch.nonzero(~is_source).flatten()
             others = others[torch.randperm(len(others), generator=g)[: len(x_src)]]
             x = torch.cat([x_src, data["x"][others]])
             y = torch.cat([torch.full((len(x_src),), target, dtype=data["y"].dtype), data["y"][others]])
             delta = self.train(ctx, x, y, g) - ctx.global_vec
-            scale = stealth_scale(float(delta.norm()), median_norm)
+            scale = stealth_scale(float(delta.norm()), median_norm) if self.stealth else 1.0
             rows.append(ctx.global_vec + scale * delta)
             ctx.info.update({"ada_target": target, "ada_scale": scale,
                              "attacking_distances": {str(k): v for k, v in distances.items()}})

@@ -1,35 +1,33 @@
 """Hidden Trigger Backdoor (Saha, Subramanya, Pirsiavash, AAAI 2020) as a clean-label watermark.
 
-Poisons look like target-class images but sit next to patched source images in feature space:
-min_z ‖f(z) − f(s̃)‖² s.t. ‖z − t‖_∞ ≤ ε, z ∈ [0, 1] (ε = 16/255). Each iteration re-pairs poisons
-and patched sources one-to-one by feature distance (the paper's greedy matching; here an optimal
-assignment); a max-normalised gradient step, clip to ±ε, clamp. The patch is pasted at random key-derived places
-while optimising, and at a fixed key-derived place at query time; queries are source-class images.
-f is the owner's surrogate feature extractor (e.g. a SmallCNN's ``features`` output). Labels are
-never changed, so the marked samples show no trigger and no flipped label.
+The owner's target-class samples become poisons made by ``fedharness.attacks.hidden_trigger.generate``
+(feature collision with one-to-one re-pairing, ε-ball, lr halving, early stop) against a surrogate
+feature extractor f; labels never change, the patch never appears in them. At query time the
+key-derived patch is pasted at its key-derived corner on source-class images.
+
+The family assumes Saha et al.'s transfer setting: the provider fine-tunes only the last layer of
+an extractor close to f (a public pretrained model). A provider that trains its own features (from
+scratch) does not learn the mark, and p̂ ≈ q̂ then makes every verdict INCONCLUSIVE.
+:func:`check_assumptions` measures how far the served model's penultimate features are from f and
+:func:`explain` writes that into the verdict's reason.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from scipy.optimize import linear_sum_assignment
+from torch import nn
 
+from fedharness.attacks.hidden_trigger import HiddenTriggerConfig, Patch, generate, small_extractor_config
 from labcore.errors import InputError
 from unlearning_verify.keys import OwnerKey
+from unlearning_verify.verify import INCONCLUSIVE, Verdict
 from unlearning_verify.watermarks.patch import PatchWatermark
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
-
-
-@dataclass
-class HiddenTriggerConfig:
-    eps: float = 16 / 255
-    lr: float = 0.01
-    iterations: int = 300
-    halve_every: int = 1000
 
 
 @dataclass
@@ -46,25 +44,16 @@ class HiddenTriggerWatermark:
 
     @classmethod
     def from_key(cls, key: OwnerKey, image_shape: tuple[int, int, int], features: FeatureFn | None = None,
-                 sources: torch.Tensor | None = None, **cfg: float) -> "HiddenTriggerWatermark":
+                 sources: torch.Tensor | None = None, size: int = 4, **cfg: float) -> "HiddenTriggerWatermark":
+        """``cfg`` overrides ``fedharness.attacks.hidden_trigger.SMALL_EXTRACTOR``."""
         target = key.target_label()
         source = (target + 1 + int(key.rng("hidden-trigger-source").integers(key.num_classes - 1))) % key.num_classes
         seed = int(key.rng("hidden-trigger-seed").integers(2**31))
-        return cls(target, source, PatchWatermark.from_key(key, image_shape), seed, HiddenTriggerConfig(**cfg),
-                   features, sources)
+        patch = PatchWatermark.from_key(key, image_shape, size=size)
+        return cls(target, source, patch, seed, small_extractor_config(**cfg), features, sources)
 
     def trigger(self, x: torch.Tensor) -> torch.Tensor:
         return self.patch.trigger(x)
-
-    def _random_patch(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        s = self.patch.pattern.shape[-1]
-        _, _, h, w = x.shape
-        out = x.clone()
-        tops = torch.randint(0, h - s + 1, (len(x),), generator=g)
-        lefts = torch.randint(0, w - s + 1, (len(x),), generator=g)
-        for i, (t, l) in enumerate(zip(tops.tolist(), lefts.tolist())):
-            out[i, :, t:t + s, l:l + s] = self.patch.pattern
-        return out
 
     def poison(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Poisons from target-class images ``x``; labels unchanged."""
@@ -73,22 +62,116 @@ class HiddenTriggerWatermark:
                              "pass features= and sources= when building it")
         if bool((y != self.target).any()):
             raise InputError(f"hidden_trigger poisons are made from target-class ({self.target}) images only")
-        g = torch.Generator().manual_seed(self.seed)
-        cfg = self.config
+        patch = Patch(self.patch.pattern, self.patch.top, self.patch.left)
+        out = generate(self.features, x, y, self.sources, patch, self.config, self.seed)
+        return out.poisons, out.labels
+
+
+@dataclass(frozen=True)
+class AssumptionCheck:
+    """Relative distance ‖f_served(x) − f(x)‖ / ‖f(x)‖ on probe images (mean), and whether it is ≤ ``tolerance``."""
+
+    feature_gap: float
+    tolerance: float
+
+    @property
+    def holds(self) -> bool:
+        return self.feature_gap <= self.tolerance
+
+
+def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The input of the model's last ``nn.Linear`` (its penultimate features), by a forward hook."""
+    linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linear:
+        raise InputError("the served model has no linear last layer; the hidden_trigger check needs one")
+    seen: list[torch.Tensor] = []
+    handle = linear[-1].register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0].detach()))
+    try:
         with torch.no_grad():
-            src_feat = self.features(self._random_patch(self.sources, g))
-        delta = torch.zeros_like(x, requires_grad=True)
-        lr = cfg.lr
-        for it in range(cfg.iterations):
-            if it and it % cfg.halve_every == 0:
-                lr /= 2
-            feats = self.features((x + delta).clamp(0, 1))
-            dist = torch.cdist(feats.detach(), src_feat)
-            rows, cols = linear_sum_assignment(dist.numpy())
-            loss = ((feats[rows] - src_feat[cols]) ** 2).sum()
-            grad, = torch.autograd.grad(loss, delta)
-            with torch.no_grad():
-                delta -= lr * grad / grad.abs().amax().clamp(min=1e-12)
-                delta.clamp_(-cfg.eps, cfg.eps)
-                delta.copy_((x + delta).clamp(0, 1) - x)
-        return (x + delta).detach(), y.clone()
+            model.eval()(x)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def check_assumptions(surrogate: FeatureFn, served: nn.Module, probe: torch.Tensor,
+                      tolerance: float = 0.05) -> AssumptionCheck:
+    """Does the served model classify on (nearly) the surrogate's features, as the family assumes?"""
+    with torch.no_grad():
+        ref = surrogate(probe)
+    gap = (penultimate(served, probe) - ref).norm(dim=1) / ref.norm(dim=1).clamp(min=1e-12)
+    return AssumptionCheck(float(gap.mean()), tolerance)
+
+
+def explain(verdict: Verdict, check: AssumptionCheck) -> Verdict:
+    """The verdict with the family's assumption stated in its reason (an INCONCLUSIVE says why)."""
+    gap = f"served features {check.feature_gap:.2f} from the surrogate's (tolerance {check.tolerance:.2f})"
+    if not check.holds:
+        note = ("hidden_trigger assumes a provider that fine-tunes only the last layer of the owner's surrogate "
+                f"extractor, which does not hold: {gap}")
+    elif verdict.verdict == INCONCLUSIVE:
+        note = f"the family's transfer-learning assumption holds ({gap}), but the poisons were not learned"
+    else:
+        return verdict
+    return dataclasses.replace(verdict, reason=f"{note}; {verdict.reason}")
+
+
+@dataclass
+class TransferVerifyConfig:
+    """Verification where the provider fine-tunes a public pretrained model (the family's setting).
+
+    The provider's half of the training images belongs to ``num_owners`` owners; the public extractor
+    was pretrained on the other half. Owner 0 marks its target-class images (``eps``); the served
+    model is the extractor plus a head fitted on everything; the reference (q) and the honest
+    ``head_retrain`` provider refit the head without the owner. ``params`` override the poisoning."""
+
+    num_owners: int = 10
+    eps: float = 16 / 255
+    alpha: float = 1e-3
+    beta: float = 1e-3
+    max_queries: int = 30
+    params: dict = dataclasses.field(default_factory=dict)
+
+
+def verify_transfer(extractor: nn.Module, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor,
+                    cfg: TransferVerifyConfig, seed: int) -> list[dict]:
+    """One seed: verdicts (with the assumption check) for the ``noop`` and ``head_retrain`` providers."""
+    from fedharness.tasks.head_finetune import ExtractorHead, HeadFitConfig, extract, fit_head
+    from unlearning_verify import providers
+    from unlearning_verify.marking import mark, owner_split
+    from unlearning_verify.providers import ProviderState
+    from unlearning_verify.verify import calibrate, hits, query_pool, verify
+
+    features = lambda z: extract(extractor, z)
+    key = OwnerKey.generate(0, "hidden_trigger", 10, seed=seed)
+    owner_of = owner_split(len(x), cfg.num_owners, seed)
+    probe = HiddenTriggerWatermark.from_key(key, tuple(x.shape[1:]))
+    sources = x[torch.as_tensor((owner_of == 0) & (y.numpy() == probe.source))]
+    wm = HiddenTriggerWatermark.from_key(key, tuple(x.shape[1:]), features, sources, eps=cfg.eps, **cfg.params)
+    marked = mark(x, y, owner_of, 0, wm, 1.0, seed)
+
+    def served_on(rows: torch.Tensor) -> nn.Module:
+        model = ExtractorHead(extractor, 10)
+        with torch.no_grad():
+            head = fit_head(features(marked.x[rows]), marked.y[rows], 10, HeadFitConfig(), seed)
+            model.head.load_state_dict(head.state_dict())
+        return model.eval()
+
+    keep = torch.as_tensor(owner_of != 0)
+    model, reference = served_on(torch.ones(len(x), dtype=torch.bool)), served_on(keep)
+    oracle = lambda m: (lambda z: m(z).argmax(1))
+    pool = query_pool(xt, yt, wm.target, wm.source, seed)
+    cal, ver = wm.trigger(xt[pool[: len(pool) // 2]]), wm.trigger(xt[pool[len(pool) // 2:]])
+    calibration = calibrate(hits(oracle(model), cal, wm.target), len(cal), hits(oracle(reference), cal, wm.target),
+                            len(cal), 10, cfg.alpha, cfg.beta)
+    state = ProviderState(marked.x, marked.y, owner_of == 0, model, [], 10, seed=seed)
+    rows = []
+    for name in ("noop", "head_retrain"):
+        provider = providers.get(name)
+        served = provider.unlearn(state)
+        verdict = verify(oracle(served), ver, wm.target, calibration, alpha=cfg.alpha, beta=cfg.beta,
+                         max_queries=cfg.max_queries)
+        verdict = explain(verdict, check_assumptions(features, served, xt[:200]))
+        rows.append({"seed": seed, "behaviour": name, "honest": provider.honest, "marked": int(marked.marked.sum()),
+                     "p_hat": calibration.p_hat, "q_hat": calibration.q_hat, **verdict.as_dict()})
+    return rows

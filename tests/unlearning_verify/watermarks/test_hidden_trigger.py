@@ -1,18 +1,25 @@
 import torch
 
+from fedharness.tasks.head_finetune import ExtractorHead
 from fedharness.tasks.image_classification import SmallCNN
 from unlearning_verify.keys import OwnerKey
+from unlearning_verify.verify import HONORED, INCONCLUSIVE, Verdict
 from unlearning_verify.watermarks import build
+from unlearning_verify.watermarks.hidden_trigger import check_assumptions, explain
+
+
+def surrogate() -> SmallCNN:
+    torch.manual_seed(0)
+    return SmallCNN().eval().requires_grad_(False)
 
 
 def test_poisons_stay_within_eps_and_approach_patched_sources():
-    torch.manual_seed(0)
-    net = SmallCNN().eval()
+    net = surrogate()
     feats = lambda x: net.features(net.body(x))
     g = torch.Generator().manual_seed(1)
     key = OwnerKey.generate(0, "hidden_trigger", 10, seed=0)
     sources = torch.rand(8, 1, 28, 28, generator=g)
-    wm = build(key, (1, 28, 28), features=feats, sources=sources, iterations=25)
+    wm = build(key, (1, 28, 28), features=feats, sources=sources, max_iterations=25)
     assert wm.clean_label and wm.source != wm.target
     targets = torch.rand(8, 1, 28, 28, generator=g)
     y = torch.full((8,), wm.target)
@@ -25,3 +32,22 @@ def test_poisons_stay_within_eps_and_approach_patched_sources():
         before = torch.cdist(feats(targets), src).min(1).values.mean()
         after = torch.cdist(feats(poisons), src).min(1).values.mean()
     assert after < before
+
+
+def verdict(kind: str) -> Verdict:
+    return Verdict(kind, "watermark not learned", 0, 0, None, None, None, None, 0.0, 0.1, False)
+
+
+def test_verdict_says_when_the_served_model_breaks_the_transfer_assumption():
+    net = surrogate()
+    feats = lambda x: net.features(net.body(x))
+    probe = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    transfer = check_assumptions(feats, ExtractorHead(net, 10), probe)
+    torch.manual_seed(5)
+    scratch = check_assumptions(feats, SmallCNN(), probe)  # a provider that trained its own features
+    assert transfer.holds and transfer.feature_gap < 1e-6
+    assert not scratch.holds and scratch.feature_gap > 0.2
+    broken = explain(verdict(INCONCLUSIVE), scratch)
+    assert broken.verdict == INCONCLUSIVE and "does not hold" in broken.reason and "not learned" in broken.reason
+    assert "assumption holds" in explain(verdict(INCONCLUSIVE), transfer).reason
+    assert explain(verdict(HONORED), transfer) == verdict(HONORED)

@@ -1,0 +1,312 @@
+"""Hidden Trigger Backdoor Attack (Saha, Subramanya, Pirsiavash, AAAI 2020; arXiv 1910.00033).
+
+Clean-label poisons for a transfer-learning victim (a fixed pretrained feature extractor f, only the
+last layer trained on clean data plus the poisons). A poison z starts at a target-class image t and
+moves into the feature-space neighbourhood of a source image s̃ carrying the secret patch (Eq. 1):
+
+    min_z ‖f(z) − f(s̃)‖²₂   s.t.   ‖z − t‖_∞ ≤ ε,   z ∈ [0, 1]ᴰ
+
+As in the official ``generate_poison.py``: batches of ``batch_size`` targets and patched sources (the
+patch pasted at random places); every iteration re-pairs poisons with patched sources one-to-one by
+feature distance (here the optimal assignment, ``scipy.optimize.linear_sum_assignment``, where the code
+matches greedily), takes a plain gradient step on the summed pair losses, clips the perturbation to
+±ε and the image to [0, 1]; lr halves every ``halve_every`` iterations; a batch stops when its largest
+pair loss falls below ``stop_loss`` or after ``max_iterations``. Poisons keep their target label and
+show no trigger; the trigger appears only at test time, on source images.
+
+The paper's control (``noise_poisons``) replaces the feature collision by uniform ε-noise on the same
+target images. :class:`HiddenTrigger` is the federated client attack: the attacker holds target-class
+images, crafts poisons against the task's shared pretrained extractor and trains on its data plus them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from fedharness.attacks import AttackContext, register
+from labcore.errors import InputError
+
+if TYPE_CHECKING:
+    from fedharness.tasks.head_finetune import HeadFineTuneTask
+
+FeatureFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class HiddenTriggerConfig:
+    """Poison generation. Paper defaults: ε = 16/255, lr 0.01 halved every 1000 iterations, ≤ 5000
+    iterations, stop when max pair loss < 10, batches of 100, patch at random places. lr and ``stop_loss`` are in units of
+    the extractor's squared feature norm (AlexNet fc7 there), so a smaller extractor needs its own."""
+
+    eps: float = 16 / 255
+    lr: float = 0.01
+    halve_every: int = 1000
+    max_iterations: int = 5000
+    stop_loss: float = 10.0
+    batch_size: int = 100
+    random_location: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.eps <= 1.0:
+            raise InputError(f"hidden trigger eps must lie in (0, 1], got {self.eps}; the paper uses 16/255")
+        for name in ("lr", "stop_loss"):
+            if getattr(self, name) < 0:
+                raise InputError(f"hidden trigger {name} must be ≥ 0, got {getattr(self, name)}")
+        for name in ("halve_every", "max_iterations", "batch_size"):
+            if getattr(self, name) < 1:
+                raise InputError(f"hidden trigger {name} must be ≥ 1, got {getattr(self, name)}")
+
+
+SMALL_EXTRACTOR = {"lr": 0.1, "max_iterations": 300, "halve_every": 100, "stop_loss": 0.0, "random_location": False}
+"""Settings for the lab's 64-d SmallCNN features: the pair loss plateaus at the ε-ball within ~200 steps
+at lr 0.1 (lr 0.01 reaches the same plateau more slowly); its feature norms are far below AlexNet fc7's,
+so the paper's stop at 10 would never trigger early; the patch sits at a fixed place."""
+
+
+def small_extractor_config(**overrides: object) -> HiddenTriggerConfig:
+    return HiddenTriggerConfig(**{**SMALL_EXTRACTOR, **overrides})
+
+
+@dataclass
+class Patch:
+    """The secret trigger: a (C, s, s) pattern pasted at random places, or at (``top``, ``left``)
+    (default: one pixel from the bottom-right corner)."""
+
+    pattern: torch.Tensor
+    top: int | None = None
+    left: int | None = None
+
+    @classmethod
+    def random(cls, channels: int, size: int, seed: int) -> "Patch":
+        """A binary random pattern (the paper's triggers are random 4×4 grids upscaled)."""
+        g = torch.Generator().manual_seed(seed)
+        return cls(torch.randint(0, 2, (channels, size, size), generator=g).float())
+
+    @property
+    def size(self) -> int:
+        return int(self.pattern.shape[-1])
+
+    def paste(self, x: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor) -> torch.Tensor:
+        out = x.clone()
+        s = self.size
+        for i, (t, l) in enumerate(zip(tops.tolist(), lefts.tolist())):
+            out[i, :, t:t + s, l:l + s] = self.pattern
+        return out
+
+    def apply(self, x: torch.Tensor, random_location: bool, g: torch.Generator) -> torch.Tensor:
+        """The patch at a uniformly random place in each image (``rand_loc=true``), or one pixel from
+        the bottom-right corner or the set place (``rand_loc=false``)."""
+        h, w = x.shape[-2:]
+        if self.size > min(h, w) - 1:
+            raise InputError(f"a {self.size}×{self.size} patch does not fit {h}×{w} images; use a smaller patch")
+        if random_location:
+            tops = torch.randint(0, h - self.size + 1, (len(x),), generator=g)
+            lefts = torch.randint(0, w - self.size + 1, (len(x),), generator=g)
+        else:
+            tops = torch.full((len(x),), h - self.size - 1 if self.top is None else self.top)
+            lefts = torch.full((len(x),), w - self.size - 1 if self.left is None else self.left)
+        return self.paste(x, tops, lefts)
+
+
+@dataclass
+class Collision:
+    """Poisons and their labels (the targets', unchanged), plus the optimisation trace."""
+
+    poisons: torch.Tensor
+    labels: torch.Tensor
+    mean_loss: list[list[float]] = field(default_factory=list)
+    iterations: list[int] = field(default_factory=list)
+
+
+def pair(poison_feats: torch.Tensor, source_feats: torch.Tensor) -> np.ndarray:
+    """Column (source) paired with each poison row: a one-to-one minimum-cost assignment on cdist."""
+    cost = torch.cdist(poison_feats, source_feats).numpy()
+    rows, cols = linear_sum_assignment(cost)
+    paired = np.empty(len(rows), dtype=np.int64)
+    paired[rows] = cols
+    return paired
+
+
+def collide_batch(features: FeatureFn, base: torch.Tensor, patched: torch.Tensor,
+                  cfg: HiddenTriggerConfig) -> tuple[torch.Tensor, list[float]]:
+    """One batch of Eq. 1 by projected gradient descent; returns poisons and mean pair loss per iteration."""
+    with torch.no_grad():
+        src = features(patched)
+    delta = torch.zeros_like(base)
+    trace: list[float] = []
+    for it in range(cfg.max_iterations):
+        z = (base + delta).requires_grad_(True)
+        feats = features(z)
+        cols = pair(feats.detach(), src)
+        per_pair = ((feats - src[torch.as_tensor(cols)]) ** 2).sum(dim=1)
+        trace.append(float(per_pair.detach().mean()))
+        if float(per_pair.detach().max()) < cfg.stop_loss:
+            break
+        grad, = torch.autograd.grad(per_pair.sum(), z)
+        lr = cfg.lr * 0.5 ** (it // cfg.halve_every)
+        with torch.no_grad():
+            delta = (delta - lr * grad).clamp(-cfg.eps, cfg.eps)
+            delta = (base + delta).clamp(0, 1) - base
+    return (base + delta).detach(), trace
+
+
+def generate(features: FeatureFn, targets: torch.Tensor, target_labels: torch.Tensor, sources: torch.Tensor,
+             patch: Patch, cfg: HiddenTriggerConfig, seed: int) -> Collision:
+    """Poisons from every image of ``targets``, each batch against as many fresh patched ``sources``."""
+    if not len(targets) or not len(sources):
+        raise InputError("hidden trigger needs at least one target image and one source image")
+    g = torch.Generator().manual_seed(seed)
+    out = Collision(torch.empty_like(targets), target_labels.clone())
+    for start in range(0, len(targets), cfg.batch_size):
+        base = targets[start:start + cfg.batch_size]
+        pick = torch.randperm(len(sources), generator=g)[: len(base)]
+        if len(pick) < len(base):
+            pick = torch.randint(0, len(sources), (len(base),), generator=g)
+        poisons, trace = collide_batch(features, base, patch.apply(sources[pick], cfg.random_location, g), cfg)
+        out.poisons[start:start + len(base)] = poisons
+        out.mean_loss.append(trace)
+        out.iterations.append(len(trace))
+    return out
+
+
+def noise_poisons(targets: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
+    """The paper's control: target images plus uniform noise in [−ε, ε], clamped to [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    noise = (torch.rand(targets.shape, generator=g) * 2 - 1) * eps
+    return (targets + noise).clamp(0, 1)
+
+
+@dataclass
+class TransferConfig:
+    """The centralised transfer-learning experiment: extractor pretrained on the digits outside
+    {source, target}; ``poisons`` target-class training images turned into poisons (or into the noise
+    control) and added to the clean set; the last layer fitted on ``classes`` ("pair": source vs target,
+    the paper's binary tasks; "all": every class)."""
+
+    source: int = 3
+    target: int = 8
+    poisons: int = 80
+    patch_size: int = 8
+    classes: str = "pair"
+    attack: HiddenTriggerConfig = field(default_factory=small_extractor_config)
+    pretrain_epochs: int = 2
+    head_steps: int = 300
+    head_l2: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if self.source == self.target:
+            raise InputError("hidden trigger source and target classes must differ")
+        if self.classes not in ("pair", "all"):
+            raise InputError(f"classes must be 'pair' or 'all', got {self.classes!r}")
+        if self.poisons < 1:
+            raise InputError(f"poisons must be ≥ 1, got {self.poisons}")
+
+
+@dataclass
+class VictimScores:
+    clean_accuracy: float
+    attack_success_rate: float
+    source_as_target: float
+
+
+@dataclass
+class TransferResult:
+    """The three victims of one seed: clean model, hidden-trigger poisons, noise control."""
+
+    clean: VictimScores
+    hidden_trigger: VictimScores
+    noise: VictimScores
+    target_train_images: int
+    pair_loss_start: float
+    pair_loss_end: float
+    iterations: int
+    max_perturbation: float
+
+
+def run_transfer(x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor, cfg: TransferConfig,
+                 seed: int) -> TransferResult:
+    """Poison generation and the fine-tuned victims (Saha et al. §4, on the lab's data)."""
+    from fedharness.tasks.head_finetune import HeadFitConfig, PretrainConfig, extract, fit_head, pretrain_extractor
+
+    target_idx = torch.nonzero(y == cfg.target).flatten()
+    if cfg.poisons > len(target_idx):
+        raise InputError(f"{cfg.poisons} poisons asked, but class {cfg.target} has {len(target_idx)} training images")
+    extractor = pretrain_extractor(x, y, (cfg.source, cfg.target), PretrainConfig(epochs=cfg.pretrain_epochs), seed)
+    features = lambda z: extract(extractor, z)
+    patch = Patch.random(x.shape[1], cfg.patch_size, seed)
+    g = torch.Generator().manual_seed(seed)
+    base = target_idx[torch.randperm(len(target_idx), generator=g)[: cfg.poisons]]
+    collision = generate(features, x[base], y[base], x[y == cfg.source], patch, cfg.attack, seed)
+    noise = noise_poisons(x[base], cfg.attack.eps, seed)
+    keep = (y == cfg.source) | (y == cfg.target) if cfg.classes == "pair" else torch.ones_like(y, dtype=torch.bool)
+    keep_t = (yt == cfg.source) | (yt == cfg.target) if cfg.classes == "pair" else torch.ones_like(yt, dtype=torch.bool)
+    with torch.no_grad():
+        f_train, f_test = features(x[keep]), features(xt[keep_t])
+        src_test = xt[yt == cfg.source]
+        f_patched = features(patch.apply(src_test, cfg.attack.random_location, torch.Generator().manual_seed(seed + 1)))
+        f_src = features(src_test)
+    fit = HeadFitConfig(cfg.head_steps, cfg.head_l2)
+    classes = int(max(y.max(), yt.max())) + 1
+
+    def victim(extra: torch.Tensor | None) -> VictimScores:
+        feats, labels = f_train, y[keep]
+        if extra is not None:
+            with torch.no_grad():
+                feats = torch.cat([feats, features(extra)])
+            labels = torch.cat([labels, y[base]])
+        head = fit_head(feats, labels, classes, fit, seed)
+        with torch.no_grad():
+            acc = float((head(f_test).argmax(1) == yt[keep_t]).float().mean())
+            asr = float((head(f_patched).argmax(1) == cfg.target).float().mean())
+            plain = float((head(f_src).argmax(1) == cfg.target).float().mean())
+        return VictimScores(acc, asr, plain)
+
+    return TransferResult(
+        victim(None), victim(collision.poisons), victim(noise), len(target_idx),
+        pair_loss_start=sum(t[0] for t in collision.mean_loss) / len(collision.mean_loss),
+        pair_loss_end=sum(t[-1] for t in collision.mean_loss) / len(collision.mean_loss),
+        iterations=max(collision.iterations),
+        max_perturbation=float((collision.poisons - x[base]).abs().max()),
+    )
+
+
+@register("hidden_trigger")
+@dataclass
+class HiddenTrigger:
+    """Federated client attack on a head-fine-tuning task (``head_finetune``): each attacker turns up to
+    ``poisons`` of its target-class images into hidden-trigger poisons against the task's shared
+    extractor (made once, on first use) and trains honestly on its data plus them. ``generation``
+    overrides :data:`SMALL_EXTRACTOR`."""
+
+    poisons: int = 50
+    generation: dict = field(default_factory=dict)
+    knowledge: str = "own"
+    made: dict = field(default_factory=dict, init=False, repr=False)
+
+    def __call__(self, ctx: AttackContext) -> torch.Tensor:
+        task = ctx.task
+        if not all(hasattr(task, a) for a in ("features", "patch", "source")):
+            raise InputError("the hidden_trigger attack needs a head_finetune task (a shared pretrained extractor)")
+        cfg = small_extractor_config(**{**self.generation, "random_location": task.random_location})
+        data = []
+        for cid, d, seed in zip(ctx.attacker_ids or range(len(ctx.attacker_data)), ctx.attacker_data,
+                                ctx.attacker_seeds):
+            if cid not in self.made:
+                self.made[cid] = self.craft(task, d, cfg, seed)
+            px, py = self.made[cid]
+            data.append({"x": torch.cat([d["x"], px]), "y": torch.cat([d["y"], py])})
+        return ctx.engine.train(ctx.global_vec, data, ctx.local, ctx.attacker_seeds)
+
+    def craft(self, task: HeadFineTuneTask, d: dict, cfg: HiddenTriggerConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        targets, sources = d["x"][d["y"] == task.target_label][: self.poisons], d["x"][d["y"] == task.source]
+        if not len(targets) or not len(sources):
+            raise InputError(f"a hidden_trigger attacker needs images of target class {task.target_label} "
+                             f"and source class {task.source}; give it more data")
+        out = generate(task.features, targets, d["y"][d["y"] == task.target_label][: self.poisons], sources,
+                       task.patch, cfg, seed)
+        return out.poisons, out.labels

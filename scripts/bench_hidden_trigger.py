@@ -1,0 +1,146 @@
+"""Hidden Trigger Backdoor (Saha et al., AAAI 2020) in its transfer-learning setting on MNIST.
+
+Per (source→target pair, seed, poison count, ε): an extractor (SmallCNN to its 64-d penultimate
+layer) is pretrained on the MNIST train digits outside the pair, poisons are made from target-class
+training images, and three last layers are fitted: on clean data (the paper's clean control), clean +
+hidden-trigger poisons, and clean + target images with uniform ε-noise (the paper's no-collision
+control). Metrics: ASR on patched source test images (→ target), clean accuracy, and the share of
+*unpatched* source test images called target. Rows go to ``rows.jsonl`` (resumable), the summary to
+``metrics.json``; all knobs map onto :class:`fedharness.attacks.hidden_trigger.TransferConfig`.
+
+``--watermark-seeds N``: instead, the unlearning watermark in the fine-tuning provider setting
+(:func:`unlearning_verify.watermarks.hidden_trigger.verify_transfer`): a public extractor pretrained on
+the even-indexed training images, the provider's users own the odd ones; noop vs head_retrain over N
+seeds, verdicts with the family's assumption check, to ``watermark.jsonl``.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=. python scripts/bench_hidden_trigger.py --out runs/htba
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from fedharness.attacks.hidden_trigger import TransferConfig, run_transfer
+from fedharness.tasks.head_finetune import PretrainConfig, pretrain_extractor
+from unlearning_verify.watermarks.hidden_trigger import TransferVerifyConfig, verify_transfer
+from poisonlab import data
+from poisonlab.runs import append_jsonl, read_jsonl, write_json
+
+VARIANTS = ("clean", "hidden_trigger", "noise")
+
+
+def grid(args: argparse.Namespace) -> list[dict]:
+    """Headline (poisons, ε) on every pair × seed; the poison and ε sweeps on ``--sweep-seeds``."""
+    points = []
+    for pair in args.pairs:
+        for seed in args.seeds:
+            points.append({"pair": pair, "seed": seed, "poisons": args.poisons, "eps255": args.eps})
+            if seed not in args.sweep_seeds or pair not in args.sweep_pairs:
+                continue
+            points += [{"pair": pair, "seed": seed, "poisons": n, "eps255": args.eps} for n in args.poison_sweep]
+            points += [{"pair": pair, "seed": seed, "poisons": args.poisons, "eps255": e} for e in args.eps_sweep]
+    unique = {tuple(sorted(p.items())): p for p in points}
+    return list(unique.values())
+
+
+def config(point: dict, args: argparse.Namespace) -> TransferConfig:
+    source, target = (int(c) for c in point["pair"].split("-"))
+    base = TransferConfig()
+    attack = dataclasses.replace(base.attack, eps=point["eps255"] / 255, random_location=args.random_location,
+                                 max_iterations=args.iterations, halve_every=max(args.iterations // 3, 1))
+    return TransferConfig(source, target, point["poisons"], args.patch_size, args.classes, attack)
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["poisons"], r["eps255"]), []).append(r)
+    out = []
+    for (poisons, eps), rs in sorted(groups.items()):
+        entry = {"poisons": poisons, "eps255": eps, "runs": len(rs), "pairs": sorted({r["pair"] for r in rs}),
+                 "poison_share_of_target": float(np.mean([r["poisons"] / r["target_train_images"] for r in rs]))}
+        for v in VARIANTS:
+            for k in ("attack_success_rate", "clean_accuracy", "source_as_target"):
+                vals = [r[v][k] for r in rs]
+                entry[f"{v}_{k}"] = float(np.mean(vals))
+                entry[f"{v}_{k}_std"] = float(np.std(vals))
+        entry["pair_loss_end"] = float(np.mean([r["pair_loss_end"] for r in rs]))
+        out.append(entry)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--pairs", nargs="+", default=["3-8", "4-9", "7-1"], help="source-target digit pairs")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--sweep-seeds", nargs="*", type=int, default=[0])
+    p.add_argument("--sweep-pairs", nargs="*", default=["3-8"])
+    p.add_argument("--poisons", type=int, default=80)
+    p.add_argument("--eps", type=float, default=16.0, help="ε in 1/255 units")
+    p.add_argument("--poison-sweep", nargs="*", type=int, default=[50, 100, 200, 400])
+    p.add_argument("--eps-sweep", nargs="*", type=float, default=[8.0, 32.0, 64.0])
+    p.add_argument("--patch-size", type=int, default=TransferConfig.patch_size)
+    p.add_argument("--classes", choices=["pair", "all"], default=TransferConfig.classes)
+    p.add_argument("--iterations", type=int, default=TransferConfig().attack.max_iterations)
+    p.add_argument("--random-location", action="store_true", help="patch at random places (paper's rand_loc)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--watermark-seeds", type=int, default=0, help="run the watermark verification on N seeds")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    ds = data.load("mnist")
+    x, y = data.image_tensors(ds["train"])
+    xt, yt = data.image_tensors(ds["test"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.watermark_seeds:
+        watermark(args, x, y, xt, yt)
+        return
+    rows_path = args.out / "rows.jsonl"
+    rows = read_jsonl(rows_path) if rows_path.exists() else []
+    done = {(r["pair"], r["seed"], r["poisons"], r["eps255"]) for r in rows}
+    todo = [pt for pt in grid(args) if (pt["pair"], pt["seed"], pt["poisons"], pt["eps255"]) not in done]
+    for point in tqdm(todo, desc="htba"):
+        t0 = time.perf_counter()
+        result = run_transfer(x, y, xt, yt, config(point, args), point["seed"])
+        row = {**point, **dataclasses.asdict(result), "seconds": time.perf_counter() - t0}
+        append_jsonl(rows_path, row)
+        rows.append(row)
+    write_json(args.out / "metrics.json", {"settings": {k: str(v) if isinstance(v, Path) else v
+                                                         for k, v in vars(args).items()},
+                                           "summary": summarise(rows)})
+    for s in summarise(rows):
+        print(f"poisons {s['poisons']:4d} ({100 * s['poison_share_of_target']:.0f}%) ε {s['eps255']:4.0f}/255 "
+              f"n={s['runs']:2d}: ASR clean {100 * s['clean_attack_success_rate']:5.1f} "
+              f"htba {100 * s['hidden_trigger_attack_success_rate']:5.1f}±{100 * s['hidden_trigger_attack_success_rate_std']:.1f} "
+              f"noise {100 * s['noise_attack_success_rate']:5.1f} | acc clean {100 * s['clean_clean_accuracy']:.1f} "
+              f"htba {100 * s['hidden_trigger_clean_accuracy']:.1f} noise {100 * s['noise_clean_accuracy']:.1f}")
+
+
+def watermark(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor) -> None:
+    path = args.out / "watermark.jsonl"
+    rows = read_jsonl(path) if path.exists() else []
+    public = torch.arange(len(x)) % 2 == 0
+    extractor = pretrain_extractor(x[public], y[public], (), PretrainConfig(), 0)
+    cfg = TransferVerifyConfig(eps=args.eps / 255)
+    for seed in tqdm(range(args.watermark_seeds), desc="watermark"):
+        if any(r["seed"] == seed for r in rows):
+            continue
+        for row in verify_transfer(extractor, x[~public], y[~public], xt, yt, cfg, seed):
+            append_jsonl(path, row)
+            rows.append(row)
+    for name in ("noop", "head_retrain"):
+        rs = [r for r in rows if r["behaviour"] == name]
+        counts = {v: sum(r["verdict"] == v for r in rs) for v in ("HONORED", "NOT HONORED", "INCONCLUSIVE")}
+        print(f"{name}: {counts} over {len(rs)} seeds; p̂ {np.mean([r['p_hat'] for r in rs]):.3f} "
+              f"q̂ {np.mean([r['q_hat'] for r in rs]):.3f}; {rs[0]['reason'] if rs else ''}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from fedharness.attacks.hidden_trigger import (HiddenTriggerConfig, Patch, collide_batch, generate, noise_poisons,
+                                               pair)
+from fedharness.tasks.image_classification import SmallCNN
+from labcore.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    torch.manual_seed(0)
+    net = SmallCNN().eval().requires_grad_(False)
+    return lambda x: net.features(net.body(x))
+
+
+@pytest.fixture(scope="module")
+def images():
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(6, 1, 28, 28, generator=g), torch.rand(10, 1, 28, 28, generator=g)
+
+
+def test_poisons_stay_in_eps_ball_and_keep_labels(extractor, images):
+    targets, sources = images
+    labels = torch.full((6,), 8)
+    cfg = HiddenTriggerConfig(eps=8 / 255, lr=0.5, max_iterations=15, halve_every=5, stop_loss=0.0, batch_size=4)
+    out = generate(extractor, targets, labels, sources, Patch.random(1, 5, 0), cfg, seed=0)
+    assert torch.equal(out.labels, labels) and out.labels is not labels
+    assert float((out.poisons - targets).abs().max()) <= 8 / 255 + 1e-6
+    assert float(out.poisons.min()) >= 0 and float(out.poisons.max()) <= 1
+    assert out.iterations == [15, 15]  # two batches (4 + 2 poisons), no early stop at stop_loss 0
+    assert not torch.equal(out.poisons, targets)
+
+
+def test_feature_distance_to_patched_sources_falls(extractor, images):
+    targets, sources = images
+    patched = Patch.random(1, 5, 0).apply(sources[:6], True, torch.Generator().manual_seed(2))
+    cfg = HiddenTriggerConfig(eps=16 / 255, lr=0.5, max_iterations=30, halve_every=10, stop_loss=0.0)
+    poisons, trace = collide_batch(extractor, targets, patched, cfg)
+    assert len(trace) == 30
+    assert trace[-1] < 0.8 * trace[0]
+    assert np.mean(trace[20:]) < np.mean(trace[:10])
+    with torch.no_grad():
+        src = extractor(patched)
+        before = torch.cdist(extractor(targets), src).pow(2).min(1).values.mean()
+        after = torch.cdist(extractor(poisons), src).pow(2).min(1).values.mean()
+    assert after < before
+
+
+def test_early_stop_when_largest_pair_loss_is_below_threshold(extractor, images):
+    targets, sources = images
+    cfg = HiddenTriggerConfig(max_iterations=50, stop_loss=1e9)
+    poisons, trace = collide_batch(extractor, targets, sources[:6], cfg)
+    assert len(trace) == 1 and torch.equal(poisons, targets)
+
+
+def test_repairing_is_one_to_one_and_optimal():
+    g = torch.Generator().manual_seed(3)
+    poison_feats, source_feats = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
+    cols = pair(poison_feats, source_feats)
+    assert sorted(cols.tolist()) == list(range(5))
+    cost = torch.cdist(poison_feats, source_feats)
+    best = min(itertools.permutations(range(5)), key=lambda p: float(sum(cost[i, j] for i, j in enumerate(p))))
+    assert float(sum(cost[i, j] for i, j in enumerate(cols))) == pytest.approx(float(sum(cost[i, j] for i, j in enumerate(best))))
+    # Greedy nearest-neighbour would give both poisons source 0; the matching must not.
+    crowded = pair(torch.tensor([[0.0], [0.1]]), torch.tensor([[0.05], [5.0]]))
+    assert sorted(crowded.tolist()) == [0, 1]
+
+
+def test_noise_control_and_patch_placement():
+    x = torch.full((3, 1, 10, 10), 0.5)
+    noisy = noise_poisons(x, 4 / 255, seed=0)
+    assert float((noisy - x).abs().max()) <= 4 / 255 + 1e-7 and not torch.equal(noisy, x)
+    patch = Patch(torch.ones(1, 3, 3))
+    fixed = patch.apply(torch.zeros(2, 1, 10, 10), False, torch.Generator())
+    assert torch.equal(fixed[:, 0, 6:9, 6:9], torch.ones(2, 3, 3)) and float(fixed.sum()) == 18
+    moved = patch.apply(torch.zeros(50, 1, 10, 10), True, torch.Generator().manual_seed(0))
+    assert (moved.flatten(1).sum(1) == 9).all() and len({tuple(m.nonzero()[0].tolist()) for m in moved}) > 1
+    with pytest.raises(InputError):
+        Patch(torch.ones(1, 10, 10)).apply(torch.zeros(1, 1, 10, 10), False, torch.Generator())
+    with pytest.raises(InputError):
+        HiddenTriggerConfig(eps=0.0)
