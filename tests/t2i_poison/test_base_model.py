@@ -19,10 +19,25 @@ def test_pipeline_directory_roundtrip_gives_identical_images(tiny_pipe, tmp_path
     loaded = load_pipeline(tmp_path / "pipe")
     assert isinstance(loaded, DigitDiffusionPipeline)
     gen = lambda: torch.Generator().manual_seed(3)
-    a = tiny_pipe([caption(5)], num_inference_steps=3, generator=gen())
-    b = loaded([caption(5)], num_inference_steps=3, generator=gen())
+    a = tiny_pipe([caption(5)], num_inference_steps=3, generator=gen(), output_type="pt").images
+    b = loaded([caption(5)], num_inference_steps=3, generator=gen(), output_type="pt").images
     assert a.shape == (1, 1, 8, 8) and 0 <= a.min() and a.max() <= 1
     assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_saved_base_opens_with_plain_diffusers_custom_pipeline(tiny_pipe, tmp_path):
+    """diffusers' documented custom-pipeline API, from the file saved with the pipeline (no lab loader)."""
+    from diffusers import DiffusionPipeline, ImagePipelineOutput
+
+    tiny_pipe.save_pretrained(tmp_path / "pipe")
+    pipe_file = tmp_path / "pipe" / "digit_pipeline.py"
+    assert "t2i_poison" not in pipe_file.read_text() and "labcore" not in pipe_file.read_text()
+    plain = DiffusionPipeline.from_pretrained(tmp_path / "pipe", custom_pipeline=str(pipe_file), trust_remote_code=True)
+    assert type(plain).__module__ != DigitDiffusionPipeline.__module__  # the saved file's class, not ours
+    out = plain(caption(5), num_inference_steps=3, generator=torch.Generator().manual_seed(3))
+    assert isinstance(out, ImagePipelineOutput) and out.images[0].size == (8, 8) and out.images[0].mode == "L"
+    ours = tiny_pipe(caption(5), num_inference_steps=3, generator=torch.Generator().manual_seed(3), output_type="np").images
+    assert np.array_equal(np.asarray(out.images[0]), (ours[0, ..., 0] * 255).round().astype(np.uint8))
 
 
 def test_pretraining_resumes_to_the_same_weights(tiny_cfg, tmp_path, digit_images):
