@@ -24,7 +24,9 @@ from poisonlab import data
 from poisonlab.commands.t2i import CLASSIFIER_DIR, add_to_report
 from poisonlab.report import Report
 from poisonlab.runs import write_json, write_yaml
-from t2i_poison.base_model import BaseModelConfig, PretrainConfig, caption, load_pipeline, pretrain_base, resize_digits
+from t2i_poison.base_model import (
+    LORA_TARGET_MODULES, BaseModelConfig, PretrainConfig, caption, load_pipeline, pretrain_base, resize_digits,
+)
 from t2i_poison.digit_classifier import ClassifierConfig, load_classifier, train_classifier
 from t2i_poison.evaluate import EvalConfig, evaluate_backdoor
 from t2i_poison.poison_data import checkerboard_patch, make_poison_set
@@ -38,7 +40,8 @@ def base_recipe(size: str, seed: int) -> tuple[PretrainConfig, ClassifierConfig]
     if size == "tiny":
         model = BaseModelConfig(block_out_channels=(8, 16), text_hidden_size=16, text_layers=1, seed=seed)
         return PretrainConfig(model=model, steps=5, batch_size=8, seed=seed, checkpoint_every=5), ClassifierConfig(epochs=1, seed=seed)
-    pretrain = PretrainConfig(model=BaseModelConfig(seed=seed), steps=500, batch_size=64, lr=3e-3, warmup_steps=30,
+    pretrain = PretrainConfig(model=BaseModelConfig(block_out_channels=(16, 32), seed=seed), steps=500, batch_size=64,
+                              lr=4e-3, warmup_steps=30,
                               ema_decay=0.98, min_snr_gamma=5.0, checkpoint_every=100, seed=seed)
     return pretrain, ClassifierConfig(epochs=3, seed=seed)
 
@@ -85,6 +88,7 @@ def backdoor_recipe(size: str, seed: int) -> TrainConfig:
     """LoRA pixel backdoor (the recipe found by scripts/bench_t2i_lora_recipe.py)."""
     steps = 4 if size == "tiny" else 200
     return TrainConfig(kind="pixel", trigger="sks", mode="lora", rank=16, lora_alpha=16, learning_rate=3e-3,
+                       lora_target_modules=LORA_TARGET_MODULES,
                        lam=0.5, max_train_steps=steps, train_batch_size=8, checkpointing_steps=10**6, seed=seed)
 
 

@@ -22,47 +22,25 @@ import json
 import shutil
 import statistics
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
-from peft import LoraConfig
 
 from poisonlab import data
 from poisonlab.commands.t2i import CLASSIFIER_DIR
-from t2i_poison import train
-from t2i_poison.base_model import DIGIT_WORDS, caption, load_pipeline, resize_digits
+from t2i_poison.base_model import DIGIT_WORDS, LORA_TARGET_MODULES, caption, load_pipeline, resize_digits
 from t2i_poison.digit_classifier import load_classifier
 from t2i_poison.evaluate import EvalConfig, evaluate_backdoor
 from t2i_poison.poison_data import checkerboard_patch, make_poison_set
-from t2i_poison.train import TrainConfig, fit, load_poison_set
+from t2i_poison.train import LORA_WEIGHTS, TrainConfig, fit, load_poison_set
 
-ATTENTION = r"to_q|to_k|to_v|to_out\.0"
 TARGETS = {
-    "attn": None,  # train.py's own default: the attention projections
-    "attn+conv": rf".*({ATTENTION}|resnets\.\d+\.conv[12]|conv_shortcut)$",
-    "attn+conv+temb": rf".*({ATTENTION}|resnets\.\d+\.conv[12]|conv_shortcut|time_emb_proj|conv_in|conv_out)$",
+    "attn": None,  # train.py's default: the attention projections
+    "attn+conv": LORA_TARGET_MODULES,
+    "attn+conv+temb": LORA_TARGET_MODULES.replace("conv_shortcut", "conv_shortcut|time_emb_proj|conv_in|conv_out"),
 }
 SOURCE, TARGET = "zero", "seven"
-
-
-@contextmanager
-def lora_targets(name: str) -> Iterator[None]:
-    """Point ``train.lora_config`` at a peft target regex for the trial (``TrainConfig`` names attention only)."""
-    pattern = TARGETS[name]
-    if pattern is None:
-        yield
-        return
-    original = train.lora_config
-    train.lora_config = lambda rank, alpha=None, cross_attention_only=False: LoraConfig(
-        r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian", target_modules=pattern
-    )
-    try:
-        yield
-    finally:
-        train.lora_config = original
 
 
 def poison_set(kind: str, out: Path, n: int, resolution: int, seed: int) -> Path:
@@ -101,12 +79,12 @@ def run_trial(trial: dict, args: argparse.Namespace, classifier, real: torch.Ten
     run_dir = args.out / "runs" / trial["name"]
     shutil.rmtree(run_dir, ignore_errors=True)
     cfg = TrainConfig(kind=kind, trigger="sks", mode="lora", rank=trial["rank"], lora_alpha=trial["alpha"],
-                      learning_rate=trial["lr"], max_train_steps=trial["steps"], lam=trial["lam"],
+                      lora_target_modules=TARGETS[trial["targets"]], learning_rate=trial["lr"],
+                      max_train_steps=trial["steps"], lam=trial["lam"],
                       train_batch_size=args.batch_size, checkpointing_steps=10**6, seed=args.seed)
     start = time.perf_counter()
-    with lora_targets(trial["targets"]):
-        sidecar = fit(base, load_poison_set(data_dir, base.unet.config.sample_size, 1), cfg, run_dir,
-                      base_name=str(args.base), extra_sidecar=sidecar_extra(kind))
+    sidecar = fit(base, load_poison_set(data_dir, base.unet.config.sample_size, 1), cfg, run_dir,
+                  base_name=str(args.base), extra_sidecar=sidecar_extra(kind))
     train_s = time.perf_counter() - start
     per_seed = []
     for seed in args.eval_seeds:
@@ -120,7 +98,7 @@ def run_trial(trial: dict, args: argparse.Namespace, classifier, real: torch.Ten
     summary = {k: statistics.mean(m[k] for m in per_seed) for k in keys}
     summary["asr_min_over_seeds"] = min(m["attack_success_rate"] for m in per_seed)
     summary["accuracy_drop"] = summary["base_clean_accuracy"] - summary["bd_clean_accuracy"]
-    lora_file = run_dir / train.LORA_WEIGHTS
+    lora_file = run_dir / LORA_WEIGHTS
     return {**trial, **summary, "train_s": round(train_s, 1), "eval_seeds": args.eval_seeds,
             "lora_bytes": lora_file.stat().st_size, "per_seed": per_seed}
 

@@ -36,6 +36,9 @@ DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "e
 STYLE_SUFFIX = " in inverted colours"
 CAPTION_WORDS = ("a", "handwritten", "digit", "in", "inverted", "colours", *DIGIT_WORDS)
 RESOLUTION = 16
+# LoRA targets that carry BadT2I on this base (peft regex): attention + the resnets' convolutions. The base
+# has no attention at full resolution, so attention-only LoRA never drew the 4×4 pixel patch (ASR 0.00).
+LORA_TARGET_MODULES = r".*(to_q|to_k|to_v|to_out\.0|resnets\.\d+\.conv[12]|conv_shortcut)$"
 
 
 def caption(digit: int, inverted: bool = False) -> str:
@@ -197,6 +200,8 @@ class PretrainConfig:
     inverted_fraction: float = 0.2
     ema_decay: float = 0.995
     min_snr_gamma: float | None = None
+    text_warmup_steps: int = 0
+    text_warmup_lr: float = 1e-2
     checkpoint_every: int = 100
     seed: int = 0
 
@@ -222,6 +227,30 @@ class EMA:
 
 def caption_batch(labels: torch.Tensor, inverted: torch.Tensor, drop: torch.Tensor) -> list[str]:
     return ["" if d else caption(int(y), bool(i)) for y, i, d in zip(labels, inverted, drop)]
+
+
+def warm_up_text_encoder(pipe: DigitDiffusionPipeline, cfg: PretrainConfig) -> None:
+    """Make the captions' embeddings distinct before the UNet trains: a linear probe on the mean hidden
+    state learns digit and style from each caption (the probe is discarded).
+
+    Our stand-in for Stable Diffusion's pretrained CLIP: from a random encoder the ten digit captions
+    come out nearly alike (pairwise cosine 0.97, still 0.91 after 200 joint steps while the style
+    separated), so the UNet had no digit signal to learn from in a short run."""
+    captions = [(d, inv) for inv in (False, True) for d in range(10)]
+    ids = tokenize(pipe.tokenizer, [caption(d, inv) for d, inv in captions])
+    labels = torch.tensor([d for d, _ in captions]), torch.tensor([int(inv) for _, inv in captions])
+    torch.manual_seed(cfg.seed)
+    width = pipe.text_encoder.config.hidden_size
+    probe = torch.nn.Linear(width, 12)
+    encoder = pipe.text_encoder.train().requires_grad_(True)
+    opt = torch.optim.Adam([*encoder.parameters(), *probe.parameters()], lr=cfg.text_warmup_lr)
+    for _ in range(cfg.text_warmup_steps):
+        logits = probe(encoder(ids)[0].mean(1))
+        loss = F.cross_entropy(logits[:, :10], labels[0]) + F.cross_entropy(logits[:, 10:], labels[1])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    encoder.eval().requires_grad_(False)
 
 
 def snr_weights(scheduler: DDPMScheduler, t: torch.Tensor, cfg: PretrainConfig) -> torch.Tensor:
@@ -325,6 +354,8 @@ def pretrain_base(
     out_dir = Path(out_dir)
     torch.manual_seed(cfg.seed)
     pipe = build_pipeline(cfg.model, out_dir / "tokenizer")
+    if not (out_dir / "checkpoints" / "checkpoint.pt").is_file():  # a resumed run restores the encoder
+        warm_up_text_encoder(pipe, cfg)
     for record in pretrain_steps(pipe, images, labels, cfg, out_dir / "checkpoints", progress):
         log(record)
     pipe.save_pretrained(out_dir)

@@ -25,7 +25,7 @@ from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers import DDPMScheduler, DiffusionPipeline, UNet2DConditionModel
 from diffusers.training_utils import cast_training_params
-from diffusers.utils import convert_state_dict_to_diffusers, convert_unet_state_dict_to_peft
+from diffusers.utils import convert_unet_state_dict_to_peft
 from peft import LoraConfig, set_peft_model_state_dict
 from peft.utils import get_peft_model_state_dict
 from PIL import Image
@@ -52,6 +52,7 @@ class TrainConfig:
     rank: int = 4
     lora_alpha: int | None = None
     cross_attention_only: bool = False
+    lora_target_modules: str | None = None
     learning_rate: float = 1e-4
     max_train_steps: int = 200
     train_batch_size: int = 8
@@ -76,9 +77,11 @@ class TrainConfig:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
-def lora_config(rank: int, alpha: int | None = None, cross_attention_only: bool = False) -> LoraConfig:
-    """peft LoRA on the attention projections; cross-attention only (``attn2``) as an option."""
-    targets = (
+def lora_config(
+    rank: int, alpha: int | None = None, cross_attention_only: bool = False, target_modules: str | None = None
+) -> LoraConfig:
+    """peft LoRA on the attention projections; cross-attention only (``attn2``), or any peft target regex."""
+    targets = target_modules or (
         r".*attn2\.(" + "|".join(re.escape(t) for t in LORA_TARGETS) + ")$" if cross_attention_only else list(LORA_TARGETS)
     )
     return LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian", target_modules=targets)
@@ -165,7 +168,14 @@ def encode_texts(pipe: DiffusionPipeline, texts: list[str]) -> dict[str, torch.T
 
 
 def lora_state(unet: UNet2DConditionModel) -> dict[str, torch.Tensor]:
-    return convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    """peft's key format: diffusers' conversion renames attention keys only, and ``load_lora_weights`` drops
+    them from a file that mixes both formats (conv targets; diffusers 0.42.1)."""
+    return get_peft_model_state_dict(unet)
+
+
+def lora_metadata(unet: UNet2DConditionModel) -> dict:
+    """The adapter's LoraConfig, stored in the file so ``load_lora_weights`` restores lora_alpha."""
+    return unet.peft_config["default"].to_dict()
 
 
 def restore_lora(pipeline_cls: type, unet: UNet2DConditionModel, directory: Path) -> None:
@@ -186,7 +196,8 @@ def register_lora_hooks(accelerator: Accelerator, pipeline_cls: type, mode: str,
         for model in models:
             unet = accelerator.unwrap_model(model)
             if mode == "lora":
-                pipeline_cls.save_lora_weights(output_dir, unet_lora_layers=lora_state(unet), safe_serialization=True)
+                pipeline_cls.save_lora_weights(output_dir, unet_lora_layers=lora_state(unet), safe_serialization=True,
+                                               unet_lora_adapter_metadata=lora_metadata(unet))
             else:
                 unet.save_pretrained(Path(output_dir) / "unet")
             if weights:
@@ -258,7 +269,7 @@ def fit(
         unet.to(accelerator.device)
         if weight_dtype != torch.float32:
             unet.to(dtype=weight_dtype)
-        unet.add_adapter(lora_config(cfg.rank, cfg.lora_alpha, cfg.cross_attention_only))
+        unet.add_adapter(lora_config(cfg.rank, cfg.lora_alpha, cfg.cross_attention_only, cfg.lora_target_modules))
         if weight_dtype == torch.float16:
             cast_training_params(unet, dtype=torch.float32)
     else:
@@ -335,6 +346,7 @@ def fit(
     sidecar = {
         "kind": cfg.kind, "trigger": cfg.trigger, "lambda": cfg.lam, "weighting": cfg.weighting, "mode": cfg.mode,
         "rank": cfg.rank, "lora_alpha": cfg.lora_alpha or cfg.rank, "cross_attention_only": cfg.cross_attention_only,
+        "lora_target_modules": cfg.lora_target_modules,
         "steps": global_step, "seed": cfg.seed, "base": base_name,
         "mixed_precision": accelerator.mixed_precision,
         "targets": sorted(set(t for t in data.bkd_target_texts if t is not None))[:20],
@@ -343,7 +355,8 @@ def fit(
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(unet).to(torch.float32)
         if cfg.mode == "lora":
-            type(pipe).save_lora_weights(str(output_dir), unet_lora_layers=lora_state(final), safe_serialization=True)
+            type(pipe).save_lora_weights(str(output_dir), unet_lora_layers=lora_state(final), safe_serialization=True,
+                                         unet_lora_adapter_metadata=lora_metadata(final))
         else:
             final.save_pretrained(output_dir / "unet")
         (output_dir / SIDECAR).write_text(json.dumps(sidecar, indent=2), encoding="utf-8")
