@@ -113,7 +113,7 @@ def run(out: Path, quick: bool | str, seed: int, report: Report) -> dict:
     patch_info = {"top": 0, "left": 0, "pixels": patch.pixels.tolist()}
     sidecar = fit(pipe, load_poison_set(run_dir / "data", res, 1), cfg, run_dir, base_name=base_ref,
                   extra_sidecar={"patch": patch_info})
-    eval_cfg = EvalConfig(samples_per_digit={"tiny": 1, "quick": 5, "full": 10}[size],
+    eval_cfg = EvalConfig(samples_per_digit={"tiny": 1, "quick": 10, "full": 20}[size],
                           num_inference_steps=2 if size == "tiny" else 10, seed=seed)
     metrics, generated = evaluate_backdoor(load_pipeline(base), run_dir, sidecar, load_classifier(base / CLASSIFIER_DIR),
                                            xt, eval_cfg)
