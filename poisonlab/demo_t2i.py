@@ -40,9 +40,9 @@ def base_recipe(size: str, seed: int) -> tuple[PretrainConfig, ClassifierConfig]
     if size == "tiny":
         model = BaseModelConfig(block_out_channels=(8, 16), text_hidden_size=16, text_layers=1, seed=seed)
         return PretrainConfig(model=model, steps=5, batch_size=8, seed=seed, checkpoint_every=5), ClassifierConfig(epochs=1, seed=seed)
-    pretrain = PretrainConfig(model=BaseModelConfig(block_out_channels=(16, 32), seed=seed), steps=500, batch_size=64,
-                              lr=4e-3, warmup_steps=30,
-                              ema_decay=0.98, min_snr_gamma=5.0, checkpoint_every=100, seed=seed)
+    pretrain = PretrainConfig(model=BaseModelConfig(block_out_channels=(16, 32), seed=seed), steps=400, batch_size=64,
+                              lr=4e-3, warmup_steps=30, ema_decay=0.98, text_warmup_steps=100, checkpoint_every=100,
+                              seed=seed)
     return pretrain, ClassifierConfig(epochs=3, seed=seed)
 
 
@@ -86,7 +86,7 @@ def demo_base(out: Path, size: str, seed: int, x: torch.Tensor, y: torch.Tensor)
 
 def backdoor_recipe(size: str, seed: int) -> TrainConfig:
     """LoRA pixel backdoor (the recipe found by scripts/bench_t2i_lora_recipe.py)."""
-    steps = 4 if size == "tiny" else 200
+    steps = 4 if size == "tiny" else 250
     return TrainConfig(kind="pixel", trigger="sks", mode="lora", rank=16, lora_alpha=16, learning_rate=3e-3,
                        lora_target_modules=LORA_TARGET_MODULES,
                        lam=0.5, max_train_steps=steps, train_batch_size=8, checkpointing_steps=10**6, seed=seed)
