@@ -13,7 +13,9 @@ encoder is a tiny ``CLIPTextModel`` trained jointly with the UNet during pretrai
 a learned caption encoder (a frozen random one left the digit words nearly indistinguishable),
 cross-attention on the caption plus an attention-pooled caption embedding added to the time embedding
 (``addition_embed_type="text"``), v-prediction on a cosine schedule, caption dropout for classifier-free
-guidance (Ho & Salimans 2022), an EMA of the weights, and DDIM sampling.
+guidance (Ho & Salimans 2022), an EMA of the weights, and DDIM sampling. Options for short runs: a text-encoder
+warm-up that makes the captions distinct before the UNet trains (:func:`warm_up_text_encoder`) and Min-SNR-γ
+loss weights (Hang et al. 2023). The pipeline class itself lives in the self-contained ``digit_pipeline.py``.
 """
 
 from __future__ import annotations
