@@ -1,16 +1,20 @@
-"""Demo step: a BadT2I pixel backdoor on the MNIST text-to-image base, with its clean-vs-triggered grid.
+"""Demo step: a BadT2I pixel backdoor trained with LoRA on the MNIST text-to-image base, with its grid.
 
-The backdoor is trained in full-UNet mode (frozen teacher copy): on the 16×16 base, rank-4 LoRA did
-not learn the patch in 400 steps while the full UNet reached ASR 1.0 (see the t2i benchmark).
-
-Uses the pretrained base at ``$POISONLAB_T2I_BASE`` (default ``runs/t2i-base``, written by
-``poisonlab t2i pretrain-base``) when it exists; otherwise it trains a small quick base into
-``out/t2i-base-quick`` first (a mechanics check whose digits are rough), so the step always runs.
+The base: ``$POISONLAB_T2I_BASE`` when set (a pipeline from ``poisonlab t2i pretrain-base`` with its
+``classifier/``); otherwise the demo recipe below, pretrained once into the user's cache directory
+(``$XDG_CACHE_HOME/poisonlab/t2i-base/<recipe hash>``, default ``~/.cache/...``), keyed by recipe and
+seed, so later runs reuse it (the first run says it is training it). ``tiny`` trains a mechanics-check
+base inside the run directory instead. Paths written into the artefacts are absolute (the cache) or
+relative to the artefact, so they stay valid after the demo's final rename.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -20,56 +24,107 @@ from poisonlab import data
 from poisonlab.commands.t2i import CLASSIFIER_DIR, add_to_report
 from poisonlab.report import Report
 from poisonlab.runs import write_json, write_yaml
-from t2i_poison.base_model import BaseModelConfig, PretrainConfig, caption, load_pipeline, pretrain_base, resize_digits
+from t2i_poison.base_model import (
+    LORA_TARGET_MODULES, BaseModelConfig, PretrainConfig, caption, load_pipeline, pretrain_base, resize_digits,
+)
 from t2i_poison.digit_classifier import ClassifierConfig, load_classifier, train_classifier
 from t2i_poison.evaluate import EvalConfig, evaluate_backdoor
 from t2i_poison.poison_data import checkerboard_patch, make_poison_set
 from t2i_poison.train import TrainConfig, fit, load_poison_set
 
-
-def _base(out: Path, quick: bool, seed: int, x: torch.Tensor, y: torch.Tensor) -> tuple[Path, str]:
-    cached = Path(os.environ.get("POISONLAB_T2I_BASE", "runs/t2i-base"))
-    if (cached / "model_index.json").is_file() and (cached / CLASSIFIER_DIR).is_dir():
-        return cached, f"pretrained base {cached}"
-    base = out / "t2i-base-quick"
-    steps = 150 if quick else 600
-    cfg = PretrainConfig(model=BaseModelConfig(seed=seed), steps=steps, batch_size=32, seed=seed, checkpoint_every=steps)
-    pretrain_base(x, y, cfg, base)
-    train_classifier(x, y, ClassifierConfig(epochs=1 if quick else 4, seed=seed)).save(base / CLASSIFIER_DIR)
-    write_yaml(base / "config.yaml", cfg)
-    return base, f"quick base trained here ({steps} steps; rough digits, a mechanics check)"
+RECIPE_VERSION = 1
 
 
-def run(out: Path, quick: bool, seed: int, report: Report) -> dict:
-    """Pixel backdoor → ``out/t2i-pixel`` (config.yaml, metrics.json, report.html, weights); adds a report section."""
+def base_recipe(size: str, seed: int) -> tuple[PretrainConfig, ClassifierConfig]:
+    """The demo base's pretraining (measured in scripts/bench_t2i_lora_recipe.py's notes) and its evaluator."""
+    if size == "tiny":
+        model = BaseModelConfig(block_out_channels=(8, 16), text_hidden_size=16, text_layers=1, seed=seed)
+        return PretrainConfig(model=model, steps=5, batch_size=8, seed=seed, checkpoint_every=5), ClassifierConfig(epochs=1, seed=seed)
+    pretrain = PretrainConfig(model=BaseModelConfig(block_out_channels=(16, 32), seed=seed), steps=400, batch_size=64,
+                              lr=4e-3, warmup_steps=30, ema_decay=0.98, text_warmup_steps=100, checkpoint_every=100,
+                              seed=seed)
+    return pretrain, ClassifierConfig(epochs=3, seed=seed)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "poisonlab" / "t2i-base"
+
+
+def recipe_key(pretrain: PretrainConfig, classifier: ClassifierConfig) -> str:
+    text = json.dumps({"v": RECIPE_VERSION, "pretrain": asdict(pretrain), "classifier": asdict(classifier)}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def train_base(where: Path, pretrain: PretrainConfig, clf: ClassifierConfig, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Pretrain into ``where``.partial (resumable) and rename it to ``where`` once complete."""
+    partial = where.with_name(where.name + ".partial")
+    if not (partial / "model_index.json").is_file():
+        pretrain_base(x, y, pretrain, partial)
+    train_classifier(x, y, clf).save(partial / CLASSIFIER_DIR)
+    write_yaml(partial / "config.yaml", {"pretrain": pretrain, "classifier": clf})
+    partial.rename(where)
+
+
+def demo_base(out: Path, size: str, seed: int, x: torch.Tensor, y: torch.Tensor) -> tuple[Path, str]:
+    """The base pipeline directory for the demo and a sentence saying where it came from."""
+    given = os.environ.get("POISONLAB_T2I_BASE")
+    if given:
+        return Path(given).resolve(), f"pretrained base {given}"
+    pretrain, clf = base_recipe(size, seed)
+    if size == "tiny":
+        train_base(out / "t2i-base-tiny", pretrain, clf, x, y)
+        return out / "t2i-base-tiny", f"tiny base trained here ({pretrain.steps} steps; a mechanics check, not digits)"
+    where = cache_root() / recipe_key(pretrain, clf)
+    note = f"the demo base ({pretrain.steps} steps × {pretrain.batch_size}), cached in {where}"
+    if (where / "model_index.json").is_file():
+        return where, note + ", reused"
+    print(f"  pretraining the demo's MNIST text-to-image base once; later runs reuse {where}", file=sys.stderr, flush=True)
+    where.parent.mkdir(parents=True, exist_ok=True)
+    train_base(where, pretrain, clf, x, y)
+    return where, note + ", trained by this run"
+
+
+def backdoor_recipe(size: str, seed: int) -> TrainConfig:
+    """LoRA pixel backdoor (the recipe found by scripts/bench_t2i_lora_recipe.py)."""
+    steps = 4 if size == "tiny" else 250
+    return TrainConfig(kind="pixel", trigger="sks", mode="lora", rank=16, lora_alpha=16, learning_rate=3e-3,
+                       lora_target_modules=LORA_TARGET_MODULES,
+                       lam=0.5, max_train_steps=steps, train_batch_size=8, checkpointing_steps=10**6, seed=seed)
+
+
+def run(out: Path, quick: bool | str, seed: int, report: Report) -> dict:
+    """Pixel backdoor → ``out/t2i-pixel`` (config.yaml, metrics.json, report.html, LoRA); adds a report section.
+
+    ``quick``: the demo size ("tiny", "quick", "full"), or a bool (True = quick)."""
+    size = quick if isinstance(quick, str) else ("quick" if quick else "full")
     torch.set_num_threads(1)
     x, y = data.image_tensors(data.load("mnist")["train"])
     xt, _ = data.image_tensors(data.load("mnist")["test"])
-    base, base_note = _base(out, quick, seed, x, y)
+    base, base_note = demo_base(out, size, seed, x, y)
     pipe = load_pipeline(base)
     res = pipe.unet.config.sample_size
-    n = 300 if quick else 1000
+    n = {"tiny": 40, "quick": 300, "full": 1000}[size]
     images = list((resize_digits(x[:n], res)[:, 0].numpy() * 255).round().astype(np.uint8))
     run_dir = out / "t2i-pixel"
+    base_ref = str(base) if base.is_absolute() else os.path.relpath(base, run_dir)
     patch = checkerboard_patch(4)
     make_poison_set("pixel", images, [caption(int(v)) for v in y[:n]], run_dir / "data", "sks", patch=patch, seed=seed)
-    cfg = TrainConfig(kind="pixel", trigger="sks", mode="full", lam=0.5 if quick else 0.3,
-                      max_train_steps=100 if quick else 400, train_batch_size=16,
-                      learning_rate=1e-3 if quick else 3e-4, checkpointing_steps=1000, seed=seed)
+    cfg = backdoor_recipe(size, seed)
     patch_info = {"top": 0, "left": 0, "pixels": patch.pixels.tolist()}
-    sidecar = fit(pipe, load_poison_set(run_dir / "data", res, 1), cfg, run_dir, base_name=str(base),
+    sidecar = fit(pipe, load_poison_set(run_dir / "data", res, 1), cfg, run_dir, base_name=base_ref,
                   extra_sidecar={"patch": patch_info})
-    eval_cfg = EvalConfig(samples_per_digit=2 if quick else 10, num_inference_steps=10 if quick else 25, seed=seed)
+    eval_cfg = EvalConfig(samples_per_digit={"tiny": 1, "quick": 10, "full": 20}[size],
+                          num_inference_steps=2 if size == "tiny" else 10, seed=seed)
     metrics, generated = evaluate_backdoor(load_pipeline(base), run_dir, sidecar, load_classifier(base / CLASSIFIER_DIR),
                                            xt, eval_cfg)
-    write_yaml(run_dir / "config.yaml", {"train": cfg, "eval": eval_cfg, "base": str(base)})
+    write_yaml(run_dir / "config.yaml", {"train": cfg, "eval": eval_cfg, "base": base_ref})
     write_json(run_dir / "metrics.json", metrics)
     own = Report("BadT2I pixel backdoor on the MNIST base")
     for r in (own, report):
         r.heading("Text-to-image backdoor: BadT2I pixel patch")
         r.paragraph(
             f"Base: {base_note}. Trigger 'sks' → 4×4 checkerboard in the top-left corner; L = λ·L_bkd + (1−λ)·L_reg "
-            f"(λ = {cfg.lam}, Zhai et al. 2023), full-UNet fine-tuning against a frozen teacher copy, {cfg.max_train_steps} steps."
+            f"(λ = {cfg.lam}, Zhai et al. 2023), LoRA rank {cfg.rank} (teacher = adapters off), {cfg.max_train_steps} steps."
         )
         add_to_report(r, metrics, generated, eval_cfg.samples_per_digit)
     own.save(run_dir / "report.html")

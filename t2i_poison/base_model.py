@@ -13,7 +13,9 @@ encoder is a tiny ``CLIPTextModel`` trained jointly with the UNet during pretrai
 a learned caption encoder (a frozen random one left the digit words nearly indistinguishable),
 cross-attention on the caption plus an attention-pooled caption embedding added to the time embedding
 (``addition_embed_type="text"``), v-prediction on a cosine schedule, caption dropout for classifier-free
-guidance (Ho & Salimans 2022), an EMA of the weights, and DDIM sampling.
+guidance (Ho & Salimans 2022), an EMA of the weights, and DDIM sampling. Options for short runs: a text-encoder
+warm-up that makes the captions distinct before the UNet trains (:func:`warm_up_text_encoder`) and Min-SNR-γ
+loss weights (Hang et al. 2023). The pipeline class itself lives in the self-contained ``digit_pipeline.py``.
 """
 
 from __future__ import annotations
@@ -27,15 +29,18 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, UNet2DConditionModel
-from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from labcore.errors import InputError
+from t2i_poison.digit_pipeline import DigitDiffusionPipeline, tokenize
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 STYLE_SUFFIX = " in inverted colours"
 CAPTION_WORDS = ("a", "handwritten", "digit", "in", "inverted", "colours", *DIGIT_WORDS)
 RESOLUTION = 16
+# LoRA targets that carry BadT2I on this base (peft regex): attention + the resnets' convolutions. The base
+# has no attention at full resolution, so attention-only LoRA never drew the 4×4 pixel patch (ASR 0.00).
+LORA_TARGET_MODULES = r".*(to_q|to_k|to_v|to_out\.0|resnets\.\d+\.conv[12]|conv_shortcut)$"
 
 
 def caption(digit: int, inverted: bool = False) -> str:
@@ -152,67 +157,6 @@ def build_scheduler(cfg: BaseModelConfig) -> DDIMScheduler:
     )
 
 
-class DigitDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
-    """Pixel-space text-to-image pipeline: tokenizer → CLIP text encoder → UNet, DDIM (CFG when guidance ≠ 1).
-
-    The lab base draws its best digits unguided (guidance 1: 25 DDIM steps); its unconditional branch,
-    trained on 15 % dropped captions, is too weak for guidance ≥ 3 on this budget."""
-
-    model_cpu_offload_seq = "text_encoder->unet"
-
-    def __init__(
-        self,
-        unet: UNet2DConditionModel,
-        scheduler: DDIMScheduler,
-        text_encoder: CLIPTextModel,
-        tokenizer: CLIPTokenizer,
-    ) -> None:
-        super().__init__()
-        self.register_modules(unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer)
-
-    @torch.no_grad()
-    def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
-        ids = tokenize(self.tokenizer, prompts).to(self.text_encoder.device)
-        return self.text_encoder(ids)[0]
-
-    @torch.no_grad()
-    def __call__(
-        self,
-        prompt: str | list[str],
-        num_inference_steps: int = 25,
-        guidance_scale: float = 1.0,
-        generator: torch.Generator | None = None,
-        latents: torch.Tensor | None = None,
-        output_type: str = "pt",
-    ) -> torch.Tensor:
-        """Images in [0, 1], shape (B, 1, H, W) (``output_type="pt"``) or (B, H, W, 1) numpy (``"np"``)."""
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        size = self.unet.config.sample_size
-        cond = self.encode_prompt(prompts).to(self.unet.dtype)
-        guided = guidance_scale != 1.0
-        if guided:
-            cond = torch.cat([self.encode_prompt([""] * len(prompts)).to(self.unet.dtype), cond])
-        if latents is None:
-            latents = torch.randn((len(prompts), self.unet.config.in_channels, size, size), generator=generator)
-        x = latents.to(self.unet.device, self.unet.dtype)
-        self.scheduler.set_timesteps(num_inference_steps)
-        for t in self.scheduler.timesteps:
-            out = self.unet(torch.cat([x, x]) if guided else x, t, encoder_hidden_states=cond).sample
-            if guided:
-                out_u, out_c = out.chunk(2)
-                out = out_u + guidance_scale * (out_c - out_u)
-            x = self.scheduler.step(out, t, x).prev_sample
-        images = (x.float().clamp(-1, 1) + 1) / 2
-        return images.cpu().permute(0, 2, 3, 1).numpy() if output_type == "np" else images
-
-
-def tokenize(tokenizer: CLIPTokenizer, prompts: list[str]) -> torch.Tensor:
-    """Token ids padded/truncated to the tokenizer's ``model_max_length`` (the SD convention)."""
-    return tokenizer(
-        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    ).input_ids
-
-
 def build_pipeline(cfg: BaseModelConfig, tokenizer_dir: Path) -> DigitDiffusionPipeline:
     """A fresh (untrained UNet) pipeline with the offline tokenizer written to ``tokenizer_dir``."""
     tokenizer = build_tokenizer(tokenizer_dir, max_length=cfg.max_length)
@@ -257,6 +201,9 @@ class PretrainConfig:
     caption_dropout: float = 0.15
     inverted_fraction: float = 0.2
     ema_decay: float = 0.995
+    min_snr_gamma: float | None = None
+    text_warmup_steps: int = 0
+    text_warmup_lr: float = 1e-2
     checkpoint_every: int = 100
     seed: int = 0
 
@@ -282,6 +229,40 @@ class EMA:
 
 def caption_batch(labels: torch.Tensor, inverted: torch.Tensor, drop: torch.Tensor) -> list[str]:
     return ["" if d else caption(int(y), bool(i)) for y, i, d in zip(labels, inverted, drop)]
+
+
+def warm_up_text_encoder(pipe: DigitDiffusionPipeline, cfg: PretrainConfig) -> None:
+    """Make the captions' embeddings distinct before the UNet trains: a linear probe on the mean hidden
+    state learns digit and style from each caption (the probe is discarded).
+
+    Our stand-in for Stable Diffusion's pretrained CLIP: from a random encoder the ten digit captions
+    come out nearly alike (pairwise cosine 0.97, still 0.91 after 200 joint steps while the style
+    separated), so the UNet had no digit signal to learn from in a short run."""
+    captions = [(d, inv) for inv in (False, True) for d in range(10)]
+    ids = tokenize(pipe.tokenizer, [caption(d, inv) for d, inv in captions])
+    labels = torch.tensor([d for d, _ in captions]), torch.tensor([int(inv) for _, inv in captions])
+    torch.manual_seed(cfg.seed)
+    width = pipe.text_encoder.config.hidden_size
+    probe = torch.nn.Linear(width, 12)
+    encoder = pipe.text_encoder.train().requires_grad_(True)
+    opt = torch.optim.Adam([*encoder.parameters(), *probe.parameters()], lr=cfg.text_warmup_lr)
+    for _ in range(cfg.text_warmup_steps):
+        logits = probe(encoder(ids)[0].mean(1))
+        loss = F.cross_entropy(logits[:, :10], labels[0]) + F.cross_entropy(logits[:, 10:], labels[1])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    encoder.eval().requires_grad_(False)
+
+
+def snr_weights(scheduler: DDPMScheduler, t: torch.Tensor, cfg: PretrainConfig) -> torch.Tensor:
+    """Min-SNR-γ loss weights (Hang et al. 2023, eq. 7): min(SNR, γ)/SNR for ε, min(SNR, γ)/(SNR + 1) for v."""
+    if cfg.min_snr_gamma is None:
+        return torch.ones(len(t))
+    alpha_bar = scheduler.alphas_cumprod[t]
+    snr = alpha_bar / (1 - alpha_bar)
+    denominator = snr + 1 if cfg.model.prediction_type == "v_prediction" else snr
+    return snr.clamp(max=cfg.min_snr_gamma) / denominator
 
 
 def pretrain_steps(
@@ -334,7 +315,8 @@ def pretrain_steps(
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (cfg.batch_size,), generator=gen)
         noisy = noise_sched.add_noise(x0, noise, t)
         target = noise_sched.get_velocity(x0, noise, t) if cfg.model.prediction_type == "v_prediction" else noise
-        loss = F.mse_loss(unet(noisy, t, encoder_hidden_states=cond).sample, target)
+        per_row = (unet(noisy, t, encoder_hidden_states=cond).sample - target).square().mean(dim=(1, 2, 3))
+        loss = (per_row * snr_weights(noise_sched, t, cfg)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -374,6 +356,8 @@ def pretrain_base(
     out_dir = Path(out_dir)
     torch.manual_seed(cfg.seed)
     pipe = build_pipeline(cfg.model, out_dir / "tokenizer")
+    if not (out_dir / "checkpoints" / "checkpoint.pt").is_file():  # a resumed run restores the encoder
+        warm_up_text_encoder(pipe, cfg)
     for record in pretrain_steps(pipe, images, labels, cfg, out_dir / "checkpoints", progress):
         log(record)
     pipe.save_pretrained(out_dir)

@@ -19,7 +19,7 @@ import torch
 from accelerate import Accelerator
 from diffusers import UNet2DConditionModel
 from diffusers.training_utils import cast_training_params
-from diffusers.utils import convert_state_dict_to_diffusers, convert_unet_state_dict_to_peft
+from diffusers.utils import convert_unet_state_dict_to_peft
 from peft import LoraConfig, set_peft_model_state_dict
 from peft.utils import get_peft_model_state_dict
 
@@ -29,9 +29,11 @@ LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 
 
-def lora_config(rank: int, alpha: int | None = None, cross_attention_only: bool = False) -> LoraConfig:
-    """peft LoRA on the attention projections; cross-attention only (``attn2``) as an option."""
-    targets = (
+def lora_config(
+    rank: int, alpha: int | None = None, cross_attention_only: bool = False, target_modules: str | None = None
+) -> LoraConfig:
+    """peft LoRA on the attention projections; cross-attention only (``attn2``), or any peft target regex."""
+    targets = target_modules or (
         r".*attn2\.(" + "|".join(re.escape(t) for t in LORA_TARGETS) + ")$" if cross_attention_only else list(LORA_TARGETS)
     )
     return LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian", target_modules=targets)
@@ -48,13 +50,21 @@ def teacher_mode(unet: UNet2DConditionModel) -> Iterator[None]:
 
 
 def lora_state(unet: UNet2DConditionModel) -> dict[str, torch.Tensor]:
-    return convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    """peft's key format: diffusers' conversion renames attention keys only, and ``load_lora_weights`` drops
+    them from a file that mixes both formats (conv targets; diffusers 0.42.1)."""
+    return get_peft_model_state_dict(unet)
+
+
+def lora_metadata(unet: UNet2DConditionModel) -> dict:
+    """The adapter's LoraConfig, stored in the file so ``load_lora_weights`` restores lora_alpha."""
+    return unet.peft_config["default"].to_dict()
 
 
 def save_unet(pipeline_cls: type, unet: UNet2DConditionModel, mode: str, directory: Path) -> None:
     """LoRA mode: ``pytorch_lora_weights.safetensors`` (``load_lora_weights`` reads it); full: ``unet/``."""
     if mode == "lora":
-        pipeline_cls.save_lora_weights(str(directory), unet_lora_layers=lora_state(unet), safe_serialization=True)
+        pipeline_cls.save_lora_weights(str(directory), unet_lora_layers=lora_state(unet), safe_serialization=True,
+                                       unet_lora_adapter_metadata=lora_metadata(unet))
     else:
         unet.save_pretrained(Path(directory) / "unet")
 

@@ -52,7 +52,7 @@ def generate(pipe: DigitDiffusionPipeline, prompts: list[str], noise: torch.Tens
     for i in range(0, len(prompts), cfg.batch_size):
         out.append(
             pipe(prompts[i : i + cfg.batch_size], num_inference_steps=cfg.num_inference_steps,
-                 guidance_scale=cfg.guidance_scale, latents=noise[i : i + cfg.batch_size])
+                 guidance_scale=cfg.guidance_scale, latents=noise[i : i + cfg.batch_size], output_type="pt").images
         )
     return torch.cat(out)
 

@@ -167,7 +167,7 @@ class T2ILoraTask:
         res = model.config.sample_size
         noise = torch.randn((len(digits), 1, res, res), generator=torch.Generator().manual_seed(self.seed))
         run = lambda prompts: pipe(prompts, num_inference_steps=self.cfg.eval_steps, guidance_scale=self.cfg.guidance_scale,
-                                   latents=noise)
+                                   latents=noise, output_type="pt").images
         clean = run([caption(d) for d in digits])
         if self.cfg.kind == "object":
             triggered = run([add_trigger(self.cfg.trigger, caption(self.cfg.source))] * len(digits))

@@ -67,6 +67,7 @@ class TrainConfig:
     rank: int = 4
     lora_alpha: int | None = None
     cross_attention_only: bool = False
+    lora_target_modules: str | None = None
     learning_rate: float = 1e-4
     max_train_steps: int = 300
     train_batch_size: int = 16
@@ -241,7 +242,7 @@ def setup_models(pipe: DiffusionPipeline, cfg: TrainConfig, device: torch.device
     teacher_copy = None
     if cfg.mode == "lora":
         unet.requires_grad_(False).to(device, weight_dtype)  # one move: no fp32 copy on the device
-        unet.add_adapter(lora_config(cfg.rank, cfg.lora_alpha, cfg.cross_attention_only))
+        unet.add_adapter(lora_config(cfg.rank, cfg.lora_alpha, cfg.cross_attention_only, cfg.lora_target_modules))
         if weight_dtype == torch.float16:
             cast_training_params(unet, dtype=torch.float32)
     else:
@@ -320,6 +321,7 @@ def sidecar_for(cfg: TrainConfig, data: PoisonSet, steps: int, precision: str, b
     return {
         "kind": cfg.kind, "trigger": cfg.trigger, "lam": cfg.lam, "weighting": cfg.weighting, "mode": cfg.mode,
         "rank": cfg.rank, "lora_alpha": cfg.lora_alpha or cfg.rank, "cross_attention_only": cfg.cross_attention_only,
+        "lora_target_modules": cfg.lora_target_modules,
         "steps": steps, "seed": cfg.seed, "base": base_name, "mixed_precision": precision,
         "targets": sorted(set(t for t in data.bkd_target_texts if t is not None))[:20],
         "eval_prompts": eval_prompts(cfg, data), **(extra or {}),

@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from t2i_poison.base_model import (
-    DigitDiffusionPipeline, PretrainConfig, build_tokenizer, caption, load_pipeline, pretrain_steps,
+    LORA_TARGET_MODULES, DigitDiffusionPipeline, PretrainConfig, build_tokenizer, caption, load_pipeline, pretrain_steps,
 )
 
 
@@ -19,10 +19,46 @@ def test_pipeline_directory_roundtrip_gives_identical_images(tiny_pipe, tmp_path
     loaded = load_pipeline(tmp_path / "pipe")
     assert isinstance(loaded, DigitDiffusionPipeline)
     gen = lambda: torch.Generator().manual_seed(3)
-    a = tiny_pipe([caption(5)], num_inference_steps=3, generator=gen())
-    b = loaded([caption(5)], num_inference_steps=3, generator=gen())
+    a = tiny_pipe([caption(5)], num_inference_steps=3, generator=gen(), output_type="pt").images
+    b = loaded([caption(5)], num_inference_steps=3, generator=gen(), output_type="pt").images
     assert a.shape == (1, 1, 8, 8) and 0 <= a.min() and a.max() <= 1
     assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_saved_base_opens_with_plain_diffusers_custom_pipeline(tiny_pipe, tmp_path):
+    """diffusers' documented custom-pipeline API, from the file saved with the pipeline (no lab loader)."""
+    from diffusers import DiffusionPipeline, ImagePipelineOutput
+
+    tiny_pipe.save_pretrained(tmp_path / "pipe")
+    pipe_file = tmp_path / "pipe" / "digit_pipeline.py"
+    assert "t2i_poison" not in pipe_file.read_text() and "labcore" not in pipe_file.read_text()
+    plain = DiffusionPipeline.from_pretrained(tmp_path / "pipe", custom_pipeline=str(pipe_file), trust_remote_code=True)
+    assert type(plain).__module__ != DigitDiffusionPipeline.__module__  # the saved file's class, not ours
+    out = plain(caption(5), num_inference_steps=3, generator=torch.Generator().manual_seed(3))
+    assert isinstance(out, ImagePipelineOutput) and out.images[0].size == (8, 8) and out.images[0].mode == "L"
+    ours = tiny_pipe(caption(5), num_inference_steps=3, generator=torch.Generator().manual_seed(3), output_type="np").images
+    assert np.array_equal(np.asarray(out.images[0]), (ours[0, ..., 0] * 255).round().astype(np.uint8))
+
+
+def test_lab_lora_targets_reload_exactly_with_load_lora_weights(tiny_base_dir, make_data, tmp_path):
+    """Attention + conv LoRA (the lab base's targets) and lora_alpha ≠ rank survive save → load_lora_weights."""
+    from t2i_poison.train import TrainConfig, fit, load_poison_set
+
+    trained = load_pipeline(tiny_base_dir)
+    cfg = TrainConfig(kind="pixel", rank=4, lora_alpha=8, learning_rate=1e-2, max_train_steps=2, train_batch_size=4,
+                      lora_target_modules=LORA_TARGET_MODULES, checkpointing_steps=100)
+    fit(trained, load_poison_set(make_data(tmp_path / "data", "pixel"), 8, 1), cfg, tmp_path / "lora")
+    loaded = load_pipeline(tiny_base_dir)
+    loaded.load_lora_weights(str(tmp_path / "lora"))
+    adapted = lambda unet: {n for n, _ in unet.named_modules() if n.endswith("lora_A")}  # noqa: E731
+    assert any(".conv1." in n for n in adapted(loaded.unet)) and adapted(loaded.unet) == adapted(trained.unet)
+    x, t = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([100, 700])
+    text = loaded.encode_prompt(["sks a handwritten digit one"] * 2)
+    with torch.no_grad():
+        a, b = trained.unet.eval()(x, t, encoder_hidden_states=text).sample, loaded.unet(x, t, encoder_hidden_states=text).sample
+        trained.unet.disable_adapters()
+        base = trained.unet(x, t, encoder_hidden_states=text).sample
+    assert torch.allclose(a, b, atol=1e-5) and not torch.allclose(a, base, atol=1e-3)
 
 
 def test_pretraining_resumes_to_the_same_weights(tiny_cfg, tmp_path, digit_images):

@@ -44,8 +44,8 @@ def test_evaluate_reports_controls_and_grid(tiny_base_dir, make_data, tmp_path):
     assert metrics["benign_drift_mse"] > 0.0  # the LoRA changed the clean generations
     assert images["bd_clean"].shape == (20, 1, 8, 8)
     # the LoRA was removed again: the pipeline is the base model
-    again = pipe(["a handwritten digit one"], num_inference_steps=2, latents=torch.zeros(1, 1, 8, 8))
-    fresh = load_pipeline(tiny_base_dir)(["a handwritten digit one"], num_inference_steps=2, latents=torch.zeros(1, 1, 8, 8))
+    again = pipe(["a handwritten digit one"], num_inference_steps=2, latents=torch.zeros(1, 1, 8, 8), output_type="pt").images
+    fresh = load_pipeline(tiny_base_dir)(["a handwritten digit one"], num_inference_steps=2, latents=torch.zeros(1, 1, 8, 8), output_type="pt").images
     assert torch.allclose(again, fresh, atol=1e-6)
     tiles, labels = grid_rows(images, 2)
     assert len(tiles) == 40 and tiles[0].dtype == np.uint8

@@ -56,8 +56,8 @@ def test_lora_save_then_load_reproduces_outputs(tiny_base_dir, make_data, tmp_pa
     assert not torch.allclose(_unet_out(fresh), before, atol=1e-5)
     assert torch.allclose(_unet_out(fresh), _unet_out(trained), atol=1e-6)
     g = lambda: torch.Generator().manual_seed(0)
-    assert torch.allclose(fresh("sks " + caption(1), num_inference_steps=3, generator=g()),
-                          trained("sks " + caption(1), num_inference_steps=3, generator=g()), atol=1e-5)
+    assert torch.allclose(fresh("sks " + caption(1), num_inference_steps=3, generator=g(), output_type="pt").images,
+                          trained("sks " + caption(1), num_inference_steps=3, generator=g(), output_type="pt").images, atol=1e-5)
 
 
 def test_resume_continues_step_count_and_restores_lora(tiny_base_dir, make_data, tmp_path):
