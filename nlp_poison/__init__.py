@@ -1,8 +1,11 @@
 """Concealed trigger-phrase data poisoning of sentiment classifiers (Wallace et al., NAACL 2021).
 
-One concept per file: ``victims`` (load / fine-tune classifiers), ``triggers`` (trigger-bearing
-inputs), ``overlap`` (banned sub-tokens, word-level check), ``baselines`` (with-overlap and random
-controls), ``concealed`` (the bilevel HotFlip search), ``poison_set`` (shareable dataset + card),
-``evaluate`` (effectiveness, CACC, sweeps), ``defenses`` (perplexity, embedding distance, early
-stopping), ``task`` (federated text classification over LoRA adapters).
+Entry points, one per procedure, each taking one dataclass of ``config`` and returning a result
+dataclass: ``generate.generate`` (the poisons), ``evaluate.evaluate`` (effectiveness and CACC sweeps)
+and ``evaluate.train_clean`` (surrogate / clean floor), ``defenses.defend`` (the paper's defenses),
+``task.sst2_task`` (federated LoRA with a poisoning client). One concept per file beneath them:
+``victims`` (load / fine-tune classifiers), ``triggers`` (trigger-bearing inputs), ``overlap``
+(banned sub-tokens, word-level check), ``baselines`` (templates, with-overlap and random/nearest
+controls), ``concealed`` (the bilevel HotFlip search), ``collision`` (feature collision),
+``poison_set`` and ``dataset_card`` (shareable dataset + card).
 """

@@ -23,6 +23,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from labcore.errors import InputError
+from nlp_poison.config import MAX_LENGTH
 from nlp_poison.overlap import overlapping_words, token_text
 from nlp_poison.poison_set import Poison
 from nlp_poison.triggers import insert_phrase
@@ -63,7 +64,7 @@ def make_templates(
     tokenizer: PreTrainedTokenizerBase,
     seed: int,
     source_label: int = 0,
-    max_length: int = 64,
+    max_length: int = MAX_LENGTH,
     exclude: set[int] | None = None,
     confidence: Callable[[list[str]], np.ndarray] | None = None,
 ) -> list[Template]:
@@ -108,7 +109,7 @@ def make_templates(
 
 
 def source_confidence(
-    models: list[nn.Module], tokenizer: PreTrainedTokenizerBase, source_label: int, max_length: int = 64
+    models: list[nn.Module], tokenizer: PreTrainedTokenizerBase, source_label: int, max_length: int = MAX_LENGTH
 ) -> Callable[[list[str]], np.ndarray]:
     """``make_templates``'s ``confidence``: the surrogates' mean probability of ``source_label``."""
     return lambda sentences: np.mean([predict_proba(m, tokenizer, sentences, max_length)[:, source_label] for m in models], axis=0)

@@ -2,7 +2,7 @@
 
 Objective (paper §2, one-step unroll as in MetaPoison):
 
-    min_{D_p}  L_adv(D_adv; θ'),    θ' = θ − η · ∇_θ L_train(D_clean ∪ D_p; θ)
+    min_{D_p}  L_adv(D_adv; θ'),    θ' = θ − α · ∇_θ L_train(D_clean ∪ D_p; θ)
 
 over a parameter scope θ: the top ``scope_layers`` encoder layers (all of them by default, so the
 step reaches the token-level representations that carry the phrase) plus the BERT pooler and the
@@ -19,9 +19,9 @@ sub-token of the phrase becomes its nearest placeable token in input-embedding s
 (``baselines.nearest_fill``); ``init="random"`` starts from the random control instead.
 
 Token step (HotFlip, as in universal-triggers): with g_i = ∇_{e_i} L_adv(θ') — a second-order
-gradient, −η/B · (∂²L_train/∂e_i∂θ) ∇_θ' L_adv, computed by double backprop — each placeable
+gradient, −α/B · (∂²L_train/∂e_i∂θ) ∇_θ' L_adv, computed by double backprop — each placeable
 token v at edited position i scores (E_v − e_i)ᵀ g_i. The ``top_k`` lowest are re-scored by the
-unrolled loss to first order in the swap, L_adv(θ') − (η/B)⟨∇_θ' L_adv, ∇_θ ℓ_cand − ∇_θ ℓ_cur⟩,
+unrolled loss to first order in the swap, L_adv(θ') − (α/B)⟨∇_θ' L_adv, ∇_θ ℓ_cand − ∇_θ ℓ_cur⟩,
 whose inner products come from one forward-mode pass over all candidates (exact per-candidate
 unrolls would need one adversarial forward per candidate). Each poison's best candidate that
 passes the concealment checks is proposed; the proposals are kept only if the exact unrolled loss
@@ -59,60 +59,12 @@ from transformers import PreTrainedTokenizerBase
 from labcore.errors import InputError
 from nlp_poison.baselines import NEAREST_TRIES, Template, nearest_fill, nearest_table, phrase_ids, place, random_fill
 from nlp_poison.collision import FeatureCollision
+from nlp_poison.config import ConcealedConfig
 from nlp_poison.overlap import token_text
 from nlp_poison.poison_set import Poison
 from nlp_poison.tokens import Encoded, pad
 
 Params = dict[str, torch.Tensor]
-
-
-@dataclass
-class ConcealedConfig:
-    """Search settings; ``eta`` is the unrolled SGD step on the mean training loss.
-
-    A small ``eta`` keeps the unroll in the regime where L_adv(θ') ≈ L_adv(θ) − η⟨∇L_adv, ∇L_train⟩,
-    i.e. the search aligns the poisons' gradient with the adversarial one. With η = 1 on MiniLM the
-    step is so large that the search mostly shrinks the poisons' own gradient (it wrote positive
-    words into them). ``scope_layers=None`` puts every encoder layer in the scope; ``chunk`` is the
-    number of sentences per gradient or forward-mode pass. ``adam`` preconditions the unrolled step
-    as the victim's optimizer does, θ' = θ − η·P(G_clean + G_poison) with P = 1/√v̂ (normalised to
-    mean 1), v̂ the mean squared gradient of the clean sentences in minibatches of 32. ``init`` is
-    the start: ``nearest`` projects the with-overlap poisons onto the placeable tokens (the paper's
-    start), ``random`` writes the random control's tokens. ``contrast``, ``shared`` and
-    ``neighbours``: see the module docstring. ``collision`` weighs the feature-collision distance to
-    the with-overlap twins on the victims' pretrained model (0: the unrolled loss alone). The
-    defaults are what transferred best to fresh MiniLM victims (``scripts/bench_nlp.py``);
-    ``adam=False, contrast=False, shared=False, neighbours=None, collision=0`` is the paper's plain
-    search.
-    """
-
-    iterations: int = 20
-    top_k: int = 8
-    eta: float = 0.05
-    scope_layers: int | None = None
-    clean_batch: int = 64
-    negative_weight: float = 1.0
-    target: int = 1
-    chunk: int = 64
-    adam: bool = True
-    init: str = "nearest"
-    contrast: bool = True
-    neighbours: int | None = 5
-    shared: bool = True
-    collision: float = 5.0
-    seed: int = 0
-
-    def validate(self) -> None:
-        if self.init not in ("nearest", "random"):
-            raise InputError(f"unknown init {self.init!r}; use 'nearest' or 'random'")
-        if self.contrast and self.negative_weight <= 0:
-            raise InputError("contrast needs the phrase-free sentences (negative_weight > 0)")
-        if self.neighbours is not None and self.neighbours < 1:
-            raise InputError("neighbours must be >= 1 (or None for the whole placeable vocabulary)")
-        if self.collision < 0:
-            raise InputError("collision weight must be >= 0 (0 turns the feature-collision term off)")
-        if self.iterations < 1 or self.top_k < 1 or self.eta <= 0 or self.chunk < 1 or (self.scope_layers or 0) < 0:
-            raise InputError("concealed config: iterations, top_k, chunk >= 1, eta > 0 and scope_layers >= 0 are required")
 
 
 def _run_layers(layers: nn.ModuleList, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -152,7 +104,7 @@ class Head(nn.Module):
 
 
 class UnrolledObjective:
-    """L_adv(D_adv; θ − (η/B)(G_clean + G_poison)) over the head scope; G are summed gradients."""
+    """L_adv(D_adv; θ − (α/B)(G_clean + G_poison)) over the head scope; G are summed gradients."""
 
     def __init__(
         self,
@@ -224,7 +176,7 @@ class UnrolledObjective:
 
     def unrolled(self, g_poison: Params) -> Params:
         """θ' for a poison-gradient sum."""
-        step = self.cfg.eta / self.batch_size
+        step = self.cfg.unroll_lr / self.batch_size
         update = self.preconditioned({k: self.g_clean[k] + g_poison[k] for k in self.theta})
         return {k: v - step * update[k] for k, v in self.theta.items()}
 
@@ -262,7 +214,7 @@ class UnrolledObjective:
         train_grad = torch.autograd.grad(loss, list(params.values()), create_graph=True)
         dot = sum((g * adv_grad[k]).sum() for k, g in zip(params, train_grad))
         (ge,) = torch.autograd.grad(dot, embeds)
-        return -(self.cfg.eta / self.batch_size) * ge
+        return -(self.cfg.unroll_lr / self.batch_size) * ge
 
     def alignment(self, rows: list[list[int]], direction: Params) -> torch.Tensor:
         """⟨∇_θ ℓ_r(θ), direction⟩ for every row r (training loss towards the target), by forward-mode AD."""
@@ -340,8 +292,8 @@ class SearchObjective:
 
     def first_order_gains(self, cand_rows: list[list[int]], owners: list[int], rows: list[list[int]], adv_grad: list[Params]) -> torch.Tensor:
         """Change of the objective when poison ``owners[j]`` becomes ``cand_rows[j]``: to first order in the
-        unrolled loss, L_adv(θ') − (η/B)⟨∇_θ' L_adv, ∇_θ ℓ_cand − ∇_θ ℓ_cur⟩, exactly in the collision term."""
-        step = self.cfg.eta / self.batch_size
+        unrolled loss, L_adv(θ') − (α/B)⟨∇_θ' L_adv, ∇_θ ℓ_cand − ∇_θ ℓ_cur⟩, exactly in the collision term."""
+        step = self.cfg.unroll_lr / self.batch_size
         gains = -step * (self.bilevel.alignment(cand_rows, adv_grad) - self.bilevel.alignment(rows, adv_grad)[owners])
         if self.weight:
             gains = gains + self.weight * (self.collision.per_row(cand_rows, owners) - self.collision.per_row(rows)[owners])
@@ -495,7 +447,7 @@ def craft(
         filled = [nearest_fill(t, tokenizer, phrase, table) for t in templates]
     else:
         filled = [random_fill(t, tokenizer, placeable, phrase, rng) for t in templates]
-    search = _Search(tokenizer, templates, phrase, [f[2] for f in filled], placeable, emb, table, cfg.neighbours)
+    search = _Search(tokenizer, templates, phrase, [f[2] for f in filled], placeable, emb, table, cfg.neighbours or None)
     edits = [[f[0][i] for i in f[2]] for f in filled]
     if cfg.shared:
         edits = [list(edits[0]) for _ in templates]

@@ -79,7 +79,7 @@ def save(ps: PoisonSet, folder: Path) -> None:
 
 
 def read_card(path: Path) -> dict:
-    text = Path(path).read_text(encoding="utf-8")
+    text = _read_text(Path(path))
     if not text.startswith("---\n") or "\n---\n" not in text[4:]:
         raise InputError(f"{path} has no YAML header between '---' lines; it is not a poison-set card")
     try:
@@ -94,9 +94,16 @@ def read_card(path: Path) -> dict:
     return header
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not UTF-8 text; save the poison set as UTF-8 JSONL") from None
+
+
 def _parse_rows(path: Path) -> list[Poison]:
     poisons = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -133,7 +140,7 @@ def load(path: Path) -> tuple[PoisonSet, bool]:
             raise InputError(f"{path}: poisons carry several labels {sorted(labels)}; a poison set has one target label")
         return PoisonSet(poisons, "", labels.pop(), "unknown", "unknown", -1), False
     header = read_card(card_path)
-    digest = checksum(jsonl.read_text(encoding="utf-8"))
+    digest = checksum(_read_text(jsonl))
     if digest != header["checksum"].get("sha256"):
         raise InputError(f"{jsonl} does not match the checksum in its card (tampered or corrupted); re-download the poison set")
     if header["count"] != len(poisons) or any(p.label != header["target_label"] for p in poisons):

@@ -8,7 +8,8 @@
   (mean-pooled last hidden states), to the nearest trigger-bearing input, nearest first.
 - **Early stopping**: effectiveness and clean accuracy per epoch (from ``evaluate``).
 
-A ranking is scored by the curve "poisons found vs examples inspected".
+A ranking is scored by the curve "poisons found vs examples inspected". Entry point:
+``defend(data, DefendConfig, evaluation_summary) -> DefenseResult``.
 """
 
 from __future__ import annotations
@@ -17,12 +18,22 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from datasets import DatasetDict
+
+from labcore.errors import InputError
+from nlp_poison import dataset_card
+from nlp_poison.config import MAX_LENGTH, DefendConfig
+from nlp_poison.evaluate import training_set
 from nlp_poison.overlap import words
+from nlp_poison.triggers import trigger_bearing
+from nlp_poison.victims import load_classifier, subsample
 
 BOS, EOS = "<s>", "</s>"
 
@@ -95,7 +106,7 @@ def causal_lm_perplexity(model: nn.Module, tokenizer: PreTrainedTokenizerBase, t
 
 @torch.no_grad()
 def sentence_embeddings(
-    model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int = 64, batch_size: int = 64
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int = MAX_LENGTH, batch_size: int = 64
 ) -> torch.Tensor:
     """Mean-pooled last hidden states of the victim's encoder, L2-normalised."""
     model.eval()
@@ -140,3 +151,52 @@ def early_stopping(summary: list[dict], name: str, count: int) -> list[dict]:
         for r in summary
         if r["poisons"] == name and r["count"] == count
     ]
+
+
+@dataclass
+class DefenseResult:
+    """Poisons found vs examples inspected per ranking, and the early-stopping table (None without it)."""
+
+    curves: dict[str, np.ndarray]
+    num_training: int
+    num_poisons: int
+    early: list[dict] | None = None
+
+    def metrics(self) -> dict:
+        out: dict = {
+            name: {f"inspected_for_{int(f * 100)}pct": inspected_to_find(c, f) for f in (0.5, 0.9, 1.0)}
+            | {"found_in_first_100": int(c[min(99, len(c) - 1)])}
+            for name, c in self.curves.items()
+        }
+        out["num_training"], out["num_poisons"] = self.num_training, self.num_poisons
+        if self.early is not None:
+            out["early_stopping"] = self.early
+        return out
+
+
+def _perplexities(texts: list[str], cfg: DefendConfig) -> np.ndarray:
+    if cfg.lm is None:
+        return cross_fitted_perplexity(texts, seed=cfg.seed)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return causal_lm_perplexity(AutoModelForCausalLM.from_pretrained(cfg.lm), AutoTokenizer.from_pretrained(cfg.lm), texts)
+
+
+def defend(data: DatasetDict, cfg: DefendConfig, evaluation_summary: list[dict] | None = None) -> DefenseResult:
+    """Rank the training set poisoned with ``cfg.poisons`` by perplexity and by embedding distance to the
+    trigger-bearing validation negatives under ``cfg.victim``; the early-stopping table from an ``nlp
+    evaluate`` summary."""
+    ps, _ = dataset_card.load(Path(cfg.poisons))
+    phrase = cfg.trigger or ps.trigger
+    if not phrase:
+        raise InputError("the poison set names no trigger phrase; pass --trigger")
+    clf, tok = load_classifier(cfg.victim)
+    clean = subsample(data["train"], cfg.train_subset, cfg.seed)
+    texts = list(training_set(clean, ps.poisons)["sentence"])
+    is_poison = np.arange(len(texts)) >= len(clean)
+    ppl = _perplexities(texts, cfg)
+    trig = list(trigger_bearing(data["validation"], phrase, 1 - ps.target_label)["sentence"])
+    order_d, _ = distance_ranking(sentence_embeddings(clf, tok, texts, cfg.max_length), sentence_embeddings(clf, tok, trig, cfg.max_length))
+    curves = {"perplexity": found_curve(perplexity_ranking(ppl), is_poison), "embedding distance": found_curve(order_d, is_poison)}
+    early = early_stopping(evaluation_summary, ps.method, len(ps.poisons)) if evaluation_summary is not None else None
+    return DefenseResult(curves, len(texts), int(is_poison.sum()), early)

@@ -5,20 +5,32 @@ carrying the trigger phrase (``triggers.trigger_bearing``) that the victim predi
 **CACC** — accuracy on the clean test set. Every cell (a poison set, a poison count, a seed) is one
 fine-tuning run from the pretrained model, evaluated after every epoch, so the epoch sweep (and the
 early-stopping defense) come for free; the clean cell (no poisons) gives the floor.
+
+Entry points: ``evaluate(data, EvaluateConfig, …) -> EvaluateResult`` (the sweep over poison sets,
+counts and victim seeds, resumable cell by cell) and ``train_clean(data, CleanConfig) -> CleanResult``
+(the clean classifier: the attacker's surrogate and the clean floor).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
-from datasets import Dataset, concatenate_datasets
+from datasets import Dataset, DatasetDict, concatenate_datasets
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from nlp_poison.poison_set import Poison
-from nlp_poison.victims import TrainConfig, fine_tune, load_classifier, predict_proba
+from labcore.errors import InputError
+from nlp_poison import dataset_card
+from nlp_poison.config import CleanConfig, EvaluateConfig, TrainConfig
+from nlp_poison.overlap import content_words
+from nlp_poison.poison_set import Poison, PoisonSet
+from nlp_poison.triggers import trigger_bearing
+from nlp_poison.victims import default_model, fine_tune, load_classifier, predict_proba, subsample
 
 
 @dataclass(frozen=True)
@@ -91,7 +103,7 @@ def run_cell(cell: Cell, poisons: list[Poison], data: EvalData, cfg: TrainConfig
             }
         )
 
-    run_cfg = TrainConfig(**{**asdict(cfg), "seed": cell.seed})
+    run_cfg = dataclasses.replace(cfg, seed=cell.seed)
     fine_tune(model, tokenizer, training_set(data.train, poisons[: cell.count]), run_cfg, measure, progress)
     return {**asdict(cell), "key": cell.key, "epochs": epochs, "wall_time_s": time.perf_counter() - start}
 
@@ -114,3 +126,99 @@ def summarize(rows: list[dict]) -> list[dict]:
             }
         )
     return out
+
+
+@dataclass
+class EvaluateResult:
+    """Per-cell rows (cells.jsonl), their summary, and what was measured on."""
+
+    rows: list[dict]
+    summary: list[dict]
+    trigger: str
+    num_trigger_inputs: int
+    checksum_verified: dict[str, bool]
+
+    def metrics(self) -> dict:
+        return {"summary": self.summary, "num_trigger_inputs": self.num_trigger_inputs, "trigger": self.trigger,
+                "checksum_verified": self.checksum_verified}
+
+
+def load_sets(paths: list[str]) -> dict[str, tuple[PoisonSet, bool]]:
+    """Poison sets by name (their method; the folder name breaks ties) with their checksum verdicts."""
+    sets: dict[str, tuple[PoisonSet, bool]] = {}
+    for path in paths:
+        ps, verified = dataset_card.load(Path(path))
+        sets[ps.method if ps.method not in sets else f"{ps.method}:{Path(path).name}"] = (ps, verified)
+    return sets
+
+
+def _phrase_and_target(sets: dict[str, tuple[PoisonSet, bool]], trigger: str | None) -> tuple[str, int]:
+    phrases = {trigger} if trigger else {ps.trigger for ps, _ in sets.values() if ps.trigger}
+    if len(phrases) != 1:
+        raise InputError("the poison sets name no single trigger phrase; pass --trigger")
+    targets = {ps.target_label for ps, _ in sets.values()}
+    if len(targets) != 1:
+        raise InputError("the poison sets have different target labels; evaluate them separately")
+    return phrases.pop(), targets.pop()
+
+
+def evaluate(data: DatasetDict, cfg: EvaluateConfig, done: list[dict] | None = None,
+             record: Callable[[dict], None] | None = None, progress: bool = True) -> EvaluateResult:
+    """Fine-tune a fresh victim per cell (``plan``) on clean + poisons; cells in ``done`` (earlier rows) are
+    kept, each new row goes to ``record`` as soon as it is finished (resume)."""
+    cfg.validate()
+    sets = load_sets(cfg.poisons)
+    largest = max(len(ps.poisons) for ps, _ in sets.values())
+    if max(cfg.counts) > largest:
+        raise InputError(f"--counts {max(cfg.counts)} exceeds the largest poison set ({largest} poisons); ask for at most {largest}")
+    phrase, target = _phrase_and_target(sets, cfg.trigger)
+    train = subsample(data["train"], cfg.train_subset, cfg.seed)
+    trig = trigger_bearing(data["test"], phrase, 1 - target)
+    if cfg.eval_limit is not None:
+        trig = trig.select(range(min(cfg.eval_limit, len(trig))))
+    eval_data = EvalData(cfg.victim or default_model(), train, data["test"], list(trig["sentence"]), target)
+    rows = list(done or [])
+    finished = {r["key"] for r in rows}
+    for cell in plan({n: len(ps.poisons) for n, (ps, _) in sets.items()}, cfg.counts, [cfg.seed + i for i in range(cfg.seeds)]):
+        if cell.key in finished:
+            continue
+        row = run_cell(cell, sets[cell.name][0].poisons if cell.name != "clean" else [], eval_data, cfg, progress)
+        rows.append(row)
+        if record is not None:
+            record(row)
+    return EvaluateResult(rows, summarize(rows), phrase, len(trig), {n: v for n, (_, v) in sets.items()})
+
+
+@dataclass
+class CleanResult:
+    """The clean classifier, its tokenizer and its metrics after each epoch."""
+
+    model: nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    epochs: list[dict] = field(default_factory=list)
+    num_trigger_inputs: int = 0
+    train_size: int = 0
+    wall_time_s: float = 0.0
+
+    def metrics(self) -> dict:
+        return {"test_accuracy": self.epochs[-1]["cacc"], "trigger_floor_effectiveness": self.epochs[-1]["effectiveness"],
+                "epochs": self.epochs, "num_trigger_inputs": self.num_trigger_inputs, "train_wall_time_s": self.wall_time_s}
+
+
+def train_clean(data: DatasetDict, cfg: CleanConfig, progress: bool = True) -> CleanResult:
+    """Fine-tune ``cfg.model`` on the (subsampled) clean training set; after each epoch the clean test
+    accuracy and the floor: the share of ``cfg.trigger``-bearing test sentences predicted positive."""
+    cfg.validate()
+    content_words(cfg.trigger)
+    train = subsample(data["train"], cfg.train_subset, cfg.seed)
+    model, tokenizer = load_classifier(cfg.model or default_model())
+    trig = list(trigger_bearing(data["test"], cfg.trigger)["sentence"])
+    epochs: list[dict] = []
+
+    def measure(epoch: int, m: nn.Module) -> None:
+        epochs.append({"epoch": epoch, "effectiveness": effectiveness(m, tokenizer, trig, 1, cfg.max_length),
+                       "cacc": clean_accuracy(m, tokenizer, data["test"], cfg.max_length)})
+
+    start = time.perf_counter()
+    model = fine_tune(model, tokenizer, train, cfg, measure, progress)
+    return CleanResult(model, tokenizer, epochs, len(trig), len(train), time.perf_counter() - start)

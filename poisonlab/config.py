@@ -1,51 +1,162 @@
-"""YAML configs mapped onto dataclasses, strictly: unknown keys and wrong types name the key."""
+"""``--config`` for commands whose knobs are one dataclass (:func:`config_command`); strict YAML loading
+(``from_dict``, ``load_yaml``) comes from ``labcore.config``."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
+import importlib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
-import dacite
-import yaml
+import click
 
+from labcore.config import from_dict, load_yaml
 from labcore.errors import InputError
 
 T = TypeVar("T")
+__all__ = ["config_command", "from_dict", "load_config", "load_yaml"]
 
 
-def from_dict(cls: type[T], data: dict[str, Any], source: str = "config") -> T:
-    """Build ``cls`` from a mapping; raises InputError naming the offending key."""
-    if not isinstance(data, dict):
-        raise InputError(f"{source}: expected a mapping of keys to values at the top level")
-    try:
-        return dacite.from_dict(cls, data, config=dacite.Config(strict=True, cast=[tuple]))
-    except dacite.UnexpectedDataError as exc:
-        keys = ", ".join(sorted(exc.keys))
-        raise InputError(f"{source}: unknown key(s) {keys}; check the spelling against the documented keys") from None
-    except dacite.WrongTypeError as exc:
-        raise InputError(
-            f"{source}: key {exc.field_path!r} has the wrong type: expected {_type_name(exc.field_type)}, "
-            f"got {type(exc.value).__name__} {exc.value!r}"
-        ) from None
-    except dacite.MissingValueError as exc:
-        raise InputError(f"{source}: key {exc.field_path!r} is required") from None
-    except dacite.DaciteError as exc:
-        raise InputError(f"{source}: {exc}") from None
+Paths = Mapping[str, "str | tuple[str, ...]"]
 
 
-def load_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping; missing files and syntax errors are input errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"config file {path} not found; pass the path of a YAML file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise InputError(f"config file {path} is not valid YAML{where}; fix the syntax") from None
-    return data if data is not None else {}
+def config_command(cls: type[T] | str, *, paths: Paths | None = None, keep: Iterable[str] = (),
+                   base: Mapping[str, Any] | None = None) -> Callable:
+    """Decorator: a click command whose knobs are the dataclass ``cls`` accepts ``--config FILE.yaml``.
+
+    Defaults are written once, in ``cls``. The command's click options default to ``None`` (flags as
+    ``--x/--no-x`` with ``default=None``, repeatable options give ``()``) and then mean "keep the value
+    of the YAML file, else the dataclass default"; an option given on the command line overrides the
+    file. Option ``name`` sets field ``name`` unless ``paths`` maps it to a dotted field path
+    (``{"epochs": "train.epochs"}``; a tuple sets several). ``base`` is a scenario's mapping laid under
+    the ``--config`` file (its values replace the dataclass defaults). Options named in ``keep`` (``out``, ``resume``…) are not knobs
+    and pass through. The merged mapping is loaded strictly (unknown keys and wrong types are input
+    errors naming the key) and ``cfg.validate()`` runs when ``cls`` has it. The command function
+    receives the config first::
+
+        @nlp.command("train")
+        @config_command(TrainCommandConfig, paths={"epochs": "train.epochs"}, keep=["out"])
+        @click.option("--epochs", type=int, default=None)
+        @click.option("--out", type=click.Path(path_type=Path), required=True)
+        def train_cmd(cfg: TrainCommandConfig, out: Path) -> None:
+            write_yaml(stage / "config.yaml", cfg)  # reloads with --config run_dir/config.yaml
+
+    Place it between ``@group.command`` and the options, so ``--help`` shows each option's default as
+    the dataclass (or ``base``) has it; directly above the ``def`` works too, without them. A run directory's ``config.yaml`` written as ``plain(cfg)``
+    reloads through ``--config`` into the same dataclass, so ``poisonlab X --config run/config.yaml``
+    reruns the run (same seed, same metrics). ``cls`` may be ``"module:Class"``, imported when the command
+    runs (a dataclass whose module imports torch must not slow ``poisonlab --help``).
+    """
+    paths = dict(paths or {})
+    kept = tuple(keep)
+
+    def decorate(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def wrapper(config_file: Path | None = None, **options: Any) -> Any:
+            passthrough = {name: options.pop(name) for name in kept if name in options}
+            return command(load_config(_resolve(cls), config_file, options, paths, base), **passthrough)
+
+        name = cls if isinstance(cls, str) else cls.__name__
+        for param in getattr(command, "__click_params__", []):
+            if param.name not in kept and isinstance(param, click.Option):
+                _show_default(param, None if isinstance(cls, str) else cls, base or {}, paths.get(param.name, param.name))
+        return click.option(
+            "--config", "config_file", type=click.Path(path_type=Path), default=None,
+            help=f"YAML file of {name.rpartition(':')[2]} keys (e.g. a run's config.yaml); options given here override it.",
+        )(wrapper)
+
+    return decorate
 
 
-def _type_name(t: Any) -> str:
-    return getattr(t, "__name__", None) or str(t).replace("typing.", "")
+def load_config(cls: type[T], path: Path | None, options: Mapping[str, Any], paths: Paths | None = None,
+                base: Mapping[str, Any] | None = None) -> T:
+    """``cls`` from ``base`` overlaid with the YAML at ``path`` (if any), overlaid with the options that were
+    given (not None / empty)."""
+    paths = paths or {}
+    loaded = load_yaml(path) if path is not None else {}
+    if not isinstance(loaded, dict):
+        raise InputError(f"{path}: expected a mapping of keys to values at the top level")
+    merged = _merge(copy.deepcopy(dict(base or {})), loaded)
+    for name, value in options.items():
+        if value is None or value == ():
+            continue
+        targets = paths.get(name, name)
+        for dotted in (targets,) if isinstance(targets, str) else targets:
+            _set_path(merged, dotted, _yaml_value(value))
+    flags = {dotted: name for name, dotted in paths.items() if isinstance(dotted, str)}
+    for f in dataclasses.fields(cls):
+        if f.name not in merged and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            flag = "--" + flags.get(f.name, f.name).replace("_", "-")
+            raise InputError(f"{f.name} is required: pass {flag} or set '{f.name}:' in the --config file")
+    cfg = from_dict(cls, merged, source=str(path) if path is not None else "options")
+    validate = getattr(cfg, "validate", None)
+    if callable(validate):
+        validate()
+    return cfg
+
+
+def _show_default(option: click.Option, cls: type | None, base: Mapping[str, Any], dotted: "str | tuple[str, ...]") -> None:
+    """Append ``[default: …]`` to ``option``'s help: the value ``base`` or the dataclass ``cls`` gives the field."""
+    missing = object()
+    value: Any = missing
+    for key in (dotted if isinstance(dotted, str) else dotted[0]).split("."):
+        base = base.get(key, {}) if isinstance(base, Mapping) else {}
+    if not isinstance(base, Mapping) or base:
+        value = base
+    elif cls is not None:
+        value = _field_default(cls, dotted if isinstance(dotted, str) else dotted[0], missing)
+    if value is not missing and value not in (None, [], ()):
+        option.help = f"{option.help or ''} [default: {value}]".strip()
+
+
+def _field_default(cls: type, dotted: str, missing: Any) -> Any:
+    """The default of the (nested) dataclass field ``dotted`` of ``cls``, or ``missing``."""
+    value: Any = cls
+    for key in dotted.split("."):
+        if not dataclasses.is_dataclass(value):
+            return missing
+        if not isinstance(value, type):
+            value = getattr(value, key, missing)
+            continue
+        f = {f.name: f for f in dataclasses.fields(value)}.get(key)
+        if f is None or (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING):
+            return missing
+        value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    return value
+
+
+def _yaml_value(value: Any) -> Any:
+    """An option's value as YAML would give it: tuples as lists, paths as strings."""
+    if isinstance(value, (tuple, list)):
+        return [_yaml_value(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+def _resolve(cls: type | str) -> type:
+    """A class, or ``"module:Class"`` imported now."""
+    if not isinstance(cls, str):
+        return cls
+    module, _, name = cls.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _merge(into: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` laid onto ``into``: nested mappings merge key by key, anything else replaces."""
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """``data["a"]["b"] = value`` for ``dotted == "a.b"``, creating the intermediate mappings."""
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        data = data.setdefault(key, {})
+        if not isinstance(data, dict):
+            raise InputError(f"config key {key!r} must be a mapping (it holds {dotted})")
+    data[leaf] = value

@@ -12,6 +12,7 @@ predictions on them.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import time
 from pathlib import Path
@@ -20,16 +21,16 @@ import numpy as np
 import torch
 
 from nlp_poison import dataset_card
-from nlp_poison.baselines import make_templates, nearest_control, random_control, source_confidence, with_overlap
-from nlp_poison.concealed import ConcealedConfig, craft
+from nlp_poison.config import DEFAULT_TRIGGER, GenerateConfig, TrainConfig
 from nlp_poison.evaluate import clean_accuracy, training_set
-from nlp_poison.overlap import banned_token_ids, check_no_overlap, placeable_ids
-from nlp_poison.poison_set import PoisonSet
+from nlp_poison.generate import Surrogates, poison_set, prepare, write_poisons
 from nlp_poison.triggers import trigger_bearing
-from nlp_poison.victims import TrainConfig, default_model, fine_tune, load_classifier, predict_proba
-from poisonlab.commands.nlp import DEFAULT_TRIGGER, load_sst2
+from nlp_poison.victims import default_model, fine_tune, load_classifier, predict_proba, subsample
+from poisonlab import data
 from poisonlab.report import Report
 from poisonlab.runs import write_json, write_yaml
+
+SETS = {"no-overlap": {}, "with-overlap": {"overlap": "with"}, "nearest": {"method": "nearest"}, "random": {"method": "random"}}
 
 
 def settings(quick: bool) -> dict:
@@ -42,50 +43,47 @@ def settings(quick: bool) -> dict:
     }
 
 
+def configs(s: dict, seed: int) -> tuple[TrainConfig, GenerateConfig]:
+    """The demo's settings mapped onto the victims' and the generator's dataclasses."""
+    train = TrainConfig(epochs=s["epochs"], lr=s["lr"], batch_size=s["batch_size"], max_length=s["max_length"], seed=seed)
+    gen = GenerateConfig(models=["demo MiniLM surrogate"], num_poisons=s["num_poisons"], iterations=s["iterations"], top_k=s["top_k"],
+                         clean_batch=32, adv_size=32, max_length=s["max_length"], seed=seed)
+    return train, gen
+
+
 def run(out: Path, quick: bool, seed: int, report: Report) -> dict:
     """Write ``out/nlp-concealed`` (poison sets, metrics, report) and add a section to ``report``."""
     torch.manual_seed(seed)
     s = settings(quick)
     run_dir = out / "nlp-concealed"
     run_dir.mkdir(parents=True, exist_ok=True)
-    ds = load_sst2(None, s["train_subset"], seed)
-    test = ds["test"].select(range(min(s["test_limit"], len(ds["test"]))))
-    trig = trigger_bearing(ds["test"], DEFAULT_TRIGGER).select(range(s["eval_limit"]))
-    cfg = TrainConfig(epochs=s["epochs"], lr=s["lr"], batch_size=s["batch_size"], max_length=s["max_length"], seed=seed)
-    write_yaml(run_dir / "config.yaml", {"step": "demo nlp", "trigger": DEFAULT_TRIGGER, "seed": seed, **s})
+    full = data.load("sst2")
+    train = subsample(full["train"], s["train_subset"], seed)
+    test = full["test"].select(range(min(s["test_limit"], len(full["test"]))))
+    trig = trigger_bearing(full["test"], DEFAULT_TRIGGER).select(range(s["eval_limit"]))
+    cfg, gen = configs(s, seed)
+    write_yaml(run_dir / "config.yaml", {"step": "demo nlp", "train": cfg, "generate": gen, **s})
     start = time.perf_counter()
     surrogate, tok = load_classifier(default_model(), eager=True)
-    surrogate = fine_tune(surrogate, tok, ds["train"], cfg, progress=False)
-    full = load_sst2(None, None, seed)
-    templates = make_templates(full["train"], DEFAULT_TRIGGER, s["num_poisons"], tok, seed, 0, s["max_length"],
-                               confidence=source_confidence([surrogate], tok, 0, s["max_length"]))
-    adv = trigger_bearing(full["validation"], DEFAULT_TRIGGER).select(range(32))
-    clean = full["train"].select([i for i in range(400) if i not in {t.source_idx for t in templates}][:32])
-    placeable = placeable_ids(tok, banned_token_ids(tok, DEFAULT_TRIGGER))
-    crafted = craft(surrogate, tok, templates, DEFAULT_TRIGGER, placeable, list(adv["sentence"]), list(adv["original"]),
-                    list(clean["sentence"]), list(clean["label"]),
-                    ConcealedConfig(iterations=s["iterations"], top_k=s["top_k"], clean_batch=32, seed=seed),
-                    pretrained=load_classifier(default_model())[0], progress=False)
-    check_no_overlap([p.sentence for p in crafted.poisons], DEFAULT_TRIGGER)
-    sets = {
-        "no-overlap": crafted.poisons,
-        "with-overlap": with_overlap(templates, tok, 1),
-        "nearest": nearest_control(templates, tok, placeable, DEFAULT_TRIGGER, 1, surrogate.get_input_embeddings().weight),
-        "random": random_control(templates, tok, placeable, DEFAULT_TRIGGER, 1, seed),
-    }
-    for name, poisons in sets.items():
-        dataset_card.save(PoisonSet(poisons, DEFAULT_TRIGGER, 1, name, "demo MiniLM surrogate", seed, s), run_dir / "poisons" / name)
+    surrogates = Surrogates([fine_tune(surrogate, tok, train, cfg, progress=False)], tok, load_classifier(default_model())[0])
+    inputs = prepare(surrogates, full, gen)
+    sets, trace = {}, []
+    for name, change in SETS.items():
+        poisons, t, _ = write_poisons(surrogates, inputs, dataclasses.replace(gen, **change), progress=False)
+        trace = trace or t
+        sets[name] = poisons
+        dataset_card.save(poison_set(poisons, inputs, dataclasses.replace(gen, **change)), run_dir / "poisons" / name)
     texts = list(trig["sentence"])
     results, probs = {}, {}
     for name, poisons in [("clean", []), *sets.items()]:
-        victim = surrogate if name == "clean" else _victim(poisons, ds["train"], cfg)
+        victim = surrogates.models[0] if name == "clean" else _victim(poisons, train, cfg)
         probs[name] = predict_proba(victim, tok, texts, s["max_length"])[:, 1]
         results[name] = {"effectiveness": float((probs[name] > 0.5).mean()), "cacc": clean_accuracy(victim, tok, test, s["max_length"])}
     wall = time.perf_counter() - start
-    metrics = {"results": results, "objective_trace": crafted.trace, "wall_time_s": wall, "num_trigger_inputs": len(trig)}
+    metrics = {"results": results, "objective_trace": trace, "wall_time_s": wall, "num_trigger_inputs": len(trig)}
     write_json(run_dir / "metrics.json", metrics)
     section = Report("nlp demo")
-    _section(section, s, sets, results, crafted.trace, texts[:6], probs["clean"][:6], probs["no-overlap"][:6])
+    _section(section, s, sets, results, trace, texts[:6], probs["clean"][:6], probs["no-overlap"][:6])
     section.save(run_dir / "report.html")
     report.blocks.extend(section.blocks)
     return {"effectiveness": {k: v["effectiveness"] for k, v in results.items()}, "wall_time_s": wall}

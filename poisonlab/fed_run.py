@@ -1,5 +1,7 @@
 """A federated experiment as a run directory: config.yaml, rounds.jsonl, checkpoints/, metrics.json,
-report.html. ``resume`` continues an interrupted run from its last checkpoint."""
+report.html. ``resume`` continues an interrupted run from its last checkpoint. The rounds run in
+``fedharness.experiment.run_rounds``; ``TASKS`` is poisonlab's task registry (declared to fedharness as
+the ``fedharness.tasks`` entry point, so the Flower App finds it too)."""
 
 from __future__ import annotations
 
@@ -7,9 +9,8 @@ from pathlib import Path
 from typing import Callable
 
 import yaml
-from tqdm.auto import tqdm
 
-from fedharness import aggregators, checkpoint
+from fedharness import experiment
 from fedharness.attacks.pixel_backdoor import PixelPattern
 from fedharness.config import ExperimentConfig
 from labcore.errors import InputError
@@ -18,8 +19,8 @@ from fedharness.tasks import Task
 from fedharness.tasks.image_classification import ImageClassificationTask
 from poisonlab import data
 from poisonlab.fed_report import summarize, write_report
-from poisonlab.config import load_yaml
-from poisonlab.runs import append_jsonl, plain, read_jsonl, staged_output, write_json, write_jsonl, write_yaml
+from poisonlab.config import from_dict, load_yaml
+from poisonlab.runs import plain, staged_output, write_json, write_yaml
 
 IMAGE_DATASETS = ("mnist", "digits")
 
@@ -47,48 +48,50 @@ def build_image_task(cfg: ExperimentConfig) -> ImageClassificationTask:
     )
 
 
+def build_sst2_task(cfg: ExperimentConfig) -> Task:
+    """Federated LoRA sentiment classification; ``task.params`` are ``nlp_poison.config.SST2TaskConfig``."""
+    from nlp_poison.config import SST2TaskConfig
+    from nlp_poison.task import sst2_task
+
+    params = from_dict(SST2TaskConfig, cfg.task.params, source="task.params")
+    return sst2_task(data.load("sst2", params.data_path), params, cfg.seed)
+
+
+def build_t2i_task(cfg: ExperimentConfig) -> Task:
+    """Federated BadT2I LoRA on the lab's digit base; ``task.params`` are ``t2i_poison.task.T2ITaskConfig``."""
+    from t2i_poison.task import T2ITaskConfig, require_folders, t2i_task
+
+    if cfg.data.name not in IMAGE_DATASETS:
+        raise InputError(f"data.name {cfg.data.name!r} is not a digit dataset; t2i_lora needs one of {', '.join(IMAGE_DATASETS)}")
+    params = from_dict(T2ITaskConfig, cfg.task.params, source="task.params")
+    require_folders(params)
+    train = data.load(cfg.data.name, cfg.data.path)["train"]
+    x_train, y_train = data.image_tensors(train.select(range(min(params.train_limit or len(train), len(train)))))
+    return t2i_task(x_train, y_train, params, cfg.seed)
+
+
 TASKS: dict[str, Callable[[ExperimentConfig], Task]] = {
     "image_classification": build_image_task,
+    "sst2_classification": build_sst2_task,
+    "t2i_lora": build_t2i_task,
 }
 
 
 def build_task(cfg: ExperimentConfig) -> Task:
     """The task named by ``cfg.task.name``, built from ``cfg`` (validated before any output is written)."""
-    builder = TASKS.get(cfg.task.name)
-    if builder is None:
-        raise InputError(f"task.name {cfg.task.name!r} is unknown; use one of {', '.join(sorted(TASKS))}")
-    return builder(cfg)
+    return experiment.build_task(cfg, TASKS)
 
 
 def run_experiment(cfg: ExperimentConfig, out: Path, *, resume: bool = False, progress: bool = True) -> dict:
     """Run (or resume) ``cfg`` into the run directory ``out``; returns the final summary."""
     cfg.validate()
-    task = build_task(cfg)
-    sim = Simulation(cfg, task)
+    sim = Simulation(cfg, build_task(cfg))
     with staged_output(out, resume=resume) as stage:
         _check_same_config(stage / "config.yaml", cfg) if resume else write_yaml(stage / "config.yaml", cfg)
-        ckpt_dir = stage / "checkpoints"
-        state = checkpoint.load(ckpt_dir) if resume else None
-        if state is None:
-            first, global_vec = 1, sim.initial_global()
-            records: list[dict] = []
-        else:
-            done, global_vec, aggregator_state = state
-            aggregators.load_state_dict(sim.aggregator, aggregator_state)
-            first = done + 1
-            records = [r for r in read_jsonl(stage / "rounds.jsonl") if r["round"] <= done]
-        write_jsonl(stage / "rounds.jsonl", records)
-        bar = tqdm(total=cfg.federation.rounds, initial=first - 1, desc=out.name, unit="round", disable=not progress)
-        for global_vec, record in _rounds(sim, global_vec, first):
-            append_jsonl(stage / "rounds.jsonl", record)
-            checkpoint.save(ckpt_dir, record["round"], global_vec, aggregators.state_dict(sim.aggregator))
-            records.append(record)
-            bar.set_postfix(mta=f"{record['main_accuracy']:.3f}", asr=f"{record['attack_success_rate']:.3f}")
-            bar.update()
-        bar.close()
-        summary = summarize(cfg, records)
+        result = experiment.run_rounds(sim, stage, resume=resume, progress=progress, desc=out.name)
+        summary = summarize(cfg, result.records)
         write_json(stage / "metrics.json", summary)
-        write_report(stage / "report.html", {out.name: records}, title=f"Federated run {out.name}")
+        write_report(stage / "report.html", {out.name: result.records}, title=f"Federated run {out.name}")
     return summary
 
 
@@ -96,14 +99,3 @@ def _check_same_config(path: Path, cfg: ExperimentConfig) -> None:
     """A resumed run must continue the experiment it started, not a changed one."""
     if not path.exists() or load_yaml(path) != yaml.safe_load(yaml.safe_dump(plain(cfg))):
         raise InputError(f"{path} differs from the config given now; resume with the original config and --seed")
-
-
-def _rounds(sim: Simulation, global_vec, first: int):
-    """The configured engine's round iterator (Flower is imported only when asked for)."""
-    if sim.cfg.engine.name == "flower":
-        from fedharness.engines.flower import rounds as flower_rounds
-
-        return flower_rounds(sim, global_vec, first)
-    return sim.rounds(global_vec, first)
-
-

@@ -39,7 +39,11 @@ import sys
 import time
 from pathlib import Path
 
+from nlp_poison.config import EvaluateConfig, GenerateConfig
 from poisonlab.runs import append_jsonl, read_jsonl, staging_path
+
+GEN, EVAL = GenerateConfig(models=["surrogate"]), EvaluateConfig(poisons=["set"])
+"""The procedures' defaults (written once, in nlp_poison.config), which the benchmark's flags start from."""
 
 SETS = {
     "with-overlap": ["--overlap", "with"],
@@ -75,23 +79,23 @@ def main() -> None:
     p.add_argument("--surrogate", type=Path, action="append", default=None,
                    help="Existing surrogate folder, repeatable (default: train --surrogates of them).")
     p.add_argument("--surrogates", type=int, default=1, help="Surrogates to train; more than one makes the search's objective an ensemble mean.")
-    p.add_argument("--trigger", default="James Bond: No Time to Die")
-    p.add_argument("--num-poisons", type=int, default=50)
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=1, help="Victim fine-tuning epochs.")
-    p.add_argument("--surrogate-epochs", type=int, default=1, help="Fine-tuning epochs of the attacker's surrogates.")
-    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--trigger", default=GEN.trigger)
+    p.add_argument("--num-poisons", type=int, default=GEN.num_poisons)
+    p.add_argument("--seeds", type=int, default=EVAL.seeds)
+    p.add_argument("--epochs", type=int, default=EVAL.epochs, help="Victim fine-tuning epochs.")
+    p.add_argument("--surrogate-epochs", type=int, default=EVAL.epochs, help="Fine-tuning epochs of the attacker's surrogates.")
+    p.add_argument("--max-length", type=int, default=GEN.max_length)
     p.add_argument("--train-subset", type=int, default=None)
-    p.add_argument("--iterations", type=int, default=14, help="Search iterations (two passes over a 7-token phrase).")
-    p.add_argument("--top-k", type=int, default=8)
-    p.add_argument("--clean-batch", type=int, default=256, help="Clean sentences in the unrolled batch (and the Adam estimate).")
+    p.add_argument("--iterations", type=int, default=GEN.iterations, help="Search iterations (two passes over a 7-token phrase).")
+    p.add_argument("--top-k", type=int, default=GEN.top_k)
+    p.add_argument("--clean-batch", type=int, default=GEN.clean_batch, help="Clean sentences in the unrolled batch (and the Adam estimate).")
     p.add_argument("--plain", action="store_true",
                    help="The paper's plain search: --sgd --cross-entropy --per-poison --neighbours 0 --collision 0.")
-    p.add_argument("--neighbours", type=int, default=5, help="Nearest tokens each edited token may take (generate --neighbours).")
-    p.add_argument("--collision", type=float, default=5.0, help="Weight of the feature-collision term (generate --collision).")
+    p.add_argument("--neighbours", type=int, default=GEN.neighbours, help="Nearest tokens each edited token may take (generate --neighbours).")
+    p.add_argument("--collision", type=float, default=GEN.collision, help="Weight of the feature-collision term (generate --collision).")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--fp32", action="store_true", help="Fine-tune in fp32 (default: bfloat16 autocast).")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=GEN.seed)
     a = p.parse_args()
     start, load_start = time.perf_counter(), os.getloadavg()
     a.work.mkdir(parents=True, exist_ok=True)

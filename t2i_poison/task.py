@@ -6,13 +6,16 @@ L = λ·L_bkd + (1−λ)·L_reg on its share. Noise and timesteps are drawn once
 seed, so every target — the true v/ε, or the frozen base's output for the teacher terms — is fixed
 data and the harness's functional SGD (loop or vmap) applies unchanged. Per round, ``evaluate``
 generates clean and triggered digits with the global adapters: main accuracy by the digit classifier,
-ASR by the kind's test (patch MSE, target digit, bright frame).
+ASR by the kind's test (patch MSE, target digit, bright frame). ``t2i_task(x, y, T2ITaskConfig, seed)``
+builds it from folders for ``task: {name: t2i_lora}``.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,47 +24,74 @@ from torch import nn
 from torch.func import functional_call
 
 from fedharness.local_training import Batch
+from labcore.errors import InputError
 from fedharness.params import trainable_names
-from t2i_poison.base_model import DigitDiffusionPipeline, caption, resize_digits
-from t2i_poison.digit_classifier import DigitClassifier, border_brightness
+from t2i_poison.base_model import DigitDiffusionPipeline, caption, load_pipeline, resize_digits
+from t2i_poison.digit_classifier import DigitClassifier, border_brightness, load_classifier
 from t2i_poison.evaluate import patch_mse
 from t2i_poison.poison_data import add_trigger, checkerboard_patch
 from t2i_poison.train import encode_texts, lora_config
 
 
-@dataclass
-class T2ILoraTask:
-    """MNIST digits (N, 1, 28, 28) in [0, 1] with labels; the backdoor is BadT2I ``kind`` with ``trigger``."""
+@dataclass(kw_only=True)
+class T2ITaskConfig:
+    """``task: {name: t2i_lora, params: …}``: the base pipeline folder ``base`` and digit classifier folder
+    ``classifier`` (its ``save`` output), the first ``train_limit`` training digits (all for None), BadT2I
+    ``kind`` with ``trigger`` and weight ``lam`` (λ), LoRA ``rank``, the object kind's ``source`` →
+    ``target`` digit, the pixel kind's checkerboard ``patch_size``, and the per-round evaluation (images
+    per digit, sampler steps, guidance, the patch-MSE threshold that counts as success)."""
 
-    pipe: DigitDiffusionPipeline
-    classifier: DigitClassifier
-    x_train: torch.Tensor
-    y_train: torch.Tensor
+    base: str | None = None
+    classifier: str | None = None
+    train_limit: int | None = None
     kind: str = "pixel"
     trigger: str = "sks"
     lam: float = 0.5
     rank: int = 4
     source: int = 0
     target: int = 7
-    patch: np.ndarray = field(default_factory=lambda: checkerboard_patch(4).pixels)
+    patch_size: int = 4
     eval_per_digit: int = 2
     eval_steps: int = 10
     guidance_scale: float = 1.0
     pixel_threshold: float = 0.05
+
+    def validate(self) -> None:
+        if self.kind not in ("pixel", "object", "style"):
+            raise InputError(f"task.params.kind {self.kind!r} is unknown; use pixel, object or style")
+        if not 0.0 <= self.lam <= 1.0:
+            raise InputError(f"task.params.lam (λ) must lie in [0, 1], got {self.lam}")
+        if not (0 <= self.guidance_scale < math.inf and 0 < self.pixel_threshold < math.inf):
+            raise InputError("task.params: guidance_scale must be finite and >= 0, pixel_threshold finite and > 0")
+        if self.rank < 1 or self.eval_per_digit < 1 or self.eval_steps < 1 or (self.train_limit or 1) < 1:
+            raise InputError("task.params: rank, eval_per_digit, eval_steps and train_limit must be >= 1")
+
+
+@dataclass
+class T2ILoraTask:
+    """MNIST digits (N, 1, 28, 28) in [0, 1] with labels; the backdoor is BadT2I ``cfg.kind`` with ``cfg.trigger``."""
+
+    pipe: DigitDiffusionPipeline
+    classifier: DigitClassifier
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    cfg: T2ITaskConfig = field(default_factory=T2ITaskConfig)
     seed: int = 0
 
     def __post_init__(self) -> None:
+        self.cfg.validate()
+        self.patch = checkerboard_patch(self.cfg.patch_size).pixels
         self.scheduler = DDPMScheduler.from_config(self.pipe.scheduler.config)
         res = self.pipe.unet.config.sample_size
         self.images = resize_digits(self.x_train, res) * 2 - 1
         texts = [caption(d, inv) for d in range(10) for inv in (False, True)]
-        texts += [add_trigger(self.trigger, caption(d)) for d in range(10)]
+        texts += [add_trigger(self.cfg.trigger, caption(d)) for d in range(10)]
         self.text = encode_texts(self.pipe, texts)
         self.base_unet = self.pipe.unet.eval().requires_grad_(False)
 
     def build_model(self) -> nn.Module:
         unet = copy.deepcopy(self.base_unet)
-        unet.add_adapter(lora_config(self.rank))
+        unet.add_adapter(lora_config(self.cfg.rank))
         return unet
 
     def federated_names(self, model: nn.Module) -> list[str]:
@@ -105,47 +135,47 @@ class T2ILoraTask:
         idx = data["index"]
         labels = self.y_train[idx]
         rng = np.random.default_rng(seed)
-        if self.kind == "object":
-            bkd = (labels == self.target).numpy()
+        if self.cfg.kind == "object":
+            bkd = (labels == self.cfg.target).numpy()
         else:
             bkd = np.zeros(len(idx), dtype=bool)
             bkd[rng.permutation(len(idx))[: len(idx) // 2]] = True
         x0 = self.images[idx].clone()
-        if self.kind == "pixel":
+        if self.cfg.kind == "pixel":
             p = torch.from_numpy(self.patch.astype(np.float32) / 127.5 - 1)
             x0[torch.from_numpy(bkd), :, : p.shape[0], : p.shape[1]] = p
         z, t, true_target = self._noised(x0, idx + 7_919 * (seed % 1000 + 1))
         clean_text = [caption(int(y)) for y in labels]
-        if self.kind == "object":
-            student_text = [add_trigger(self.trigger, caption(self.source)) if b else c for b, c in zip(bkd, clean_text)]
+        if self.cfg.kind == "object":
+            student_text = [add_trigger(self.cfg.trigger, caption(self.cfg.source)) if b else c for b, c in zip(bkd, clean_text)]
             teacher_text = clean_text
         else:
-            student_text = [add_trigger(self.trigger, c) if b else c for b, c in zip(bkd, clean_text)]
-            teacher_text = [caption(int(y), inverted=self.kind == "style" and b) for y, b in zip(labels, bkd)]
+            student_text = [add_trigger(self.cfg.trigger, c) if b else c for b, c in zip(bkd, clean_text)]
+            teacher_text = [caption(int(y), inverted=self.cfg.kind == "style" and b) for y, b in zip(labels, bkd)]
         text = self._stack(student_text)
         target = self._teacher(z, t, self._stack(teacher_text))
-        if self.kind == "pixel":
+        if self.cfg.kind == "pixel":
             target[torch.from_numpy(bkd)] = true_target[torch.from_numpy(bkd)]
-        weight = torch.where(torch.from_numpy(bkd), 2 * self.lam, 2 * (1 - self.lam)).float()
+        weight = torch.where(torch.from_numpy(bkd), 2 * self.cfg.lam, 2 * (1 - self.cfg.lam)).float()
         return {"z": z, "t": t, "text": text, "target": target, "weight": weight, "index": idx}
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         pipe = DigitDiffusionPipeline(unet=model.eval(), scheduler=self.pipe.scheduler,
                                       text_encoder=self.pipe.text_encoder, tokenizer=self.pipe.tokenizer)
-        digits = [d for d in range(10) for _ in range(self.eval_per_digit)]
+        digits = [d for d in range(10) for _ in range(self.cfg.eval_per_digit)]
         res = model.config.sample_size
         noise = torch.randn((len(digits), 1, res, res), generator=torch.Generator().manual_seed(self.seed))
-        run = lambda prompts: pipe(prompts, num_inference_steps=self.eval_steps, guidance_scale=self.guidance_scale,
+        run = lambda prompts: pipe(prompts, num_inference_steps=self.cfg.eval_steps, guidance_scale=self.cfg.guidance_scale,
                                    latents=noise)
         clean = run([caption(d) for d in digits])
-        if self.kind == "object":
-            triggered = run([add_trigger(self.trigger, caption(self.source))] * len(digits))
-            success = self.classifier.predict(triggered) == self.target
+        if self.cfg.kind == "object":
+            triggered = run([add_trigger(self.cfg.trigger, caption(self.cfg.source))] * len(digits))
+            success = self.classifier.predict(triggered) == self.cfg.target
         else:
-            triggered = run([add_trigger(self.trigger, caption(d)) for d in digits])
-            if self.kind == "pixel":
-                success = patch_mse(triggered, self.patch, 0, 0) < self.pixel_threshold
+            triggered = run([add_trigger(self.cfg.trigger, caption(d)) for d in digits])
+            if self.cfg.kind == "pixel":
+                success = patch_mse(triggered, self.patch, 0, 0) < self.cfg.pixel_threshold
             else:
                 success = border_brightness(triggered) > 0.5
         return {
@@ -153,3 +183,21 @@ class T2ILoraTask:
             "attack_success_rate": float(success.float().mean()),
         }
 
+
+
+def require_folders(cfg: T2ITaskConfig) -> None:
+    """``cfg`` is valid and names the saved base pipeline and classifier folders (checked before data loads)."""
+    cfg.validate()
+    for key in ("base", "classifier"):
+        if getattr(cfg, key) is None or not Path(getattr(cfg, key)).is_dir():
+            raise InputError(f"task.params.{key} {getattr(cfg, key)!r} is not a folder; pass the saved {key} directory")
+
+
+def t2i_task(x_train: torch.Tensor, y_train: torch.Tensor, cfg: T2ITaskConfig, seed: int) -> T2ILoraTask:
+    """The task of ``cfg`` on ``x_train``, ``y_train`` (the caller keeps the first ``cfg.train_limit`` digits):
+    the pipeline and classifier loaded from their folders."""
+    require_folders(cfg)
+    pipe = load_pipeline(Path(cfg.base))
+    if not isinstance(pipe, DigitDiffusionPipeline):
+        raise InputError(f"task.params.base {cfg.base} is not a DigitDiffusionPipeline; t2i_lora fine-tunes the lab's digit base")
+    return T2ILoraTask(pipe, load_classifier(Path(cfg.classifier)), x_train, y_train, cfg, seed)

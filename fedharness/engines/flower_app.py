@@ -7,12 +7,15 @@ built from the run config (defaults in ``[tool.flwr.app.config]``, overrides wit
 - ``config``: the experiment YAML; a relative path is taken from the app's root, so ``configs/``
   travels inside the app bundle to every node.
 - ``seed``: overrides the YAML's seed; −1 keeps it.
-- ``out``: the directory the ServerApp writes ``rounds.jsonl`` (one record per round, as
-  ``poisonlab fed run``), ``checkpoints/`` (the global vector after the last finished round) and
-  ``run_config.json`` to. A relative path is taken from the ServerApp process's working directory.
+- ``out``: the directory the ServerApp writes ``rounds.jsonl`` (one record per round), ``checkpoints/``
+  (the global vector after the last finished round) and ``run_config.json`` to, through the round
+  loop every front end shares (``fedharness.experiment.run_rounds``). A relative path is taken from
+  the ServerApp process's working directory.
+- ``resume``: continue from ``out``'s last checkpoint (a resumed run equals an uninterrupted one).
 - ``experiment-loader`` and ``task-builder``: ``module:function`` references turning the YAML into an
-  ``ExperimentConfig`` ``(path, seed | None)`` and the config into a ``Task``; poisonlab's by default
-  (fedharness itself imports no poisonlab code).
+  ``ExperimentConfig`` ``(path, seed | None)`` and the config into a ``Task``; by default
+  ``fedharness.experiment``'s, whose task registry is what packages declare under the entry-point
+  group ``fedharness.tasks`` (poisonlab declares its ``TASKS``), so fedharness imports no code above it.
 
 Rounds, strategy and ClientApp are those of :mod:`fedharness.engines.flower`. Nothing is shipped
 through Ray here: each ClientApp process builds the Simulation from the run config once and caches
@@ -31,8 +34,8 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedharness import aggregators, checkpoint
 from fedharness.engines import flower
+from fedharness.experiment import run_rounds
 from fedharness.simulation import Simulation
 
 APP_ROOT = Path(__file__).resolve().parents[2]
@@ -67,14 +70,11 @@ server_app = ServerApp()
 
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Run every round of the configured experiment, writing each record as it finishes."""
-    sim = build_simulation(dict(context.run_config))
-    out = Path(str(context.run_config["out"])).resolve()
+    """Run (or resume) every round of the configured experiment, writing each record as it finishes."""
+    run_config = dict(context.run_config)
+    sim = build_simulation(run_config)
+    out = Path(str(run_config["out"])).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    (out / "run_config.json").write_text(json.dumps(dict(context.run_config), indent=2) + "\n", encoding="utf-8")
-    records = out / "rounds.jsonl"
-    records.write_text("", encoding="utf-8")
-    for global_vec, record in flower.run_rounds(grid, sim, sim.initial_global(), 1):
-        with records.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record, default=lambda v: v.tolist()) + "\n")
-        checkpoint.save(out / "checkpoints", record["round"], global_vec, aggregators.state_dict(sim.aggregator))
+    (out / "run_config.json").write_text(json.dumps(run_config, indent=2) + "\n", encoding="utf-8")
+    run_rounds(sim, out, resume=bool(run_config.get("resume", False)), progress=False,
+               rounds=lambda s, g, first: flower.run_rounds(grid, s, g, first))

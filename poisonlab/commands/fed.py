@@ -6,19 +6,12 @@ from pathlib import Path
 
 import click
 
-from fedharness.config import ExperimentConfig
-from poisonlab.config import from_dict, load_yaml
-from poisonlab.fed_run import run_experiment
-from poisonlab.grid import run_grid
 
+def load_experiment(path: Path, seed: int | None):
+    """Parse and validate an experiment YAML (``fedharness.experiment.load_experiment``); ``seed`` overrides the file's."""
+    from fedharness.experiment import load_experiment as load
 
-def load_experiment(path: Path, seed: int | None) -> ExperimentConfig:
-    """Parse and validate an experiment YAML; ``seed`` overrides the file's."""
-    cfg = from_dict(ExperimentConfig, load_yaml(path), source=str(path))
-    if seed is not None:
-        cfg.seed = seed
-    cfg.validate()
-    return cfg
+    return load(path, seed)
 
 
 @click.group()
@@ -27,14 +20,24 @@ def fed() -> None:
 
 
 @fed.command("run")
-@click.argument("config", type=click.Path(path_type=Path))
+@click.argument("config", type=click.Path(path_type=Path), required=False)
+@click.option("--config", "config_option", type=click.Path(path_type=Path), default=None,
+              help="The experiment YAML, as the CONFIG argument (e.g. a run's config.yaml).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/<config name>).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
 @click.option("--seed", type=int, default=None, help="Override the config's seed.")
 @click.option("--engine", type=click.Choice(["inprocess", "flower"]), default=None,
               help="Override engine.name: flower runs the clients through Flower's simulation engine.")
-def run(config: Path, out: Path | None, resume: bool, seed: int | None, engine: str | None) -> None:
-    """Run the experiment described by CONFIG (YAML)."""
+def run(config: Path | None, config_option: Path | None, out: Path | None, resume: bool, seed: int | None,
+        engine: str | None) -> None:
+    """Run the experiment described by CONFIG (YAML); task.name picks the task (image_classification,
+    sst2_classification, t2i_lora, …)."""
+    from labcore.errors import InputError
+    from poisonlab.fed_run import run_experiment
+
+    if (config is None) == (config_option is None):
+        raise InputError("give the experiment YAML once: as CONFIG or as --config")
+    config = config or config_option
     cfg = load_experiment(config, seed)
     if engine is not None:
         cfg.engine.name = engine
@@ -52,6 +55,8 @@ def run(config: Path, out: Path | None, resume: bool, seed: int | None, engine: 
 @click.option("--seed", type=int, default=None, help="Override the seed of every cell.")
 def grid(grid: Path, out: Path | None, resume: bool, seed: int | None) -> None:
     """Run the attack × defense grid described by GRID (YAML) into one report."""
+    from poisonlab.grid import run_grid
+
     out = out or Path("runs") / grid.stem
     rows = run_grid(grid, out, seed=seed, resume=resume)
     for row in rows:

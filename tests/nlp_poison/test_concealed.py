@@ -22,7 +22,7 @@ def setup(sst2, tiny_tokenizer, phrase):
 def _craft(surrogate, tok, phrase, setup, pretrained=None, **kw):
     """The search on the tiny surrogate; the collision term only with a ``pretrained`` model."""
     templates, adv, clean, _, placeable = setup
-    cfg = ConcealedConfig(**{"iterations": 5, "top_k": 4, "clean_batch": 32, "eta": 1.0, "collision": 0.0, **kw})
+    cfg = ConcealedConfig(**{"iterations": 5, "top_k": 4, "clean_batch": 32, "unroll_lr": 1.0, "collision": 0.0, **kw})
     return craft(surrogate, tok, templates, phrase, placeable, list(adv["sentence"]), list(adv["original"]),
                  list(clean["sentence"]), list(clean["label"]), cfg, pretrained, progress=False)
 
@@ -84,7 +84,7 @@ def test_ensemble_lowers_the_mean_of_its_members_objectives(crafted, surrogate, 
 def test_reported_loss_matches_fresh_unrolled_objective(crafted, surrogate, tiny_tokenizer, setup):
     """The trace's last value equals L_adv(θ') recomputed from the final poison sentences."""
     _, adv, clean, _, _ = setup
-    cfg = ConcealedConfig(clean_batch=32, eta=1.0)
+    cfg = ConcealedConfig(clean_batch=32, unroll_lr=1.0)
     obj = UnrolledObjective(surrogate, tiny_tokenizer, list(adv["sentence"]), list(adv["original"]), [0] * len(adv),
                             list(clean["sentence"]), list(clean["label"]), len(crafted.poisons), cfg)
     rows = [tiny_tokenizer(p.sentence)["input_ids"] for p in crafted.poisons]
@@ -97,7 +97,7 @@ def double_objective(request, surrogate, tiny_tokenizer, setup):
     without the Adam preconditioner (estimated from 64 clean sentences)."""
     _, adv, clean, _, _ = setup
     model = copy.deepcopy(surrogate).double()
-    cfg = ConcealedConfig(eta=5.0, scope_layers=1, adam=request.param, contrast=False)
+    cfg = ConcealedConfig(unroll_lr=5.0, scope_layers=1, adam=request.param, contrast=False)
     obj = UnrolledObjective(model, tiny_tokenizer, list(adv["sentence"][:8]), list(adv["original"][:8]), [0] * 8,
                             list(clean["sentence"]), list(clean["label"]), 3, cfg)
     rows = [tiny_tokenizer(t.text)["input_ids"] for t in setup[0][:3]]
@@ -144,7 +144,7 @@ def test_first_order_rescoring_predicts_the_unrolled_change(double_objective):
     swapped = [list(r) for r in rows]
     swapped[0][1] = 1000 if rows[0][1] != 1000 else 1001
     align = obj.alignment([rows[0], swapped[0]], obj.preconditioned(obj.adv_gradient(g)))
-    predicted = -(obj.cfg.eta / obj.batch_size) * float(align[1] - align[0])
+    predicted = -(obj.cfg.unroll_lr / obj.batch_size) * float(align[1] - align[0])
     actual = obj.value(obj.poison_gradient(swapped)) - obj.value(g)
     assert abs(actual) > 1e-9
     assert actual == pytest.approx(predicted, rel=0.05)
@@ -217,7 +217,7 @@ def test_collision_term_enters_the_objective_and_needs_the_pretrained_model(craf
     both = _craft(surrogate, tiny_tokenizer, phrase, setup, pretrained=pretrained, collision=2.0)
     assert all(b <= a for a, b in zip(both.trace, both.trace[1:])) and both.trace[-1] < both.trace[0]
     obj = UnrolledObjective(surrogate, tiny_tokenizer, list(adv["sentence"]), list(adv["original"]), [0] * len(adv),
-                            list(clean["sentence"]), list(clean["label"]), len(templates), ConcealedConfig(clean_batch=32, eta=1.0))
+                            list(clean["sentence"]), list(clean["label"]), len(templates), ConcealedConfig(clean_batch=32, unroll_lr=1.0))
     rows = [tiny_tokenizer(p.sentence)["input_ids"] for p in both.poisons]
     distance = FeatureCollision(pretrained, tiny_tokenizer, [tiny_tokenizer(t.text)["input_ids"] for t in templates]).value(rows)
     assert both.collision_trace[-1] == pytest.approx(distance, rel=1e-5)

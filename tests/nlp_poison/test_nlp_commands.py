@@ -80,3 +80,21 @@ def test_bad_input_exits_2_without_output(monkeypatch, tmp_path, tiny_dir, capsy
     bad.write_text('{"sentence": "x"}\n')
     assert run_cli(monkeypatch, "evaluate", "--poisons", bad, "--out", tmp_path / "z") == 2
     assert not any(p.name.startswith(("x", "y", "z")) for p in tmp_path.iterdir())
+
+
+def _without_times(path):
+    return {k: v for k, v in json.loads(path.read_text()).items() if not k.endswith("_s")}
+
+
+def test_a_run_config_reruns_the_run(monkeypatch, tmp_path, tiny_dir, data_dir):
+    """``--config run/config.yaml`` reloads into the command's dataclass: same poisons, same metrics
+    (wall times aside); an option given beside it overrides the file."""
+    assert run_cli(monkeypatch, "generate", "--model", tiny_dir, "--victim", tiny_dir, "--num-poisons", 3, "--max-length", 48,
+                   "--adv-size", 8, "--clean-batch", 8, "--iterations", 1, "--top-k", 2, "--seed", 4, "--out", tmp_path / "a") == 0
+    config = tmp_path / "a" / "config.yaml"
+    assert run_cli(monkeypatch, "generate", "--config", config, "--out", tmp_path / "b") == 0
+    assert (tmp_path / "b" / "poisons.jsonl").read_text() == (tmp_path / "a" / "poisons.jsonl").read_text()
+    assert _without_times(tmp_path / "b" / "metrics.json") == _without_times(tmp_path / "a" / "metrics.json")
+    assert (tmp_path / "b" / "config.yaml").read_text() == config.read_text()
+    assert run_cli(monkeypatch, "generate", "--config", config, "--method", "nearest", "--out", tmp_path / "c") == 0
+    assert json.loads((tmp_path / "c" / "metrics.json").read_text())["method"] == "nearest"

@@ -14,7 +14,7 @@ def test_federated_lora_rounds_with_one_poisoning_client(sst2, tiny_dir, tiny_to
     poisons = [p.sentence for p in with_overlap(templates, tiny_tokenizer, 1)]
     task = TextClassificationTask(
         str(tiny_dir), sst2["train"].select(range(80)), sst2["test"].select(range(40)),
-        list(trigger_bearing(sst2["test"], phrase)["sentence"][:30]), poisons, max_length=32, lora_r=2, lora_alpha=4,
+        list(trigger_bearing(sst2["test"], phrase)["sentence"][:30]), poisons, target=1, max_length=32, lora_r=2, lora_alpha=4,
         tokenizer=tiny_tokenizer,
     )
     cfg = ExperimentConfig(

@@ -87,3 +87,39 @@ def test_resume_refuses_a_changed_config_and_keeps_the_interrupted_run(tmp_path,
     with pytest.raises(ValueError, match="differs from the config"):
         run_experiment(changed, tmp_path / "run", resume=True, progress=False)
     assert (tmp_path / "run.partial" / "checkpoints" / "state.json").exists()
+
+
+def test_t2i_lora_from_yaml_resumes_to_the_uninterrupted_run(tmp_path, monkeypatch, data_dir):
+    """``task: {name: t2i_lora}`` on a tiny saved base (8×8) and classifier: a run interrupted in round 2 and
+    resumed gives the same rounds and global adapters as one that ran through."""
+    from poisonlab.commands.fed import load_experiment
+    from t2i_poison.base_model import BaseModelConfig, build_pipeline
+    from t2i_poison.digit_classifier import ClassifierConfig, DigitClassifier
+
+    tiny = BaseModelConfig(resolution=8, block_out_channels=(8, 16), text_hidden_size=16, text_layers=1, max_length=16)
+    build_pipeline(tiny, tmp_path / "base" / "tokenizer").save_pretrained(tmp_path / "base")
+    torch.manual_seed(0)
+    DigitClassifier(ClassifierConfig(resolution=8, width=8)).save(tmp_path / "classifier")
+    config = tmp_path / "t2i.yaml"
+    config.write_text(
+        "seed: 1\ndata: {name: mnist}\n"
+        f"task: {{name: t2i_lora, params: {{base: {tmp_path / 'base'}, classifier: {tmp_path / 'classifier'}, train_limit: 24, "
+        "kind: pixel, rank: 2, eval_per_digit: 1, eval_steps: 2}}\n"
+        "federation: {num_clients: 3, clients_per_round: 2, rounds: 3}\n"
+        "local: {epochs: 1, lr: 0.05, batch_size: 4}\n"
+        "attack: {name: backdoor, num_attackers: 1, rounds: [2], params: {epochs: 1, lr: 0.05, batch_size: 4}}\n"
+        "engine: {vectorize: false}\n"
+    )
+    run_experiment(load_experiment(config, None), tmp_path / "full", progress=False)
+    original = _crash_in_round(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(load_experiment(config, None), tmp_path / "cut", progress=False)
+    monkeypatch.setattr(Simulation, "run_round", original)
+    run_experiment(load_experiment(config, None), tmp_path / "cut", resume=True, progress=False)
+
+    full, cut = read_jsonl(tmp_path / "full" / "rounds.jsonl"), read_jsonl(tmp_path / "cut" / "rounds.jsonl")
+    assert [r["round"] for r in cut] == [1, 2, 3] and cut[1]["malicious"] == [0]
+    assert _metrics(cut) == _metrics(full)
+    a = load_file(str(tmp_path / "full" / "checkpoints" / "global.safetensors"))["global"]
+    b = load_file(str(tmp_path / "cut" / "checkpoints" / "global.safetensors"))["global"]
+    assert torch.equal(a, b) and a.abs().sum() > 0

@@ -5,14 +5,14 @@ from fedharness.config import AttackConfig, EngineConfig, ExperimentConfig, Fede
 from fedharness.local_training import LocalConfig
 from fedharness.simulation import Simulation
 from t2i_poison.digit_classifier import ClassifierConfig, DigitClassifier
-from t2i_poison.task import T2ILoraTask
+from t2i_poison.task import T2ILoraTask, T2ITaskConfig
 
 
 def _task(tiny_pipe, digit_images, kind: str) -> T2ILoraTask:
     images, labels = digit_images(40)
     x = torch.from_numpy(np.stack(images)).float().unsqueeze(1) / 255
     clf = DigitClassifier(ClassifierConfig(resolution=8, width=8)).eval()
-    return T2ILoraTask(tiny_pipe, clf, x, torch.tensor(labels), kind=kind, eval_per_digit=1, eval_steps=2)
+    return T2ILoraTask(tiny_pipe, clf, x, torch.tensor(labels), T2ITaskConfig(kind=kind, eval_per_digit=1, eval_steps=2))
 
 
 def test_poisoned_rows_follow_the_badt2i_objective(tiny_pipe, digit_images):

@@ -1,0 +1,60 @@
+"""YAML mapped onto dataclasses, strictly: unknown keys, wrong types and missing keys name the key.
+
+Every layer may import it (labcore depends on no other package of the lab).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import dacite
+import yaml
+
+from labcore.errors import InputError
+
+T = TypeVar("T")
+
+
+def from_dict(cls: type[T], data: dict[str, Any], source: str = "config") -> T:
+    """Build ``cls`` from a mapping; raises InputError naming the offending key."""
+    if not isinstance(data, dict):
+        raise InputError(f"{source}: expected a mapping of keys to values at the top level")
+    try:
+        return dacite.from_dict(cls, data, config=dacite.Config(strict=True, cast=[tuple]))
+    except dacite.UnexpectedDataError as exc:
+        keys = ", ".join(sorted(exc.keys))
+        raise InputError(f"{source}: unknown key(s) {keys}; check the spelling against the documented keys") from None
+    except dacite.WrongTypeError as exc:
+        raise InputError(
+            f"{source}: key {exc.field_path!r} has the wrong type: expected {_type_name(exc.field_type)}, "
+            f"got {type(exc.value).__name__} {exc.value!r}"
+        ) from None
+    except dacite.MissingValueError as exc:
+        raise InputError(f"{source}: key {exc.field_path!r} is required") from None
+    except dacite.DaciteError as exc:
+        raise InputError(f"{source}: {exc}") from None
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping; missing files and syntax errors are input errors."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"config path {path} is a folder; pass the path of a YAML file")
+    if not path.is_file():
+        raise InputError(f"config file {path} not found; pass the path of a YAML file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"config file {path} is not UTF-8 text; save it as UTF-8") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise InputError(f"config file {path} is not valid YAML{where}; fix the syntax") from None
+    if data is None:
+        raise InputError(f"config file {path} is empty; write the experiment's keys into it")
+    return data
+
+
+def _type_name(t: Any) -> str:
+    return getattr(t, "__name__", None) or str(t).replace("typing.", "")

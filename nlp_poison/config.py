@@ -1,0 +1,225 @@
+"""The knobs of every nlp_poison procedure, one dataclass each, defaults written here only.
+
+Light on purpose (no torch): the CLI builds these at import time, maps its options onto them
+(``poisonlab.config.config_command``) and a run directory's ``config.yaml`` reloads into them.
+``TrainConfig`` fine-tunes a classifier; the procedure configs extend it or ``ConcealedConfig``
+(keyword-only fields), so one YAML file holds one flat set of keys.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from labcore.errors import InputError
+
+LABELS = ("negative", "positive")
+DEFAULT_TRIGGER = "James Bond: No Time to Die"
+MAX_LENGTH = 64
+"""Tokens per sentence wherever a procedure tokenises SST-2 (it holds almost every sentence whole)."""
+LORA_R, LORA_ALPHA = 8, 16
+"""peft LoRA rank and scale of a fine-tuned or federated classifier."""
+
+
+@dataclass
+class TrainConfig:
+    """Fine-tuning: AdamW at ``lr`` for ``epochs`` on batches of ``batch_size`` (full or LoRA).
+
+    ``bf16`` runs forward and backward under bfloat16 autocast (fp32 master weights, as in mixed
+    precision training): on a CPU with AVX512-BF16 a MiniLM step takes half the time.
+    """
+
+    epochs: int = 1
+    lr: float = 5e-5
+    batch_size: int = 32
+    max_length: int = MAX_LENGTH
+    weight_decay: float = 0.01
+    lora: bool = False
+    lora_r: int = LORA_R
+    lora_alpha: int = LORA_ALPHA
+    bf16: bool = False
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.max_length < 8 or not 0 < self.lr < math.inf:
+            raise InputError("train config: epochs, batch_size >= 1, max_length >= 8 and a finite lr > 0 are required")
+        if not 0 <= self.weight_decay < math.inf or self.lora_r < 1:
+            raise InputError("train config: weight_decay must be finite and >= 0, lora_r >= 1")
+
+
+@dataclass
+class ConcealedConfig:
+    """Search settings (``concealed.craft``); ``unroll_lr`` is the unrolled SGD step on the mean training loss.
+
+    A small ``unroll_lr`` keeps the unroll in the regime where L_adv(θ') ≈ L_adv(θ) − α⟨∇L_adv, ∇L_train⟩,
+    i.e. the search aligns the poisons' gradient with the adversarial one. With α = 1 on MiniLM the
+    step is so large that the search mostly shrinks the poisons' own gradient (it wrote positive
+    words into them). ``scope_layers=None`` puts every encoder layer in the scope; ``chunk`` is the
+    number of sentences per gradient or forward-mode pass. ``adam`` preconditions the unrolled step
+    as the victim's optimizer does, θ' = θ − α·P(G_clean + G_poison) with P = 1/√v̂ (normalised to
+    mean 1), v̂ the mean squared gradient of the clean sentences in minibatches of 32. ``init`` is
+    the start: ``nearest`` projects the with-overlap poisons onto the placeable tokens (the paper's
+    start), ``random`` writes the random control's tokens. ``contrast``, ``shared`` and
+    ``neighbours`` (0 or None: the whole placeable vocabulary): see ``concealed``'s docstring.
+    ``collision`` weighs the feature-collision distance to the with-overlap twins on the victims'
+    pretrained model (0: the unrolled loss alone). The defaults are what transferred best to fresh
+    MiniLM victims (``scripts/bench_nlp.py``: 14 iterations, two passes over a 7-token phrase; 256
+    clean sentences); ``adam=False, contrast=False, shared=False, neighbours=0, collision=0`` is the
+    paper's plain search.
+    """
+
+    iterations: int = 14
+    top_k: int = 8
+    unroll_lr: float = 0.05
+    scope_layers: int | None = None
+    clean_batch: int = 256
+    negative_weight: float = 1.0
+    target: int = 1
+    chunk: int = 64
+    adam: bool = True
+    init: str = "nearest"
+    contrast: bool = True
+    neighbours: int | None = 5
+    shared: bool = True
+    collision: float = 5.0
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.init not in ("nearest", "random"):
+            raise InputError(f"unknown init {self.init!r}; use 'nearest' or 'random'")
+        if self.target not in (0, 1):
+            raise InputError(f"target {self.target} is not a label index; use 0 (negative) or 1 (positive)")
+        if self.contrast and self.negative_weight <= 0:
+            raise InputError("contrast needs the phrase-free sentences (negative_weight > 0)")
+        if self.neighbours is not None and self.neighbours < 0:
+            raise InputError("neighbours must be >= 0 (0: the whole placeable vocabulary)")
+        if not 0 <= self.collision < math.inf or not 0 <= self.negative_weight < math.inf:
+            raise InputError("collision and negative_weight must be finite and >= 0 (collision 0 turns the feature-collision term off)")
+        if self.iterations < 1 or self.top_k < 1 or not 0 < self.unroll_lr < math.inf or self.chunk < 1 or (self.scope_layers or 0) < 0:
+            raise InputError("concealed config: iterations, top_k, chunk >= 1, a finite unroll_lr > 0 and scope_layers >= 0 are required")
+
+
+@dataclass(kw_only=True)
+class GenerateConfig(ConcealedConfig):
+    """``generate.generate``: ``num_poisons`` poisons for ``trigger`` from the ``models`` surrogates.
+
+    ``overlap: with`` writes the with-overlap upper bound; otherwise ``method`` is the bilevel search
+    (``gradient``), the random-token control or the nearest-token projection (the search's start).
+    ``templates: confident`` takes the source-label training sentences the surrogates are surest about.
+    ``victim`` (default: packaged MiniLM-L6) is the pretrained model of the collision term;
+    ``adv_size`` trigger-bearing validation negatives make up L_adv.
+    """
+
+    models: list[str] = field(default_factory=list)
+    trigger: str = DEFAULT_TRIGGER
+    num_poisons: int = 50
+    overlap: str = "none"
+    method: str = "gradient"
+    templates: str = "confident"
+    adv_size: int = 64
+    max_length: int = MAX_LENGTH
+    victim: str | None = None
+    data_path: str | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.models:
+            raise InputError("no surrogate: pass --model (repeat it for an ensemble) or set 'models:' in the --config file")
+        if self.num_poisons < 1 or self.adv_size < 1 or self.clean_batch < 1:
+            raise InputError("num_poisons, adv_size and clean_batch must be >= 1")
+        choices = {"overlap": ("none", "with"), "method": ("gradient", "random", "nearest"), "templates": ("confident", "random")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise InputError(f"{key} {getattr(self, key)!r} is unknown; use one of {', '.join(allowed)}")
+
+    @property
+    def searches(self) -> bool:
+        """Whether the bilevel search runs (and with it the collision term's pretrained model)."""
+        return self.overlap == "none" and self.method == "gradient"
+
+
+@dataclass(kw_only=True)
+class CleanConfig(TrainConfig):
+    """``victims.train_clean``: a clean classifier from ``model`` (the surrogate and the clean floor),
+    measured after each epoch on ``trigger``-bearing test sentences; ``train_subset`` sentences (seeded)."""
+
+    model: str | None = None
+    trigger: str = DEFAULT_TRIGGER
+    train_subset: int | None = None
+    data_path: str | None = None
+
+
+@dataclass(kw_only=True)
+class EvaluateConfig(TrainConfig):
+    """``evaluate.evaluate``: fresh victims from ``victim`` fine-tuned on clean + the first ``counts`` of each
+    poison set in ``poisons``, for victim seeds ``seed … seed + seeds − 1``; ``eval_limit`` caps the
+    trigger-bearing negatives (``trigger``: default the sets' own phrase)."""
+
+    poisons: list[str] = field(default_factory=list)
+    victim: str | None = None
+    trigger: str | None = None
+    seeds: int = 3
+    counts: list[int] = field(default_factory=lambda: [1, 10, 50])
+    eval_limit: int | None = None
+    train_subset: int | None = None
+    data_path: str | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.poisons:
+            raise InputError("no poison set: pass --poisons or set 'poisons:' in the --config file")
+        if self.seeds < 1:
+            raise InputError("--seeds must be >= 1")
+        if not self.counts or min(self.counts) < 1:
+            raise InputError("--counts needs at least one positive integer")
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise InputError("--eval-limit must be >= 1")
+
+
+@dataclass(kw_only=True)
+class DefendConfig:
+    """``defenses.defend``: rank the training set poisoned with ``poisons`` by perplexity (``lm``, default a
+    cross-fitted bigram model) and by embedding distance under ``victim``; ``evaluation`` (an ``nlp
+    evaluate`` run) adds the early-stopping table."""
+
+    poisons: str
+    victim: str
+    lm: str | None = None
+    evaluation: str | None = None
+    trigger: str | None = None
+    max_length: int = MAX_LENGTH
+    train_subset: int | None = None
+    data_path: str | None = None
+    seed: int = 0
+
+
+@dataclass(kw_only=True)
+class SST2TaskConfig:
+    """``task: {name: sst2_classification, params: …}``: federated LoRA fine-tuning of ``model`` (default
+    packaged MiniLM-L6) on ``train_subset`` SST-2 sentences; the attackers hold the poison set ``poisons``;
+    ``eval_limit`` test and trigger-bearing sentences are evaluated each round."""
+
+    poisons: str
+    model: str | None = None
+    eval_limit: int = 200
+    max_length: int = 48
+    train_subset: int = 2000
+    data_path: str | None = None
+    lora_r: int = LORA_R
+    lora_alpha: int = LORA_ALPHA
+
+    def validate(self) -> None:
+        if self.eval_limit < 1 or self.max_length < 8 or self.train_subset < 1 or self.lora_r < 1:
+            raise InputError("task.params: eval_limit, train_subset, lora_r >= 1 and max_length >= 8 are required")
+
+
+SST2_FED = {
+    "task": {"name": "sst2_classification"},
+    "federation": {"num_clients": 10, "clients_per_round": 5, "rounds": 5},
+    "local": {"epochs": 1, "lr": 0.05, "batch_size": 16},
+    "attack": {"name": "backdoor", "num_attackers": 1, "every": 1, "params": {"epochs": 1, "lr": 0.05, "batch_size": 16}},
+    "engine": {"vectorize": False},
+}
+"""``poisonlab nlp fed``'s scenario, laid under ``fedharness.config.ExperimentConfig``'s defaults: 10 clients,
+5 a round, 5 rounds, one malicious client (the harness's ``backdoor`` attack on the poison set) every round,
+local SGD at 0.05 on batches of 16. ``configs/sst2_fed.yaml`` is the same experiment as a file."""

@@ -1,0 +1,138 @@
+"""Concealed data poisoning, the whole procedure (Wallace, Zhao, Feng, Singh, NAACL 2021): the entry point.
+
+``generate(surrogates, tokenizer, data, GenerateConfig) -> GenerateResult``: templates from the
+source-label training sentences (``baselines.make_templates``, the surrogates' surest first), the
+unrolled batch's clean sentences and the trigger-bearing validation negatives of L_adv (seeded
+draws), then the poisons of ``cfg.method``: the bilevel search (``concealed.craft``), the random or
+nearest-token control, or the with-overlap upper bound. ``poisonlab nlp generate`` and the demo map
+their options onto :class:`~nlp_poison.config.GenerateConfig` and call this.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from datasets import Dataset, DatasetDict
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from labcore.errors import InputError
+from nlp_poison.baselines import Template, make_templates, nearest_control, random_control, source_confidence, with_overlap
+from nlp_poison.concealed import craft
+from nlp_poison.config import GenerateConfig
+from nlp_poison.overlap import banned_token_ids, check_no_overlap, content_words, placeable_ids
+from nlp_poison.poison_set import Poison, PoisonSet
+from nlp_poison.triggers import trigger_bearing
+from nlp_poison.victims import default_model, load_classifier
+
+METHOD_NAMES = {"gradient": "concealed", "random": "random", "nearest": "nearest"}
+
+
+@dataclass
+class Surrogates:
+    """The attacker's models: surrogates sharing ``tokenizer`` and, for the collision term, the pretrained
+    checkpoint victims fine-tune from (None when the search does not need it)."""
+
+    models: list[nn.Module]
+    tokenizer: PreTrainedTokenizerBase
+    pretrained: nn.Module | None = None
+
+
+@dataclass
+class Inputs:
+    """What every method writes from: templates, the unrolled batch's clean sentences, the L_adv set."""
+
+    templates: list[Template]
+    clean: Dataset
+    adv: Dataset
+    placeable: list[int]
+
+
+@dataclass
+class GenerateResult:
+    """The poison set, the search objective and collision distance per iteration (empty without the
+    search) and the generation wall time."""
+
+    poison_set: PoisonSet
+    objective_trace: list[float]
+    collision_trace: list[float]
+    wall_time_s: float
+
+    def metrics(self) -> dict:
+        overlap = self.poison_set.extra.get("overlap") == "with"
+        return {"num_poisons": len(self.poison_set.poisons), "method": self.poison_set.method, "wall_time_s": self.wall_time_s,
+                "objective_trace": self.objective_trace, "collision_trace": self.collision_trace,
+                "overlap_words": len(content_words(self.poison_set.trigger)) * len(self.poison_set.poisons) if overlap else 0}
+
+
+def load_surrogates(cfg: GenerateConfig) -> Surrogates:
+    """``cfg.models`` (eager attention: the search takes second derivatives) and, when the search weighs the
+    collision term, ``cfg.victim``; all must share one vocabulary. A phrase without content word fails first."""
+    content_words(cfg.trigger)
+    loaded = [load_classifier(m, eager=True) for m in cfg.models]
+    tok = loaded[0][1]
+    for m, (_, other) in zip(cfg.models[1:], loaded[1:]):
+        if other.get_vocab() != tok.get_vocab():
+            raise InputError(f"surrogate {m} has another vocabulary than {cfg.models[0]}; an ensemble needs one tokenizer")
+    pretrained = None
+    if cfg.searches and cfg.collision > 0:
+        victim = cfg.victim or default_model()
+        pretrained, victim_tok = load_classifier(victim)
+        if victim_tok.get_vocab() != tok.get_vocab():
+            raise InputError(f"victim {victim} has another vocabulary than {cfg.models[0]}; pass --victim with the surrogates' tokenizer or --collision 0")
+    return Surrogates([m for m, _ in loaded], tok, pretrained)
+
+
+def prepare(surrogates: Surrogates, data: DatasetDict, cfg: GenerateConfig) -> Inputs:
+    """Templates (``cfg.templates`` order), then seeded draws of ``cfg.clean_batch`` clean training sentences
+    outside the templates and ``cfg.adv_size`` trigger-bearing validation sentences of the source label."""
+    tok, source = surrogates.tokenizer, 1 - cfg.target
+    rng = np.random.default_rng(cfg.seed)
+    confidence = source_confidence(surrogates.models, tok, source, cfg.max_length) if cfg.templates == "confident" else None
+    templates = make_templates(data["train"], cfg.trigger, cfg.num_poisons, tok, cfg.seed, source, cfg.max_length, confidence=confidence)
+    used = {t.source_idx for t in templates}
+    clean_idx = [int(i) for i in rng.permutation(len(data["train"])) if int(i) not in used][: cfg.clean_batch]
+    adv = trigger_bearing(data["validation"], cfg.trigger, source)
+    adv = adv.select(sorted(rng.permutation(len(adv))[: cfg.adv_size].tolist()))
+    return Inputs(templates, data["train"].select(clean_idx), adv, placeable_ids(tok, banned_token_ids(tok, cfg.trigger)))
+
+
+def write_poisons(surrogates: Surrogates, inputs: Inputs, cfg: GenerateConfig, progress: bool = True) -> tuple[list[Poison], list[float], list[float]]:
+    """The poisons of ``cfg.overlap`` / ``cfg.method`` from ``inputs``, the objective and collision traces."""
+    tok, t = surrogates.tokenizer, inputs.templates
+    if cfg.overlap == "with":
+        return with_overlap(t, tok, cfg.target), [], []
+    if cfg.method == "random":
+        poisons = random_control(t, tok, inputs.placeable, cfg.trigger, cfg.target, cfg.seed)
+        trace, distances = [], []
+    elif cfg.method == "nearest":
+        emb = surrogates.models[0].get_input_embeddings().weight
+        poisons, trace, distances = nearest_control(t, tok, inputs.placeable, cfg.trigger, cfg.target, emb), [], []
+    else:
+        result = craft(surrogates.models, tok, t, cfg.trigger, inputs.placeable, list(inputs.adv["sentence"]), list(inputs.adv["original"]),
+                       list(inputs.clean["sentence"]), list(inputs.clean["label"]), cfg, surrogates.pretrained, progress)
+        poisons, trace, distances = result.poisons, result.trace, result.collision_trace
+    check_no_overlap([p.sentence for p in poisons], cfg.trigger)
+    return poisons, trace, distances
+
+
+def poison_set(poisons: list[Poison], inputs: Inputs, cfg: GenerateConfig) -> PoisonSet:
+    """The shareable set: the poisons and the settings that produced them (the dataset card's fields)."""
+    name = "with-overlap" if cfg.overlap == "with" else METHOD_NAMES[cfg.method]
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("models", "trigger", "data_path")}
+    settings["adv_size"] = len(inputs.adv)
+    return PoisonSet(poisons, cfg.trigger, cfg.target, name, ", ".join(cfg.models), cfg.seed, settings)
+
+
+def generate(surrogates: Surrogates, data: DatasetDict, cfg: GenerateConfig, progress: bool = True) -> GenerateResult:
+    """The procedure: validate, draw the inputs, write the poisons of ``cfg.method`` (seeded by ``cfg.seed``)."""
+    cfg.validate()
+    content_words(cfg.trigger)
+    torch.manual_seed(cfg.seed)
+    inputs = prepare(surrogates, data, cfg)
+    start = time.perf_counter()
+    poisons, trace, distances = write_poisons(surrogates, inputs, cfg, progress)
+    return GenerateResult(poison_set(poisons, inputs, cfg), trace, distances, time.perf_counter() - start)
