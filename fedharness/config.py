@@ -9,6 +9,10 @@ from labcore.errors import InputError
 from fedharness.local_training import LocalConfig
 
 
+MAX_ROUNDS = 100_000
+MAX_CLIENTS = 100_000
+
+
 @dataclass
 class DataConfig:
     """A dataset name from the registry (mnist, digits, …) and an optional explicit path."""
@@ -142,10 +146,18 @@ class ExperimentConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     def validate(self) -> None:
-        """Cross-field checks; raises InputError naming the key and the fix."""
+        """Cross-field checks; raises InputError naming the key and the fix.
+
+        ``federation.rounds`` ≤ ``MAX_ROUNDS`` and ``federation.num_clients`` ≤ ``MAX_CLIENTS``: larger
+        values are typos (a run that would never finish, or a partition of ~one sample per client),
+        rejected before any work starts.
+        """
         fed = self.federation
         checks = [
-            (fed.num_clients >= 1, "federation.num_clients must be >= 1"),
+            (1 <= fed.num_clients <= MAX_CLIENTS,
+             f"federation.num_clients must be between 1 and {MAX_CLIENTS}; lower it"),
+            (fed.rounds <= MAX_ROUNDS,
+             f"federation.rounds ({fed.rounds}) must be at most {MAX_ROUNDS}; lower it (or split the run and --resume)"),
             (1 <= fed.clients_per_round <= fed.num_clients,
              f"federation.clients_per_round (m={fed.clients_per_round}) must be between 1 and "
              f"federation.num_clients (n={fed.num_clients})"),

@@ -53,9 +53,11 @@ def task_builders() -> dict[str, Callable[[ExperimentConfig], Task]]:
 def build_task(cfg: ExperimentConfig, builders: Mapping[str, Callable[[ExperimentConfig], Task]] | None = None) -> Task:
     """The task named by ``cfg.task.name``, from ``builders`` (default: every registered builder)."""
     builders = task_builders() if builders is None else builders
+    if not builders:
+        raise InputError(f"no federated task is registered (no installed package declares the entry-point group "
+                         f"{ENTRY_POINT_GROUP}); install the project with `pip install -e .` so that its tasks register")
     if cfg.task.name not in builders:
-        known = ", ".join(sorted(builders)) or f"none: no package declares the entry-point group {ENTRY_POINT_GROUP}"
-        raise InputError(f"task.name {cfg.task.name!r} is unknown; use one of {known}")
+        raise InputError(f"task.name {cfg.task.name!r} is unknown; use one of {', '.join(sorted(builders))}")
     return builders[cfg.task.name](cfg)
 
 

@@ -192,6 +192,14 @@ class DefendConfig:
     data_path: str | None = None
     seed: int = 0
 
+    def validate(self) -> None:
+        if self.max_length < 8:
+            raise InputError(f"--max-length must be >= 8 tokens, got {self.max_length}")
+        if self.train_subset is not None and self.train_subset < 1:
+            raise InputError(f"--train-subset must be >= 1, got {self.train_subset}")
+        if self.trigger is not None and not self.trigger.strip():
+            raise InputError("--trigger must be a non-empty phrase")
+
 
 @dataclass(kw_only=True)
 class SST2TaskConfig:

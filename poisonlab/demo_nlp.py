@@ -33,13 +33,25 @@ from poisonlab.runs import write_json, write_yaml
 SETS = {"no-overlap": {}, "with-overlap": {"overlap": "with"}, "nearest": {"method": "nearest"}, "random": {"method": "random"}}
 
 
-def settings(quick: bool) -> dict:
+# size → (training sentences, poisons, search iterations, trigger inputs, test sentences, epochs, templates,
+#         sentences in the search's adversarial and clean batches)
+SIZES = {
+    "tiny": (32, 2, 1, 8, 16, 1, "random", 8),
+    "quick": (1024, 16, 3, 100, 200, 2, "confident", 32),
+    "full": (4096, 40, 10, 300, 872, 2, "confident", 32),
+}
+
+
+def settings(size: str) -> dict:
     """Quick: 16 poisons among 1,024 sentences, 2 epochs — the fewest steps after which the with-overlap
-    ceiling is reached (one epoch of 1,536 left it at 10–40 %) and the clean model is right on ~82 %."""
+    ceiling is reached (one epoch of 1,536 left it at 10–40 %) and the clean model is right on ~82 %.
+    Tiny is a mechanics check: 2 poisons on randomly drawn templates searched against 8 trigger-bearing and
+    8 clean sentences, one epoch on 32 sentences."""
+    subset, poisons, iterations, eval_limit, test_limit, epochs, templates, batch = SIZES[size]
     return {
-        "train_subset": 1024 if quick else 4096, "num_poisons": 16 if quick else 40, "iterations": 3 if quick else 10,
-        "top_k": 4, "eval_limit": 100 if quick else 300, "test_limit": 200 if quick else 872, "max_length": 40,
-        "epochs": 2, "lr": 1e-4, "batch_size": 32,
+        "train_subset": subset, "num_poisons": poisons, "iterations": iterations, "top_k": 4, "eval_limit": eval_limit,
+        "test_limit": test_limit, "max_length": 40, "epochs": epochs, "lr": 1e-4, "batch_size": 32, "templates": templates,
+        "search_batch": batch,
     }
 
 
@@ -47,14 +59,16 @@ def configs(s: dict, seed: int) -> tuple[TrainConfig, GenerateConfig]:
     """The demo's settings mapped onto the victims' and the generator's dataclasses."""
     train = TrainConfig(epochs=s["epochs"], lr=s["lr"], batch_size=s["batch_size"], max_length=s["max_length"], seed=seed)
     gen = GenerateConfig(models=["demo MiniLM surrogate"], num_poisons=s["num_poisons"], iterations=s["iterations"], top_k=s["top_k"],
-                         clean_batch=32, adv_size=32, max_length=s["max_length"], seed=seed)
+                         clean_batch=s["search_batch"], adv_size=s["search_batch"], max_length=s["max_length"],
+                         templates=s["templates"], seed=seed)
     return train, gen
 
 
-def run(out: Path, quick: bool, seed: int, report: Report) -> dict:
-    """Write ``out/nlp-concealed`` (poison sets, metrics, report) and add a section to ``report``."""
+def run(out: Path, size: str, seed: int, report: Report) -> dict:
+    """Write ``out/nlp-concealed`` (poison sets, metrics, report) and add a section to ``report``;
+    ``size`` is ``tiny``, ``quick`` or ``full`` (``SIZES``)."""
     torch.manual_seed(seed)
-    s = settings(quick)
+    s = settings(size)
     run_dir = out / "nlp-concealed"
     run_dir.mkdir(parents=True, exist_ok=True)
     full = data.load("sst2")

@@ -21,7 +21,7 @@ STEPS: dict[str, tuple[str, str]] = {
     "t2i": ("poisonlab.demo_t2i", "Text-to-image pixel backdoor on the MNIST base (BadT2I)"),
 }
 # steps whose run() takes the size name; the others take ``quick: bool`` (tiny runs them quick)
-SIZED = {"fed"}
+SIZED = {"fed", "nlp"}
 
 
 def quiet_libraries() -> None:

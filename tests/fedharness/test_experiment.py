@@ -36,3 +36,8 @@ def test_an_unknown_task_names_the_known_ones(plugin):
 
 def test_an_explicit_registry_overrides_the_declared_ones():
     assert build_task(ExperimentConfig(task=TaskConfig(name="mine")), {"mine": lambda cfg: cfg.seed}) == 0
+
+
+def test_no_registered_task_says_to_install_the_project():
+    with pytest.raises(InputError, match=r"no federated task is registered .*pip install -e \."):
+        build_task(ExperimentConfig(), {})

@@ -60,11 +60,19 @@ def test_metrics_hold_each_steps_headline_numbers(demo_run):
     "fed-replacement/metrics.json", "fed-replacement/report.html",
     "nlp-concealed/metrics.json", "nlp-concealed/report.html", "nlp-concealed/poisons/no-overlap",
     "unlearn-lsb/metrics.json", "unlearn-lsb/report.html", "unlearn-lsb/verdict.json",
-    "t2i-pixel/metrics.json", "t2i-pixel/report.html", "t2i-pixel/pytorch_lora_weights.safetensors",
+    "t2i-pixel/metrics.json", "t2i-pixel/report.html", "t2i-pixel/backdoor.json",
 ])
 def test_advertised_artefacts_exist(demo_run, artefact):
     _, out = demo_run
     assert (out / artefact).exists()
+
+
+def test_t2i_step_saves_its_trained_weights(demo_run):
+    """LoRA mode saves ``pytorch_lora_weights.safetensors``; full-UNet mode (the demo's, see demo_t2i) ``unet/``."""
+    _, out = demo_run
+    mode = json.loads((out / "t2i-pixel" / "backdoor.json").read_text()).get("mode")
+    weights = "unet/config.json" if mode == "full" else "pytorch_lora_weights.safetensors"
+    assert (out / "t2i-pixel" / weights).exists(), f"mode {mode}: {weights} missing"
 
 
 def test_no_artefact_names_the_staging_folder(demo_run):
