@@ -92,11 +92,10 @@ def backdoor_recipe(size: str, seed: int) -> TrainConfig:
                        lam=0.5, max_train_steps=steps, train_batch_size=8, checkpointing_steps=10**6, seed=seed)
 
 
-def run(out: Path, quick: bool | str, seed: int, report: Report) -> dict:
+def run(out: Path, size: str, seed: int, report: Report) -> dict:
     """Pixel backdoor → ``out/t2i-pixel`` (config.yaml, metrics.json, report.html, LoRA); adds a report section.
 
-    ``quick``: the demo size ("tiny", "quick", "full"), or a bool (True = quick)."""
-    size = quick if isinstance(quick, str) else ("quick" if quick else "full")
+    ``size``: the demo size ("tiny", "quick", "full")."""
     torch.set_num_threads(1)
     x, y = data.image_tensors(data.load("mnist")["train"])
     xt, _ = data.image_tensors(data.load("mnist")["test"])

@@ -15,7 +15,7 @@ from poisonlab import data
 from poisonlab.report import Report
 from poisonlab.runs import write_json, write_yaml
 from poisonlab.unlearn_report import marked_examples
-from unlearning_verify import bench
+from unlearning_verify import bench, training
 from unlearning_verify.keys import OwnerKey
 from unlearning_verify.watermarks import build
 
@@ -23,20 +23,27 @@ COLUMNS = ("behaviour", "honest", "verdict", "reason", "queries", "sprt_verdict"
            "basr_after", "clean_accuracy_after", "membership_auc", "membership_flagged")
 
 
-def run(out: Path, quick: bool, seed: int, report: Report) -> dict:
-    """Write ``out/unlearn-lsb`` (config, trials, metrics, report) and add the demo section."""
+TINY = {"train": training.TrainConfig(epochs=2), "train_samples": 3000}
+
+
+def run(out: Path, size: str, seed: int, report: Report) -> dict:
+    """Write ``out/unlearn-lsb`` (config, trials, metrics, verdict, report) and add the demo section.
+
+    ``size``: "tiny" trains on 3,000 samples for 2 epochs, "quick" the two main behaviours, "full" five."""
+    quick = size != "full"
     torch.set_num_threads(1)
     ds = data.load("mnist")
     x, y = data.image_tensors(ds["train"])
     xt, yt = data.image_tensors(ds["test"])
     behaviours = ["retrain", "noop"] if quick else ["retrain", "noop", "stale", "partial", "input_transform"]
-    cfg = bench.BenchConfig(families=["lsb"], behaviours=behaviours, seeds=[seed])
+    cfg = bench.BenchConfig(families=["lsb"], behaviours=behaviours, seeds=[seed], **(TINY if size == "tiny" else {}))
     rows: list[dict] = []
     bench.run(cfg, x, y, xt, yt, 10, set(), rows.append)
     run_dir = out / "unlearn-lsb"
     run_dir.mkdir(parents=True, exist_ok=True)
     write_yaml(run_dir / "config.yaml", {"data": "mnist", **cfg.__dict__})
     write_json(run_dir / "metrics.json", {"trials": rows, "summary": bench.summarise(rows)})
+    write_json(run_dir / "verdict.json", {r["behaviour"]: {"verdict": r["verdict"], "queries": r["queries"]} for r in rows})
     table = [{k: r[k] for k in COLUMNS} for r in rows]
     wm = build(OwnerKey.generate(cfg.owner, "lsb", 10, seed=seed), (1, 28, 28))
     for rep in (report, Report("Unlearning verification demo")):

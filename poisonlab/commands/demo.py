@@ -21,9 +21,6 @@ STEPS: dict[str, tuple[str, str]] = {
     "t2i": ("poisonlab.demo_t2i", "Text-to-image pixel backdoor on the MNIST base (BadT2I)"),
 }
 # steps whose run() takes the size name; the others take ``quick: bool`` (tiny runs them quick)
-SIZED = {"fed", "nlp"}
-
-
 def quiet_libraries() -> None:
     """Library logs down to errors and their loading bars off: the transformers load report (the
     classifier head "MISSING", expected when fine-tuning), "Loading weights/pipeline components" bars
@@ -72,7 +69,7 @@ def run_steps(stage: Path, steps: list[str], size: str, seed: int, report, echo:
         start = time.perf_counter()
         run = importlib.import_module(module).run
         report.raw(f'<section id="{name}">')
-        summaries[name] = run(stage, size, seed, report) if name in SIZED else run(stage, size != "full", seed, report)
+        summaries[name] = run(stage, size, seed, report)
         report.raw("</section>")
         line, seconds = summary_line(name, summaries[name]), time.perf_counter() - start
         echo(f"  {name}: {line} ({seconds:.0f} s)")
