@@ -18,6 +18,7 @@ from fedharness.tasks import Task
 from fedharness.tasks.image_classification import ImageClassificationTask
 from poisonlab import data
 from poisonlab.fed_report import summarize, write_report
+from poisonlab.fedrec_task import build_recommendation_task
 from poisonlab.config import load_yaml
 from poisonlab.runs import append_jsonl, plain, read_jsonl, staged_output, write_json, write_jsonl, write_yaml
 
@@ -49,6 +50,7 @@ def build_image_task(cfg: ExperimentConfig) -> ImageClassificationTask:
 
 TASKS: dict[str, Callable[[ExperimentConfig], Task]] = {
     "image_classification": build_image_task,
+    "recommendation": build_recommendation_task,
 }
 
 
