@@ -41,7 +41,7 @@ class FedRecAttack:
     public_fraction: float = 0.01
     top_k: int = 5
     kappa: int = 60
-    row_norm: float = 0.5
+    row_norm: float = 300.0
     knowledge = "own"
 
     def __post_init__(self) -> None:

@@ -173,8 +173,9 @@ def mf_fit_users(hp: Hyper, item: torch.Tensor, profiles: list[Profile]) -> torc
     return users
 
 
-def mf_train_profiles(hp: Hyper, item: torch.Tensor, profiles: list[Profile]) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`local_update` for MF: dense item-table deltas (c, I, D) and the fitted user vectors."""
+def mf_train_profiles(hp: Hyper, item: torch.Tensor, profiles: list[Profile]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`local_update` for MF: the changed rows as flat keys c·I + i and their deltas (sparse
+    upload), and the fitted user vectors."""
     num_items, dim = item.shape
     p = pairs_of(profiles, num_items)
     users = torch.zeros(len(profiles), dim)
@@ -188,6 +189,5 @@ def mf_train_profiles(hp: Hyper, item: torch.Tensor, profiles: list[Profile]) ->
         users = users - hp.user_lr * (torch.zeros_like(users).index_add_(0, p.client, resid.unsqueeze(1) * q)
                                       / p.count.clamp_min(1).unsqueeze(1) + 2 * hp.user_reg * users)
         q = q - hp.lr * resid.unsqueeze(1) * u
-    out = torch.zeros(len(profiles) * num_items, dim)
-    out[p.key] = q - q0
-    return out.view(len(profiles), num_items, dim), users
+    return p.key, q - q0, users
+

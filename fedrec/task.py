@@ -1,7 +1,7 @@
 """Federated recommendation as a harness task: every user is a client (Fed-MF / Fed-NCF).
 
 Client ids: ``0 … num_fake−1`` are the attackers' slots (fake or malicious users the attack
-controls; benign rounds never sample them because the harness forces them in as attackers),
+controls; a slot that does not attack in a round has no data and uploads no change),
 ``num_fake + u`` is real user u. The global vector is the item table followed by the shared layers;
 an upload changes only the item rows the client touched (its positives and sampled negatives), so
 ``fedharness.row_sparse`` aggregates each row over its touching clients only.
@@ -102,6 +102,8 @@ class RecommendationTask:
         self.split, self.cfg, self.targets, self.num_fake, self.seed = split, cfg, targets, num_fake, seed
         self.hyper = local.Hyper(cfg.user_steps, cfg.user_lr, cfg.user_reg, local_cfg.epochs, local_cfg.lr)
         self.model: nn.Module | None = None
+        self.last_users: torch.Tensor | None = None
+        self.round_users: torch.Tensor | None = None
         self.eval_profiles = [self.profile(u, int(np.random.SeedSequence([seed, EVAL_PROFILE_SALT, u]).generate_state(1)[0]))
                               for u in range(split.num_users)]
         self._seen = torch.zeros(split.num_users, split.num_items, dtype=torch.bool)
@@ -172,20 +174,29 @@ class RecommendationTask:
     def train_profiles(self, global_vec: torch.Tensor, profiles: list[local.Profile]) -> torch.Tensor:
         """Local vectors (c, d) of clients training honestly on ``profiles``."""
         item, shared = self.parts(global_vec)
+        out = global_vec.unsqueeze(0).repeat(len(profiles), 1)
+        self.last_users = None
         if isinstance(self.model, models.MF):
-            (d_item, users), d_shared = local.mf_train_profiles(self.hyper, item, profiles), {}
-        else:
-            d_item, d_shared = local.train_profiles(self.model, self.hyper, item, shared, profiles, self.cfg.chunk)
-        deltas = torch.cat([d_item.flatten(1), *[d_shared[k].flatten(1) for k in shared]], dim=1)
-        return global_vec.unsqueeze(0) + deltas
+            key, deltas, self.last_users = local.mf_train_profiles(self.hyper, item, profiles)
+            out[:, : item.numel()].view(-1, item.shape[1])[key] += deltas
+            return out
+        d_item, d_shared = local.train_profiles(self.model, self.hyper, item, shared, profiles, self.cfg.chunk)
+        out += torch.cat([d_item.flatten(1), *[d_shared[k].flatten(1) for k in shared]], dim=1)
+        return out
 
     def train_clients(self, global_vec: torch.Tensor, clients: list[int], seeds: list[int], cfg: LocalConfig) -> torch.Tensor:
         """The harness's local-training hook. Real users train on their profiles; an attacker slot
         sampled in a round without attack has no data and uploads no change."""
         real = [(i, c - self.num_fake, s) for i, (c, s) in enumerate(zip(clients, seeds)) if not self.is_fake(c)]
-        out = global_vec.unsqueeze(0).repeat(len(clients), 1)
-        if real:
-            out[[i for i, _, _ in real]] = self.train_profiles(global_vec, [self.profile(u, s) for _, u, s in real])
+        profiles = [self.profile(u, s) for _, u, s in real]
+        if len(real) == len(clients):
+            out = self.train_profiles(global_vec, profiles)
+        else:
+            out = global_vec.unsqueeze(0).repeat(len(clients), 1)
+            if real:
+                out[[i for i, _, _ in real]] = self.train_profiles(global_vec, profiles)
+        complete = self.last_users is not None and len(real) == self.split.num_users
+        self.round_users = self.last_users[torch.tensor([u for _, u, _ in real]).argsort()] if complete else None
         return out
 
     def fit_users(self, global_vec: torch.Tensor, profiles: list[local.Profile]) -> torch.Tensor:
@@ -202,10 +213,12 @@ class RecommendationTask:
     # --- evaluation ------------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """HR@K/NDCG@K (99-negative leave-one-out) and ER@K of the targets; each user's vector is
-        fitted on its own device to its evaluation profile."""
+        """HR@K/NDCG@K (99-negative leave-one-out) and ER@K of the targets, ranked on each client's
+        device: with the user vector it fitted in this round's training when every user trained
+        (MF), else with one fitted to its fixed evaluation profile."""
         global_vec = torch.cat([p.detach().reshape(-1) for _, p in model.named_parameters()])
-        users = self.fit_users(global_vec, self.eval_profiles)
+        users = self.round_users if self.round_users is not None else self.fit_users(global_vec, self.eval_profiles)
+        self.round_users = None
         scores = self.all_scores(global_vec, users)
         hr, ndcg = metrics.hit_ndcg(scores.gather(1, self._candidates), self.cfg.hr_k)
         out = {f"hr@{self.cfg.hr_k}": hr, f"ndcg@{self.cfg.hr_k}": ndcg}

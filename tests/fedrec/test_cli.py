@@ -60,7 +60,7 @@ def test_a_recommendation_run_writes_the_harness_run_directory_and_resumes_ident
         (", target_items: [999999]", 13, "target_items [999999] are not item ids"),
         (", er_ks: [5, 0]", 13, "must be a positive integer, got 0"),
         (", hr_k: -1", 13, "must be a positive integer, got -1"),
-        ("", 20, "federation.num_clients must be 13"),
+        ("", 12, "federation.num_clients must be at least 13"),
         (", colour: red", 13, "unknown key(s) colour"),
     ],
 )
