@@ -22,7 +22,9 @@ def build_recommendation_task(cfg: ExperimentConfig) -> RecommendationTask:
         raise InputError(f"data.name {cfg.data.name!r} is not an interaction data set; use one of {', '.join(REC_DATASETS)}")
     if cfg.engine.name != "inprocess":
         raise InputError("task recommendation runs on engine.name: inprocess only (its clients train vectorized in one process)")
-    interactions, raw_items = from_columns(data.load(cfg.data.name, cfg.data.path)["train"].to_dict(), rc.min_rating)
+    from poisonlab.movielens import columns
+
+    interactions, raw_items = from_columns(columns(data.load(cfg.data.name, cfg.data.path)["train"]), rc.min_rating)
     split = leave_one_out(interactions, rc.eval_negatives, cfg.seed)
     attackers = cfg.attack.num_attackers if cfg.attack.name != "none" else 0
     if cfg.federation.num_clients < split.num_users + attackers:

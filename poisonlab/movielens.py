@@ -18,6 +18,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 from datasets import Dataset, DatasetDict, Features, Value
 
 from fedrec.interactions import parse_table
@@ -35,7 +37,14 @@ def cache_dir() -> Path:
 
 
 def _as_dataset(text: str, source: str) -> DatasetDict:
-    return DatasetDict(train=Dataset.from_dict(parse_table(text, source), features=FEATURES))
+    """The parsed columns as an Arrow-backed split (no per-row encoding: 100k rows in milliseconds)."""
+    table = pa.table({name: pa.array(col) for name, col in parse_table(text, source).items()})
+    return DatasetDict(train=Dataset(table.cast(FEATURES.arrow_schema)))
+
+
+def columns(split: Dataset) -> dict[str, np.ndarray]:
+    """A split's columns as numpy arrays."""
+    return {name: split.data.column(name).to_numpy() for name in split.column_names}
 
 
 def _read(path: Path) -> str:

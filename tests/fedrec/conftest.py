@@ -25,9 +25,9 @@ def write_udata(path, num_users: int = 12, num_items: int = 40, per_user: int = 
 def ml100k_rows():
     """The first 60 users' interactions with items 1–300 of the shipped ML-100K (a few hundred rows)."""
     from poisonlab import data
+    from poisonlab.movielens import columns
 
-    table = data.load("movielens")["train"].to_dict()
-    cols = {k: np.asarray(v) for k, v in table.items()}
+    cols = columns(data.load("movielens")["train"])
     keep = (cols["user_id"] <= 60) & (cols["item_id"] <= 300)
     return {k: v[keep] for k, v in cols.items()}
 
