@@ -7,6 +7,11 @@ checkpoint of round r therefore continues exactly like the uninterrupted run.
 The round is split so that other engines reuse it: :meth:`Simulation.plan` (who takes part),
 :meth:`Simulation.local_models` (in-process training and attacks) and :meth:`Simulation.finish_round`
 (server rule, evaluation, record). The Flower engine replaces only the middle step.
+
+Two optional task hooks: a task with ``train_clients(global_vec, clients, seeds, local)`` trains its
+benign clients itself (recommendation clients train vectorized, by client id); a task with
+``row_blocks(model)`` gets its aggregators wrapped in :class:`fedharness.row_sparse.RowSparse`, so
+each embedding row is aggregated over the clients that touched it.
 """
 
 from __future__ import annotations
