@@ -42,6 +42,29 @@ def parse_table(text: str, source: str = "interactions") -> dict[str, np.ndarray
         lines = lines[1:]
     if not lines:
         raise InputError(f"{source} holds no interactions; expected lines 'user item rating timestamp'")
+    table = _fast_table(lines)
+    if table is None:
+        table = _checked_table(lines, source)
+    return {"user_id": table[:, 0].astype(np.int64), "item_id": table[:, 1].astype(np.int64),
+            "rating": table[:, 2], "timestamp": table[:, 3]}
+
+
+def _fast_table(lines: list[str]) -> np.ndarray | None:
+    """All lines at once when every line has the same 3 or 4 numeric fields and integer ids; else None."""
+    widths = {len(line.split()) for line in lines}
+    if len(widths) != 1 or widths.pop() not in (3, 4):
+        return None
+    try:
+        table = np.array(" ".join(lines).split(), dtype=np.float64).reshape(len(lines), -1)
+    except ValueError:
+        return None
+    if not np.array_equal(table[:, :2], np.round(table[:, :2])):
+        return None
+    return table if table.shape[1] == 4 else np.column_stack([table, np.zeros(len(table))])
+
+
+def _checked_table(lines: list[str], source: str) -> np.ndarray:
+    """Line-by-line parse naming the first bad line."""
     rows = []
     for lineno, line in enumerate(lines, 1):
         parts = line.split()
@@ -52,9 +75,7 @@ def parse_table(text: str, source: str = "interactions") -> dict[str, np.ndarray
         except ValueError:
             raise InputError(f"{source}: line {lineno} {line[:40]!r} is not 'user item rating timestamp' "
                              "(integer ids, numeric rating); fix or remove it") from None
-    table = np.asarray(rows, dtype=np.float64)
-    return {"user_id": table[:, 0].astype(np.int64), "item_id": table[:, 1].astype(np.int64),
-            "rating": table[:, 2], "timestamp": table[:, 3]}
+    return np.asarray(rows, dtype=np.float64)
 
 
 def from_columns(columns: dict[str, np.ndarray], min_rating: float = 0.0) -> tuple[Interactions, np.ndarray]:

@@ -62,7 +62,3 @@ def score(model: nn.Module, shared: dict[str, torch.Tensor], user: torch.Tensor,
     """Scores of ``items`` (L, row) for ``user``, the shared layers taken from ``shared`` (functional)."""
     return functional_call(model, shared, (user, items))
 
-
-def shared_names(model: nn.Module) -> list[str]:
-    """The federated parameters other than the item table (NCF's layers; none for MF)."""
-    return [n for n, _ in model.named_parameters() if n != "item"]

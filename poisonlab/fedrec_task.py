@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from fedharness import aggregators
 from fedharness.config import ExperimentConfig
+from fedharness.simulation import build_aggregator
 from fedrec.interactions import from_columns, leave_one_out
 from fedrec.task import RecConfig, RecommendationTask, choose_targets
 from labcore.errors import InputError
@@ -20,6 +22,9 @@ def build_recommendation_task(cfg: ExperimentConfig) -> RecommendationTask:
     rc = RecConfig.from_params(cfg.task.params)
     if cfg.data.name not in REC_DATASETS:
         raise InputError(f"data.name {cfg.data.name!r} is not an interaction data set; use one of {', '.join(REC_DATASETS)}")
+    if aggregators.needs(build_aggregator(cfg)) & {"root_update", "validate"}:
+        raise InputError(f"aggregator {cfg.aggregator.name!r} needs a server-held training set, which task "
+                         "recommendation does not have; use mean, median, trimmed_mean, norm_clip or hierarchical_clip")
     if cfg.engine.name != "inprocess":
         raise InputError("task recommendation runs on engine.name: inprocess only (its clients train vectorized in one process)")
     from poisonlab.movielens import columns
