@@ -7,6 +7,11 @@ checkpoint of round r therefore continues exactly like the uninterrupted run.
 The round is split so that other engines reuse it: :meth:`Simulation.plan` (who takes part),
 :meth:`Simulation.local_models` (in-process training and attacks) and :meth:`Simulation.finish_round`
 (server rule, evaluation, record). The Flower engine replaces only the middle step.
+
+Two optional task hooks: a task with ``train_clients(global_vec, clients, seeds, local)`` trains its
+benign clients itself (recommendation clients train vectorized, by client id); a task with
+``row_blocks(model)`` gets its aggregators wrapped in :class:`fedharness.row_sparse.RowSparse`, so
+each embedding row is aggregated over the clients that touched it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from labcore.errors import InputError
 from fedharness.local_training import Batch
 from fedharness.params import get_vector, set_vector
 from fedharness.partition import split
+from fedharness.row_sparse import RowSparse
 from fedharness.server import server_step
 from fedharness.tasks import Task
 from fedharness.tasks.image_classification import SemanticFeature
@@ -85,6 +91,10 @@ class Simulation:
         )
         self.aggregator = build_aggregator(cfg)
         self.warmup_aggregator = aggregators.get("mean")
+        if hasattr(task, "row_blocks"):
+            blocks = task.row_blocks(self.model)
+            self.aggregator = RowSparse(self.aggregator, blocks)
+            self.warmup_aggregator = RowSparse(self.warmup_aggregator, blocks)
         self.attack = attacks.get(cfg.attack.name, **cfg.attack.params) if cfg.attack.name != "none" else None
         self.attackers = list(range(cfg.attack.num_attackers)) if self.attack else []
         size = min(cfg.aggregator.server_set_size, len(labels))
@@ -138,9 +148,12 @@ class Simulation:
         """In-process local training of the round's clients: (local vectors in ``plan.sampled`` order, attack info)."""
         seeds = self.seeds(round_index, plan)
         benign = plan.benign
-        locals_benign = self.engine.train(
-            global_vec, [self.client_data(c) for c in benign], self.cfg.local, [seeds[c] for c in benign]
-        )
+        if hasattr(self.task, "train_clients"):
+            locals_benign = self.task.train_clients(global_vec, benign, [seeds[c] for c in benign], self.cfg.local)
+        else:
+            locals_benign = self.engine.train(
+                global_vec, [self.client_data(c) for c in benign], self.cfg.local, [seeds[c] for c in benign]
+            )
         rows = dict(zip(benign, locals_benign))
         info: dict = {}
         if plan.malicious:

