@@ -108,10 +108,12 @@ def norms_figure(name: str, records: list[dict]) -> "plt.Figure":
     """Per-client update norms per round; malicious submissions in red."""
     fig, ax = pyplot().subplots(figsize=(11, 3.2))
     integer_axis(ax)
-    for r in records:
-        for client, norm in zip(r["sampled"], r["update_norms"]):
-            bad = client in r["malicious"]
-            ax.scatter(r["round"], norm, s=18 if bad else 6, c="red" if bad else "tab:blue", alpha=0.9 if bad else 0.4)
+    points = [(r["round"], norm, client in r["malicious"])
+              for r in records for client, norm in zip(r["sampled"], r["update_norms"])]
+    for bad, style in ((False, dict(s=6, c="tab:blue", alpha=0.4)), (True, dict(s=18, c="red", alpha=0.9))):
+        chosen = [(x, y) for x, y, b in points if b == bad]
+        if chosen:
+            ax.scatter(*zip(*chosen), **style)
     ax.set(title=f"{name}: client update norms ‖Lᵢ − G‖ (red: attacker)", xlabel="round", yscale="log")
     return fig
 
