@@ -116,7 +116,8 @@ class EngineConfig:
     """``inprocess`` (vmap when ``vectorize`` allows) or ``flower``.
 
     In-process only: ``device`` runs local training on ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA
-    when available); ``vectorize: auto`` batches clients with vmap on accelerators only.
+    when available); ``vectorize: auto`` batches clients with vmap on accelerators only; ``workers``
+    threads train the clients on CPU (null: one per available core; results do not depend on it).
 
     Flower only: ``ray_address`` joins a running Ray cluster (``"auto"`` after ``ray start``; None
     starts a local Ray with ``ray_num_cpus`` CPUs), ``client_num_cpus`` is each ClientApp's CPU share
@@ -127,6 +128,7 @@ class EngineConfig:
     vectorize: bool | str = "auto"
     chunk_size: int = 32
     device: str = "cpu"
+    workers: int | None = None
     ray_address: str | None = None
     ray_num_cpus: int | None = None
     client_num_cpus: float = 1.0
@@ -173,6 +175,8 @@ class ExperimentConfig:
             (self.attack.every is None or self.attack.every >= 1, "attack.every must be >= 1"),
             (self.engine.name in ("inprocess", "flower"), "engine.name must be 'inprocess' or 'flower'"),
             (self.engine.vectorize in (True, False, "auto"), "engine.vectorize must be true, false or 'auto'"),
+            (self.engine.workers is None or self.engine.workers >= 1,
+             "engine.workers must be >= 1, or null for one per available core"),
             (0 <= self.task.target_label, "task.target_label must be a class index >= 0"),
             (self.task.backdoor in ("pixel", "semantic"), "task.backdoor must be 'pixel' or 'semantic'"),
             (0 < self.task.semantic_quantile < 1, "task.semantic_quantile must be in (0, 1)"),

@@ -1,4 +1,4 @@
-"""Local client training as pure functional SGD, shared by the vectorized and the loop paths.
+"""Local client training as SGD on functional models, shared by the vectorized and the loop paths.
 
 A client's data is a dict of tensors with a common first dimension. Its batch schedule (which
 samples, in which step) is drawn from the client's own seed, so the vmap path (padded, masked
@@ -12,7 +12,6 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.func import grad
 
 Batch = dict[str, torch.Tensor]
 PerSampleLoss = Callable[[nn.Module, dict[str, torch.Tensor], Batch], torch.Tensor]
@@ -58,13 +57,23 @@ def sgd_steps(
     schedule: list[torch.Tensor],
     lr: float,
 ) -> dict[str, torch.Tensor]:
-    """One client's local training: θ ← θ − lr·∇L(θ; batch) over its schedule."""
-    step_grad = grad(masked_mean_loss(model, per_sample_loss, frozen))
+    """One client's local training: θ ← θ − lr·∇L(θ; batch) over its schedule.
+
+    Plain reverse-mode autograd on leaf copies of θ, updated in place: the same arithmetic as
+    ``torch.func.grad`` at a fraction of its per-operation dispatch cost on batches of 10.
+    """
+    leaves = {k: p.detach().clone().requires_grad_(True) for k, p in params.items()}
+    tensors = list(leaves.values())
+    loss = masked_mean_loss(model, per_sample_loss, frozen)
+    device = tensors[0].device if tensors else torch.device("cpu")
+    ones = {n: torch.ones(n, device=device) for n in {len(idx) for idx in schedule}}
     for idx in schedule:
         batch = {k: v[idx] for k, v in data.items()}
-        g = step_grad(params, batch, torch.ones(len(idx), device=batch[next(iter(batch))].device))
-        params = {k: p - lr * g[k] for k, p in params.items()}
-    return params
+        grads = torch.autograd.grad(loss(leaves, batch, ones[len(idx)]), tensors, allow_unused=True, materialize_grads=True)
+        with torch.no_grad():
+            for p, g in zip(tensors, grads):
+                p.sub_(lr * g)
+    return {k: p.detach() for k, p in leaves.items()}
 
 
 def module_state(model: nn.Module, names: list[str]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

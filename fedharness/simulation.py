@@ -27,7 +27,7 @@ import torch
 from fedharness import aggregators, attacks
 from fedharness.attacks import AttackContext
 from fedharness.config import ExperimentConfig
-from fedharness.engines.inprocess import InProcessEngine, resolve_device
+from fedharness.engines.inprocess import InProcessEngine, resolve_device, resolve_workers
 from labcore.errors import InputError
 from fedharness.local_training import Batch
 from fedharness.params import get_vector, set_vector
@@ -87,7 +87,7 @@ class Simulation:
         self.shards = split(labels, fed.num_clients, fed.partition, fed.dirichlet_alpha, cfg.seed)
         self.engine = InProcessEngine(
             self.model, self.names, task.per_sample_loss, cfg.engine.vectorize, cfg.engine.chunk_size,
-            resolve_device(cfg.engine.device),
+            resolve_device(cfg.engine.device), resolve_workers(cfg.engine.workers),
         )
         self.aggregator = build_aggregator(cfg)
         self.warmup_aggregator = aggregators.get("mean")
@@ -229,6 +229,7 @@ class Simulation:
             "aggregator_stats": stats,
             "attack_info": attack_info or {},
             "path": path,
+            "workers": self.engine.workers,
             "wall_time_s": time.perf_counter() - start,
         }
         return new_global, record

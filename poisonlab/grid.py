@@ -5,16 +5,21 @@ interrupted grid resumes, skipping finished cells and resuming the interrupted o
 from __future__ import annotations
 
 import copy
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from fedharness import attacks
 from fedharness.config import ExperimentConfig
+from fedharness.engines.inprocess import resolve_workers
 from labcore.errors import InputError
 from fedharness.simulation import build_aggregator
 from poisonlab.config import from_dict, load_yaml
@@ -29,12 +34,14 @@ NO_ATTACK = "none"
 @dataclass
 class GridConfig:
     """``base`` (an experiment mapping, or ``base_config``: a YAML path relative to the grid file),
-    then named attacks (``attack:`` mappings) and named defenses (``aggregator:`` mappings)."""
+    then named attacks (``attack:`` mappings) and named defenses (``aggregator:`` mappings).
+    ``workers`` cells run at once, each in its own process on its own core (null: one per core)."""
 
     attacks: dict[str, dict[str, Any]]
     defenses: dict[str, dict[str, Any]]
     base: dict[str, Any] = field(default_factory=dict)
     base_config: str | None = None
+    workers: int | None = None
 
 
 def load_grid(path: Path, seed: int | None) -> tuple[GridConfig, dict[str, ExperimentConfig]]:
@@ -42,6 +49,8 @@ def load_grid(path: Path, seed: int | None) -> tuple[GridConfig, dict[str, Exper
     grid = from_dict(GridConfig, load_yaml(path), source=str(path))
     if not grid.attacks or not grid.defenses:
         raise InputError(f"{path}: attacks and defenses must each name at least one entry")
+    if grid.workers is not None and grid.workers < 1:
+        raise InputError(f"{path}: workers must be >= 1 (or null for one per core), got {grid.workers}")
     base = copy.deepcopy(grid.base)
     if grid.base_config is not None:
         base = {**load_yaml(Path(path).parent / grid.base_config), **base}
@@ -60,6 +69,43 @@ def load_grid(path: Path, seed: int | None) -> tuple[GridConfig, dict[str, Exper
     return grid, cells
 
 
+def run_cell(cfg: ExperimentConfig, cell_dir: Path) -> None:
+    run_experiment(cfg, cell_dir, resume=staging_path(cell_dir).exists(), progress=False)
+
+
+def run_cells(todo: list[tuple[ExperimentConfig, Path]], workers: int, desc: str) -> None:
+    """Run the cells ``workers`` at a time. Each worker is a fresh process pinned to one core, so a
+    cell's engine (``engine.workers`` null) trains on one thread; results match a sequential grid."""
+    bar = tqdm(total=len(todo), desc=desc, unit="cell")
+    workers = min(workers, len(todo))
+    if workers <= 1:
+        for cfg, cell_dir in todo:
+            run_cell(cfg, cell_dir)
+            bar.update()
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        cores = ctx.Queue()
+        for core in sorted(available_cores_set())[:workers]:
+            cores.put(core)
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=pin_to_core, initargs=(cores,)) as pool:
+            for future in as_completed([pool.submit(run_cell, cfg, d) for cfg, d in todo]):
+                future.result()
+                bar.update()
+    bar.close()
+
+
+def available_cores_set() -> set[int]:
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+
+
+def pin_to_core(cores) -> None:
+    """Pool initializer: bind this worker process, and its torch operations, to the next free core."""
+    core = cores.get()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {core})
+    torch.set_num_threads(1)
+
+
 def cell_name(attack: str, defense: str) -> str:
     return f"{attack}__{defense}"
 
@@ -70,11 +116,8 @@ def run_grid(path: Path, out: Path, *, seed: int | None = None, resume: bool = F
     build_task(next(iter(cells.values())))
     with staged_output(out, resume=resume) as stage:
         write_yaml(stage / "grid.yaml", grid)
-        for name, cfg in tqdm(cells.items(), desc=out.name, unit="cell"):
-            cell_dir = stage / "cells" / name
-            if cell_dir.exists():
-                continue
-            run_experiment(cfg, cell_dir, resume=staging_path(cell_dir).exists(), progress=False)
+        todo = [(cfg, stage / "cells" / name) for name, cfg in cells.items() if not (stage / "cells" / name).exists()]
+        run_cells(todo, resolve_workers(grid.workers), out.name)
         records = {name: read_jsonl(stage / "cells" / name / "rounds.jsonl") for name in cells}
         rows = grid_rows(grid, cells, records)
         write_json(stage / "metrics.json", {"cells": rows})

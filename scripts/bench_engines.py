@@ -1,18 +1,29 @@
-"""One federated round of 100 MNIST clients: the in-process engine vs Flower's simulation engine.
+"""One federated round of 100 MNIST clients: the in-process engine vs Flower's simulation engine at
+equal cores, and vs the in-process engine of an earlier commit, same seed, same results.
 
-Same config and seed for both (n = m = 100, FedAvg; by default the lab's 2 local epochs at batch 10).
-Reports the in-process round time, Flower's first round (Ray actors warming up) and steady round
-(``--rounds 2``), the start-up of Ray, and the max |difference| of the resulting global models.
-``--epochs 1 --batch-size 80`` (one full-batch step per client) shows the engines' overhead rather
-than the local training both run identically. Writes JSON to --out.
+Same config and seed for all (n = m = 100, FedAvg, the lab's 2 local epochs at batch 10, lr 0.1).
+Each engine runs ``--rounds`` rounds one after another from the same initial model; the first round
+is the warm-up (Ray actors start, kernels warm up), the rest give the steady-state median s/round.
+Equal cores: the in-process engine trains on ``--cores`` worker threads, Flower runs ``--cores``
+ClientApps at once (Ray ``num_cpus``, one CPU each). ``--baseline-commit`` runs the same rounds with
+that commit's code (``git archive`` into a temporary folder, its in-process engine given all cores as
+intra-op threads) in a subprocess. Reported: per-round times, medians, speedups, the max relative
+distance of the global models and whether MTA/ASR are identical, and ``uptime`` load.
+``--end-to-end CONFIG`` also times a whole run of CONFIG (e.g. the 40-round
+``configs/mnist_model_replacement.yaml``) on both engines. Writes JSON to --out.
 
-    nice -n 10 .venv/bin/python scripts/bench_engines.py --clients 100 --rounds 2 --out runs/bench_engines.json
+    python scripts/bench_engines.py --rounds 4 --baseline-commit 9231c4c --out runs/bench_engines.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,64 +34,142 @@ from fedharness.local_training import LocalConfig
 from fedharness.simulation import Simulation
 from poisonlab.fed_run import build_task
 
+REPO = Path(__file__).resolve().parents[1]
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--clients", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--ray-cpus", type=int, default=2, help="Ray CPUs = concurrent ClientApps (1 CPU each)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads of the in-process engine")
-    parser.add_argument("--epochs", type=int, default=2, help="local epochs")
-    parser.add_argument("--batch-size", type=int, default=10, help="local batch size")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+
+def experiment(args: argparse.Namespace) -> ExperimentConfig:
     cfg = ExperimentConfig(
         seed=args.seed, data=DataConfig("mnist"),
         federation=FederationConfig(num_clients=args.clients, clients_per_round=args.clients, rounds=args.rounds),
         local=LocalConfig(epochs=args.epochs, lr=0.1, batch_size=args.batch_size),
-        engine=EngineConfig(name="flower", ray_num_cpus=args.ray_cpus),
+        engine=EngineConfig(name="inprocess", ray_num_cpus=args.cores),
     )
-    task = build_task(cfg)
+    if hasattr(cfg.engine, "workers"):  # absent in a baseline commit's config
+        cfg.engine.workers = args.cores
+    return cfg
 
-    sim = Simulation(cfg, task)
-    inprocess = []
-    g = sim.initial_global()
-    for r in range(1, args.rounds + 1):
+
+def summary(rows: list[dict], global_vec: torch.Tensor) -> dict:
+    steady = [r["wall_s"] for r in rows[1:]] or [rows[0]["wall_s"]]
+    return {"rounds": rows, "steady_median_s": statistics.median(steady), "_global": global_vec}
+
+
+def inprocess_rounds(cfg: ExperimentConfig, label: str) -> dict:
+    sim = Simulation(cfg, build_task(cfg))
+    g, rows = sim.initial_global(), []
+    for r in range(1, cfg.federation.rounds + 1):
         start = time.perf_counter()
         g, record = sim.run_round(r, g)
-        inprocess.append({"round": r, "wall_s": time.perf_counter() - start, "main_accuracy": record["main_accuracy"]})
-        print(f"in-process round {r}: {inprocess[-1]['wall_s']:.2f} s ({record['path']})", flush=True)
+        rows.append(round_row(record, time.perf_counter() - start))
+        print(f"{label} round {r}: {rows[-1]['wall_s']:.2f} s", flush=True)
+    return summary(rows, g)
 
+
+def round_row(record: dict, wall: float) -> dict:
+    return {"round": record["round"], "wall_s": wall, "main_accuracy": record["main_accuracy"],
+            "attack_success_rate": record["attack_success_rate"]}
+
+
+def flower_rounds(cfg: ExperimentConfig, cores: int) -> dict:
     import ray
 
     from fedharness.engines.flower import rounds
 
     start = time.perf_counter()
-    ray.init(num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
     ray_start = time.perf_counter() - start
-    flower_sim = Simulation(cfg, task)
-    flower = []
-    last = time.perf_counter()
-    g_flower = flower_sim.initial_global()
-    for g_flower, record in rounds(flower_sim, g_flower, 1):
+    sim = Simulation(cfg, build_task(cfg))
+    g, rows, last = sim.initial_global(), [], time.perf_counter()
+    for g, record in rounds(sim, g, 1):
         now = time.perf_counter()
-        flower.append({"round": record["round"], "wall_s": now - last, "main_accuracy": record["main_accuracy"]})
+        rows.append(round_row(record, now - last))
         print(f"flower round {record['round']}: {now - last:.2f} s", flush=True)
         last = now
     ray.shutdown()
-    result = {
-        "clients": args.clients, "rounds": args.rounds, "epochs": args.epochs, "batch_size": args.batch_size, "ray_cpus": args.ray_cpus, "threads": args.threads,
-        "ray_start_s": ray_start,
-        "inprocess": inprocess, "flower": flower, "max_abs_diff_global": float((g - g_flower).abs().max()),
-        "steady_speedup": flower[-1]["wall_s"] / inprocess[-1]["wall_s"],
-        "first_round_speedup": flower[0]["wall_s"] / inprocess[0]["wall_s"],
+    return {**summary(rows, g), "ray_start_s": ray_start}
+
+
+def baseline_rounds(args: argparse.Namespace) -> dict:
+    """The same rounds with ``--baseline-commit``'s code, in a subprocess on that commit's tree."""
+    with tempfile.TemporaryDirectory() as tree:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", args.baseline_commit], check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", tree], input=archive.stdout, check=True)
+        out = Path(tree) / "baseline.json"
+        cmd = [sys.executable, __file__, "--inprocess-only", str(out), "--clients", str(args.clients),
+               "--rounds", str(args.rounds), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+               "--seed", str(args.seed), "--cores", str(args.cores)]
+        subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": tree}, cwd=tree)
+        result = json.loads(out.read_text())
+        result["_global"] = torch.tensor(result.pop("global"))
+    return result
+
+
+def end_to_end(path: Path, cores: int, seed: int) -> dict:
+    """Wall time of a whole run of the YAML ``path`` on each engine (same seed), final MTA/ASR."""
+    from poisonlab.config import from_dict, load_yaml
+    from poisonlab.fed_run import run_experiment
+
+    out = {}
+    for engine in ("inprocess", "flower"):
+        cfg = from_dict(ExperimentConfig, load_yaml(path), source=str(path))
+        cfg.seed, cfg.engine.name, cfg.engine.workers, cfg.engine.ray_num_cpus = seed, engine, cores, cores
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            result = run_experiment(cfg, Path(tmp) / "run", progress=False)
+            out[engine] = {"wall_s": time.perf_counter() - start, "final_main_accuracy": result["final_main_accuracy"],
+                           "final_attack_success_rate": result["final_attack_success_rate"]}
+        print(f"end to end {path} ({engine}): {out[engine]}", flush=True)
+    return out
+
+
+def compare(reference: dict, other: dict) -> dict:
+    a, b = reference["_global"], other["_global"]
+    same = all(x["main_accuracy"] == y["main_accuracy"] and x["attack_success_rate"] == y["attack_success_rate"]
+               for x, y in zip(reference["rounds"], other["rounds"]))
+    return {"speedup_steady": other["steady_median_s"] / reference["steady_median_s"],
+            "max_rel_diff_global": float((a - b).norm() / a.norm()), "identical_mta_asr": same}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=4, help="rounds per engine; the first is the warm-up")
+    parser.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)), help="cores each engine gets")
+    parser.add_argument("--epochs", type=int, default=2, help="local epochs")
+    parser.add_argument("--batch-size", type=int, default=10, help="local batch size")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--baseline-commit", default=None, help="also time this commit's in-process engine")
+    parser.add_argument("--no-flower", action="store_true")
+    parser.add_argument("--end-to-end", type=Path, default=None, help="a YAML config to run whole on both engines")
+    parser.add_argument("--inprocess-only", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.cores)
+    cfg = experiment(args)
+    if args.inprocess_only:  # the baseline subprocess
+        result = inprocess_rounds(cfg, "baseline")
+        result["global"] = result.pop("_global").tolist()
+        args.inprocess_only.write_text(json.dumps(result))
+        return
+    load = {"before": os.getloadavg()}
+    results = {"inprocess": inprocess_rounds(cfg, "in-process")}
+    if args.baseline_commit:
+        results["baseline"] = baseline_rounds(args)
+    if not args.no_flower:
+        results["flower"] = flower_rounds(cfg, args.cores)
+    load["after"] = os.getloadavg()
+    report = {
+        "clients": args.clients, "rounds": args.rounds, "epochs": args.epochs, "batch_size": args.batch_size,
+        "cores": args.cores, "baseline_commit": args.baseline_commit, "loadavg_1_5_15": load,
+        "vs_inprocess": {k: compare(results["inprocess"], v) for k, v in results.items() if k != "inprocess"},
+        **{k: {kk: vv for kk, vv in v.items() if kk != "_global"} for k, v in results.items()},
     }
-    print(json.dumps(result, indent=2))
+    if args.end_to_end:
+        report["end_to_end"] = end_to_end(args.end_to_end, args.cores, args.seed)
+    print(json.dumps(report, indent=2))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2))
+        args.out.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""In-process engine: the sampled clients train one after another, or together under ``torch.func.vmap``.
+"""In-process engine: the sampled clients train in parallel worker threads, one by one or in chunks under
+``torch.func.vmap``.
 
 Path choice: the vectorized path runs when ``vectorize`` is true, or when it is 'auto', more than one
 client trains and the engine's ``device`` is an accelerator. Each chunk of ``chunk_size`` clients
@@ -10,12 +11,24 @@ fallback for models vmap cannot batch (BatchNorm running statistics, dropout in 
 
 ``device`` places the local training (parameters, batches) on e.g. ``cuda``; the local models come
 back to the host, where the server rule and the aggregators run.
+
+On CPU, ``workers`` threads share the data and the global vector and train the jobs (one client, or
+one fixed chunk of ``chunk_size`` clients under vmap) while every torch operation runs on one
+intra-op thread. A job's arithmetic never depends on which worker runs it or on how many there are,
+so the local models are bit-identical for any ``workers``; torch kernels release the GIL, so the
+threads use separate cores.
 """
 
 from __future__ import annotations
 
+import copy
+import os
+import queue
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from functools import partial
+from typing import Callable, Iterator, Literal
 
 import torch
 from torch import nn
@@ -47,6 +60,31 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def resolve_workers(workers: int | None) -> int:
+    """``engine.workers``: None means one per available core."""
+    if workers is None:
+        return available_cores()
+    if workers < 1:
+        raise InputError(f"engine.workers must be >= 1 (or null for one per core), got {workers}")
+    return workers
+
+
+@contextmanager
+def single_intra_op_thread() -> Iterator[None]:
+    """Torch operations on one thread each while the block runs (threads started inside inherit it)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
 @dataclass
 class InProcessEngine:
     """Trains a list of clients from one global vector and returns their local vectors (m, d)."""
@@ -57,9 +95,12 @@ class InProcessEngine:
     vectorize: bool | Literal["auto"] = "auto"
     chunk_size: int = 32
     device: torch.device = torch.device("cpu")
+    workers: int = 1
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
+        self.workers = resolve_workers(self.workers)
+        self._models = [self.model]
 
     def uses_vmap(self, num_clients: int) -> bool:
         return self.vectorize is True or (self.vectorize == "auto" and num_clients > 1 and self.device.type != "cpu")
@@ -74,23 +115,57 @@ class InProcessEngine:
         _, frozen = module_state(self.model, self.names)
         frozen = {k: v.to(self.device) for k, v in frozen.items()}
         if not self.uses_vmap(len(datasets)):
-            locals_ = [self._train_one(global_vec, frozen, d, sch, cfg.lr) for d, sch in zip(datasets, schedules)]
+            jobs = [partial(self._train_one, global_vec, frozen, d, sch, cfg.lr) for d, sch in zip(datasets, schedules)]
         else:
-            locals_ = [self._train_chunk(global_vec, frozen, datasets[i : i + self.chunk_size],
-                                         schedules[i : i + self.chunk_size], cfg)
-                       for i in range(0, len(datasets), self.chunk_size)]
+            jobs = [partial(self._train_chunk, global_vec, frozen, datasets[i : i + self.chunk_size],
+                          schedules[i : i + self.chunk_size], cfg)
+                    for i in range(0, len(datasets), self.chunk_size)]
+        locals_ = self._run(jobs)
         return torch.cat([v.reshape(-1, global_vec.numel()) for v in locals_]).cpu()
 
+    def _run(self, jobs: list[Callable[[nn.Module], torch.Tensor]]) -> list[torch.Tensor]:
+        """Results of ``jobs`` in order; on CPU across ``workers`` threads with one intra-op thread each.
+
+        ``functional_call`` swaps tensors into the module it calls, so each thread holds its own
+        replica of the model (its own tensors never enter: every parameter and buffer is passed in).
+        """
+        if self.device.type != "cpu":
+            return [job(self.model) for job in jobs]
+        with single_intra_op_thread():
+            threads = min(self.workers, len(jobs))
+            if threads <= 1:
+                return [job(self.model) for job in jobs]
+            replicas = queue.SimpleQueue()
+            for model in self._replicas(threads):
+                replicas.put(model)
+
+            def call(job: Callable[[nn.Module], torch.Tensor]) -> torch.Tensor:
+                model = replicas.get()
+                try:
+                    return job(model)
+                finally:
+                    replicas.put(model)
+
+            with ThreadPoolExecutor(threads) as pool:
+                return list(pool.map(call, jobs))
+
+    def _replicas(self, count: int) -> list[nn.Module]:
+        """The model and ``count − 1`` deep copies of it, made once and kept."""
+        while len(self._models) < count:
+            self._models.append(copy.deepcopy(self.model))
+        return [self.model, *self._models[1:count]]
+
     def _train_one(
-        self, global_vec: torch.Tensor, frozen: dict[str, torch.Tensor], data: Batch, schedule: list[torch.Tensor], lr: float
+        self, global_vec: torch.Tensor, frozen: dict[str, torch.Tensor], data: Batch, schedule: list[torch.Tensor], lr: float,
+        model: nn.Module,
     ) -> torch.Tensor:
         params = {k: v.clone() for k, v in split_vector(global_vec, self.model, self.names).items()}
-        params = sgd_steps(self.model, self.per_sample_loss, params, frozen, data, schedule, lr)
+        params = sgd_steps(model, self.per_sample_loss, params, frozen, data, schedule, lr)
         return torch.cat([params[n].reshape(-1) for n in self.names])
 
     def _train_chunk(
         self, global_vec: torch.Tensor, frozen: dict[str, torch.Tensor], datasets: list[Batch],
-        schedules: list[list[torch.Tensor]], cfg: LocalConfig,
+        schedules: list[list[torch.Tensor]], cfg: LocalConfig, model: nn.Module,
     ) -> torch.Tensor:
         c, b = len(datasets), cfg.batch_size
         num_steps = max((len(s) for s in schedules), default=0)
@@ -104,7 +179,7 @@ class InProcessEngine:
         index, weight = index.to(self.device), weight.to(self.device)
         base = split_vector(global_vec, self.model, self.names)
         params = {k: v.unsqueeze(0).expand(c, *v.shape).clone() for k, v in base.items()}
-        step_grad = vmap(grad(masked_mean_loss(self.model, self.per_sample_loss, frozen)))
+        step_grad = vmap(grad(masked_mean_loss(model, self.per_sample_loss, frozen)))
         keys = list(datasets[0])
         for t in range(num_steps):
             batch = {k: torch.stack([d[k][index[i, t]] if _size(d) else _empty_like(datasets, k, b)
