@@ -57,7 +57,8 @@ def lora_state(unet: UNet2DConditionModel) -> dict[str, torch.Tensor]:
 
 def lora_metadata(unet: UNet2DConditionModel) -> dict:
     """The adapter's LoraConfig, stored in the file so ``load_lora_weights`` restores lora_alpha."""
-    return unet.peft_config["default"].to_dict()
+    config = unet.peft_config["default"].to_dict()
+    return {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}
 
 
 def save_unet(pipeline_cls: type, unet: UNet2DConditionModel, mode: str, directory: Path) -> None:
