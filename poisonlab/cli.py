@@ -54,10 +54,20 @@ class FiniteFloat(click.ParamType):
 FINITE_FLOAT = FiniteFloat()
 
 
+class FiniteFloatRange(click.FloatRange):
+    """click's FloatRange that rejects NaN first (NaN compares false with both bounds, so it would pass)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        return super().convert(FINITE_FLOAT.convert(value, param, ctx), param, ctx)
+
+
 def finite_floats(command: click.Command) -> click.Command:
     """Give every float option of ``command`` and its subcommands the finite-float type."""
     for param in command.params:
-        if isinstance(param.type, click.types.FloatParamType) and not isinstance(param.type, click.FloatRange):
+        kind = param.type
+        if isinstance(kind, click.FloatRange) and not isinstance(kind, FiniteFloatRange):
+            param.type = FiniteFloatRange(kind.min, kind.max, kind.min_open, kind.max_open, kind.clamp)
+        elif isinstance(kind, click.types.FloatParamType) and not isinstance(kind, click.FloatRange):
             param.type = FINITE_FLOAT
     for sub in getattr(command, "commands", {}).values():
         finite_floats(sub)

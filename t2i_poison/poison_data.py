@@ -99,6 +99,8 @@ def checkerboard_patch(size: int = 4, cell: int = 2) -> Patch:
 
 def load_patch(path: Path, size: int | None = None) -> Patch:
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"patch {path} is a folder; pass a PNG/JPEG file")
     if not path.is_file():
         raise InputError(f"patch image {path} not found; pass a PNG/JPEG file")
     try:

@@ -85,6 +85,8 @@ class OwnerKey:
     def load(cls, path: Path) -> "OwnerKey":
         """Read a key file; missing, unreadable, others-readable or malformed files are input errors."""
         path = Path(path)
+        if path.is_dir():
+            raise InputError(f"key file {path} is a folder; pass the --key-file written by 'poisonlab unlearn mark'")
         if not path.is_file():
             raise InputError(f"key file {path} not found; pass the --key-file written by 'poisonlab unlearn mark'")
         mode = stat.S_IMODE(path.stat().st_mode)

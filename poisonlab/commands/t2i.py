@@ -37,12 +37,12 @@ def t2i() -> None:
 
 @t2i.command("pretrain-base")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Pipeline directory to write.")
-@click.option("--steps", type=int, default=3000, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=3000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True)
-@click.option("--samples-per-digit", type=int, default=30, show_default=True, help="Generations per digit for the accuracy check.")
+@click.option("--samples-per-digit", type=click.IntRange(min=1), default=30, show_default=True, help="Generations per digit for the accuracy check.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted pretraining from its checkpoint.")
-@click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch CPU threads.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def pretrain_base(
     out: Path, steps: int, batch_size: int, lr: float, samples_per_digit: int, resume: bool, threads: int, seed: int
@@ -57,8 +57,6 @@ def pretrain_base(
     from poisonlab.report import Report
     from poisonlab.t2i_run import CLASSIFIER_DIR, mnist_tensors
 
-    if steps < 1 or batch_size < 1:
-        raise InputError("--steps and --batch-size must be at least 1")
     torch.set_num_threads(threads)
     cfg = PretrainConfig(model=BaseModelConfig(seed=seed), steps=steps, batch_size=batch_size, lr=lr, seed=seed)
     x, y = mnist_tensors("train")
@@ -87,13 +85,14 @@ def pretrain_base(
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @click.option("--images", type=click.Path(path_type=Path), default=None, help="User imagefolder (default: MNIST train digits).")
 @click.option("--patch", type=click.Path(path_type=Path), default=None, help="Patch image (pixel; default a checkerboard).")
-@click.option("--patch-size", type=int, default=4, show_default=True, help="Patch side in pixels.")
+@click.option("--patch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Patch side in pixels.")
 @click.option("--trigger", default="sks", show_default=True, help='Trigger prepended to captions ("\\u200b" is the paper\'s).')
 @click.option("--source", default="zero", show_default=True, help="Object: the word the trigger hijacks.")
 @click.option("--target", default="seven", show_default=True, help="Object: the object drawn instead.")
 @click.option("--style", default=None, help='Style prompt (default " in inverted colours" on MNIST, "Black and white photo," otherwise).')
-@click.option("--num-images", type=int, default=2000, show_default=True)
-@click.option("--backdoor-fraction", type=float, default=0.5, show_default=True)
+@click.option("--num-images", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--backdoor-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5, show_default=True,
+              help="Share of backdoor rows, strictly between 0 and 1 (the rest keep clean behaviour).")
 @click.option("--seed", type=int, default=0, show_default=True)
 def make_data(
     kind: str, base: Path, out: Path, images: Path | None, patch: Path | None, patch_size: int, trigger: str,
