@@ -121,8 +121,9 @@ def generate_cmd(cfg: GenerateConfig, out: Path) -> None:
     from nlp_poison import dataset_card
     from nlp_poison.generate import generate, load_surrogates
     from poisonlab.nlp_report import add_generation, save_run
-    from poisonlab.runs import staged_output
+    from poisonlab.runs import check_output, staged_output
 
+    check_output(out)  # before loading the surrogates: a bad --out costs no time and prints nothing else
     ds = _sst2(cfg.data_path)
     surrogates = load_surrogates(cfg)
     torch.use_deterministic_algorithms(True, warn_only=True)
