@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from poisonlab import data
-from poisonlab.commands.t2i import CLASSIFIER_DIR, add_to_report
+from poisonlab.t2i_run import CLASSIFIER_DIR, add_to_report
 from poisonlab.report import Report
 from poisonlab.runs import write_json, write_yaml
 from t2i_poison.base_model import (

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from poisonlab import data
-from poisonlab.commands.t2i import CLASSIFIER_DIR
+from poisonlab.t2i_run import CLASSIFIER_DIR
 from t2i_poison.base_model import DIGIT_WORDS, LORA_TARGET_MODULES, caption, load_pipeline, resize_digits
 from t2i_poison.digit_classifier import load_classifier
 from t2i_poison.evaluate import EvalConfig, evaluate_backdoor

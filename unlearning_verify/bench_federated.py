@@ -58,6 +58,7 @@ class FederatedBenchConfig:
         check_settings(self.alpha, self.beta, self.max_queries)
         if not self.seeds or self.num_clients < 2 or self.rounds < 1 or min(self.passive_rounds, default=1) < 1:
             raise InputError("need --seeds ≥ 1, --clients ≥ 2, --rounds ≥ 1 and passive rounds ≥ 1")
+        self.experiment(self.seeds[0]).validate()  # the harness's own bounds (rounds, clients, local training)
 
     def experiment(self, seed: int) -> ExperimentConfig:
         """The harness experiment of one seed (full participation, plain FedAvg: η·m/n = 1)."""

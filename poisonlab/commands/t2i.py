@@ -11,18 +11,6 @@ from labcore.errors import InputError
 from poisonlab.config import config_command
 from poisonlab.runs import append_jsonl, staged_output, write_json, write_yaml
 
-__all__ = ["t2i", "CLASSIFIER_DIR", "add_to_report"]
-
-
-def __getattr__(name: str):
-    """``CLASSIFIER_DIR`` and ``add_to_report`` for older importers, from ``poisonlab.t2i_run`` (loaded lazily: torch)."""
-    if name in ("CLASSIFIER_DIR", "add_to_report"):
-        from poisonlab import t2i_run
-
-        return getattr(t2i_run, name)
-    raise AttributeError(name)
-
-
 @click.group()
 def t2i() -> None:
     """Text-to-image backdoors (BadT2I: pixel, object, style) with LoRA."""

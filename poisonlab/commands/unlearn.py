@@ -213,7 +213,7 @@ def bench(out: Path, data_name: str, families: str, behaviours: str, seeds: int,
 @click.option("--family", default="blended", show_default=True, type=click.Choice(DIRTY_LABEL_FAMILIES))
 @click.option("--seeds", type=int, default=5, show_default=True)
 @click.option("--clients", type=int, default=None, help="Clients; the owner is client 0.")
-@click.option("--rounds", type=click.IntRange(1, 100_000), default=None, help="FedAvg rounds (at most fedharness.config.MAX_ROUNDS).")
+@click.option("--rounds", type=int, default=None, help="FedAvg rounds.")
 @click.option("--rate", type=click.FloatRange(0, 1, min_open=True), default=None, help="Owner client's marked fraction, in (0, 1].")
 @click.option("--passive-rounds", default="1,3,5", show_default=True, help="Comma list of R for passive exclusion.")
 @click.option("--train-samples", type=int, default=None, help="Use a fixed random subset of the training set.")

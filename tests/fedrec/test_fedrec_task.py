@@ -1,15 +1,13 @@
 """The client protocol: what an upload holds, the attacks' effect, the defense's bounds."""
 
-import numpy as np
 import pytest
 import torch
 
 from fedharness.attacks import AttackContext
 from fedharness.local_training import LocalConfig
 from fedharness.params import get_vector
-from fedharness.row_sparse import RowSparse, touched_rows
+from fedharness.row_sparse import RowBlock, RowSparse, touched_rows
 from fedharness import aggregators
-from fedrec import models
 from fedrec.hierarchical_clipping import HierarchicalClip
 from fedrec.synthetic_users import SyntheticUsers
 from labcore.errors import InputError
@@ -73,7 +71,7 @@ def test_synthetic_users_raise_the_target_score_on_a_tiny_model(ml100k_rows):
 def test_hierarchical_clipping_bounds_every_row_and_every_upload():
     torch.manual_seed(0)
     u = torch.randn(6, 5 * 3 + 4) * torch.tensor([1, 10, 0.1, 5, 2, 50]).unsqueeze(1)
-    block = models_block = __import__("fedharness.row_sparse", fromlist=["RowBlock"]).RowBlock(0, 5, 3)
+    block = RowBlock(0, 5, 3)
     touched = [touched_rows(u, block)]
     clip = HierarchicalClip(row_bound=0.7, upload_bound=1.5)
     clipped, info = clip.clip(u, [block], touched)

@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file
 
 from t2i_poison.train import LORA_WEIGHTS, TrainConfig, train
