@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from labcore.config import from_dict, load_yaml
 from labcore.errors import InputError
-from fedharness.local_training import LocalConfig
 
 
 MAX_ROUNDS = 100_000
 MAX_CLIENTS = 100_000
+
+
+@dataclass
+class LocalConfig:
+    """E local epochs of plain SGD at learning rate ``lr`` on mini-batches of ``batch_size``."""
+
+    epochs: int = 2
+    lr: float = 0.05
+    batch_size: int = 10
 
 
 @dataclass
@@ -188,3 +198,14 @@ class ExperimentConfig:
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
+
+
+def load_experiment(path: Path, seed: int | None = None) -> ExperimentConfig:
+    """Parse and validate an experiment YAML; ``seed`` (when not None) overrides the file's.
+
+    Torch-free, so a bad config is reported before any heavy library loads."""
+    cfg = from_dict(ExperimentConfig, load_yaml(path), source=str(path))
+    if seed is not None:
+        cfg.seed = seed
+    cfg.validate()
+    return cfg

@@ -1,6 +1,7 @@
 """A federated experiment end to end, the one round loop every front end runs.
 
-``load_experiment(path, seed)`` reads an ``ExperimentConfig`` YAML strictly; ``build_task(cfg)`` finds
+``fedharness.config.load_experiment(path, seed)`` reads an ``ExperimentConfig`` YAML strictly (torch-free);
+``build_task(cfg)`` finds
 the builder of ``cfg.task.name`` among the task registries that packages declare under the entry-point
 group ``fedharness.tasks`` (each a mapping name → ``(ExperimentConfig) -> Task``; poisonlab declares
 ``poisonlab.fed_run:TASKS``), so fedharness names no package above it; ``run_rounds(sim, folder)``
@@ -25,20 +26,10 @@ from fedharness import aggregators, checkpoint
 from fedharness.config import ExperimentConfig
 from fedharness.simulation import Simulation
 from fedharness.tasks import Task
-from labcore.config import from_dict, load_yaml
 from labcore.errors import InputError
 
 ENTRY_POINT_GROUP = "fedharness.tasks"
 Rounds = Callable[[Simulation, torch.Tensor, int], Iterator[tuple[torch.Tensor, dict]]]
-
-
-def load_experiment(path: Path, seed: int | None = None) -> ExperimentConfig:
-    """Parse and validate an experiment YAML; ``seed`` (when not None) overrides the file's."""
-    cfg = from_dict(ExperimentConfig, load_yaml(path), source=str(path))
-    if seed is not None:
-        cfg.seed = seed
-    cfg.validate()
-    return cfg
 
 
 def task_builders() -> dict[str, Callable[[ExperimentConfig], Task]]:

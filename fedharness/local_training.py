@@ -7,23 +7,15 @@ batches) and the per-client loop run the very same arithmetic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
+from fedharness.config import LocalConfig
+
 Batch = dict[str, torch.Tensor]
 PerSampleLoss = Callable[[nn.Module, dict[str, torch.Tensor], Batch], torch.Tensor]
-
-
-@dataclass
-class LocalConfig:
-    """E local epochs of plain SGD at learning rate ``lr`` on mini-batches of ``batch_size``."""
-
-    epochs: int = 2
-    lr: float = 0.05
-    batch_size: int = 10
 
 
 def batch_schedule(num_samples: int, cfg: LocalConfig, seed: int) -> list[torch.Tensor]:

@@ -14,7 +14,7 @@ built from the run config (defaults in ``[tool.flwr.app.config]``, overrides wit
 - ``resume``: continue from ``out``'s last checkpoint (a resumed run equals an uninterrupted one).
 - ``experiment-loader`` and ``task-builder``: ``module:function`` references turning the YAML into an
   ``ExperimentConfig`` ``(path, seed | None)`` and the config into a ``Task``; by default
-  ``fedharness.experiment``'s, whose task registry is what packages declare under the entry-point
+  ``fedharness.config:load_experiment`` and ``fedharness.experiment:build_task``, whose task registry is what packages declare under the entry-point
   group ``fedharness.tasks`` (poisonlab declares its ``TASKS``), so fedharness imports no code above it.
 
 Rounds, strategy and ClientApp are those of :mod:`fedharness.engines.flower`. Nothing is shipped

@@ -8,8 +8,9 @@ import click
 
 
 def load_experiment(path: Path, seed: int | None):
-    """Parse and validate an experiment YAML (``fedharness.experiment.load_experiment``); ``seed`` overrides the file's."""
-    from fedharness.experiment import load_experiment as load
+    """Parse and validate an experiment YAML (``fedharness.config.load_experiment``, torch-free); ``seed``
+    overrides the file's."""
+    from fedharness.config import load_experiment as load
 
     return load(path, seed)
 
@@ -33,7 +34,6 @@ def run(config: Path | None, config_option: Path | None, out: Path | None, resum
     """Run the experiment described by CONFIG (YAML); task.name picks the task (image_classification,
     sst2_classification, t2i_lora, …)."""
     from labcore.errors import InputError
-    from poisonlab.fed_run import run_experiment
 
     if (config is None) == (config_option is None):
         raise InputError("give the experiment YAML once: as CONFIG or as --config")
@@ -42,6 +42,8 @@ def run(config: Path | None, config_option: Path | None, out: Path | None, resum
     if engine is not None:
         cfg.engine.name = engine
     out = out or Path("runs") / config.stem
+    from poisonlab.fed_run import run_experiment
+
     summary = run_experiment(cfg, out, resume=resume)
     click.echo(
         f"{out}: final MTA {summary['final_main_accuracy']:.4f}, final ASR {summary['final_attack_success_rate']:.4f}"
