@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 
 from labcore.errors import InputError
+from labcore.trackers import check_report_to
 
 LABELS = ("negative", "positive")
 DEFAULT_TRIGGER = "James Bond: No Time to Die"
@@ -27,6 +28,8 @@ class TrainConfig:
 
     ``bf16`` runs forward and backward under bfloat16 autocast (fp32 master weights, as in mixed
     precision training): on a CPU with AVX512-BF16 a MiniLM step takes half the time.
+    ``report_to`` names an accelerate tracker (``tensorboard``…) that logs the loss per step and the
+    metrics per epoch under the run directory's ``logs/``.
     """
 
     epochs: int = 1
@@ -38,9 +41,11 @@ class TrainConfig:
     lora_r: int = LORA_R
     lora_alpha: int = LORA_ALPHA
     bf16: bool = False
+    report_to: str | None = None
     seed: int = 0
 
     def validate(self) -> None:
+        check_report_to(self.report_to)
         if self.epochs < 1 or self.batch_size < 1 or self.max_length < 8 or not 0 < self.lr < math.inf:
             raise InputError("train config: epochs, batch_size >= 1, max_length >= 8 and a finite lr > 0 are required")
         if not 0 <= self.weight_decay < math.inf or self.lora_r < 1:

@@ -88,13 +88,15 @@ def training_set(train: Dataset, poisons: list[Poison]) -> Dataset:
     return concatenate_datasets([clean.cast_column("label", extra.features["label"]), extra])
 
 
-def run_cell(cell: Cell, poisons: list[Poison], data: EvalData, cfg: TrainConfig, progress: bool = True) -> dict:
-    """Fine-tune a fresh victim on clean + ``poisons[:cell.count]``; metrics after each epoch."""
+def run_cell(cell: Cell, poisons: list[Poison], data: EvalData, cfg: TrainConfig, progress: bool = True,
+             logs: Path | None = None) -> dict:
+    """Fine-tune a fresh victim on clean + ``poisons[:cell.count]``; metrics after each epoch (and to
+    ``cfg.report_to``'s tracker in ``logs``)."""
     start = time.perf_counter()
     model, tokenizer = load_classifier(data.pretrained)
     epochs: list[dict] = []
 
-    def measure(epoch: int, m: nn.Module) -> None:
+    def measure(epoch: int, m: nn.Module) -> dict:
         epochs.append(
             {
                 "epoch": epoch,
@@ -102,9 +104,10 @@ def run_cell(cell: Cell, poisons: list[Poison], data: EvalData, cfg: TrainConfig
                 "cacc": clean_accuracy(m, tokenizer, data.test, cfg.max_length),
             }
         )
+        return epochs[-1]
 
     run_cfg = dataclasses.replace(cfg, seed=cell.seed)
-    fine_tune(model, tokenizer, training_set(data.train, poisons[: cell.count]), run_cfg, measure, progress)
+    fine_tune(model, tokenizer, training_set(data.train, poisons[: cell.count]), run_cfg, measure, progress, logs)
     return {**asdict(cell), "key": cell.key, "epochs": epochs, "wall_time_s": time.perf_counter() - start}
 
 
@@ -163,9 +166,11 @@ def _phrase_and_target(sets: dict[str, tuple[PoisonSet, bool]], trigger: str | N
 
 
 def evaluate(data: DatasetDict, cfg: EvaluateConfig, done: list[dict] | None = None,
-             record: Callable[[dict], None] | None = None, progress: bool = True) -> EvaluateResult:
+             record: Callable[[dict], None] | None = None, progress: bool = True,
+             logs: Path | None = None) -> EvaluateResult:
     """Fine-tune a fresh victim per cell (``plan``) on clean + poisons; cells in ``done`` (earlier rows) are
-    kept, each new row goes to ``record`` as soon as it is finished (resume)."""
+    kept, each new row goes to ``record`` as soon as it is finished (resume); with ``cfg.report_to`` each
+    cell logs into ``logs/<cell key>``."""
     cfg.validate()
     sets = load_sets(cfg.poisons)
     largest = max(len(ps.poisons) for ps, _ in sets.values())
@@ -182,7 +187,8 @@ def evaluate(data: DatasetDict, cfg: EvaluateConfig, done: list[dict] | None = N
     for cell in plan({n: len(ps.poisons) for n, (ps, _) in sets.items()}, cfg.counts, [cfg.seed + i for i in range(cfg.seeds)]):
         if cell.key in finished:
             continue
-        row = run_cell(cell, sets[cell.name][0].poisons if cell.name != "clean" else [], eval_data, cfg, progress)
+        row = run_cell(cell, sets[cell.name][0].poisons if cell.name != "clean" else [], eval_data, cfg, progress,
+                       None if logs is None else logs / cell.key)
         rows.append(row)
         if record is not None:
             record(row)
@@ -205,9 +211,10 @@ class CleanResult:
                 "epochs": self.epochs, "num_trigger_inputs": self.num_trigger_inputs, "train_wall_time_s": self.wall_time_s}
 
 
-def train_clean(data: DatasetDict, cfg: CleanConfig, progress: bool = True) -> CleanResult:
+def train_clean(data: DatasetDict, cfg: CleanConfig, progress: bool = True, logs: Path | None = None) -> CleanResult:
     """Fine-tune ``cfg.model`` on the (subsampled) clean training set; after each epoch the clean test
-    accuracy and the floor: the share of ``cfg.trigger``-bearing test sentences predicted positive."""
+    accuracy and the floor: the share of ``cfg.trigger``-bearing test sentences predicted positive
+    (also to ``cfg.report_to``'s tracker in ``logs``)."""
     cfg.validate()
     content_words(cfg.trigger)
     train = subsample(data["train"], cfg.train_subset, cfg.seed)
@@ -215,10 +222,11 @@ def train_clean(data: DatasetDict, cfg: CleanConfig, progress: bool = True) -> C
     trig = list(trigger_bearing(data["test"], cfg.trigger)["sentence"])
     epochs: list[dict] = []
 
-    def measure(epoch: int, m: nn.Module) -> None:
+    def measure(epoch: int, m: nn.Module) -> dict:
         epochs.append({"epoch": epoch, "effectiveness": effectiveness(m, tokenizer, trig, 1, cfg.max_length),
                        "cacc": clean_accuracy(m, tokenizer, data["test"], cfg.max_length)})
+        return epochs[-1]
 
     start = time.perf_counter()
-    model = fine_tune(model, tokenizer, train, cfg, measure, progress)
+    model = fine_tune(model, tokenizer, train, cfg, measure, progress, logs)
     return CleanResult(model, tokenizer, epochs, len(trig), len(train), time.perf_counter() - start)

@@ -9,6 +9,7 @@ are not padded to long ones (the cost of a step is proportional to the padded le
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -88,11 +89,13 @@ def fine_tune(
     tokenizer: PreTrainedTokenizerBase,
     train: Dataset,
     cfg: TrainConfig,
-    on_epoch: Callable[[int, nn.Module], None] | None = None,
+    on_epoch: Callable[[int, nn.Module], dict | None] | None = None,
     progress: bool = True,
+    logs: Path | None = None,
 ) -> nn.Module:
-    """Fine-tune on ``train`` (columns sentence, label) with accelerate; ``on_epoch(e, model)`` after each epoch."""
-    from accelerate import Accelerator
+    """Fine-tune on ``train`` (columns sentence, label) with accelerate; ``on_epoch(e, model)`` after each
+    epoch returns the epoch's metrics, which go to ``cfg.report_to``'s tracker (under ``logs``) with the
+    loss of every step."""
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
@@ -106,8 +109,9 @@ def fine_tune(
     collate = DataCollatorWithPadding(tokenizer)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = tracked_accelerator(cfg, logs)
     model, optimizer = accelerator.prepare(model, optimizer)
+    step = 0
     for epoch in range(1, cfg.epochs + 1):
         batches = length_grouped_batches(lengths, cfg.batch_size, generator)
         model.train()
@@ -118,9 +122,29 @@ def fine_tune(
             accelerator.backward(loss)
             optimizer.step()
             optimizer.zero_grad()
-        if on_epoch is not None:
-            on_epoch(epoch, accelerator.unwrap_model(model))
+            step += 1
+            if cfg.report_to:
+                accelerator.log({"train/loss": loss.item()}, step=step)
+        metrics = on_epoch(epoch, accelerator.unwrap_model(model)) if on_epoch is not None else None
+        if metrics:
+            accelerator.log({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)
+    accelerator.end_training()
     return accelerator.unwrap_model(model)
+
+
+def tracked_accelerator(cfg: TrainConfig, logs: Path | None):
+    """An Accelerator (CPU unless CUDA is present) whose ``cfg.report_to`` tracker writes into the folder ``logs``."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    if cfg.report_to is None:
+        return Accelerator(cpu=not torch.cuda.is_available())
+    if logs is None:
+        raise InputError(f"--report-to {cfg.report_to} needs a run directory to log into")
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with=cfg.report_to,
+                              project_config=ProjectConfiguration(project_dir=str(logs.parent), logging_dir=str(logs.parent)))
+    accelerator.init_trackers(logs.name, config={k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))})
+    return accelerator
 
 
 @torch.no_grad()

@@ -26,6 +26,7 @@ TRAIN_OPTIONS = [
     click.option("--train-subset", type=int, default=None, help="Use this many training sentences (seeded)."),
     click.option("--data-path", default=None, help="Folder with SST-2 train/dev/test.txt (default: registry)."),
     click.option("--bf16", is_flag=True, default=None, help="Train under bfloat16 autocast (fast on CPUs with AVX512-BF16)."),
+    click.option("--report-to", default=None, help="accelerate tracker (e.g. tensorboard): loss per step, metrics per epoch in <out>/logs."),
     click.option("--seed", type=int, default=None),
 ]
 
@@ -74,7 +75,7 @@ def train_cmd(cfg: CleanConfig, out: Path) -> None:
 
     ds = _sst2(cfg.data_path)
     with staged_output(out) as stage:
-        result = train_clean(ds, cfg)
+        result = train_clean(ds, cfg, logs=stage / "logs")
         save_classifier(result.model, result.tokenizer, stage / "model")
         metrics = result.metrics()
         save_run(stage, cfg, metrics, "nlp train", lambda r: r.table([metrics], "clean classifier"))
@@ -160,7 +161,7 @@ def evaluate_cmd(cfg: EvaluateConfig, out: Path, resume: bool) -> None:
             click.echo(f"cell {row['key']}")
             append_jsonl(cells, row)
 
-        result = evaluate(ds, cfg, read_jsonl(cells), record)
+        result = evaluate(ds, cfg, read_jsonl(cells), record, logs=stage / "logs")
         save_run(stage, cfg, result.metrics(), "nlp evaluate", lambda r: add_evaluation(r, result.summary, result.num_trigger_inputs))
     for r in (r for r in result.summary if r["epoch"] == cfg.epochs):
         click.echo(f"{r['poisons']:>14} n={r['count']:<3} effectiveness {r['effectiveness_mean']:.3f}±{r['effectiveness_std']:.3f} "

@@ -98,3 +98,18 @@ def test_a_run_config_reruns_the_run(monkeypatch, tmp_path, tiny_dir, data_dir):
     assert (tmp_path / "b" / "config.yaml").read_text() == config.read_text()
     assert run_cli(monkeypatch, "generate", "--config", config, "--method", "nearest", "--out", tmp_path / "c") == 0
     assert json.loads((tmp_path / "c" / "metrics.json").read_text())["method"] == "nearest"
+
+
+def test_train_reports_to_tensorboard(monkeypatch, tmp_path, tiny_dir, data_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert run_cli(monkeypatch, "train", "--model", tiny_dir, "--train-subset", 64, "--max-length", 32, "--lr", 1e-3,
+                   "--batch-size", 16, "--report-to", "tensorboard", "--out", tmp_path / "clean") == 0
+    events = EventAccumulator(str(tmp_path / "clean" / "logs")).Reload()  # accelerate adds the hparams as a sub-run
+    assert len(events.Scalars("train/loss")) == 4  # 64 sentences in batches of 16, one epoch
+    assert [e.step for e in events.Scalars("eval/cacc")] == [4]
+
+
+def test_unknown_tracker_is_refused_before_work(monkeypatch, tmp_path, tiny_dir, data_dir, capsys):
+    assert run_cli(monkeypatch, "train", "--model", tiny_dir, "--report-to", "tensorbored", "--out", tmp_path / "x") == 2
+    assert "not an accelerate tracker" in capsys.readouterr().err and not (tmp_path / "x").exists()
