@@ -45,22 +45,25 @@ class GridConfig:
 
 
 def load_grid(path: Path, seed: int | None) -> tuple[GridConfig, dict[str, ExperimentConfig]]:
-    """Parse the grid and build (and validate) every cell's experiment before anything runs."""
+    """Parse the grid and build (and validate) every cell's experiment before anything runs.
+
+    The returned grid is resolved: ``base_config`` merged into ``base`` and ``seed`` (when given) set
+    there, so written into a run directory it reruns the same cells from anywhere."""
     grid = from_dict(GridConfig, load_yaml(path), source=str(path))
     if not grid.attacks or not grid.defenses:
         raise InputError(f"{path}: attacks and defenses must each name at least one entry")
     if grid.workers is not None and grid.workers < 1:
         raise InputError(f"{path}: workers must be >= 1 (or null for one per core), got {grid.workers}")
-    base = copy.deepcopy(grid.base)
     if grid.base_config is not None:
-        base = {**load_yaml(Path(path).parent / grid.base_config), **base}
+        grid.base = {**load_yaml(Path(path).parent / grid.base_config), **grid.base}
+        grid.base_config = None
+    if seed is not None:
+        grid.base["seed"] = seed
     cells: dict[str, ExperimentConfig] = {}
     for attack_name, attack in grid.attacks.items():
         for defense_name, defense in grid.defenses.items():
-            mapping = {**copy.deepcopy(base), "attack": copy.deepcopy(attack), "aggregator": copy.deepcopy(defense)}
+            mapping = {**copy.deepcopy(grid.base), "attack": copy.deepcopy(attack), "aggregator": copy.deepcopy(defense)}
             cfg = from_dict(ExperimentConfig, mapping, source=f"{path} cell {attack_name}/{defense_name}")
-            if seed is not None:
-                cfg.seed = seed
             cfg.validate()
             build_aggregator(cfg)
             if cfg.attack.name != "none":

@@ -51,12 +51,19 @@ def run(config: Path | None, config_option: Path | None, out: Path | None, resum
 
 
 @fed.command("grid")
-@click.argument("grid", type=click.Path(path_type=Path))
+@click.argument("grid", type=click.Path(path_type=Path), required=False)
+@click.option("--config", "config_option", type=click.Path(path_type=Path), default=None,
+              help="The grid YAML, as the GRID argument (e.g. a grid run's grid.yaml).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Grid directory (default runs/<grid name>).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted grid (finished cells are kept).")
 @click.option("--seed", type=int, default=None, help="Override the seed of every cell.")
-def grid(grid: Path, out: Path | None, resume: bool, seed: int | None) -> None:
-    """Run the attack × defense grid described by GRID (YAML) into one report."""
+def grid(grid: Path | None, config_option: Path | None, out: Path | None, resume: bool, seed: int | None) -> None:
+    """Run the attack × defense grid described by GRID (YAML) into one report; the run's grid.yaml reruns it."""
+    from labcore.errors import InputError
+
+    if (grid is None) == (config_option is None):
+        raise InputError("give the grid YAML once: as GRID or as --config")
+    grid = grid or config_option
     from poisonlab.grid import run_grid
 
     out = out or Path("runs") / grid.stem

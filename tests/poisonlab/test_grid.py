@@ -51,6 +51,22 @@ def test_grid_table_and_report(tmp_path: Path, data_dir):
     assert "Attack × defense grid" in html and html.count("<img") >= 3
 
 
+def test_grid_yaml_of_a_run_reruns_it(tmp_path: Path, data_dir):
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(BASE))
+    grid = {"base_config": "base.yaml", "attacks": {"none": {"name": "none"}}, "defenses": {"median": {"name": "median"}}}
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "grid.yaml").write_text(yaml.safe_dump({**grid, "base_config": "../base.yaml"}))
+    first = CliRunner().invoke(fed, ["grid", str(tmp_path / "cfg" / "grid.yaml"), "--out", str(tmp_path / "a"), "--seed", "3"])
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(fed, ["grid", "--config", str(tmp_path / "a" / "grid.yaml"), "--out", str(tmp_path / "b")])
+    assert again.exit_code == 0, again.output
+    rows = [[{k: v for k, v in row.items() if k != "s/round"} for row in json.loads((tmp_path / run / "metrics.json").read_text())["cells"]]
+            for run in ("a", "b")]  # the same metrics up to wall times
+    assert rows[0] == rows[1] and rows[0][0]["final MTA"] > 0
+    assert yaml.safe_load((tmp_path / "b" / "cells" / "none__median" / "config.yaml").read_text())["seed"] == 3
+
+
 def test_bad_defense_fails_before_any_output(tmp_path: Path, data_dir):
     path = write_grid(tmp_path, {"fedavg": {"name": "mean"}, "oops": {"name": "krumm"}})
     with pytest.raises(InputError, match="unknown aggregator 'krumm'"):
