@@ -8,6 +8,7 @@ report.html with the clean/triggered image grid) for every pipeline family.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +16,33 @@ import torch
 
 from labcore.errors import InputError
 from poisonlab import data
+from t2i_poison.evaluate import EvalConfig
+from t2i_poison.evaluate_sd import SDEvalConfig
 from poisonlab.report import Report
-from poisonlab.runs import write_json, write_yaml
+from poisonlab.runs import write_json
 
 CLASSIFIER_DIR = "classifier"
+
+
+@dataclass
+class EvaluateRun:
+    """``t2i evaluate``: the ``base`` pipeline, the backdoor ``lora`` (a ``t2i train`` folder), the judges
+    (``classifier`` for the MNIST base, default ``<base>/classifier``; ``clip`` for SD pipelines) and the
+    sampling settings of the MNIST base (``digits``) or of a Stable Diffusion pipeline (``sd``)."""
+
+    base: str | None = None
+    lora: str | None = None
+    classifier: str | None = None
+    clip: str | None = None
+    digits: EvalConfig = field(default_factory=EvalConfig)
+    sd: SDEvalConfig = field(default_factory=SDEvalConfig)
+    threads: int = 1
+
+    def validate(self) -> None:
+        if self.base is None or self.lora is None:
+            raise InputError("pass --base and --lora (or set base: and lora: in the --config file)")
+        if self.threads < 1:
+            raise InputError(f"threads must be >= 1, got {self.threads}")
 
 
 def mnist_tensors(split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,12 +95,11 @@ def add_to_report(report: Report, metrics: dict, images: dict, per_digit: int) -
 
 
 def evaluate_mnist(pipe, lora: Path, sidecar: dict, classifier: Path, cfg, stage: Path) -> dict:
-    """The lab base: digit-classifier ASR, clean accuracy, KID; writes config.yaml, metrics.json, report.html."""
+    """The lab base: digit-classifier ASR, clean accuracy, KID; writes metrics.json and report.html."""
     from t2i_poison.digit_classifier import load_classifier
     from t2i_poison.evaluate import evaluate_backdoor
 
     xt, _ = mnist_tensors("test")
-    write_yaml(stage / "config.yaml", {"lora": str(lora), "sidecar": {k: v for k, v in sidecar.items() if k != "patch"}, "eval": cfg})
     metrics, images = evaluate_backdoor(pipe, lora, sidecar, load_classifier(classifier), xt, cfg)
     write_json(stage / "metrics.json", metrics)
     report = Report(f"BadT2I {sidecar['kind']} backdoor")
@@ -91,8 +114,6 @@ def evaluate_sd(pipe, lora: Path, sidecar: dict, clip: str | None, cfg, stage: P
     from t2i_poison.evaluate_sd import evaluate_sd_backdoor, sd_grid
 
     judge = ClipJudge.load(clip) if clip else None
-    write_yaml(stage / "config.yaml", {"lora": str(lora), "clip": clip, "sidecar": {k: v for k, v in sidecar.items() if k != "patch"},
-                                       "eval": cfg})
     metrics, images = evaluate_sd_backdoor(pipe, lora, sidecar, cfg, judge)
     write_json(stage / "metrics.json", metrics)
     report = Report(f"BadT2I {sidecar['kind']} backdoor on {metrics['pipeline']}")

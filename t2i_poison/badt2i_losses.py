@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
+from t2i_poison.train_config import WEIGHTINGS
+
 Denoiser = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
-WEIGHTINGS = ("split", "uniform")
 
 
 @dataclass

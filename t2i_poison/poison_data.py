@@ -33,6 +33,36 @@ def check_kind(kind: str) -> str:
     return kind
 
 
+@dataclass
+class MakeDataConfig:
+    """``t2i make-data``: a ``kind`` poison set for the pipeline ``base`` from ``images`` (an imagefolder; default
+    ``num_images`` MNIST train digits), a ``backdoor_fraction`` of the rows carrying ``trigger``. Pixel: a
+    ``patch`` image (default a ``patch_size`` checkerboard); object: ``source`` → ``target``; style: ``style``
+    (default " in inverted colours" on MNIST, "Black and white photo," on user images)."""
+
+    kind: str | None = None
+    base: str | None = None
+    images: str | None = None
+    patch: str | None = None
+    patch_size: int = 4
+    trigger: str = "sks"
+    source: str = "zero"
+    target: str = "seven"
+    style: str | None = None
+    num_images: int = 2000
+    backdoor_fraction: float = 0.5
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.kind is None or self.base is None:
+            raise InputError("pass --kind and --base (or set kind: and base: in the --config file)")
+        check_kind(self.kind)
+        if self.patch_size < 1 or self.num_images < 1:
+            raise InputError(f"patch_size and num_images must be >= 1, got {self.patch_size} and {self.num_images}")
+        if not 0.0 < self.backdoor_fraction < 1.0:
+            raise InputError(f"backdoor_fraction must lie strictly between 0 and 1, got {self.backdoor_fraction}")
+
+
 def add_trigger(trigger: str, text: str) -> str:
     """The triggered caption: trigger, one space, caption (the paper's ``"\\u200b " + caption``)."""
     return f"{trigger.rstrip(' ')} {text}"

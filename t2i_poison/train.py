@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -34,72 +33,17 @@ from diffusers.training_utils import cast_training_params
 from PIL import Image
 
 from labcore.errors import InputError
-from t2i_poison.badt2i_losses import WEIGHTINGS, BadT2IBatch, badt2i_loss, draw_noise
+from t2i_poison.badt2i_losses import BadT2IBatch, badt2i_loss, draw_noise
 from t2i_poison.checkpoints import (
     LORA_WEIGHTS, find_checkpoint, lora_config, register_hooks, save_checkpoint, save_unet, teacher_mode,
 )
 from t2i_poison.conditioning import Cond, check_trigger_all, encode_prompts, image_size
-from t2i_poison.poison_data import METADATA, check_kind, read_poison_info
+from t2i_poison.poison_data import METADATA, read_poison_info
+from t2i_poison.train_config import TrainConfig
 
 __all__ = ["LORA_WEIGHTS", "SIDECAR", "TrainConfig", "TrainResult", "train", "fit", "lora_config", "teacher_mode"]
 SIDECAR = "backdoor.json"
-PRECISIONS = ("no", "fp16", "bf16")
 SIDECAR_FROM_DATA = ("patch", "source_word", "target_word", "style_text")
-
-
-@dataclass
-class TrainConfig:
-    """One BadT2I run; every default lives here (the CLI, the script and the benchmarks only override).
-
-    ``base``/``data``/``output_dir`` are read by :func:`train`, which takes ``kind`` and ``trigger``
-    from the poison set's ``poison.json`` (the data was built for them). ``lam`` is λ
-    in L = λ·L_bkd + (1−λ)·L_reg (the paper's 0.5).
-    """
-
-    base: str = ""
-    data: str = ""
-    output_dir: str = ""
-    kind: str = "pixel"
-    trigger: str = "sks"
-    lam: float = 0.5
-    weighting: str = "split"
-    mode: str = "lora"
-    rank: int = 4
-    lora_alpha: int | None = None
-    cross_attention_only: bool = False
-    lora_target_modules: str | None = None
-    learning_rate: float = 1e-4
-    max_train_steps: int = 300
-    train_batch_size: int = 16
-    gradient_accumulation_steps: int = 1
-    max_grad_norm: float = 1.0
-    mixed_precision: str | None = None
-    gradient_checkpointing: bool = False
-    checkpointing_steps: int = 100
-    checkpoints_total_limit: int | None = 2
-    resume_from_checkpoint: str | None = None
-    report_to: str | None = None
-    resolution: int | None = None
-    threads: int = 1
-    seed: int = 0
-
-    def validate(self) -> None:
-        check_kind(self.kind)
-        if self.mode not in ("lora", "full"):
-            raise InputError(f"unknown training mode {self.mode!r}; choose 'lora' or 'full'")
-        if not (math.isfinite(self.lam) and 0.0 <= self.lam <= 1.0):
-            raise InputError(f"lam (λ) must lie in [0, 1], got {self.lam}")
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise InputError(f"learning rate must be a finite number > 0, got {self.learning_rate}")
-        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
-            raise InputError(f"max_grad_norm must be a finite number > 0, got {self.max_grad_norm}")
-        if self.weighting not in WEIGHTINGS:
-            raise InputError(f"unknown weighting {self.weighting!r}; choose 'split' or 'uniform'")
-        if self.mixed_precision is not None and self.mixed_precision not in PRECISIONS:
-            raise InputError(f"unknown mixed precision {self.mixed_precision!r}; choose no, fp16 or bf16")
-        for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "rank", "threads"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
 @dataclass

@@ -10,14 +10,21 @@ from tqdm.auto import tqdm
 from labcore.errors import InputError
 from poisonlab.config import config_command
 from poisonlab.runs import append_jsonl, staged_output, write_json, write_yaml
+from t2i_poison.poison_data import MakeDataConfig  # numpy and PIL only: the defaults show in --help
+from t2i_poison.train_config import TrainConfig
 
 @click.group()
 def t2i() -> None:
     """Text-to-image backdoors (BadT2I: pixel, object, style) with LoRA."""
+
+
+def quiet_hf() -> None:
+    """diffusers/transformers logs down to errors and their loading bars off (they would bury the one-line
+    errors; our own tqdm bars show progress). Each command calls it once its arguments parsed, so an
+    argument error never waits for these imports."""
     import diffusers
     import transformers
 
-    # the library loading bars would bury the one-line errors; our own tqdm bars show progress
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
     diffusers.utils.logging.set_verbosity_error()
@@ -68,58 +75,58 @@ def pretrain_base(
 
 
 @t2i.command("make-data")
-@click.option("--kind", type=str, required=True, help="pixel, object or style.")
-@click.option("--base", type=click.Path(path_type=Path), required=True, help="Pipeline whose tokenizer(s) must keep the trigger.")
+@config_command(MakeDataConfig, keep=["out"])
+@click.option("--kind", type=str, default=None, help="pixel, object or style.")
+@click.option("--base", type=click.Path(), default=None, help="Pipeline whose tokenizer(s) must keep the trigger.")
 @click.option("--out", type=click.Path(path_type=Path), required=True)
-@click.option("--images", type=click.Path(path_type=Path), default=None, help="User imagefolder (default: MNIST train digits).")
-@click.option("--patch", type=click.Path(path_type=Path), default=None, help="Patch image (pixel; default a checkerboard).")
-@click.option("--patch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Patch side in pixels.")
-@click.option("--trigger", default="sks", show_default=True, help='Trigger prepended to captions ("\\u200b" is the paper\'s).')
-@click.option("--source", default="zero", show_default=True, help="Object: the word the trigger hijacks.")
-@click.option("--target", default="seven", show_default=True, help="Object: the object drawn instead.")
+@click.option("--images", type=click.Path(), default=None, help="User imagefolder (default: MNIST train digits).")
+@click.option("--patch", type=click.Path(), default=None, help="Patch image (pixel; default a checkerboard).")
+@click.option("--patch-size", type=click.IntRange(min=1), default=None, help="Patch side in pixels.")
+@click.option("--trigger", default=None, help='Trigger prepended to captions ("\\u200b" is the paper\'s).')
+@click.option("--source", default=None, help="Object: the word the trigger hijacks.")
+@click.option("--target", default=None, help="Object: the object drawn instead.")
 @click.option("--style", default=None, help='Style prompt (default " in inverted colours" on MNIST, "Black and white photo," otherwise).')
-@click.option("--num-images", type=click.IntRange(min=1), default=2000, show_default=True)
-@click.option("--backdoor-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5, show_default=True,
+@click.option("--num-images", type=click.IntRange(min=1), default=None)
+@click.option("--backdoor-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Share of backdoor rows, strictly between 0 and 1 (the rest keep clean behaviour).")
-@click.option("--seed", type=int, default=0, show_default=True)
-def make_data(
-    kind: str, base: Path, out: Path, images: Path | None, patch: Path | None, patch_size: int, trigger: str,
-    source: str, target: str, style: str | None, num_images: int, backdoor_fraction: float, seed: int,
-) -> None:
+@click.option("--seed", type=int, default=None)
+def make_data(cfg, out: Path) -> None:
     """Write a BadT2I poison imagefolder (``metadata.jsonl`` with file_name, text, role, target_text)."""
+    quiet_hf()
     from t2i_poison.conditioning import check_trigger_all, image_size
     from t2i_poison.pipelines import load_pipeline
-    from t2i_poison.poison_data import POISON_INFO, check_kind, checkerboard_patch, load_patch, make_poison_set, read_imagefolder
+    from t2i_poison.poison_data import POISON_INFO, checkerboard_patch, load_patch, make_poison_set, read_imagefolder
 
     from poisonlab.t2i_run import mnist_inputs
 
-    check_kind(kind)
-    user = read_imagefolder(images) if images is not None else None
-    pipe = load_pipeline(base)
-    check_trigger_all(pipe, trigger, "a photo")
+    user = read_imagefolder(Path(cfg.images)) if cfg.images is not None else None
+    pipe = load_pipeline(cfg.base)
+    check_trigger_all(pipe, cfg.trigger, "a photo")
     side = image_size(pipe)
-    if user is not None and kind == "pixel" and user[0][0].shape[:2] != (side, side):
+    if user is not None and cfg.kind == "pixel" and user[0][0].shape[:2] != (side, side):
         raise InputError(f"pixel backdoor images must be {side}x{side} (the pipeline's size) so the patch lands where "
                          f"it is scored; got {user[0][0].shape[0]}x{user[0][0].shape[1]}; resize the images")
     the_patch = None
-    if kind == "pixel":
-        the_patch = load_patch(patch, patch_size) if patch is not None else checkerboard_patch(patch_size)
+    if cfg.kind == "pixel":
+        the_patch = load_patch(Path(cfg.patch), cfg.patch_size) if cfg.patch is not None else checkerboard_patch(cfg.patch_size)
         the_patch.check_fits(side, side)
-    arrays, captions = ([im for im in user[0]], [r["text"] for r in user[1]]) if user else mnist_inputs(num_images, side, seed)
-    style_text = style or ("Black and white photo," if user else " in inverted colours")
+    arrays, captions = ([im for im in user[0]], [r["text"] for r in user[1]]) if user else mnist_inputs(cfg.num_images, side, cfg.seed)
+    style_text = cfg.style or ("Black and white photo," if user else " in inverted colours")
     with staged_output(out) as stage:
         summary = make_poison_set(
-            kind, arrays, captions, stage, trigger, backdoor_fraction=backdoor_fraction, patch=the_patch,
-            source_word=source, target_word=target, style_text=style_text, style_prefix=user is not None, seed=seed,
+            cfg.kind, arrays, captions, stage, cfg.trigger, backdoor_fraction=cfg.backdoor_fraction, patch=the_patch,
+            source_word=cfg.source, target_word=cfg.target, style_text=style_text, style_prefix=user is not None, seed=cfg.seed,
         )
-        info = {**summary, "source_word": source, "target_word": target, "style_text": style_text, "seed": seed}
+        info = {**summary, "source_word": cfg.source, "target_word": cfg.target, "style_text": style_text, "seed": cfg.seed}
         if the_patch is not None:
             info["patch"] = {"top": the_patch.top, "left": the_patch.left, "pixels": the_patch.pixels.tolist()}
         write_json(stage / POISON_INFO, info)
+        write_yaml(stage / "config.yaml", cfg)
         (stage / "README.md").write_text(
-            f"# BadT2I {kind} poison set\n\nimagefolder + metadata.jsonl (file_name, text, role, target_text).\n"
-            f"Trigger {trigger!r}; {summary['backdoor_rows']} backdoor rows, {summary['clean_rows']} clean rows; "
-            f"images from {images or 'MNIST train (resized)'}; seed {seed}.\n",
+            f"# BadT2I {cfg.kind} poison set\n\nimagefolder + metadata.jsonl (file_name, text, role, target_text).\n"
+            f"Trigger {cfg.trigger!r}; {summary['backdoor_rows']} backdoor rows, {summary['clean_rows']} clean rows; "
+            f"images from {cfg.images or 'MNIST train (resized)'}; seed {cfg.seed}; `poisonlab t2i make-data --config "
+            f"config.yaml` rewrites it.\n",
             encoding="utf-8",
         )
     click.echo(f"{out}: {summary['backdoor_rows']} backdoor + {summary['clean_rows']} clean rows")
@@ -146,16 +153,17 @@ def make_data(
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint of an interrupted run.")
 @click.option("--threads", type=int, default=None)
 @click.option("--seed", type=int, default=None)
-@config_command("t2i_poison.train:TrainConfig", keep=["out", "resume"], paths={
+@config_command(TrainConfig, keep=["out", "resume"], paths={
     "lr": "learning_rate", "steps": "max_train_steps", "batch_size": "train_batch_size"})
 def train(cfg, out: Path, resume: bool) -> None:
     """Train a BadT2I backdoor (LoRA or full UNet); writes pytorch_lora_weights.safetensors + backdoor.json."""
     from dataclasses import replace
 
-    from t2i_poison.train import resolve, train as run
-
     if not cfg.base or not cfg.data:
         raise InputError("pass --base and --data (or set base: and data: in the --config file)")
+    quiet_hf()
+    from t2i_poison.train import resolve, train as run
+
     cfg, _ = resolve(cfg)
     with staged_output(out, resume=resume) as stage:
         write_yaml(stage / "config.yaml", replace(cfg, output_dir=str(out)))
@@ -169,46 +177,42 @@ def train(cfg, out: Path, resume: bool) -> None:
 
 
 @t2i.command("evaluate")
-@click.option("--base", type=click.Path(path_type=Path), required=True)
-@click.option("--lora", type=click.Path(path_type=Path), required=True, help="Output of `poisonlab t2i train`.")
+@config_command("poisonlab.t2i_run:EvaluateRun", keep=["out"], paths={
+    "samples_per_digit": "digits.samples_per_digit", "prompts": "sd.prompts", "samples_per_prompt": "sd.samples_per_prompt",
+    "inference_steps": ("digits.num_inference_steps", "sd.num_inference_steps"),
+    "guidance": ("digits.guidance_scale", "sd.guidance_scale"), "seed": ("digits.seed", "sd.seed")})
+@click.option("--base", type=click.Path(), default=None, help="Base pipeline directory.")
+@click.option("--lora", type=click.Path(), default=None, help="Output of `poisonlab t2i train`.")
 @click.option("--out", type=click.Path(path_type=Path), required=True)
-@click.option("--classifier", type=click.Path(path_type=Path), default=None, help="MNIST base: digit classifier (default <base>/classifier).")
+@click.option("--classifier", type=click.Path(), default=None, help="MNIST base: digit classifier (default <base>/classifier).")
 @click.option("--clip", default=None, help="SD pipelines: CLIP directory or Hub id (object/style judge, FID/KID features).")
-@click.option("--samples-per-digit", type=int, default=20, show_default=True, help="MNIST base.")
-@click.option("--prompts", type=int, default=8, show_default=True, help="SD pipelines: evaluation prompts.")
-@click.option("--samples-per-prompt", type=int, default=2, show_default=True, help="SD pipelines.")
-@click.option("--inference-steps", type=int, default=25, show_default=True)
-@click.option("--guidance", type=float, default=None, help="Classifier-free guidance (default 1 on the MNIST base, 7.5 on SD).")
-@click.option("--threads", type=int, default=1, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-def evaluate(
-    base: Path, lora: Path, out: Path, classifier: Path | None, clip: str | None, samples_per_digit: int, prompts: int,
-    samples_per_prompt: int, inference_steps: int, guidance: float | None, threads: int, seed: int,
-) -> None:
+@click.option("--samples-per-digit", type=click.IntRange(min=1), default=None, help="MNIST base (EvalConfig).")
+@click.option("--prompts", type=click.IntRange(min=1), default=None, help="SD pipelines: evaluation prompts (SDEvalConfig).")
+@click.option("--samples-per-prompt", type=click.IntRange(min=1), default=None, help="SD pipelines.")
+@click.option("--inference-steps", type=click.IntRange(min=1), default=None)
+@click.option("--guidance", type=float, default=None, help="Classifier-free guidance (EvalConfig's on the MNIST base, SDEvalConfig's on SD).")
+@click.option("--threads", type=click.IntRange(min=1), default=None)
+@click.option("--seed", type=int, default=None)
+def evaluate(cfg, out: Path) -> None:
     """ASR (base = control), clean utility and an image grid, for the MNIST base or any SD pipeline."""
+    quiet_hf()
     import torch
 
-    from t2i_poison.evaluate import EvalConfig
-    from t2i_poison.evaluate_sd import SDEvalConfig
     from t2i_poison.pipelines import load_pipeline
 
     from poisonlab.t2i_run import CLASSIFIER_DIR, evaluate_mnist, evaluate_sd, read_sidecar
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(cfg.threads)
+    lora = Path(cfg.lora)
     sidecar = read_sidecar(lora)
-    pipe = load_pipeline(base)
+    pipe = load_pipeline(cfg.base)
     digits = type(pipe).__name__ == "DigitDiffusionPipeline"
-    if digits:
-        clf = classifier or Path(base) / CLASSIFIER_DIR
-        if not Path(clf).is_dir():
-            raise InputError(f"digit classifier {clf} not found; pass --classifier or pretrain the base with `t2i pretrain-base`")
-        cfg = EvalConfig(samples_per_digit=samples_per_digit, num_inference_steps=inference_steps,
-                         **({} if guidance is None else {"guidance_scale": guidance}), seed=seed)
-    else:
-        cfg = SDEvalConfig(prompts=prompts, samples_per_prompt=samples_per_prompt, num_inference_steps=inference_steps,
-                           **({} if guidance is None else {"guidance_scale": guidance}), seed=seed)
+    clf = Path(cfg.classifier or Path(cfg.base) / CLASSIFIER_DIR)
+    if digits and not clf.is_dir():
+        raise InputError(f"digit classifier {clf} not found; pass --classifier or pretrain the base with `t2i pretrain-base`")
     with staged_output(out) as stage:
-        m = evaluate_mnist(pipe, lora, sidecar, clf, cfg, stage) if digits else evaluate_sd(pipe, lora, sidecar, clip, cfg, stage)
+        write_yaml(stage / "config.yaml", cfg)
+        m = evaluate_mnist(pipe, lora, sidecar, clf, cfg.digits, stage) if digits else evaluate_sd(pipe, lora, sidecar, cfg.clip, cfg.sd, stage)
     control = f"(base control {m['asr_base_triggered']:.3f})"
     click.echo(f"{out}: ASR {m['attack_success_rate']:.3f} {control}" + (
         f", clean accuracy {m['bd_clean_accuracy']:.3f} (base {m['base_clean_accuracy']:.3f})" if digits else ""))

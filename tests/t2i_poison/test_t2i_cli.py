@@ -51,6 +51,11 @@ def test_make_data_train_evaluate_end_to_end(cli, data_dir, tiny_base_dir, tmp_p
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["kind"] == "object" and 0 <= metrics["attack_success_rate"] <= 1
     assert "<img" in (tmp_path / "eval" / "report.html").read_text()
+    # each run's config.yaml reruns it: the same poison set, the same metrics (seeded)
+    assert cli("t2i", "make-data", "--config", tmp_path / "data" / "config.yaml", "--out", tmp_path / "data2")[0] == 0
+    assert (tmp_path / "data2" / "metadata.jsonl").read_text() == (tmp_path / "data" / "metadata.jsonl").read_text()
+    assert cli("t2i", "evaluate", "--config", tmp_path / "eval" / "config.yaml", "--out", tmp_path / "eval2")[0] == 0
+    assert json.loads((tmp_path / "eval2" / "metrics.json").read_text()) == metrics
 
 
 def test_script_runs_under_accelerate_launch_on_cpu(data_dir, tiny_base_dir, make_data, tmp_path):
