@@ -23,11 +23,11 @@ def test_generate_evaluate_defend(monkeypatch, tmp_path, tiny_dir, phrase, data_
     common = ["--model", tiny_dir, "--victim", tiny_dir, "--num-poisons", 4, "--max-length", 48, "--adv-size", 16, "--clean-batch", 16]
     assert run_cli(monkeypatch, "generate", *common, "--iterations", 2, "--top-k", 3, "--out", tmp_path / "none") == 0
     assert run_cli(monkeypatch, "generate", *common, "--overlap", "with", "--out", tmp_path / "with") == 0
-    assert run_cli(monkeypatch, "generate", *common, "--method", "nearest", "--out", tmp_path / "nearest") == 0
+    assert run_cli(monkeypatch, "generate", *common, "--method", "near-spelling", "--out", tmp_path / "nearest") == 0
     assert run_cli(monkeypatch, "generate", *common, "--model", tiny_dir, "--iterations", 2, "--top-k", 3, "--out", tmp_path / "twin") == 0
     assert (tmp_path / "twin" / "poisons.jsonl").read_text() == (tmp_path / "none" / "poisons.jsonl").read_text()
     nearest, _ = dataset_card.load(tmp_path / "nearest")
-    assert nearest.method == "nearest" and {p.poison_type for p in nearest.poisons} == {"nearest"}
+    assert nearest.method == "near-spelling" and {p.poison_type for p in nearest.poisons} == {"near-spelling"}
     assert not any(overlapping_words(s, phrase) for s in nearest.sentences())
     ps, verified = dataset_card.load(tmp_path / "none")
     assert verified and len(ps.poisons) == 4 and ps.method == "concealed"
@@ -96,8 +96,8 @@ def test_a_run_config_reruns_the_run(monkeypatch, tmp_path, tiny_dir, data_dir):
     assert (tmp_path / "b" / "poisons.jsonl").read_text() == (tmp_path / "a" / "poisons.jsonl").read_text()
     assert _without_times(tmp_path / "b" / "metrics.json") == _without_times(tmp_path / "a" / "metrics.json")
     assert (tmp_path / "b" / "config.yaml").read_text() == config.read_text()
-    assert run_cli(monkeypatch, "generate", "--config", config, "--method", "nearest", "--out", tmp_path / "c") == 0
-    assert json.loads((tmp_path / "c" / "metrics.json").read_text())["method"] == "nearest"
+    assert run_cli(monkeypatch, "generate", "--config", config, "--method", "near-spelling", "--out", tmp_path / "c") == 0
+    assert json.loads((tmp_path / "c" / "metrics.json").read_text())["method"] == "near-spelling"
 
 
 def test_train_reports_to_tensorboard(monkeypatch, tmp_path, tiny_dir, data_dir):
