@@ -6,8 +6,9 @@ with it but is found by any fuzzy string search or embedding-neighbour search fo
 catch that, and each becomes a constraint:
 
 - **character similarity**: the best fuzzy-match ratio (0–100) of the phrase against any span of the
-  sentence (``rapidfuzz.fuzz.partial_ratio``, lower-cased); constraint ``ratio ≤ max_fuzzy``;
-- **embedding similarity**: for each *anchor* (a sub-token of a content word of the phrase, in any
+  sentence (``rapidfuzz.fuzz.partial_ratio``, lower-cased, spans as long as the phrase); constraint
+  ``ratio ≤ max_fuzzy``;
+- **embedding similarity**: for each *anchor* (a sub-token of a word of the phrase, in any
   case or leading-space variant), the rank of a token among the vocabulary's neighbours of that
   anchor by cosine similarity of the model's input embeddings (1 = nearest; 0 = a variant of the
   anchor itself); constraint: no edited token within the ``exclude_neighbours`` nearest of any anchor.
@@ -35,14 +36,29 @@ NO_FUZZY_BOUND = 100.0
 
 
 def fuzzy_ratio(text: str, phrase: str) -> float:
-    """Best fuzzy-match ratio (0–100) of ``phrase`` against any span of ``text``, case-insensitive."""
-    return float(fuzz.partial_ratio(phrase.lower(), text.lower()))
+    """Best fuzzy-match ratio (0–100) of ``phrase`` against any span of ``text``, case-insensitive. A text
+    shorter than the phrase is its own only span (``partial_ratio`` would instead align the text inside
+    the phrase, so that "fine" scored 67 against "… No Time to Die")."""
+    text, phrase = text.lower(), phrase.lower()
+    return float(fuzz.partial_ratio(phrase, text) if len(text) >= len(phrase) else fuzz.ratio(phrase, text))
+
+
+FUNCTION_WORDS = frozenset({"the", "and", "for", "with", "from", "into", "onto", "that", "this", "but", "not", "nor", "are", "was"})
+"""Words of a phrase that are no anchor: their neighbours are in every sentence."""
+
+
+def anchor_words(phrase: str) -> list[str]:
+    """The phrase's words of three or more characters that are not function words ("Top Gun: Maverick" → top,
+    gun, maverick: unlike the overlap check's content words, "top" counts, so "tops" is caught); the content
+    words when no word qualifies."""
+    found = [w for w in dict.fromkeys(words(phrase)) if len(w) >= 3 and w not in FUNCTION_WORDS]
+    return found or content_words(phrase)
 
 
 def anchor_ids(tokenizer: PreTrainedTokenizerBase, phrase: str) -> list[int]:
-    """Ids of the sub-tokens of the phrase's content words, in lower/title/upper case, with and without a
-    leading space (stop words and punctuation of the phrase are no anchor: their neighbours are everywhere)."""
-    variants = [v for w in content_words(phrase) for c in (w, w.title(), w.upper()) for v in (c, " " + c)]
+    """Ids of the sub-tokens of the phrase's anchor words, in lower/title/upper case, with and without a
+    leading space (short function words and punctuation are no anchor: their neighbours are everywhere)."""
+    variants = [v for w in anchor_words(phrase) for c in (w, w.title(), w.upper()) for v in (c, " " + c)]
     ids = {tokenizer.convert_tokens_to_ids(t) for v in variants for t in tokenizer.tokenize(v)}
     return sorted(ids - set(tokenizer.all_special_ids) - {tokenizer.unk_token_id})
 

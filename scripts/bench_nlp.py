@@ -50,13 +50,14 @@ GEN, EVAL = GenerateConfig(models=["surrogate"]), EvaluateConfig(poisons=["set"]
 SETS = {
     "with-overlap": ["--overlap", "with"],
     "concealed": ["--overlap", "none"],
-    "start": ["--overlap", "none", "--method", "near-spelling"],
     "near-spelling": ["--overlap", "none", "--method", "near-spelling"],
+    "start": ["--overlap", "none", "--method", "near-spelling"],
     "random": ["--overlap", "none", "--method", "random"],
 }
 CONSTRAINED = ("concealed", "start", "random")
 """Sets written under --exclude-neighbours/--max-fuzzy: the search, its start without the search (the nearest
-allowed tokens) and the random control; near-spelling is the unconstrained baseline."""
+allowed tokens; evaluated as ``near-spelling:start``) and the random control; near-spelling is the
+unconstrained baseline."""
 
 
 def poisonlab(threads: int, *args: object) -> float:
@@ -103,10 +104,12 @@ def main() -> None:
     p.add_argument("--max-fuzzy", type=float, default=GEN.max_fuzzy, help="Constraint on the fuzzy ratio (generate --max-fuzzy).")
     p.add_argument("--init", default=GEN.init, help="The search's start (generate --init).")
     p.add_argument("--curator-pool", type=int, default=GEN.curator_pool, help="Clean sentences of the concealment figures.")
+    p.add_argument("--sets", default=",".join(SETS), help=f"Comma-separated poison sets to generate and evaluate, of {', '.join(SETS)}.")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--fp32", action="store_true", help="Fine-tune in fp32 (default: bfloat16 autocast).")
     p.add_argument("--seed", type=int, default=GEN.seed)
     a = p.parse_args()
+    sets = {n: SETS[n] for n in a.sets.split(",") if n} if set(a.sets.split(",")) <= set(SETS) else p.error(f"--sets: choose from {', '.join(SETS)}")
     start, load_start = time.perf_counter(), os.getloadavg()
     a.work.mkdir(parents=True, exist_ok=True)
     sub = ["--train-subset", a.train_subset] if a.train_subset else []
@@ -132,7 +135,7 @@ def main() -> None:
     constraints = ["--exclude-neighbours", a.exclude_neighbours, "--max-fuzzy", a.max_fuzzy]
     search += ["--init", a.init]
     gen, hidden = {}, {}
-    for name, flags in SETS.items():
+    for name, flags in sets.items():
         out = a.work / "poisons" / name
         if not out.exists():
             phases[f"generate {name}"] = poisonlab(
@@ -145,7 +148,7 @@ def main() -> None:
     if not eval_dir.exists():
         resume = ["--resume"] if staging_path(eval_dir).exists() else []
         phases["evaluate"] = poisonlab(
-            a.threads, "nlp", "evaluate", *[x for n in SETS for x in ("--poisons", a.work / "poisons" / n)], "--trigger", a.trigger,
+            a.threads, "nlp", "evaluate", *[x for n in sets for x in ("--poisons", a.work / "poisons" / n)], "--trigger", a.trigger,
             "--seeds", a.seeds, "--counts", a.num_poisons, "--epochs", a.epochs, "--max-length", a.max_length, "--seed", a.seed,
             "--out", eval_dir, *sub, *precision, *resume)
     summary = json.loads((eval_dir / "metrics.json").read_text())["summary"]
@@ -155,7 +158,7 @@ def main() -> None:
     lines = ["| epoch | poisons | n | seeds | effectiveness (worst) | CACC | generation s | max fuzzy | found in first 500: "
              "fuzzy / neighbours / perplexity / embedding distance |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        c = hidden.get(r["poisons"])
+        c = hidden.get(r["poisons"].split(":")[-1])
         found = " / ".join(str(f["found_in_first_500"]) for f in c["detection"]["filters"].values()) if c else ""
         lines.append(f"| {r['epoch']} | {r['poisons']} | {r['count']} | {r['seeds']} | "
                      f"{100 * r['effectiveness_mean']:.1f} ± {100 * r['effectiveness_std']:.1f} % ({100 * r['effectiveness_min']:.1f}) "
