@@ -69,8 +69,8 @@ class ConcealedConfig:
     ``collision`` weighs the feature-collision distance to the with-overlap twins on the victims'
     pretrained model (0: the unrolled loss alone). ``exclude_neighbours`` (k) and ``max_fuzzy`` are the
     concealment constraints (``constraints``), enforced at every candidate, the start included: no
-    edited token within the k nearest input-embedding neighbours of a sub-token of the phrase's content
-    words (nor their ``##``, case or leading-space variants), and no sentence whose best fuzzy-match
+    edited token within the k nearest input-embedding neighbours of a sub-token of the phrase's words
+    (``constraints.anchor_words``; nor their ``##``, case or leading-space variants), and no sentence whose best fuzzy-match
     ratio to the phrase exceeds ``max_fuzzy``; 0 and 100 constrain nothing. ``neighbours`` then counts
     among the allowed tokens. The defaults are what transferred best to fresh
     MiniLM victims (``scripts/bench_nlp.py``: 14 iterations, two passes over a 7-token phrase; 256

@@ -113,3 +113,18 @@ def test_train_reports_to_tensorboard(monkeypatch, tmp_path, tiny_dir, data_dir)
 def test_unknown_tracker_is_refused_before_work(monkeypatch, tmp_path, tiny_dir, data_dir, capsys):
     assert run_cli(monkeypatch, "train", "--model", tiny_dir, "--report-to", "tensorbored", "--out", tmp_path / "x") == 2
     assert "not an accelerate tracker" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_constrained_generate_declares_its_constraints_and_measures_concealment(monkeypatch, tmp_path, tiny_dir, phrase, data_dir):
+    common = ["--model", tiny_dir, "--victim", tiny_dir, "--num-poisons", 3, "--max-length", 48, "--adv-size", 8, "--clean-batch", 8,
+              "--exclude-neighbours", 30, "--max-fuzzy", 60, "--curator-pool", 300]
+    assert run_cli(monkeypatch, "generate", *common, "--iterations", 2, "--top-k", 3, "--out", tmp_path / "c") == 0
+    assert run_cli(monkeypatch, "generate", *common, "--method", "random", "--out", tmp_path / "r") == 0
+    for name in ("c", "r"):
+        ps, verified = dataset_card.load(tmp_path / name)
+        assert verified and ps.constraints["exclude_neighbours"] == 30 and ps.constraints["max_fuzzy"] == 60
+        assert ps.constraints["excluded_words"] and ps.concealment["fuzzy_ratio"]["max"] <= 60
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert metrics["concealment"] == ps.concealment and metrics["concealment"]["detection"]["pool"] == 303
+        assert "Concealment" in (tmp_path / name / "report.html").read_text()
+    assert run_cli(monkeypatch, "generate", *common, "--overlap", "with", "--out", tmp_path / "w") == 2
