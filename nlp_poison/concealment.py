@@ -9,7 +9,9 @@ al. 2021, §6), in the first ``inspected`` examples and until half / all poisons
 
 - (a) ``fuzzy``: highest fuzzy-match ratio to the phrase first;
 - (b) ``neighbours``: sentences holding a token nearest to a sub-token of the phrase (smallest rank in
-  the input-embedding space) first;
+  the input-embedding space) first; ``flagged_within_k`` adds the plain filter, the sentences holding
+  one of the ``CURATOR_K`` nearest (examples flagged, poisons among them). The ranking is the stricter
+  curator: tokens just outside an excluded radius still rank right after the flagged sentences;
 - (c) the paper's defenses from ``defenses``: ``perplexity`` (cross-fitted bigram LM, highest first) and
   ``embedding distance`` (nearest to a trigger-bearing input under ``encoder``, nearest first).
   Early stopping, the third, needs fine-tuned victims: ``poisonlab nlp defend --evaluation``.
@@ -31,6 +33,8 @@ from nlp_poison.poison_set import Poison
 
 INSPECTED = 500
 """Examples a curator inspects, for the ``found_in_first`` figure (the issue's acceptance reads 500)."""
+CURATOR_K = 50
+"""Nearest embedding neighbours of each phrase sub-token the plain neighbour filter searches for."""
 
 
 def similarity(poisons: list[Poison], phrase: str, tokenizer: PreTrainedTokenizerBase, index: NeighbourIndex) -> dict:
@@ -58,15 +62,15 @@ def neighbour_scores(texts: list[str], tokenizer: PreTrainedTokenizerBase, index
     return np.asarray([best[r].min() if r else best.max() for r in rows])
 
 
-def rankings(texts: list[str], phrase: str, tokenizer: PreTrainedTokenizerBase, index: NeighbourIndex, encoder: nn.Module,
+def rankings(texts: list[str], phrase: str, near: np.ndarray, tokenizer: PreTrainedTokenizerBase, encoder: nn.Module,
              trigger_texts: list[str], max_length: int, seed: int) -> dict[str, np.ndarray]:
-    """Inspection order of each curator filter over ``texts``."""
+    """Inspection order of each curator filter over ``texts`` (``near``: their ``neighbour_scores``)."""
     fuzzy = np.asarray([fuzzy_ratio(t, phrase) for t in texts])
     ppl = cross_fitted_perplexity(texts, seed=seed)
     dist = distance_ranking(sentence_embeddings(encoder, tokenizer, texts, max_length), sentence_embeddings(encoder, tokenizer, trigger_texts, max_length))[1]
     return {
         "fuzzy": _order(-fuzzy, seed),
-        "neighbours": _order(neighbour_scores(texts, tokenizer, index), seed),
+        "neighbours": _order(near, seed),
         "perplexity": _order(-ppl, seed),
         "embedding distance": _order(dist, seed),
     }
@@ -90,7 +94,10 @@ def measure(poisons: list[Poison], phrase: str, tokenizer: PreTrainedTokenizerBa
     """The concealment figures of ``poisons`` among ``clean_texts`` (the card's and metrics.json's ``concealment``)."""
     texts = list(clean_texts) + [p.sentence for p in poisons]
     is_poison = np.arange(len(texts)) >= len(clean_texts)
-    orders = rankings(texts, phrase, tokenizer, index, encoder, trigger_texts, max_length, seed)
+    near = neighbour_scores(texts, tokenizer, index)
+    filters = detection(rankings(texts, phrase, near, tokenizer, encoder, trigger_texts, max_length, seed), is_poison, inspected)
+    flagged = near <= CURATOR_K
+    filters["neighbours"]["flagged_within_k"] = {"k": CURATOR_K, "examples": int(flagged.sum()), "poisons": int(flagged[is_poison].sum())}
     return similarity(poisons, phrase, tokenizer, index) | {
-        "detection": {"pool": len(texts), "poisons": len(poisons), "inspected": inspected, "filters": detection(orders, is_poison, inspected)},
+        "detection": {"pool": len(texts), "poisons": len(poisons), "inspected": inspected, "filters": filters},
     }

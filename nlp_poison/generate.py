@@ -6,8 +6,9 @@ unrolled batch's clean sentences and the trigger-bearing validation negatives of
 draws), then the poisons of ``cfg.method``: the bilevel search (``concealed.craft``), the random
 control or the near-spelling projection, or the with-overlap upper bound; all no-overlap methods obey
 the concealment constraints of ``cfg`` (``constraints``), which the set declares. Every set is measured
-for concealment (``concealment.measure``) against ``cfg.curator_pool`` clean training sentences. ``poisonlab nlp generate`` and the demo map
-their options onto :class:`~nlp_poison.config.GenerateConfig` and call this.
+for concealment (``concealment.measure``) against ``cfg.curator_pool`` clean training sentences.
+``poisonlab nlp generate`` and the demo map their options onto
+:class:`~nlp_poison.config.GenerateConfig` and call this.
 """
 
 from __future__ import annotations

@@ -70,7 +70,10 @@ def test_neighbour_filter_and_found_vs_inspected(hand):
     assert found == {"found_in_first_2": 1, "found_fraction_first_2": 0.5, "inspected_for_50pct": 1, "inspected_for_100pct": 3}
 
 
-def test_measure_ranks_a_near_spelling_poison_first_by_fuzzy_search(hand):
+def test_measure_ranks_a_near_spelling_poison_first_by_fuzzy_search(hand, monkeypatch):
+    from nlp_poison import concealment
+
+    monkeypatch.setattr(concealment, "CURATOR_K", 1)
     tok, emb, index = hand
     torch.manual_seed(0)
     encoder = BertForSequenceClassification(BertConfig(vocab_size=len(ANGLES), hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
@@ -82,4 +85,6 @@ def test_measure_ranks_a_near_spelling_poison_first_by_fuzzy_search(hand):
     assert det["pool"] == 7 and det["poisons"] == 2
     assert set(det["filters"]) == {"fuzzy", "neighbours", "perplexity", "embedding distance"}
     assert det["filters"]["fuzzy"]["found_in_first_1"] == 1 and det["filters"]["neighbours"]["found_in_first_1"] == 1
+    # within the 1 nearest: only "bonds" (rank 1 to bond) of the first poison; "jame" is [UNK], cat ranks 2
+    assert det["filters"]["neighbours"]["flagged_within_k"] == {"k": 1, "examples": 1, "poisons": 1}
     assert fig["fuzzy_ratio"]["max"] > 85
