@@ -72,10 +72,12 @@ def make_templates(
     exclude: set[int] | None = None,
     confidence: Callable[[list[str]], np.ndarray] | None = None,
     rule: Rule | None = None,
+    avoid: set[int] | None = None,
 ) -> list[Template]:
     """``num`` templates from training sentences of ``source_label`` that fit ``max_length`` and mention
     no content word of the phrase themselves (else no edit could conceal it) and, with ``rule``, pass it
-    (no excluded neighbour word, fuzzy ratio within the bound: the sentence around the edit is kept).
+    (no excluded neighbour word, fuzzy ratio within the bound: the sentence around the edit is kept) and
+    hold no token of ``avoid`` (the excluded neighbours' ids, ``##`` pieces inside words included).
 
     Sentences with a movie reference come first, the phrase taking its place as in the paper's
     examples ("the problem is that James Bond: No Time to Die lacks focus"); topic-prefixed ones
@@ -98,6 +100,8 @@ def make_templates(
     fits: dict[str, list[Template]] = {"replace": [], "prefix": []}
     for idx in pool:
         if overlapping_words(sentences[idx], phrase) or (rule is not None and not rule.allows(sentences[idx])):
+            continue
+        if avoid and avoid.intersection(tokenizer(sentences[idx])["input_ids"]):
             continue
         ins = insert_phrase(sentences[idx], phrase)
         if len(tokenizer(ins.text)["input_ids"]) <= max_length:

@@ -107,7 +107,8 @@ def prepare(surrogates: Surrogates, data: DatasetDict, cfg: GenerateConfig) -> I
     index = NeighbourIndex(tok, surrogates.models[0].get_input_embeddings().weight, cfg.trigger)
     rule, excluded = constrain(index, cfg.trigger, cfg.exclude_neighbours, cfg.max_fuzzy, cfg.models[0])
     confidence = source_confidence(surrogates.models, tok, source, cfg.max_length) if cfg.templates == "confident" else None
-    templates = make_templates(data["train"], cfg.trigger, cfg.num_poisons, tok, cfg.seed, source, cfg.max_length, confidence=confidence, rule=rule)
+    templates = make_templates(data["train"], cfg.trigger, cfg.num_poisons, tok, cfg.seed, source, cfg.max_length,
+                               confidence=confidence, rule=rule, avoid=excluded)
     used = {t.source_idx for t in templates}
     clean_idx = [int(i) for i in rng.permutation(len(data["train"])) if int(i) not in used][: cfg.clean_batch]
     trigger_inputs = trigger_bearing(data["validation"], cfg.trigger, source)

@@ -36,7 +36,8 @@ def within_k(tokenizer, emb: torch.Tensor, phrase: str, token_id: int, k: int) -
 def setup(sst2, tiny_tokenizer, surrogate, phrase):
     emb = surrogate.get_input_embeddings().weight.detach()
     rule, excluded = constrain(NeighbourIndex(tiny_tokenizer, emb, phrase), phrase, K, BOUND)
-    templates = make_templates(sst2["train"], phrase, 6, tiny_tokenizer, seed=0, max_length=48, exclude=set(range(2000, 2032)), rule=rule)
+    templates = make_templates(sst2["train"], phrase, 6, tiny_tokenizer, seed=0, max_length=48, exclude=set(range(2000, 2032)), rule=rule,
+                               avoid=excluded)
     placeable = placeable_ids(tiny_tokenizer, banned_token_ids(tiny_tokenizer, phrase))
     return emb, rule, excluded, templates, placeable
 
@@ -97,3 +98,10 @@ def test_rule_rejects_fuzzy_matches_and_excluded_words(phrase):
 def test_a_phrase_word_that_is_a_stop_word_still_anchors():
     assert anchor_words("Top Gun: Maverick") == ["top", "gun", "maverick"]
     assert anchor_words("James Bond: No Time to Die") == ["james", "bond", "time", "die"]
+
+
+def test_templates_hold_no_excluded_token_anywhere(tiny_tokenizer, setup):
+    _, _, excluded, templates, _ = setup
+    for t in templates:
+        kept = t.text[: t.start] + t.text[t.end :]
+        assert not excluded.intersection(tiny_tokenizer(kept)["input_ids"])
