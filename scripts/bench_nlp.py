@@ -54,6 +54,8 @@ SETS = {
     "start": ["--overlap", "none", "--method", "near-spelling"],
     "random": ["--overlap", "none", "--method", "random"],
 }
+FILTERS = ("fuzzy", "neighbours", "perplexity", "embedding distance")
+"""The curator filters of ``nlp_poison.concealment``, in the table's column order."""
 CONSTRAINED = ("concealed", "start", "random")
 """Sets written under --exclude-neighbours/--max-fuzzy: the search, its start without the search (the nearest
 allowed tokens; evaluated as ``near-spelling:start``) and the random control; near-spelling is the
@@ -156,14 +158,15 @@ def main() -> None:
     rows = sorted(summary, key=lambda r: r["epoch"])
     total, load_end = time.perf_counter() - start, os.getloadavg()
     lines = ["| epoch | poisons | n | seeds | effectiveness (worst) | CACC | generation s | max fuzzy | found in first 500: "
-             "fuzzy / neighbours / perplexity / embedding distance |", "|---|---|---|---|---|---|---|---|---|"]
+             f"{' / '.join(FILTERS)} |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        c = hidden.get(r["poisons"].split(":")[-1])
-        found = " / ".join(str(f["found_in_first_500"]) for f in c["detection"]["filters"].values()) if c else ""
+        name = r["poisons"].split(":")[-1]
+        c = hidden.get(name)
+        found = " / ".join(str(c["detection"]["filters"][f]["found_in_first_500"]) for f in FILTERS) if c else ""
+        fuzzy = f"{c['fuzzy_ratio']['max']:.1f}" if c else ""
         lines.append(f"| {r['epoch']} | {r['poisons']} | {r['count']} | {r['seeds']} | "
                      f"{100 * r['effectiveness_mean']:.1f} ± {100 * r['effectiveness_std']:.1f} % ({100 * r['effectiveness_min']:.1f}) "
-                     f"| {100 * r['cacc_mean']:.1f} ± {100 * r['cacc_std']:.1f} % | {gen.get(r['poisons'], 0):.0f} "
-                     f"| {c['fuzzy_ratio']['max'] if c else ''} | {found} |")
+                     f"| {100 * r['cacc_mean']:.1f} ± {100 * r['cacc_std']:.1f} % | {gen.get(name, 0):.0f} | {fuzzy} | {found} |")
     lines += ["", "| phase | wall s |", "|---|---|"] + [f"| {k} | {v:.0f} |" for k, v in phases.items()]
     lines += [f"| cell {c['key']}{' (surrogate)' if 'from' in c else ''} | {c['wall_time_s']:.0f} |" for c in cells]
     lines += [f"| whole bench (this invocation) | {total:.0f} |", "",
