@@ -9,7 +9,7 @@ the random control; every set's concealment figures (``generate``'s metrics.json
 
 1. surrogates: ``--surrogates`` clean MiniLMs fine-tuned for ``--surrogate-epochs`` on the victims'
    training set with seeds ``--seed``, ``--seed``+1, …; with several, the concealed search lowers
-   their mean unrolled loss (an ensemble, as in MetaPoison); the nearest baseline takes the first's
+   their mean unrolled loss (an ensemble, as in MetaPoison); the near-spelling sets take the first's
    embeddings. When the surrogates train as long as the victims, the first is also the clean victim
    of the first seed
    (same data, configuration and seed, hence the same run) and its per-epoch metrics fill that
