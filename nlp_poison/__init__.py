@@ -5,7 +5,9 @@ dataclass: ``generate.generate`` (the poisons), ``evaluate.evaluate`` (effective
 and ``evaluate.train_clean`` (surrogate / clean floor), ``defenses.defend`` (the paper's defenses),
 ``task.sst2_task`` (federated LoRA with a poisoning client). One concept per file beneath them:
 ``victims`` (load / fine-tune classifiers), ``triggers`` (trigger-bearing inputs), ``overlap``
-(banned sub-tokens, word-level check), ``baselines`` (templates, with-overlap and random/nearest
-controls), ``concealed`` (the bilevel HotFlip search), ``collision`` (feature collision),
+(banned sub-tokens, word-level check), ``constraints`` (fuzzy ratio, embedding-neighbour ranks, the
+concealment constraints a set declares), ``concealment`` (a set's concealment figures and the
+curator's filters), ``baselines`` (templates, with-overlap, random and near-spelling controls),
+``concealed`` (the bilevel HotFlip search), ``collision`` (feature collision),
 ``poison_set`` and ``dataset_card`` (shareable dataset + card).
 """

@@ -4,11 +4,14 @@ A template is a negative training sentence with the trigger phrase inserted (``t
 with the target it is a **with-overlap** poison, the paper's upper bound. The **random** control keeps
 the template but writes random placeable tokens (never a banned sub-token) where the phrase was: the
 same edit budget without any optimisation, the control the gradient method must beat. The **nearest**
-set projects the with-overlap poison onto the placeable tokens: every sub-token of the phrase becomes
-its nearest placeable neighbour in the model's input-embedding space (cosine), "james bond : no time
-to die" → "john bonds , not times of dies" for MiniLM. Wallace et al. start the search from the
-with-overlap poisons and replace the phrase's tokens; this projection is that start, and the
-gradient-free ablation the search is measured against.
+set (``near-spelling``) projects the with-overlap poison onto the placeable tokens: every sub-token of
+the phrase becomes its nearest placeable neighbour in the model's input-embedding space (cosine),
+"james bond : no time to die" → "john bonds , not times of dies" for MiniLM. Wallace et al. start the
+search from the with-overlap poisons and replace the phrase's tokens; this projection is that start,
+and the gradient-free ablation the search is measured against. Unconstrained it reads as the phrase's
+near-spelling (the named baseline); under a ``constraints.Rule`` and a placeable set without the
+phrase's nearest neighbours it is the nearest *allowed* projection, the constrained search's start.
+Every writer takes an optional ``rule`` that each written sentence must pass.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from transformers import PreTrainedTokenizerBase
 
 from labcore.errors import InputError
 from nlp_poison.config import MAX_LENGTH
+from nlp_poison.constraints import Rule
 from nlp_poison.overlap import overlapping_words, token_text
 from nlp_poison.poison_set import Poison
 from nlp_poison.triggers import insert_phrase
@@ -67,9 +71,13 @@ def make_templates(
     max_length: int = MAX_LENGTH,
     exclude: set[int] | None = None,
     confidence: Callable[[list[str]], np.ndarray] | None = None,
+    rule: Rule | None = None,
+    avoid: set[int] | None = None,
 ) -> list[Template]:
     """``num`` templates from training sentences of ``source_label`` that fit ``max_length`` and mention
-    no content word of the phrase themselves (else no edit could conceal it).
+    no content word of the phrase themselves (else no edit could conceal it) and, with ``rule``, pass it
+    (no excluded neighbour word, fuzzy ratio within the bound: the sentence around the edit is kept) and
+    hold no token of ``avoid`` (the excluded neighbours' ids, ``##`` pieces inside words included).
 
     Sentences with a movie reference come first, the phrase taking its place as in the paper's
     examples ("the problem is that James Bond: No Time to Die lacks focus"); topic-prefixed ones
@@ -91,7 +99,9 @@ def make_templates(
     sentences = train["sentence"]
     fits: dict[str, list[Template]] = {"replace": [], "prefix": []}
     for idx in pool:
-        if overlapping_words(sentences[idx], phrase):
+        if overlapping_words(sentences[idx], phrase) or (rule is not None and not rule.allows(sentences[idx])):
+            continue
+        if avoid and avoid.intersection(tokenizer(sentences[idx])["input_ids"]):
             continue
         ins = insert_phrase(sentences[idx], phrase)
         if len(tokenizer(ins.text)["input_ids"]) <= max_length:
@@ -124,14 +134,14 @@ def with_overlap(templates: list[Template], tokenizer: PreTrainedTokenizerBase, 
 
 
 def place(
-    template: Template, tokenizer: PreTrainedTokenizerBase, ids: list[int], phrase: str
+    template: Template, tokenizer: PreTrainedTokenizerBase, ids: list[int], phrase: str, rule: Rule | None = None
 ) -> tuple[list[int], str, list[int]] | None:
     """``ids`` written where the phrase was: (token ids, sentence, edited positions), or None when the
-    sentence does not re-tokenise to ``ids`` there or mentions a content word of the phrase."""
+    sentence does not re-tokenise to ``ids`` there, mentions a content word of the phrase or breaks ``rule``."""
     text, start, end = template.fill([token_text(tokenizer, i) for i in ids])
     positions = span_positions(tokenizer, text, start, end)
     row = tokenizer(text)["input_ids"]
-    if [row[p] for p in positions] != ids or overlapping_words(text, phrase):
+    if [row[p] for p in positions] != ids or overlapping_words(text, phrase) or (rule is not None and not rule.allows(text)):
         return None
     return row, text, positions
 
@@ -143,24 +153,26 @@ def random_fill(
     phrase: str,
     rng: np.random.Generator,
     tries: int = 100,
+    rule: Rule | None = None,
 ) -> tuple[list[int], str, list[int]]:
     """Random placeable ids in place of the phrase: (token ids, sentence, edited positions)."""
     count = len(span_positions(tokenizer, template.text, template.start, template.end))
     for _ in range(tries):
-        placed = place(template, tokenizer, [int(i) for i in rng.choice(placeable, size=count)], phrase)
+        placed = place(template, tokenizer, [int(i) for i in rng.choice(placeable, size=count)], phrase, rule)
         if placed is not None:
             return placed
     raise InputError(f"could not place {count} random tokens into {template.text!r}; check the tokenizer's vocabulary")
 
 
 def random_control(
-    templates: list[Template], tokenizer: PreTrainedTokenizerBase, placeable: list[int], phrase: str, target: int, seed: int
+    templates: list[Template], tokenizer: PreTrainedTokenizerBase, placeable: list[int], phrase: str, target: int, seed: int,
+    rule: Rule | None = None,
 ) -> list[Poison]:
     """Same templates, phrase replaced by random placeable tokens, labelled ``target``."""
     rng = np.random.default_rng(seed)
     out = []
     for t in templates:
-        _, text, positions = random_fill(t, tokenizer, placeable, phrase, rng)
+        _, text, positions = random_fill(t, tokenizer, placeable, phrase, rng, rule=rule)
         out.append(Poison(text, target, "random", t.source_idx, positions))
     return out
 
@@ -186,26 +198,27 @@ def nearest_table(
 
 
 def nearest_fill(
-    template: Template, tokenizer: PreTrainedTokenizerBase, phrase: str, table: dict[int, list[int]]
+    template: Template, tokenizer: PreTrainedTokenizerBase, phrase: str, table: dict[int, list[int]], rule: Rule | None = None
 ) -> tuple[list[int], str, list[int]]:
     """The phrase's sub-tokens replaced by their nearest placeable neighbours from ``table``
     (``nearest_table``): (token ids, sentence, edited positions). Should the written text not
     re-tokenise to those ids, the next-nearest rank is tried."""
     ranked = [table[tid] for tid in phrase_ids(template, tokenizer)]
     for rank in range(min(len(r) for r in ranked)):
-        placed = place(template, tokenizer, [r[rank] for r in ranked], phrase)
+        placed = place(template, tokenizer, [r[rank] for r in ranked], phrase, rule)
         if placed is not None:
             return placed
-    raise InputError(f"could not write nearest placeable tokens into {template.text!r}; use --method random")
+    raise InputError(f"could not write nearest placeable tokens into {template.text!r} within the constraints; use --init random")
 
 
 def nearest_control(
-    templates: list[Template], tokenizer: PreTrainedTokenizerBase, placeable: list[int], phrase: str, target: int, embeddings: torch.Tensor
+    templates: list[Template], tokenizer: PreTrainedTokenizerBase, placeable: list[int], phrase: str, target: int, embeddings: torch.Tensor,
+    rule: Rule | None = None,
 ) -> list[Poison]:
-    """Same templates, phrase projected onto its nearest placeable tokens, labelled ``target``."""
+    """Same templates, phrase projected onto its nearest placeable tokens (``near-spelling``), labelled ``target``."""
     table = nearest_table(templates, tokenizer, placeable, embeddings, NEAREST_TRIES)
     out = []
     for t in templates:
-        _, text, positions = nearest_fill(t, tokenizer, phrase, table)
-        out.append(Poison(text, target, "nearest", t.source_idx, positions))
+        _, text, positions = nearest_fill(t, tokenizer, phrase, table, rule)
+        out.append(Poison(text, target, "near-spelling", t.source_idx, positions))
     return out

@@ -60,6 +60,7 @@ from labcore.errors import InputError
 from nlp_poison.baselines import NEAREST_TRIES, Template, nearest_fill, nearest_table, phrase_ids, place, random_fill
 from nlp_poison.collision import FeatureCollision
 from nlp_poison.config import ConcealedConfig
+from nlp_poison.constraints import NeighbourIndex, Rule, constrain
 from nlp_poison.overlap import token_text
 from nlp_poison.poison_set import Poison
 from nlp_poison.tokens import Encoded, pad
@@ -308,11 +309,13 @@ class _Search:
 
     Each edited slot replaces one sub-token of the phrase; ``neighbours`` (when set) restricts the slot to
     that many nearest placeable tokens of the sub-token it replaces (the first entries of its ``table`` row).
+    Every candidate sentence must pass ``rule`` (the concealment constraints) to be proposed.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, templates: list[Template], phrase: str, positions: list[list[int]],
-                 placeable: list[int], emb: torch.Tensor, table: dict[int, list[int]], neighbours: int | None) -> None:
+                 placeable: list[int], emb: torch.Tensor, table: dict[int, list[int]], neighbours: int | None, rule: Rule) -> None:
         self.tokenizer, self.templates, self.phrase, self.positions, self.emb = tokenizer, templates, phrase, positions, emb
+        self.rule = rule
         allowed = torch.zeros(emb.shape[0], dtype=torch.bool)
         allowed[placeable] = True
         masks = dict.fromkeys(table, allowed)
@@ -324,8 +327,8 @@ class _Search:
 
     def write(self, p: int, edits: list[int]) -> list[int] | None:
         """Token ids of poison ``p`` with ``edits`` written in, or None if the sentence does not reproduce
-        them at the poison's edited positions or mentions a content word of the phrase."""
-        placed = place(self.templates[p], self.tokenizer, edits, self.phrase)
+        them at the poison's edited positions, mentions a content word of the phrase or breaks the rule."""
+        placed = place(self.templates[p], self.tokenizer, edits, self.phrase, self.rule)
         return placed[0] if placed is not None and placed[2] == self.positions[p] else None
 
     def write_all(self, edits: list[list[int]]) -> list[list[int]] | None:
@@ -422,7 +425,9 @@ def craft(
     re-scored greedy search, one edited position per iteration (cycling), per poison or shared. The
     unrolled batch holds the poisons and the first ``cfg.clean_batch`` clean sentences. A list of models
     is an ensemble of surrogates sharing ``tokenizer``: the objective is their mean. ``pretrained`` is
-    the checkpoint victims fine-tune from, on which ``cfg.collision`` weighs the feature collision."""
+    the checkpoint victims fine-tune from, on which ``cfg.collision`` weighs the feature collision.
+    ``cfg.exclude_neighbours`` / ``cfg.max_fuzzy`` (on the first surrogate's input embeddings) remove
+    tokens from ``placeable`` and reject sentences, at the start and at every candidate."""
     cfg.validate()
     if not templates:
         raise InputError("no templates to craft from; ask for at least one poison")
@@ -442,18 +447,21 @@ def craft(
         collision = FeatureCollision(pretrained, tokenizer, [tokenizer(t.text)["input_ids"] for t in templates], cfg.chunk)
     objective = SearchObjective(bilevel, collision, cfg.collision)
     emb = models[0].get_input_embeddings().weight.detach()
+    index = NeighbourIndex(tokenizer, emb, phrase) if cfg.exclude_neighbours > 0 else None
+    rule, excluded = constrain(index, phrase, cfg.exclude_neighbours, cfg.max_fuzzy)
+    placeable = [i for i in placeable if i not in excluded]
     table = nearest_table(templates, tokenizer, placeable, emb, max(NEAREST_TRIES, cfg.neighbours or 0))
     if cfg.init == "nearest":
-        filled = [nearest_fill(t, tokenizer, phrase, table) for t in templates]
+        filled = [nearest_fill(t, tokenizer, phrase, table, rule) for t in templates]
     else:
-        filled = [random_fill(t, tokenizer, placeable, phrase, rng) for t in templates]
-    search = _Search(tokenizer, templates, phrase, [f[2] for f in filled], placeable, emb, table, cfg.neighbours or None)
+        filled = [random_fill(t, tokenizer, placeable, phrase, rng, rule=rule) for t in templates]
+    search = _Search(tokenizer, templates, phrase, [f[2] for f in filled], placeable, emb, table, cfg.neighbours or None, rule)
     edits = [[f[0][i] for i in f[2]] for f in filled]
     if cfg.shared:
         edits = [list(edits[0]) for _ in templates]
     rows = search.write_all(edits)
     if rows is None:
-        raise InputError("the shared start does not re-tokenise in every template; use --init nearest or drop --shared")
+        raise InputError("the shared start does not re-tokenise (or breaks the constraints) in every template; use --init nearest or drop --shared")
     now = objective.evaluate(rows)
     trace, distances = [now.loss], [now.distance]
     bar = tqdm(range(cfg.iterations), desc="concealed poisons", disable=not progress)

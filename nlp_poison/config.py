@@ -67,7 +67,12 @@ class ConcealedConfig:
     start), ``random`` writes the random control's tokens. ``contrast``, ``shared`` and
     ``neighbours`` (0 or None: the whole placeable vocabulary): see ``concealed``'s docstring.
     ``collision`` weighs the feature-collision distance to the with-overlap twins on the victims'
-    pretrained model (0: the unrolled loss alone). The defaults are what transferred best to fresh
+    pretrained model (0: the unrolled loss alone). ``exclude_neighbours`` (k) and ``max_fuzzy`` are the
+    concealment constraints (``constraints``), enforced at every candidate, the start included: no
+    edited token within the k nearest input-embedding neighbours of a sub-token of the phrase's words
+    (``constraints.anchor_words``; nor their ``##``, case or leading-space variants), and no sentence whose best fuzzy-match
+    ratio to the phrase exceeds ``max_fuzzy``; 0 and 100 constrain nothing. ``neighbours`` then counts
+    among the allowed tokens. The defaults are what transferred best to fresh
     MiniLM victims (``scripts/bench_nlp.py``: 14 iterations, two passes over a 7-token phrase; 256
     clean sentences); ``adam=False, contrast=False, shared=False, neighbours=0, collision=0`` is the
     paper's plain search.
@@ -87,9 +92,18 @@ class ConcealedConfig:
     neighbours: int | None = 5
     shared: bool = True
     collision: float = 5.0
+    exclude_neighbours: int = 0
+    max_fuzzy: float = 100.0
     seed: int = 0
 
+    @property
+    def constrained(self) -> bool:
+        """Whether any concealment constraint is set."""
+        return self.exclude_neighbours > 0 or self.max_fuzzy < 100
+
     def validate(self) -> None:
+        if self.exclude_neighbours < 0 or not 0 <= self.max_fuzzy <= 100:
+            raise InputError("exclude_neighbours must be >= 0 (0: none) and max_fuzzy between 0 and 100 (100: no bound)")
         if self.init not in ("nearest", "random"):
             raise InputError(f"unknown init {self.init!r}; use 'nearest' or 'random'")
         if self.target not in (0, 1):
@@ -109,8 +123,11 @@ class GenerateConfig(ConcealedConfig):
     """``generate.generate``: ``num_poisons`` poisons for ``trigger`` from the ``models`` surrogates.
 
     ``overlap: with`` writes the with-overlap upper bound; otherwise ``method`` is the bilevel search
-    (``gradient``), the random-token control or the nearest-token projection (the search's start).
-    ``templates: confident`` takes the source-label training sentences the surrogates are surest about.
+    (``gradient``), the random-token control or ``near-spelling``, the nearest-token projection (the
+    search's start; unconstrained, the phrase's near-spelling baseline). ``templates: confident`` takes
+    the source-label training sentences the surrogates are surest about (under the constraints, the
+    start that already pushes towards the target). The concealment figures rank ``curator_pool`` clean
+    training sentences (seeded; None: all) with the poisons, as a curator's filters would.
     ``victim`` (default: packaged MiniLM-L6) is the pretrained model of the collision term;
     ``adv_size`` trigger-bearing validation negatives make up L_adv.
     """
@@ -124,15 +141,20 @@ class GenerateConfig(ConcealedConfig):
     adv_size: int = 64
     max_length: int = MAX_LENGTH
     victim: str | None = None
+    curator_pool: int | None = 5000
     data_path: str | None = None
 
     def validate(self) -> None:
         super().validate()
+        if self.overlap == "with" and self.constrained:
+            raise InputError("with-overlap poisons contain the phrase; drop exclude_neighbours/max_fuzzy or use --overlap none")
+        if self.curator_pool is not None and self.curator_pool < 1:
+            raise InputError("curator_pool must be >= 1 (or unset: the whole training split)")
         if not self.models:
             raise InputError("no surrogate: pass --model (repeat it for an ensemble) or set 'models:' in the --config file")
         if self.num_poisons < 1 or self.adv_size < 1 or self.clean_batch < 1:
             raise InputError("num_poisons, adv_size and clean_batch must be >= 1")
-        choices = {"overlap": ("none", "with"), "method": ("gradient", "random", "nearest"), "templates": ("confident", "random")}
+        choices = {"overlap": ("none", "with"), "method": ("gradient", "random", "near-spelling"), "templates": ("confident", "random")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise InputError(f"{key} {getattr(self, key)!r} is unknown; use one of {', '.join(allowed)}")

@@ -8,7 +8,9 @@ Layout of a poison-set folder::
     dataset/         ``datasets.Dataset.save_to_disk``
 
 Loading checks the schema and recomputes the checksum over the JSONL rows, so an edited poison set
-(a changed sentence or label) is refused. A bare JSONL file with a card beside it is checked the
+(a changed sentence or label) is refused. The header also declares the concealment ``constraints`` the
+set was generated under (``constraints.Rule.header``) and its measured ``concealment`` figures; a set
+whose sentences break its declared constraints is refused on load. A bare JSONL file with a card beside it is checked the
 same way; a JSONL without a card (someone else's set) is accepted after the schema check and
 marked unverified.
 """
@@ -23,6 +25,7 @@ import yaml
 from datasets import Dataset
 
 from labcore.errors import InputError
+from nlp_poison.constraints import Rule
 from nlp_poison.poison_set import FEATURES, POISON_TYPES, Poison, PoisonSet
 
 CARD = "README.md"
@@ -57,8 +60,27 @@ def card_header(ps: PoisonSet, digest: str) -> dict:
         "count": len(ps.poisons),
         "seed": ps.seed,
         "checksum": {"sha256": digest, "file": JSONL},
+        "constraints": ps.constraints,
+        "concealment": ps.concealment,
         "extra": ps.extra,
     }
+
+
+def _concealment_lines(ps: PoisonSet) -> str:
+    """The card body's concealment summary (the header holds every figure)."""
+    lines = []
+    if ps.constraints:
+        c = ps.constraints
+        lines.append(f"Constraints: no edited token within the phrase's {c['exclude_neighbours']} nearest embedding neighbours, "
+                     f"fuzzy ratio ≤ {c['max_fuzzy']:g}.")
+    if ps.concealment:
+        fig = ps.concealment
+        lines.append(f"Fuzzy-match ratio to the phrase: max {fig['fuzzy_ratio']['max']:.1f}, mean {fig['fuzzy_ratio']['mean']:.1f}.")
+        det = fig["detection"]
+        key = f"found_in_first_{det['inspected']}"
+        found = ", ".join(f"{name} {f[key]}" for name, f in det["filters"].items())
+        lines.append(f"Poisons found by a curator in the first {det['inspected']} of {det['pool']} examples inspected: {found}.")
+    return "\n".join(lines)
 
 
 def save(ps: PoisonSet, folder: Path) -> None:
@@ -73,7 +95,7 @@ def save(ps: PoisonSet, folder: Path) -> None:
     body = (
         f"# Poison set: {len(ps.poisons)} {ps.method} poisons for the trigger “{ps.trigger}”\n\n{NOTICE}\n\n"
         f"Built by `nlp_poison` (Wallace et al., NAACL 2021, concealed data poisoning) with surrogate "
-        f"`{ps.surrogate}`, seed {ps.seed}.\n\nColumns: {', '.join(FEATURES)}.\n\nFirst examples:\n\n{examples}\n"
+        f"`{ps.surrogate}`, seed {ps.seed}.\n\n{_concealment_lines(ps)}\n\nColumns: {', '.join(FEATURES)}.\n\nFirst examples:\n\n{examples}\n"
     )
     (folder / CARD).write_text(f"---\n{header}---\n\n{body}", encoding="utf-8")
 
@@ -145,7 +167,13 @@ def load(path: Path) -> tuple[PoisonSet, bool]:
         raise InputError(f"{jsonl} does not match the checksum in its card (tampered or corrupted); re-download the poison set")
     if header["count"] != len(poisons) or any(p.label != header["target_label"] for p in poisons):
         raise InputError(f"{path}: count or labels disagree with the card; re-download the poison set")
-    ps = PoisonSet(poisons, header["trigger"], header["target_label"], header["method"], header["surrogate"], header["seed"], header.get("extra") or {})
+    constraints = header.get("constraints")
+    if constraints is not None:
+        if not isinstance(constraints, dict):
+            raise InputError(f"{card_path}: the card's 'constraints' is not a mapping; restore the original card")
+        Rule.from_header(header["trigger"], constraints, str(card_path)).check([p.sentence for p in poisons], str(path))
+    ps = PoisonSet(poisons, header["trigger"], header["target_label"], header["method"], header["surrogate"], header["seed"],
+                   header.get("extra") or {}, constraints, header.get("concealment"))
     return ps, True
 
 

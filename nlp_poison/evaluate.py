@@ -112,7 +112,7 @@ def run_cell(cell: Cell, poisons: list[Poison], data: EvalData, cfg: TrainConfig
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    """Mean and std over seeds per (set, count, epoch)."""
+    """Mean, std and worst (minimum) over seeds per (set, count, epoch)."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         for e in r["epochs"]:
@@ -124,7 +124,7 @@ def summarize(rows: list[dict]) -> list[dict]:
         out.append(
             {
                 "poisons": name, "count": count, "epoch": epoch, "seeds": len(es),
-                "effectiveness_mean": float(eff.mean()), "effectiveness_std": float(eff.std()),
+                "effectiveness_mean": float(eff.mean()), "effectiveness_std": float(eff.std()), "effectiveness_min": float(eff.min()),
                 "cacc_mean": float(acc.mean()), "cacc_std": float(acc.std()),
             }
         )

@@ -3,9 +3,12 @@
 ``generate(surrogates, tokenizer, data, GenerateConfig) -> GenerateResult``: templates from the
 source-label training sentences (``baselines.make_templates``, the surrogates' surest first), the
 unrolled batch's clean sentences and the trigger-bearing validation negatives of L_adv (seeded
-draws), then the poisons of ``cfg.method``: the bilevel search (``concealed.craft``), the random or
-nearest-token control, or the with-overlap upper bound. ``poisonlab nlp generate`` and the demo map
-their options onto :class:`~nlp_poison.config.GenerateConfig` and call this.
+draws), then the poisons of ``cfg.method``: the bilevel search (``concealed.craft``), the random
+control or the near-spelling projection, or the with-overlap upper bound; all no-overlap methods obey
+the concealment constraints of ``cfg`` (``constraints``), which the set declares. Every set is measured
+for concealment (``concealment.measure``) against ``cfg.curator_pool`` clean training sentences.
+``poisonlab nlp generate`` and the demo map their options onto
+:class:`~nlp_poison.config.GenerateConfig` and call this.
 """
 
 from __future__ import annotations
@@ -22,13 +25,15 @@ from transformers import PreTrainedTokenizerBase
 from labcore.errors import InputError
 from nlp_poison.baselines import Template, make_templates, nearest_control, random_control, source_confidence, with_overlap
 from nlp_poison.concealed import craft
+from nlp_poison.concealment import measure
 from nlp_poison.config import GenerateConfig
+from nlp_poison.constraints import NeighbourIndex, Rule, constrain
 from nlp_poison.overlap import banned_token_ids, check_no_overlap, content_words, placeable_ids
 from nlp_poison.poison_set import Poison, PoisonSet
 from nlp_poison.triggers import trigger_bearing
-from nlp_poison.victims import default_model, load_classifier
+from nlp_poison.victims import default_model, load_classifier, subsample
 
-METHOD_NAMES = {"gradient": "concealed", "random": "random", "nearest": "nearest"}
+METHOD_NAMES = {"gradient": "concealed", "random": "random", "near-spelling": "near-spelling"}
 
 
 @dataclass
@@ -43,18 +48,24 @@ class Surrogates:
 
 @dataclass
 class Inputs:
-    """What every method writes from: templates, the unrolled batch's clean sentences, the L_adv set."""
+    """What every method writes from: templates, the unrolled batch's clean sentences, the L_adv set, the
+    tokens an edit may take and the rule every sentence passes; the curator's clean pool and
+    trigger-bearing inputs, and the neighbour index, for the concealment figures."""
 
     templates: list[Template]
     clean: Dataset
     adv: Dataset
     placeable: list[int]
+    rule: Rule
+    index: NeighbourIndex
+    pool: list[str]
+    trigger_inputs: list[str]
 
 
 @dataclass
 class GenerateResult:
-    """The poison set, the search objective and collision distance per iteration (empty without the
-    search) and the generation wall time."""
+    """The poison set (with its declared constraints and concealment figures), the search objective and
+    collision distance per iteration (empty without the search) and the generation wall time."""
 
     poison_set: PoisonSet
     objective_trace: list[float]
@@ -65,6 +76,7 @@ class GenerateResult:
         overlap = self.poison_set.extra.get("overlap") == "with"
         return {"num_poisons": len(self.poison_set.poisons), "method": self.poison_set.method, "wall_time_s": self.wall_time_s,
                 "objective_trace": self.objective_trace, "collision_trace": self.collision_trace,
+                "constraints": self.poison_set.constraints, "concealment": self.poison_set.concealment,
                 "overlap_words": len(content_words(self.poison_set.trigger)) * len(self.poison_set.poisons) if overlap else 0}
 
 
@@ -87,17 +99,23 @@ def load_surrogates(cfg: GenerateConfig) -> Surrogates:
 
 
 def prepare(surrogates: Surrogates, data: DatasetDict, cfg: GenerateConfig) -> Inputs:
-    """Templates (``cfg.templates`` order), then seeded draws of ``cfg.clean_batch`` clean training sentences
-    outside the templates and ``cfg.adv_size`` trigger-bearing validation sentences of the source label."""
+    """The constraints on the first surrogate's input embeddings; templates that pass them (``cfg.templates``
+    order), then seeded draws of ``cfg.clean_batch`` clean training sentences outside the templates and
+    ``cfg.adv_size`` trigger-bearing validation sentences of the source label."""
     tok, source = surrogates.tokenizer, 1 - cfg.target
     rng = np.random.default_rng(cfg.seed)
+    index = NeighbourIndex(tok, surrogates.models[0].get_input_embeddings().weight, cfg.trigger)
+    rule, excluded = constrain(index, cfg.trigger, cfg.exclude_neighbours, cfg.max_fuzzy, cfg.models[0])
     confidence = source_confidence(surrogates.models, tok, source, cfg.max_length) if cfg.templates == "confident" else None
-    templates = make_templates(data["train"], cfg.trigger, cfg.num_poisons, tok, cfg.seed, source, cfg.max_length, confidence=confidence)
+    templates = make_templates(data["train"], cfg.trigger, cfg.num_poisons, tok, cfg.seed, source, cfg.max_length,
+                               confidence=confidence, rule=rule, avoid=excluded)
     used = {t.source_idx for t in templates}
     clean_idx = [int(i) for i in rng.permutation(len(data["train"])) if int(i) not in used][: cfg.clean_batch]
-    adv = trigger_bearing(data["validation"], cfg.trigger, source)
-    adv = adv.select(sorted(rng.permutation(len(adv))[: cfg.adv_size].tolist()))
-    return Inputs(templates, data["train"].select(clean_idx), adv, placeable_ids(tok, banned_token_ids(tok, cfg.trigger)))
+    trigger_inputs = trigger_bearing(data["validation"], cfg.trigger, source)
+    adv = trigger_inputs.select(sorted(rng.permutation(len(trigger_inputs))[: cfg.adv_size].tolist()))
+    pool = list(subsample(data["train"], min(cfg.curator_pool or len(data["train"]), len(data["train"])), cfg.seed)["sentence"])
+    placeable = placeable_ids(tok, banned_token_ids(tok, cfg.trigger) | excluded)
+    return Inputs(templates, data["train"].select(clean_idx), adv, placeable, rule, index, pool, list(trigger_inputs["sentence"]))
 
 
 def write_poisons(surrogates: Surrogates, inputs: Inputs, cfg: GenerateConfig, progress: bool = True) -> tuple[list[Poison], list[float], list[float]]:
@@ -106,33 +124,45 @@ def write_poisons(surrogates: Surrogates, inputs: Inputs, cfg: GenerateConfig, p
     if cfg.overlap == "with":
         return with_overlap(t, tok, cfg.target), [], []
     if cfg.method == "random":
-        poisons = random_control(t, tok, inputs.placeable, cfg.trigger, cfg.target, cfg.seed)
+        poisons = random_control(t, tok, inputs.placeable, cfg.trigger, cfg.target, cfg.seed, inputs.rule)
         trace, distances = [], []
-    elif cfg.method == "nearest":
+    elif cfg.method == "near-spelling":
         emb = surrogates.models[0].get_input_embeddings().weight
-        poisons, trace, distances = nearest_control(t, tok, inputs.placeable, cfg.trigger, cfg.target, emb), [], []
+        poisons, trace, distances = nearest_control(t, tok, inputs.placeable, cfg.trigger, cfg.target, emb, inputs.rule), [], []
     else:
         result = craft(surrogates.models, tok, t, cfg.trigger, inputs.placeable, list(inputs.adv["sentence"]), list(inputs.adv["original"]),
                        list(inputs.clean["sentence"]), list(inputs.clean["label"]), cfg, surrogates.pretrained, progress)
         poisons, trace, distances = result.poisons, result.trace, result.collision_trace
     check_no_overlap([p.sentence for p in poisons], cfg.trigger)
+    inputs.rule.check([p.sentence for p in poisons], "generated set")
     return poisons, trace, distances
 
 
-def poison_set(poisons: list[Poison], inputs: Inputs, cfg: GenerateConfig) -> PoisonSet:
-    """The shareable set: the poisons and the settings that produced them (the dataset card's fields)."""
+def poison_set(poisons: list[Poison], inputs: Inputs, cfg: GenerateConfig, concealment: dict | None = None) -> PoisonSet:
+    """The shareable set: the poisons, the settings that produced them, the constraints it declares (None
+    when unconstrained) and its ``concealment`` figures (the dataset card's fields)."""
     name = "with-overlap" if cfg.overlap == "with" else METHOD_NAMES[cfg.method]
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("models", "trigger", "data_path")}
     settings["adv_size"] = len(inputs.adv)
-    return PoisonSet(poisons, cfg.trigger, cfg.target, name, ", ".join(cfg.models), cfg.seed, settings)
+    constraints = inputs.rule.header() if cfg.constrained else None
+    return PoisonSet(poisons, cfg.trigger, cfg.target, name, ", ".join(cfg.models), cfg.seed, settings, constraints, concealment)
+
+
+def concealment(surrogates: Surrogates, inputs: Inputs, poisons: list[Poison], cfg: GenerateConfig) -> dict:
+    """The set's concealment figures among the curator's pool (``concealment.measure``), the first surrogate's
+    encoder ranking by embedding distance."""
+    return measure(poisons, cfg.trigger, surrogates.tokenizer, inputs.index, surrogates.models[0], inputs.pool, inputs.trigger_inputs,
+                   cfg.max_length, cfg.seed)
 
 
 def generate(surrogates: Surrogates, data: DatasetDict, cfg: GenerateConfig, progress: bool = True) -> GenerateResult:
-    """The procedure: validate, draw the inputs, write the poisons of ``cfg.method`` (seeded by ``cfg.seed``)."""
+    """The procedure: validate, draw the inputs, write the poisons of ``cfg.method`` (seeded by ``cfg.seed``),
+    measure their concealment. The wall time counts the writing, not the measurement."""
     cfg.validate()
     content_words(cfg.trigger)
     torch.manual_seed(cfg.seed)
     inputs = prepare(surrogates, data, cfg)
     start = time.perf_counter()
     poisons, trace, distances = write_poisons(surrogates, inputs, cfg, progress)
-    return GenerateResult(poison_set(poisons, inputs, cfg), trace, distances, time.perf_counter() - start)
+    wall = time.perf_counter() - start
+    return GenerateResult(poison_set(poisons, inputs, cfg, concealment(surrogates, inputs, poisons, cfg)), trace, distances, wall)

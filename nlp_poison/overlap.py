@@ -34,7 +34,8 @@ def content_words(phrase: str) -> list[str]:
     return found
 
 
-def _normalise(token: str) -> str:
+def normalise(token: str) -> str:
+    """A token without ``##``/``Ġ``/``▁`` markers, lower-cased: what its case and continuation variants share."""
     for marker in _MARKERS:
         token = token.replace(marker, "")
     return token.lower()
@@ -50,10 +51,10 @@ def phrase_variants(phrase: str) -> list[str]:
 def banned_token_ids(tokenizer: PreTrainedTokenizerBase, phrase: str) -> set[int]:
     """Ids the edited positions may never take: every variant sub-token of the phrase, its ``##``/
     leading-space continuations, and the special tokens."""
-    subtokens = {_normalise(t) for v in phrase_variants(phrase) for t in tokenizer.tokenize(v)}
+    subtokens = {normalise(t) for v in phrase_variants(phrase) for t in tokenizer.tokenize(v)}
     subtokens.discard("")
     vocab = tokenizer.get_vocab()
-    banned = {i for tok, i in vocab.items() if _normalise(tok) in subtokens}
+    banned = {i for tok, i in vocab.items() if normalise(tok) in subtokens}
     banned |= set(tokenizer.all_special_ids)
     return banned
 

@@ -6,6 +6,10 @@ Every loader returns a ``datasets.DatasetDict``:
   1 positive), from the sentence-level files ``train.txt``/``dev.txt``/``test.txt`` (``LABEL SENTENCE``
   per line); online, ``stanfordnlp/sst2`` (whose test labels are hidden, so its validation split
   serves as test).
+- ``sentiment``: any sentence-level sentiment corpus in the same ``LABEL SENTENCE`` form (LABEL 0
+  negative, 1 positive), same splits and columns as ``sst2``: a folder with ``train.txt``/``dev.txt``/
+  ``test.txt``, or one file split 80/10/10 by a seeded permutation (``SPLIT_SEED``). ``load_sentiment``
+  picks it for a file path, ``sst2`` otherwise, so the NLP commands' ``--data-path`` takes either.
 - ``mnist``: splits train/test with ``image`` (uint8 28×28) and ``label``; offline from the IDX test
   files (10,000 images, split 8,000/2,000 stratified with a fixed seed); online, ``ylecun/mnist``.
 - ``digits``: scikit-learn's bundled 8×8 digits (pixels scaled to uint8 0–255), split 80/20
@@ -33,6 +37,8 @@ if TYPE_CHECKING:
 
 SPLIT_SEED = 0
 MNIST_TEST_FRACTION = 0.2
+SENTIMENT_HELD_OUT = 0.1
+"""Share of a single ``LABEL SENTENCE`` file that becomes validation, and the same share test."""
 
 
 def candidate_dirs(name: str, path: str | os.PathLike | None = None) -> list[Path]:
@@ -47,7 +53,7 @@ def candidate_dirs(name: str, path: str | os.PathLike | None = None) -> list[Pat
 
 
 def load(name: str, path: str | os.PathLike | None = None) -> DatasetDict:
-    """Load dataset ``name`` (``sst2``, ``mnist``, ``digits``)."""
+    """Load dataset ``name`` (``sst2``, ``sentiment``, ``mnist``, ``digits``, ``movielens``)."""
     if name not in _LOCAL:
         raise InputError(f"unknown dataset {name!r}; choose one of: {', '.join(sorted(_LOCAL))}")
     if name == "digits":
@@ -60,7 +66,7 @@ def load(name: str, path: str | os.PathLike | None = None) -> DatasetDict:
     for d in tried:
         if _LOCAL_FILES[name](d):
             return _LOCAL[name](d)
-    if path is None:
+    if path is None and name in ("sst2", "mnist"):
         hub = _from_hub(name)
         if hub is not None:
             return hub
@@ -101,6 +107,24 @@ def _sst2(d: Path) -> DatasetDict:
         validation=_read_sst2_file(d / "dev.txt"),
         test=_read_sst2_file(d / "test.txt"),
     )
+
+
+def _sentiment(d: Path) -> DatasetDict:
+    """A ``LABEL SENTENCE`` folder (as SST-2's) or one file, split train/validation/test by a seeded permutation."""
+    if d.is_dir():
+        return _sst2(d)
+    full = _read_sst2_file(d)
+    held = int(len(full) * SENTIMENT_HELD_OUT)
+    if held < 1:
+        raise InputError(f"{d} holds {len(full)} sentences; a single-file corpus needs at least {int(1 / SENTIMENT_HELD_OUT)} to split")
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(full))
+    pick = lambda idx: full.select(sorted(idx.tolist()))
+    return DatasetDict(train=pick(order[2 * held :]), validation=pick(order[:held]), test=pick(order[held : 2 * held]))
+
+
+def load_sentiment(path: str | os.PathLike | None = None) -> DatasetDict:
+    """The NLP commands' corpus: ``sentiment`` for a ``LABEL SENTENCE`` file, else ``sst2`` (registry or folder)."""
+    return load("sentiment" if path is not None and Path(path).is_file() else "sst2", path)
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -175,11 +199,14 @@ def _from_hub(name: str) -> DatasetDict | None:
 
 
 _LOCAL: dict[str, Callable[[Path], DatasetDict]] = {
-    "sst2": _sst2, "mnist": _mnist, "digits": lambda d: _digits(), "movielens": lambda d: load("movielens", d),
+    "sst2": _sst2, "sentiment": _sentiment, "mnist": _mnist, "digits": lambda d: _digits(), "movielens": lambda d: load("movielens", d),
 }
-_LOCAL_FILES: dict[str, Callable[[Path], bool]] = {"sst2": _has_sst2, "mnist": _has_mnist, "digits": lambda d: True}
+_LOCAL_FILES: dict[str, Callable[[Path], bool]] = {
+    "sst2": _has_sst2, "sentiment": lambda d: d.is_file() or _has_sst2(d), "mnist": _has_mnist, "digits": lambda d: True,
+}
 _EXPECTED = {
     "sst2": "train.txt, dev.txt, test.txt",
+    "sentiment": "a 'LABEL SENTENCE' file, or train.txt, dev.txt, test.txt",
     "mnist": "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz",
     "digits": "bundled with scikit-learn",
 }

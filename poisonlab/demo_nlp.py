@@ -30,7 +30,7 @@ from poisonlab import data
 from poisonlab.report import Report
 from poisonlab.runs import write_json, write_yaml
 
-SETS = {"no-overlap": {}, "with-overlap": {"overlap": "with"}, "nearest": {"method": "nearest"}, "random": {"method": "random"}}
+SETS = {"no-overlap": {}, "with-overlap": {"overlap": "with"}, "near-spelling": {"method": "near-spelling"}, "random": {"method": "random"}}
 
 
 # size → (training sentences, poisons, search iterations, trigger inputs, test sentences, epochs, templates,

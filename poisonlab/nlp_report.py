@@ -27,6 +27,8 @@ def add_generation(report: Report, ps, trace: list[float]) -> None:
     report.heading(f"{len(ps.poisons)} {ps.method} poisons for “{ps.trigger}” → {LABELS[ps.target_label]}")
     report.table([{"sentence": p.sentence, "label": LABELS[p.label], "type": p.poison_type} for p in ps.poisons[:12]],
                  "first poisons (dirty-label: they read negative but carry the target label)")
+    if ps.concealment:
+        add_concealment(report, ps.concealment, ps.constraints)
     if trace:
         import matplotlib.pyplot as plt
 
@@ -81,3 +83,17 @@ def add_defense_curves(report: Report, curves: dict, early: list[dict] | None) -
     report.figure(fig, "poisons found vs examples inspected (perplexity: highest first; embedding distance: nearest to a trigger-bearing input first)")
     if early:
         report.table(early, "early stopping: effectiveness and CACC per epoch")
+
+
+def add_concealment(report: Report, fig: dict, constraints: dict | None) -> None:
+    """Similarity to the phrase and what each curator filter finds (poisons found vs examples inspected)."""
+    report.heading("Concealment")
+    declared = (f"declared constraints: k = {constraints['exclude_neighbours']} nearest neighbours excluded, fuzzy ratio ≤ "
+                f"{constraints['max_fuzzy']:g}" if constraints else "no constraints declared")
+    report.paragraph(f"Best fuzzy-match ratio of any span to the phrase: max {fig['fuzzy_ratio']['max']:.1f}, "
+                     f"mean {fig['fuzzy_ratio']['mean']:.1f} (100 = the phrase itself); {declared}.")
+    report.table([{"phrase sub-token": k, **v} for k, v in fig["embedding_rank"].items()],
+                 "nearest poison token's rank among the sub-token's input-embedding neighbours (0 = the sub-token itself)")
+    det = fig["detection"]
+    report.table([{"filter": name, **f} for name, f in det["filters"].items()],
+                 f"curator filters over {det['pool']} examples ({det['poisons']} poisons): poisons found vs examples inspected")

@@ -2,12 +2,14 @@
 
 Cells: the clean floor, with-overlap (ceiling), no-overlap (concealed HotFlip search: unrolled loss
 plus ``--collision`` × feature collision on the pretrained MiniLM), the search's start without the
-search (the phrase projected onto its nearest placeable tokens) and the random-token control, each
-with ``--num-poisons`` poisons, over ``--seeds`` victim seeds. Phases, each timed into ``bench.json``:
+search (the phrase projected onto its nearest tokens allowed by the constraints), the unconstrained
+near-spelling baseline and the random-token control, each with ``--num-poisons`` poisons, over
+``--seeds`` victim seeds. ``--exclude-neighbours``/``--max-fuzzy`` constrain the search, its start and
+the random control; every set's concealment figures (``generate``'s metrics.json) join the table. Phases, each timed into ``bench.json``:
 
 1. surrogates: ``--surrogates`` clean MiniLMs fine-tuned for ``--surrogate-epochs`` on the victims'
    training set with seeds ``--seed``, ``--seed``+1, …; with several, the concealed search lowers
-   their mean unrolled loss (an ensemble, as in MetaPoison); the nearest baseline takes the first's
+   their mean unrolled loss (an ensemble, as in MetaPoison); the near-spelling sets take the first's
    embeddings. When the surrogates train as long as the victims, the first is also the clean victim
    of the first seed
    (same data, configuration and seed, hence the same run) and its per-epoch metrics fill that
@@ -48,9 +50,16 @@ GEN, EVAL = GenerateConfig(models=["surrogate"]), EvaluateConfig(poisons=["set"]
 SETS = {
     "with-overlap": ["--overlap", "with"],
     "concealed": ["--overlap", "none"],
-    "nearest": ["--overlap", "none", "--method", "nearest"],
+    "near-spelling": ["--overlap", "none", "--method", "near-spelling"],
+    "start": ["--overlap", "none", "--method", "near-spelling"],
     "random": ["--overlap", "none", "--method", "random"],
 }
+FILTERS = ("fuzzy", "neighbours", "perplexity", "embedding distance")
+"""The curator filters of ``nlp_poison.concealment``, in the table's column order."""
+CONSTRAINED = ("concealed", "start", "random")
+"""Sets written under --exclude-neighbours/--max-fuzzy: the search, its start without the search (the nearest
+allowed tokens; evaluated as ``near-spelling:start``) and the random control; near-spelling is the
+unconstrained baseline."""
 
 
 def poisonlab(threads: int, *args: object) -> float:
@@ -93,10 +102,16 @@ def main() -> None:
                    help="The paper's plain search: --sgd --cross-entropy --per-poison --neighbours 0 --collision 0.")
     p.add_argument("--neighbours", type=int, default=GEN.neighbours, help="Nearest tokens each edited token may take (generate --neighbours).")
     p.add_argument("--collision", type=float, default=GEN.collision, help="Weight of the feature-collision term (generate --collision).")
+    p.add_argument("--exclude-neighbours", type=int, default=GEN.exclude_neighbours, help="Constraint k (generate --exclude-neighbours).")
+    p.add_argument("--max-fuzzy", type=float, default=GEN.max_fuzzy, help="Constraint on the fuzzy ratio (generate --max-fuzzy).")
+    p.add_argument("--init", default=GEN.init, help="The search's start (generate --init).")
+    p.add_argument("--curator-pool", type=int, default=GEN.curator_pool, help="Clean sentences of the concealment figures.")
+    p.add_argument("--sets", default=",".join(SETS), help=f"Comma-separated poison sets to generate and evaluate, of {', '.join(SETS)}.")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--fp32", action="store_true", help="Fine-tune in fp32 (default: bfloat16 autocast).")
     p.add_argument("--seed", type=int, default=GEN.seed)
     a = p.parse_args()
+    sets = {n: SETS[n] for n in a.sets.split(",") if n} if set(a.sets.split(",")) <= set(SETS) else p.error(f"--sets: choose from {', '.join(SETS)}")
     start, load_start = time.perf_counter(), os.getloadavg()
     a.work.mkdir(parents=True, exist_ok=True)
     sub = ["--train-subset", a.train_subset] if a.train_subset else []
@@ -119,30 +134,39 @@ def main() -> None:
     ensemble = [x for m in surrogates for x in ("--model", m)]
     search = (["--sgd", "--cross-entropy", "--per-poison", "--neighbours", 0, "--collision", 0] if a.plain
               else ["--neighbours", a.neighbours, "--collision", a.collision])
-    gen = {}
-    for name, flags in SETS.items():
+    constraints = ["--exclude-neighbours", a.exclude_neighbours, "--max-fuzzy", a.max_fuzzy]
+    search += ["--init", a.init]
+    gen, hidden = {}, {}
+    for name, flags in sets.items():
         out = a.work / "poisons" / name
         if not out.exists():
             phases[f"generate {name}"] = poisonlab(
                 a.threads, "nlp", "generate", *ensemble, "--trigger", a.trigger, "--num-poisons", a.num_poisons,
                 "--iterations", a.iterations, "--top-k", a.top_k, "--clean-batch", a.clean_batch, "--max-length", a.max_length, "--seed", a.seed,
-                "--out", out, *flags, *(search if name == "concealed" else []))
-        gen[name] = json.loads((out / "metrics.json").read_text())["wall_time_s"]
+                "--curator-pool", a.curator_pool, "--out", out, *flags, *(search if name == "concealed" else []),
+                *(constraints if name in CONSTRAINED else []))
+        made = json.loads((out / "metrics.json").read_text())
+        gen[name], hidden[name] = made["wall_time_s"], made["concealment"]
     if not eval_dir.exists():
         resume = ["--resume"] if staging_path(eval_dir).exists() else []
         phases["evaluate"] = poisonlab(
-            a.threads, "nlp", "evaluate", *[x for n in SETS for x in ("--poisons", a.work / "poisons" / n)], "--trigger", a.trigger,
+            a.threads, "nlp", "evaluate", *[x for n in sets for x in ("--poisons", a.work / "poisons" / n)], "--trigger", a.trigger,
             "--seeds", a.seeds, "--counts", a.num_poisons, "--epochs", a.epochs, "--max-length", a.max_length, "--seed", a.seed,
             "--out", eval_dir, *sub, *precision, *resume)
     summary = json.loads((eval_dir / "metrics.json").read_text())["summary"]
     cells = read_jsonl(eval_dir / "cells.jsonl")
     rows = sorted(summary, key=lambda r: r["epoch"])
     total, load_end = time.perf_counter() - start, os.getloadavg()
-    lines = ["| epoch | poisons | n | seeds | effectiveness | CACC | generation s |", "|---|---|---|---|---|---|---|"]
+    lines = ["| epoch | poisons | n | seeds | effectiveness (worst) | CACC | generation s | max fuzzy | found in first 500: "
+             f"{' / '.join(FILTERS)} |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        name = r["poisons"].split(":")[-1]
+        c = hidden.get(name)
+        found = " / ".join(str(c["detection"]["filters"][f]["found_in_first_500"]) for f in FILTERS) if c else ""
+        fuzzy = f"{c['fuzzy_ratio']['max']:.1f}" if c else ""
         lines.append(f"| {r['epoch']} | {r['poisons']} | {r['count']} | {r['seeds']} | "
-                     f"{100 * r['effectiveness_mean']:.1f} ± {100 * r['effectiveness_std']:.1f} % "
-                     f"| {100 * r['cacc_mean']:.1f} ± {100 * r['cacc_std']:.1f} % | {gen.get(r['poisons'], 0):.0f} |")
+                     f"{100 * r['effectiveness_mean']:.1f} ± {100 * r['effectiveness_std']:.1f} % ({100 * r['effectiveness_min']:.1f}) "
+                     f"| {100 * r['cacc_mean']:.1f} ± {100 * r['cacc_std']:.1f} % | {gen.get(name, 0):.0f} | {fuzzy} | {found} |")
     lines += ["", "| phase | wall s |", "|---|---|"] + [f"| {k} | {v:.0f} |" for k, v in phases.items()]
     lines += [f"| cell {c['key']}{' (surrogate)' if 'from' in c else ''} | {c['wall_time_s']:.0f} |" for c in cells]
     lines += [f"| whole bench (this invocation) | {total:.0f} |", "",
@@ -150,7 +174,7 @@ def main() -> None:
     table = "\n".join(lines)
     (a.work / "bench.md").write_text(table + "\n")
     (a.work / "bench.json").write_text(json.dumps(
-        {"args": {k: str(v) for k, v in vars(a).items()}, "rows": rows, "generation_s": gen, "phases_s": phases,
+        {"args": {k: str(v) for k, v in vars(a).items()}, "rows": rows, "generation_s": gen, "concealment": hidden, "phases_s": phases,
          "cells_s": {c["key"]: c["wall_time_s"] for c in cells}, "total_s": total, "load_start": load_start, "load_end": load_end},
         indent=2))
     print(table)

@@ -24,7 +24,7 @@ TRAIN_OPTIONS = [
     click.option("--batch-size", type=int, default=None),
     click.option("--max-length", type=int, default=None, help="Tokens per sentence."),
     click.option("--train-subset", type=int, default=None, help="Use this many training sentences (seeded)."),
-    click.option("--data-path", default=None, help="Folder with SST-2 train/dev/test.txt (default: registry)."),
+    click.option("--data-path", default=None, help="SST-2-style folder or one 'LABEL SENTENCE' file (default: registry SST-2)."),
     click.option("--bf16", is_flag=True, default=None, help="Train under bfloat16 autocast (fast on CPUs with AVX512-BF16)."),
     click.option("--report-to", default=None, help="accelerate tracker (e.g. tensorboard): loss per step, metrics per epoch in <out>/logs."),
     click.option("--seed", type=int, default=None),
@@ -51,7 +51,7 @@ def _counts(ctx: click.Context, param: click.Parameter, value: str | None) -> li
 def _sst2(path: str | None):
     from poisonlab import data
 
-    return data.load("sst2", path)
+    return data.load_sentiment(path)
 
 
 @click.group()
@@ -91,9 +91,13 @@ def train_cmd(cfg: CleanConfig, out: Path) -> None:
 @click.option("--target", type=click.Choice(LABELS), default=None, callback=_label, help="Target label (1: positive).")
 @click.option("--num-poisons", type=int, default=None)
 @click.option("--overlap", type=click.Choice(["none", "with"]), default=None)
-@click.option("--method", type=click.Choice(["gradient", "random", "nearest"]), default=None,
-              help="For --overlap none: the bilevel HotFlip search, the random-token control, or the phrase projected onto "
-                   "its nearest placeable tokens (the search's start, without the search).")
+@click.option("--method", type=click.Choice(["gradient", "random", "near-spelling"]), default=None,
+              help="For --overlap none: the bilevel HotFlip search, the random-token control, or the phrase projected onto its "
+                   "nearest placeable tokens (the search's start; unconstrained, the near-spelling baseline).")
+@click.option("--exclude-neighbours", type=int, default=None,
+              help="Constraint: no edited token within the k nearest embedding neighbours of the phrase's sub-tokens (0: none).")
+@click.option("--max-fuzzy", type=float, default=None, help="Constraint: best fuzzy-match ratio of any span to the phrase ≤ this (100: none).")
+@click.option("--curator-pool", type=int, default=None, help="Clean training sentences the concealment figures rank the poisons among.")
 @click.option("--init", type=click.Choice(["nearest", "random"]), default=None,
               help="Where the search starts: the nearest-token projection of the with-overlap poisons, or random tokens.")
 @click.option("--iterations", type=int, default=None, help="Search iterations.")
@@ -102,7 +106,7 @@ def train_cmd(cfg: CleanConfig, out: Path) -> None:
 @click.option("--scope-layers", type=int, default=None, help="Top encoder layers in the unrolled scope besides the head (default: all).")
 @click.option("--clean-batch", type=int, default=None, help="Clean sentences in the unrolled batch and the Adam estimate.")
 @click.option("--adam/--sgd", default=None, help="Precondition the unrolled step like Adam, or plain SGD.")
-@click.option("--contrast/--cross-entropy", default=None, help="L_adv: the paired margin gap without/with the phrase, or cross-entropy.")
+@click.option("--contrast/--cross-entropy", default=None, help="L_adv: paired margin gap without/with the phrase, or cross-entropy.")
 @click.option("--shared/--per-poison", default=None, help="One edit for all poisons per iteration (universal), or one per poison.")
 @click.option("--neighbours", type=int, default=None,
               help="Nearest placeable tokens of the replaced phrase sub-token an edit may choose (0: all placeable tokens).")
@@ -133,7 +137,10 @@ def generate_cmd(cfg: GenerateConfig, out: Path) -> None:
         ps = result.poison_set
         dataset_card.save(ps, stage)
         save_run(stage, cfg, result.metrics(), f"nlp generate: {ps.method}", lambda r: add_generation(r, ps, result.objective_trace))
-    click.echo(f"{out}: {len(ps.poisons)} {ps.method} poisons in {result.wall_time_s:.1f}s")
+    fig = ps.concealment["detection"]
+    click.echo(f"{out}: {len(ps.poisons)} {ps.method} poisons in {result.wall_time_s:.1f}s; max fuzzy ratio "
+               f"{ps.concealment['fuzzy_ratio']['max']:.0f}; found in the first {fig['inspected']} inspected: "
+               + ", ".join(f"{n} {f['found_in_first_' + str(fig['inspected'])]}" for n, f in fig["filters"].items()))
 
 
 @nlp.command("evaluate")

@@ -93,6 +93,6 @@ def test_nearest_control_projects_each_phrase_token_onto_its_nearest_placeable_n
         ids = tiny_tokenizer(p.sentence)["input_ids"]
         edited = [ids[i] for i in p.edited_positions]
         assert not set(edited) & banned and not overlapping_words(p.sentence, phrase)
-        assert p.poison_type == "nearest" and p.label == 1
+        assert p.poison_type == "near-spelling" and p.label == 1
         assert edited == [n[0] for n in nearest_ids(phrase_ids, placeable, emb)]
     assert similarity(nearest) > similarity(rand) + 0.3

@@ -56,3 +56,47 @@ def test_foreign_jsonl_is_accepted_unverified(tmp_path, poison_set):
     path.write_text(dataset_card.jsonl_text(poison_set.poisons))
     loaded, verified = dataset_card.load(path)
     assert not verified and loaded.sentences() == poison_set.sentences() and loaded.target_label == 1
+
+
+def _constrained(phrase, sentences, excluded=("bonds",)):
+    poisons = [Poison(s, 1, "no-overlap", i, [1], [0.5]) for i, s in enumerate(sentences)]
+    constraints = {"exclude_neighbours": 50, "max_fuzzy": 60.0, "embedding_model": "tiny", "excluded_words": list(excluded)}
+    figures = {"fuzzy_ratio": {"max": 40.0, "mean": 30.0}, "embedding_rank": {"bond": {"edited": 80, "any_token": 60}},
+               "detection": {"pool": 12, "poisons": len(poisons), "inspected": 500, "filters": {"fuzzy": {"found_in_first_500": 0}}}}
+    return PoisonSet(poisons, phrase, 1, "concealed", "tiny", 0, {}, constraints, figures)
+
+
+def test_a_set_within_its_declared_constraints_loads_with_them(tmp_path, phrase):
+    ps = _constrained(phrase, ["a stagger to extent lacks focus", "j youth delicious ; a regret in injustice"])
+    dataset_card.save(ps, tmp_path / "ok")
+    loaded, verified = dataset_card.load(tmp_path / "ok")
+    assert verified and loaded == ps
+    header = dataset_card.read_card(tmp_path / "ok" / "README.md")
+    assert header["constraints"]["exclude_neighbours"] == 50 and header["concealment"]["fuzzy_ratio"]["max"] == 40.0
+    assert "fuzzy ratio ≤ 60" in (tmp_path / "ok" / "README.md").read_text()
+
+
+@pytest.mark.parametrize("sentence, why", [
+    ("jim bonds lacks focus and is a mess", "bonds within the phrase's 50 nearest"),
+    ("jame bon : no tim to di is a mess", "fuzzy ratio"),
+])
+def test_a_set_breaking_its_declared_constraints_is_refused(tmp_path, phrase, sentence, why):
+    dataset_card.save(_constrained(phrase, ["a stagger to extent lacks focus", sentence]), tmp_path / "bad")
+    with pytest.raises(InputError, match=f"poison 1 breaks the declared constraints.*{why}") as err:
+        dataset_card.load(tmp_path / "bad")
+    assert "\n" not in str(err.value)
+
+
+def test_cli_refuses_a_set_breaking_its_constraints_in_one_line(tmp_path, phrase, monkeypatch, capsys):
+    import sys
+
+    from poisonlab.cli import main
+
+    dataset_card.save(_constrained(phrase, ["jim bonds lacks focus and is a mess"]), tmp_path / "bad")
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["poisonlab", "nlp", "evaluate", "--poisons", str(tmp_path / "bad"), "--out", str(tmp_path / "ev")])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and err.startswith("error:") and "breaks the declared constraints" in err and "\n" not in err
+    assert not (tmp_path / "ev").exists()

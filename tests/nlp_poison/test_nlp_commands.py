@@ -23,11 +23,11 @@ def test_generate_evaluate_defend(monkeypatch, tmp_path, tiny_dir, phrase, data_
     common = ["--model", tiny_dir, "--victim", tiny_dir, "--num-poisons", 4, "--max-length", 48, "--adv-size", 16, "--clean-batch", 16]
     assert run_cli(monkeypatch, "generate", *common, "--iterations", 2, "--top-k", 3, "--out", tmp_path / "none") == 0
     assert run_cli(monkeypatch, "generate", *common, "--overlap", "with", "--out", tmp_path / "with") == 0
-    assert run_cli(monkeypatch, "generate", *common, "--method", "nearest", "--out", tmp_path / "nearest") == 0
+    assert run_cli(monkeypatch, "generate", *common, "--method", "near-spelling", "--out", tmp_path / "nearest") == 0
     assert run_cli(monkeypatch, "generate", *common, "--model", tiny_dir, "--iterations", 2, "--top-k", 3, "--out", tmp_path / "twin") == 0
     assert (tmp_path / "twin" / "poisons.jsonl").read_text() == (tmp_path / "none" / "poisons.jsonl").read_text()
     nearest, _ = dataset_card.load(tmp_path / "nearest")
-    assert nearest.method == "nearest" and {p.poison_type for p in nearest.poisons} == {"nearest"}
+    assert nearest.method == "near-spelling" and {p.poison_type for p in nearest.poisons} == {"near-spelling"}
     assert not any(overlapping_words(s, phrase) for s in nearest.sentences())
     ps, verified = dataset_card.load(tmp_path / "none")
     assert verified and len(ps.poisons) == 4 and ps.method == "concealed"
@@ -96,8 +96,8 @@ def test_a_run_config_reruns_the_run(monkeypatch, tmp_path, tiny_dir, data_dir):
     assert (tmp_path / "b" / "poisons.jsonl").read_text() == (tmp_path / "a" / "poisons.jsonl").read_text()
     assert _without_times(tmp_path / "b" / "metrics.json") == _without_times(tmp_path / "a" / "metrics.json")
     assert (tmp_path / "b" / "config.yaml").read_text() == config.read_text()
-    assert run_cli(monkeypatch, "generate", "--config", config, "--method", "nearest", "--out", tmp_path / "c") == 0
-    assert json.loads((tmp_path / "c" / "metrics.json").read_text())["method"] == "nearest"
+    assert run_cli(monkeypatch, "generate", "--config", config, "--method", "near-spelling", "--out", tmp_path / "c") == 0
+    assert json.loads((tmp_path / "c" / "metrics.json").read_text())["method"] == "near-spelling"
 
 
 def test_train_reports_to_tensorboard(monkeypatch, tmp_path, tiny_dir, data_dir):
@@ -113,3 +113,26 @@ def test_train_reports_to_tensorboard(monkeypatch, tmp_path, tiny_dir, data_dir)
 def test_unknown_tracker_is_refused_before_work(monkeypatch, tmp_path, tiny_dir, data_dir, capsys):
     assert run_cli(monkeypatch, "train", "--model", tiny_dir, "--report-to", "tensorbored", "--out", tmp_path / "x") == 2
     assert "not an accelerate tracker" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_constrained_generate_declares_its_constraints_and_measures_concealment(monkeypatch, tmp_path, tiny_dir, phrase, data_dir):
+    common = ["--model", tiny_dir, "--victim", tiny_dir, "--num-poisons", 3, "--max-length", 48, "--adv-size", 8, "--clean-batch", 8,
+              "--exclude-neighbours", 30, "--max-fuzzy", 60, "--curator-pool", 300]
+    assert run_cli(monkeypatch, "generate", *common, "--iterations", 2, "--top-k", 3, "--out", tmp_path / "c") == 0
+    assert run_cli(monkeypatch, "generate", *common, "--method", "random", "--out", tmp_path / "r") == 0
+    for name in ("c", "r"):
+        ps, verified = dataset_card.load(tmp_path / name)
+        assert verified and ps.constraints["exclude_neighbours"] == 30 and ps.constraints["max_fuzzy"] == 60
+        assert ps.constraints["excluded_words"] and ps.concealment["fuzzy_ratio"]["max"] <= 60
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert metrics["concealment"] == ps.concealment and metrics["concealment"]["detection"]["pool"] == 303
+        assert "Concealment" in (tmp_path / name / "report.html").read_text()
+    assert run_cli(monkeypatch, "generate", *common, "--overlap", "with", "--out", tmp_path / "w") == 2
+
+
+def test_bad_constraints_are_refused_before_any_work(monkeypatch, tmp_path, capsys):
+    for flags in (["--exclude-neighbours", -1], ["--max-fuzzy", 120], ["--curator-pool", 0]):
+        assert run_cli(monkeypatch, "generate", "--model", "missing-model", *flags, "--out", tmp_path / "x") == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and "\n" not in err and flags[0].lstrip("-").replace("-", "_") in err
+    assert not (tmp_path / "x").exists()
