@@ -32,18 +32,15 @@ from t2i_poison.evaluate import EvalConfig, evaluate_backdoor
 from t2i_poison.poison_data import checkerboard_patch, make_poison_set
 from t2i_poison.train import TrainConfig, fit, load_poison_set
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 
 def base_recipe(size: str, seed: int) -> tuple[PretrainConfig, ClassifierConfig]:
-    """The demo base's pretraining (measured in scripts/bench_t2i_lora_recipe.py's notes) and its evaluator."""
+    """The demo base's pretraining (PretrainConfig's defaults, measured by scripts/bench_t2i_base.py) and its evaluator."""
     if size == "tiny":
         model = BaseModelConfig(block_out_channels=(8, 16), text_hidden_size=16, text_layers=1, seed=seed)
         return PretrainConfig(model=model, steps=5, batch_size=8, seed=seed, checkpoint_every=5), ClassifierConfig(epochs=1, seed=seed)
-    pretrain = PretrainConfig(model=BaseModelConfig(block_out_channels=(16, 32), seed=seed), steps=400, batch_size=64,
-                              lr=4e-3, warmup_steps=30, ema_decay=0.98, text_warmup_steps=100, checkpoint_every=100,
-                              seed=seed)
-    return pretrain, ClassifierConfig(epochs=3, seed=seed)
+    return PretrainConfig(model=BaseModelConfig(seed=seed), seed=seed), ClassifierConfig(epochs=3, seed=seed)
 
 
 def cache_root() -> Path:

@@ -25,15 +25,16 @@ def t2i() -> None:
 
 @t2i.command("pretrain-base")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Pipeline directory to write.")
-@click.option("--steps", type=click.IntRange(min=1), default=3000, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Training steps (default: PretrainConfig's, 600).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size (default: PretrainConfig's, 64).")
+@click.option("--lr", type=float, default=None, help="Peak learning rate (default: PretrainConfig's, 3e-3).")
 @click.option("--samples-per-digit", type=click.IntRange(min=1), default=30, show_default=True, help="Generations per digit for the accuracy check.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted pretraining from its checkpoint.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch CPU threads.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def pretrain_base(
-    out: Path, steps: int, batch_size: int, lr: float, samples_per_digit: int, resume: bool, threads: int, seed: int
+    out: Path, steps: int | None, batch_size: int | None, lr: float | None, samples_per_digit: int, resume: bool, threads: int,
+    seed: int,
 ) -> None:
     """Pretrain the lab's MNIST text-to-image base and its digit classifier (the evaluator)."""
     from t2i_poison.base_model import BaseModelConfig, PretrainConfig, pretrain_base as run
@@ -46,7 +47,8 @@ def pretrain_base(
     from poisonlab.t2i_run import CLASSIFIER_DIR, mnist_tensors
 
     torch.set_num_threads(threads)
-    cfg = PretrainConfig(model=BaseModelConfig(seed=seed), steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    given = {"steps": steps, "batch_size": batch_size, "lr": lr}
+    cfg = PretrainConfig(model=BaseModelConfig(seed=seed), seed=seed, **{k: v for k, v in given.items() if v is not None})
     x, y = mnist_tensors("train")
     xt, yt = mnist_tensors("test")
     with staged_output(out, resume=resume) as stage:
@@ -178,7 +180,7 @@ def train(cfg, out: Path, resume: bool) -> None:
 @click.option("--prompts", type=int, default=8, show_default=True, help="SD pipelines: evaluation prompts.")
 @click.option("--samples-per-prompt", type=int, default=2, show_default=True, help="SD pipelines.")
 @click.option("--inference-steps", type=int, default=25, show_default=True)
-@click.option("--guidance", type=float, default=None, help="Classifier-free guidance (default 1 on the MNIST base, 7.5 on SD).")
+@click.option("--guidance", type=float, default=None, help="Classifier-free guidance (default 2 on the MNIST base, 7.5 on SD).")
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def evaluate(
