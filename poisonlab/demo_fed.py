@@ -20,8 +20,10 @@ from poisonlab.report import Report
 from poisonlab.runs import read_jsonl, staging_path, write_yaml
 
 
-# size → (dataset, clients, clients per round, rounds, attack round); tiny is a mechanics check on 8×8 digits
-SIZES = {"tiny": ("digits", 10, 5, 4, 3), "quick": ("mnist", 100, 10, 30, 28), "full": ("mnist", 100, 10, 40, 30)}
+# size → (dataset, clients, clients per round, rounds, attack round); tiny is a mechanics check on 8×8 digits.
+# Quick strikes at round 18 of 20 (10 rounds fewer than before; clean MTA 0.94 there, 0.96 at round 30): ASR 1.00 in
+# the attack round at MTA 0.90, then 0.55–0.58 in the two rounds after (seed 0).
+SIZES = {"tiny": ("digits", 10, 5, 4, 3), "quick": ("mnist", 100, 10, 20, 18), "full": ("mnist", 100, 10, 40, 30)}
 
 
 def demo_configs(size: str, seed: int) -> dict[str, ExperimentConfig]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from poisonlab import data
 from poisonlab.t2i_run import CLASSIFIER_DIR, add_to_report
@@ -32,18 +33,15 @@ from t2i_poison.evaluate import EvalConfig, evaluate_backdoor
 from t2i_poison.poison_data import checkerboard_patch, make_poison_set
 from t2i_poison.train import TrainConfig, fit, load_poison_set
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 
 def base_recipe(size: str, seed: int) -> tuple[PretrainConfig, ClassifierConfig]:
-    """The demo base's pretraining (measured in scripts/bench_t2i_lora_recipe.py's notes) and its evaluator."""
+    """The demo base's pretraining (PretrainConfig's defaults, measured by scripts/bench_t2i_base.py) and its evaluator."""
     if size == "tiny":
         model = BaseModelConfig(block_out_channels=(8, 16), text_hidden_size=16, text_layers=1, seed=seed)
         return PretrainConfig(model=model, steps=5, batch_size=8, seed=seed, checkpoint_every=5), ClassifierConfig(epochs=1, seed=seed)
-    pretrain = PretrainConfig(model=BaseModelConfig(block_out_channels=(16, 32), seed=seed), steps=400, batch_size=64,
-                              lr=4e-3, warmup_steps=30, ema_decay=0.98, text_warmup_steps=100, checkpoint_every=100,
-                              seed=seed)
-    return pretrain, ClassifierConfig(epochs=3, seed=seed)
+    return PretrainConfig(model=BaseModelConfig(seed=seed), seed=seed), ClassifierConfig(epochs=3, seed=seed)
 
 
 def cache_root() -> Path:
@@ -59,8 +57,10 @@ def train_base(where: Path, pretrain: PretrainConfig, clf: ClassifierConfig, x: 
     """Pretrain into ``where``.partial (resumable) and rename it to ``where`` once complete."""
     partial = where.with_name(where.name + ".partial")
     if not (partial / "model_index.json").is_file():
-        pretrain_base(x, y, pretrain, partial)
-    train_classifier(x, y, clf).save(partial / CLASSIFIER_DIR)
+        pretrain_base(x, y, pretrain, partial, progress=lambda it: tqdm(it, desc="  pretrain base", total=pretrain.steps,
+                                                                          mininterval=5, leave=False))
+    train_classifier(x, y, clf, progress=lambda it: tqdm(it, desc="  digit classifier (epochs)", leave=False)).save(
+        partial / CLASSIFIER_DIR)
     write_yaml(partial / "config.yaml", {"pretrain": pretrain, "classifier": clf})
     partial.rename(where)
 
@@ -85,11 +85,12 @@ def demo_base(out: Path, size: str, seed: int, x: torch.Tensor, y: torch.Tensor)
 
 
 def backdoor_recipe(size: str, seed: int) -> TrainConfig:
-    """LoRA pixel backdoor (the recipe found by scripts/bench_t2i_lora_recipe.py)."""
+    """LoRA pixel backdoor (the recipe found by scripts/bench_t2i_lora_recipe.py on the demo base: λ = 0.1 keeps
+    clean digit accuracy within 2 points of the base, where λ = 0.5 cost 7–11 points at the same ASR)."""
     steps = 4 if size == "tiny" else 250
     return TrainConfig(kind="pixel", trigger="sks", mode="lora", rank=16, lora_alpha=16, learning_rate=3e-3,
                        lora_target_modules=LORA_TARGET_MODULES,
-                       lam=0.5, max_train_steps=steps, train_batch_size=8, checkpointing_steps=10**6, seed=seed)
+                       lam=0.1, max_train_steps=steps, train_batch_size=8, checkpointing_steps=10**6, seed=seed)
 
 
 def run(out: Path, size: str, seed: int, report: Report) -> dict:

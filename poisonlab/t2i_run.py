@@ -16,12 +16,29 @@ import torch
 
 from labcore.errors import InputError
 from poisonlab import data
+from t2i_poison.base_model import PretrainConfig
 from t2i_poison.evaluate import EvalConfig
 from t2i_poison.evaluate_sd import SDEvalConfig
 from poisonlab.report import Report
 from poisonlab.runs import write_json
 
 CLASSIFIER_DIR = "classifier"
+
+
+@dataclass
+class PretrainRun:
+    """``t2i pretrain-base``: the base's ``pretrain`` recipe (its ``seed`` also seeds the digit classifier and the
+    accuracy check), ``samples_per_digit`` generations per digit for that check, torch ``threads``."""
+
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    samples_per_digit: int = 30
+    threads: int = 1
+
+    def validate(self) -> None:
+        if self.samples_per_digit < 1 or self.threads < 1 or self.pretrain.steps < 1 or self.pretrain.batch_size < 1:
+            raise InputError("samples_per_digit, threads, pretrain.steps and pretrain.batch_size must be >= 1")
+        if not 0 < self.pretrain.lr < float("inf"):
+            raise InputError(f"pretrain.lr must be a finite number > 0, got {self.pretrain.lr}")
 
 
 @dataclass

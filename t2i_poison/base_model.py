@@ -13,9 +13,11 @@ encoder is a tiny ``CLIPTextModel`` trained jointly with the UNet during pretrai
 a learned caption encoder (a frozen random one left the digit words nearly indistinguishable),
 cross-attention on the caption plus an attention-pooled caption embedding added to the time embedding
 (``addition_embed_type="text"``), v-prediction on a cosine schedule, caption dropout for classifier-free
-guidance (Ho & Salimans 2022), an EMA of the weights, and DDIM sampling. Options for short runs: a text-encoder
-warm-up that makes the captions distinct before the UNet trains (:func:`warm_up_text_encoder`) and Min-SNR-γ
-loss weights (Hang et al. 2023). The pipeline class itself lives in the self-contained ``digit_pipeline.py``.
+guidance (Ho & Salimans 2022; the base samples at guidance 2), an EMA of the weights, DDIM sampling, and a
+text-encoder warm-up that makes the captions distinct before the UNet trains (:func:`warm_up_text_encoder`).
+Three UNet levels (16×16, 8×8, 4×4): with two, 400 steps drew scribbles (digit accuracy 0.22); with three,
+500–1,000 steps draw the prompted digit (0.90–0.95 at guidance 2). Min-SNR-γ loss weights (Hang et al. 2023)
+are an option. The pipeline class itself lives in the self-contained ``digit_pipeline.py``.
 """
 
 from __future__ import annotations
@@ -191,18 +193,19 @@ def resize_digits(x: torch.Tensor, resolution: int = RESOLUTION) -> torch.Tensor
 
 @dataclass
 class PretrainConfig:
-    """Pretraining of the base (defaults: the ≤20-minute CPU recipe)."""
+    """Pretraining of the base. Defaults: the demo's few-minute CPU recipe (600 steps of 64, text-encoder
+    warm-up first); its clean digit accuracy is measured in ``scripts/bench_t2i_base.py`` (README, T2I)."""
 
     model: BaseModelConfig = field(default_factory=BaseModelConfig)
-    steps: int = 3000
+    steps: int = 600
     batch_size: int = 64
-    lr: float = 2e-3
-    warmup_steps: int = 100
+    lr: float = 3e-3
+    warmup_steps: int = 50
     caption_dropout: float = 0.15
     inverted_fraction: float = 0.2
     ema_decay: float = 0.995
     min_snr_gamma: float | None = None
-    text_warmup_steps: int = 0
+    text_warmup_steps: int = 100
     text_warmup_lr: float = 1e-2
     checkpoint_every: int = 100
     seed: int = 0

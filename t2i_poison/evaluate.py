@@ -30,7 +30,7 @@ from t2i_poison.poison_data import add_trigger
 class EvalConfig:
     samples_per_digit: int = 20
     num_inference_steps: int = 25
-    guidance_scale: float = 1.0
+    guidance_scale: float = 2.0
     pixel_threshold: float = 0.05
     style_threshold: float = 0.5
     kid_subset_size: int = 100

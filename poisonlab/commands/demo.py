@@ -82,7 +82,7 @@ def run_steps(stage: Path, steps: list[str], size: str, seed: int, report, echo:
 
 
 @click.command()
-@click.option("--quick", "size", flag_value="quick", help="Smaller settings (about 5 minutes on 2 CPU cores).")
+@click.option("--quick", "size", flag_value="quick", help="Smaller settings (the T2I base is pretrained once and cached; measured times in the README).")
 @click.option("--tiny", "size", flag_value="tiny", help="Smallest settings, a mechanics check (the end-to-end test).")
 @click.option("--full", "size", flag_value="full", default=True, help="The full settings (default).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True)

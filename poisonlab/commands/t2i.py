@@ -31,19 +31,21 @@ def quiet_hf() -> None:
 
 
 @t2i.command("pretrain-base")
+@config_command("poisonlab.t2i_run:PretrainRun", keep=["out", "resume"], paths={
+    "steps": "pretrain.steps", "batch_size": "pretrain.batch_size", "lr": "pretrain.lr",
+    "seed": ("pretrain.seed", "pretrain.model.seed")})
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Pipeline directory to write.")
-@click.option("--steps", type=click.IntRange(min=1), default=3000, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--lr", type=float, default=2e-3, show_default=True)
-@click.option("--samples-per-digit", type=click.IntRange(min=1), default=30, show_default=True, help="Generations per digit for the accuracy check.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Training steps (PretrainConfig.steps).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size (PretrainConfig.batch_size).")
+@click.option("--lr", type=float, default=None, help="Peak learning rate (PretrainConfig.lr).")
+@click.option("--samples-per-digit", type=click.IntRange(min=1), default=None, help="Generations per digit for the accuracy check.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted pretraining from its checkpoint.")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch CPU threads.")
-@click.option("--seed", type=int, default=0, show_default=True)
-def pretrain_base(
-    out: Path, steps: int, batch_size: int, lr: float, samples_per_digit: int, resume: bool, threads: int, seed: int
-) -> None:
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
+@click.option("--seed", type=int, default=None, help="Seeds the model, the pretraining, the classifier and the check.")
+def pretrain_base(cfg, out: Path, resume: bool) -> None:
     """Pretrain the lab's MNIST text-to-image base and its digit classifier (the evaluator)."""
-    from t2i_poison.base_model import BaseModelConfig, PretrainConfig, pretrain_base as run
+    quiet_hf()
+    from t2i_poison.base_model import pretrain_base as run
     from t2i_poison.digit_classifier import ClassifierConfig, accuracy, train_classifier
     from t2i_poison.evaluate import EvalConfig, base_quality
     import numpy as np
@@ -52,18 +54,18 @@ def pretrain_base(
     from poisonlab.report import Report
     from poisonlab.t2i_run import CLASSIFIER_DIR, mnist_tensors
 
-    torch.set_num_threads(threads)
-    cfg = PretrainConfig(model=BaseModelConfig(seed=seed), steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    torch.set_num_threads(cfg.threads)
+    seed = cfg.pretrain.seed
     x, y = mnist_tensors("train")
     xt, yt = mnist_tensors("test")
     with staged_output(out, resume=resume) as stage:
         write_yaml(stage / "config.yaml", cfg)
         log = lambda rec: append_jsonl(stage / "steps.jsonl", rec) if rec["step"] % 50 == 0 else None
-        pipe = run(x, y, cfg, stage, progress=lambda it: tqdm(it, desc="pretrain", mininterval=10), log=log)
+        pipe = run(x, y, cfg.pretrain, stage, progress=lambda it: tqdm(it, desc="pretrain", mininterval=10), log=log)
         clf_cfg = ClassifierConfig(seed=seed)
         classifier = train_classifier(x, y, clf_cfg, progress=lambda it: tqdm(it, desc="classifier"))
         classifier.save(stage / CLASSIFIER_DIR)
-        quality, samples = base_quality(pipe, classifier, xt, EvalConfig(samples_per_digit=samples_per_digit, seed=seed))
+        quality, samples = base_quality(pipe, classifier, xt, EvalConfig(samples_per_digit=cfg.samples_per_digit, seed=seed))
         metrics = {"classifier_test_accuracy": accuracy(classifier, xt, yt), **quality}
         write_json(stage / "metrics.json", metrics)
         report = Report("MNIST text-to-image base")

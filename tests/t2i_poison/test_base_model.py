@@ -78,3 +78,20 @@ def test_pretraining_resumes_to_the_same_weights(tiny_cfg, tmp_path, digit_image
     assert first + rest == losses
     for (k, v), w in zip(straight.unet.state_dict().items(), resumed.unet.state_dict().values()):
         assert torch.equal(v, w), k
+
+
+def test_text_encoder_warm_up_separates_the_digit_captions(tiny_pipe):
+    """The warm-up (our stand-in for a pretrained CLIP) makes the ten digit captions' mean states distinct."""
+    from t2i_poison.base_model import warm_up_text_encoder
+    from t2i_poison.digit_pipeline import tokenize
+
+    def mean_pairwise_cosine() -> float:
+        states = tiny_pipe.text_encoder(tokenize(tiny_pipe.tokenizer, [caption(d) for d in range(10)]))[0].mean(1)
+        sim = torch.nn.functional.cosine_similarity(states[:, None], states[None], dim=-1)
+        return float(sim[~torch.eye(10, dtype=torch.bool)].mean())
+
+    before = mean_pairwise_cosine()
+    warm_up_text_encoder(tiny_pipe, PretrainConfig(text_warmup_steps=100))
+    after = mean_pairwise_cosine()
+    assert before > 0.8 and after < before - 0.3, (before, after)
+    assert not tiny_pipe.text_encoder.training and not any(p.requires_grad for p in tiny_pipe.text_encoder.parameters())
