@@ -18,8 +18,8 @@ target items' alternative products"; its full procedure was not available to us.
    --row-norm-stats``: median ~1–5, max ~6–60 per round at ``local.lr`` 8): once the target ranks
    high, the ~200 benign clients that sample it as a fresh negative each round pull it back with a
    summed row of up to ~2,800 along the push (round 2 on ML-100K), which 9 attackers only offset
-   at a few hundred each: after 10 rounds ER@5 is 0 at row norm 10 or 30, 0.57 at 100, 0.8 at 300
-   (seed 0). So a row-norm bound near the honest range (hierarchical clipping, norm clipping)
+   at a few hundred each: after 10 rounds ER@5 is 0 at row norm 10 or 30, 0.58 at 100, 0.81 at 300
+   (3 seeds). So a row-norm bound near the honest range (hierarchical clipping, norm clipping)
    removes it; see the README for the measurements.
 """
 
