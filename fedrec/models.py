@@ -13,6 +13,7 @@ layers. A user's embedding is never a parameter of it: the client computes it on
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
@@ -56,6 +57,41 @@ def build(name: str, num_items: int, dim: int, init_std: float) -> nn.Module:
     if dim < 1:
         raise InputError(f"task.params.dim must be >= 1, got {dim}")
     return (MF if name == "mf" else NCF)(num_items, dim, init_std)
+
+
+def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """x (c, L, in) through a layer shared by all c clients (w (out, in)) or one per client (w (c, out, in))."""
+    if w.dim() == 2:
+        return F.linear(x, w, b)
+    y = torch.bmm(x, w.transpose(1, 2))
+    return y if b is None else y + b.unsqueeze(1)
+
+
+def ncf_item_side(model: NCF, shared: dict[str, torch.Tensor], items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The user-independent part of NCF on items (c, L, 2D): (GMF half qᵢᴳ, W_q·qᵢᴹ + b of the first MLP
+    layer). The first layer's input is [pᵤᴹ, qᵢᴹ], so W·[p; q] = W_p·p + W_q·q: the item half can be
+    computed once while only pᵤ changes (a client fitting its user vector)."""
+    d = model.dim
+    return items[..., :d], _linear(items[..., d:], shared["mlp.0.weight"][..., :, d:], shared["mlp.0.bias"])
+
+
+def ncf_head(model: NCF, shared: dict[str, torch.Tensor], users: torch.Tensor, side: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """NCF scores (c, L) of users (c, 2D) given their items' :func:`ncf_item_side`."""
+    d = model.dim
+    gmf_items, x = side
+    x = x + _linear(users[:, None, d:], shared["mlp.0.weight"][..., :, :d])
+    for i, layer in enumerate(model.mlp):
+        if i:
+            x = _linear(x, shared[f"mlp.{i}.weight"], shared[f"mlp.{i}.bias"]) if isinstance(layer, nn.Linear) else layer(x)
+    gmf = users[:, None, :d] * gmf_items
+    return _linear(torch.cat([gmf, x], dim=-1), shared["out.weight"], shared["out.bias"]).squeeze(-1)
+
+
+def ncf_scores(model: NCF, shared: dict[str, torch.Tensor], users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """NCF scores (c, L) of c users (c, 2D) for their items (c, L, 2D), batched over clients: the same
+    function as :meth:`NCF.forward` per client, the shared layers common (``(out, in)`` tensors) or one
+    copy per client (a leading c axis, as during local training)."""
+    return ncf_head(model, shared, users, ncf_item_side(model, shared, items))
 
 
 def score(model: nn.Module, shared: dict[str, torch.Tensor], user: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ from torch.func import vmap
 from fedharness.local_training import Batch, LocalConfig
 from fedharness.params import split_vector
 from fedharness.row_sparse import RowBlock
-from fedrec import local, metrics, models
+from fedrec import local, local_ncf, metrics, models
 from fedrec.interactions import Split, sample_unseen
 from labcore.errors import InputError
 
@@ -175,13 +175,13 @@ class RecommendationTask:
         """Local vectors (c, d) of clients training honestly on ``profiles``."""
         item, shared = self.parts(global_vec)
         out = global_vec.unsqueeze(0).repeat(len(profiles), 1)
-        self.last_users = None
         if isinstance(self.model, models.MF):
             key, deltas, self.last_users = local.mf_train_profiles(self.hyper, item, profiles)
-            out[:, : item.numel()].view(-1, item.shape[1])[key] += deltas
-            return out
-        d_item, d_shared = local.train_profiles(self.model, self.hyper, item, shared, profiles, self.cfg.chunk)
-        out += torch.cat([d_item.flatten(1), *[d_shared[k].flatten(1) for k in shared]], dim=1)
+        else:
+            key, deltas, d_shared, self.last_users = local_ncf.train_profiles(self.model, self.hyper, item, shared, profiles, self.cfg.chunk)
+            out[:, item.numel():] += d_shared
+        table = out[:, : item.numel()].view(len(profiles), *item.shape)
+        table[key // item.shape[0], key % item.shape[0]] += deltas
         return out
 
     def train_clients(self, global_vec: torch.Tensor, clients: list[int], seeds: list[int], cfg: LocalConfig) -> torch.Tensor:
@@ -203,19 +203,21 @@ class RecommendationTask:
         item, shared = self.parts(global_vec)
         if isinstance(self.model, models.MF):
             return local.mf_fit_users(self.hyper, item, profiles)
-        return local.fit_users(self.model, self.hyper, item, shared, profiles, self.cfg.chunk)
+        return local_ncf.fit_users(self.model, self.hyper, item, shared, profiles, self.cfg.chunk)
 
     def all_scores(self, global_vec: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
         """Scores (U, I) of every item for the user vectors ``users``."""
         item, shared = self.parts(global_vec)
-        return vmap(lambda u: models.score(self.model, shared, u, item))(users)
+        if isinstance(self.model, models.MF):
+            return vmap(lambda u: models.score(self.model, shared, u, item))(users)
+        return local_ncf.all_scores(self.model, shared, users, item, self.cfg.chunk)
 
     # --- evaluation ------------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """HR@K/NDCG@K (99-negative leave-one-out) and ER@K of the targets, ranked on each client's
-        device: with the user vector it fitted in this round's training when every user trained
-        (MF), else with one fitted to its fixed evaluation profile."""
+        device: with the user vector it fitted in this round's training when every user trained,
+        else with one fitted to its fixed evaluation profile."""
         global_vec = torch.cat([p.detach().reshape(-1) for _, p in model.named_parameters()])
         users = self.round_users if self.round_users is not None else self.fit_users(global_vec, self.eval_profiles)
         self.round_users = None

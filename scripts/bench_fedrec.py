@@ -25,6 +25,13 @@ ATTACKS = {
     "bandwagon_fake_users": {"name": "bandwagon_fake_users", "num_attackers": 9, "every": 1},
     "fedrecattack_5pct": {"name": "fedrecattack", "num_attackers": 47, "every": 1},
 }
+# The synthetic-user attack and FedRecAttack with smaller per-row bounds (``--attacks`` picks them;
+# not in the default grid): how large a row the attack needs against the honest rows' norms.
+ROW_NORM_VARIANTS = {
+    **{f"synthetic_users_rn{n}": {"name": "synthetic_users", "num_attackers": 9, "every": 1, "params": {"row_norm": float(n)}}
+       for n in (10, 30, 100)},
+    "fedrecattack_5pct_rn10": {"name": "fedrecattack", "num_attackers": 47, "every": 1, "params": {"row_norm": 10.0}},
+}
 DEFENSES = {
     "mean": {"name": "mean"},
     "hierarchical_clip": {"name": "hierarchical_clip"},
@@ -39,11 +46,14 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", type=Path, default=Path("configs/ml100k_synthetic_users.yaml"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=list(ATTACKS))
+    p.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=[*ATTACKS, *ROW_NORM_VARIANTS])
     p.add_argument("--defenses", nargs="+", default=list(DEFENSES), choices=list(DEFENSES))
     p.add_argument("--rounds", type=int, default=None, help="override federation.rounds")
     p.add_argument("--model", choices=["mf", "ncf"], default=None, help="override task.params.model")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--row-norm-stats", action="store_true",
+                   help="instead of the grid: per-round norms of the honest and malicious item rows of the first "
+                        "attack/defense/seed given (<out>/row_norms.jsonl)")
     p.add_argument("--out", type=Path, default=Path("runs/bench_fedrec"))
     return p.parse_args()
 
@@ -85,6 +95,46 @@ def run_cell(cfg, path: Path) -> dict:
     }
 
 
+def quantiles(x, qs=(0.5, 0.9, 0.99, 0.999, 1.0)) -> dict[str, float]:
+    import torch
+
+    return {f"q{q:g}": float(torch.quantile(x, q)) if len(x) else 0.0 for q in qs}
+
+
+def row_norm_stats(cfg, path: Path) -> list[dict]:
+    """Per round: norms of the touched item rows of honest uploads (quantiles), and on the target
+    row the honest touchers, their summed delta and its component against the attackers' push."""
+    import torch
+
+    from fedharness.simulation import Simulation
+    from poisonlab.fed_run import build_task
+
+    sim = Simulation(cfg, build_task(cfg))
+    block, target = sim.task.row_blocks(sim.model)[0], sim.task.targets[0]
+    g, out = sim.initial_global(), []
+    for r in range(1, cfg.federation.rounds + 1):
+        start = time.perf_counter()
+        plan = sim.plan(r)
+        local_vecs, info = sim.local_models(r, g, plan)
+        rows = block.view(local_vecs - g)
+        honest = torch.tensor([c not in plan.malicious for c in plan.sampled])
+        norms = rows.norm(dim=2)
+        h_sum, m_sum = rows[honest, target].sum(0), rows[~honest, target].sum(0)
+        push = m_sum / m_sum.norm().clamp_min(1e-12)
+        t_norms = norms[honest, target]
+        rec = {"round": r, "honest_row_norm": quantiles(norms[honest][norms[honest] > 0]),
+               "honest_upload_norm": quantiles((local_vecs - g)[honest].norm(dim=1)),
+               "target_honest_touchers": int((t_norms > 0).sum()), "target_honest_row_norm": quantiles(t_norms[t_norms > 0]),
+               "target_honest_sum_norm": float(h_sum.norm()), "target_honest_sum_along_push": float(h_sum @ push),
+               "target_malicious_touchers": int((norms[~honest, target] > 0).sum()), "target_malicious_sum_norm": float(m_sum.norm())}
+        g, record = sim.finish_round(r, g, plan, local_vecs, start, "inprocess", info)
+        rec.update({m: record[m] for m in METRICS})
+        out.append(rec)
+        print(json.dumps(rec), flush=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in out))
+    return out
+
+
 def table(results: list[dict]) -> str:
     """Markdown: one row per attack × defense, mean ± std over seeds."""
     lines = ["| attack | defense | seeds | ER@5 | ER@10 | ER@20 | HR@10 | NDCG@10 | wall s |", "|" + " --- |" * 9]
@@ -112,11 +162,16 @@ def main() -> None:
     base["federation"]["num_clients"] = 943 + max(a.get("num_attackers", 0) for a in ATTACKS.values())
     base["federation"]["clients_per_round"] = base["federation"]["num_clients"]
     (args.out / "cells").mkdir(parents=True, exist_ok=True)
+    attacks = {**ATTACKS, **ROW_NORM_VARIANTS}
+    if args.row_norm_stats:
+        cfg = cell_config(base, attacks[args.attacks[0]], DEFENSES[args.defenses[0]], args.seeds[0], args)
+        row_norm_stats(cfg, args.out / f"row_norms__{args.attacks[0]}__{args.defenses[0]}__s{args.seeds[0]}.jsonl")
+        return
     results = []
     for seed in args.seeds:
         for attack in args.attacks:
             for defense in args.defenses:
-                cfg = cell_config(base, ATTACKS[attack], DEFENSES[defense], seed, args)
+                cfg = cell_config(base, attacks[attack], DEFENSES[defense], seed, args)
                 res = {"attack": attack, "defense": defense, "seed": seed,
                        **run_cell(cfg, args.out / "cells" / f"{attack}__{defense}__s{seed}.jsonl")}
                 results.append(res)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from fedharness.local_training import LocalConfig
 from fedrec.interactions import from_columns, leave_one_out
@@ -39,5 +40,6 @@ def tiny_task(columns, num_fake: int = 2, **params) -> RecommendationTask:
     from fedrec.task import choose_targets
 
     task = RecommendationTask(split, cfg, choose_targets(split, cfg, raw_items, 0), num_fake, LocalConfig(1, 2.0, 1), 0)
+    torch.manual_seed(0)
     task.build_model()
     return task
