@@ -14,7 +14,7 @@ interactions ≤ ``target_max_popularity`` unless ``target_items`` (raw ids) are
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -52,16 +52,6 @@ class RecConfig:
     target_max_popularity: int = 10
     min_rating: float = 0.0
     chunk: int = 64
-
-    @classmethod
-    def from_params(cls, params: dict) -> "RecConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise InputError(f"task.params has unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        cfg = cls(**params)
-        cfg.validate()
-        return cfg
 
     def validate(self) -> None:
         for k in [self.hr_k, *self.er_ks]:

@@ -7,6 +7,7 @@ from fedharness.config import ExperimentConfig
 from fedharness.simulation import build_aggregator
 from fedrec.interactions import from_columns, leave_one_out
 from fedrec.task import RecConfig, RecommendationTask, choose_targets
+from labcore.config import from_dict
 from labcore.errors import InputError
 from poisonlab import data
 
@@ -19,7 +20,8 @@ def build_recommendation_task(cfg: ExperimentConfig) -> RecommendationTask:
     Clients: ``federation.num_clients − users`` attacker slots first (at least ``attack.num_attackers``;
     slots the attack does not use stay idle and upload nothing), then one client per user. A grid
     whose attacks differ in size therefore shares one ``num_clients``."""
-    rc = RecConfig.from_params(cfg.task.params)
+    rc = from_dict(RecConfig, cfg.task.params, source="task.params")
+    rc.validate()
     if cfg.data.name not in REC_DATASETS:
         raise InputError(f"data.name {cfg.data.name!r} is not an interaction data set; use one of {', '.join(REC_DATASETS)}")
     if aggregators.needs(build_aggregator(cfg)) & {"root_update", "validate"}:
