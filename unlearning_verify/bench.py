@@ -14,6 +14,7 @@ One result row per (family, behaviour, seed); rows already in ``done`` are skipp
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -31,7 +32,7 @@ from unlearning_verify.marking import mark, owner_split
 from unlearning_verify.deletion import (
     CalibratedMarker, QueryData, VerifyConfig, backdoor_alpha, calibrate_markers, markers_of, verify_deletion)
 from unlearning_verify.membership import matched_non_members, membership_test
-from unlearning_verify.oracles import model_endpoint, torch_oracle
+from unlearning_verify.oracles import Endpoint, model_endpoint, torch_oracle
 from unlearning_verify.providers import ProviderState
 from unlearning_verify.verify import HONORED, NOT_HONORED, hits
 from unlearning_verify.watermarks import build
@@ -42,17 +43,17 @@ CACHED_BEHAVIOURS = ("partial", "finetune", "gradient_ascent")
 
 @dataclass
 class BenchConfig:
-    families: list[str] = field(default_factory=lambda: ["lsb"])
+    families: list[str] = field(default_factory=lambda: ["multi"])
     behaviours: list[str] = field(default_factory=providers.names)
     seeds: list[int] = field(default_factory=lambda: list(range(20)))
     num_owners: int = 10
     owner: int = 0
     rate: float = 0.5
-    alpha: float = 1e-3
-    beta: float = 1e-3
-    max_queries: int = 60
-    membership_share: float = 0.5
-    membership_samples: int = 1000
+    alpha: float = VerifyConfig.alpha
+    beta: float = VerifyConfig.beta
+    max_queries: int = VerifyConfig.max_queries
+    membership_share: float = VerifyConfig.membership_share
+    membership_samples: int = 1000  # all of a simulated owner's samples (the CLI's endpoint budget caps VerifyConfig's)
     marking_cost_seeds: int = 20
     eval_samples: int = 2000
     train: training.TrainConfig = field(default_factory=training.TrainConfig)
@@ -142,7 +143,26 @@ def verify_config(cfg: BenchConfig, seed: int) -> VerifyConfig:
                         membership_samples=cfg.membership_samples)
 
 
-def membership_parts(served: nn.Module, reference: nn.Module, owner: QueryData, genuine: np.ndarray,
+def memo_endpoint(model: nn.Module) -> Endpoint:
+    """``model_endpoint`` that answers a batch it has seen before from memory (same answers, counted
+    as queries all the same): the fixed-n and sequential verifications ask the same membership
+    batches, and the reference model answers the same batches for every behaviour of a seed."""
+    base = model_endpoint(model)
+
+    def remember(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+        seen: dict[str, torch.Tensor] = {}
+
+        def call(x: torch.Tensor) -> torch.Tensor:
+            key = hashlib.sha1(x.contiguous().numpy().tobytes()).hexdigest() + str(tuple(x.shape))
+            if key not in seen:
+                seen[key] = fn(x)
+            return seen[key]
+        return call
+
+    return Endpoint(remember(base.labels_fn), remember(base.probabilities_fn))
+
+
+def membership_parts(served: Endpoint, reference: Endpoint, owner: QueryData, genuine: np.ndarray,
                      data: QueryData, seed: int) -> dict:
     """Diagnostics (no verdict): the calibrated membership AUC and p-value on the owner's genuine
     (never marked) samples and on the originals of its marked samples, each against its own
@@ -153,23 +173,23 @@ def membership_parts(served: nn.Module, reference: nn.Module, owner: QueryData, 
             continue
         mx, my = owner.x[torch.as_tensor(rows)], owner.y[torch.as_tensor(rows)]
         non = torch.as_tensor(matched_non_members(my.numpy(), data.y.numpy(), 2, seed + 11))
-        losses = [training.per_sample_loss(m, a, b).numpy() for m in (served, reference)
-                  for a, b in ((mx, my), (data.x[non], data.y[non]))]
+        losses = [e.losses(a, b).numpy() for e in (served, reference) for a, b in ((mx, my), (data.x[non], data.y[non]))]
         r = membership_test(losses[0], losses[1], reference_member_losses=losses[2],
                             reference_non_member_losses=losses[3])
         out[f"membership_auc_{name}"], out[f"membership_p_{name}"] = r.auc, r.p_value
     return out
 
 
-def verify_row(cfg: BenchConfig, wm: object, before: nn.Module, served: nn.Module, reference: nn.Module,
-               xt: torch.Tensor, yt: torch.Tensor, owner: QueryData, seed: int,
+def verify_row(cfg: BenchConfig, wm: object, before: nn.Module, served: nn.Module, endpoint: Endpoint,
+               reference: Endpoint, xt: torch.Tensor, yt: torch.Tensor, owner: QueryData, seed: int,
                calibrated: list[CalibratedMarker] | None = None) -> dict:
-    """The owner's verification of one served model (fixed-n and sequential) as row fields."""
+    """The owner's verification of one served model (fixed-n and sequential) as row fields; ``endpoint``
+    answers for ``served``."""
     data = QueryData(xt, yt)
     vcfg = verify_config(cfg, seed)
-    kw = dict(data=data, reference=model_endpoint(reference), owner=owner, calibrated=calibrated)
-    fixed = verify_deletion(model_endpoint(before), model_endpoint(served), wm, vcfg, **kw)
-    seq = verify_deletion(model_endpoint(before), model_endpoint(served), wm, replace(vcfg, sequential=True), **kw)
+    kw = dict(data=data, reference=reference, owner=owner, calibrated=calibrated)
+    fixed = verify_deletion(model_endpoint(before), endpoint, wm, vcfg, **kw)
+    seq = verify_deletion(model_endpoint(before), endpoint, wm, replace(vcfg, sequential=True), **kw)
     lead = next((m for m in fixed.markers if fixed.decided_by == f"backdoor:{m.family}"), fixed.markers[0])
     eligible = torch.as_tensor(np.flatnonzero(yt.numpy() != lead.target)[: cfg.eval_samples])
     mia = fixed.membership or {}
@@ -210,6 +230,7 @@ def run_group(cfg: BenchConfig, family: str, seed: int, sm: SeedModels, x: torch
     genuine = ~marked.marked[sm.forget]
     data = QueryData(xt, yt)
     vcfg = verify_config(cfg, seed)
+    reference = memo_endpoint(sm.reference)
     calibrated = calibrate_markers(model_endpoint(model), model_endpoint(sm.reference), wm, data, vcfg,
                                    backdoor_alpha(vcfg, True) / len(markers_of(wm)))
     state = ProviderState(marked.x, marked.y, sm.forget, model, checkpoints, num_classes, cfg.train, seed,
@@ -233,9 +254,10 @@ def run_group(cfg: BenchConfig, family: str, seed: int, sm: SeedModels, x: torch
         else:
             served = provider.unlearn(state)
         expected = HONORED if provider.honest else NOT_HONORED
+        endpoint = memo_endpoint(served)
         row = {**base, "behaviour": behaviour, "honest": provider.honest,
-               **verify_row(cfg, wm, model, served, sm.reference, xt, yt, owner, seed, calibrated),
-               **membership_parts(served, sm.reference, owner, genuine, data, seed),
+               **verify_row(cfg, wm, model, served, endpoint, reference, xt, yt, owner, seed, calibrated),
+               **membership_parts(endpoint, reference, owner, genuine, data, seed),
                "clean_accuracy_after": training.accuracy(served, xt[: cfg.eval_samples], yt[: cfg.eval_samples])}
         row["correct"] = row["verdict"] == expected
         row["seconds"] = time.time() - (t0 if i == 0 else t1)

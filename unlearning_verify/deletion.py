@@ -50,7 +50,7 @@ class VerifyConfig:
     max_queries: int = 60
     sequential: bool = False
     membership_share: float = 0.5
-    membership_samples: int = 1000
+    membership_samples: int = 200
     held_out_owners: int = 5
     seed: int = 0
 
