@@ -73,3 +73,20 @@ def test_bad_config_key_is_one_line(monkeypatch, capsys, tmp_path, data_dir):
     bad.write_text("bench:\n  max_querys: 60\n")
     code, err = run(["unlearn", "bench", "--config", bad, "--out", tmp_path / "o"], monkeypatch, capsys)
     assert code == 2 and "max_querys" in err and err.count("\n") == 1 and not (tmp_path / "o").exists()
+
+
+def test_train_reports_loss_per_step_to_tensorboard(monkeypatch, capsys, tmp_path, data_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    mark = ["unlearn", "mark", "--data", "digits", "--owner", "0", "--owners", "4", "--key-file", tmp_path / "k.json"]
+    assert run([*mark, "--out", tmp_path / "m"], monkeypatch, capsys)[0] == 0
+    code, err = run(["unlearn", "train", "--dataset", tmp_path / "m", "--epochs", "1", "--batch-size", "256",
+                     "--report-to", "tensorboard", "--out", tmp_path / "t"], monkeypatch, capsys)
+    assert code == 0, err
+    events = [EventAccumulator(str(p.parent)).Reload() for p in (tmp_path / "t" / "logs").rglob("events.out.*")]
+    losses = [s.value for acc in events if "loss" in acc.Tags()["scalars"] for s in acc.Scalars("loss")]
+    samples = len((tmp_path / "m" / "samples.jsonl").read_text().splitlines())
+    assert len(losses) == -(-samples // 256) and all(v > 0 for v in losses)
+    code, err = run(["unlearn", "train", "--dataset", tmp_path / "m", "--report-to", "wandb", "--out", tmp_path / "u"],
+                    monkeypatch, capsys)
+    assert code == 2 and "--report-to" in err and not (tmp_path / "u").exists()
