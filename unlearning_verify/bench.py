@@ -313,6 +313,10 @@ def summarise(rows: list[dict]) -> list[dict]:
             "clean_accuracy_marked": mean("clean_accuracy_marked"), "clean_accuracy_after": mean("clean_accuracy_after"),
             "psnr": mean("invisibility_psnr"), "ssim": mean("invisibility_ssim"),
             "membership_flag_rate": mean("membership_flagged"), "membership_auc": mean("membership_auc"),
+            "membership_auc_sd": extreme("membership_auc", np.std), "membership_auc_min": extreme("membership_auc", min),
+            "membership_auc_max": extreme("membership_auc", max),
+            "membership_auc_genuine": mean("membership_auc_genuine"),
+            "membership_auc_marked_originals": mean("membership_auc_marked_originals"),
             "seconds_mean": mean("seconds"),
         })
     return out
