@@ -130,6 +130,7 @@ class FedBenchRunConfig:
     bench: FederatedBenchConfig = field(default_factory=FederatedBenchConfig)
 
     def validate(self) -> None:
+        check_family(self.bench.family)
         self.bench.validate()
 
 

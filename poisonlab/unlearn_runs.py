@@ -26,7 +26,7 @@ from poisonlab.unlearn_models import load_model, save_model
 from poisonlab.unlearn_report import bench_report
 from unlearning_verify import bench as bench_mod
 from unlearning_verify import providers, training
-from unlearning_verify.deletion import DeletionVerdict, QueryData, VerifyConfig, verify_deletion
+from unlearning_verify.deletion import DeletionVerdict, QueryData, verify_deletion
 from unlearning_verify.keys import OwnerKey
 from unlearning_verify.marking import mark, owner_split
 from unlearning_verify.oracles import Endpoint, model_endpoint

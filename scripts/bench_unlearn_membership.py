@@ -8,7 +8,10 @@ model's calibrated losses, members vs non-members. The Mann–Whitney test on n�
 non-members has, to first order, standard error se = √((n₁+n₂+1)/(12 n₁ n₂)) for the AUC, so its
 power at level α_m is Φ(δ/se − z_{α_m}); 95 % power needs δ/se ≥ z_{α_m} + z_{0.05}. Printed: the
 mean δ per behaviour over the seeds, the power that follows for the bench's n₁, n₂, α_m, and the n₁
-(with n₂ = 2 n₁) that would reach 95 % power at that δ.
+(with n₂ = 2 n₁) that would reach 95 % power at that δ. Also the overlap with the honest providers:
+the share of a behaviour's trials whose AUC exceeds every honest trial's (retrain, sisa), and how
+often the diagnostic tests on the owner's genuine samples alone (``membership_p_genuine``) would
+reject at α_m.
 
     python scripts/bench_unlearn_membership.py runs/unlearn-bench [--json out.json]
 """
@@ -41,10 +44,14 @@ def needed_members(delta: float, alpha: float, power: float = 0.95, ratio: int =
     return n1
 
 
+HONEST_EXACT = ("retrain", "sisa")
+
+
 def analyse(rows: list[dict]) -> list[dict]:
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in rows:
         groups[(r["family"], r["behaviour"])].append(r)
+    honest_aucs = [r["membership_auc"] for r in rows if r["behaviour"] in HONEST_EXACT and r.get("membership_auc") is not None]
     out = []
     for (family, behaviour), rs in sorted(groups.items()):
         honest = rs[0]["honest"]
@@ -65,6 +72,11 @@ def analyse(rows: list[dict]) -> list[dict]:
             "auc_mean": sum(aucs) / len(aucs) if aucs else None, "auc_min": min(aucs, default=None),
             "auc_max": max(aucs, default=None), "flagged": sum(bool(r.get("membership_flagged")) for r in rs),
         }
+        if honest_aucs and aucs:
+            row["above_every_honest_auc"] = sum(a > max(honest_aucs) for a in aucs)
+        genuine = [r["membership_p_genuine"] for r in rs if r.get("membership_p_genuine") is not None]
+        if genuine and alpha_m > 0:
+            row["genuine_only_rejects"] = sum(p < alpha_m for p in genuine)
         if alpha_m > 0 and aucs:
             row["power_at_mean_delta"] = float(norm.sf(norm.isf(alpha_m) - delta / se_auc(n1, n2)))
             row["members_for_95pct_power"] = needed_members(delta, alpha_m)
@@ -91,7 +103,8 @@ def main() -> None:
                  if "power_at_mean_delta" in r else "")
         print(f"{r['family']:>6} {r['behaviour']:>22} {r['rate']:>10}  NOT {r['not_honored']:>2} INC {r['inconclusive']}  "
               f"q≤{r['backdoor_queries_max']}+{r['membership_queries']}  BASR {r['basr_after']:.2f}  "
-              f"AUC {r['auc_mean']:.3f} [{r['auc_min']:.3f}, {r['auc_max']:.3f}] flagged {r['flagged']}{extra}  "
+              f"AUC {r['auc_mean']:.3f} [{r['auc_min']:.3f}, {r['auc_max']:.3f}] flagged {r['flagged']} "
+              f">honest {r.get('above_every_honest_auc')} genuine-only {r.get('genuine_only_rejects')}{extra}  "
               f"{r['decided_by']}")
     if args.json:
         args.json.write_text(json.dumps(table, indent=1))

@@ -17,7 +17,6 @@ from poisonlab.config import config_command
 
 PATH = click.Path(path_type=Path)
 CFG = "poisonlab.unlearn_config:"
-DIRTY_LABEL_FAMILIES = ("multi", "lsb", "blended", "wanet", "frequency", "patch", "lowfreq")
 TRAIN_PATHS = {"epochs": "train.epochs", "lr": "train.lr", "batch_size": "train.batch_size"}
 
 
@@ -76,8 +75,8 @@ def unlearn() -> None:
 @click.option("--data", default=None, help="Image dataset (mnist, digits).")
 @click.option("--owner", type=int, default=None, help="Owner id (0..owners-1) whose samples are marked.")
 @click.option("--owners", type=int, default=None, help="Number of owners (IID split).")
-@click.option("--family", default=None, type=click.Choice(DIRTY_LABEL_FAMILIES),
-              help="Watermark family; multi = several independent markers (lowfreq, blended, patch).")
+@click.option("--family", default=None,
+              help="Dirty-label watermark family (multi = several independent markers: lowfreq, blended, patch; lsb, …).")
 @click.option("--rate", type=float, default=None, help="Fraction of the owner's samples marked.")
 @click.option("--key-file", default=None, help="Owner's key: created (mode 600) if absent, reused if present.")
 @click.option("--out", type=PATH, required=True, help="Folder for the marked dataset.")
@@ -214,7 +213,7 @@ def bench(cfg, out: Path, resume: bool, seeds: int | None, seed: int | None, fam
     "passive_rounds": "bench.passive_rounds", "train_samples": "bench.train_samples", "queries": "bench.max_queries"})
 @click.option("--out", type=PATH, default=Path("runs/unlearn-bench-fed"), show_default=True)
 @click.option("--data", default=None)
-@click.option("--family", default=None, type=click.Choice(DIRTY_LABEL_FAMILIES))
+@click.option("--family", default=None, help="Dirty-label watermark family the owner client marks with.")
 @click.option("--seeds", type=int, default=None, help="Number of seeds: --seed … --seed+N−1 (default: the config's seed list).")
 @click.option("--clients", type=int, default=None, help="Clients; the owner is client 0.")
 @click.option("--rounds", type=int, default=None, help="FedAvg rounds.")
