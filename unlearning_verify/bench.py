@@ -54,6 +54,7 @@ class BenchConfig:
     max_queries: int = VerifyConfig.max_queries
     membership_share: float = VerifyConfig.membership_share
     membership_samples: int = 1000  # all of a simulated owner's samples (the CLI's endpoint budget caps VerifyConfig's)
+    reallocate: bool = VerifyConfig.reallocate
     marking_cost_seeds: int = 20
     eval_samples: int = 2000
     train: training.TrainConfig = field(default_factory=training.TrainConfig)
@@ -140,7 +141,7 @@ def seed_models(cfg: BenchConfig, x: torch.Tensor, y: torch.Tensor, xt: torch.Te
 
 def verify_config(cfg: BenchConfig, seed: int) -> VerifyConfig:
     return VerifyConfig(cfg.alpha, cfg.beta, cfg.max_queries, seed=seed, membership_share=cfg.membership_share,
-                        membership_samples=cfg.membership_samples)
+                        membership_samples=cfg.membership_samples, reallocate=cfg.reallocate)
 
 
 def memo_endpoint(model: nn.Module) -> Endpoint:

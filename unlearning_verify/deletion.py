@@ -10,7 +10,8 @@ The owner marked part of its data with one or several key-derived markers (Guo e
    reference model that never saw the data, or of held-out owners' keys with the floor 1/K; one-sided
    Clopper–Pearson bounds p_low (confidence 1 − β) and q_high (1 − α).
 3. Verify: each marker's exact binomial test (Athena, Sommer et al. 2022) at level α_b/k on its share
-   of the query budget (Bonferroni over the k markers); the membership check on the owner's own
+   of the query budget (Bonferroni over the k markers; with ``reallocate``, over the markers the model
+   before deletion learned, which then share the whole budget); the membership check on the owner's own
    samples in their original, unmarked form (loss-based, reference-calibrated; ``membership``) at
    level α_m, α_b + α_m = α (half each by default: the membership check is what catches a provider
    that removed the backdoor but kept the data).
@@ -53,6 +54,7 @@ class VerifyConfig:
     membership_samples: int = 200
     held_out_owners: int = 5
     seed: int = 0
+    reallocate: bool = False  # markers not learned at calibration (p_low ≤ q_high) give their queries to the others
 
 
 @dataclass
@@ -143,11 +145,12 @@ def calibrate_markers(before: Endpoint, reference: Endpoint | None, watermark: o
     return out
 
 
-def run_marker(c: CalibratedMarker, served: Endpoint, data: QueryData, cfg: VerifyConfig, budget: int) -> MarkerResult:
-    """Test the served model on the fresh half of the marker's query pool (Bonferroni level α_b/k)."""
+def run_marker(c: CalibratedMarker, served: Endpoint, data: QueryData, cfg: VerifyConfig, budget: int,
+               alpha: float) -> MarkerResult:
+    """Test the served model on the fresh half of the marker's query pool at level ``alpha`` (Bonferroni)."""
     m = c.marker
     verdict = verify(served.labels, m.trigger(data.x[c.ver[:budget]]), m.target, c.calibration,
-                     alpha=c.alpha, beta=cfg.beta, max_queries=budget, sequential=cfg.sequential)
+                     alpha=alpha, beta=cfg.beta, max_queries=budget, sequential=cfg.sequential)
     return MarkerResult(m.family, int(m.target), c.calibration, verdict)
 
 
@@ -169,6 +172,14 @@ def membership_check(served: Endpoint, reference: Endpoint | None, owner: QueryD
     return result.as_dict(), spent
 
 
+def tested_markers(calibrated: list[CalibratedMarker], reallocate: bool) -> int:
+    """How many markers share the query budget and α_b. With ``reallocate``, only those the model before
+    deletion learned (p_low > q_high): the choice uses the calibration alone, never the served model's
+    answers, so the union bound over the tested markers still holds (q_high stays at the stricter α_b/k)."""
+    learned = sum(c.calibration.p_low > c.calibration.q_high for c in calibrated)
+    return learned if reallocate and learned else len(calibrated)
+
+
 def backdoor_alpha(cfg: VerifyConfig, with_membership: bool) -> float:
     """α_b: all of α without the membership check, else α − α·membership_share."""
     return cfg.alpha - cfg.alpha * cfg.membership_share if with_membership else cfg.alpha
@@ -185,11 +196,12 @@ def verify_deletion(before: Endpoint, served: Endpoint, watermark: object, cfg: 
     with_membership = owner is not None and len(owner.y) > 0 and served.has_probabilities
     alpha_b = backdoor_alpha(cfg, with_membership)
     alpha_m = cfg.alpha - alpha_b
-    budget = max(1, cfg.max_queries // len(markers))
     if calibrated is None or len(calibrated) != len(markers) or calibrated[0].alpha != alpha_b / len(markers):
         calibrated = calibrate_markers(before, reference, watermark, data, cfg, alpha_b / len(markers))
+    tested = tested_markers(calibrated, cfg.reallocate)
+    budget = max(1, cfg.max_queries // tested)
     start = served.used
-    results = [run_marker(c, served, data, cfg, budget) for c in calibrated]
+    results = [run_marker(c, served, data, cfg, budget, alpha_b / tested) for c in calibrated]
     queries = served.used - start
     membership, m_queries = (membership_check(served, reference, owner, data, cfg, alpha_m) if with_membership
                              else (None, 0))

@@ -138,8 +138,8 @@ def serve_cmd(cfg, params: tuple[str, ...]) -> None:
 
 
 VERIFY_PATHS = {"queries": "verify.max_queries", "alpha": "verify.alpha", "beta": "verify.beta",
-                "sequential": "verify.sequential", "seed": "verify.seed", "budget": "client.budget",
-                "timeout": "client.timeout", "retries": "client.retries", "rate_limit": "client.rate_limit"}
+                "sequential": "verify.sequential", "reallocate": "verify.reallocate", "seed": "verify.seed",
+                "budget": "client.budget", "timeout": "client.timeout", "retries": "client.retries", "rate_limit": "client.rate_limit"}
 
 
 @unlearn.command("verify")
@@ -154,6 +154,8 @@ VERIFY_PATHS = {"queries": "verify.max_queries", "alpha": "verify.alpha", "beta"
 @click.option("--alpha", type=float, default=None, help="False accusation rate.")
 @click.option("--beta", type=float, default=None, help="Miss rate.")
 @click.option("--sequential/--fixed", default=None, help="Wald SPRT: stop as soon as a boundary is crossed.")
+@click.option("--reallocate/--no-reallocate", default=None,
+              help="Markers not learned before deletion give their queries (and α share) to the learned ones.")
 @click.option("--owner-data", default=None,
               help="The marked dataset: adds the membership check on the owner's unmarked samples.")
 @click.option("--data", default=None, help="Where fresh query images come from (test split).")
@@ -175,7 +177,7 @@ def verify_cmd(cfg, out: Path | None) -> None:
 @config_command(CFG + "BenchRunConfig", keep=["out", "resume", "seeds", "seed", "family_params"], paths={
     "families": "bench.families", "behaviours": "bench.behaviours", "alpha": "bench.alpha", "beta": "bench.beta",
     "queries": "bench.max_queries", "rate": "bench.rate", "epochs": "bench.train.epochs",
-    "train_samples": "bench.train_samples", "owners": "bench.num_owners"})
+    "train_samples": "bench.train_samples", "owners": "bench.num_owners", "reallocate": "bench.reallocate"})
 @click.option("--out", type=PATH, default=Path("runs/unlearn-bench"), show_default=True)
 @click.option("--data", default=None)
 @click.option("--families", default=None, callback=_csv, help="Comma list of watermark families.")
@@ -185,6 +187,7 @@ def verify_cmd(cfg, out: Path | None) -> None:
 @click.option("--alpha", type=float, default=None, help="False accusation rate.")
 @click.option("--beta", type=float, default=None, help="Miss rate.")
 @click.option("--queries", type=int, default=None, help="Backdoor query budget per verification.")
+@click.option("--reallocate/--no-reallocate", default=None, help="As 'unlearn verify --reallocate'.")
 @click.option("--rate", type=click.FloatRange(0, 1, min_open=True), default=None, help="Fraction of the owner's samples marked, in (0, 1].")
 @click.option("--epochs", type=int, default=None, help="Provider training epochs, cosine decay.")
 @click.option("--family-param", "family_params", multiple=True,
