@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from unlearning_verify import statistics as st
 from unlearning_verify.membership import matched_non_members, membership_test
 from unlearning_verify.oracles import Endpoint
 from unlearning_verify.verify import (
@@ -172,12 +173,28 @@ def membership_check(served: Endpoint, reference: Endpoint | None, owner: QueryD
     return result.as_dict(), spent
 
 
-def tested_markers(calibrated: list[CalibratedMarker], reallocate: bool) -> int:
-    """How many markers share the query budget and α_b. With ``reallocate``, only those the model before
-    deletion learned (p_low > q_high): the choice uses the calibration alone, never the served model's
-    answers, so the union bound over the tested markers still holds (q_high stays at the stricter α_b/k)."""
-    learned = sum(c.calibration.p_low > c.calibration.q_high for c in calibrated)
-    return learned if reallocate and learned else len(calibrated)
+def tested_markers(calibrated: list[CalibratedMarker], cfg: VerifyConfig, alpha_b: float) -> list[CalibratedMarker]:
+    """The markers that share the query budget and α_b: all k; with ``reallocate``, the largest m for
+    which m markers reach power 1 − β on max_queries/m queries at α_b/m (the first m of them). The
+    choice uses the calibration alone, never the served model's answers, so the union bound over the
+    tested markers holds (q_high stays at the stricter α_b/k)."""
+    if not cfg.reallocate:
+        return calibrated
+    for m in range(len(calibrated), 0, -1):
+        budget = max(1, cfg.max_queries // m)
+        feasible = [c for c in calibrated if c.calibration.p_low > c.calibration.q_high and st.required_queries(
+            c.calibration.p_low, c.calibration.q_high, alpha_b / m, cfg.beta, max_queries=budget) is not None]
+        if len(feasible) >= m:
+            return feasible[:m]
+    return calibrated
+
+
+def skipped(c: CalibratedMarker) -> MarkerResult:
+    """A marker left out by ``reallocate``: no query, INCONCLUSIVE."""
+    cal = c.calibration
+    reason = f"not tested: p_low={cal.p_low:.3f}, q_high={cal.q_high:.3f}; its queries went to the learned markers"
+    return MarkerResult(c.marker.family, int(c.marker.target), cal,
+                        Verdict(INCONCLUSIVE, reason, 0, 0, None, None, None, None, cal.p_low, cal.q_high, False))
 
 
 def backdoor_alpha(cfg: VerifyConfig, with_membership: bool) -> float:
@@ -198,10 +215,12 @@ def verify_deletion(before: Endpoint, served: Endpoint, watermark: object, cfg: 
     alpha_m = cfg.alpha - alpha_b
     if calibrated is None or len(calibrated) != len(markers) or calibrated[0].alpha != alpha_b / len(markers):
         calibrated = calibrate_markers(before, reference, watermark, data, cfg, alpha_b / len(markers))
-    tested = tested_markers(calibrated, cfg.reallocate)
-    budget = max(1, cfg.max_queries // tested)
+    tested = tested_markers(calibrated, cfg, alpha_b)
+    budget = max(1, cfg.max_queries // len(tested))
     start = served.used
-    results = [run_marker(c, served, data, cfg, budget, alpha_b / tested) for c in calibrated]
+    chosen = {id(c) for c in tested}
+    results = [run_marker(c, served, data, cfg, budget, alpha_b / len(tested)) if id(c) in chosen else skipped(c)
+               for c in calibrated]
     queries = served.used - start
     membership, m_queries = (membership_check(served, reference, owner, data, cfg, alpha_m) if with_membership
                              else (None, 0))
