@@ -33,6 +33,13 @@ def bench_report(report: Report, cfg, summary: list[dict], examples: torch.Tenso
                                       "queries_mean", "queries_max", "membership_queries_mean", "decided_by")}
               for s in summary]
     report.table(matrix, caption="FPR/FNR matrix: behaviour × verifier, queries used")
+    membership = [{k: s.get(k) for k in ("family", "behaviour", "honest", "trials", "membership_auc", "membership_auc_sd",
+                                          "membership_auc_min", "membership_auc_max", "membership_flag_rate",
+                                          "membership_auc_genuine", "membership_auc_marked_originals", "basr_after")}
+                  for s in summary]
+    report.table(membership, caption="Membership statistic (reference-calibrated loss AUC on the owner's samples) per "
+                                     "behaviour: mean, sd, range over seeds; flagged = p < α_m; the AUC on the owner's "
+                                     "genuine samples and on the originals of its marked samples separately")
     report.table(summary, caption="All rates per watermark family and provider behaviour")
     wms = {f: build(OwnerKey.generate(cfg.owner, f, 10, seed=cfg.seeds[0]), tuple(examples.shape[1:]))
            for f in cfg.families if f != "hidden_trigger"}

@@ -7,9 +7,9 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -17,19 +17,20 @@ from tqdm import tqdm
 
 from labcore.errors import InputError
 from poisonlab.report import Report
-from poisonlab.runs import append_jsonl, read_jsonl, staged_output, write_json, write_yaml
+from poisonlab.runs import append_jsonl, check_output, read_jsonl, staged_output, write_json, write_yaml
+from poisonlab.unlearn_config import (
+    BenchRunConfig, DeleteConfig, FedBenchRunConfig, MarkConfig, ServeConfig, UnlearnTrainConfig, VerifyCommandConfig)
 from poisonlab.unlearn_data import image_data, load_marked, owner_samples, save_marked
-from poisonlab.unlearn_http import ClientConfig, create_app, http_endpoint, serve
+from poisonlab.unlearn_http import create_app, http_endpoint, serve
 from poisonlab.unlearn_models import load_model, save_model
 from poisonlab.unlearn_report import bench_report
 from unlearning_verify import bench as bench_mod
 from unlearning_verify import providers, training
-from unlearning_verify.deletion import DeletionVerdict, QueryData, VerifyConfig, verify_deletion
+from unlearning_verify.deletion import DeletionVerdict, QueryData, verify_deletion
 from unlearning_verify.keys import OwnerKey
 from unlearning_verify.marking import mark, owner_split
 from unlearning_verify.oracles import Endpoint, model_endpoint
 from unlearning_verify.providers import ProviderState
-from unlearning_verify.training import TrainConfig
 from unlearning_verify.watermarks import IMAGE_FAMILIES, build
 
 
@@ -58,86 +59,106 @@ def family_values(items: tuple[str, ...], families: list[str]) -> dict[str, dict
     return out
 
 
-def mark_run(meta: dict, key_file: Path, out: Path) -> tuple[int, bool]:
+def mark_run(cfg: MarkConfig, out: Path) -> tuple[int, bool]:
     """Mark the owner's samples; returns (samples marked, whether a new key file was written)."""
-    if not 0 <= meta["owner"] < meta["owners"]:
-        raise InputError(f"--owner must lie in 0..{meta['owners'] - 1}, got {meta['owner']}")
-    if not 0.0 < meta["rate"] <= 1.0:
-        raise InputError(f"--rate must lie in (0, 1], got {meta['rate']}")
-    x, y, _, _ = image_data(meta["data"])
+    key_file = Path(cfg.key_file)
+    x, y, _, _ = image_data(cfg.data)
     num_classes = int(y.max()) + 1
     new_key = not key_file.exists()
-    key = OwnerKey.generate(meta["owner"], meta["family"], num_classes) if new_key else OwnerKey.load(key_file)
-    if (key.owner, key.family, key.num_classes) != (meta["owner"], meta["family"], num_classes):
+    key = OwnerKey.generate(cfg.owner, cfg.family, num_classes) if new_key else OwnerKey.load(key_file)
+    if (key.owner, key.family, key.num_classes) != (cfg.owner, cfg.family, num_classes):
         raise InputError(f"key file {key_file} belongs to owner {key.owner}, family {key.family}, "
                          f"{key.num_classes} classes; pass matching options or a new --key-file")
     wm = build(key, tuple(x.shape[1:]))
-    marked = mark(x, y, owner_split(len(x), meta["owners"], meta["seed"]), meta["owner"], wm, meta["rate"], meta["seed"])
+    marked = mark(x, y, owner_split(len(x), cfg.owners, cfg.seed), cfg.owner, wm, cfg.rate, cfg.seed)
     with staged_output(out) as stage:
-        metrics = save_marked(stage, marked, x, wm, meta)
+        metrics = save_marked(stage, marked, x, wm, dataclasses.asdict(cfg))  # writes config.yaml (reruns)
         if new_key:
             key.save(key_file)
     return metrics["marked"], new_key
 
 
-def train_run(dataset: Path, out: Path, cfg: TrainConfig, seed: int) -> None:
-    ds, x, y = load_marked(dataset)
+@contextmanager
+def step_bar(desc: str, total: int | None = None, log: Callable[[int, dict], None] | None = None) -> Iterator[None]:
+    """A tqdm bar over the optimiser steps of every ``training.train`` call inside the block (a
+    provider may retrain several models: then no total); ``log(step, values)`` gets loss and lr."""
+    with tqdm(desc=desc, total=total, unit="step", disable=None) as bar:  # None: on a terminal only
+        def on_step(loss: float, lr: float) -> None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            if log is not None:
+                log(bar.n, {"loss": loss, "lr": lr})
+        token = training.STEP_HOOK.set(on_step)
+        try:
+            yield
+        finally:
+            training.STEP_HOOK.reset(token)
+
+
+def train_run(cfg: UnlearnTrainConfig, out: Path) -> None:
+    check_output(out)
+    ds, x, y = load_marked(Path(cfg.dataset))
     torch.set_num_threads(1)
     with staged_output(out) as stage:
-        model, ckpts = training.fit(x, y, ds.features["label"].num_classes, cfg, seed)
+        tracker = tracker_for(cfg, stage)
+        steps = cfg.train.epochs * -(-len(x) // cfg.train.batch_size)
+        with step_bar("unlearn train", steps, None if tracker is None else lambda step, v: tracker.log(v, step=step)):
+            model, ckpts = training.fit(x, y, ds.features["label"].num_classes, cfg.train, cfg.seed)
+        if tracker is not None:
+            tracker.end_training()
         save_model(model, stage, tuple(x.shape[1:]), ds.features["label"].num_classes, ckpts)
-        write_yaml(stage / "train_config.yaml", {"dataset": str(dataset), **cfg.__dict__, "seed": seed})
+        write_yaml(stage / "config.yaml", cfg)
         write_json(stage / "metrics.json", {"train_accuracy": training.accuracy(model, x, y)})
 
 
-def provider_model(model_dir: Path, dataset: Path, owner: int, behaviour: str, params: dict, cfg: TrainConfig,
-                   seed: int) -> tuple[torch.nn.Module, dict, bool]:
+def tracker_for(cfg: UnlearnTrainConfig, stage: Path):
+    """An accelerate ``Accelerator`` logging to ``stage/logs`` with ``cfg.report_to`` (None: no logging)."""
+    if cfg.report_to is None:
+        return None
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    acc = Accelerator(cpu=True, log_with=cfg.report_to,
+                      project_config=ProjectConfiguration(project_dir=str(stage), logging_dir=str(stage / "logs")))
+    acc.init_trackers("unlearn-train", config={"dataset": cfg.dataset, "seed": cfg.seed, **dataclasses.asdict(cfg.train)})
+    return acc
+
+
+def provider_model(cfg: DeleteConfig) -> tuple[torch.nn.Module, dict, bool]:
     """The model a provider behaviour serves after the owner's deletion request: (model, config, honest)."""
-    provider = providers.get(behaviour, **params)
-    if dataset is None or owner is None:
-        raise InputError(f"--behaviour {behaviour} needs --dataset and --owner (the deletion request it answers)")
-    ds, x, y = load_marked(dataset)
-    forget = np.asarray(ds["owner"]) == owner
+    provider = providers.get(cfg.behaviour, **cfg.params)
+    if cfg.dataset is None or cfg.owner is None:
+        raise InputError(f"--behaviour {cfg.behaviour} needs --dataset and --owner (the deletion request it answers)")
+    ds, x, y = load_marked(Path(cfg.dataset))
+    forget = np.asarray(ds["owner"]) == cfg.owner
     if not forget.any():
-        raise InputError(f"owner {owner} holds no samples in {dataset}")
-    model, mcfg, ckpts = load_model(model_dir)
+        raise InputError(f"owner {cfg.owner} holds no samples in {cfg.dataset}")
+    model, mcfg, ckpts = load_model(Path(cfg.model))
     torch.set_num_threads(1)
-    state = ProviderState(x, y, forget, model, ckpts, mcfg["num_classes"], cfg, seed)
-    return provider.unlearn(state), mcfg, provider.honest
+    state = ProviderState(x, y, forget, model, ckpts, mcfg["num_classes"], cfg.train, cfg.seed)
+    with step_bar(f"unlearn {cfg.behaviour}"):
+        served = provider.unlearn(state)
+    return served, mcfg, provider.honest
 
 
-def delete_run(model_dir: Path, dataset: Path, owner: int, behaviour: str, params: dict, out: Path,
-               cfg: TrainConfig, seed: int) -> None:
-    served, mcfg, honest = provider_model(model_dir, dataset, owner, behaviour, params, cfg, seed)
+def delete_run(cfg: DeleteConfig, out: Path) -> None:
+    check_output(out)
+    served, mcfg, honest = provider_model(cfg)
     with staged_output(out) as stage:
         save_model(served, stage, (mcfg["channels"], mcfg["image_size"], mcfg["image_size"]), mcfg["num_classes"])
-        write_yaml(stage / "delete_config.yaml", {"behaviour": behaviour, "params": params, "owner": owner,
-                                                 "honest": honest, "seed": seed})
+        write_yaml(stage / "config.yaml", cfg)
+        write_json(stage / "metrics.json", {"honest": honest})
 
 
-def serve_run(model_dir: Path, behaviour: str, dataset: Path | None, owner: int | None, params: dict, output: str,
-              port: int, cfg: TrainConfig, seed: int, announce: Callable[[str], None]) -> None:
-    """Serve the model (after ``behaviour``) on 127.0.0.1:``port`` until interrupted."""
-    if behaviour == "noop" and dataset is None:
-        model, mcfg, _ = load_model(model_dir)
+def serve_run(cfg: ServeConfig, announce: Callable[[str], None]) -> None:
+    """Serve the model (after ``cfg.behaviour``) on 127.0.0.1:``cfg.port`` until interrupted."""
+    if cfg.behaviour == "noop" and cfg.dataset is None:
+        model, mcfg, _ = load_model(Path(cfg.model))
     else:
-        model, mcfg, _ = provider_model(model_dir, dataset, owner, behaviour, params, cfg, seed)
+        model, mcfg, _ = provider_model(cfg)
     shape = (mcfg["channels"], mcfg["image_size"], mcfg["image_size"])
     torch.set_num_threads(1)
-    serve(create_app(model.eval(), shape, output), "127.0.0.1", port, announce)
-
-
-@dataclass
-class VerifySources:
-    """Where the verifier's inputs come from (paths, or the served model's URL)."""
-
-    model_dir: Path | None
-    endpoint: str | None
-    before: Path
-    reference: Path | None
-    owner_data: Path | None
-    data_name: str
-    client: ClientConfig
+    serve(create_app(model.eval(), shape, cfg.output), "127.0.0.1", cfg.port, announce)
 
 
 def local_endpoint(path: Path, option: str, key: OwnerKey, shape: tuple[int, ...]) -> Endpoint:
@@ -149,36 +170,51 @@ def local_endpoint(path: Path, option: str, key: OwnerKey, shape: tuple[int, ...
     return model_endpoint(model)
 
 
-def verify_run(src: VerifySources, key_file: Path, cfg: VerifyConfig, out: Path | None) -> DeletionVerdict:
+def verify_run(cfg: VerifyCommandConfig, out: Path | None) -> DeletionVerdict:
     """Load the key, the models or endpoint and the query data; verify; write ``verdict.json``."""
     from unlearning_verify.verify import check_settings
 
-    check_settings(cfg.alpha, cfg.beta, cfg.max_queries)
-    key = OwnerKey.load(key_file)
+    v = cfg.verify
+    check_settings(v.alpha, v.beta, v.max_queries)
+    if out is not None:
+        check_output(out)  # before any query: a bad --out costs nothing and prints nothing else
+    key = OwnerKey.load(Path(cfg.key))
     if key.family == "hidden_trigger":
         raise InputError("verify works on dirty-label image families; the key is hidden_trigger")
-    _, _, xt, yt = image_data(src.data_name)
+    _, _, xt, yt = image_data(cfg.data)
     shape = tuple(xt.shape[1:])
     torch.set_num_threads(1)
-    before = local_endpoint(src.before, "--before", key, shape)
-    reference = local_endpoint(src.reference, "--reference", key, shape) if src.reference else None
-    served = (local_endpoint(src.model_dir, "--model", key, shape) if src.model_dir
-              else http_endpoint(src.endpoint, src.client, shape, key.num_classes))
-    owner = QueryData(*owner_samples(src.owner_data, key.owner)) if src.owner_data else None
-    verdict = verify_deletion(before, served, build(key, shape), cfg, data=QueryData(xt, yt), reference=reference,
-                              owner=owner)
+    before = local_endpoint(Path(cfg.before), "--before", key, shape)
+    reference = local_endpoint(Path(cfg.reference), "--reference", key, shape) if cfg.reference else None
+    served = (local_endpoint(Path(cfg.model), "--model", key, shape) if cfg.model
+              else http_endpoint(cfg.endpoint, cfg.client, shape, key.num_classes))
+    owner = QueryData(*owner_samples(Path(cfg.owner_data), key.owner)) if cfg.owner_data else None
+    with tqdm(desc="unlearn verify", unit="query", disable=None) as bar:  # None: on a terminal only
+        counted = dataclasses.replace(served, labels_fn=counting(served.labels_fn, bar),
+                                      probabilities_fn=served.probabilities_fn and counting(served.probabilities_fn, bar))
+        verdict = verify_deletion(before, counted, build(key, shape), v, data=QueryData(xt, yt), reference=reference,
+                                  owner=owner)
     if out is not None:
         with staged_output(out) as stage:
             write_json(stage / "verdict.json", {"verdict": verdict.as_dict()})
-            write_yaml(stage / "config.yaml", {**{k: str(v) if isinstance(v, Path) else v
-                                                  for k, v in dataclasses.asdict(src).items()}, **cfg.__dict__})
+            write_yaml(stage / "config.yaml", cfg)
     return verdict
 
 
-def bench_run(cfg: bench_mod.BenchConfig, data_name: str, out: Path, resume: bool) -> list[dict]:
+def counting(fn: Callable[[torch.Tensor], torch.Tensor], bar: tqdm) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``fn`` that advances ``bar`` by the images of every query batch sent to the served model."""
+    def call(x: torch.Tensor) -> torch.Tensor:
+        out = fn(x)
+        bar.update(len(x))
+        return out
+    return call
+
+
+def bench_run(run_cfg: BenchRunConfig, out: Path, resume: bool) -> list[dict]:
     """Run (or resume) the benchmark into ``out``; returns the summary rows."""
     from unlearning_verify.verify import check_settings
 
+    cfg, data_name = run_cfg.bench, run_cfg.data
     check_settings(cfg.alpha, cfg.beta, cfg.max_queries)
     if not cfg.seeds:
         raise InputError("--seeds must be ≥ 1")
@@ -191,7 +227,7 @@ def bench_run(cfg: bench_mod.BenchConfig, data_name: str, out: Path, resume: boo
     x, y, xt, yt = image_data(data_name)
     started = time.time()
     with staged_output(out, resume=resume) as stage:
-        write_yaml(stage / "config.yaml", {"data": data_name, **cfg.__dict__})
+        write_yaml(stage / "config.yaml", run_cfg)
         rows_path = stage / "trials.jsonl"
         done = {(r["family"], r["behaviour"], r["seed"]) for r in read_jsonl(rows_path)}
         total = len(cfg.families) * len(cfg.behaviours) * len(cfg.seeds)
@@ -209,15 +245,16 @@ def bench_run(cfg: bench_mod.BenchConfig, data_name: str, out: Path, resume: boo
     return summary
 
 
-def bench_fed_run(cfg, data_name: str, out: Path, resume: bool) -> list[dict]:
+def bench_fed_run(run_cfg: FedBenchRunConfig, out: Path, resume: bool) -> list[dict]:
     """The federated benchmark into ``out``; returns its rows."""
     from unlearning_verify import bench_federated as bf
 
+    cfg, data_name = run_cfg.bench, run_cfg.data
     torch.set_num_threads(1)
     x, y, xt, yt = image_data(data_name)
     started = time.time()
     with staged_output(out, resume=resume) as stage:
-        write_yaml(stage / "config.yaml", {"data": data_name, **cfg.__dict__})
+        write_yaml(stage / "config.yaml", run_cfg)
         rows_path = stage / "trials.jsonl"
         done = {r["seed"] for r in read_jsonl(rows_path)}
         for s in tqdm(cfg.seeds, desc="federated bench", unit="seed"):

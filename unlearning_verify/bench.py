@@ -4,18 +4,22 @@ Per seed: an IID split into owners; owner ``owner`` marks a fraction ``rate`` of
 that never depend on the watermark (the clean model for the accuracy cost, trained for the first
 ``marking_cost_seeds`` seeds (default: all); the reference model for q and for calibrated membership
 inference, the honest retrain and SISA) are trained once per seed. Per (family, seed) the provider
-trains the marked model once, p is calibrated on held-out triggered test images, then every behaviour
-answers the deletion request from that same model and the owner verifies with fresh queries.
+trains the marked model once, p and q are calibrated once on held-out triggered test images (the
+calibration does not depend on the served model), then every behaviour answers the deletion request
+from that same model and the owner verifies with fresh queries; the membership check uses all of
+the owner's samples in their original form. BASR and clean accuracy after deletion are measured on
+the first ``eval_samples`` test images (reported metrics only; verdicts use the full pools).
 One result row per (family, behaviour, seed); rows already in ``done`` are skipped (resume).
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -25,8 +29,10 @@ from torch import nn
 from unlearning_verify import providers, training
 from unlearning_verify.keys import OwnerKey
 from unlearning_verify.marking import mark, owner_split
-from unlearning_verify.deletion import QueryData, VerifyConfig, markers_of, verify_deletion
-from unlearning_verify.oracles import model_endpoint, torch_oracle
+from unlearning_verify.deletion import (
+    CalibratedMarker, QueryData, VerifyConfig, backdoor_alpha, calibrate_markers, markers_of, verify_deletion)
+from unlearning_verify.membership import matched_non_members, membership_test
+from unlearning_verify.oracles import Endpoint, model_endpoint, torch_oracle
 from unlearning_verify.providers import ProviderState
 from unlearning_verify.verify import HONORED, NOT_HONORED, hits
 from unlearning_verify.watermarks import build
@@ -37,18 +43,20 @@ CACHED_BEHAVIOURS = ("partial", "finetune", "gradient_ascent")
 
 @dataclass
 class BenchConfig:
-    families: list[str] = field(default_factory=lambda: ["lsb"])
+    families: list[str] = field(default_factory=lambda: ["multi"])
     behaviours: list[str] = field(default_factory=providers.names)
     seeds: list[int] = field(default_factory=lambda: list(range(20)))
     num_owners: int = 10
     owner: int = 0
     rate: float = 0.5
-    alpha: float = 1e-3
-    beta: float = 1e-3
-    max_queries: int = 30
-    membership_share: float = 0.1
-    membership_samples: int = 200
+    alpha: float = VerifyConfig.alpha
+    beta: float = VerifyConfig.beta
+    max_queries: int = VerifyConfig.max_queries
+    membership_share: float = VerifyConfig.membership_share
+    membership_samples: int = 1000  # all of a simulated owner's samples (the CLI's endpoint budget caps VerifyConfig's)
+    reallocate: bool = VerifyConfig.reallocate
     marking_cost_seeds: int = 20
+    eval_samples: int = 2000
     train: training.TrainConfig = field(default_factory=training.TrainConfig)
     provider_params: dict[str, dict] = field(default_factory=dict)
     family_params: dict[str, dict] = field(default_factory=dict)
@@ -131,17 +139,60 @@ def seed_models(cfg: BenchConfig, x: torch.Tensor, y: torch.Tensor, xt: torch.Te
     return SeedModels(owner_of, forget, clean_accuracy, reference, shared)
 
 
-def verify_row(cfg: BenchConfig, wm: object, before: nn.Module, served: nn.Module, reference: nn.Module,
-               xt: torch.Tensor, yt: torch.Tensor, owner: QueryData, seed: int) -> dict:
-    """The owner's verification of one served model (fixed-n and sequential) as row fields."""
+def verify_config(cfg: BenchConfig, seed: int) -> VerifyConfig:
+    return VerifyConfig(cfg.alpha, cfg.beta, cfg.max_queries, seed=seed, membership_share=cfg.membership_share,
+                        membership_samples=cfg.membership_samples, reallocate=cfg.reallocate)
+
+
+def memo_endpoint(model: nn.Module) -> Endpoint:
+    """``model_endpoint`` that answers a batch it has seen before from memory (same answers, counted
+    as queries all the same): the fixed-n and sequential verifications ask the same membership
+    batches, and the reference model answers the same batches for every behaviour of a seed."""
+    base = model_endpoint(model)
+
+    def remember(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+        seen: dict[str, torch.Tensor] = {}
+
+        def call(x: torch.Tensor) -> torch.Tensor:
+            key = hashlib.sha1(x.contiguous().numpy().tobytes()).hexdigest() + str(tuple(x.shape))
+            if key not in seen:
+                seen[key] = fn(x)
+            return seen[key]
+        return call
+
+    return Endpoint(remember(base.labels_fn), remember(base.probabilities_fn))
+
+
+def membership_parts(served: Endpoint, reference: Endpoint, owner: QueryData, genuine: np.ndarray,
+                     data: QueryData, seed: int) -> dict:
+    """Diagnostics (no verdict): the calibrated membership AUC and p-value on the owner's genuine
+    (never marked) samples and on the originals of its marked samples, each against its own
+    class-matched non-members."""
+    out = {}
+    for name, rows in (("genuine", genuine), ("marked_originals", ~genuine)):
+        if not rows.any():
+            continue
+        mx, my = owner.x[torch.as_tensor(rows)], owner.y[torch.as_tensor(rows)]
+        non = torch.as_tensor(matched_non_members(my.numpy(), data.y.numpy(), 2, seed + 11))
+        losses = [e.losses(a, b).numpy() for e in (served, reference) for a, b in ((mx, my), (data.x[non], data.y[non]))]
+        r = membership_test(losses[0], losses[1], reference_member_losses=losses[2],
+                            reference_non_member_losses=losses[3])
+        out[f"membership_auc_{name}"], out[f"membership_p_{name}"] = r.auc, r.p_value
+    return out
+
+
+def verify_row(cfg: BenchConfig, wm: object, before: nn.Module, served: nn.Module, endpoint: Endpoint,
+               reference: Endpoint, xt: torch.Tensor, yt: torch.Tensor, owner: QueryData, seed: int,
+               calibrated: list[CalibratedMarker] | None = None) -> dict:
+    """The owner's verification of one served model (fixed-n and sequential) as row fields; ``endpoint``
+    answers for ``served``."""
     data = QueryData(xt, yt)
-    vcfg = VerifyConfig(cfg.alpha, cfg.beta, cfg.max_queries, seed=seed, membership_share=cfg.membership_share,
-                        membership_samples=cfg.membership_samples)
-    kw = dict(data=data, reference=model_endpoint(reference), owner=owner)
-    fixed = verify_deletion(model_endpoint(before), model_endpoint(served), wm, vcfg, **kw)
-    seq = verify_deletion(model_endpoint(before), model_endpoint(served), wm, replace(vcfg, sequential=True), **kw)
+    vcfg = verify_config(cfg, seed)
+    kw = dict(data=data, reference=reference, owner=owner, calibrated=calibrated)
+    fixed = verify_deletion(model_endpoint(before), endpoint, wm, vcfg, **kw)
+    seq = verify_deletion(model_endpoint(before), endpoint, wm, replace(vcfg, sequential=True), **kw)
     lead = next((m for m in fixed.markers if fixed.decided_by == f"backdoor:{m.family}"), fixed.markers[0])
-    eligible = torch.as_tensor(np.flatnonzero(yt.numpy() != lead.target))
+    eligible = torch.as_tensor(np.flatnonzero(yt.numpy() != lead.target)[: cfg.eval_samples])
     mia = fixed.membership or {}
     return {
         "verdict": fixed.verdict, "decided_by": fixed.decided_by, "reason": fixed.reason, "queries": fixed.queries,
@@ -152,7 +203,7 @@ def verify_row(cfg: BenchConfig, wm: object, before: nn.Module, served: nn.Modul
         "sprt_verdict": seq.verdict, "sprt_queries": seq.queries,
         "basr_after": hits(torch_oracle(served), lead_trigger(wm, lead.family)(xt[eligible]), lead.target) / len(eligible),
         "membership_auc": mia.get("auc"), "membership_p_value": mia.get("p_value"),
-        "membership_flagged": mia.get("flagged"),
+        "membership_flagged": mia.get("flagged"), "alpha_membership": fixed.alpha_membership,
     }
 
 
@@ -162,8 +213,8 @@ def lead_trigger(wm: object, family: str):
 
 def run_group(cfg: BenchConfig, family: str, seed: int, sm: SeedModels, x: torch.Tensor, y: torch.Tensor,
               xt: torch.Tensor, yt: torch.Tensor, num_classes: int, behaviours: list[str],
-              cache: ModelCache) -> list[dict]:
-    """All behaviours of one (family, seed); returns one row per behaviour."""
+              cache: ModelCache) -> Iterator[dict]:
+    """All behaviours of one (family, seed); yields one row per behaviour."""
     t0 = time.time()
     key = OwnerKey.generate(cfg.owner, family, num_classes, seed=seed)
     params: dict = dict(cfg.family_params.get(family, {}))
@@ -176,8 +227,13 @@ def run_group(cfg: BenchConfig, family: str, seed: int, sm: SeedModels, x: torch
     model, checkpoints = cache.get(f"s{seed}-{family}-marked",
                                    lambda: training.fit(marked.x, marked.y, num_classes, cfg.train, seed),
                                    lambda: training.build_model(x, num_classes, 0))
-    genuine = torch.as_tensor(sm.forget & ~marked.marked)
-    owner = QueryData(x[genuine], y[genuine])
+    owner = QueryData(x[torch.as_tensor(sm.forget)], y[torch.as_tensor(sm.forget)])  # originals, true labels
+    genuine = ~marked.marked[sm.forget]
+    data = QueryData(xt, yt)
+    vcfg = verify_config(cfg, seed)
+    reference = memo_endpoint(sm.reference)
+    calibrated = calibrate_markers(model_endpoint(model), model_endpoint(sm.reference), wm, data, vcfg,
+                                   backdoor_alpha(vcfg, True) / len(markers_of(wm)))
     state = ProviderState(marked.x, marked.y, sm.forget, model, checkpoints, num_classes, cfg.train, seed,
                           original_x=x, original_y=y, marked=marked.marked)
     base = {
@@ -188,7 +244,6 @@ def run_group(cfg: BenchConfig, family: str, seed: int, sm: SeedModels, x: torch
     }
     base["marking_cost"] = (None if sm.clean_accuracy is None
                             else base["clean_accuracy_unmarked"] - base["clean_accuracy_marked"])
-    rows = []
     for i, behaviour in enumerate(behaviours):
         t1 = time.time()
         provider = providers.get(behaviour, **cfg.provider_params.get(behaviour, {}))
@@ -200,17 +255,18 @@ def run_group(cfg: BenchConfig, family: str, seed: int, sm: SeedModels, x: torch
         else:
             served = provider.unlearn(state)
         expected = HONORED if provider.honest else NOT_HONORED
+        endpoint = memo_endpoint(served)
         row = {**base, "behaviour": behaviour, "honest": provider.honest,
-               **verify_row(cfg, wm, model, served, sm.reference, xt, yt, owner, seed),
-               "clean_accuracy_after": training.accuracy(served, xt, yt)}
+               **verify_row(cfg, wm, model, served, endpoint, reference, xt, yt, owner, seed, calibrated),
+               **membership_parts(endpoint, reference, owner, genuine, data, seed),
+               "clean_accuracy_after": training.accuracy(served, xt[: cfg.eval_samples], yt[: cfg.eval_samples])}
         row["correct"] = row["verdict"] == expected
         row["seconds"] = time.time() - (t0 if i == 0 else t1)
         flagged = getattr(provider, "flagged", None)
         if flagged is not None:
             row["scrub_flagged"] = int(len(flagged))
             row["scrub_marked_found"] = int(marked.marked[flagged].sum())
-        rows.append(row)
-    return rows
+        yield row
 
 
 def run(cfg: BenchConfig, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor, num_classes: int,
@@ -229,7 +285,7 @@ def run(cfg: BenchConfig, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt
             if behaviours:
                 for row in run_group(cfg, family, seed, sm, x, y, xt, yt, num_classes, behaviours, cache):
                     record(row)
-                progress(len(behaviours))
+                    progress(1)
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -258,6 +314,10 @@ def summarise(rows: list[dict]) -> list[dict]:
             "clean_accuracy_marked": mean("clean_accuracy_marked"), "clean_accuracy_after": mean("clean_accuracy_after"),
             "psnr": mean("invisibility_psnr"), "ssim": mean("invisibility_ssim"),
             "membership_flag_rate": mean("membership_flagged"), "membership_auc": mean("membership_auc"),
+            "membership_auc_sd": extreme("membership_auc", np.std), "membership_auc_min": extreme("membership_auc", min),
+            "membership_auc_max": extreme("membership_auc", max),
+            "membership_auc_genuine": mean("membership_auc_genuine"),
+            "membership_auc_marked_originals": mean("membership_auc_marked_originals"),
             "seconds_mean": mean("seconds"),
         })
     return out

@@ -41,13 +41,13 @@ REFERENCE_SEED_OFFSET = 7
 @dataclass
 class FederatedBenchConfig:
     family: str = "blended"
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: list[int] = field(default_factory=lambda: list(range(5)))
     owner: int = 0
     rate: float = 0.5
     passive_rounds: list[int] = field(default_factory=lambda: [1, 3, 5])
-    alpha: float = 1e-3
-    beta: float = 1e-3
-    max_queries: int = 60
+    alpha: float = VerifyConfig.alpha
+    beta: float = VerifyConfig.beta
+    max_queries: int = VerifyConfig.max_queries
     num_clients: int = 3
     rounds: int = 10
     local: LocalConfig = field(default_factory=lambda: LocalConfig(epochs=2, lr=0.05, batch_size=32))

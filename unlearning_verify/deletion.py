@@ -10,8 +10,11 @@ The owner marked part of its data with one or several key-derived markers (Guo e
    reference model that never saw the data, or of held-out owners' keys with the floor 1/K; one-sided
    Clopper–Pearson bounds p_low (confidence 1 − β) and q_high (1 − α).
 3. Verify: each marker's exact binomial test (Athena, Sommer et al. 2022) at level α_b/k on its share
-   of the query budget (Bonferroni over the k markers); the membership check on the owner's
-   unmarked samples (loss-based, reference-calibrated; ``membership``) at level α_m, α_b + α_m = α.
+   of the query budget (Bonferroni over the k markers; with ``reallocate``, over the markers the model
+   before deletion learned, which then share the whole budget); the membership check on the owner's own
+   samples in their original, unmarked form (loss-based, reference-calibrated; ``membership``) at
+   level α_m, α_b + α_m = α (half each by default: the membership check is what catches a provider
+   that removed the backdoor but kept the data).
    By the union bound an honest provider is accused with probability ≤ α whatever the markers'
    dependence. NOT HONORED when any test rejects; HONORED only when at least one marker test was
    conclusive (power ≥ 1 − β at its p_low), so a provider that kept the data and still answers
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from unlearning_verify import statistics as st
 from unlearning_verify.membership import matched_non_members, membership_test
 from unlearning_verify.oracles import Endpoint
 from unlearning_verify.verify import (
@@ -35,8 +39,8 @@ from unlearning_verify.verify import (
 
 BACKDOOR_ASSUMPTION = ("a provider that kept the data answers the triggered queries like the model before deletion "
                        "(backdoor success ≥ p_low); q_high bounds the success on a model that never saw the data")
-MEMBERSHIP_ASSUMPTION = ("the owner's unmarked samples and the matched non-members are drawn from one distribution; "
-                         "losses come from the served probabilities")
+MEMBERSHIP_ASSUMPTION = ("the owner's samples (original, unmarked form) and the matched non-members are drawn from "
+                         "one distribution; losses come from the served probabilities")
 
 
 @dataclass
@@ -45,12 +49,13 @@ class VerifyConfig:
 
     alpha: float = 1e-3
     beta: float = 1e-3
-    max_queries: int = 30
+    max_queries: int = 60
     sequential: bool = False
-    membership_share: float = 0.1
+    membership_share: float = 0.5
     membership_samples: int = 200
     held_out_owners: int = 5
     seed: int = 0
+    reallocate: bool = False  # markers not learned at calibration (p_low ≤ q_high) give their queries to the others
 
 
 @dataclass
@@ -117,16 +122,37 @@ def calibrate_marker(marker: object, before: Endpoint, reference: Endpoint | Non
                      "held-out owners (floor 1/K)", q_floor=1.0 / num_classes)
 
 
-def run_marker(index: int, marker: object, before: Endpoint, served: Endpoint, reference: Endpoint | None,
-                data: QueryData, cfg: VerifyConfig, alpha: float, budget: int) -> MarkerResult:
-    """Calibrate one marker on half its query pool and test the served model on the other half."""
-    source = getattr(marker, "source", None) if marker.clean_label else None
-    pool = query_pool(data.x, data.y, marker.target, source, cfg.seed + 1000 * index)
-    cal, ver = pool[: len(pool) // 2], pool[len(pool) // 2:]
-    calibration = calibrate_marker(marker, before, reference, data, cal, cfg, alpha)
-    verdict = verify(served.labels, marker.trigger(data.x[ver[:budget]]), marker.target, calibration,
+@dataclass(frozen=True)
+class CalibratedMarker:
+    """One marker calibrated on the first half of its query pool; ``ver`` indexes the fresh other half."""
+
+    marker: object
+    ver: torch.Tensor
+    calibration: Calibration
+    alpha: float
+
+
+def calibrate_markers(before: Endpoint, reference: Endpoint | None, watermark: object, data: QueryData,
+                      cfg: VerifyConfig, alpha: float) -> list[CalibratedMarker]:
+    """Step 1–2 for every marker at level ``alpha`` (= α_b): independent of the served model, so one
+    calibration serves the verification of several served models (the benchmark's behaviours)."""
+    out = []
+    for index, marker in enumerate(markers_of(watermark)):
+        source = getattr(marker, "source", None) if marker.clean_label else None
+        pool = query_pool(data.x, data.y, marker.target, source, cfg.seed + 1000 * index)
+        cal, ver = pool[: len(pool) // 2], pool[len(pool) // 2:]
+        out.append(CalibratedMarker(marker, ver, calibrate_marker(marker, before, reference, data, cal, cfg, alpha),
+                                    alpha))
+    return out
+
+
+def run_marker(c: CalibratedMarker, served: Endpoint, data: QueryData, cfg: VerifyConfig, budget: int,
+               alpha: float) -> MarkerResult:
+    """Test the served model on the fresh half of the marker's query pool at level ``alpha`` (Bonferroni)."""
+    m = c.marker
+    verdict = verify(served.labels, m.trigger(data.x[c.ver[:budget]]), m.target, c.calibration,
                      alpha=alpha, beta=cfg.beta, max_queries=budget, sequential=cfg.sequential)
-    return MarkerResult(marker.family, int(marker.target), calibration, verdict)
+    return MarkerResult(m.family, int(m.target), c.calibration, verdict)
 
 
 def membership_check(served: Endpoint, reference: Endpoint | None, owner: QueryData, data: QueryData,
@@ -147,18 +173,54 @@ def membership_check(served: Endpoint, reference: Endpoint | None, owner: QueryD
     return result.as_dict(), spent
 
 
+def tested_markers(calibrated: list[CalibratedMarker], cfg: VerifyConfig, alpha_b: float) -> list[CalibratedMarker]:
+    """The markers that share the query budget and α_b: all k; with ``reallocate``, the largest m for
+    which m markers reach power 1 − β on max_queries/m queries at α_b/m (the first m of them). The
+    choice uses the calibration alone, never the served model's answers, so the union bound over the
+    tested markers holds (q_high stays at the stricter α_b/k)."""
+    if not cfg.reallocate:
+        return calibrated
+    for m in range(len(calibrated), 0, -1):
+        budget = max(1, cfg.max_queries // m)
+        feasible = [c for c in calibrated if c.calibration.p_low > c.calibration.q_high and st.required_queries(
+            c.calibration.p_low, c.calibration.q_high, alpha_b / m, cfg.beta, max_queries=budget) is not None]
+        if len(feasible) >= m:
+            return feasible[:m]
+    return calibrated
+
+
+def skipped(c: CalibratedMarker) -> MarkerResult:
+    """A marker left out by ``reallocate``: no query, INCONCLUSIVE."""
+    cal = c.calibration
+    reason = f"not tested: p_low={cal.p_low:.3f}, q_high={cal.q_high:.3f}; its queries went to the learned markers"
+    return MarkerResult(c.marker.family, int(c.marker.target), cal,
+                        Verdict(INCONCLUSIVE, reason, 0, 0, None, None, None, None, cal.p_low, cal.q_high, False))
+
+
+def backdoor_alpha(cfg: VerifyConfig, with_membership: bool) -> float:
+    """α_b: all of α without the membership check, else α − α·membership_share."""
+    return cfg.alpha - cfg.alpha * cfg.membership_share if with_membership else cfg.alpha
+
+
 def verify_deletion(before: Endpoint, served: Endpoint, watermark: object, cfg: VerifyConfig, *, data: QueryData,
-                    reference: Endpoint | None = None, owner: QueryData | None = None) -> DeletionVerdict:
-    """Decide whether the deletion was honoured (module docstring: steps 1–3)."""
+                    reference: Endpoint | None = None, owner: QueryData | None = None,
+                    calibrated: list[CalibratedMarker] | None = None) -> DeletionVerdict:
+    """Decide whether the deletion was honoured (module docstring: steps 1–3). ``calibrated``: the
+    markers' calibration from an earlier call with the same before/reference/data/cfg (reused when its
+    level matches)."""
     check_settings(cfg.alpha, cfg.beta, cfg.max_queries)
     markers = markers_of(watermark)
     with_membership = owner is not None and len(owner.y) > 0 and served.has_probabilities
-    alpha_m = cfg.alpha * cfg.membership_share if with_membership else 0.0
-    alpha_b = cfg.alpha - alpha_m
-    budget = max(1, cfg.max_queries // len(markers))
+    alpha_b = backdoor_alpha(cfg, with_membership)
+    alpha_m = cfg.alpha - alpha_b
+    if calibrated is None or len(calibrated) != len(markers) or calibrated[0].alpha != alpha_b / len(markers):
+        calibrated = calibrate_markers(before, reference, watermark, data, cfg, alpha_b / len(markers))
+    tested = tested_markers(calibrated, cfg, alpha_b)
+    budget = max(1, cfg.max_queries // len(tested))
     start = served.used
-    results = [run_marker(i, m, before, served, reference, data, cfg, alpha_b / len(markers), budget)
-               for i, m in enumerate(markers)]
+    chosen = {id(c) for c in tested}
+    results = [run_marker(c, served, data, cfg, budget, alpha_b / len(tested)) if id(c) in chosen else skipped(c)
+               for c in calibrated]
     queries = served.used - start
     membership, m_queries = (membership_check(served, reference, owner, data, cfg, alpha_m) if with_membership
                              else (None, 0))

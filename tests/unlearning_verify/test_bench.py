@@ -20,7 +20,8 @@ def digits(data_dir):
 
 def config() -> bench.BenchConfig:
     return bench.BenchConfig(families=["lsb"], behaviours=["noop", "stale"], seeds=[0], num_owners=4,
-                             train=training.TrainConfig(epochs=30, lr=5e-3, batch_size=32), marking_cost_seeds=0)
+                             train=training.TrainConfig(epochs=30, lr=5e-3, batch_size=32), marking_cost_seeds=0,
+                             max_queries=30)
 
 
 def test_resumed_benchmark_equals_uninterrupted(digits, tmp_path):

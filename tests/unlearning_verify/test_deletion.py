@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 import torch
 
@@ -13,6 +15,7 @@ from unlearning_verify.marking import mark, owner_split
 from unlearning_verify.oracles import Endpoint, model_endpoint
 from unlearning_verify.providers import ProviderState, get
 from unlearning_verify.watermarks import build
+from unlearning_verify.watermarks.multi import MultiMarker
 
 
 def test_single_marker_verdicts_name_the_deciding_signal(lsb_scenario):
@@ -83,3 +86,32 @@ def test_multi_marker_catches_purification_and_query_detection(multi_scenario, b
     assert honest.verdict == "HONORED"
     assert sum(m.verdict.queries for m in v.markers) == v.queries
     assert all(m.verdict.size is None or m.verdict.size <= cfg.alpha / 3 for m in v.markers)
+
+
+@dataclass
+class NeverLearned:
+    """A marker the model before deletion never learned: its trigger leaves the image as it is."""
+
+    target: int
+    family: str = "identity"
+    clean_label: bool = False
+
+    def trigger(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+
+def test_reallocate_gives_an_unlearned_markers_queries_and_alpha_to_the_learned_one(lsb_scenario):
+    s = lsb_scenario
+    wm = MultiMarker([s.wm, NeverLearned(target=(s.wm.target + 1) % 10)])
+    data, ref = QueryData(s.xt, s.yt), model_endpoint(s.clean)
+    results = {}
+    for reallocate in (False, True):
+        cfg = VerifyConfig(max_queries=40, reallocate=reallocate)
+        kept = verify_deletion(model_endpoint(s.model), model_endpoint(s.model), wm, cfg, data=data, reference=ref)
+        gone = verify_deletion(model_endpoint(s.model), model_endpoint(s.clean), wm, cfg, data=data, reference=ref)
+        assert (kept.verdict, gone.verdict) == ("NOT HONORED", "HONORED")
+        assert kept.markers[1].verdict.verdict == "INCONCLUSIVE" and kept.markers[1].verdict.queries == 0
+        results[reallocate] = kept.markers[0].verdict
+    assert (results[False].queries, results[True].queries) == (20, 40)
+    # tested alone, the learned marker's exact test may use all of α_b; shared, at most α_b/2
+    assert results[False].size <= VerifyConfig().alpha / 2 and results[True].size <= VerifyConfig().alpha
