@@ -12,7 +12,7 @@ simulation); partition labels are the original ones, so marking does not move sa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from torch import nn
 from fedharness.config import ExperimentConfig
 from fedharness.partition import split
 from fedharness.tasks.image_classification import ImageClassificationTask
+from labcore.config import from_dict
 from labcore.errors import InputError
 from unlearning_verify.keys import OwnerKey
 from unlearning_verify.marking import mark
@@ -35,14 +36,6 @@ class WatermarkTaskConfig:
     owner: int = 0
     rate: float = 0.5
     family_params: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_params(cls, params: dict) -> "WatermarkTaskConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise InputError(f"task.params {', '.join(unknown)} unknown for unlearning_watermark; use {', '.join(sorted(known))}")
-        return cls(**params)
 
 
 @dataclass
@@ -78,7 +71,7 @@ class WatermarkTask(ImageClassificationTask):
 def make_task(x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor,
               cfg: ExperimentConfig) -> WatermarkTask:
     """Mark the owner client's shard of (x, y) with its key-derived watermark (key seeded by ``cfg.seed``)."""
-    wcfg = WatermarkTaskConfig.from_params(cfg.task.params)
+    wcfg = from_dict(WatermarkTaskConfig, cfg.task.params, source="task.params")
     fed = cfg.federation
     if not 0 <= wcfg.owner < fed.num_clients:
         raise InputError(f"task.params.owner must lie in 0..{fed.num_clients - 1}, got {wcfg.owner}")
