@@ -23,7 +23,7 @@ Paths = Mapping[str, "str | tuple[str, ...]"]
 
 
 def config_command(cls: type[T] | str, *, paths: Paths | None = None, keep: Iterable[str] = (),
-                   base: Mapping[str, Any] | None = None) -> Callable:
+                   base: Mapping[str, Any] | None = None, required: Iterable[str] = ()) -> Callable:
     """Decorator: a click command whose knobs are the dataclass ``cls`` accepts ``--config FILE.yaml``.
 
     Defaults are written once, in ``cls``. The command's click options default to ``None`` (flags as
@@ -32,7 +32,9 @@ def config_command(cls: type[T] | str, *, paths: Paths | None = None, keep: Iter
     file. Option ``name`` sets field ``name`` unless ``paths`` maps it to a dotted field path
     (``{"epochs": "train.epochs"}``; a tuple sets several). ``base`` is a scenario's mapping laid under
     the ``--config`` file (its values replace the dataclass defaults). Options named in ``keep`` (``out``, ``resume``…) are not knobs
-    and pass through. The merged mapping is loaded strictly (unknown keys and wrong types are input
+    and pass through; options named in ``required`` must be given when no ``--config`` file is (checked
+    before a lazily named ``cls`` is imported, so a forgotten option is reported at once). The merged
+    mapping is loaded strictly (unknown keys and wrong types are input
     errors naming the key) and ``cfg.validate()`` runs when ``cls`` has it. The command function
     receives the config first::
 
@@ -50,12 +52,15 @@ def config_command(cls: type[T] | str, *, paths: Paths | None = None, keep: Iter
     runs (a dataclass whose module imports torch must not slow ``poisonlab --help``).
     """
     paths = dict(paths or {})
-    kept = tuple(keep)
+    kept, needed = tuple(keep), tuple(required)
 
     def decorate(command: Callable) -> Callable:
         @functools.wraps(command)
         def wrapper(config_file: Path | None = None, **options: Any) -> Any:
             passthrough = {name: options.pop(name) for name in kept if name in options}
+            for name in needed if config_file is None else ():
+                if options.get(name) is None:
+                    raise InputError(f"{name} is required: pass --{name.replace('_', '-')} or set '{name}:' in the --config file")
             return command(load_config(_resolve(cls), config_file, options, paths, base), **passthrough)
 
         name = cls if isinstance(cls, str) else cls.__name__

@@ -71,7 +71,7 @@ def unlearn() -> None:
 
 
 @unlearn.command("mark")
-@config_command(CFG + "MarkConfig", keep=["out"])
+@config_command(CFG + "MarkConfig", keep=["out"], required=["owner", "key_file"])
 @click.option("--data", default=None, help="Image dataset (mnist, digits).")
 @click.option("--owner", type=int, default=None, help="Owner id (0..owners-1) whose samples are marked.")
 @click.option("--owners", type=int, default=None, help="Number of owners (IID split).")
@@ -91,7 +91,7 @@ def mark_cmd(cfg, out: Path) -> None:
 
 
 @unlearn.command("train")
-@config_command(CFG + "UnlearnTrainConfig", keep=["out"], paths=TRAIN_PATHS)
+@config_command(CFG + "UnlearnTrainConfig", keep=["out"], paths=TRAIN_PATHS, required=["dataset"])
 @click.option("--dataset", default=None, help="Folder written by 'unlearn mark'.")
 @click.option("--out", type=PATH, required=True, help="Model folder.")
 @options(*FIT_OPTIONS)
@@ -106,7 +106,7 @@ def train_cmd(cfg, out: Path) -> None:
 
 
 @unlearn.command("delete")
-@config_command(CFG + "DeleteConfig", keep=["out", "params"], paths=TRAIN_PATHS)
+@config_command(CFG + "DeleteConfig", keep=["out", "params"], paths=TRAIN_PATHS, required=["model"])
 @click.option("--model", default=None, help="The served model.")
 @options(*BEHAVIOUR_OPTIONS)
 @click.option("--out", type=PATH, required=True, help="Folder for the model served afterwards.")
@@ -122,7 +122,7 @@ def delete_cmd(cfg, out: Path, params: tuple[str, ...]) -> None:
 
 
 @unlearn.command("serve")
-@config_command(CFG + "ServeConfig", keep=["params"], paths=TRAIN_PATHS)
+@config_command(CFG + "ServeConfig", keep=["params"], paths=TRAIN_PATHS, required=["model"])
 @click.option("--model", default=None, help="The provider's model.")
 @options(*BEHAVIOUR_OPTIONS)
 @click.option("--output", type=click.Choice(["label", "probabilities"]), default=None)
@@ -143,7 +143,7 @@ VERIFY_PATHS = {"queries": "verify.max_queries", "alpha": "verify.alpha", "beta"
 
 
 @unlearn.command("verify")
-@config_command(CFG + "VerifyCommandConfig", keep=["out"], paths=VERIFY_PATHS)
+@config_command(CFG + "VerifyCommandConfig", keep=["out"], paths=VERIFY_PATHS, required=["key", "before"])
 @click.option("--model", default=None, help="The model served after deletion.")
 @click.option("--endpoint", default=None, help="URL of the served model's JSON prediction endpoint (instead of --model).")
 @click.option("--key", default=None, help="The owner's key file.")
@@ -183,7 +183,7 @@ def verify_cmd(cfg, out: Path | None) -> None:
 @click.option("--families", default=None, callback=_csv, help="Comma list of watermark families.")
 @click.option("--behaviours", default=None, callback=_behaviours,
               help="Comma list of provider behaviours, or 'all' (every centralised behaviour).")
-@click.option("--seeds", type=int, default=None, help="Number of trials: seeds --seed … --seed+N−1 (default: the config's seed list).")
+@click.option("--seeds", type=click.IntRange(min=1), default=None, help="Number of trials: seeds --seed … --seed+N−1 (default: the config's seed list).")
 @click.option("--alpha", type=float, default=None, help="False accusation rate.")
 @click.option("--beta", type=float, default=None, help="Miss rate.")
 @click.option("--queries", type=int, default=None, help="Backdoor query budget per verification.")
@@ -217,7 +217,7 @@ def bench(cfg, out: Path, resume: bool, seeds: int | None, seed: int | None, fam
 @click.option("--out", type=PATH, default=Path("runs/unlearn-bench-fed"), show_default=True)
 @click.option("--data", default=None)
 @click.option("--family", default=None, help="Dirty-label watermark family the owner client marks with.")
-@click.option("--seeds", type=int, default=None, help="Number of seeds: --seed … --seed+N−1 (default: the config's seed list).")
+@click.option("--seeds", type=click.IntRange(min=1), default=None, help="Number of seeds: --seed … --seed+N−1 (default: the config's seed list).")
 @click.option("--clients", type=int, default=None, help="Clients; the owner is client 0.")
 @click.option("--rounds", type=int, default=None, help="FedAvg rounds.")
 @click.option("--rate", type=click.FloatRange(0, 1, min_open=True), default=None, help="Owner client's marked fraction, in (0, 1].")
