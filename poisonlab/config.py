@@ -103,7 +103,10 @@ def load_config(cls: type[T], path: Path | None, options: Mapping[str, Any], pat
 
 
 def _show_default(option: click.Option, cls: type | None, base: Mapping[str, Any], dotted: "str | tuple[str, ...]") -> None:
-    """Append ``[default: …]`` to ``option``'s help: the value ``base`` or the dataclass ``cls`` gives the field."""
+    """Append ``[default: …]`` to ``option``'s help: the value ``base`` or the dataclass ``cls`` gives the field
+    (not to one of several flags that each set the field to their own value, such as ``--quick``/``--full``)."""
+    if option.is_flag and not option.is_bool_flag:
+        return
     missing = object()
     value: Any = missing
     for key in (dotted if isinstance(dotted, str) else dotted[0]).split("."):

@@ -8,19 +8,42 @@ from __future__ import annotations
 
 import importlib
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import click
 
-# step → (module with ``run(out, quick_or_size, seed, report) -> dict``, heading)
+from labcore.errors import InputError
+from poisonlab.config import config_command
+
+# step → (module with ``run(out, size, seed, report) -> dict``, heading)
 STEPS: dict[str, tuple[str, str]] = {
     "fed": ("poisonlab.demo_fed", "Federated backdoor: one-shot model replacement (Bagdasaryan et al. 2020)"),
     "nlp": ("poisonlab.demo_nlp", "Concealed trigger-phrase poisons on SST-2 (Wallace et al. 2021)"),
     "unlearn": ("poisonlab.demo_unlearn", "Unlearning verification with an LSB watermark (Athena)"),
     "t2i": ("poisonlab.demo_t2i", "Text-to-image pixel backdoor on the MNIST base (BadT2I)"),
 }
-# steps whose run() takes the size name; the others take ``quick: bool`` (tiny runs them quick)
+SIZES = ("tiny", "quick", "full")
+
+
+@dataclass
+class DemoConfig:
+    """``poisonlab demo``: every step at ``size`` (tiny, quick or full), seeded by ``seed``; ``steps`` picks
+    some of them (empty: all, in the order of ``STEPS``)."""
+
+    size: str = "full"
+    seed: int = 0
+    steps: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if self.size not in SIZES:
+            raise InputError(f"demo size {self.size!r} is unknown; use one of {', '.join(SIZES)}")
+        unknown = sorted(set(self.steps) - set(STEPS))
+        if unknown:
+            raise InputError(f"demo step(s) {', '.join(unknown)} unknown; use some of {', '.join(STEPS)}")
+
+
 def quiet_libraries() -> None:
     """Library logs down to errors and their loading bars off: the transformers load report (the
     classifier head "MISSING", expected when fine-tuning), "Loading weights/pipeline components" bars
@@ -82,24 +105,27 @@ def run_steps(stage: Path, steps: list[str], size: str, seed: int, report, echo:
 
 
 @click.command()
-@click.option("--quick", "size", flag_value="quick", help="Smaller settings (the T2I base is pretrained once and cached; measured times in the README).")
+@config_command(DemoConfig, keep=["out"], paths={"only": "steps"})
+@click.option("--quick", "size", flag_value="quick", default=None,
+              help="Smaller settings (the T2I base is pretrained once and cached; measured times in the README).")
 @click.option("--tiny", "size", flag_value="tiny", help="Smallest settings, a mechanics check (the end-to-end test).")
-@click.option("--full", "size", flag_value="full", default=True, help="The full settings (default).")
+@click.option("--full", "size", flag_value="full", help="The full settings (the default).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=None)
 @click.option("--only", "only", multiple=True, type=click.Choice(sorted(STEPS)), help="Run only these steps (repeatable).")
-def demo(size: str, out: Path, seed: int, only: tuple[str, ...]) -> None:
-    """Run the demo experiments and write one HTML report comparing them."""
+def demo(cfg: DemoConfig, out: Path) -> None:
+    """Run the demo experiments and write one HTML report comparing them; its config.yaml reruns it."""
     from poisonlab.report import Report
-    from poisonlab.runs import check_output, staged_output, write_json
+    from poisonlab.runs import check_output, staged_output, write_json, write_yaml
 
     check_output(out)
     quiet_libraries()
-    steps = [name for name in STEPS if not only or name in only]
+    steps = [name for name in STEPS if not cfg.steps or name in cfg.steps]
     report = Report("poisonlab demo")
     start = time.perf_counter()
     with staged_output(out) as stage:
-        summaries = run_steps(stage, steps, size, seed, report, click.echo)
-        write_json(stage / "metrics.json", {"size": size, "seed": seed, **summaries})
+        write_yaml(stage / "config.yaml", cfg)
+        summaries = run_steps(stage, steps, cfg.size, cfg.seed, report, click.echo)
+        write_json(stage / "metrics.json", {"size": cfg.size, "seed": cfg.seed, **summaries})
         report.save(stage / "report.html")
     click.echo(f"\ndemo report: {out / 'report.html'} ({time.perf_counter() - start:.0f} s)")

@@ -80,3 +80,21 @@ def test_no_artefact_names_the_staging_folder(demo_run):
     stale = [str(p.relative_to(out)) for p in out.rglob("*")
              if p.suffix in {".json", ".jsonl", ".yaml", ".md", ".html"} and "demo.partial" in p.read_text(encoding="utf-8")]
     assert stale == []
+
+
+def test_config_yaml_of_a_demo_reruns_it(tmp_path, data_dir):
+    import subprocess
+    import sys
+
+    import yaml
+
+    def demo(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "poisonlab", "demo", *args], capture_output=True, text=True, timeout=600)
+
+    first = demo("--tiny", "--only", "unlearn", "--seed", "3", "--out", str(tmp_path / "a"))
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert yaml.safe_load((tmp_path / "a" / "config.yaml").read_text()) == {"size": "tiny", "seed": 3, "steps": ["unlearn"]}
+    again = demo("--config", str(tmp_path / "a" / "config.yaml"), "--out", str(tmp_path / "b"))
+    assert again.returncode == 0, again.stderr[-2000:]
+    metrics = [json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("a", "b")]
+    assert metrics[0] == metrics[1] and set(metrics[0]) == {"size", "seed", "unlearn"}
