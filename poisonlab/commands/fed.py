@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import click
 
@@ -15,15 +16,33 @@ def load_experiment(path: Path, seed: int | None):
     return load(path, seed)
 
 
+def yaml_source(name: str, example: str) -> Callable:
+    """The YAML a command runs, as the argument NAME or as ``--config`` (``example`` names a run's copy)."""
+
+    def decorate(command: Callable) -> Callable:
+        command = click.option("--config", "config_option", type=click.Path(path_type=Path), default=None,
+                               help=f"The YAML, as the {name.upper()} argument (e.g. {example}).")(command)
+        return click.argument(name, type=click.Path(path_type=Path), required=False)(command)
+
+    return decorate
+
+
+def one_yaml(given: Path | None, option: Path | None, name: str) -> Path:
+    """The YAML given once, as the argument ``name`` or as ``--config``."""
+    from labcore.errors import InputError
+
+    if (given is None) == (option is None):
+        raise InputError(f"give the YAML once: as {name.upper()} or as --config")
+    return given or option
+
+
 @click.group()
 def fed() -> None:
     """Federated training with attacks and defenses."""
 
 
 @fed.command("run")
-@click.argument("config", type=click.Path(path_type=Path), required=False)
-@click.option("--config", "config_option", type=click.Path(path_type=Path), default=None,
-              help="The experiment YAML, as the CONFIG argument (e.g. a run's config.yaml).")
+@yaml_source("config", "a run's config.yaml")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/<config name>).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
 @click.option("--seed", type=int, default=None, help="Override the config's seed.")
@@ -33,11 +52,7 @@ def run(config: Path | None, config_option: Path | None, out: Path | None, resum
         engine: str | None) -> None:
     """Run the experiment described by CONFIG (YAML); task.name picks the task (image_classification,
     sst2_classification, t2i_lora, …)."""
-    from labcore.errors import InputError
-
-    if (config is None) == (config_option is None):
-        raise InputError("give the experiment YAML once: as CONFIG or as --config")
-    config = config or config_option
+    config = one_yaml(config, config_option, "config")
     cfg = load_experiment(config, seed)
     if engine is not None:
         cfg.engine.name = engine
@@ -51,19 +66,13 @@ def run(config: Path | None, config_option: Path | None, out: Path | None, resum
 
 
 @fed.command("grid")
-@click.argument("grid", type=click.Path(path_type=Path), required=False)
-@click.option("--config", "config_option", type=click.Path(path_type=Path), default=None,
-              help="The grid YAML, as the GRID argument (e.g. a grid run's grid.yaml).")
+@yaml_source("grid", "a grid run's grid.yaml")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Grid directory (default runs/<grid name>).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted grid (finished cells are kept).")
 @click.option("--seed", type=int, default=None, help="Override the seed of every cell.")
 def grid(grid: Path | None, config_option: Path | None, out: Path | None, resume: bool, seed: int | None) -> None:
     """Run the attack × defense grid described by GRID (YAML) into one report; the run's grid.yaml reruns it."""
-    from labcore.errors import InputError
-
-    if (grid is None) == (config_option is None):
-        raise InputError("give the grid YAML once: as GRID or as --config")
-    grid = grid or config_option
+    grid = one_yaml(grid, config_option, "grid")
     from poisonlab.grid import run_grid
 
     out = out or Path("runs") / grid.stem
