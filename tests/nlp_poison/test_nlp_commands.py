@@ -48,6 +48,20 @@ def test_generate_evaluate_defend(monkeypatch, tmp_path, tiny_dir, phrase, data_
                    "--lora-r", 2, "--out", tmp_path / "fed") == 0
     rounds = [json.loads(line) for line in (tmp_path / "fed" / "rounds.jsonl").read_text().splitlines()]
     assert [r["malicious"] for r in rounds] == [[0], [0]] and all("attack_success_rate" in r for r in rounds)
+    for command in ("evaluate", "defend", "fed"):  # each run's config.yaml reruns it: the same metrics up to wall times
+        folder = {"evaluate": "ev", "defend": "def", "fed": "fed"}[command]
+        assert run_cli(monkeypatch, command, "--config", tmp_path / folder / "config.yaml", "--out", tmp_path / f"{folder}2") == 0
+        first, again = (untimed(json.loads((tmp_path / f / "metrics.json").read_text())) for f in (folder, f"{folder}2"))
+        assert first == again and first, command
+
+
+def untimed(value):
+    """``value`` without wall-time entries (keys naming a time), which differ between identical runs."""
+    if isinstance(value, dict):
+        return {k: untimed(v) for k, v in value.items() if "time" not in k and not k.startswith("s/")}
+    if isinstance(value, list):
+        return [untimed(v) for v in value]
+    return value
 
 
 def test_train_writes_a_loadable_model(monkeypatch, tmp_path, tiny_dir, data_dir):
@@ -58,6 +72,8 @@ def test_train_writes_a_loadable_model(monkeypatch, tmp_path, tiny_dir, data_dir
     metrics = json.loads((tmp_path / "clean" / "metrics.json").read_text())
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["num_trigger_inputs"] >= 100
     assert [e["epoch"] for e in metrics["epochs"]] == [1] and metrics["epochs"][-1]["cacc"] == metrics["test_accuracy"]
+    assert run_cli(monkeypatch, "train", "--config", tmp_path / "clean" / "config.yaml", "--out", tmp_path / "clean2") == 0
+    assert untimed(json.loads((tmp_path / "clean2" / "metrics.json").read_text())) == untimed(metrics)
     assert (tmp_path / "clean" / "model" / "pytorch_lora_weights.safetensors").is_file()
     load_classifier(str(tmp_path / "clean" / "model"))
 
