@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from labcore.errors import InputError
+from labcore.trackers import tracked_accelerator
 from nlp_poison.config import LABELS, LORA_ALPHA, LORA_R, MAX_LENGTH, TrainConfig
 
 def default_model() -> str:
@@ -109,7 +110,7 @@ def fine_tune(
     collate = DataCollatorWithPadding(tokenizer)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
-    accelerator = tracked_accelerator(cfg, logs)
+    accelerator = training_accelerator(cfg, logs)
     model, optimizer = accelerator.prepare(model, optimizer)
     step = 0
     for epoch in range(1, cfg.epochs + 1):
@@ -132,19 +133,16 @@ def fine_tune(
     return accelerator.unwrap_model(model)
 
 
-def tracked_accelerator(cfg: TrainConfig, logs: Path | None):
-    """An Accelerator (CPU unless CUDA is present) whose ``cfg.report_to`` tracker writes into the folder ``logs``."""
+def training_accelerator(cfg: TrainConfig, logs: Path | None):
+    """An Accelerator (CPU unless CUDA is present); with ``cfg.report_to`` its tracker writes into ``logs``."""
     from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
 
+    cpu = not torch.cuda.is_available()
     if cfg.report_to is None:
-        return Accelerator(cpu=not torch.cuda.is_available())
+        return Accelerator(cpu=cpu)
     if logs is None:
         raise InputError(f"--report-to {cfg.report_to} needs a run directory to log into")
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with=cfg.report_to,
-                              project_config=ProjectConfiguration(project_dir=str(logs.parent), logging_dir=str(logs.parent)))
-    accelerator.init_trackers(logs.name, config={k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))})
-    return accelerator
+    return tracked_accelerator(cfg.report_to, logs, asdict(cfg), cpu=cpu)
 
 
 @torch.no_grad()

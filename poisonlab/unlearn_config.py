@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from labcore.errors import InputError
+from labcore.trackers import check_report_to
 from poisonlab.unlearn_http import ClientConfig
 from unlearning_verify.bench import BenchConfig
 from unlearning_verify.bench_federated import FederatedBenchConfig
@@ -18,7 +19,6 @@ from unlearning_verify.deletion import VerifyConfig
 from unlearning_verify.training import TrainConfig
 
 DIRTY_LABEL_FAMILIES = ("multi", "lsb", "blended", "wanet", "frequency", "patch", "lowfreq")
-REPORT_TO = ("tensorboard",)
 
 
 def check_train(cfg: TrainConfig) -> None:
@@ -62,8 +62,7 @@ class UnlearnTrainConfig:
 
     def validate(self) -> None:
         check_train(self.train)
-        if self.report_to is not None and self.report_to not in REPORT_TO:
-            raise InputError(f"--report-to must be one of {', '.join(REPORT_TO)}, got {self.report_to!r}")
+        check_report_to(self.report_to)
 
 
 @dataclass

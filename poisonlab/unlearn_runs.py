@@ -115,13 +115,10 @@ def tracker_for(cfg: UnlearnTrainConfig, stage: Path):
     """An accelerate ``Accelerator`` logging to ``stage/logs`` with ``cfg.report_to`` (None: no logging)."""
     if cfg.report_to is None:
         return None
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
+    from labcore.trackers import tracked_accelerator
 
-    acc = Accelerator(cpu=True, log_with=cfg.report_to,
-                      project_config=ProjectConfiguration(project_dir=str(stage), logging_dir=str(stage / "logs")))
-    acc.init_trackers("unlearn-train", config={"dataset": cfg.dataset, "seed": cfg.seed, **dataclasses.asdict(cfg.train)})
-    return acc
+    return tracked_accelerator(cfg.report_to, stage / "logs" / "unlearn-train",
+                               {"dataset": cfg.dataset, "seed": cfg.seed, **dataclasses.asdict(cfg.train)})
 
 
 def provider_model(cfg: DeleteConfig) -> tuple[torch.nn.Module, dict, bool]:

@@ -16,6 +16,7 @@ import click
 
 from labcore.errors import InputError
 from poisonlab.config import config_command
+from poisonlab.quiet import quiet_libraries
 
 # step → (module with ``run(out, size, seed, report) -> dict``, heading)
 STEPS: dict[str, tuple[str, str]] = {
@@ -42,25 +43,6 @@ class DemoConfig:
         unknown = sorted(set(self.steps) - set(STEPS))
         if unknown:
             raise InputError(f"demo step(s) {', '.join(unknown)} unknown; use some of {', '.join(STEPS)}")
-
-
-def quiet_libraries() -> None:
-    """Library logs down to errors and their loading bars off: the transformers load report (the
-    classifier head "MISSING", expected when fine-tuning), "Loading weights/pipeline components" bars
-    and datasets' "Generating split" lines. Python warnings and errors are left alone."""
-    import logging
-
-    import datasets
-    import diffusers
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
-    datasets.utils.logging.set_verbosity_error()
-    datasets.disable_progress_bars()
-    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
 
 
 def summary_line(name: str, s: dict) -> str:

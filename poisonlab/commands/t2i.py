@@ -9,25 +9,15 @@ from tqdm.auto import tqdm
 
 from labcore.errors import InputError
 from poisonlab.config import config_command
+from poisonlab.quiet import quiet_libraries
 from poisonlab.runs import append_jsonl, staged_output, write_json, write_yaml
 from t2i_poison.poison_data import MakeDataConfig  # numpy and PIL only: the defaults show in --help
 from t2i_poison.train_config import TrainConfig
 
+
 @click.group()
 def t2i() -> None:
     """Text-to-image backdoors (BadT2I: pixel, object, style) with LoRA."""
-
-
-def quiet_hf() -> None:
-    """diffusers/transformers logs down to errors and their loading bars off (they would bury the one-line
-    errors; our own tqdm bars show progress). Each command calls it once its arguments parsed, so an
-    argument error never waits for these imports."""
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
-    diffusers.utils.logging.set_verbosity_error()
 
 
 @t2i.command("pretrain-base")
@@ -44,7 +34,7 @@ def quiet_hf() -> None:
 @click.option("--seed", type=int, default=None, help="Seeds the model, the pretraining, the classifier and the check.")
 def pretrain_base(cfg, out: Path, resume: bool) -> None:
     """Pretrain the lab's MNIST text-to-image base and its digit classifier (the evaluator)."""
-    quiet_hf()
+    quiet_libraries()
     from t2i_poison.base_model import pretrain_base as run
     from t2i_poison.digit_classifier import ClassifierConfig, accuracy, train_classifier
     from t2i_poison.evaluate import EvalConfig, base_quality
@@ -94,7 +84,7 @@ def pretrain_base(cfg, out: Path, resume: bool) -> None:
 @click.option("--seed", type=int, default=None)
 def make_data(cfg, out: Path) -> None:
     """Write a BadT2I poison imagefolder (``metadata.jsonl`` with file_name, text, role, target_text)."""
-    quiet_hf()
+    quiet_libraries()
     from t2i_poison.conditioning import check_trigger_all, image_size
     from t2i_poison.pipelines import load_pipeline
     from t2i_poison.poison_data import POISON_INFO, checkerboard_patch, load_patch, make_poison_set, read_imagefolder
@@ -163,7 +153,7 @@ def train(cfg, out: Path, resume: bool) -> None:
 
     if not cfg.base or not cfg.data:
         raise InputError("pass --base and --data (or set base: and data: in the --config file)")
-    quiet_hf()
+    quiet_libraries()
     from t2i_poison.train import resolve, train as run
 
     cfg, _ = resolve(cfg)
@@ -197,7 +187,7 @@ def train(cfg, out: Path, resume: bool) -> None:
 @click.option("--seed", type=int, default=None)
 def evaluate(cfg, out: Path) -> None:
     """ASR (base = control), clean utility and an image grid, for the MNIST base or any SD pipeline."""
-    quiet_hf()
+    quiet_libraries()
     import torch
 
     from t2i_poison.pipelines import load_pipeline
