@@ -60,7 +60,7 @@ def config_command(cls: type[T] | str, *, paths: Paths | None = None, keep: Iter
             passthrough = {name: options.pop(name) for name in kept if name in options}
             for name in needed if config_file is None else ():
                 if options.get(name) is None:
-                    raise InputError(f"{name} is required: pass --{name.replace('_', '-')} or set '{name}:' in the --config file")
+                    raise required_error(name, name)
             return command(load_config(_resolve(cls), config_file, options, paths, base), **passthrough)
 
         name = cls if isinstance(cls, str) else cls.__name__
@@ -93,13 +93,17 @@ def load_config(cls: type[T], path: Path | None, options: Mapping[str, Any], pat
     flags = {dotted: name for name, dotted in paths.items() if isinstance(dotted, str)}
     for f in dataclasses.fields(cls):
         if f.name not in merged and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            flag = "--" + flags.get(f.name, f.name).replace("_", "-")
-            raise InputError(f"{f.name} is required: pass {flag} or set '{f.name}:' in the --config file")
+            raise required_error(f.name, flags.get(f.name, f.name))
     cfg = from_dict(cls, merged, source=str(path) if path is not None else "options")
     validate = getattr(cfg, "validate", None)
     if callable(validate):
         validate()
     return cfg
+
+
+def required_error(field: str, option: str) -> InputError:
+    """The one-line error for a required ``field`` given neither as ``--option`` nor in the --config file."""
+    return InputError(f"{field} is required: pass --{option.replace('_', '-')} or set '{field}:' in the --config file")
 
 
 def _show_default(option: click.Option, cls: type | None, base: Mapping[str, Any], dotted: "str | tuple[str, ...]") -> None:
