@@ -102,6 +102,8 @@ def main() -> None:
     p.add_argument("--per-round", type=int, default=5)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--attack-rounds", type=int, default=2)
+    p.add_argument("--attack-epochs", type=int, default=None,
+                   help="the attacker's local epochs (default: the ada attack's own, the paper's 1)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -127,7 +129,10 @@ def main() -> None:
             if key in done:
                 continue
             t0 = time.perf_counter()
-            res = attack_run(task, args, seed, g, defense, {"source": s, "target": t, "stealth": stealth})
+            params = {"source": s, "target": t, "stealth": stealth}
+            if args.attack_epochs is not None:
+                params["epochs"] = args.attack_epochs
+            res = attack_run(task, args, seed, g, defense, params)
             row = {"key": key, "part": part, "seed": seed, "source": s, "defense": defense, "stealth": stealth,
                    **res, "seconds": time.perf_counter() - t0}
             if part == "target":
