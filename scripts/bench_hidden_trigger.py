@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fedharness.attacks.hidden_trigger import TransferConfig, run_transfer
+from fedharness.attacks.hidden_trigger import BASES, OPTIMIZERS, TransferConfig, run_transfer
 from fedharness.tasks.head_finetune import PretrainConfig, pretrain_extractor
 from unlearning_verify.watermarks.hidden_trigger import TransferVerifyConfig, verify_transfer
 from poisonlab import data
@@ -54,8 +54,11 @@ def config(point: dict, args: argparse.Namespace) -> TransferConfig:
     source, target = (int(c) for c in point["pair"].split("-"))
     base = TransferConfig()
     attack = dataclasses.replace(base.attack, eps=point["eps255"] / 255, random_location=args.random_location,
-                                 max_iterations=args.iterations, halve_every=max(args.iterations // 3, 1))
-    return TransferConfig(source, target, point["poisons"], args.patch_size, args.classes, attack)
+                                 max_iterations=args.iterations, halve_every=max(args.iterations // 3, 1),
+                                 optimizer=args.optimizer, lr=args.lr)
+    return TransferConfig(source, target, point["poisons"], args.patch_size, args.classes, attack,
+                          image_size=args.image_size, blocks=args.blocks, bases=args.bases,
+                          pretrain_epochs=args.pretrain_epochs)
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -90,6 +93,12 @@ def main() -> None:
     p.add_argument("--patch-size", type=int, default=TransferConfig.patch_size)
     p.add_argument("--classes", choices=["pair", "all"], default=TransferConfig.classes)
     p.add_argument("--iterations", type=int, default=TransferConfig().attack.max_iterations)
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=TransferConfig().attack.optimizer)
+    p.add_argument("--lr", type=float, default=TransferConfig().attack.lr, help="step size (pixels for sign/adam)")
+    p.add_argument("--image-size", type=int, default=TransferConfig.image_size, help="bilinear upsampling side")
+    p.add_argument("--blocks", type=int, default=TransferConfig.blocks, help="extractor conv blocks (3 at 56)")
+    p.add_argument("--bases", choices=sorted(BASES), default=TransferConfig.bases)
+    p.add_argument("--pretrain-epochs", type=int, default=TransferConfig.pretrain_epochs)
     p.add_argument("--random-location", action="store_true", help="patch at random places (paper's rand_loc)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--watermark-seeds", type=int, default=0, help="run the watermark verification on N seeds")

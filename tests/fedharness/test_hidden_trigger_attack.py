@@ -52,6 +52,22 @@ def test_feature_distance_to_patched_sources_falls(extractor, images):
     assert after < before
 
 
+@pytest.mark.parametrize("optimizer", ["sign", "adam"])
+def test_normalised_steps_stay_in_the_ball_and_fall_faster_than_the_plain_step(extractor, images, optimizer):
+    targets, sources = images
+    patched = Patch.random(1, 5, 0).apply(sources[:6], True, torch.Generator().manual_seed(2))
+    common = {"eps": 8 / 255, "max_iterations": 5, "halve_every": 100, "stop_loss": 0.0}
+    _, plain = collide_batch(extractor, targets, patched, HiddenTriggerConfig(lr=0.01, **common))
+    poisons, fast = collide_batch(extractor, targets, patched,
+                                  HiddenTriggerConfig(lr=2 / 255, optimizer=optimizer, **common))
+    assert float((poisons - targets).abs().max()) <= 8 / 255 + 1e-6
+    assert float(poisons.min()) >= 0 and float(poisons.max()) <= 1
+    assert plain[0] == pytest.approx(fast[0])
+    assert fast[-1] < 0.5 * plain[-1]
+    with pytest.raises(InputError):
+        HiddenTriggerConfig(optimizer="lbfgs")
+
+
 def test_early_stop_when_largest_pair_loss_is_below_threshold(extractor, images):
     targets, sources = images
     cfg = HiddenTriggerConfig(max_iterations=50, stop_loss=1e9)
