@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fedharness.attacks.hidden_trigger import (HiddenTriggerConfig, Patch, collide_batch, generate, noise_poisons,
-                                               pair)
+from fedharness.attacks.hidden_trigger import (BASES, HiddenTriggerConfig, Patch, TransferConfig, collide_batch,
+                                               generate, noise_poisons, pair, resize)
 from fedharness.tasks.image_classification import SmallCNN
 from labcore.errors import InputError
 
@@ -101,3 +101,18 @@ def test_noise_control_and_patch_placement():
         Patch(torch.ones(1, 10, 10)).apply(torch.zeros(1, 1, 10, 10), False, torch.Generator())
     with pytest.raises(InputError):
         HiddenTriggerConfig(eps=0.0)
+
+
+def test_nearest_bases_pick_the_targets_closest_to_the_patched_sources_and_resize_keeps_range():
+    targets = torch.tensor([[5.0, 0.0], [0.9, 1.1], [9.0, 9.0], [1.0, 1.0], [-3.0, 0.0]])
+    patched = torch.tensor([[0.0, 1.0], [2.0, 1.0]])
+    g = torch.Generator().manual_seed(0)
+    assert BASES["nearest"](targets, patched, 2, g).tolist() == [3, 1]
+    picked = BASES["random"](targets, patched, 3, g)
+    assert len(set(picked.tolist())) == 3
+    x = torch.rand(2, 1, 28, 28, generator=g)
+    big = resize(x, 56)
+    assert big.shape == (2, 1, 56, 56) and float(big.min()) >= 0 and float(big.max()) <= 1
+    assert resize(x, 28) is x
+    with pytest.raises(InputError):
+        TransferConfig(bases="closest")
