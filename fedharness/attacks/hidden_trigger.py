@@ -228,9 +228,11 @@ BASES: dict[str, Callable[[torch.Tensor, torch.Tensor, int, torch.Generator], to
 @dataclass
 class TransferConfig:
     """The centralised transfer-learning experiment: images upsampled (bilinear) to ``image_size``; an
-    extractor with ``blocks`` conv blocks pretrained on the digits outside {source, target}; ``poisons``
-    target-class training images, chosen by ``bases`` (:data:`BASES`), turned into poisons (or into the
-    noise control) and added to the clean set; the last layer fitted on ``classes`` ("pair": source vs
+    extractor with ``blocks`` conv blocks pretrained on the training images of ``pretrain_classes``
+    ("all": every digit, as AlexNet was pretrained on ImageNet, source and target classes included;
+    "others": only the digits outside {source, target}); ``poisons``
+    target-class training images, chosen by ``bases`` (:data:`BASES`), replaced in the training set by
+    their poisons (or by the noise control); the last layer fitted on ``classes`` ("pair": source vs
     target, the paper's binary tasks; "all": every class)."""
 
     source: int = 3
@@ -242,6 +244,7 @@ class TransferConfig:
     image_size: int = 28
     blocks: int = 2
     bases: str = "random"
+    pretrain_classes: str = "others"
     pretrain_epochs: int = 2
     head_steps: int = 300
     head_l2: float = 1e-6
@@ -251,6 +254,8 @@ class TransferConfig:
             raise InputError("hidden trigger source and target classes must differ")
         if self.classes not in ("pair", "all"):
             raise InputError(f"classes must be 'pair' or 'all', got {self.classes!r}")
+        if self.pretrain_classes not in ("all", "others"):
+            raise InputError(f"pretrain_classes must be 'all' or 'others', got {self.pretrain_classes!r}")
         if self.bases not in BASES:
             raise InputError(f"unknown bases {self.bases!r}; choose one of: {', '.join(BASES)}")
         if self.poisons < 1:
@@ -296,8 +301,8 @@ def run_transfer(x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.T
     if cfg.poisons > len(target_idx):
         raise InputError(f"{cfg.poisons} poisons asked, but class {cfg.target} has {len(target_idx)} training images")
     x, xt = resize(x, cfg.image_size), resize(xt, cfg.image_size)
-    extractor = pretrain_extractor(x, y, (cfg.source, cfg.target),
-                                   PretrainConfig(epochs=cfg.pretrain_epochs, blocks=cfg.blocks), seed)
+    exclude = (cfg.source, cfg.target) if cfg.pretrain_classes == "others" else ()
+    extractor = pretrain_extractor(x, y, exclude, PretrainConfig(epochs=cfg.pretrain_epochs, blocks=cfg.blocks), seed)
     features = lambda z: extract(extractor, z)
     patch = Patch.random(x.shape[1], cfg.patch_size, seed)
     g = torch.Generator().manual_seed(seed)
@@ -308,7 +313,7 @@ def run_transfer(x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.T
     collision = generate(features, x[base], y[base], sources, patch, cfg.attack, seed)
     victim = victims(features, x, y, xt, yt, cfg, patch, seed)
     return TransferResult(
-        victim(None), victim((collision.poisons, y[base])), victim((noise_poisons(x[base], cfg.attack.eps, seed), y[base])),
+        victim(base, None), victim(base, collision.poisons), victim(base, noise_poisons(x[base], cfg.attack.eps, seed)),
         len(target_idx),
         pair_loss_start=sum(t[0] for t in collision.mean_loss) / len(collision.mean_loss),
         pair_loss_end=sum(t[-1] for t in collision.mean_loss) / len(collision.mean_loss),
@@ -318,27 +323,28 @@ def run_transfer(x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.T
 
 
 def victims(features: FeatureFn, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor,
-            cfg: TransferConfig, patch: Patch, seed: int) -> Callable[[tuple[torch.Tensor, torch.Tensor] | None], VictimScores]:
-    """Scores of a last layer fitted on the clean features plus optional extra (images, labels)."""
+            cfg: TransferConfig, patch: Patch, seed: int) -> Callable[[torch.Tensor, torch.Tensor | None], VictimScores]:
+    """Scores of a last layer fitted on the training set whose images at ``base`` (indices into ``x``)
+    are replaced by ``images`` (poisons, noise control) or kept (``None``: the clean model)."""
     from fedharness.tasks.head_finetune import HeadFitConfig, fit_head
 
     keep = (y == cfg.source) | (y == cfg.target) if cfg.classes == "pair" else torch.ones_like(y, dtype=torch.bool)
     keep_t = (yt == cfg.source) | (yt == cfg.target) if cfg.classes == "pair" else torch.ones_like(yt, dtype=torch.bool)
     with torch.no_grad():
-        f_train, f_test = features(x[keep]), features(xt[keep_t])
+        f_all, f_test = features(x[keep]), features(xt[keep_t])
         src_test = xt[yt == cfg.source]
         f_patched = features(patch.apply(src_test, cfg.attack.random_location, torch.Generator().manual_seed(seed + 1)))
         f_src = features(src_test)
+    row = torch.cumsum(keep.long(), 0) - 1  # index into x[keep]
     fit = HeadFitConfig(cfg.head_steps, cfg.head_l2)
     classes = int(max(y.max(), yt.max())) + 1
 
-    def victim(extra: tuple[torch.Tensor, torch.Tensor] | None) -> VictimScores:
-        feats, labels = f_train, y[keep]
-        if extra is not None:
+    def victim(base: torch.Tensor, images: torch.Tensor | None) -> VictimScores:
+        feats = f_all.clone()
+        if images is not None:
             with torch.no_grad():
-                feats = torch.cat([feats, features(extra[0])])
-            labels = torch.cat([labels, extra[1]])
-        head = fit_head(feats, labels, classes, fit, seed)
+                feats[row[base]] = features(images)
+        head = fit_head(feats, y[keep], classes, fit, seed)
         with torch.no_grad():
             acc = float((head(f_test).argmax(1) == yt[keep_t]).float().mean())
             asr = float((head(f_patched).argmax(1) == cfg.target).float().mean())
