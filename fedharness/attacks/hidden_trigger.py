@@ -86,10 +86,12 @@ class HiddenTriggerConfig:
                 raise InputError(f"hidden trigger {name} must be ≥ 1, got {getattr(self, name)}")
 
 
-SMALL_EXTRACTOR = {"lr": 0.1, "max_iterations": 300, "halve_every": 100, "stop_loss": 0.0, "random_location": False}
-"""Settings for the lab's 64-d SmallCNN features: the pair loss plateaus at the ε-ball within ~200 steps
-at lr 0.1 (lr 0.01 reaches the same plateau more slowly); its feature norms are far below AlexNet fc7's,
-so the paper's stop at 10 would never trigger early; the patch sits at a fixed place."""
+SMALL_EXTRACTOR = {"optimizer": "sign", "lr": 1.6 / 255, "max_iterations": 200, "halve_every": 66, "stop_loss": 0.0,
+                   "random_location": False}
+"""Settings for the lab's 64-d SmallCNN features: the pair loss plateaus within ~200 sign steps of ε/10
+(500 steps or Adam reach the same plateau); the plain step (``sgd``, lr 0.1 in these feature units)
+stops higher. The feature norms are far below AlexNet fc7's, so the paper's stop at 10 would never
+trigger early; the patch sits at a fixed place."""
 
 
 def small_extractor_config(**overrides: object) -> HiddenTriggerConfig:
@@ -237,14 +239,14 @@ class TransferConfig:
 
     source: int = 3
     target: int = 8
-    poisons: int = 80
-    patch_size: int = 8
+    poisons: int = 77
+    patch_size: int = 10
     classes: str = "pair"
     attack: HiddenTriggerConfig = field(default_factory=small_extractor_config)
     image_size: int = 28
     blocks: int = 2
-    bases: str = "random"
-    pretrain_classes: str = "others"
+    bases: str = "nearest"
+    pretrain_classes: str = "all"
     pretrain_epochs: int = 2
     head_steps: int = 300
     head_l2: float = 1e-6
