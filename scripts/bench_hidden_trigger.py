@@ -138,7 +138,8 @@ def watermark(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor, xt: to
     rows = read_jsonl(path) if path.exists() else []
     x, xt = resize(x, args.image_size), resize(xt, args.image_size)
     public = torch.arange(len(x)) % 2 == 0
-    extractor = pretrain_extractor(x[public], y[public], (), PretrainConfig(args.pretrain_epochs, blocks=args.blocks), 0)
+    pretrain = PretrainConfig(args.pretrain_epochs, blocks=args.blocks)
+    extractor = pretrain_extractor(x[public], y[public], (), pretrain, 0)
     params = {"size": args.patch_size, "optimizer": args.optimizer, "lr": args.lr, "max_iterations": args.iterations,
               "halve_every": max(args.iterations // 3, 1)}
     cfg = TransferVerifyConfig(eps=args.eps / 255, params=params)

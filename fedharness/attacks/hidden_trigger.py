@@ -12,8 +12,8 @@ feature distance (here the optimal assignment, ``scipy.optimize.linear_sum_assig
 matches greedily), takes a plain gradient step on the summed pair losses, clips the perturbation to
 ±ε and the image to [0, 1]; lr halves every ``halve_every`` iterations; a batch stops when its largest
 pair loss falls below ``stop_loss`` or after ``max_iterations``. ``optimizer`` picks the step from
-:data:`OPTIMIZERS`: ``"sgd"`` is the paper's plain step; ``"sign"`` (projected sign gradient, Madry et
-al. 2018) and ``"adam"`` are alternatives in the same ε-ball. Poisons keep their target label and
+:data:`OPTIMIZERS`: ``"sgd"`` is the paper's plain step; ``"sign"`` and ``"adam"`` are alternatives in
+the same ε-ball. Poisons keep their target label and
 show no trigger; the trigger appears only at test time, on source images.
 
 The paper's control (``noise_poisons``) replaces the feature collision by uniform ε-noise on the same
@@ -52,9 +52,9 @@ OPTIMIZERS: dict[str, Optimizer] = {
     "sign": Optimizer(lambda params, lr: torch.optim.SGD(params, lr=lr), torch.sign),
     "adam": Optimizer(lambda params, lr: torch.optim.Adam(params, lr=lr)),
 }
-"""``sgd``: δ ← δ − lr·∇ (``generate_poison.py``); ``sign``: δ ← δ − lr·sign(∇), every step at the ε-ball's
-scale whatever the feature norms (lr in pixel units, e.g. ε/10); ``adam``: Adam's normalised step (lr in
-pixel units too)."""
+"""``sgd``: δ ← δ − lr·∇ (``generate_poison.py``); ``sign``: δ ← δ − lr·sign(∇) (projected sign gradient,
+Madry et al. 2018), every step at the ε-ball's scale whatever the feature norms (lr in pixels, e.g.
+ε/10); ``adam``: Adam's normalised step (lr in pixels too)."""
 
 
 @dataclass
@@ -77,7 +77,8 @@ class HiddenTriggerConfig:
         if not 0.0 < self.eps <= 1.0:
             raise InputError(f"hidden trigger eps must lie in (0, 1], got {self.eps}; the paper uses 16/255")
         if self.optimizer not in OPTIMIZERS:
-            raise InputError(f"unknown hidden trigger optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
+            raise InputError(f"unknown hidden trigger optimizer {self.optimizer!r}; "
+                             f"choose one of: {', '.join(OPTIMIZERS)}")
         for name in ("lr", "stop_loss"):
             if getattr(self, name) < 0:
                 raise InputError(f"hidden trigger {name} must be ≥ 0, got {getattr(self, name)}")
@@ -325,7 +326,8 @@ def run_transfer(x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.T
 
 
 def victims(features: FeatureFn, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor,
-            cfg: TransferConfig, patch: Patch, seed: int) -> Callable[[torch.Tensor, torch.Tensor | None], VictimScores]:
+            cfg: TransferConfig, patch: Patch,
+            seed: int) -> Callable[[torch.Tensor, torch.Tensor | None], VictimScores]:
     """Scores of a last layer fitted on the training set whose images at ``base`` (indices into ``x``)
     are replaced by ``images`` (poisons, noise control) or kept (``None``: the clean model)."""
     from fedharness.tasks.head_finetune import HeadFitConfig, fit_head
