@@ -1,11 +1,11 @@
 """Hidden Trigger Backdoor (Saha et al., AAAI 2020) in its transfer-learning setting on MNIST.
 
-Per (source→target pair, seed, poison count, ε): an extractor (SmallCNN to its 64-d penultimate
-layer) is pretrained on the MNIST train digits outside the pair, poisons are made from target-class
-training images, and three last layers are fitted: on clean data (the paper's clean control), clean +
-hidden-trigger poisons, and clean + target images with uniform ε-noise (the paper's no-collision
-control). Metrics: ASR on patched source test images (→ target), clean accuracy, and the share of
-*unpatched* source test images called target. Rows go to ``rows.jsonl`` (resumable), the summary to
+Per (source→target pair, seed, poison count, ε): an extractor (SmallCNN layers to the 64-d penultimate
+layer) is pretrained on the MNIST train digits (all, or those outside the pair), poisons are made from
+target-class training images, and three last layers are fitted: on clean data (the paper's clean
+control), with the poisons in place of their base images, and with those bases plus uniform ε-noise
+(the paper's no-collision control). Metrics: ASR on patched source test images (→ target), clean
+accuracy, and the share of *unpatched* source test images called target. Rows go to ``rows.jsonl`` (resumable), the summary to
 ``metrics.json``; all knobs map onto :class:`fedharness.attacks.hidden_trigger.TransferConfig`.
 
 ``--watermark-seeds N``: instead, the unlearning watermark in the fine-tuning provider setting

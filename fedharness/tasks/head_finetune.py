@@ -2,9 +2,9 @@
 victim, ``feature_extract=True``), centrally or by federated clients.
 
 The extractor is the lab's SmallCNN design up to its penultimate layer (``features``), with one more
-conv block per doubling of the input side (:class:`ExtractorCNN`), pretrained on *other* data: the
-digits that are neither the attack's source nor its target. The head is a new linear
-layer. :class:`HeadFineTuneTask` is the federated task where clients send the head only; its ASR is
+conv block per doubling of the input side (:class:`ExtractorCNN`), pretrained on the digits that are
+neither the attack's source nor its target (the federated task) or on all of them (the transfer
+bench's default, as ImageNet held the paper's classes). The head is a new linear layer. :class:`HeadFineTuneTask` is the federated task where clients send the head only; its ASR is
 the share of source-class test images carrying the hidden-trigger patch classified as the target.
 """
 
