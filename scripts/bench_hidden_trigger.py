@@ -1,11 +1,11 @@
 """Hidden Trigger Backdoor (Saha et al., AAAI 2020) in its transfer-learning setting on MNIST.
 
-Per (source→target pair, seed, poison count, ε): an extractor (SmallCNN to its 64-d penultimate
-layer) is pretrained on the MNIST train digits outside the pair, poisons are made from target-class
-training images, and three last layers are fitted: on clean data (the paper's clean control), clean +
-hidden-trigger poisons, and clean + target images with uniform ε-noise (the paper's no-collision
-control). Metrics: ASR on patched source test images (→ target), clean accuracy, and the share of
-*unpatched* source test images called target. Rows go to ``rows.jsonl`` (resumable), the summary to
+Per (source→target pair, seed, poison count, ε): an extractor (SmallCNN layers to the 64-d penultimate
+layer) is pretrained on the MNIST train digits (all, or those outside the pair), poisons are made from
+target-class training images, and three last layers are fitted: on clean data (the paper's clean
+control), with the poisons in place of their base images, and with those bases plus uniform ε-noise
+(the paper's no-collision control). Metrics: ASR on patched source test images (→ target), clean
+accuracy, and the share of *unpatched* source test images called target. Rows go to ``rows.jsonl`` (resumable), the summary to
 ``metrics.json``; all knobs map onto :class:`fedharness.attacks.hidden_trigger.TransferConfig`.
 
 ``--watermark-seeds N``: instead, the unlearning watermark in the fine-tuning provider setting
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fedharness.attacks.hidden_trigger import TransferConfig, run_transfer
+from fedharness.attacks.hidden_trigger import BASES, OPTIMIZERS, TransferConfig, resize, run_transfer
 from fedharness.tasks.head_finetune import PretrainConfig, pretrain_extractor
 from unlearning_verify.watermarks.hidden_trigger import TransferVerifyConfig, verify_transfer
 from poisonlab import data
@@ -54,8 +54,11 @@ def config(point: dict, args: argparse.Namespace) -> TransferConfig:
     source, target = (int(c) for c in point["pair"].split("-"))
     base = TransferConfig()
     attack = dataclasses.replace(base.attack, eps=point["eps255"] / 255, random_location=args.random_location,
-                                 max_iterations=args.iterations, halve_every=max(args.iterations // 3, 1))
-    return TransferConfig(source, target, point["poisons"], args.patch_size, args.classes, attack)
+                                 max_iterations=args.iterations, halve_every=max(args.iterations // 3, 1),
+                                 optimizer=args.optimizer, lr=args.lr)
+    return TransferConfig(source, target, point["poisons"], args.patch_size, args.classes, attack,
+                          image_size=args.image_size, blocks=args.blocks, bases=args.bases,
+                          pretrain_classes=args.pretrain_classes, pretrain_epochs=args.pretrain_epochs)
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -90,6 +93,13 @@ def main() -> None:
     p.add_argument("--patch-size", type=int, default=TransferConfig.patch_size)
     p.add_argument("--classes", choices=["pair", "all"], default=TransferConfig.classes)
     p.add_argument("--iterations", type=int, default=TransferConfig().attack.max_iterations)
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=TransferConfig().attack.optimizer)
+    p.add_argument("--lr", type=float, default=TransferConfig().attack.lr, help="step size (pixels for sign/adam)")
+    p.add_argument("--image-size", type=int, default=TransferConfig.image_size, help="bilinear upsampling side")
+    p.add_argument("--blocks", type=int, default=TransferConfig.blocks, help="extractor conv blocks (3 at 56)")
+    p.add_argument("--bases", choices=sorted(BASES), default=TransferConfig.bases)
+    p.add_argument("--pretrain-classes", choices=["all", "others"], default=TransferConfig.pretrain_classes)
+    p.add_argument("--pretrain-epochs", type=int, default=TransferConfig.pretrain_epochs)
     p.add_argument("--random-location", action="store_true", help="patch at random places (paper's rand_loc)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--watermark-seeds", type=int, default=0, help="run the watermark verification on N seeds")
@@ -126,9 +136,13 @@ def main() -> None:
 def watermark(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor) -> None:
     path = args.out / "watermark.jsonl"
     rows = read_jsonl(path) if path.exists() else []
+    x, xt = resize(x, args.image_size), resize(xt, args.image_size)
     public = torch.arange(len(x)) % 2 == 0
-    extractor = pretrain_extractor(x[public], y[public], (), PretrainConfig(), 0)
-    cfg = TransferVerifyConfig(eps=args.eps / 255)
+    pretrain = PretrainConfig(args.pretrain_epochs, blocks=args.blocks)
+    extractor = pretrain_extractor(x[public], y[public], (), pretrain, 0)
+    params = {"size": args.patch_size, "optimizer": args.optimizer, "lr": args.lr, "max_iterations": args.iterations,
+              "halve_every": max(args.iterations // 3, 1)}
+    cfg = TransferVerifyConfig(eps=args.eps / 255, params=params)
     for seed in tqdm(range(args.watermark_seeds), desc="watermark"):
         if any(r["seed"] == seed for r in rows):
             continue
@@ -139,7 +153,8 @@ def watermark(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor, xt: to
         rs = [r for r in rows if r["behaviour"] == name]
         counts = {v: sum(r["verdict"] == v for r in rs) for v in ("HONORED", "NOT HONORED", "INCONCLUSIVE")}
         print(f"{name}: {counts} over {len(rs)} seeds; p̂ {np.mean([r['p_hat'] for r in rs]):.3f} "
-              f"q̂ {np.mean([r['q_hat'] for r in rs]):.3f}; {rs[0]['reason'] if rs else ''}")
+              f"q̂ {np.mean([r['q_hat'] for r in rs]):.3f}; queries {np.mean([r['queries'] for r in rs]):.1f}; "
+              f"{rs[0]['reason'] if rs else ''}")
 
 
 if __name__ == "__main__":

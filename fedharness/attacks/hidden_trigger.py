@@ -11,7 +11,9 @@ patch pasted at random places); every iteration re-pairs poisons with patched so
 feature distance (here the optimal assignment, ``scipy.optimize.linear_sum_assignment``, where the code
 matches greedily), takes a plain gradient step on the summed pair losses, clips the perturbation to
 ±ε and the image to [0, 1]; lr halves every ``halve_every`` iterations; a batch stops when its largest
-pair loss falls below ``stop_loss`` or after ``max_iterations``. Poisons keep their target label and
+pair loss falls below ``stop_loss`` or after ``max_iterations``. ``optimizer`` picks the step from
+:data:`OPTIMIZERS`: ``"sgd"`` is the paper's plain step; ``"sign"`` and ``"adam"`` are alternatives in
+the same ε-ball. Poisons keep their target label and
 show no trigger; the trigger appears only at test time, on source images.
 
 The paper's control (``noise_poisons``) replaces the feature collision by uniform ε-noise on the same
@@ -22,7 +24,7 @@ images, crafts poisons against the task's shared pretrained extractor and trains
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 import torch
@@ -37,11 +39,30 @@ if TYPE_CHECKING:
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
 
 
+@dataclass(frozen=True)
+class Optimizer:
+    """How a batch's perturbation δ moves: a ``torch.optim`` optimiser on δ, fed ``transform(∂loss/∂δ)``."""
+
+    make: Callable[[Iterable[torch.Tensor], float], torch.optim.Optimizer]
+    transform: Callable[[torch.Tensor], torch.Tensor] = lambda grad: grad
+
+
+OPTIMIZERS: dict[str, Optimizer] = {
+    "sgd": Optimizer(lambda params, lr: torch.optim.SGD(params, lr=lr)),
+    "sign": Optimizer(lambda params, lr: torch.optim.SGD(params, lr=lr), torch.sign),
+    "adam": Optimizer(lambda params, lr: torch.optim.Adam(params, lr=lr)),
+}
+"""``sgd``: δ ← δ − lr·∇ (``generate_poison.py``); ``sign``: δ ← δ − lr·sign(∇) (projected sign gradient,
+Madry et al. 2018), every step at the ε-ball's scale whatever the feature norms (lr in pixels, e.g.
+ε/10); ``adam``: Adam's normalised step (lr in pixels too)."""
+
+
 @dataclass
 class HiddenTriggerConfig:
     """Poison generation. Paper defaults: ε = 16/255, lr 0.01 halved every 1000 iterations, ≤ 5000
-    iterations, stop when max pair loss < 10, batches of 100, patch at random places. lr and ``stop_loss`` are in units of
-    the extractor's squared feature norm (AlexNet fc7 there), so a smaller extractor needs its own."""
+    iterations, stop when max pair loss < 10, batches of 100, patch at random places, plain gradient
+    steps. For ``sgd``, lr and ``stop_loss`` are in units of the extractor's squared feature norm (AlexNet
+    fc7 there), so a smaller extractor needs its own."""
 
     eps: float = 16 / 255
     lr: float = 0.01
@@ -50,10 +71,14 @@ class HiddenTriggerConfig:
     stop_loss: float = 10.0
     batch_size: int = 100
     random_location: bool = True
+    optimizer: str = "sgd"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.eps <= 1.0:
             raise InputError(f"hidden trigger eps must lie in (0, 1], got {self.eps}; the paper uses 16/255")
+        if self.optimizer not in OPTIMIZERS:
+            raise InputError(f"unknown hidden trigger optimizer {self.optimizer!r}; "
+                             f"choose one of: {', '.join(OPTIMIZERS)}")
         for name in ("lr", "stop_loss"):
             if getattr(self, name) < 0:
                 raise InputError(f"hidden trigger {name} must be ≥ 0, got {getattr(self, name)}")
@@ -62,10 +87,12 @@ class HiddenTriggerConfig:
                 raise InputError(f"hidden trigger {name} must be ≥ 1, got {getattr(self, name)}")
 
 
-SMALL_EXTRACTOR = {"lr": 0.1, "max_iterations": 300, "halve_every": 100, "stop_loss": 0.0, "random_location": False}
-"""Settings for the lab's 64-d SmallCNN features: the pair loss plateaus at the ε-ball within ~200 steps
-at lr 0.1 (lr 0.01 reaches the same plateau more slowly); its feature norms are far below AlexNet fc7's,
-so the paper's stop at 10 would never trigger early; the patch sits at a fixed place."""
+SMALL_EXTRACTOR = {"optimizer": "sign", "lr": 1.6 / 255, "max_iterations": 200, "halve_every": 66, "stop_loss": 0.0,
+                   "random_location": False}
+"""Settings for the lab's 64-d SmallCNN features: the pair loss plateaus within ~200 sign steps of ε/10
+(500 steps or Adam reach the same plateau); the plain step (``sgd``, lr 0.1 in these feature units)
+stops higher. The feature norms are far below AlexNet fc7's, so the paper's stop at 10 would never
+trigger early; the patch sits at a fixed place."""
 
 
 def small_extractor_config(**overrides: object) -> HiddenTriggerConfig:
@@ -134,24 +161,29 @@ def pair(poison_feats: torch.Tensor, source_feats: torch.Tensor) -> np.ndarray:
 
 def collide_batch(features: FeatureFn, base: torch.Tensor, patched: torch.Tensor,
                   cfg: HiddenTriggerConfig) -> tuple[torch.Tensor, list[float]]:
-    """One batch of Eq. 1 by projected gradient descent; returns poisons and mean pair loss per iteration."""
+    """One batch of Eq. 1 by projected descent (``cfg.optimizer``'s step, then δ clipped to ±ε and
+    t + δ to [0, 1]); returns poisons and mean pair loss per iteration."""
     with torch.no_grad():
         src = features(patched)
-    delta = torch.zeros_like(base)
+    delta = torch.zeros_like(base, requires_grad=True)
+    step = OPTIMIZERS[cfg.optimizer]
+    opt = step.make([delta], cfg.lr)
+    schedule = torch.optim.lr_scheduler.StepLR(opt, cfg.halve_every, gamma=0.5)
     trace: list[float] = []
-    for it in range(cfg.max_iterations):
-        z = (base + delta).requires_grad_(True)
-        feats = features(z)
+    for _ in range(cfg.max_iterations):
+        feats = features(base + delta)
         cols = pair(feats.detach(), src)
         per_pair = ((feats - src[torch.as_tensor(cols)]) ** 2).sum(dim=1)
         trace.append(float(per_pair.detach().mean()))
         if float(per_pair.detach().max()) < cfg.stop_loss:
             break
-        grad, = torch.autograd.grad(per_pair.sum(), z)
-        lr = cfg.lr * 0.5 ** (it // cfg.halve_every)
+        opt.zero_grad()
+        per_pair.sum().backward()
+        delta.grad = step.transform(delta.grad)
+        opt.step()
+        schedule.step()
         with torch.no_grad():
-            delta = (delta - lr * grad).clamp(-cfg.eps, cfg.eps)
-            delta = (base + delta).clamp(0, 1) - base
+            delta.copy_((base + delta.clamp(-cfg.eps, cfg.eps)).clamp(0, 1) - base)
     return (base + delta).detach(), trace
 
 
@@ -181,19 +213,41 @@ def noise_poisons(targets: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
     return (targets + noise).clamp(0, 1)
 
 
+def random_bases(target_feats: torch.Tensor, patched_feats: torch.Tensor, n: int, g: torch.Generator) -> torch.Tensor:
+    """The paper's choice: ``n`` target images at random."""
+    return torch.randperm(len(target_feats), generator=g)[:n]
+
+
+def nearest_bases(target_feats: torch.Tensor, patched_feats: torch.Tensor, n: int, g: torch.Generator) -> torch.Tensor:
+    """The ``n`` target images whose features lie nearest the patched sources' mean: the attacker spends
+    its ε-budget on the target images that start closest to the collision."""
+    return ((target_feats - patched_feats.mean(0)) ** 2).sum(1).argsort()[:n]
+
+
+BASES: dict[str, Callable[[torch.Tensor, torch.Tensor, int, torch.Generator], torch.Tensor]] = {
+    "random": random_bases, "nearest": nearest_bases}
+
+
 @dataclass
 class TransferConfig:
-    """The centralised transfer-learning experiment: extractor pretrained on the digits outside
-    {source, target}; ``poisons`` target-class training images turned into poisons (or into the noise
-    control) and added to the clean set; the last layer fitted on ``classes`` ("pair": source vs target,
-    the paper's binary tasks; "all": every class)."""
+    """The centralised transfer-learning experiment: images upsampled (bilinear) to ``image_size``; an
+    extractor with ``blocks`` conv blocks pretrained on the training images of ``pretrain_classes``
+    ("all": every digit, as AlexNet was pretrained on ImageNet, source and target classes included;
+    "others": only the digits outside {source, target}); ``poisons``
+    target-class training images, chosen by ``bases`` (:data:`BASES`), replaced in the training set by
+    their poisons (or by the noise control); the last layer fitted on ``classes`` ("pair": source vs
+    target, the paper's binary tasks; "all": every class)."""
 
     source: int = 3
     target: int = 8
-    poisons: int = 80
-    patch_size: int = 8
+    poisons: int = 77
+    patch_size: int = 10
     classes: str = "pair"
     attack: HiddenTriggerConfig = field(default_factory=small_extractor_config)
+    image_size: int = 28
+    blocks: int = 2
+    bases: str = "nearest"
+    pretrain_classes: str = "all"
     pretrain_epochs: int = 2
     head_steps: int = 300
     head_l2: float = 1e-6
@@ -203,8 +257,14 @@ class TransferConfig:
             raise InputError("hidden trigger source and target classes must differ")
         if self.classes not in ("pair", "all"):
             raise InputError(f"classes must be 'pair' or 'all', got {self.classes!r}")
+        if self.pretrain_classes not in ("all", "others"):
+            raise InputError(f"pretrain_classes must be 'all' or 'others', got {self.pretrain_classes!r}")
+        if self.bases not in BASES:
+            raise InputError(f"unknown bases {self.bases!r}; choose one of: {', '.join(BASES)}")
         if self.poisons < 1:
             raise InputError(f"poisons must be ≥ 1, got {self.poisons}")
+        if self.image_size < 8:
+            raise InputError(f"image_size must be ≥ 8 pixels, got {self.image_size}")
 
 
 @dataclass
@@ -228,51 +288,74 @@ class TransferResult:
     max_perturbation: float
 
 
+def resize(x: torch.Tensor, side: int) -> torch.Tensor:
+    """Images brought to ``side``×``side`` by bilinear interpolation (unchanged at their own size)."""
+    if x.shape[-1] == side and x.shape[-2] == side:
+        return x
+    return torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear", align_corners=False).clamp(0, 1)
+
+
 def run_transfer(x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor, cfg: TransferConfig,
                  seed: int) -> TransferResult:
     """Poison generation and the fine-tuned victims (Saha et al. §4, on the lab's data)."""
-    from fedharness.tasks.head_finetune import HeadFitConfig, PretrainConfig, extract, fit_head, pretrain_extractor
+    from fedharness.tasks.head_finetune import PretrainConfig, extract, pretrain_extractor
 
     target_idx = torch.nonzero(y == cfg.target).flatten()
     if cfg.poisons > len(target_idx):
         raise InputError(f"{cfg.poisons} poisons asked, but class {cfg.target} has {len(target_idx)} training images")
-    extractor = pretrain_extractor(x, y, (cfg.source, cfg.target), PretrainConfig(epochs=cfg.pretrain_epochs), seed)
+    x, xt = resize(x, cfg.image_size), resize(xt, cfg.image_size)
+    exclude = (cfg.source, cfg.target) if cfg.pretrain_classes == "others" else ()
+    extractor = pretrain_extractor(x, y, exclude, PretrainConfig(epochs=cfg.pretrain_epochs, blocks=cfg.blocks), seed)
     features = lambda z: extract(extractor, z)
     patch = Patch.random(x.shape[1], cfg.patch_size, seed)
     g = torch.Generator().manual_seed(seed)
-    base = target_idx[torch.randperm(len(target_idx), generator=g)[: cfg.poisons]]
-    collision = generate(features, x[base], y[base], x[y == cfg.source], patch, cfg.attack, seed)
-    noise = noise_poisons(x[base], cfg.attack.eps, seed)
+    sources = x[y == cfg.source]
+    with torch.no_grad():
+        patched_feats = features(patch.apply(sources, cfg.attack.random_location, torch.Generator().manual_seed(seed)))
+        base = target_idx[BASES[cfg.bases](features(x[target_idx]), patched_feats, cfg.poisons, g)]
+    collision = generate(features, x[base], y[base], sources, patch, cfg.attack, seed)
+    victim = victims(features, x, y, xt, yt, cfg, patch, seed)
+    return TransferResult(
+        victim(base, None), victim(base, collision.poisons), victim(base, noise_poisons(x[base], cfg.attack.eps, seed)),
+        len(target_idx),
+        pair_loss_start=sum(t[0] for t in collision.mean_loss) / len(collision.mean_loss),
+        pair_loss_end=sum(t[-1] for t in collision.mean_loss) / len(collision.mean_loss),
+        iterations=max(collision.iterations),
+        max_perturbation=float((collision.poisons - x[base]).abs().max()),
+    )
+
+
+def victims(features: FeatureFn, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor,
+            cfg: TransferConfig, patch: Patch,
+            seed: int) -> Callable[[torch.Tensor, torch.Tensor | None], VictimScores]:
+    """Scores of a last layer fitted on the training set whose images at ``base`` (indices into ``x``)
+    are replaced by ``images`` (poisons, noise control) or kept (``None``: the clean model)."""
+    from fedharness.tasks.head_finetune import HeadFitConfig, fit_head
+
     keep = (y == cfg.source) | (y == cfg.target) if cfg.classes == "pair" else torch.ones_like(y, dtype=torch.bool)
     keep_t = (yt == cfg.source) | (yt == cfg.target) if cfg.classes == "pair" else torch.ones_like(yt, dtype=torch.bool)
     with torch.no_grad():
-        f_train, f_test = features(x[keep]), features(xt[keep_t])
+        f_all, f_test = features(x[keep]), features(xt[keep_t])
         src_test = xt[yt == cfg.source]
         f_patched = features(patch.apply(src_test, cfg.attack.random_location, torch.Generator().manual_seed(seed + 1)))
         f_src = features(src_test)
+    row = torch.cumsum(keep.long(), 0) - 1  # index into x[keep]
     fit = HeadFitConfig(cfg.head_steps, cfg.head_l2)
     classes = int(max(y.max(), yt.max())) + 1
 
-    def victim(extra: torch.Tensor | None) -> VictimScores:
-        feats, labels = f_train, y[keep]
-        if extra is not None:
+    def victim(base: torch.Tensor, images: torch.Tensor | None) -> VictimScores:
+        feats = f_all.clone()
+        if images is not None:
             with torch.no_grad():
-                feats = torch.cat([feats, features(extra)])
-            labels = torch.cat([labels, y[base]])
-        head = fit_head(feats, labels, classes, fit, seed)
+                feats[row[base]] = features(images)
+        head = fit_head(feats, y[keep], classes, fit, seed)
         with torch.no_grad():
             acc = float((head(f_test).argmax(1) == yt[keep_t]).float().mean())
             asr = float((head(f_patched).argmax(1) == cfg.target).float().mean())
             plain = float((head(f_src).argmax(1) == cfg.target).float().mean())
         return VictimScores(acc, asr, plain)
 
-    return TransferResult(
-        victim(None), victim(collision.poisons), victim(noise), len(target_idx),
-        pair_loss_start=sum(t[0] for t in collision.mean_loss) / len(collision.mean_loss),
-        pair_loss_end=sum(t[-1] for t in collision.mean_loss) / len(collision.mean_loss),
-        iterations=max(collision.iterations),
-        max_perturbation=float((collision.poisons - x[base]).abs().max()),
-    )
+    return victim
 
 
 @register("hidden_trigger")

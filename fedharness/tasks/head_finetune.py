@@ -1,9 +1,10 @@
 """Transfer learning on a frozen pretrained extractor: only the last layer is trained (Saha et al.'s
 victim, ``feature_extract=True``), centrally or by federated clients.
 
-The extractor is the lab's SmallCNN up to its penultimate layer (``features``), pretrained on *other*
-data: the digits that are neither the attack's source nor its target. The head is a new linear
-layer. :class:`HeadFineTuneTask` is the federated task where clients send the head only; its ASR is
+The extractor is the lab's SmallCNN design up to its penultimate layer (``features``), with one more
+conv block per doubling of the input side (:class:`ExtractorCNN`), pretrained on the digits that are
+neither the attack's source nor its target (the federated task) or on all of them (the transfer
+bench's default, as ImageNet held the paper's classes). The head is a new linear layer. :class:`HeadFineTuneTask` is the federated task where clients send the head only; its ASR is
 the share of source-class test images carrying the hidden-trigger patch classified as the target.
 """
 
@@ -17,28 +18,55 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedharness.attacks.hidden_trigger import Patch
-from fedharness.tasks.image_classification import ImageClassificationTask, SmallCNN
+from fedharness.tasks.image_classification import ImageClassificationTask
 from labcore.errors import InputError
+
+
+class ExtractorCNN(nn.Module):
+    """SmallCNN's layers (conv(16)-GN-pool-ReLU, conv(32)-GN-pool-ReLU, fc(64), fc(classes)) with
+    ``blocks - 2`` more conv(32) blocks, so that a 56×56 input (3 blocks) reaches SmallCNN's 7×7 map."""
+
+    def __init__(self, image_size: int = 28, num_classes: int = 10, channels: int = 1, blocks: int = 2) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        widths = [channels, 16] + [32] * (blocks - 1)
+        for c_in, c_out in zip(widths, widths[1:]):
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.GroupNorm(4, c_out), nn.MaxPool2d(2), nn.ReLU()]
+        self.body = nn.Sequential(*layers, nn.Flatten())
+        side = image_size // 2 ** blocks
+        self.features = nn.Sequential(nn.Linear(32 * side * side, 64), nn.ReLU())
+        self.head = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(self.body(x)))
 
 
 @dataclass
 class PretrainConfig:
-    """Adam(lr) for ``epochs`` over the images of every class not in ``exclude``."""
+    """Adam(lr) for ``epochs`` over the images of every class not in ``exclude``; ``blocks`` conv blocks."""
 
     epochs: int = 2
     lr: float = 2e-3
     batch_size: int = 64
+    blocks: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "blocks"):
+            if getattr(self, name) < 1:
+                raise InputError(f"extractor pretraining {name} must be ≥ 1, got {getattr(self, name)}")
 
 
 def pretrain_extractor(x: torch.Tensor, y: torch.Tensor, exclude: tuple[int, ...], cfg: PretrainConfig,
-                       seed: int) -> SmallCNN:
-    """A SmallCNN trained on the classes outside ``exclude``, then frozen (eval mode, no grad)."""
+                       seed: int) -> ExtractorCNN:
+    """An :class:`ExtractorCNN` trained on the classes outside ``exclude``, then frozen (eval mode, no grad)."""
     keep = ~torch.isin(y, torch.as_tensor(exclude))
     if not bool(keep.any()):
         raise InputError("pretraining the extractor needs images of at least one class outside source/target")
+    if x.shape[-1] // 2 ** cfg.blocks < 1:
+        raise InputError(f"{cfg.blocks} pooling blocks do not fit {x.shape[-1]}-pixel images; use fewer blocks")
     xs, ys = x[keep], y[keep]
     torch.manual_seed(seed)
-    model = SmallCNN(x.shape[-1], int(y.max()) + 1, x.shape[1])
+    model = ExtractorCNN(x.shape[-1], int(y.max()) + 1, x.shape[1], cfg.blocks)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     g = torch.Generator().manual_seed(seed)
     for _ in range(cfg.epochs):
@@ -52,7 +80,7 @@ def pretrain_extractor(x: torch.Tensor, y: torch.Tensor, exclude: tuple[int, ...
     return model
 
 
-def extract(extractor: SmallCNN, x: torch.Tensor) -> torch.Tensor:
+def extract(extractor: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Penultimate-layer features f(x) (64-d, after ReLU): the space Eq. 1 of Saha et al. collides in."""
     return extractor.features(extractor.body(x))
 
@@ -60,7 +88,7 @@ def extract(extractor: SmallCNN, x: torch.Tensor) -> torch.Tensor:
 class ExtractorHead(nn.Module):
     """Frozen pretrained extractor + trainable linear head."""
 
-    def __init__(self, extractor: SmallCNN, num_classes: int) -> None:
+    def __init__(self, extractor: nn.Module, num_classes: int) -> None:
         super().__init__()
         self.extractor = extractor
         self.head = nn.Linear(extractor.head.in_features, num_classes)
@@ -100,7 +128,7 @@ class HeadFineTuneTask(ImageClassificationTask):
     """Clients fine-tune the head of ``extractor`` (shared, frozen); the backdoor is the hidden trigger
     ``patch`` on images of class ``source``, aimed at ``target_label``."""
 
-    extractor: SmallCNN | None = None
+    extractor: nn.Module | None = None
     patch: Patch | None = None
     source: int = 3
     random_location: bool = False

@@ -6,8 +6,9 @@ import torch
 from fedharness.config import AttackConfig, ExperimentConfig, FederationConfig
 from fedharness.local_training import LocalConfig
 from fedharness.simulation import Simulation
-from fedharness.tasks.head_finetune import HeadFitConfig, fit_head, head_finetune_task
-from fedharness.tasks.image_classification import ImageClassificationTask
+from fedharness.tasks.head_finetune import (ExtractorCNN, HeadFitConfig, PretrainConfig, extract, fit_head,
+                                            head_finetune_task, pretrain_extractor)
+from fedharness.tasks.image_classification import ImageClassificationTask, SmallCNN
 from labcore.errors import InputError
 
 
@@ -57,3 +58,19 @@ def test_fit_head_learns_separable_features():
     labels = torch.cat([torch.zeros(30, dtype=torch.long), torch.ones(30, dtype=torch.long)])
     head = fit_head(feats, labels, 2, HeadFitConfig(), seed=0)
     assert bool((head(feats).argmax(1) == labels).all())
+
+
+def test_extractor_cnn_is_small_cnn_at_two_blocks_and_reaches_7x7_at_56_with_three():
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(4)
+    small = SmallCNN()
+    torch.manual_seed(4)
+    two = ExtractorCNN(blocks=2)
+    assert torch.equal(small(x), two(x))
+    three = ExtractorCNN(56, blocks=3)
+    assert three.features[0].in_features == 32 * 7 * 7
+    assert extract(three, torch.nn.functional.interpolate(x, size=56)).shape == (2, 64)
+    with pytest.raises(InputError):
+        pretrain_extractor(x, torch.tensor([0, 1]), (), PretrainConfig(blocks=5), seed=0)
+    with pytest.raises(InputError):
+        PretrainConfig(blocks=0)

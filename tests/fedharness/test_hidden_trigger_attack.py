@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fedharness.attacks.hidden_trigger import (HiddenTriggerConfig, Patch, collide_batch, generate, noise_poisons,
-                                               pair)
+from fedharness.attacks.hidden_trigger import (BASES, HiddenTriggerConfig, Patch, TransferConfig, collide_batch,
+                                               generate, noise_poisons, pair, resize)
 from fedharness.tasks.image_classification import SmallCNN
 from labcore.errors import InputError
 
@@ -52,6 +52,22 @@ def test_feature_distance_to_patched_sources_falls(extractor, images):
     assert after < before
 
 
+@pytest.mark.parametrize("optimizer", ["sign", "adam"])
+def test_normalised_steps_stay_in_the_ball_and_fall_faster_than_the_plain_step(extractor, images, optimizer):
+    targets, sources = images
+    patched = Patch.random(1, 5, 0).apply(sources[:6], True, torch.Generator().manual_seed(2))
+    common = {"eps": 8 / 255, "max_iterations": 5, "halve_every": 100, "stop_loss": 0.0}
+    _, plain = collide_batch(extractor, targets, patched, HiddenTriggerConfig(lr=0.01, **common))
+    poisons, fast = collide_batch(extractor, targets, patched,
+                                  HiddenTriggerConfig(lr=2 / 255, optimizer=optimizer, **common))
+    assert float((poisons - targets).abs().max()) <= 8 / 255 + 1e-6
+    assert float(poisons.min()) >= 0 and float(poisons.max()) <= 1
+    assert plain[0] == pytest.approx(fast[0])
+    assert fast[-1] < 0.5 * plain[-1]
+    with pytest.raises(InputError):
+        HiddenTriggerConfig(optimizer="lbfgs")
+
+
 def test_early_stop_when_largest_pair_loss_is_below_threshold(extractor, images):
     targets, sources = images
     cfg = HiddenTriggerConfig(max_iterations=50, stop_loss=1e9)
@@ -85,3 +101,18 @@ def test_noise_control_and_patch_placement():
         Patch(torch.ones(1, 10, 10)).apply(torch.zeros(1, 1, 10, 10), False, torch.Generator())
     with pytest.raises(InputError):
         HiddenTriggerConfig(eps=0.0)
+
+
+def test_nearest_bases_pick_the_targets_closest_to_the_patched_sources_and_resize_keeps_range():
+    targets = torch.tensor([[5.0, 0.0], [0.9, 1.1], [9.0, 9.0], [1.0, 1.0], [-3.0, 0.0]])
+    patched = torch.tensor([[0.0, 1.0], [2.0, 1.0]])
+    g = torch.Generator().manual_seed(0)
+    assert BASES["nearest"](targets, patched, 2, g).tolist() == [3, 1]
+    picked = BASES["random"](targets, patched, 3, g)
+    assert len(set(picked.tolist())) == 3
+    x = torch.rand(2, 1, 28, 28, generator=g)
+    big = resize(x, 56)
+    assert big.shape == (2, 1, 56, 56) and float(big.min()) >= 0 and float(big.max()) <= 1
+    assert resize(x, 28) is x
+    with pytest.raises(InputError):
+        TransferConfig(bases="closest")
