@@ -8,6 +8,13 @@ layers. A user's embedding is never a parameter of it: the client computes it on
 - **NCF** (He et al. 2017, NeuMF, eq. 12): item row qᵢ = [qᵢᴳ, qᵢᴹ], user vector pᵤ = [pᵤᴳ, pᵤᴹ];
   s = hᵀ[pᵤᴳ ⊙ qᵢᴳ, MLP([pᵤᴹ, qᵢᴹ])], MLP of ReLU layers 2D → D → D/2 (the tower shape is our
   choice; the paper's towers halve each layer as here).
+
+  Initialisation: the GMF half of h starts at 1, so the GMF tower starts as MF (pᵤ·qᵢ); the MLP half
+  and the layers keep PyTorch's defaults (He et al., §3.4.1, start NeuMF from a pre-trained GMF
+  and MLP instead of a random h). Through a default h (|hₖ| ≤ 0.14) the GMF tower's gradients
+  shrink by ~h², the client's pᵤ (fitted under L2) stays near 0, and Fed-NCF learned item
+  popularity only (HR@10 0.22–0.30 against ItemPop's 0.32; measured in the README's recommender
+  section).
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ class NCF(nn.Module):
         self.item = nn.Parameter(torch.randn(num_items, 2 * dim) * init_std)
         self.mlp = nn.Sequential(nn.Linear(2 * dim, dim), nn.ReLU(), nn.Linear(dim, dim // 2), nn.ReLU())
         self.out = nn.Linear(dim + dim // 2, 1)
+        with torch.no_grad():
+            self.out.weight[:, :dim] = 1.0
         self.user_dim = 2 * dim
 
     def forward(self, user: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

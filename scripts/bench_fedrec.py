@@ -50,10 +50,15 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--defenses", nargs="+", default=list(DEFENSES), choices=list(DEFENSES))
     p.add_argument("--rounds", type=int, default=None, help="override federation.rounds")
     p.add_argument("--model", choices=["mf", "ncf"], default=None, help="override task.params.model")
+    p.add_argument("--row-norm", type=float, default=None,
+                   help="override the row-norm bound of the synthetic_users and fedrecattack attacks")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--row-norm-stats", action="store_true",
                    help="instead of the grid: per-round norms of the honest and malicious item rows of the first "
                         "attack/defense/seed given (<out>/row_norms.jsonl)")
+    p.add_argument("--centralised", type=int, default=None, metavar="EPOCHS",
+                   help="instead of the grid: the config's model trained centrally (Adam 1e-3, batch 256, neg_ratio "
+                        "negatives per positive) on the same split for EPOCHS epochs, with ItemPop beside it (a sanity ceiling)")
     p.add_argument("--out", type=Path, default=Path("runs/bench_fedrec"))
     return p.parse_args()
 
@@ -68,6 +73,8 @@ def cell_config(base: dict, attack: dict, defense: dict, seed: int, args: argpar
         mapping["federation"]["rounds"] = args.rounds
     if args.model is not None:
         mapping["task"]["params"]["model"] = args.model
+    if args.row_norm is not None and attack["name"] in ("synthetic_users", "fedrecattack"):
+        mapping["attack"].setdefault("params", {})["row_norm"] = args.row_norm
     return from_dict(ExperimentConfig, mapping, source="bench_fedrec")
 
 
@@ -135,6 +142,46 @@ def row_norm_stats(cfg, path: Path) -> list[dict]:
     return out
 
 
+def centralised(cfg, epochs: int, path: Path) -> list[dict]:
+    """The federated task's model with a user table, trained centrally on its leave-one-out split
+    (He et al.'s recipe: Adam 1e-3, batch 256, fresh negatives each epoch) and scored on the same
+    99-negative candidates; per epoch HR@10/NDCG@10 beside ItemPop (train popularity)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from fedrec import metrics, models
+    from fedrec.local import pairs_of
+    from poisonlab.fed_run import build_task
+
+    task = build_task(cfg)
+    torch.manual_seed(cfg.seed)
+    model, split, rng = task.build_model(), task.split, np.random.default_rng(cfg.seed)
+    users = torch.nn.Parameter(torch.randn(split.num_users, model.user_dim) * task.cfg.init_std)
+    opt = torch.optim.Adam([users, *model.parameters()], lr=1e-3)
+    pop = torch.from_numpy(split.popularity()).float()[task._candidates]
+    item_pop = metrics.hit_ndcg(pop, task.cfg.hr_k)
+    out = []
+    for epoch in range(1, epochs + 1):
+        p = pairs_of([task.profile(u, int(rng.integers(2**31))) for u in range(split.num_users)], split.num_items)
+        order = torch.from_numpy(rng.permutation(len(p.key)))
+        for batch in order.split(256):
+            shared = {k: v for k, v in model.named_parameters() if k != "item"}
+            u, i = users[p.client[batch]], model.item[p.item[batch]]
+            s = (u * i).sum(1) if isinstance(model, models.MF) else models.ncf_scores(model, shared, u, i.unsqueeze(1)).squeeze(1)
+            loss = F.binary_cross_entropy_with_logits(s, p.label[batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            vec = torch.cat([v.detach().reshape(-1) for _, v in model.named_parameters()])
+            hr, ndcg = metrics.hit_ndcg(task.all_scores(vec, users.detach()).gather(1, task._candidates), task.cfg.hr_k)
+        out.append({"epoch": epoch, "hr@10": hr, "ndcg@10": ndcg, "itempop_hr@10": item_pop[0], "itempop_ndcg@10": item_pop[1]})
+        print(json.dumps(out[-1]), flush=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in out))
+    return out
+
+
 def table(results: list[dict]) -> str:
     """Markdown: one row per attack × defense, mean ± std over seeds."""
     lines = ["| attack | defense | seeds | ER@5 | ER@10 | ER@20 | HR@10 | NDCG@10 | wall s |", "|" + " --- |" * 9]
@@ -163,6 +210,10 @@ def main() -> None:
     base["federation"]["clients_per_round"] = base["federation"]["num_clients"]
     (args.out / "cells").mkdir(parents=True, exist_ok=True)
     attacks = {**ATTACKS, **ROW_NORM_VARIANTS}
+    if args.centralised is not None:
+        cfg = cell_config(base, ATTACKS["clean"], DEFENSES["mean"], args.seeds[0], args)
+        centralised(cfg, args.centralised, args.out / f"centralised__{cfg.task.params['model']}__s{args.seeds[0]}.jsonl")
+        return
     if args.row_norm_stats:
         cfg = cell_config(base, attacks[args.attacks[0]], DEFENSES[args.defenses[0]], args.seeds[0], args)
         row_norm_stats(cfg, args.out / f"row_norms__{args.attacks[0]}__{args.defenses[0]}__s{args.seeds[0]}.jsonl")
