@@ -14,7 +14,7 @@ for concealment (``concealment.measure``) against ``cfg.curator_pool`` clean tra
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -116,6 +116,14 @@ def prepare(surrogates: Surrogates, data: DatasetDict, cfg: GenerateConfig) -> I
     pool = list(subsample(data["train"], min(cfg.curator_pool or len(data["train"]), len(data["train"])), cfg.seed)["sentence"])
     placeable = placeable_ids(tok, banned_token_ids(tok, cfg.trigger) | excluded)
     return Inputs(templates, data["train"].select(clean_idx), adv, placeable, rule, index, pool, list(trigger_inputs["sentence"]))
+
+
+def unconstrained(surrogates: Surrogates, inputs: Inputs) -> Inputs:
+    """``inputs`` without the concealment constraints (same templates, batches and curator pool): for the
+    near-spelling baseline beside a constrained set, so both are written from the same sentences."""
+    phrase = inputs.rule.phrase
+    placeable = placeable_ids(surrogates.tokenizer, banned_token_ids(surrogates.tokenizer, phrase))
+    return replace(inputs, placeable=placeable, rule=Rule(phrase))
 
 
 def write_poisons(surrogates: Surrogates, inputs: Inputs, cfg: GenerateConfig, progress: bool = True) -> tuple[list[Poison], list[float], list[float]]:
