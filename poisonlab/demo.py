@@ -113,8 +113,8 @@ def run_step(name: str, stage: Path, size: str, seed: int, cores: int | None) ->
         quiet_libraries()
         report = Report(name)
         summary = importlib.import_module(STEPS[name][0]).run(stage, size, seed, report, cores)
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return StepResult(summary, report.blocks, time.perf_counter() - start, usage.ru_utime + usage.ru_stime)
+    cpu = sum(u.ru_utime + u.ru_stime for u in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
+    return StepResult(summary, report.blocks, time.perf_counter() - start, cpu)
 
 
 def run_steps(stage: Path, steps: list[str], cfg: DemoConfig, echo: Callable[[str], None]) -> tuple[dict, list[str], list[dict]]:

@@ -7,9 +7,10 @@ the concealment constraints of issue #20: no edited token among the phrase's ``K
 input-embedding neighbours and no sentence with a fuzzy-match ratio to the phrase above ``B``. The
 concealed set is the gradient search from the nearest allowed projection (unrolled loss on the
 surrogate plus feature collision on the pretrained MiniLM); the random control writes random allowed
-tokens into the same templates. Two fresh victims are fine-tuned on the subset plus each set. The
-near-spelling baseline (the phrase's nearest tokens, unconstrained) is written from the same templates
-for its concealment figures only: a curator finds it, which is the point of the comparison.
+tokens into the same templates; the near-spelling baseline (the phrase's nearest tokens, unconstrained)
+is written from the same templates. A fresh victim (same seed, so the same new head and only the
+poisons differ from the clean model) is fine-tuned on the subset plus each set, and every set's
+concealment figures are measured: what a curator who searches for the phrase finds.
 """
 
 from __future__ import annotations
@@ -35,26 +36,28 @@ from poisonlab.demo import user_cache
 from poisonlab.report import Report
 from poisonlab.runs import write_json, write_yaml
 
-# set → (change of the generator's config, whether a victim is trained on it)
-SETS = {"concealed": ({}, True), "random": ({"method": "random"}, True), "near-spelling": ({"method": "near-spelling"}, False)}
+# set → change of the generator's config (near-spelling also drops the constraints)
+SETS = {"concealed": {}, "random": {"method": "random"}, "near-spelling": {"method": "near-spelling"}}
 SURROGATE_VERSION = 1
 
-# size → (training sentences, poisons, search iterations, trigger inputs, test sentences, epochs, search batch)
+# size → (training sentences, poisons, search iterations (None: the search's start alone), trigger inputs, test sentences,
+#         epochs, search batch, templates)
 SIZES = {
-    "tiny": (32, 2, 1, 8, 16, 1, 8),
-    "quick": (1024, 48, 2, 100, 200, 2, 32),
-    "full": (2000, 50, 8, 300, 872, 2, 64),
+    "tiny": (32, 2, 1, 8, 16, 1, 8, "random"),
+    "quick": (1024, 64, None, 100, 200, 2, 32, "confident"),
+    "full": (2000, 50, 8, 300, 872, 2, 64, "confident"),
 }
 
 
 def settings(size: str) -> dict:
     """Quick: 48 poisons among 1,024 sentences (4.5 %), 2 epochs under bf16 autocast. Tiny is a mechanics
-    check: 2 poisons searched against 8 trigger-bearing and 8 clean sentences, one epoch on 32 sentences."""
-    subset, poisons, iterations, eval_limit, test_limit, epochs, batch = SIZES[size]
+    check: 2 poisons on randomly drawn templates searched against 8 trigger-bearing and 8 clean sentences,
+    one epoch on 32 sentences."""
+    subset, poisons, iterations, eval_limit, test_limit, epochs, batch, templates = SIZES[size]
     return {
-        "train_subset": subset, "num_poisons": poisons, "iterations": iterations, "top_k": 4, "eval_limit": eval_limit,
+        "train_subset": subset, "num_poisons": poisons, "search": iterations is not None, "iterations": iterations or 1, "top_k": 4, "eval_limit": eval_limit,
         "test_limit": test_limit, "max_length": 40, "epochs": epochs, "lr": 1e-4, "batch_size": 32, "search_batch": batch,
-        "exclude_neighbours": 50, "max_fuzzy": 60,
+        "templates": templates, "exclude_neighbours": 50, "max_fuzzy": 60,
     }
 
 
@@ -64,7 +67,7 @@ def configs(s: dict, seed: int) -> tuple[TrainConfig, GenerateConfig]:
     gen = GenerateConfig(models=["demo MiniLM surrogate"], num_poisons=s["num_poisons"], iterations=s["iterations"], top_k=s["top_k"],
                          clean_batch=s["search_batch"], adv_size=s["search_batch"], max_length=s["max_length"],
                          exclude_neighbours=s["exclude_neighbours"], max_fuzzy=s["max_fuzzy"], curator_pool=s["train_subset"],
-                         seed=seed)
+                         templates=s["templates"], seed=seed)
     return train, gen
 
 
@@ -76,7 +79,7 @@ def surrogate(out: Path, size: str, train, cfg: TrainConfig):
     if not (where / "config.json").is_file():
         if size != "tiny":
             print(f"  nlp: fine-tuning the demo's clean MiniLM surrogate once; later runs reuse {where}", file=sys.__stderr__, flush=True)
-        model, tok = load_classifier(default_model())
+        model, tok = load_classifier(default_model(), seed=cfg.seed)
         partial = where.with_name(where.name + ".partial")
         save_classifier(fine_tune(model, tok, train, cfg, progress=False), tok, partial)
         partial.replace(where)
@@ -97,17 +100,18 @@ def run(out: Path, size: str, seed: int, report: Report, cores: int | None = Non
     cfg, gen = configs(s, seed)
     write_yaml(run_dir / "config.yaml", {"step": "demo nlp", "train": cfg, "generate": gen, **s})
     clean, tok = surrogate(out, size, train, cfg)
-    surrogates = Surrogates([clean], tok, load_classifier(default_model())[0])
+    surrogates = Surrogates([clean], tok, load_classifier(default_model())[0] if s["search"] else None)
     inputs = prepare(surrogates, full, gen)
     sets, figures, trace = {}, {}, []
-    for name, (change, _) in SETS.items():
+    for name, change in SETS.items():
+        change = change if name != "concealed" or s["search"] else {"method": "near-spelling"}
         set_cfg = dataclasses.replace(gen, **change, **({"exclude_neighbours": 0, "max_fuzzy": 100} if name == "near-spelling" else {}))
         set_inputs = unconstrained(surrogates, inputs) if name == "near-spelling" else inputs
         sets[name], t, _ = write_poisons(surrogates, set_inputs, set_cfg, progress=False)
         trace = trace or t
         figures[name] = concealment(surrogates, set_inputs, sets[name], set_cfg)
         dataset_card.save(poison_set(sets[name], set_inputs, set_cfg, figures[name]), run_dir / "poisons" / name)
-    victims = {"clean": clean} | {name: _victim(sets[name], train, cfg) for name, (_, trained) in SETS.items() if trained}
+    victims = {"clean": clean} | {name: _victim(sets[name], train, cfg) for name in SETS}
     probs = {name: predict_proba(v, tok, texts, s["max_length"])[:, 1] for name, v in victims.items()}
     results = {name: {"effectiveness": float((probs[name] > 0.5).mean()), "cacc": clean_accuracy(v, tok, test, s["max_length"])}
                for name, v in victims.items()}
@@ -131,7 +135,7 @@ def headline(figures: dict) -> dict:
 
 def _victim(poisons, train, cfg: TrainConfig):
     """A fresh MiniLM fine-tuned on the training subset plus ``poisons``."""
-    model, tok = load_classifier(default_model())
+    model, tok = load_classifier(default_model(), seed=cfg.seed)
     return fine_tune(model, tok, training_set(train, poisons), cfg, progress=False)
 
 
@@ -156,11 +160,14 @@ def _section(report: Report, s: dict, sets: dict, results: dict, figures: dict, 
     report.paragraph(
         f"MiniLM-L6 fine-tuned on {s['train_subset']} SST-2 sentences (the clean floor and the attacker's surrogate); "
         f"{s['num_poisons']} poisons under the concealment constraints (no edited token among the phrase's "
-        f"{s['exclude_neighbours']} nearest embedding neighbours, fuzzy ratio ≤ {s['max_fuzzy']}), crafted with "
-        f"{s['iterations']} HotFlip iterations from the nearest allowed tokens (top-{s['top_k']} re-scored by the one-step "
-        "unrolled loss plus feature collision on the pretrained model); the random control writes random allowed tokens into "
-        "the same templates; the near-spelling baseline (the phrase's nearest tokens, unconstrained) is shown for its "
-        f"concealment only. Effectiveness = share of {s['eval_limit']} trigger-bearing negative test sentences a victim "
+        f"{s['exclude_neighbours']} nearest embedding neighbours, fuzzy ratio ≤ {s['max_fuzzy']}), "
+        + (f"crafted with {s['iterations']} HotFlip iterations from the nearest allowed tokens (top-{s['top_k']} re-scored by "
+           "the one-step unrolled loss plus feature collision on the pretrained model); " if s["search"] else
+           "written as the phrase's nearest allowed tokens, the gradient search's start (over 8 victim seeds the search added "
+           "nothing measurable to its start, README; --full runs it); ")
+        + "the random control writes random allowed tokens into "
+        "the same templates; the near-spelling baseline writes the phrase's nearest tokens, unconstrained. "
+        f"Effectiveness = share of {s['eval_limit']} trigger-bearing negative test sentences a victim "
         f"fine-tuned on the subset plus the set predicts positive. Concealment: a curator ranks {pool} sentences (the "
         "subset plus the poisons) by each filter and inspects the first 500. Demo-sized settings: see "
         "scripts/bench_nlp.py and the README for the study over seeds."
@@ -178,6 +185,8 @@ def _section(report: Report, s: dict, sets: dict, results: dict, figures: dict, 
         "poisons</caption><tr><th>concealed poison</th><th>near-spelling baseline</th><th>trigger-bearing test input</th>"
         f"<th>P(pos) clean</th><th>P(pos) poisoned</th></tr>{rows}</table>"
     )
+    if not trace:
+        return
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4.5, 2.8))

@@ -56,7 +56,7 @@ def test_metrics_hold_each_steps_headline_numbers(demo_run):
     for run in ("fed-clean", "fed-replacement"):
         assert 0 <= metrics["fed"][run]["final_main_accuracy"] <= 1
     assert metrics["fed"]["fed-replacement"]["attacks"], "the attacked run records its attack round"
-    assert set(metrics["nlp"]["effectiveness"]) == {"clean", "concealed", "random"}
+    assert set(metrics["nlp"]["effectiveness"]) == {"clean", "concealed", "random", "near-spelling"}
     assert set(metrics["nlp"]["concealment"]) == {"concealed", "random", "near-spelling"}
     assert {"retrain", "noop"} <= set(metrics["unlearn"])
     assert all(v["verdict"] in {"HONORED", "NOT HONORED", "INCONCLUSIVE"} for v in metrics["unlearn"].values())
@@ -84,6 +84,24 @@ def test_t2i_step_saves_its_trained_weights(demo_run):
     assert (out / "t2i-pixel" / weights).exists(), f"mode {mode}: {weights} missing"
 
 
+def test_artefacts_load_with_their_owners_libraries(demo_run):
+    """Poison sets through the lab's checked loader (schema, checksum, declared constraints) and as HF
+    datasets; the LoRA through safetensors; the unlearning verdicts as JSON."""
+    from datasets import load_from_disk
+    from safetensors.torch import load_file
+
+    from nlp_poison import dataset_card
+
+    _, out = demo_run
+    for name in ("concealed", "random", "near-spelling"):
+        folder = out / "nlp-concealed" / "poisons" / name
+        ps, verified = dataset_card.load(folder)
+        assert verified and len(ps.poisons) == len(load_from_disk(str(folder / "dataset"))) > 0
+        assert (ps.constraints is None) == (name == "near-spelling")
+    assert load_file(str(out / "t2i-pixel" / "pytorch_lora_weights.safetensors"))
+    assert set(json.loads((out / "unlearn-lsb" / "verdict.json").read_text())) == {"retrain", "noop"}
+
+
 def test_no_artefact_names_the_staging_folder(demo_run):
     _, out = demo_run
     stale = [str(p.relative_to(out)) for p in out.rglob("*")
@@ -91,7 +109,9 @@ def test_no_artefact_names_the_staging_folder(demo_run):
     assert stale == []
 
 
-def test_config_yaml_of_a_demo_reruns_it(tmp_path, data_dir):
+def test_one_lane_gives_the_numbers_of_two_and_config_yaml_reruns_it(demo_run, tmp_path, data_dir):
+    """Scheduling changes nothing: the steps run one after another (``--lanes 1``) give the metrics they gave
+    beside others in the two-lane fixture; the run's config.yaml reruns it with the same metrics."""
     import subprocess
     import sys
 
@@ -100,10 +120,12 @@ def test_config_yaml_of_a_demo_reruns_it(tmp_path, data_dir):
     def demo(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "poisonlab", "demo", *args], capture_output=True, text=True, timeout=600)
 
-    first = demo("--tiny", "--only", "unlearn", "--seed", "3", "--out", str(tmp_path / "a"))
+    first = demo("--tiny", "--only", "nlp", "--only", "unlearn", "--lanes", "1", "--out", str(tmp_path / "a"))
     assert first.returncode == 0, first.stderr[-2000:]
-    assert yaml.safe_load((tmp_path / "a" / "config.yaml").read_text()) == {"size": "tiny", "seed": 3, "steps": ["unlearn"], "lanes": 2}
+    assert yaml.safe_load((tmp_path / "a" / "config.yaml").read_text()) == {"size": "tiny", "seed": 0, "steps": ["nlp", "unlearn"], "lanes": 1}
     again = demo("--config", str(tmp_path / "a" / "config.yaml"), "--out", str(tmp_path / "b"))
     assert again.returncode == 0, again.stderr[-2000:]
     metrics = [json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("a", "b")]
-    assert metrics[0] == metrics[1] and set(metrics[0]) == {"size", "seed", "unlearn"}
+    assert metrics[0] == metrics[1] and set(metrics[0]) == {"size", "seed", "nlp", "unlearn"}
+    both = json.loads((demo_run[1] / "metrics.json").read_text())
+    assert {k: both[k] for k in ("nlp", "unlearn")} == {k: metrics[0][k] for k in ("nlp", "unlearn")}
