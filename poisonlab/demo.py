@@ -84,10 +84,9 @@ def summary_line(name: str, s: dict) -> str:
                 f"after round {hit.get('round', '–')}, MTA {f(bad['final_main_accuracy'])}, "
                 f"backdoor lifespan {bad['backdoor_lifespan'] if bad['backdoor_lifespan'] is not None else '–'} rounds")
     if name == "nlp":
-        found = "; ".join(f"{k} {c['fuzzy_found']}/{c['poisons']} and {c['neighbour_flagged']}/{c['poisons']}"
-                          for k, c in s["concealment"].items())
+        found = ", ".join(f"{k} {c['max_fuzzy']:.0f} / {c['neighbour_flagged']} of {c['poisons']}" for k, c in s["concealment"].items())
         return ("effectiveness " + ", ".join(f"{k} {f(v)}" for k, v in s["effectiveness"].items())
-                + f"; found by a fuzzy search for the phrase and by its 50-neighbour filter: {found}")
+                + f"; max fuzzy ratio to the phrase / poisons flagged by its 50-neighbour filter: {found}")
     if name == "unlearn":
         return "; ".join(f"{b}: {v['verdict']} after {v['queries']} queries" for b, v in s.items())
     if name == "t2i":

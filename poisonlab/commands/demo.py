@@ -7,7 +7,6 @@ ends; the steps' own output goes to ``logs/STEP.log``.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import click
