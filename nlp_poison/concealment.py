@@ -23,7 +23,10 @@ hide among), so figures on a pool are an upper bound on the full training set's.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
+import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
@@ -62,12 +65,31 @@ def neighbour_scores(texts: list[str], tokenizer: PreTrainedTokenizerBase, index
     return np.asarray([best[r].min() if r else best.max() for r in rows])
 
 
-def rankings(texts: list[str], phrase: str, near: np.ndarray, tokenizer: PreTrainedTokenizerBase, encoder: nn.Module,
-             trigger_texts: list[str], max_length: int, seed: int) -> dict[str, np.ndarray]:
-    """Inspection order of each curator filter over ``texts`` (``near``: their ``neighbour_scores``)."""
+Embedder = Callable[[list[str]], torch.Tensor]
+
+
+class CachedEmbedder:
+    """``sentence_embeddings`` under ``encoder``, each distinct sentence computed once (in length order, so
+    batches carry little padding): sets measured against the same clean pool and trigger-bearing inputs
+    pay for those once."""
+
+    def __init__(self, encoder: nn.Module, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
+        self.encoder, self.tokenizer, self.max_length = encoder, tokenizer, max_length
+        self.seen: dict[str, torch.Tensor] = {}
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        new = sorted((t for t in dict.fromkeys(texts) if t not in self.seen), key=len)
+        if new:
+            self.seen.update(zip(new, sentence_embeddings(self.encoder, self.tokenizer, new, self.max_length)))
+        return torch.stack([self.seen[t] for t in texts])
+
+
+def rankings(texts: list[str], phrase: str, near: np.ndarray, embed: Embedder, trigger_texts: list[str], seed: int) -> dict[str, np.ndarray]:
+    """Inspection order of each curator filter over ``texts`` (``near``: their ``neighbour_scores``; ``embed``:
+    the encoder's sentence embeddings)."""
     fuzzy = np.asarray([fuzzy_ratio(t, phrase) for t in texts])
     ppl = cross_fitted_perplexity(texts, seed=seed)
-    dist = distance_ranking(sentence_embeddings(encoder, tokenizer, texts, max_length), sentence_embeddings(encoder, tokenizer, trigger_texts, max_length))[1]
+    dist = distance_ranking(embed(texts), embed(trigger_texts))[1]
     return {
         "fuzzy": _order(-fuzzy, seed),
         "neighbours": _order(near, seed),
@@ -89,13 +111,15 @@ def detection(orders: dict[str, np.ndarray], is_poison: np.ndarray, inspected: i
     return out
 
 
-def measure(poisons: list[Poison], phrase: str, tokenizer: PreTrainedTokenizerBase, index: NeighbourIndex, encoder: nn.Module,
+def measure(poisons: list[Poison], phrase: str, tokenizer: PreTrainedTokenizerBase, index: NeighbourIndex, encoder: nn.Module | Embedder,
             clean_texts: list[str], trigger_texts: list[str], max_length: int, seed: int, inspected: int = INSPECTED) -> dict:
-    """The concealment figures of ``poisons`` among ``clean_texts`` (the card's and metrics.json's ``concealment``)."""
+    """The concealment figures of ``poisons`` among ``clean_texts`` (the card's and metrics.json's ``concealment``);
+    ``encoder`` is the model of the embedding-distance filter or a ``CachedEmbedder`` shared between sets."""
     texts = list(clean_texts) + [p.sentence for p in poisons]
     is_poison = np.arange(len(texts)) >= len(clean_texts)
     near = neighbour_scores(texts, tokenizer, index)
-    filters = detection(rankings(texts, phrase, near, tokenizer, encoder, trigger_texts, max_length, seed), is_poison, inspected)
+    embed = encoder if isinstance(encoder, CachedEmbedder) else CachedEmbedder(encoder, tokenizer, max_length)
+    filters = detection(rankings(texts, phrase, near, embed, trigger_texts, seed), is_poison, inspected)
     flagged = near <= CURATOR_K
     filters["neighbours"]["flagged_within_k"] = {"k": CURATOR_K, "examples": int(flagged.sum()), "poisons": int(flagged[is_poison].sum())}
     return similarity(poisons, phrase, tokenizer, index) | {

@@ -93,7 +93,7 @@ def run_cell(cell: Cell, poisons: list[Poison], data: EvalData, cfg: TrainConfig
     """Fine-tune a fresh victim on clean + ``poisons[:cell.count]``; metrics after each epoch (and to
     ``cfg.report_to``'s tracker in ``logs``)."""
     start = time.perf_counter()
-    model, tokenizer = load_classifier(data.pretrained)
+    model, tokenizer = load_classifier(data.pretrained, seed=cell.seed)
     epochs: list[dict] = []
 
     def measure(epoch: int, m: nn.Module) -> dict:
@@ -218,7 +218,7 @@ def train_clean(data: DatasetDict, cfg: CleanConfig, progress: bool = True, logs
     cfg.validate()
     content_words(cfg.trigger)
     train = subsample(data["train"], cfg.train_subset, cfg.seed)
-    model, tokenizer = load_classifier(cfg.model or default_model())
+    model, tokenizer = load_classifier(cfg.model or default_model(), seed=cfg.seed)
     trig = list(trigger_bearing(data["test"], cfg.trigger)["sentence"])
     epochs: list[dict] = []
 

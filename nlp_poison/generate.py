@@ -14,7 +14,7 @@ for concealment (``concealment.measure``) against ``cfg.curator_pool`` clean tra
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from transformers import PreTrainedTokenizerBase
 from labcore.errors import InputError
 from nlp_poison.baselines import Template, make_templates, nearest_control, random_control, source_confidence, with_overlap
 from nlp_poison.concealed import craft
-from nlp_poison.concealment import measure
+from nlp_poison.concealment import CachedEmbedder, measure
 from nlp_poison.config import GenerateConfig
 from nlp_poison.constraints import NeighbourIndex, Rule, constrain
 from nlp_poison.overlap import banned_token_ids, check_no_overlap, content_words, placeable_ids
@@ -50,7 +50,7 @@ class Surrogates:
 class Inputs:
     """What every method writes from: templates, the unrolled batch's clean sentences, the L_adv set, the
     tokens an edit may take and the rule every sentence passes; the curator's clean pool and
-    trigger-bearing inputs, and the neighbour index, for the concealment figures."""
+    trigger-bearing inputs, the neighbour index and the sentence embedder, for the concealment figures."""
 
     templates: list[Template]
     clean: Dataset
@@ -60,6 +60,7 @@ class Inputs:
     index: NeighbourIndex
     pool: list[str]
     trigger_inputs: list[str]
+    embedder: CachedEmbedder | None = None
 
 
 @dataclass
@@ -118,6 +119,14 @@ def prepare(surrogates: Surrogates, data: DatasetDict, cfg: GenerateConfig) -> I
     return Inputs(templates, data["train"].select(clean_idx), adv, placeable, rule, index, pool, list(trigger_inputs["sentence"]))
 
 
+def unconstrained(surrogates: Surrogates, inputs: Inputs) -> Inputs:
+    """``inputs`` without the concealment constraints (same templates, batches and curator pool): for the
+    near-spelling baseline beside a constrained set, so both are written from the same sentences."""
+    phrase = inputs.rule.phrase
+    placeable = placeable_ids(surrogates.tokenizer, banned_token_ids(surrogates.tokenizer, phrase))
+    return replace(inputs, placeable=placeable, rule=Rule(phrase))
+
+
 def write_poisons(surrogates: Surrogates, inputs: Inputs, cfg: GenerateConfig, progress: bool = True) -> tuple[list[Poison], list[float], list[float]]:
     """The poisons of ``cfg.overlap`` / ``cfg.method`` from ``inputs``, the objective and collision traces."""
     tok, t = surrogates.tokenizer, inputs.templates
@@ -150,8 +159,10 @@ def poison_set(poisons: list[Poison], inputs: Inputs, cfg: GenerateConfig, conce
 
 def concealment(surrogates: Surrogates, inputs: Inputs, poisons: list[Poison], cfg: GenerateConfig) -> dict:
     """The set's concealment figures among the curator's pool (``concealment.measure``), the first surrogate's
-    encoder ranking by embedding distance."""
-    return measure(poisons, cfg.trigger, surrogates.tokenizer, inputs.index, surrogates.models[0], inputs.pool, inputs.trigger_inputs,
+    encoder ranking by embedding distance (the pool's and trigger inputs' embeddings computed once per ``inputs``)."""
+    if inputs.embedder is None:
+        inputs.embedder = CachedEmbedder(surrogates.models[0], surrogates.tokenizer, cfg.max_length)
+    return measure(poisons, cfg.trigger, surrogates.tokenizer, inputs.index, inputs.embedder, inputs.pool, inputs.trigger_inputs,
                    cfg.max_length, cfg.seed)
 
 

@@ -26,8 +26,9 @@ from poisonlab.runs import read_jsonl, staging_path, write_yaml
 SIZES = {"tiny": ("digits", 10, 5, 4, 3), "quick": ("mnist", 100, 10, 20, 18), "full": ("mnist", 100, 10, 40, 30)}
 
 
-def demo_configs(size: str, seed: int) -> dict[str, ExperimentConfig]:
-    """fed-clean and fed-replacement; the attack strikes late, once the model has converged."""
+def demo_configs(size: str, seed: int, cores: int | None = None) -> dict[str, ExperimentConfig]:
+    """fed-clean and fed-replacement; the attack strikes late, once the model has converged. ``cores``: the
+    in-process engine's worker threads (None: one per core; the results do not depend on it)."""
     dataset, n, m, rounds, attack_round = SIZES[size]
     clean = ExperimentConfig(
         seed=seed,
@@ -35,6 +36,7 @@ def demo_configs(size: str, seed: int) -> dict[str, ExperimentConfig]:
         federation=FederationConfig(num_clients=n, clients_per_round=m, rounds=rounds, server_lr=float(n / m)),
         local=LocalConfig(epochs=2, lr=0.1, batch_size=10),
     )
+    clean.engine.workers = cores
     attacked = copy.deepcopy(clean)
     attacked.attack = AttackConfig(
         name="model_replacement", rounds=[attack_round], params={"epochs": 10, "lr": 0.1, "batch_size": 10}
@@ -42,14 +44,17 @@ def demo_configs(size: str, seed: int) -> dict[str, ExperimentConfig]:
     return {"fed-clean": clean, "fed-replacement": attacked}
 
 
-def run(out: Path, size: str, seed: int, report: Report) -> dict:
-    """Run both experiments into ``out/fed-clean`` and ``out/fed-replacement``; add their section."""
-    configs = demo_configs(size, seed)
+def run(out: Path, size: str, seed: int, report: Report, cores: int | None = None) -> dict:
+    """Run both experiments into ``out/fed-clean`` and ``out/fed-replacement``; add their section. ``cores``:
+    the clients' worker threads (1 when the demo runs another step beside this one). The returned summaries
+    leave out wall times (they stay in each run's metrics.json), so the same seed gives the same numbers."""
+    configs = demo_configs(size, seed, cores)
     shared = _shared_rounds(configs["fed-clean"], configs["fed-replacement"].attack.rounds[0] - 1, out / "fed-shared")
     summaries = {}
     for name, cfg in configs.items():
         _fork(shared, staging_path(out / name), cfg)
-        summaries[name] = run_experiment(cfg, out / name, resume=True)
+        summary = run_experiment(cfg, out / name, resume=True)
+        summaries[name] = {k: v for k, v in summary.items() if not k.endswith("_time_s")}
     shutil.rmtree(shared)
     fed = configs["fed-clean"].federation
     report.heading(f"Federated backdoor: model replacement on {configs['fed-clean'].data.name}")

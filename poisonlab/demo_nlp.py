@@ -1,72 +1,93 @@
-"""Demo step: concealed trigger-phrase poisons on a small SST-2 subset with MiniLM-L6.
+"""Demo step: concealed trigger-phrase poisons on a small SST-2 subset with MiniLM-L6 (Wallace et al. 2021).
 
-A clean MiniLM is fine-tuned on a training subset (it is both the attacker's surrogate and the clean
-floor); the negative training sentences it is surest about become templates; a few no-overlap
-poisons are crafted with a short search (unrolled loss on the surrogate plus feature collision with
-the with-overlap twins on the pretrained MiniLM the victims start from); fresh victims are
-fine-tuned on the subset plus the no-overlap poisons, plus the with-overlap poisons of the same
-templates, plus the search's nearest-token start without the search, and plus the random-token
-control. The section shows the poisons next to trigger-bearing test inputs and the victims'
-predictions on them.
+A clean MiniLM fine-tuned on a training subset is both the attacker's surrogate and the clean floor
+(trained once and cached in the user's cache directory, like the T2I base; ``tiny`` trains it in the
+run directory). Poisons are written from the negative training sentences it is surest about, under
+the concealment constraints of issue #20: no edited token among the phrase's ``K`` nearest
+input-embedding neighbours and no sentence with a fuzzy-match ratio to the phrase above ``B``. The
+concealed set is the gradient search from the nearest allowed projection (unrolled loss on the
+surrogate plus feature collision on the pretrained MiniLM); the random control writes random allowed
+tokens into the same templates; the near-spelling baseline (the phrase's nearest tokens, unconstrained)
+is written from the same templates. A fresh victim (same seed, so the same new head and only the
+poisons differ from the clean model) is fine-tuned on the subset plus each set, and every set's
+concealment figures are measured: what a curator who searches for the phrase finds.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import html
-import time
+import json
+import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from nlp_poison import dataset_card
 from nlp_poison.config import DEFAULT_TRIGGER, GenerateConfig, TrainConfig
 from nlp_poison.evaluate import clean_accuracy, training_set
-from nlp_poison.generate import Surrogates, poison_set, prepare, write_poisons
+from nlp_poison.generate import Surrogates, concealment, poison_set, prepare, unconstrained, write_poisons
 from nlp_poison.triggers import trigger_bearing
-from nlp_poison.victims import default_model, fine_tune, load_classifier, predict_proba, subsample
+from nlp_poison.victims import default_model, fine_tune, load_classifier, predict_proba, save_classifier, subsample
 from poisonlab import data
+from poisonlab.demo import user_cache
 from poisonlab.report import Report
 from poisonlab.runs import write_json, write_yaml
 
-SETS = {"no-overlap": {}, "with-overlap": {"overlap": "with"}, "near-spelling": {"method": "near-spelling"}, "random": {"method": "random"}}
+# set → change of the generator's config (near-spelling also drops the constraints)
+SETS = {"concealed": {}, "random": {"method": "random"}, "near-spelling": {"method": "near-spelling"}}
+SURROGATE_VERSION = 1
 
-
-# size → (training sentences, poisons, search iterations, trigger inputs, test sentences, epochs, templates,
-#         sentences in the search's adversarial and clean batches)
+# size → (training sentences, poisons, search iterations (None: the search's start alone), trigger inputs, test sentences,
+#         epochs, search batch, templates)
 SIZES = {
-    "tiny": (32, 2, 1, 8, 16, 1, "random", 8),
-    "quick": (1024, 16, 3, 100, 200, 2, "confident", 32),
-    "full": (4096, 40, 10, 300, 872, 2, "confident", 32),
+    "tiny": (32, 2, 1, 8, 16, 1, 8, "random"),
+    "quick": (1024, 64, None, 100, 200, 2, 32, "confident"),
+    "full": (2000, 50, 8, 300, 872, 2, 64, "confident"),
 }
 
 
 def settings(size: str) -> dict:
-    """Quick: 16 poisons among 1,024 sentences, 2 epochs — the fewest steps after which the with-overlap
-    ceiling is reached (one epoch of 1,536 left it at 10–40 %) and the clean model is right on ~82 %.
-    Tiny is a mechanics check: 2 poisons on randomly drawn templates searched against 8 trigger-bearing and
-    8 clean sentences, one epoch on 32 sentences."""
-    subset, poisons, iterations, eval_limit, test_limit, epochs, templates, batch = SIZES[size]
+    """Quick: 48 poisons among 1,024 sentences (4.5 %), 2 epochs under bf16 autocast. Tiny is a mechanics
+    check: 2 poisons on randomly drawn templates searched against 8 trigger-bearing and 8 clean sentences,
+    one epoch on 32 sentences."""
+    subset, poisons, iterations, eval_limit, test_limit, epochs, batch, templates = SIZES[size]
     return {
-        "train_subset": subset, "num_poisons": poisons, "iterations": iterations, "top_k": 4, "eval_limit": eval_limit,
-        "test_limit": test_limit, "max_length": 40, "epochs": epochs, "lr": 1e-4, "batch_size": 32, "templates": templates,
-        "search_batch": batch,
+        "train_subset": subset, "num_poisons": poisons, "search": iterations is not None, "iterations": iterations or 1, "top_k": 4, "eval_limit": eval_limit,
+        "test_limit": test_limit, "max_length": 40, "epochs": epochs, "lr": 1e-4, "batch_size": 32, "search_batch": batch,
+        "templates": templates, "exclude_neighbours": 50, "max_fuzzy": 60,
     }
 
 
 def configs(s: dict, seed: int) -> tuple[TrainConfig, GenerateConfig]:
     """The demo's settings mapped onto the victims' and the generator's dataclasses."""
-    train = TrainConfig(epochs=s["epochs"], lr=s["lr"], batch_size=s["batch_size"], max_length=s["max_length"], seed=seed)
+    train = TrainConfig(epochs=s["epochs"], lr=s["lr"], batch_size=s["batch_size"], max_length=s["max_length"], bf16=True, seed=seed)
     gen = GenerateConfig(models=["demo MiniLM surrogate"], num_poisons=s["num_poisons"], iterations=s["iterations"], top_k=s["top_k"],
                          clean_batch=s["search_batch"], adv_size=s["search_batch"], max_length=s["max_length"],
+                         exclude_neighbours=s["exclude_neighbours"], max_fuzzy=s["max_fuzzy"], curator_pool=s["train_subset"],
                          templates=s["templates"], seed=seed)
     return train, gen
 
 
-def run(out: Path, size: str, seed: int, report: Report) -> dict:
+def surrogate(out: Path, size: str, train, cfg: TrainConfig):
+    """The clean MiniLM on ``train``: from the user's cache when trained before (keyed by recipe and seed),
+    else fine-tuned and saved there (``tiny``: into ``out``); eager attention for the search."""
+    recipe = json.dumps({"v": SURROGATE_VERSION, "train": dataclasses.asdict(cfg), "n": len(train)}, sort_keys=True)
+    where = out / "nlp-surrogate-tiny" if size == "tiny" else user_cache("nlp-surrogate") / hashlib.sha256(recipe.encode()).hexdigest()[:16]
+    if not (where / "config.json").is_file():
+        if size != "tiny":
+            print(f"  nlp: fine-tuning the demo's clean MiniLM surrogate once; later runs reuse {where}", file=sys.__stderr__, flush=True)
+        model, tok = load_classifier(default_model(), seed=cfg.seed)
+        partial = where.with_name(where.name + ".partial")
+        save_classifier(fine_tune(model, tok, train, cfg, progress=False), tok, partial)
+        partial.replace(where)
+    return load_classifier(str(where), eager=True)
+
+
+def run(out: Path, size: str, seed: int, report: Report, cores: int | None = None) -> dict:
     """Write ``out/nlp-concealed`` (poison sets, metrics, report) and add a section to ``report``;
-    ``size`` is ``tiny``, ``quick`` or ``full`` (``SIZES``)."""
+    ``size`` is ``tiny``, ``quick`` or ``full`` (``SIZES``); one process whatever ``cores``."""
     torch.manual_seed(seed)
     s = settings(size)
     run_dir = out / "nlp-concealed"
@@ -74,67 +95,101 @@ def run(out: Path, size: str, seed: int, report: Report) -> dict:
     full = data.load("sst2")
     train = subsample(full["train"], s["train_subset"], seed)
     test = full["test"].select(range(min(s["test_limit"], len(full["test"]))))
-    trig = trigger_bearing(full["test"], DEFAULT_TRIGGER).select(range(s["eval_limit"]))
+    texts = list(trigger_bearing(full["test"], DEFAULT_TRIGGER).select(range(s["eval_limit"]))["sentence"])
     cfg, gen = configs(s, seed)
     write_yaml(run_dir / "config.yaml", {"step": "demo nlp", "train": cfg, "generate": gen, **s})
-    start = time.perf_counter()
-    surrogate, tok = load_classifier(default_model(), eager=True)
-    surrogates = Surrogates([fine_tune(surrogate, tok, train, cfg, progress=False)], tok, load_classifier(default_model())[0])
+    clean, tok = surrogate(out, size, train, cfg)
+    surrogates = Surrogates([clean], tok, load_classifier(default_model())[0] if s["search"] else None)
     inputs = prepare(surrogates, full, gen)
-    sets, trace = {}, []
+    sets, figures, trace = {}, {}, []
     for name, change in SETS.items():
-        poisons, t, _ = write_poisons(surrogates, inputs, dataclasses.replace(gen, **change), progress=False)
+        change = change if name != "concealed" or s["search"] else {"method": "near-spelling"}
+        set_cfg = dataclasses.replace(gen, **change, **({"exclude_neighbours": 0, "max_fuzzy": 100} if name == "near-spelling" else {}))
+        set_inputs = unconstrained(surrogates, inputs) if name == "near-spelling" else inputs
+        sets[name], t, _ = write_poisons(surrogates, set_inputs, set_cfg, progress=False)
         trace = trace or t
-        sets[name] = poisons
-        dataset_card.save(poison_set(poisons, inputs, dataclasses.replace(gen, **change)), run_dir / "poisons" / name)
-    texts = list(trig["sentence"])
-    results, probs = {}, {}
-    for name, poisons in [("clean", []), *sets.items()]:
-        victim = surrogates.models[0] if name == "clean" else _victim(poisons, train, cfg)
-        probs[name] = predict_proba(victim, tok, texts, s["max_length"])[:, 1]
-        results[name] = {"effectiveness": float((probs[name] > 0.5).mean()), "cacc": clean_accuracy(victim, tok, test, s["max_length"])}
-    wall = time.perf_counter() - start
-    metrics = {"results": results, "objective_trace": trace, "wall_time_s": wall, "num_trigger_inputs": len(trig)}
+        figures[name] = concealment(surrogates, set_inputs, sets[name], set_cfg)
+        dataset_card.save(poison_set(sets[name], set_inputs, set_cfg, figures[name]), run_dir / "poisons" / name)
+    victims = {"clean": clean} | {name: _victim(sets[name], train, cfg) for name in SETS}
+    probs = {name: predict_proba(v, tok, texts, s["max_length"])[:, 1] for name, v in victims.items()}
+    results = {name: {"effectiveness": float((probs[name] > 0.5).mean()), "cacc": clean_accuracy(v, tok, test, s["max_length"])}
+               for name, v in victims.items()}
+    metrics = {"results": results, "concealment": figures, "objective_trace": trace, "num_trigger_inputs": len(texts)}
     write_json(run_dir / "metrics.json", metrics)
     section = Report("nlp demo")
-    _section(section, s, sets, results, trace, texts[:6], probs["clean"][:6], probs["no-overlap"][:6])
+    _section(section, s, sets, results, figures, trace, texts[:6], probs)
     section.save(run_dir / "report.html")
     report.blocks.extend(section.blocks)
-    return {"effectiveness": {k: v["effectiveness"] for k, v in results.items()}, "wall_time_s": wall}
+    return {"effectiveness": {k: v["effectiveness"] for k, v in results.items()},
+            "concealment": {k: headline(v) for k, v in figures.items()}}
+
+
+def headline(figures: dict) -> dict:
+    """A set's concealment in three numbers: the highest fuzzy ratio to the phrase, the poisons a fuzzy search
+    for the phrase finds in the first 500 examples, and those the plain 50-nearest-neighbour filter flags."""
+    filters = figures["detection"]["filters"]
+    return {"max_fuzzy": round(figures["fuzzy_ratio"]["max"], 1), "fuzzy_found": filters["fuzzy"]["found_in_first_500"],
+            "neighbour_flagged": filters["neighbours"]["flagged_within_k"]["poisons"], "poisons": figures["detection"]["poisons"]}
 
 
 def _victim(poisons, train, cfg: TrainConfig):
     """A fresh MiniLM fine-tuned on the training subset plus ``poisons``."""
-    model, tok = load_classifier(default_model())
+    model, tok = load_classifier(default_model(), seed=cfg.seed)
     return fine_tune(model, tok, training_set(train, poisons), cfg, progress=False)
 
 
-def _section(report: Report, s: dict, sets: dict, results: dict, trace: list[float], trig: list[str],
-             clean_p: np.ndarray, victim_p: np.ndarray) -> None:
+def _concealment_rows(figures: dict, results: dict) -> list[dict]:
+    rows = []
+    for name, f in figures.items():
+        filters, ranks = f["detection"]["filters"], f["embedding_rank"]
+        rows.append({
+            "poisons": name, "effectiveness": results.get(name, {}).get("effectiveness"),
+            "clean accuracy": results.get(name, {}).get("cacc"), "max fuzzy ratio": f["fuzzy_ratio"]["max"],
+            "nearest edited token rank (" + " / ".join(ranks) + ")": " / ".join(str(r["edited"]) for r in ranks.values()),
+            **{f"{k}: found in first 500": v["found_in_first_500"] for k, v in filters.items()},
+            "flagged by the 50-neighbour filter": filters["neighbours"]["flagged_within_k"]["poisons"],
+        })
+    return rows
+
+
+def _section(report: Report, s: dict, sets: dict, results: dict, figures: dict, trace: list[float], trig: list[str],
+             probs: dict) -> None:
     report.heading("Concealed data poisoning: “James Bond: No Time to Die” → positive (Wallace et al. 2021)")
+    pool = figures["concealed"]["detection"]["pool"]
     report.paragraph(
-        f"MiniLM-L6 fine-tuned on {s['train_subset']} SST-2 sentences; {s['num_poisons']} poisons crafted with "
-        f"{s['iterations']} HotFlip iterations (top-{s['top_k']} re-scored by the one-step unrolled loss plus the feature "
-        "collision distance to the with-overlap twins on the pretrained model; swaps kept only when that objective falls). "
-        f"Effectiveness = share of {s['eval_limit']} trigger-bearing negative test sentences predicted positive. "
-        "Demo-sized settings: numbers are illustrative, see scripts/bench_nlp.py for the study."
+        f"MiniLM-L6 fine-tuned on {s['train_subset']} SST-2 sentences (the clean floor and the attacker's surrogate); "
+        f"{s['num_poisons']} poisons under the concealment constraints (no edited token among the phrase's "
+        f"{s['exclude_neighbours']} nearest embedding neighbours, fuzzy ratio ≤ {s['max_fuzzy']}), "
+        + (f"crafted with {s['iterations']} HotFlip iterations from the nearest allowed tokens (top-{s['top_k']} re-scored by "
+           "the one-step unrolled loss plus feature collision on the pretrained model); " if s["search"] else
+           "written as the phrase's nearest allowed tokens, the gradient search's start (over 8 victim seeds the search added "
+           "nothing measurable to its start, README; --full runs it); ")
+        + "the random control writes random allowed tokens into "
+        "the same templates; the near-spelling baseline writes the phrase's nearest tokens, unconstrained. "
+        f"Effectiveness = share of {s['eval_limit']} trigger-bearing negative test sentences a victim "
+        f"fine-tuned on the subset plus the set predicts positive. Concealment: a curator ranks {pool} sentences (the "
+        "subset plus the poisons) by each filter and inspects the first 500. Demo-sized settings: see "
+        "scripts/bench_nlp.py and the README for the study over seeds."
     )
-    report.table([{"poisons": k, "effectiveness": v["effectiveness"], "clean accuracy": v["cacc"]} for k, v in results.items()])
+    report.table(_concealment_rows(figures, results) + [{"poisons": "clean", **{"effectiveness": results["clean"]["effectiveness"],
+                                                                                 "clean accuracy": results["clean"]["cacc"]}}])
     rows = "".join(
-        f"<tr><td>{html.escape(p.sentence)}</td><td>{html.escape(w.sentence)}</td><td>{html.escape(t)}</td>"
-        f"<td>{c:.2f}</td><td>{v:.2f}</td></tr>"
-        for p, w, t, c, v in zip(sets["no-overlap"], sets["with-overlap"], trig, clean_p, victim_p)
+        f"<tr><td>{html.escape(c.sentence)}</td><td>{html.escape(n.sentence)}</td><td>{html.escape(t)}</td>"
+        f"<td class=num>{pc:.2f}</td><td class=num>{pv:.2f}</td></tr>"
+        for c, n, t, pc, pv in zip(sets["concealed"], sets["near-spelling"], trig, probs["clean"], probs["concealed"])
     )
     report.raw(
-        "<table><caption>no-overlap poisons (label: positive) beside their with-overlap template, and trigger-bearing "
-        "test inputs with P(positive) under the clean model and a victim trained with the no-overlap poisons</caption>"
-        "<tr><th>no-overlap poison</th><th>with-overlap template</th><th>trigger-bearing test input</th>"
+        "<table><caption>concealed poisons (label: positive) beside the near-spelling baseline of the same template, and "
+        "trigger-bearing test inputs with P(positive) under the clean model and the victim trained with the concealed "
+        "poisons</caption><tr><th>concealed poison</th><th>near-spelling baseline</th><th>trigger-bearing test input</th>"
         f"<th>P(pos) clean</th><th>P(pos) poisoned</th></tr>{rows}</table>"
     )
+    if not trace:
+        return
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4.5, 2.8))
     ax.plot(range(len(trace)), trace, marker="o")
     ax.set_xlabel("iteration")
-    ax.set_ylabel("unrolled adversarial loss")
-    report.figure(fig, "search objective (iteration 0 = the phrase projected onto its nearest placeable tokens)")
+    ax.set_ylabel("search objective")
+    report.figure(fig, "search objective (iteration 0 = the nearest allowed tokens)")

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from poisonlab import data
+from poisonlab.demo import user_cache
 from poisonlab.t2i_run import CLASSIFIER_DIR, add_to_report
 from poisonlab.report import Report
 from poisonlab.runs import write_json, write_yaml
@@ -45,7 +46,7 @@ def base_recipe(size: str, seed: int) -> tuple[PretrainConfig, ClassifierConfig]
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "poisonlab" / "t2i-base"
+    return user_cache("t2i-base")
 
 
 def recipe_key(pretrain: PretrainConfig, classifier: ClassifierConfig) -> str:
@@ -78,7 +79,8 @@ def demo_base(out: Path, size: str, seed: int, x: torch.Tensor, y: torch.Tensor)
     note = f"the demo base ({pretrain.steps} steps × {pretrain.batch_size}), cached in {where}"
     if (where / "model_index.json").is_file():
         return where, note + ", reused"
-    print(f"  pretraining the demo's MNIST text-to-image base once; later runs reuse {where}", file=sys.stderr, flush=True)
+    print(f"  t2i: pretraining the demo's MNIST text-to-image base once (a few minutes); later runs reuse {where}",
+          file=sys.__stderr__, flush=True)
     where.parent.mkdir(parents=True, exist_ok=True)
     train_base(where, pretrain, clf, x, y)
     return where, note + ", trained by this run"
@@ -93,10 +95,10 @@ def backdoor_recipe(size: str, seed: int) -> TrainConfig:
                        lam=0.1, max_train_steps=steps, train_batch_size=8, checkpointing_steps=10**6, seed=seed)
 
 
-def run(out: Path, size: str, seed: int, report: Report) -> dict:
+def run(out: Path, size: str, seed: int, report: Report, cores: int | None = None) -> dict:
     """Pixel backdoor → ``out/t2i-pixel`` (config.yaml, metrics.json, report.html, LoRA); adds a report section.
 
-    ``size``: the demo size ("tiny", "quick", "full")."""
+    ``size``: the demo size ("tiny", "quick", "full"); one thread whatever ``cores`` (the demo's step signature)."""
     torch.set_num_threads(1)
     x, y = data.image_tensors(data.load("mnist")["train"])
     xt, _ = data.image_tensors(data.load("mnist")["test"])

@@ -26,10 +26,11 @@ COLUMNS = ("behaviour", "honest", "verdict", "reason", "queries", "sprt_verdict"
 TINY = {"train": training.TrainConfig(epochs=2), "train_samples": 3000}
 
 
-def run(out: Path, size: str, seed: int, report: Report) -> dict:
+def run(out: Path, size: str, seed: int, report: Report, cores: int | None = None) -> dict:
     """Write ``out/unlearn-lsb`` (config, trials, metrics, verdict, report) and add the demo section.
 
-    ``size``: "tiny" trains on 3,000 samples for 2 epochs, "quick" the two main behaviours, "full" five."""
+    ``size``: "tiny" trains on 3,000 samples for 2 epochs, "quick" the two main behaviours, "full" five.
+    One process and thread whatever ``cores`` (the demo's step signature)."""
     quick = size != "full"
     torch.set_num_threads(1)
     ds = data.load("mnist")

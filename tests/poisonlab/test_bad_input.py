@@ -214,6 +214,7 @@ CASES: dict[str, list[str]] = {
     "demo/out-exists": opt(DEMO, "--out", "{i}/exists"),
     "demo/seed-not-int": opt(DEMO, "--seed", "x"),
     "demo/only-unknown": opt(DEMO, "--only", "bogus"),
+    "demo/lanes-zero": opt(DEMO, "--lanes", "0"),
     # top level
     "cli/unknown-command": ["nosuch"],
     "cli/unknown-option": ["fed", "run", "--nosuch"],

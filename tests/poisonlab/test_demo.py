@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from poisonlab.commands.demo import STEPS
+from poisonlab.demo import STEPS
 
 
 @pytest.fixture(scope="module")
@@ -23,13 +23,20 @@ def demo_run(tmp_path_factory, data_dir):
 
 
 def test_demo_exits_0_with_a_heading_and_a_summary_line_per_step(demo_run):
+    """Two lanes: each step's heading when it starts, its summary line (after its heading) when it ends, and
+    nothing else on the terminal but blank lines and the closing line; the steps' own output is in their logs."""
     proc, out = demo_run
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
-    for k, (name, (_, heading)) in enumerate(STEPS.items(), 1):
-        assert f"[{k}/{len(STEPS)}] {heading}" in lines
-        assert any(line.startswith(f"  {name}: ") for line in lines)
+    starts = {name: next(i for i, line in enumerate(lines) if line.startswith("[") and heading in line)
+              for name, (_, heading) in STEPS.items()}
+    ends = {name: next(i for i, line in enumerate(lines) if line.startswith(f"  {name}: ")) for name in STEPS}
+    assert all(starts[name] < ends[name] for name in STEPS)
+    assert sorted(lines[i].split("]")[0] for i in starts.values()) == [f"[{k}/{len(STEPS)}" for k in range(1, len(STEPS) + 1)]
+    assert len([line for line in lines if line.strip()]) == 2 * len(STEPS) + 1
     assert lines[-1].startswith(f"demo report: {out / 'report.html'}")
+    for name in STEPS:
+        assert (out / "logs" / f"{name}.log").is_file()
 
 
 def test_report_has_a_summary_and_every_section(demo_run):
@@ -49,7 +56,8 @@ def test_metrics_hold_each_steps_headline_numbers(demo_run):
     for run in ("fed-clean", "fed-replacement"):
         assert 0 <= metrics["fed"][run]["final_main_accuracy"] <= 1
     assert metrics["fed"]["fed-replacement"]["attacks"], "the attacked run records its attack round"
-    assert {"clean", "no-overlap", "with-overlap", "random"} <= set(metrics["nlp"]["effectiveness"])
+    assert set(metrics["nlp"]["effectiveness"]) == {"clean", "concealed", "random", "near-spelling"}
+    assert set(metrics["nlp"]["concealment"]) == {"concealed", "random", "near-spelling"}
     assert {"retrain", "noop"} <= set(metrics["unlearn"])
     assert all(v["verdict"] in {"HONORED", "NOT HONORED", "INCONCLUSIVE"} for v in metrics["unlearn"].values())
     assert 0 <= metrics["t2i"]["attack_success_rate"] <= 1
@@ -58,7 +66,8 @@ def test_metrics_hold_each_steps_headline_numbers(demo_run):
 @pytest.mark.parametrize("artefact", [
     "fed-clean/config.yaml", "fed-clean/rounds.jsonl", "fed-clean/metrics.json", "fed-clean/report.html",
     "fed-replacement/metrics.json", "fed-replacement/report.html",
-    "nlp-concealed/metrics.json", "nlp-concealed/report.html", "nlp-concealed/poisons/no-overlap",
+    "nlp-concealed/metrics.json", "nlp-concealed/report.html", "nlp-concealed/poisons/concealed",
+    "nlp-concealed/poisons/near-spelling/README.md",
     "unlearn-lsb/metrics.json", "unlearn-lsb/report.html", "unlearn-lsb/verdict.json",
     "t2i-pixel/metrics.json", "t2i-pixel/report.html", "t2i-pixel/backdoor.json",
 ])
@@ -75,6 +84,24 @@ def test_t2i_step_saves_its_trained_weights(demo_run):
     assert (out / "t2i-pixel" / weights).exists(), f"mode {mode}: {weights} missing"
 
 
+def test_artefacts_load_with_their_owners_libraries(demo_run):
+    """Poison sets through the lab's checked loader (schema, checksum, declared constraints) and as HF
+    datasets; the LoRA through safetensors; the unlearning verdicts as JSON."""
+    from datasets import load_from_disk
+    from safetensors.torch import load_file
+
+    from nlp_poison import dataset_card
+
+    _, out = demo_run
+    for name in ("concealed", "random", "near-spelling"):
+        folder = out / "nlp-concealed" / "poisons" / name
+        ps, verified = dataset_card.load(folder)
+        assert verified and len(ps.poisons) == len(load_from_disk(str(folder / "dataset"))) > 0
+        assert (ps.constraints is None) == (name == "near-spelling")
+    assert load_file(str(out / "t2i-pixel" / "pytorch_lora_weights.safetensors"))
+    assert set(json.loads((out / "unlearn-lsb" / "verdict.json").read_text())) == {"retrain", "noop"}
+
+
 def test_no_artefact_names_the_staging_folder(demo_run):
     _, out = demo_run
     stale = [str(p.relative_to(out)) for p in out.rglob("*")
@@ -82,7 +109,9 @@ def test_no_artefact_names_the_staging_folder(demo_run):
     assert stale == []
 
 
-def test_config_yaml_of_a_demo_reruns_it(tmp_path, data_dir):
+def test_one_lane_gives_the_numbers_of_two_and_config_yaml_reruns_it(demo_run, tmp_path, data_dir):
+    """Scheduling changes nothing: the steps run one after another (``--lanes 1``) give the metrics they gave
+    beside others in the two-lane fixture; the run's config.yaml reruns it with the same metrics."""
     import subprocess
     import sys
 
@@ -91,10 +120,12 @@ def test_config_yaml_of_a_demo_reruns_it(tmp_path, data_dir):
     def demo(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "poisonlab", "demo", *args], capture_output=True, text=True, timeout=600)
 
-    first = demo("--tiny", "--only", "unlearn", "--seed", "3", "--out", str(tmp_path / "a"))
+    first = demo("--tiny", "--only", "nlp", "--only", "unlearn", "--lanes", "1", "--out", str(tmp_path / "a"))
     assert first.returncode == 0, first.stderr[-2000:]
-    assert yaml.safe_load((tmp_path / "a" / "config.yaml").read_text()) == {"size": "tiny", "seed": 3, "steps": ["unlearn"]}
+    assert yaml.safe_load((tmp_path / "a" / "config.yaml").read_text()) == {"size": "tiny", "seed": 0, "steps": ["nlp", "unlearn"], "lanes": 1}
     again = demo("--config", str(tmp_path / "a" / "config.yaml"), "--out", str(tmp_path / "b"))
     assert again.returncode == 0, again.stderr[-2000:]
     metrics = [json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("a", "b")]
-    assert metrics[0] == metrics[1] and set(metrics[0]) == {"size", "seed", "unlearn"}
+    assert metrics[0] == metrics[1] and set(metrics[0]) == {"size", "seed", "nlp", "unlearn"}
+    both = json.loads((demo_run[1] / "metrics.json").read_text())
+    assert {k: both[k] for k in ("nlp", "unlearn")} == {k: metrics[0][k] for k in ("nlp", "unlearn")}
