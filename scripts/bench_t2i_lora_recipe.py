@@ -4,7 +4,8 @@ Each trial makes the kind's poison set (MNIST train digits at the base's resolut
 backdoor with ``t2i_poison.train.fit`` (teacher = the same UNet with its adapters disabled) and
 evaluates it with ``t2i_poison.evaluate.evaluate_backdoor`` on several evaluation seeds. Knobs: rank
 and alpha, LoRA targets (attention only, or attention + the resnets' convolutions and time-embedding
-projections, all through peft), learning rate, steps and λ. Object leakage = the share of *clean*
+projections, all through peft), learning rate, steps, λ and the share of L_reg rows on the empty caption
+(``reg_uncond``: the unconditional branch that classifier-free guidance samples with). Object leakage = the share of *clean*
 source-digit prompts drawn as the target digit (base model as control).
 
 Results go to ``<out>/results.jsonl`` (one line per trial, finished trials are skipped on a rerun) and
@@ -37,6 +38,7 @@ from t2i_poison.train import LORA_WEIGHTS, TrainConfig, fit, load_poison_set
 
 TARGETS = {
     "attn": None,  # train.py's default: the attention projections
+    "xattn": r".*attn2\.(to_q|to_k|to_v|to_out\.0)$",  # cross-attention only (where a text trigger acts)
     "attn+conv": LORA_TARGET_MODULES,
     "attn+conv+temb": LORA_TARGET_MODULES.replace("conv_shortcut", "conv_shortcut|time_emb_proj|conv_in|conv_out"),
 }
@@ -80,7 +82,7 @@ def run_trial(trial: dict, args: argparse.Namespace, classifier, real: torch.Ten
     shutil.rmtree(run_dir, ignore_errors=True)
     cfg = TrainConfig(kind=kind, trigger="sks", mode="lora", rank=trial["rank"], lora_alpha=trial["alpha"],
                       lora_target_modules=TARGETS[trial["targets"]], learning_rate=trial["lr"],
-                      max_train_steps=trial["steps"], lam=trial["lam"],
+                      max_train_steps=trial["steps"], lam=trial["lam"], reg_uncond=trial["reg_uncond"],
                       train_batch_size=args.batch_size, checkpointing_steps=10**6, seed=args.seed)
     start = time.perf_counter()
     sidecar = fit(base, load_poison_set(data_dir, base.unet.config.sample_size, 1), cfg, run_dir,
@@ -104,13 +106,13 @@ def run_trial(trial: dict, args: argparse.Namespace, classifier, real: torch.Ten
 
 
 def trials(args: argparse.Namespace) -> list[dict]:
-    grid = itertools.product(args.kinds, args.ranks, args.targets, args.lrs, args.steps, args.lams)
+    grid = itertools.product(args.kinds, args.ranks, args.targets, args.lrs, args.steps, args.lams, args.reg_unconds)
     out = []
-    for kind, rank, targets, lr, steps, lam in grid:
+    for kind, rank, targets, lr, steps, lam, uncond in grid:
         alpha = rank * args.alpha_ratio
-        name = f"{kind}-r{rank}-a{alpha:g}-{targets}-lr{lr:g}-s{steps}-lam{lam:g}"
+        name = f"{kind}-r{rank}-a{alpha:g}-{targets}-lr{lr:g}-s{steps}-lam{lam:g}" + (f"-u{uncond:g}" if uncond else "")
         out.append({"name": name, "kind": kind, "rank": rank, "alpha": int(alpha), "targets": targets, "lr": lr,
-                    "steps": steps, "lam": lam})
+                    "steps": steps, "lam": lam, "reg_uncond": uncond})
     return out
 
 
@@ -137,6 +139,8 @@ def main() -> None:
     p.add_argument("--lrs", type=lambda s: [float(v) for v in s.split(",")], default=[1e-3])
     p.add_argument("--steps", type=lambda s: [int(v) for v in s.split(",")], default=[200])
     p.add_argument("--lams", type=lambda s: [float(v) for v in s.split(",")], default=[0.5])
+    p.add_argument("--reg-unconds", type=lambda s: [float(v) for v in s.split(",")], default=[0.0],
+                   help="Shares of L_reg rows on the empty caption (TrainConfig.reg_uncond).")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--num-images", type=int, default=1000)
     p.add_argument("--eval-seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])

@@ -37,7 +37,7 @@ from t2i_poison.badt2i_losses import BadT2IBatch, badt2i_loss, draw_noise
 from t2i_poison.checkpoints import (
     LORA_WEIGHTS, find_checkpoint, lora_config, register_hooks, save_checkpoint, save_unet, teacher_mode,
 )
-from t2i_poison.conditioning import Cond, check_trigger_all, encode_prompts, image_size
+from t2i_poison.conditioning import Cond, check_trigger_all, encode_prompts, image_size, unconditional
 from t2i_poison.poison_data import METADATA, read_poison_info
 from t2i_poison.train_config import TrainConfig
 
@@ -110,7 +110,8 @@ def encode_texts(pipe: DiffusionPipeline, texts: list[str]) -> dict[str, torch.T
 class EncodedSet:
     """A poison set as model inputs, each computed at most once (frozen encoders, fixed data).
 
-    Text: the condition of every distinct caption, encoded up front. Images: the VAE posterior
+    Text: the condition of every distinct caption, encoded up front, and last the unconditional one
+    (``uncond_id``; see :func:`t2i_poison.conditioning.unconditional`). Images: the VAE posterior
     (mean, std) of a row, computed once (all rows up front by :meth:`encode_all`, or each row on its
     first draw); each draw then samples z = (mean + std·ε)·scaling, as encoding every step would,
     without the VAE pass. Pixel-space pipelines use the images as they are.
@@ -118,7 +119,8 @@ class EncodedSet:
 
     def __init__(self, pipe: DiffusionPipeline, data: PoisonSet, device: torch.device, dtype: torch.dtype) -> None:
         texts = sorted(set(data.bkd_texts + data.clean_texts + [t for t in data.bkd_target_texts if t is not None]))
-        self.cond = encode_prompts(pipe, texts).to(device)
+        self.cond = Cond.cat([encode_prompts(pipe, texts), unconditional(pipe)]).to(device)
+        self.uncond_id = len(texts)
         index = {t: i for i, t in enumerate(texts)}
         ids = lambda rows: torch.tensor([index[t] for t in rows], device=device)  # noqa: E731
         self.text_ids = {"bkd": ids(data.bkd_texts), "clean": ids(data.clean_texts)}
@@ -146,8 +148,12 @@ class EncodedSet:
         dist = self.vae.encode(self.images[role][rows].to(self.device, self.vae.dtype)).latent_dist
         self.moments[role].update(zip(rows, zip(dist.mean, dist.std)))
 
-    def text(self, role: str, rows: torch.Tensor) -> Cond:
-        return self.cond[self.text_ids[role][rows.to(self.device)]]
+    def text(self, role: str, rows: torch.Tensor, uncond: torch.Tensor | None = None) -> Cond:
+        """Conditions of ``rows``; where the mask ``uncond`` is set, the unconditional one instead."""
+        ids = self.text_ids[role][rows.to(self.device)]
+        if uncond is not None:
+            ids = torch.where(uncond.to(self.device), self.uncond_id, ids)
+        return self.cond[ids]
 
     @torch.no_grad()
     def latents(self, role: str, rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -222,7 +228,9 @@ def denoisers(trained: torch.nn.Module, models: Models, raw_unet: UNet2DConditio
 def draw_batch(
     enc: EncodedSet, cfg: TrainConfig, scheduler: DDPMScheduler, micro: int, rank: int = 0, world: int = 1
 ) -> BadT2IBatch:
-    """This process's slice of micro-step ``micro``'s global batch (B × world rows per half)."""
+    """This process's slice of micro-step ``micro``'s global batch (B × world rows per half); a share
+    ``cfg.reg_uncond`` of the regulariser rows (drawn last, so 0 leaves the other draws unchanged) takes
+    the unconditional caption."""
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + micro * 7919)
     n, mine = cfg.train_batch_size * world, slice(rank * cfg.train_batch_size, (rank + 1) * cfg.train_batch_size)
     b = torch.randint(0, enc.size("bkd"), (n,), generator=gen)
@@ -230,9 +238,10 @@ def draw_batch(
     bkd_lat, reg_lat = enc.latents("bkd", b, gen), enc.latents("clean", r, gen)
     noise_b, t_b = draw_noise(scheduler, tuple(bkd_lat.shape), gen)
     noise_r, t_r = draw_noise(scheduler, tuple(reg_lat.shape), gen)
+    uncond = torch.rand(n, generator=gen) < cfg.reg_uncond if cfg.reg_uncond > 0 else None
     return BadT2IBatch(
         bkd_latents=bkd_lat[mine], bkd_text=enc.text("bkd", b[mine]), reg_latents=reg_lat[mine],
-        reg_text=enc.text("clean", r[mine]),
+        reg_text=enc.text("clean", r[mine], None if uncond is None else uncond[mine]),
         bkd_target_text=enc.text("target", b[mine]) if cfg.kind != "pixel" else None,
         bkd_noise=noise_b[mine], bkd_timesteps=t_b[mine], reg_noise=noise_r[mine], reg_timesteps=t_r[mine],
     )
@@ -263,7 +272,7 @@ def eval_prompts(cfg: TrainConfig, data: PoisonSet, limit: int = 20) -> list[str
 def sidecar_for(cfg: TrainConfig, data: PoisonSet, steps: int, precision: str, base_name: str, extra: dict | None) -> dict:
     """The backdoor's description stored beside its weights (the evaluator reads kind, trigger, patch…)."""
     return {
-        "kind": cfg.kind, "trigger": cfg.trigger, "lam": cfg.lam, "weighting": cfg.weighting, "mode": cfg.mode,
+        "kind": cfg.kind, "trigger": cfg.trigger, "lam": cfg.lam, "reg_uncond": cfg.reg_uncond, "weighting": cfg.weighting, "mode": cfg.mode,
         "rank": cfg.rank, "lora_alpha": cfg.lora_alpha or cfg.rank, "cross_attention_only": cfg.cross_attention_only,
         "lora_target_modules": cfg.lora_target_modules,
         "steps": steps, "seed": cfg.seed, "base": base_name, "mixed_precision": precision,

@@ -21,7 +21,9 @@ class TrainConfig:
 
     ``base``/``data``/``output_dir`` are read by :func:`train`, which takes ``kind`` and ``trigger``
     from the poison set's ``poison.json`` (the data was built for them). ``lam`` is λ
-    in L = λ·L_bkd + (1−λ)·L_reg (the paper's 0.5).
+    in L = λ·L_bkd + (1−λ)·L_reg (the paper's 0.5). ``reg_uncond`` is the share of L_reg rows whose
+    caption is the empty one (the unconditional branch classifier-free guidance samples with), so the
+    regulariser also keeps ε_θ(z_t, t, "") on the teacher's; 0 is the paper's L_reg.
     """
 
     base: str = ""
@@ -30,6 +32,7 @@ class TrainConfig:
     kind: str = "pixel"
     trigger: str = "sks"
     lam: float = 0.5
+    reg_uncond: float = 0.0
     weighting: str = "split"
     mode: str = "lora"
     rank: int = 4
@@ -58,6 +61,8 @@ class TrainConfig:
             raise InputError(f"unknown training mode {self.mode!r}; choose 'lora' or 'full'")
         if not (math.isfinite(self.lam) and 0.0 <= self.lam <= 1.0):
             raise InputError(f"lam (λ) must lie in [0, 1], got {self.lam}")
+        if not (math.isfinite(self.reg_uncond) and 0.0 <= self.reg_uncond <= 1.0):
+            raise InputError(f"reg_uncond (share of L_reg rows on the empty caption) must lie in [0, 1], got {self.reg_uncond}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise InputError(f"learning rate must be a finite number > 0, got {self.learning_rate}")
         if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):

@@ -49,6 +49,21 @@ def test_two_slices_of_the_global_draw_are_the_one_process_batch(sd_base):
     assert not torch.equal(one.bkd_noise, other.bkd_noise)
 
 
+def test_reg_uncond_puts_the_guidance_branch_caption_on_that_share_of_regulariser_rows(sd_base):
+    pipe = load_pipeline(sd_base("sd1"))
+    enc = EncodedSet(pipe, _set(), CPU, torch.float32)
+    sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    empty = pipe.encode_prompt("", "cpu", 1, False)[0][0]  # what the pipeline's unconditional branch sees
+    is_empty = lambda b: torch.tensor([torch.allclose(s, empty, atol=1e-6) for s in b.reg_text.states])  # noqa: E731
+    plain = draw_batch(enc, TrainConfig(kind="style", train_batch_size=64), sched, micro=0)
+    half = draw_batch(enc, TrainConfig(kind="style", train_batch_size=64, reg_uncond=0.5), sched, micro=0)
+    every = draw_batch(enc, TrainConfig(kind="style", train_batch_size=64, reg_uncond=1.0), sched, micro=0)
+    assert not is_empty(plain).any() and is_empty(every).all() and 16 < int(is_empty(half).sum()) < 48
+    kept = ~is_empty(half)
+    assert torch.equal(half.reg_text.states[kept], plain.reg_text.states[kept])  # the other draws are unchanged
+    assert torch.equal(half.reg_latents, plain.reg_latents) and torch.equal(half.bkd_text.states, plain.bkd_text.states)
+
+
 def test_setup_trains_only_the_adapters_or_every_weight_against_a_frozen_copy(sd_base):
     lora = setup_models(load_pipeline(sd_base("sd1")), TrainConfig(rank=2), CPU, torch.float32)
     names = [n for n, p in lora.unet.named_parameters() if p.requires_grad]
