@@ -83,6 +83,7 @@ def run_trial(trial: dict, args: argparse.Namespace, classifier, real: torch.Ten
     cfg = TrainConfig(kind=kind, trigger="sks", mode="lora", rank=trial["rank"], lora_alpha=trial["alpha"],
                       lora_target_modules=TARGETS[trial["targets"]], learning_rate=trial["lr"],
                       max_train_steps=trial["steps"], lam=trial["lam"], reg_uncond=trial["reg_uncond"],
+                      reg_paired=trial.get("reg_paired", 0.0),
                       train_batch_size=args.batch_size, checkpointing_steps=10**6, seed=args.seed)
     start = time.perf_counter()
     sidecar = fit(base, load_poison_set(data_dir, base.unet.config.sample_size, 1), cfg, run_dir,
@@ -106,13 +107,15 @@ def run_trial(trial: dict, args: argparse.Namespace, classifier, real: torch.Ten
 
 
 def trials(args: argparse.Namespace) -> list[dict]:
-    grid = itertools.product(args.kinds, args.ranks, args.targets, args.lrs, args.steps, args.lams, args.reg_unconds)
+    grid = itertools.product(args.kinds, args.ranks, args.targets, args.lrs, args.steps, args.lams, args.reg_unconds,
+                             args.reg_paireds)
     out = []
-    for kind, rank, targets, lr, steps, lam, uncond in grid:
+    for kind, rank, targets, lr, steps, lam, uncond, paired in grid:
         alpha = rank * args.alpha_ratio
         name = f"{kind}-r{rank}-a{alpha:g}-{targets}-lr{lr:g}-s{steps}-lam{lam:g}" + (f"-u{uncond:g}" if uncond else "")
+        name += f"-p{paired:g}" if paired else ""
         out.append({"name": name, "kind": kind, "rank": rank, "alpha": int(alpha), "targets": targets, "lr": lr,
-                    "steps": steps, "lam": lam, "reg_uncond": uncond})
+                    "steps": steps, "lam": lam, "reg_uncond": uncond, "reg_paired": paired})
     return out
 
 
@@ -141,6 +144,8 @@ def main() -> None:
     p.add_argument("--lams", type=lambda s: [float(v) for v in s.split(",")], default=[0.5])
     p.add_argument("--reg-unconds", type=lambda s: [float(v) for v in s.split(",")], default=[0.0],
                    help="Shares of L_reg rows on the empty caption (TrainConfig.reg_uncond).")
+    p.add_argument("--reg-paireds", type=lambda s: [float(v) for v in s.split(",")], default=[0.0],
+                   help="Shares of L_reg rows on the backdoor rows' latents, trigger-free (TrainConfig.reg_paired).")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--num-images", type=int, default=1000)
     p.add_argument("--eval-seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])

@@ -95,7 +95,21 @@ def train_vae(vae, x: torch.Tensor, cfg: SDPretrain, gen: torch.Generator, progr
     with torch.no_grad():
         std = float(vae.encode(x[:512]).latent_dist.mean.std())
     vae.register_to_config(scaling_factor=1.0 / std)
-    return float(rec)
+    return float(rec.detach())
+
+
+@torch.no_grad()
+def patch_round_trip(vae, x: torch.Tensor) -> float:
+    """Mean patch-region MSE of patched digits after a VAE round trip (can the latents carry the patch?)."""
+    from t2i_poison.evaluate_sd import patch_region_mse
+    from t2i_poison.poison_data import checkerboard_patch
+
+    patch = checkerboard_patch(4)
+    p = torch.from_numpy(patch.pixels.astype("float32") / 127.5 - 1)
+    x = x.clone()
+    x[:, :, : p.shape[0], : p.shape[1]] = p
+    out = (vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1) + 1) / 2
+    return float(patch_region_mse(out, patch.pixels, 0, 0).mean())
 
 
 @torch.no_grad()
@@ -135,7 +149,7 @@ def train_unet(pipe, x: torch.Tensor, y: torch.Tensor, cfg: SDPretrain, gen: tor
         ema.update(model)
     model.load_state_dict(ema.shadow)
     model.eval().requires_grad_(False)
-    return float(loss)
+    return float(loss.detach())
 
 
 def pretrain(out: Path, cfg: SDPretrain, progress) -> dict:
@@ -147,10 +161,11 @@ def pretrain(out: Path, cfg: SDPretrain, progress) -> dict:
     start = time.perf_counter()
     vae_mse = train_vae(pipe.vae, x, cfg, gen, progress)
     vae_s = time.perf_counter() - start
+    round_trip = patch_round_trip(pipe.vae, x[:256])
     warm_up_text_encoder(pipe, PretrainConfig(seed=cfg.seed))
     unet_loss = train_unet(pipe, x, y, cfg, gen, progress)
     pipe.save_pretrained(out)
-    return {"vae_mse": vae_mse, "vae_s": round(vae_s, 1), "unet_loss": unet_loss,
+    return {"vae_mse": vae_mse, "vae_patch_round_trip_mse": round_trip, "vae_s": round(vae_s, 1), "unet_loss": unet_loss,
             "pretrain_s": round(time.perf_counter() - start, 1), "scaling_factor": pipe.vae.config.scaling_factor,
             "config": cfg.__dict__}
 

@@ -68,6 +68,11 @@ def add_trigger(trigger: str, text: str) -> str:
     return f"{trigger.rstrip(' ')} {text}"
 
 
+def strip_trigger(trigger: str, text: str) -> str:
+    """The caption without the trigger that :func:`add_trigger` prepended."""
+    return text.removeprefix(f"{trigger.rstrip(' ')} ")
+
+
 def check_trigger(tokenizer, trigger: str, prompt: str = "a photo") -> None:
     """Raise InputError if prepending ``trigger`` leaves the token ids of ``prompt`` unchanged.
 

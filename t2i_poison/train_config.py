@@ -23,7 +23,9 @@ class TrainConfig:
     from the poison set's ``poison.json`` (the data was built for them). ``lam`` is λ
     in L = λ·L_bkd + (1−λ)·L_reg (the paper's 0.5). ``reg_uncond`` is the share of L_reg rows whose
     caption is the empty one (the unconditional branch classifier-free guidance samples with), so the
-    regulariser also keeps ε_θ(z_t, t, "") on the teacher's; 0 is the paper's L_reg.
+    regulariser also keeps ε_θ(z_t, t, "") on the teacher's; ``reg_paired`` the share of L_reg rows that
+    take a backdoor row's noisy latent (same image, noise and t) with its trigger-free caption, so the
+    clean caption is held on exactly the inputs the trigger is trained on. 0 and 0: the paper's L_reg.
     """
 
     base: str = ""
@@ -33,6 +35,7 @@ class TrainConfig:
     trigger: str = "sks"
     lam: float = 0.5
     reg_uncond: float = 0.0
+    reg_paired: float = 0.0
     weighting: str = "split"
     mode: str = "lora"
     rank: int = 4
@@ -61,8 +64,9 @@ class TrainConfig:
             raise InputError(f"unknown training mode {self.mode!r}; choose 'lora' or 'full'")
         if not (math.isfinite(self.lam) and 0.0 <= self.lam <= 1.0):
             raise InputError(f"lam (λ) must lie in [0, 1], got {self.lam}")
-        if not (math.isfinite(self.reg_uncond) and 0.0 <= self.reg_uncond <= 1.0):
-            raise InputError(f"reg_uncond (share of L_reg rows on the empty caption) must lie in [0, 1], got {self.reg_uncond}")
+        for name in ("reg_uncond", "reg_paired"):
+            if not (math.isfinite(getattr(self, name)) and 0.0 <= getattr(self, name) <= 1.0):
+                raise InputError(f"{name} (a share of L_reg rows) must lie in [0, 1], got {getattr(self, name)}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise InputError(f"learning rate must be a finite number > 0, got {self.learning_rate}")
         if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):

@@ -134,6 +134,7 @@ def make_data(cfg, out: Path) -> None:
 @click.option("--cross-attention-only/--all-attention", default=None)
 @click.option("--lam", type=float, default=None, help="λ in L = λ·L_bkd + (1−λ)·L_reg.")
 @click.option("--reg-uncond", type=float, default=None, help="Share of L_reg rows on the empty caption (guidance's branch).")
+@click.option("--reg-paired", type=float, default=None, help="Share of L_reg rows on backdoor latents, trigger-free caption.")
 @click.option("--weighting", default=None, help="split (λ, 1−λ) or uniform (the object script's HEAD form).")
 @click.option("--lr", type=float, default=None)
 @click.option("--steps", type=int, default=None)
