@@ -110,8 +110,8 @@ def encode_texts(pipe: DiffusionPipeline, texts: list[str]) -> dict[str, torch.T
 class EncodedSet:
     """A poison set as model inputs, each computed at most once (frozen encoders, fixed data).
 
-    Text: the condition of every distinct caption (with ``trigger``, also the backdoor captions without
-    it: role ``bkd_clean``), encoded up front, and last the unconditional one (``uncond_id``; see
+    Text: the condition of every distinct caption (and of ``bkd_captions``, what each backdoor row's image
+    shows: role ``bkd_clean``), encoded up front, and last the unconditional one (``uncond_id``; see
     :func:`t2i_poison.conditioning.unconditional`). Images: the VAE posterior
     (mean, std) of a row, computed once (all rows up front by :meth:`encode_all`, or each row on its
     first draw); each draw then samples z = (mean + std·ε)·scaling, as encoding every step would,
@@ -119,8 +119,8 @@ class EncodedSet:
     """
 
     def __init__(self, pipe: DiffusionPipeline, data: PoisonSet, device: torch.device, dtype: torch.dtype,
-                 trigger: str | None = None) -> None:
-        bkd_clean = [strip_trigger(trigger, t) for t in data.bkd_texts] if trigger is not None else []
+                 bkd_captions: list[str] | None = None) -> None:
+        bkd_clean = bkd_captions or []
         texts = sorted(set(data.bkd_texts + data.clean_texts + bkd_clean + [t for t in data.bkd_target_texts if t is not None]))
         self.cond = Cond.cat([encode_prompts(pipe, texts), unconditional(pipe)]).to(device)
         self.uncond_id = len(texts)
@@ -174,6 +174,14 @@ class EncodedSet:
         std = torch.stack([cache[r][1] for r in rows.tolist()])
         eps = torch.randn(mean.shape, generator=generator).to(self.device, mean.dtype)
         return ((mean + std * eps) * self.vae.config.scaling_factor).to(self.dtype)
+
+
+def image_captions(cfg: TrainConfig, data: PoisonSet) -> list[str]:
+    """The clean caption of each backdoor row's image: object — the target's own caption (the teacher text);
+    pixel and style — the caption without the trigger."""
+    if cfg.kind == "object":
+        return [str(t) for t in data.bkd_target_texts]
+    return [strip_trigger(cfg.trigger, t) for t in data.bkd_texts]
 
 
 @dataclass
@@ -255,7 +263,7 @@ def regulariser_rows(enc: EncodedSet, cfg: TrainConfig, gen: torch.Generator, b:
                      bkd: tuple[torch.Tensor, ...], reg: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     """(caption ids, latents, noise, t) of the L_reg rows: clean rows, of which a share ``reg_uncond`` takes the
     unconditional caption and then a share ``reg_paired`` the backdoor row's (latent, noise, t) with its
-    trigger-free caption."""
+    image's clean caption (:func:`image_captions`)."""
     ids = enc.ids("clean", r)
     if cfg.reg_uncond > 0:
         ids = torch.where((torch.rand(len(r), generator=gen) < cfg.reg_uncond).to(ids.device), enc.uncond_id, ids)
@@ -344,7 +352,7 @@ def fit(
     unet, optimizer = accelerator.prepare(models.unet, optimizer)
     if accelerator.is_main_process and cfg.report_to:
         accelerator.init_trackers("badt2i", config={k: v for k, v in asdict(cfg).items() if v is not None})
-    enc = EncodedSet(pipe, data, accelerator.device, weight_dtype, cfg.trigger)
+    enc = EncodedSet(pipe, data, accelerator.device, weight_dtype, image_captions(cfg, data))
     draws = 2 * cfg.train_batch_size * accelerator.num_processes * cfg.gradient_accumulation_steps * cfg.max_train_steps
     cache_s = enc.encode_all() if len(data.bkd_images) + len(data.clean_images) <= draws else 0.0
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)

@@ -24,8 +24,10 @@ class TrainConfig:
     in L = λ·L_bkd + (1−λ)·L_reg (the paper's 0.5). ``reg_uncond`` is the share of L_reg rows whose
     caption is the empty one (the unconditional branch classifier-free guidance samples with), so the
     regulariser also keeps ε_θ(z_t, t, "") on the teacher's; ``reg_paired`` the share of L_reg rows that
-    take a backdoor row's noisy latent (same image, noise and t) with its trigger-free caption, so the
-    clean caption is held on exactly the inputs the trigger is trained on. 0 and 0: the paper's L_reg.
+    take a backdoor row's noisy latent (same image, noise and t) with that image's clean caption (object:
+    the target's own caption, whose images all went to the backdoor rows; pixel, style: the caption
+    without the trigger), so clean behaviour is held on exactly the inputs the trigger is trained on.
+    0 and 0: the paper's L_reg.
     """
 
     base: str = ""

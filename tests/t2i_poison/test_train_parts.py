@@ -6,7 +6,7 @@ from diffusers import DDPMScheduler
 
 from t2i_poison.checkpoints import checkpoints, save_checkpoint
 from t2i_poison.pipelines import load_pipeline
-from t2i_poison.train import EncodedSet, PoisonSet, TrainConfig, draw_batch, setup_models
+from t2i_poison.train import EncodedSet, PoisonSet, TrainConfig, draw_batch, image_captions, setup_models
 
 CPU = torch.device("cpu")
 
@@ -64,15 +64,17 @@ def test_reg_uncond_puts_the_guidance_branch_caption_on_that_share_of_regularise
     assert torch.equal(half.reg_latents, plain.reg_latents) and torch.equal(half.bkd_text.states, plain.bkd_text.states)
 
 
-def test_reg_paired_holds_the_trigger_free_caption_on_the_backdoor_rows_noisy_latents(sd_base):
+def test_reg_paired_holds_the_images_clean_caption_on_the_backdoor_rows_noisy_latents(sd_base):
     pipe = load_pipeline(sd_base("sd1"))
-    enc = EncodedSet(pipe, _set(), CPU, torch.float32, trigger="sks")
+    cfg = TrainConfig(kind="style", train_batch_size=8, reg_paired=1.0)
+    enc = EncodedSet(pipe, _set(), CPU, torch.float32, image_captions(cfg, _set()))
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
-    batch = draw_batch(enc, TrainConfig(kind="style", train_batch_size=8, reg_paired=1.0), sched, micro=0)
+    batch = draw_batch(enc, cfg, sched, micro=0)
     clean_cat = pipe.encode_prompt("a photo of a cat in the park", "cpu", 1, False)[0][0]
     assert all(torch.allclose(s, clean_cat, atol=1e-6) for s in batch.reg_text.states)
     for field in ("latents", "noise", "timesteps"):
         assert torch.equal(getattr(batch, f"reg_{field}"), getattr(batch, f"bkd_{field}")), field
+    assert image_captions(TrainConfig(kind="object"), _set())[0] == "black and white photo of a cat in the park"
 
 
 def test_setup_trains_only_the_adapters_or_every_weight_against_a_frozen_copy(sd_base):
