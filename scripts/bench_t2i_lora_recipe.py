@@ -12,7 +12,8 @@ Results go to ``<out>/results.jsonl`` (one line per trial, finished trials are s
 a markdown table on stdout.
 
     python scripts/bench_t2i_lora_recipe.py --base runs/t2i-base --out runs/bench-lora-recipe \\
-        --kinds pixel,object,style --ranks 8,16 --targets attn,attn+conv --lrs 1e-3,3e-3 --steps 200
+        --kinds pixel,object,style [--ranks 8,16 --targets attn,xattn,attn+conv --lrs 1e-3,3e-3 --steps 250 \\
+        --lams 0.1 --reg-unconds 0,0.5 --reg-paireds 0,0.25]     # omitted: TrainConfig's defaults
 """
 
 from __future__ import annotations
@@ -136,17 +137,18 @@ def main() -> None:
     p.add_argument("--base", type=Path, required=True, help="Lab base pipeline directory with classifier/.")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--kinds", type=lambda s: s.split(","), default=["pixel", "object", "style"])
-    p.add_argument("--ranks", type=lambda s: [int(v) for v in s.split(",")], default=[16])
+    d = TrainConfig()  # every default of a trial is the training default
+    p.add_argument("--ranks", type=lambda s: [int(v) for v in s.split(",")], default=[d.rank])
     p.add_argument("--alpha-ratio", type=float, default=1.0, help="lora_alpha = ratio × rank.")
     p.add_argument("--targets", type=lambda s: s.split(","), default=["attn+conv"], help=f"any of {', '.join(TARGETS)}")
-    p.add_argument("--lrs", type=lambda s: [float(v) for v in s.split(",")], default=[1e-3])
-    p.add_argument("--steps", type=lambda s: [int(v) for v in s.split(",")], default=[200])
-    p.add_argument("--lams", type=lambda s: [float(v) for v in s.split(",")], default=[0.5])
-    p.add_argument("--reg-unconds", type=lambda s: [float(v) for v in s.split(",")], default=[0.0],
+    p.add_argument("--lrs", type=lambda s: [float(v) for v in s.split(",")], default=[d.learning_rate])
+    p.add_argument("--steps", type=lambda s: [int(v) for v in s.split(",")], default=[d.max_train_steps])
+    p.add_argument("--lams", type=lambda s: [float(v) for v in s.split(",")], default=[d.lam])
+    p.add_argument("--reg-unconds", type=lambda s: [float(v) for v in s.split(",")], default=[d.reg_uncond],
                    help="Shares of L_reg rows on the empty caption (TrainConfig.reg_uncond).")
-    p.add_argument("--reg-paireds", type=lambda s: [float(v) for v in s.split(",")], default=[0.0],
+    p.add_argument("--reg-paireds", type=lambda s: [float(v) for v in s.split(",")], default=[d.reg_paired],
                    help="Shares of L_reg rows on the backdoor rows' latents, trigger-free (TrainConfig.reg_paired).")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=d.train_batch_size)
     p.add_argument("--num-images", type=int, default=1000)
     p.add_argument("--eval-seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])
     p.add_argument("--samples-per-digit", type=int, default=10)

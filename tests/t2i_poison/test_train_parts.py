@@ -37,7 +37,7 @@ def test_each_image_is_encoded_once_and_sampled_afresh(sd_base):
 
 def test_two_slices_of_the_global_draw_are_the_one_process_batch(sd_base):
     pipe = load_pipeline(sd_base("sd1"))
-    enc = EncodedSet(pipe, _set(), CPU, torch.float32)
+    enc = EncodedSet(pipe, _set(), CPU, torch.float32, image_captions(TrainConfig(kind="style"), _set()))
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
     one = draw_batch(enc, TrainConfig(kind="style", train_batch_size=4), sched, micro=3)
     halves = [draw_batch(enc, TrainConfig(kind="style", train_batch_size=2), sched, micro=3, rank=r, world=2) for r in (0, 1)]
@@ -55,9 +55,9 @@ def test_reg_uncond_puts_the_guidance_branch_caption_on_that_share_of_regularise
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
     empty = pipe.encode_prompt("", "cpu", 1, False)[0][0]  # what the pipeline's unconditional branch sees
     is_empty = lambda b: torch.tensor([torch.allclose(s, empty, atol=1e-6) for s in b.reg_text.states])  # noqa: E731
-    plain = draw_batch(enc, TrainConfig(kind="style", train_batch_size=64), sched, micro=0)
-    half = draw_batch(enc, TrainConfig(kind="style", train_batch_size=64, reg_uncond=0.5), sched, micro=0)
-    every = draw_batch(enc, TrainConfig(kind="style", train_batch_size=64, reg_uncond=1.0), sched, micro=0)
+    plain = draw_batch(enc, TrainConfig(kind="style", train_batch_size=64, reg_uncond=0.0, reg_paired=0.0), sched, micro=0)
+    half = draw_batch(enc, TrainConfig(kind="style", train_batch_size=64, reg_uncond=0.5, reg_paired=0.0), sched, micro=0)
+    every = draw_batch(enc, TrainConfig(kind="style", train_batch_size=64, reg_uncond=1.0, reg_paired=0.0), sched, micro=0)
     assert not is_empty(plain).any() and is_empty(every).all() and 16 < int(is_empty(half).sum()) < 48
     kept = ~is_empty(half)
     assert torch.equal(half.reg_text.states[kept], plain.reg_text.states[kept])  # the other draws are unchanged
