@@ -19,7 +19,8 @@ under 0.05 = success, the base on the same triggered prompts and starting latent
 each evaluation seed.
 
     python scripts/bench_t2i_sd_pixel.py --out runs/sd-mnist [--vae-steps 400] [--unet-steps 1500] \\
-        [--train-args "--rank 16 --lr 3e-3 --steps 250 --lam 0.1"] [--eval-seeds 0,1,2]
+        [--make-data-args "--patch-top 6 --patch-left 6"] [--train-args "--steps 400"] [--eval-seeds 0,1,2] \\
+        [--base runs/sd-mnist/base]        # reuse a pretrained pipeline
 
 Writes ``<out>/base`` (the pipeline), ``<out>/data``, ``<out>/lora``, ``<out>/eval-<seed>`` and
 ``<out>/results.json``; finished stages are reused on a rerun.
@@ -181,6 +182,8 @@ def main() -> None:
     p.add_argument("--vae-steps", type=int, default=SDPretrain.vae_steps)
     p.add_argument("--unet-steps", type=int, default=SDPretrain.unet_steps)
     p.add_argument("--num-images", type=int, default=1000, help="make-data: MNIST images in the poison set.")
+    p.add_argument("--base", type=Path, default=None, help="Reuse this pretrained pipeline (default <out>/base, made here).")
+    p.add_argument("--make-data-args", default="", help="Extra `poisonlab t2i make-data` flags (quoted).")
     p.add_argument("--train-args", default="", help="Extra `poisonlab t2i train` flags (quoted).")
     p.add_argument("--eval-args", default="", help="Extra `poisonlab t2i evaluate` flags (quoted).")
     p.add_argument("--eval-seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])
@@ -195,7 +198,7 @@ def main() -> None:
     def progress(it: Iterator[int], desc: str) -> Iterator[int]:
         return tqdm(it, desc=desc, mininterval=10)
 
-    base, pix, lora = args.out / "base", args.out / "data", args.out / "lora"
+    base, pix, lora = args.base or args.out / "base", args.out / "data", args.out / "lora"
     if not (base / "model_index.json").is_file():
         cfg = SDPretrain(vae_steps=args.vae_steps, unet_steps=args.unet_steps, seed=args.seed)
         record["pretrain"] = pretrain(base, cfg, progress)
@@ -203,13 +206,13 @@ def main() -> None:
     common = ["--threads", str(args.threads)]
     if not pix.is_dir():
         poisonlab("t2i", "make-data", "--kind", "pixel", "--base", str(base), "--out", str(pix),
-                  "--num-images", str(args.num_images), "--seed", str(args.seed))
+                  "--num-images", str(args.num_images), "--seed", str(args.seed), *shlex.split(args.make_data_args))
     if not lora.is_dir():
         start = time.perf_counter()
         poisonlab("t2i", "train", "--base", str(base), "--data", str(pix), "--out", str(lora), "--mode", "lora",
                   "--seed", str(args.seed), *common, *shlex.split(args.train_args))
         record["train_s"] = round(time.perf_counter() - start, 1)
-    record["train_args"], record["eval_args"], record["evals"] = args.train_args, args.eval_args, {}
+    record.update(base=str(base), make_data_args=args.make_data_args, train_args=args.train_args, eval_args=args.eval_args, evals={})
     for seed in args.eval_seeds:
         ev = args.out / f"eval-{seed}"
         if not ev.is_dir():
