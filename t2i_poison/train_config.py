@@ -25,7 +25,7 @@ class TrainConfig:
     Defaults: the LoRA recipe measured on the lab base (``scripts/bench_t2i_lora_recipe.py``, README T2I):
     rank = α = 16 on attention + resnet convolutions, lr 1e-3, 250 steps of 8 + 8 rows, λ = 0.1, half the
     L_reg rows on the empty caption and a quarter on the backdoor rows' latents with their clean caption.
-    ``lora_target_modules`` None: the attention projections only (diffusers' script);
+    ``lora_target_modules`` None or "attention": the attention projections only (diffusers' script);
     ``cross_attention_only`` overrides it with the cross-attention projections alone.
 
     ``base``/``data``/``output_dir`` are read by :func:`train`, which takes ``kind`` and ``trigger``

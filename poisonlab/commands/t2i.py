@@ -135,6 +135,7 @@ def make_data(cfg, out: Path) -> None:
 @click.option("--rank", type=int, default=None)
 @click.option("--lora-alpha", type=int, default=None)
 @click.option("--cross-attention-only/--all-attention", default=None)
+@click.option("--lora-target-modules", default=None, help="peft regex of the LoRA targets ('attention': projections only).")
 @click.option("--lam", type=float, default=None, help="λ in L = λ·L_bkd + (1−λ)·L_reg.")
 @click.option("--reg-uncond", type=float, default=None, help="Share of L_reg rows on the empty caption (guidance's branch).")
 @click.option("--reg-paired", type=float, default=None, help="Share of L_reg rows on backdoor latents, trigger-free caption.")

@@ -92,3 +92,12 @@ def test_checkpoints_keep_the_newest_within_the_limit(tmp_path):
     for step in (1, 2, 3, 4):
         save_checkpoint(acc, tmp_path, step, limit=2)
     assert [p.name for p in checkpoints(tmp_path)] == ["checkpoint-3", "checkpoint-4"]
+
+
+def test_lora_targets_attention_shorthand_and_cross_attention_override():
+    from t2i_poison.checkpoints import LORA_TARGETS, lora_config
+    from t2i_poison.train_config import LORA_TARGET_MODULES
+
+    assert set(lora_config(4, target_modules="attention").target_modules) == set(LORA_TARGETS)
+    assert lora_config(4, target_modules=LORA_TARGET_MODULES).target_modules == LORA_TARGET_MODULES
+    assert "attn2" in lora_config(4, cross_attention_only=True, target_modules=LORA_TARGET_MODULES).target_modules
