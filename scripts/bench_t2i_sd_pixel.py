@@ -14,7 +14,8 @@ learnable setup, all on MNIST resized to 16×16 RGB (grey replicated), captions 
    captions for classifier-free guidance, EMA of the weights.
 
 Then the user's path on the saved pipeline: ``poisonlab t2i make-data --kind pixel`` (MNIST digits, the
-4×4 checkerboard in the top-left corner) → ``t2i train --mode lora`` → ``t2i evaluate`` (patch-region MSE
+4×4 checkerboard; ``--make-data-args "--patch-top 6 --patch-left 6"`` moves it off the border, which this
+VAE learned to paint black: ``vae_patch_round_trip_mse`` in the results is the top-left patch's) → ``t2i train --mode lora`` → ``t2i evaluate`` (patch-region MSE
 under 0.05 = success, the base on the same triggered prompts and starting latents as the control), for
 each evaluation seed.
 
