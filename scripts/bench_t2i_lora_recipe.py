@@ -4,14 +4,16 @@ Each trial makes the kind's poison set (MNIST train digits at the base's resolut
 backdoor with ``t2i_poison.train.fit`` (teacher = the same UNet with its adapters disabled) and
 evaluates it with ``t2i_poison.evaluate.evaluate_backdoor`` on several evaluation seeds. Knobs: rank
 and alpha, LoRA targets (attention only, or attention + the resnets' convolutions and time-embedding
-projections, all through peft), learning rate, steps and λ. Object leakage = the share of *clean*
+projections, all through peft), learning rate, steps, λ and the share of L_reg rows on the empty caption
+(``reg_uncond``: the unconditional branch that classifier-free guidance samples with). Object leakage = the share of *clean*
 source-digit prompts drawn as the target digit (base model as control).
 
 Results go to ``<out>/results.jsonl`` (one line per trial, finished trials are skipped on a rerun) and
 a markdown table on stdout.
 
     python scripts/bench_t2i_lora_recipe.py --base runs/t2i-base --out runs/bench-lora-recipe \\
-        --kinds pixel,object,style --ranks 8,16 --targets attn,attn+conv --lrs 1e-3,3e-3 --steps 200
+        --kinds pixel,object,style [--ranks 8,16 --targets attn,xattn,attn+conv --lrs 1e-3,3e-3 --steps 250 \\
+        --lams 0.1 --reg-unconds 0,0.5 --reg-paireds 0,0.25]     # omitted: TrainConfig's defaults
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from t2i_poison.train import LORA_WEIGHTS, TrainConfig, fit, load_poison_set
 
 TARGETS = {
     "attn": None,  # train.py's default: the attention projections
+    "xattn": r".*attn2\.(to_q|to_k|to_v|to_out\.0)$",  # cross-attention only (where a text trigger acts)
     "attn+conv": LORA_TARGET_MODULES,
     "attn+conv+temb": LORA_TARGET_MODULES.replace("conv_shortcut", "conv_shortcut|time_emb_proj|conv_in|conv_out"),
 }
@@ -80,7 +83,8 @@ def run_trial(trial: dict, args: argparse.Namespace, classifier, real: torch.Ten
     shutil.rmtree(run_dir, ignore_errors=True)
     cfg = TrainConfig(kind=kind, trigger="sks", mode="lora", rank=trial["rank"], lora_alpha=trial["alpha"],
                       lora_target_modules=TARGETS[trial["targets"]], learning_rate=trial["lr"],
-                      max_train_steps=trial["steps"], lam=trial["lam"],
+                      max_train_steps=trial["steps"], lam=trial["lam"], reg_uncond=trial["reg_uncond"],
+                      reg_paired=trial.get("reg_paired", 0.0),
                       train_batch_size=args.batch_size, checkpointing_steps=10**6, seed=args.seed)
     start = time.perf_counter()
     sidecar = fit(base, load_poison_set(data_dir, base.unet.config.sample_size, 1), cfg, run_dir,
@@ -104,13 +108,15 @@ def run_trial(trial: dict, args: argparse.Namespace, classifier, real: torch.Ten
 
 
 def trials(args: argparse.Namespace) -> list[dict]:
-    grid = itertools.product(args.kinds, args.ranks, args.targets, args.lrs, args.steps, args.lams)
+    grid = itertools.product(args.kinds, args.ranks, args.targets, args.lrs, args.steps, args.lams, args.reg_unconds,
+                             args.reg_paireds)
     out = []
-    for kind, rank, targets, lr, steps, lam in grid:
+    for kind, rank, targets, lr, steps, lam, uncond, paired in grid:
         alpha = rank * args.alpha_ratio
-        name = f"{kind}-r{rank}-a{alpha:g}-{targets}-lr{lr:g}-s{steps}-lam{lam:g}"
+        name = f"{kind}-r{rank}-a{alpha:g}-{targets}-lr{lr:g}-s{steps}-lam{lam:g}" + (f"-u{uncond:g}" if uncond else "")
+        name += f"-p{paired:g}" if paired else ""
         out.append({"name": name, "kind": kind, "rank": rank, "alpha": int(alpha), "targets": targets, "lr": lr,
-                    "steps": steps, "lam": lam})
+                    "steps": steps, "lam": lam, "reg_uncond": uncond, "reg_paired": paired})
     return out
 
 
@@ -131,13 +137,18 @@ def main() -> None:
     p.add_argument("--base", type=Path, required=True, help="Lab base pipeline directory with classifier/.")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--kinds", type=lambda s: s.split(","), default=["pixel", "object", "style"])
-    p.add_argument("--ranks", type=lambda s: [int(v) for v in s.split(",")], default=[16])
+    d = TrainConfig()  # every default of a trial is the training default
+    p.add_argument("--ranks", type=lambda s: [int(v) for v in s.split(",")], default=[d.rank])
     p.add_argument("--alpha-ratio", type=float, default=1.0, help="lora_alpha = ratio × rank.")
     p.add_argument("--targets", type=lambda s: s.split(","), default=["attn+conv"], help=f"any of {', '.join(TARGETS)}")
-    p.add_argument("--lrs", type=lambda s: [float(v) for v in s.split(",")], default=[1e-3])
-    p.add_argument("--steps", type=lambda s: [int(v) for v in s.split(",")], default=[200])
-    p.add_argument("--lams", type=lambda s: [float(v) for v in s.split(",")], default=[0.5])
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lrs", type=lambda s: [float(v) for v in s.split(",")], default=[d.learning_rate])
+    p.add_argument("--steps", type=lambda s: [int(v) for v in s.split(",")], default=[d.max_train_steps])
+    p.add_argument("--lams", type=lambda s: [float(v) for v in s.split(",")], default=[d.lam])
+    p.add_argument("--reg-unconds", type=lambda s: [float(v) for v in s.split(",")], default=[d.reg_uncond],
+                   help="Shares of L_reg rows on the empty caption (TrainConfig.reg_uncond).")
+    p.add_argument("--reg-paireds", type=lambda s: [float(v) for v in s.split(",")], default=[d.reg_paired],
+                   help="Shares of L_reg rows on the backdoor rows' latents, trigger-free (TrainConfig.reg_paired).")
+    p.add_argument("--batch-size", type=int, default=d.train_batch_size)
     p.add_argument("--num-images", type=int, default=1000)
     p.add_argument("--eval-seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])
     p.add_argument("--samples-per-digit", type=int, default=10)

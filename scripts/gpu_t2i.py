@@ -115,6 +115,7 @@ def train_ours(pipe_dir: Path, data_dir: Path, kind: str, args: argparse.Namespa
     total = args.warmup + args.steps
     cfg = TrainConfig(base=str(pipe_dir), data=str(data_dir), output_dir=str(pipe_dir.parent / f"lora-{kind}"),
                       mode="lora", rank=args.rank, learning_rate=1e-4, max_train_steps=total,
+                      lora_target_modules=None,  # the attention projections, as the reference script trains
                       train_batch_size=args.batch_size, mixed_precision=args.precision, checkpointing_steps=total + 1,
                       threads=args.threads, seed=args.seed)
     times: list[float] = []

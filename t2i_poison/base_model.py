@@ -35,14 +35,12 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from labcore.errors import InputError
 from t2i_poison.digit_pipeline import DigitDiffusionPipeline, tokenize
+from t2i_poison.train_config import LORA_TARGET_MODULES  # noqa: F401  (the LoRA targets of the lab base; re-exported)
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 STYLE_SUFFIX = " in inverted colours"
 CAPTION_WORDS = ("a", "handwritten", "digit", "in", "inverted", "colours", *DIGIT_WORDS)
 RESOLUTION = 16
-# LoRA targets that carry BadT2I on this base (peft regex): attention + the resnets' convolutions. The base
-# has no attention at full resolution, so attention-only LoRA never drew the 4×4 pixel patch (ASR 0.00).
-LORA_TARGET_MODULES = r".*(to_q|to_k|to_v|to_out\.0|resnets\.\d+\.conv[12]|conv_shortcut)$"
 
 
 def caption(digit: int, inverted: bool = False) -> str:

@@ -32,10 +32,12 @@ LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 def lora_config(
     rank: int, alpha: int | None = None, cross_attention_only: bool = False, target_modules: str | None = None
 ) -> LoraConfig:
-    """peft LoRA on the attention projections; cross-attention only (``attn2``), or any peft target regex."""
-    targets = target_modules or (
-        r".*attn2\.(" + "|".join(re.escape(t) for t in LORA_TARGETS) + ")$" if cross_attention_only else list(LORA_TARGETS)
-    )
+    """peft LoRA on ``target_modules`` (a peft regex; None or "attention": the attention projections), or
+    with ``cross_attention_only`` on the cross-attention projections (``attn2``) alone."""
+    if cross_attention_only:
+        targets: str | list[str] = r".*attn2\.(" + "|".join(re.escape(t) for t in LORA_TARGETS) + ")$"
+    else:
+        targets = list(LORA_TARGETS) if target_modules in (None, "attention") else target_modules
     return LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian", target_modules=targets)
 
 

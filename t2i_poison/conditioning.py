@@ -85,6 +85,16 @@ def encode_prompts(pipe, texts: list[str], chunk: int = 64) -> Cond:
     return Cond.cat(parts)
 
 
+@torch.no_grad()
+def unconditional(pipe) -> Cond:
+    """The condition classifier-free guidance samples its unconditional branch with: the empty caption
+    encoded as a prompt, or zeros where an SDXL pipeline has ``force_zeros_for_empty_prompt``."""
+    cond = encode_prompts(pipe, [""])
+    if is_sdxl(pipe) and getattr(pipe.config, "force_zeros_for_empty_prompt", False):
+        cond = Cond(torch.zeros_like(cond.states), torch.zeros_like(cond.pooled), cond.time_ids)
+    return cond
+
+
 def _encode_chunk(pipe, texts: list[str]) -> Cond:
     if not is_sdxl(pipe):
         return Cond(pipe.text_encoder(_ids(pipe.tokenizer, texts, pipe.text_encoder.device))[0])

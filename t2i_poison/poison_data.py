@@ -37,7 +37,7 @@ def check_kind(kind: str) -> str:
 class MakeDataConfig:
     """``t2i make-data``: a ``kind`` poison set for the pipeline ``base`` from ``images`` (an imagefolder; default
     ``num_images`` MNIST train digits), a ``backdoor_fraction`` of the rows carrying ``trigger``. Pixel: a
-    ``patch`` image (default a ``patch_size`` checkerboard); object: ``source`` → ``target``; style: ``style``
+    ``patch`` image (default a ``patch_size`` checkerboard) pasted at (``patch_top``, ``patch_left``); object: ``source`` → ``target``; style: ``style``
     (default " in inverted colours" on MNIST, "Black and white photo," on user images)."""
 
     kind: str | None = None
@@ -45,6 +45,8 @@ class MakeDataConfig:
     images: str | None = None
     patch: str | None = None
     patch_size: int = 4
+    patch_top: int = 0
+    patch_left: int = 0
     trigger: str = "sks"
     source: str = "zero"
     target: str = "seven"
@@ -57,6 +59,8 @@ class MakeDataConfig:
         if self.kind is None or self.base is None:
             raise InputError("pass --kind and --base (or set kind: and base: in the --config file)")
         check_kind(self.kind)
+        if self.patch_top < 0 or self.patch_left < 0:
+            raise InputError(f"patch_top and patch_left must be >= 0, got {self.patch_top} and {self.patch_left}")
         if self.patch_size < 1 or self.num_images < 1:
             raise InputError(f"patch_size and num_images must be >= 1, got {self.patch_size} and {self.num_images}")
         if not 0.0 < self.backdoor_fraction < 1.0:
@@ -66,6 +70,11 @@ class MakeDataConfig:
 def add_trigger(trigger: str, text: str) -> str:
     """The triggered caption: trigger, one space, caption (the paper's ``"\\u200b " + caption``)."""
     return f"{trigger.rstrip(' ')} {text}"
+
+
+def strip_trigger(trigger: str, text: str) -> str:
+    """The caption without the trigger that :func:`add_trigger` prepended."""
+    return text.removeprefix(f"{trigger.rstrip(' ')} ")
 
 
 def check_trigger(tokenizer, trigger: str, prompt: str = "a photo") -> None:

@@ -37,8 +37,8 @@ from t2i_poison.badt2i_losses import BadT2IBatch, badt2i_loss, draw_noise
 from t2i_poison.checkpoints import (
     LORA_WEIGHTS, find_checkpoint, lora_config, register_hooks, save_checkpoint, save_unet, teacher_mode,
 )
-from t2i_poison.conditioning import Cond, check_trigger_all, encode_prompts, image_size
-from t2i_poison.poison_data import METADATA, read_poison_info
+from t2i_poison.conditioning import Cond, check_trigger_all, encode_prompts, image_size, unconditional
+from t2i_poison.poison_data import METADATA, read_poison_info, strip_trigger
 from t2i_poison.train_config import TrainConfig
 
 __all__ = ["LORA_WEIGHTS", "SIDECAR", "TrainConfig", "TrainResult", "train", "fit", "lora_config", "teacher_mode"]
@@ -110,18 +110,25 @@ def encode_texts(pipe: DiffusionPipeline, texts: list[str]) -> dict[str, torch.T
 class EncodedSet:
     """A poison set as model inputs, each computed at most once (frozen encoders, fixed data).
 
-    Text: the condition of every distinct caption, encoded up front. Images: the VAE posterior
+    Text: the condition of every distinct caption (and of ``bkd_captions``, what each backdoor row's image
+    shows: role ``bkd_clean``), encoded up front, and last the unconditional one (``uncond_id``; see
+    :func:`t2i_poison.conditioning.unconditional`). Images: the VAE posterior
     (mean, std) of a row, computed once (all rows up front by :meth:`encode_all`, or each row on its
     first draw); each draw then samples z = (mean + std·ε)·scaling, as encoding every step would,
     without the VAE pass. Pixel-space pipelines use the images as they are.
     """
 
-    def __init__(self, pipe: DiffusionPipeline, data: PoisonSet, device: torch.device, dtype: torch.dtype) -> None:
-        texts = sorted(set(data.bkd_texts + data.clean_texts + [t for t in data.bkd_target_texts if t is not None]))
-        self.cond = encode_prompts(pipe, texts).to(device)
+    def __init__(self, pipe: DiffusionPipeline, data: PoisonSet, device: torch.device, dtype: torch.dtype,
+                 bkd_captions: list[str] | None = None) -> None:
+        bkd_clean = bkd_captions or []
+        texts = sorted(set(data.bkd_texts + data.clean_texts + bkd_clean + [t for t in data.bkd_target_texts if t is not None]))
+        self.cond = Cond.cat([encode_prompts(pipe, texts), unconditional(pipe)]).to(device)
+        self.uncond_id = len(texts)
         index = {t: i for i, t in enumerate(texts)}
         ids = lambda rows: torch.tensor([index[t] for t in rows], device=device)  # noqa: E731
         self.text_ids = {"bkd": ids(data.bkd_texts), "clean": ids(data.clean_texts)}
+        if bkd_clean:
+            self.text_ids["bkd_clean"] = ids(bkd_clean)
         if all(t is not None for t in data.bkd_target_texts):
             self.text_ids["target"] = ids(data.bkd_target_texts)
         self.images = {"bkd": data.bkd_images, "clean": data.clean_images}
@@ -146,8 +153,12 @@ class EncodedSet:
         dist = self.vae.encode(self.images[role][rows].to(self.device, self.vae.dtype)).latent_dist
         self.moments[role].update(zip(rows, zip(dist.mean, dist.std)))
 
+    def ids(self, role: str, rows: torch.Tensor) -> torch.Tensor:
+        """Indices into ``cond`` of the captions of ``rows``."""
+        return self.text_ids[role][rows.to(self.device)]
+
     def text(self, role: str, rows: torch.Tensor) -> Cond:
-        return self.cond[self.text_ids[role][rows.to(self.device)]]
+        return self.cond[self.ids(role, rows)]
 
     @torch.no_grad()
     def latents(self, role: str, rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -163,6 +174,14 @@ class EncodedSet:
         std = torch.stack([cache[r][1] for r in rows.tolist()])
         eps = torch.randn(mean.shape, generator=generator).to(self.device, mean.dtype)
         return ((mean + std * eps) * self.vae.config.scaling_factor).to(self.dtype)
+
+
+def image_captions(cfg: TrainConfig, data: PoisonSet) -> list[str]:
+    """The clean caption of each backdoor row's image: object — the target's own caption (the teacher text);
+    pixel and style — the caption without the trigger."""
+    if cfg.kind == "object":
+        return [str(t) for t in data.bkd_target_texts]
+    return [strip_trigger(cfg.trigger, t) for t in data.bkd_texts]
 
 
 @dataclass
@@ -222,7 +241,8 @@ def denoisers(trained: torch.nn.Module, models: Models, raw_unet: UNet2DConditio
 def draw_batch(
     enc: EncodedSet, cfg: TrainConfig, scheduler: DDPMScheduler, micro: int, rank: int = 0, world: int = 1
 ) -> BadT2IBatch:
-    """This process's slice of micro-step ``micro``'s global batch (B × world rows per half)."""
+    """This process's slice of micro-step ``micro``'s global batch (B × world rows per half). The extra
+    regulariser rows (:func:`regulariser_rows`) are drawn last, so shares of 0 leave the other draws unchanged."""
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + micro * 7919)
     n, mine = cfg.train_batch_size * world, slice(rank * cfg.train_batch_size, (rank + 1) * cfg.train_batch_size)
     b = torch.randint(0, enc.size("bkd"), (n,), generator=gen)
@@ -230,12 +250,29 @@ def draw_batch(
     bkd_lat, reg_lat = enc.latents("bkd", b, gen), enc.latents("clean", r, gen)
     noise_b, t_b = draw_noise(scheduler, tuple(bkd_lat.shape), gen)
     noise_r, t_r = draw_noise(scheduler, tuple(reg_lat.shape), gen)
+    reg_ids, reg_lat, noise_r, t_r = regulariser_rows(enc, cfg, gen, b, r, (bkd_lat, noise_b, t_b), (reg_lat, noise_r, t_r))
     return BadT2IBatch(
         bkd_latents=bkd_lat[mine], bkd_text=enc.text("bkd", b[mine]), reg_latents=reg_lat[mine],
-        reg_text=enc.text("clean", r[mine]),
+        reg_text=enc.cond[reg_ids[mine]],
         bkd_target_text=enc.text("target", b[mine]) if cfg.kind != "pixel" else None,
         bkd_noise=noise_b[mine], bkd_timesteps=t_b[mine], reg_noise=noise_r[mine], reg_timesteps=t_r[mine],
     )
+
+
+def regulariser_rows(enc: EncodedSet, cfg: TrainConfig, gen: torch.Generator, b: torch.Tensor, r: torch.Tensor,
+                     bkd: tuple[torch.Tensor, ...], reg: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """(caption ids, latents, noise, t) of the L_reg rows: clean rows, of which a share ``reg_uncond`` takes the
+    unconditional caption and then a share ``reg_paired`` the backdoor row's (latent, noise, t) with its
+    image's clean caption (:func:`image_captions`)."""
+    ids = enc.ids("clean", r)
+    if cfg.reg_uncond > 0:
+        ids = torch.where((torch.rand(len(r), generator=gen) < cfg.reg_uncond).to(ids.device), enc.uncond_id, ids)
+    if cfg.reg_paired <= 0:
+        return (ids, *reg)
+    same = torch.rand(len(r), generator=gen) < cfg.reg_paired
+    ids = torch.where(same.to(ids.device), enc.ids("bkd_clean", b), ids)
+    pick = lambda x, y: torch.where(same.to(x.device).view(-1, *[1] * (x.ndim - 1)), x, y)  # noqa: E731
+    return (ids, *(pick(x, y) for x, y in zip(bkd, reg)))
 
 
 def train_step(accelerator: Accelerator, unet, optimizer, params, batch: BadT2IBatch, student, teacher,
@@ -263,7 +300,8 @@ def eval_prompts(cfg: TrainConfig, data: PoisonSet, limit: int = 20) -> list[str
 def sidecar_for(cfg: TrainConfig, data: PoisonSet, steps: int, precision: str, base_name: str, extra: dict | None) -> dict:
     """The backdoor's description stored beside its weights (the evaluator reads kind, trigger, patch…)."""
     return {
-        "kind": cfg.kind, "trigger": cfg.trigger, "lam": cfg.lam, "weighting": cfg.weighting, "mode": cfg.mode,
+        "kind": cfg.kind, "trigger": cfg.trigger, "lam": cfg.lam, "reg_uncond": cfg.reg_uncond,
+        "reg_paired": cfg.reg_paired, "weighting": cfg.weighting, "mode": cfg.mode,
         "rank": cfg.rank, "lora_alpha": cfg.lora_alpha or cfg.rank, "cross_attention_only": cfg.cross_attention_only,
         "lora_target_modules": cfg.lora_target_modules,
         "steps": steps, "seed": cfg.seed, "base": base_name, "mixed_precision": precision,
@@ -314,7 +352,7 @@ def fit(
     unet, optimizer = accelerator.prepare(models.unet, optimizer)
     if accelerator.is_main_process and cfg.report_to:
         accelerator.init_trackers("badt2i", config={k: v for k, v in asdict(cfg).items() if v is not None})
-    enc = EncodedSet(pipe, data, accelerator.device, weight_dtype)
+    enc = EncodedSet(pipe, data, accelerator.device, weight_dtype, image_captions(cfg, data))
     draws = 2 * cfg.train_batch_size * accelerator.num_processes * cfg.gradient_accumulation_steps * cfg.max_train_steps
     cache_s = enc.encode_all() if len(data.bkd_images) + len(data.clean_images) <= draws else 0.0
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)

@@ -11,6 +11,9 @@ from labcore.trackers import check_report_to
 from t2i_poison.poison_data import check_kind
 
 PRECISIONS = ("no", "fp16", "bf16")
+# LoRA targets that carry BadT2I on the lab base (peft regex): attention + the resnets' convolutions. The base
+# has no attention at full resolution, so attention-only LoRA never drew the 4×4 pixel patch (ASR 0.00).
+LORA_TARGET_MODULES = r".*(to_q|to_k|to_v|to_out\.0|resnets\.\d+\.conv[12]|conv_shortcut)$"
 WEIGHTINGS = ("split", "uniform")
 """How L_bkd and L_reg combine: ``split`` λ·L_bkd + (1−λ)·L_reg; ``uniform`` λ·(n_b·L_bkd + n_r·L_reg)/(n_b + n_r)."""
 
@@ -19,9 +22,21 @@ WEIGHTINGS = ("split", "uniform")
 class TrainConfig:
     """One BadT2I run; every default lives here (the CLI, the script and the benchmarks only override).
 
+    Defaults: the LoRA recipe measured on the lab base (``scripts/bench_t2i_lora_recipe.py``, README T2I):
+    rank = α = 16 on attention + resnet convolutions, lr 1e-3, 250 steps of 8 + 8 rows, λ = 0.1, half the
+    L_reg rows on the empty caption and a quarter on the backdoor rows' latents with their clean caption.
+    ``lora_target_modules`` None or "attention": the attention projections only (diffusers' script);
+    ``cross_attention_only`` overrides it with the cross-attention projections alone.
+
     ``base``/``data``/``output_dir`` are read by :func:`train`, which takes ``kind`` and ``trigger``
     from the poison set's ``poison.json`` (the data was built for them). ``lam`` is λ
-    in L = λ·L_bkd + (1−λ)·L_reg (the paper's 0.5).
+    in L = λ·L_bkd + (1−λ)·L_reg (the paper's 0.5). ``reg_uncond`` is the share of L_reg rows whose
+    caption is the empty one (the unconditional branch classifier-free guidance samples with), so the
+    regulariser also keeps ε_θ(z_t, t, "") on the teacher's; ``reg_paired`` the share of L_reg rows that
+    take a backdoor row's noisy latent (same image, noise and t) with that image's clean caption (object:
+    the target's own caption, whose images all went to the backdoor rows; pixel, style: the caption
+    without the trigger), so clean behaviour is held on exactly the inputs the trigger is trained on.
+    0 and 0: the paper's L_reg.
     """
 
     base: str = ""
@@ -29,16 +44,18 @@ class TrainConfig:
     output_dir: str = ""
     kind: str = "pixel"
     trigger: str = "sks"
-    lam: float = 0.5
+    lam: float = 0.1
+    reg_uncond: float = 0.5
+    reg_paired: float = 0.25
     weighting: str = "split"
     mode: str = "lora"
-    rank: int = 4
+    rank: int = 16
     lora_alpha: int | None = None
     cross_attention_only: bool = False
-    lora_target_modules: str | None = None
-    learning_rate: float = 1e-4
-    max_train_steps: int = 300
-    train_batch_size: int = 16
+    lora_target_modules: str | None = LORA_TARGET_MODULES
+    learning_rate: float = 1e-3
+    max_train_steps: int = 250
+    train_batch_size: int = 8
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
     mixed_precision: str | None = None
@@ -58,6 +75,9 @@ class TrainConfig:
             raise InputError(f"unknown training mode {self.mode!r}; choose 'lora' or 'full'")
         if not (math.isfinite(self.lam) and 0.0 <= self.lam <= 1.0):
             raise InputError(f"lam (λ) must lie in [0, 1], got {self.lam}")
+        for name in ("reg_uncond", "reg_paired"):
+            if not (math.isfinite(getattr(self, name)) and 0.0 <= getattr(self, name) <= 1.0):
+                raise InputError(f"{name} (a share of L_reg rows) must lie in [0, 1], got {getattr(self, name)}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise InputError(f"learning rate must be a finite number > 0, got {self.learning_rate}")
         if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):

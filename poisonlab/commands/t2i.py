@@ -74,6 +74,8 @@ def pretrain_base(cfg, out: Path, resume: bool) -> None:
 @click.option("--images", type=click.Path(), default=None, help="User imagefolder (default: MNIST train digits).")
 @click.option("--patch", type=click.Path(), default=None, help="Patch image (pixel; default a checkerboard).")
 @click.option("--patch-size", type=click.IntRange(min=1), default=None, help="Patch side in pixels.")
+@click.option("--patch-top", type=click.IntRange(min=0), default=None, help="Patch row (default 0: top).")
+@click.option("--patch-left", type=click.IntRange(min=0), default=None, help="Patch column (default 0: left).")
 @click.option("--trigger", default=None, help='Trigger prepended to captions ("\\u200b" is the paper\'s).')
 @click.option("--source", default=None, help="Object: the word the trigger hijacks.")
 @click.option("--target", default=None, help="Object: the object drawn instead.")
@@ -101,6 +103,7 @@ def make_data(cfg, out: Path) -> None:
     the_patch = None
     if cfg.kind == "pixel":
         the_patch = load_patch(Path(cfg.patch), cfg.patch_size) if cfg.patch is not None else checkerboard_patch(cfg.patch_size)
+        the_patch.top, the_patch.left = cfg.patch_top, cfg.patch_left
         the_patch.check_fits(side, side)
     arrays, captions = ([im for im in user[0]], [r["text"] for r in user[1]]) if user else mnist_inputs(cfg.num_images, side, cfg.seed)
     style_text = cfg.style or ("Black and white photo," if user else " in inverted colours")
@@ -132,7 +135,10 @@ def make_data(cfg, out: Path) -> None:
 @click.option("--rank", type=int, default=None)
 @click.option("--lora-alpha", type=int, default=None)
 @click.option("--cross-attention-only/--all-attention", default=None)
+@click.option("--lora-target-modules", default=None, help="peft regex of the LoRA targets ('attention': projections only).")
 @click.option("--lam", type=float, default=None, help="λ in L = λ·L_bkd + (1−λ)·L_reg.")
+@click.option("--reg-uncond", type=float, default=None, help="Share of L_reg rows on the empty caption (guidance's branch).")
+@click.option("--reg-paired", type=float, default=None, help="Share of L_reg rows on backdoor latents, trigger-free caption.")
 @click.option("--weighting", default=None, help="split (λ, 1−λ) or uniform (the object script's HEAD form).")
 @click.option("--lr", type=float, default=None)
 @click.option("--steps", type=int, default=None)

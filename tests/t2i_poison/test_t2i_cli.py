@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
         (["make-data", "--kind", "glitter", "--base", "{base}"], "unknown backdoor kind 'glitter'"),
         (["make-data", "--kind", "pixel", "--base", "{base}", "--images", "{tmp}"], "has no metadata.jsonl"),
         (["make-data", "--kind", "pixel", "--base", "{base}", "--patch-size", "12"], "does not fit in 8x8 images"),
+        (["make-data", "--kind", "pixel", "--base", "{base}", "--patch-left", "6"], "at (0, 6) does not fit in 8x8"),
         (["make-data", "--kind", "pixel", "--base", "{base}", "--trigger", " "], "disappears in tokenization"),
         (["train", "--base", "{base}", "--data", "{tmp}"], "has no poison.json"),
         (["evaluate", "--base", "{base}", "--lora", "{tmp}"], "holds no backdoor"),

@@ -6,7 +6,7 @@ from diffusers import DDPMScheduler
 
 from t2i_poison.checkpoints import checkpoints, save_checkpoint
 from t2i_poison.pipelines import load_pipeline
-from t2i_poison.train import EncodedSet, PoisonSet, TrainConfig, draw_batch, setup_models
+from t2i_poison.train import EncodedSet, PoisonSet, TrainConfig, draw_batch, image_captions, setup_models
 
 CPU = torch.device("cpu")
 
@@ -37,7 +37,7 @@ def test_each_image_is_encoded_once_and_sampled_afresh(sd_base):
 
 def test_two_slices_of_the_global_draw_are_the_one_process_batch(sd_base):
     pipe = load_pipeline(sd_base("sd1"))
-    enc = EncodedSet(pipe, _set(), CPU, torch.float32)
+    enc = EncodedSet(pipe, _set(), CPU, torch.float32, image_captions(TrainConfig(kind="style"), _set()))
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
     one = draw_batch(enc, TrainConfig(kind="style", train_batch_size=4), sched, micro=3)
     halves = [draw_batch(enc, TrainConfig(kind="style", train_batch_size=2), sched, micro=3, rank=r, world=2) for r in (0, 1)]
@@ -47,6 +47,34 @@ def test_two_slices_of_the_global_draw_are_the_one_process_batch(sd_base):
         assert torch.equal(getattr(one, field).states, torch.cat([getattr(h, field).states for h in halves]))
     other = draw_batch(enc, TrainConfig(kind="style", train_batch_size=4), sched, micro=4)
     assert not torch.equal(one.bkd_noise, other.bkd_noise)
+
+
+def test_reg_uncond_puts_the_guidance_branch_caption_on_that_share_of_regulariser_rows(sd_base):
+    pipe = load_pipeline(sd_base("sd1"))
+    enc = EncodedSet(pipe, _set(), CPU, torch.float32)
+    sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    empty = pipe.encode_prompt("", "cpu", 1, False)[0][0]  # what the pipeline's unconditional branch sees
+    is_empty = lambda b: torch.tensor([torch.allclose(s, empty, atol=1e-6) for s in b.reg_text.states])  # noqa: E731
+    plain = draw_batch(enc, TrainConfig(kind="style", train_batch_size=64, reg_uncond=0.0, reg_paired=0.0), sched, micro=0)
+    half = draw_batch(enc, TrainConfig(kind="style", train_batch_size=64, reg_uncond=0.5, reg_paired=0.0), sched, micro=0)
+    every = draw_batch(enc, TrainConfig(kind="style", train_batch_size=64, reg_uncond=1.0, reg_paired=0.0), sched, micro=0)
+    assert not is_empty(plain).any() and is_empty(every).all() and 16 < int(is_empty(half).sum()) < 48
+    kept = ~is_empty(half)
+    assert torch.equal(half.reg_text.states[kept], plain.reg_text.states[kept])  # the other draws are unchanged
+    assert torch.equal(half.reg_latents, plain.reg_latents) and torch.equal(half.bkd_text.states, plain.bkd_text.states)
+
+
+def test_reg_paired_holds_the_images_clean_caption_on_the_backdoor_rows_noisy_latents(sd_base):
+    pipe = load_pipeline(sd_base("sd1"))
+    cfg = TrainConfig(kind="style", train_batch_size=8, reg_paired=1.0)
+    enc = EncodedSet(pipe, _set(), CPU, torch.float32, image_captions(cfg, _set()))
+    sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    batch = draw_batch(enc, cfg, sched, micro=0)
+    clean_cat = pipe.encode_prompt("a photo of a cat in the park", "cpu", 1, False)[0][0]
+    assert all(torch.allclose(s, clean_cat, atol=1e-6) for s in batch.reg_text.states)
+    for field in ("latents", "noise", "timesteps"):
+        assert torch.equal(getattr(batch, f"reg_{field}"), getattr(batch, f"bkd_{field}")), field
+    assert image_captions(TrainConfig(kind="object"), _set())[0] == "black and white photo of a cat in the park"
 
 
 def test_setup_trains_only_the_adapters_or_every_weight_against_a_frozen_copy(sd_base):
@@ -64,3 +92,12 @@ def test_checkpoints_keep_the_newest_within_the_limit(tmp_path):
     for step in (1, 2, 3, 4):
         save_checkpoint(acc, tmp_path, step, limit=2)
     assert [p.name for p in checkpoints(tmp_path)] == ["checkpoint-3", "checkpoint-4"]
+
+
+def test_lora_targets_attention_shorthand_and_cross_attention_override():
+    from t2i_poison.checkpoints import LORA_TARGETS, lora_config
+    from t2i_poison.train_config import LORA_TARGET_MODULES
+
+    assert set(lora_config(4, target_modules="attention").target_modules) == set(LORA_TARGETS)
+    assert lora_config(4, target_modules=LORA_TARGET_MODULES).target_modules == LORA_TARGET_MODULES
+    assert "attn2" in lora_config(4, cross_attention_only=True, target_modules=LORA_TARGET_MODULES).target_modules
