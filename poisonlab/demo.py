@@ -12,7 +12,9 @@ Light on purpose (no torch at import): ``poisonlab.commands.demo`` builds ``Demo
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import os
 import resource
 import sys
@@ -72,6 +74,11 @@ def user_cache(kind: str) -> Path:
     """``$XDG_CACHE_HOME/poisonlab/KIND`` (default ``~/.cache``): where the demo keeps what it trains once
     (the T2I base, the NLP surrogate) for later runs to reuse."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "poisonlab" / kind
+
+
+def cache_key(recipe: dict) -> str:
+    """16 hex digits of the SHA-256 of ``recipe`` as sorted JSON: one cache entry per recipe."""
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def summary_line(name: str, s: dict) -> str:

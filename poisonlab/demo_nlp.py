@@ -16,9 +16,7 @@ concealment figures are measured: what a curator who searches for the phrase fin
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import html
-import json
 import sys
 from pathlib import Path
 
@@ -31,7 +29,7 @@ from nlp_poison.generate import Surrogates, concealment, poison_set, prepare, un
 from nlp_poison.triggers import trigger_bearing
 from nlp_poison.victims import default_model, fine_tune, load_classifier, predict_proba, save_classifier, subsample
 from poisonlab import data
-from poisonlab.demo import user_cache
+from poisonlab.demo import cache_key, user_cache
 from poisonlab.report import Report
 from poisonlab.runs import write_json, write_yaml
 
@@ -73,8 +71,8 @@ def configs(s: dict, seed: int) -> tuple[TrainConfig, GenerateConfig]:
 def surrogate(out: Path, size: str, train, cfg: TrainConfig):
     """The clean MiniLM on ``train``: from the user's cache when trained before (keyed by recipe and seed),
     else fine-tuned and saved there (``tiny``: into ``out``); eager attention for the search."""
-    recipe = json.dumps({"v": SURROGATE_VERSION, "train": dataclasses.asdict(cfg), "n": len(train)}, sort_keys=True)
-    where = out / "nlp-surrogate-tiny" if size == "tiny" else user_cache("nlp-surrogate") / hashlib.sha256(recipe.encode()).hexdigest()[:16]
+    recipe = {"v": SURROGATE_VERSION, "train": dataclasses.asdict(cfg), "n": len(train)}
+    where = out / "nlp-surrogate-tiny" if size == "tiny" else user_cache("nlp-surrogate") / cache_key(recipe)
     if not (where / "config.json").is_file():
         if size != "tiny":
             print(f"  nlp: fine-tuning the demo's clean MiniLM surrogate once; later runs reuse {where}", file=sys.__stderr__, flush=True)

@@ -10,8 +10,6 @@ relative to the artefact, so they stay valid after the demo's final rename.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import sys
 from dataclasses import asdict
@@ -22,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from poisonlab import data
-from poisonlab.demo import user_cache
+from poisonlab.demo import cache_key, user_cache
 from poisonlab.t2i_run import CLASSIFIER_DIR, add_to_report
 from poisonlab.report import Report
 from poisonlab.runs import write_json, write_yaml
@@ -45,13 +43,8 @@ def base_recipe(size: str, seed: int) -> tuple[PretrainConfig, ClassifierConfig]
     return PretrainConfig(model=BaseModelConfig(seed=seed), seed=seed), ClassifierConfig(epochs=3, seed=seed)
 
 
-def cache_root() -> Path:
-    return user_cache("t2i-base")
-
-
 def recipe_key(pretrain: PretrainConfig, classifier: ClassifierConfig) -> str:
-    text = json.dumps({"v": RECIPE_VERSION, "pretrain": asdict(pretrain), "classifier": asdict(classifier)}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return cache_key({"v": RECIPE_VERSION, "pretrain": asdict(pretrain), "classifier": asdict(classifier)})
 
 
 def train_base(where: Path, pretrain: PretrainConfig, clf: ClassifierConfig, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -75,7 +68,7 @@ def demo_base(out: Path, size: str, seed: int, x: torch.Tensor, y: torch.Tensor)
     if size == "tiny":
         train_base(out / "t2i-base-tiny", pretrain, clf, x, y)
         return out / "t2i-base-tiny", f"tiny base trained here ({pretrain.steps} steps; a mechanics check, not digits)"
-    where = cache_root() / recipe_key(pretrain, clf)
+    where = user_cache("t2i-base") / recipe_key(pretrain, clf)
     note = f"the demo base ({pretrain.steps} steps × {pretrain.batch_size}), cached in {where}"
     if (where / "model_index.json").is_file():
         return where, note + ", reused"
