@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shlex
 import subprocess
 import sys
@@ -45,7 +44,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from poisonlab import data
-from t2i_poison.base_model import EMA, PretrainConfig, build_tokenizer, caption_batch, resize_digits, warm_up_text_encoder
+from t2i_poison.base_model import (
+    EMA, PretrainConfig, build_tokenizer, caption_batch, resize_digits, warm_up_text_encoder, warmup_cosine,
+)
 from t2i_poison.digit_pipeline import tokenize
 from t2i_poison.pipelines import build_sd_pipeline
 
@@ -72,15 +73,11 @@ def mnist_rgb(side: int) -> tuple[torch.Tensor, torch.Tensor]:
     return (resize_digits(x, side) * 2 - 1).repeat(1, 3, 1, 1), y
 
 
-def cosine(step: int, steps: int, warmup: int = 50) -> float:
-    return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
-
-
 def train_vae(vae, x: torch.Tensor, cfg: SDPretrain, gen: torch.Generator, progress) -> float:
     """Reconstruction + β·KL; returns the final reconstruction MSE; sets ``scaling_factor`` = 1/latent std."""
     vae.train().requires_grad_(True)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine(s, cfg.vae_steps))
+    sched = warmup_cosine(opt, PretrainConfig.warmup_steps, cfg.vae_steps)
     rec = torch.tensor(0.0)
     for _ in progress(range(cfg.vae_steps), "vae"):
         batch = x[torch.randint(0, len(x), (cfg.batch_size,), generator=gen)]
@@ -129,7 +126,7 @@ def train_unet(pipe, x: torch.Tensor, y: torch.Tensor, cfg: SDPretrain, gen: tor
     noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
     model = torch.nn.ModuleDict({"unet": pipe.unet, "text_encoder": pipe.text_encoder}).train().requires_grad_(True)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.unet_lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine(s, cfg.unet_steps))
+    sched = warmup_cosine(opt, PretrainConfig.warmup_steps, cfg.unet_steps)
     ema = EMA(model, cfg.ema_decay)
     caps = [""] + [c for c in caption_batch(torch.arange(10), torch.zeros(10, dtype=torch.bool), torch.zeros(10, dtype=torch.bool))]
     ids = tokenize(pipe.tokenizer, caps)

@@ -266,6 +266,13 @@ def snr_weights(scheduler: DDPMScheduler, t: torch.Tensor, cfg: PretrainConfig) 
     return snr.clamp(max=cfg.min_snr_gamma) / denominator
 
 
+def warmup_cosine(opt: torch.optim.Optimizer, warmup: int, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The pretraining schedule: linear warm-up over ``warmup`` steps times a cosine decay reaching 0 at ``steps``."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / steps))
+    )
+
+
 def pretrain_steps(
     pipe: DigitDiffusionPipeline,
     images: torch.Tensor,
@@ -284,9 +291,7 @@ def pretrain_steps(
     model = torch.nn.ModuleDict({"unet": unet, "text_encoder": text_encoder}).train().requires_grad_(True)
     noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * s / cfg.steps))
-    )
+    sched = warmup_cosine(opt, cfg.warmup_steps, cfg.steps)
     ema = EMA(model, cfg.ema_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     start = 0
