@@ -96,7 +96,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--sources", nargs="+", type=int, default=[2], help="part 1 source classes")
-    p.add_argument("--defense-seeds", nargs="+", type=int, default=[0, 1], help="part 2 seeds")
+    p.add_argument("--defense-seeds", nargs="*", type=int, default=[0, 1], help="part 2 seeds (none: part 1 only)")
     p.add_argument("--defense-source", type=int, default=2, help="part 2 source class")
     p.add_argument("--clients", type=int, default=20)
     p.add_argument("--per-round", type=int, default=5)
