@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import os
 import resource
 import sys
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from labcore.errors import InputError
+from poisonlab.cache import cache_root
 
 # step → (module with ``run(out, size, seed, report, cores) -> dict``, heading)
 STEPS: dict[str, tuple[str, str]] = {
@@ -71,9 +71,9 @@ class StepResult:
 
 
 def user_cache(kind: str) -> Path:
-    """``$XDG_CACHE_HOME/poisonlab/KIND`` (default ``~/.cache``): where the demo keeps what it trains once
-    (the T2I base, the NLP surrogate) for later runs to reuse."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "poisonlab" / kind
+    """``cache_root()/KIND``: where the demo keeps what it trains once (the T2I base, the NLP surrogate)
+    for later runs to reuse."""
+    return cache_root() / kind
 
 
 def cache_key(recipe: dict) -> str:

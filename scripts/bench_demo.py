@@ -2,7 +2,7 @@
 
     python scripts/bench_demo.py [--size quick] [--out runs/bench-demo] [--runs first,cached] [--lanes 2] [--threads 1]
 
-``first`` points ``XDG_CACHE_HOME`` at an empty folder, so the T2I step pretrains the demo base (and its
+``first`` points ``POISONLAB_CACHE_DIR`` at an empty folder, so the T2I step pretrains the demo base (and its
 digit classifier) and the NLP step fine-tunes its surrogate, as on a fresh clone; ``cached`` reruns with
 that folder filled, as every later run. Each run is a fresh ``python -m poisonlab demo --lanes N``
 process with ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` set to ``--threads``; the per-step wall and CPU
@@ -36,7 +36,7 @@ def load_average() -> float:
 def run_demo(size: str, out: Path, cache: Path, threads: int, lanes: int) -> dict:
     """One demo process; its per-step seconds and summary lines, the total wall time and the load."""
     shutil.rmtree(out, ignore_errors=True)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_CACHE_HOME": str(cache), "OMP_NUM_THREADS": str(threads),
+    env = {**os.environ, "PYTHONPATH": str(REPO), "POISONLAB_CACHE_DIR": str(cache), "OMP_NUM_THREADS": str(threads),
            "MKL_NUM_THREADS": str(threads)}
     env.pop("POISONLAB_T2I_BASE", None)
     load_before = load_average()
