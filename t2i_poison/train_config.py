@@ -16,10 +16,11 @@ PRECISIONS = ("no", "fp16", "bf16")
 LORA_TARGET_MODULES = r".*(to_q|to_k|to_v|to_out\.0|resnets\.\d+\.conv[12]|conv_shortcut)$"
 # The measured LoRA recipe's knobs that differ by backdoor kind (scripts/bench_t2i_lora_recipe.py, README T2I): a
 # TrainConfig field left None takes its kind's value here (TrainConfig.for_kind); a value the user sets always wins.
-# Style needs more steps: its clean-accuracy cost shrinks as L_reg catches up with the backdoor (150 / 250 / 500 steps).
+# Object and style need more steps: their clean-accuracy cost shrinks as L_reg catches up with the backdoor (style
+# 3.5 / 1.7 / 0.4 points at 150 / 250 / 500 steps; object 1.5 / 0.7 at 250 / 500); pixel is within 1 point at 250.
 KIND_DEFAULTS: dict[str, dict[str, int | float]] = {
     "pixel": {"max_train_steps": 250},
-    "object": {"max_train_steps": 250},
+    "object": {"max_train_steps": 500},
     "style": {"max_train_steps": 500},
 }
 WEIGHTINGS = ("split", "uniform")
@@ -34,7 +35,7 @@ class TrainConfig:
     rank = α = 16 on attention + resnet convolutions, lr 1e-3, steps of 8 + 8 rows, λ = 0.1, half the
     L_reg rows on the empty caption and a quarter on the backdoor rows' latents with their clean caption.
     Knobs left None take their kind's measured value from ``KIND_DEFAULTS`` (:meth:`for_kind`; ``fit`` and
-    ``resolve`` apply it): ``max_train_steps`` 250 for pixel and object, 500 for style.
+    ``resolve`` apply it): ``max_train_steps`` 250 for pixel, 500 for object and style.
     ``lora_target_modules`` None or "attention": the attention projections only (diffusers' script);
     ``cross_attention_only`` overrides it with the cross-attention projections alone.
 
