@@ -32,7 +32,7 @@ from t2i_poison.poison_data import add_trigger
 class EvalConfig:
     """How the lab base is evaluated, one definition for ``t2i evaluate``, ``t2i pretrain-base``'s check and the
     benchmarks: ``samples_per_digit`` generations per digit (500 a seed: the paired accuracy drop's 95 %
-    interval is about ±1.5 points on one seed, ±0.9 on three) with ``num_inference_steps`` DDIM steps at
+    interval measured ±1.0–1.2 points over three seeds, so about ±2 on one) with ``num_inference_steps`` DDIM steps at
     ``guidance_scale``, the base's sampling setting."""
 
     samples_per_digit: int = 50
