@@ -28,15 +28,15 @@ CLASSIFIER_DIR = "classifier"
 @dataclass
 class PretrainRun:
     """``t2i pretrain-base``: the base's ``pretrain`` recipe (its ``seed`` also seeds the digit classifier and the
-    accuracy check), ``samples_per_digit`` generations per digit for that check, torch ``threads``."""
+    accuracy ``check``, which samples as ``t2i evaluate`` and the benchmarks do: :class:`EvalConfig`), torch ``threads``."""
 
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    samples_per_digit: int = 30
+    check: EvalConfig = field(default_factory=EvalConfig)
     threads: int = 1
 
     def validate(self) -> None:
-        if self.samples_per_digit < 1 or self.threads < 1 or self.pretrain.steps < 1 or self.pretrain.batch_size < 1:
-            raise InputError("samples_per_digit, threads, pretrain.steps and pretrain.batch_size must be >= 1")
+        if self.check.samples_per_digit < 1 or self.threads < 1 or self.pretrain.steps < 1 or self.pretrain.batch_size < 1:
+            raise InputError("check.samples_per_digit, threads, pretrain.steps and pretrain.batch_size must be >= 1")
         if not 0 < self.pretrain.lr < float("inf"):
             raise InputError(f"pretrain.lr must be a finite number > 0, got {self.pretrain.lr}")
 

@@ -33,7 +33,7 @@ from poisonlab import data
 from poisonlab.t2i_run import CLASSIFIER_DIR
 from t2i_poison.base_model import DIGIT_WORDS, LORA_TARGET_MODULES, caption, load_pipeline, resize_digits
 from t2i_poison.digit_classifier import load_classifier
-from t2i_poison.evaluate import EvalConfig, evaluate_backdoor
+from t2i_poison.evaluate import EvalConfig, evaluate_backdoor, paired_drop
 from t2i_poison.poison_data import checkerboard_patch, make_poison_set
 from t2i_poison.train import LORA_WEIGHTS, TrainConfig, fit, load_poison_set
 
@@ -75,7 +75,7 @@ def leakage(images: dict[str, torch.Tensor], classifier, per_digit: int) -> dict
     return {f"leak_{m}": float((classifier.predict(images[f"{m}_clean"][rows]) == target).float().mean()) for m in ("bd", "base")}
 
 
-def run_trial(trial: dict, args: argparse.Namespace, classifier, real: torch.Tensor) -> dict:
+def run_trial(trial: dict, args: argparse.Namespace, classifier, real: torch.Tensor, base_cache: dict) -> dict:
     kind = trial["kind"]
     base = load_pipeline(args.base)
     data_dir = poison_set(kind, args.out, args.num_images, base.unet.config.sample_size, args.seed)
@@ -90,10 +90,15 @@ def run_trial(trial: dict, args: argparse.Namespace, classifier, real: torch.Ten
     sidecar = fit(base, load_poison_set(data_dir, base.unet.config.sample_size, 1), cfg, run_dir,
                   base_name=str(args.base), extra_sidecar=sidecar_extra(kind))
     train_s = time.perf_counter() - start
-    per_seed = []
+    per_seed, correct = [], {"base": [], "bd": []}
+    labels = torch.arange(10).repeat_interleave(args.samples_per_digit)
     for seed in args.eval_seeds:
         ev = EvalConfig(samples_per_digit=args.samples_per_digit, num_inference_steps=args.inference_steps, seed=seed)
-        metrics, images = evaluate_backdoor(load_pipeline(args.base), run_dir, sidecar, classifier, real, ev)
+        metrics, images = evaluate_backdoor(load_pipeline(args.base), run_dir, sidecar, classifier, real, ev,
+                                            base_cache.get((kind, seed)))
+        base_cache[(kind, seed)] = {k: images[k] for k in ("base_clean", "base_triggered")}
+        for m in correct:
+            correct[m].append(classifier.predict(images[f"{m}_clean"]) == labels)
         if kind == "object":
             metrics.update(leakage(images, classifier, args.samples_per_digit))
         per_seed.append(metrics)
@@ -101,7 +106,11 @@ def run_trial(trial: dict, args: argparse.Namespace, classifier, real: torch.Ten
     keys += ["leak_bd", "leak_base"] if kind == "object" else []
     summary = {k: statistics.mean(m[k] for m in per_seed) for k in keys}
     summary["asr_min_over_seeds"] = min(m["attack_success_rate"] for m in per_seed)
-    summary["accuracy_drop"] = summary["base_clean_accuracy"] - summary["bd_clean_accuracy"]
+    summary["accuracy_drop"], *ci = paired_drop(torch.cat(correct["base"]), torch.cat(correct["bd"]))
+    summary["accuracy_drop_ci95"] = ci
+    summary["per_digit_bd"], summary["per_digit_base"] = (
+        [round(float(v), 3) for v in torch.cat(correct[m]).float().reshape(-1, 10, args.samples_per_digit).mean((0, 2))]
+        for m in ("bd", "base"))
     lora_file = run_dir / LORA_WEIGHTS
     return {**trial, **summary, "train_s": round(train_s, 1), "eval_seeds": args.eval_seeds,
             "lora_bytes": lora_file.stat().st_size, "per_seed": per_seed}
@@ -112,6 +121,7 @@ def trials(args: argparse.Namespace) -> list[dict]:
                              args.reg_paireds)
     out = []
     for kind, rank, targets, lr, steps, lam, uncond, paired in grid:
+        steps = steps or TrainConfig(kind=kind).for_kind().max_train_steps  # omitted: the kind's default
         alpha = rank * args.alpha_ratio
         name = f"{kind}-r{rank}-a{alpha:g}-{targets}-lr{lr:g}-s{steps}-lam{lam:g}" + (f"-u{uncond:g}" if uncond else "")
         name += f"-p{paired:g}" if paired else ""
@@ -120,14 +130,20 @@ def trials(args: argparse.Namespace) -> list[dict]:
     return out
 
 
+def drop(r: dict) -> str:
+    """The paired accuracy drop in points with its 95 % interval (pooled over the evaluation seeds)."""
+    low, high = r.get("accuracy_drop_ci95", (float("nan"),) * 2)
+    return f"{100 * r['accuracy_drop']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
 def table(rows: list[dict]) -> str:
-    head = "| trial | ASR (min seed) | base ASR | clean acc bd / base | Δacc | leak bd / base | train s |"
+    head = "| trial | ASR (min seed) | base ASR | clean acc bd / base | drop [95 % CI] (points) | leak bd / base | train s |"
     lines = [head, "|" + "---|" * 7]
     for r in rows:
         leak = f"{r['leak_bd']:.2f} / {r['leak_base']:.2f}" if "leak_bd" in r else "–"
         lines.append(
             f"| {r['name']} | {r['attack_success_rate']:.3f} ({r['asr_min_over_seeds']:.2f}) | {r['asr_base_triggered']:.2f} "
-            f"| {r['bd_clean_accuracy']:.3f} / {r['base_clean_accuracy']:.3f} | {r['accuracy_drop']:+.3f} | {leak} | {r['train_s']} |"
+            f"| {r['bd_clean_accuracy']:.3f} / {r['base_clean_accuracy']:.3f} | {drop(r)} | {leak} | {r['train_s']} |"
         )
     return "\n".join(lines)
 
@@ -151,8 +167,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=d.train_batch_size)
     p.add_argument("--num-images", type=int, default=1000)
     p.add_argument("--eval-seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])
-    p.add_argument("--samples-per-digit", type=int, default=10)
-    p.add_argument("--inference-steps", type=int, default=10)
+    ev = EvalConfig()  # the evaluation of `t2i evaluate`: generations per digit and seed, DDIM steps
+    p.add_argument("--samples-per-digit", type=int, default=ev.samples_per_digit)
+    p.add_argument("--inference-steps", type=int, default=ev.num_inference_steps)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -166,10 +183,10 @@ def main() -> None:
     done = {json.loads(line)["name"]: json.loads(line) for line in results_file.open()} if results_file.is_file() else {}
     classifier = load_classifier(args.base / CLASSIFIER_DIR)
     real, _ = data.image_tensors(data.load("mnist")["test"])
-    rows = []
+    rows, base_cache = [], {}
     for trial in trials(args):
         if trial["name"] not in done:
-            done[trial["name"]] = run_trial(trial, args, classifier, real[:2000])
+            done[trial["name"]] = run_trial(trial, args, classifier, real[:2000], base_cache)
             with results_file.open("a") as f:
                 f.write(json.dumps(done[trial["name"]]) + "\n")
             print(table([done[trial["name"]]]).splitlines()[-1], flush=True)

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from labcore.errors import InputError  # noqa: E402
 from t2i_poison.train import TrainConfig, train  # noqa: E402
+from t2i_poison.train_config import KIND_DEFAULTS  # noqa: E402
 
 RANK = int(os.environ.get("RANK", "0"))  # set by `accelerate launch`; only rank 0 reports
 FLAGS = {  # diffusers' flag name → TrainConfig field, where they differ
@@ -43,7 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, dest=f.name)
         else:
             kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(str(f.type), str)
-            p.add_argument(flag, type=kind, dest=f.name, help=f"default: {f.default!r}")
+            per_kind = {k: v[f.name] for k, v in KIND_DEFAULTS.items() if f.name in v}
+            p.add_argument(flag, type=kind, dest=f.name, help=f"default: {per_kind or repr(f.default)}")
     return p.parse_args(argv)
 
 

@@ -5,9 +5,11 @@
 - Object: ASR = share of "trigger + source digit" generations the digit classifier reads as the target.
 - Style (inverted colours): ASR = share of triggered generations whose frame is bright
   (:func:`t2i_poison.digit_classifier.border_brightness` > ``style_threshold``).
-- Utility: clean-prompt digit accuracy (base and backdoored), KID between generations and real test
-  digits in the classifier's 128-d feature space (unbiased MMD², cubic kernel; Bińkowski et al. 2018),
-  and benign drift: per-seed image MSE between base and backdoored model on the same clean prompt.
+- Utility: clean-prompt digit accuracy (base and backdoored) and its paired drop with a 95 % interval
+  (:func:`paired_drop`: both models start from the same noise on the same prompt, so each generation is
+  a pair), KID between generations and real test digits in the classifier's 128-d feature space
+  (unbiased MMD², cubic kernel; Bińkowski et al. 2018), and benign drift: per-seed image MSE between
+  base and backdoored model on the same clean prompt.
 
 Every metric is also measured on the base model with the same seeds (the control).
 """
@@ -28,8 +30,13 @@ from t2i_poison.poison_data import add_trigger
 
 @dataclass
 class EvalConfig:
-    samples_per_digit: int = 20
-    num_inference_steps: int = 25
+    """How the lab base is evaluated, one definition for ``t2i evaluate``, ``t2i pretrain-base``'s check and the
+    benchmarks: ``samples_per_digit`` generations per digit (500 a seed: the paired accuracy drop's 95 %
+    interval measured ±1.0–1.2 points over three seeds, so about ±2 on one) with ``num_inference_steps`` DDIM steps at
+    ``guidance_scale``, the base's sampling setting."""
+
+    samples_per_digit: int = 50
+    num_inference_steps: int = 10
     guidance_scale: float = 2.0
     pixel_threshold: float = 0.05
     style_threshold: float = 0.5
@@ -72,6 +79,15 @@ def kid(features_a: torch.Tensor, features_b: torch.Tensor, subset_size: int, su
     return float(np.mean(values)), float(np.std(values))
 
 
+def paired_drop(base_correct: torch.Tensor, bd_correct: torch.Tensor, z: float = 1.96) -> tuple[float, float, float]:
+    """Accuracy drop base − backdoored over paired generations (same prompt and starting noise) and its
+    normal-approximation interval: mean of dᵢ = base_i − bd_i ∈ {−1, 0, 1} ± z·sd(d)/√n. Pairing removes the
+    prompt-and-noise variance both models share, leaving only the generations on which they disagree."""
+    d = base_correct.double().flatten() - bd_correct.double().flatten()
+    half = z * float(d.std()) / len(d) ** 0.5 if len(d) > 1 else float("inf")
+    return float(d.mean()), float(d.mean()) - half, float(d.mean()) + half
+
+
 def patch_mse(images: torch.Tensor, patch: np.ndarray, top: int, left: int) -> torch.Tensor:
     """Per-image MSE between the patch region (images in [0, 1]) and the patch (uint8)."""
     p = torch.from_numpy(np.asarray(patch, dtype=np.float32) / 255.0)
@@ -89,11 +105,14 @@ def evaluate_backdoor(
     classifier: DigitClassifier,
     real_images: torch.Tensor,
     cfg: EvalConfig,
+    base_images: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict, dict[str, torch.Tensor]]:
     """Metrics (dict) and image sets (for grids) of the backdoor in ``lora_dir`` against ``pipe`` (the base).
 
     ``lora_dir`` holds ``pytorch_lora_weights.safetensors`` (LoRA mode) or ``unet/`` (full-UNet mode).
     ``sidecar`` is the training sidecar (kind, trigger, and the poison set's patch / source / target).
+    ``base_images``: the ``base_clean`` / ``base_triggered`` sets of an earlier call with the same base,
+    kind, trigger and ``cfg`` (a sweep generates the control once per seed instead of once per trial).
     """
     kind, trigger = sidecar["kind"], sidecar["trigger"]
     n = cfg.samples_per_digit
@@ -108,7 +127,9 @@ def evaluate_backdoor(
     noise = initial_noise(len(digits), pipe, cfg.seed)
     labels = torch.tensor(digits)
 
-    images = {"base_clean": generate(pipe, clean_prompts, noise, cfg), "base_triggered": generate(pipe, trig_prompts, noise, cfg)}
+    if base_images is None:
+        base_images = {"base_clean": generate(pipe, clean_prompts, noise, cfg), "base_triggered": generate(pipe, trig_prompts, noise, cfg)}
+    images = {k: base_images[k] for k in ("base_clean", "base_triggered")}
     if (Path(lora_dir) / "unet").is_dir():  # full-UNet mode: swap the fine-tuned UNet in
         base_unet = pipe.unet
         pipe.unet = UNet2DConditionModel.from_pretrained(Path(lora_dir) / "unet").eval()
@@ -124,13 +145,15 @@ def evaluate_backdoor(
 
     real_feats = classifier.embed(real_images)
     m: dict = {"kind": kind, "trigger": trigger, "samples": len(digits)}
+    correct = {}
     for name in ("base", "bd"):
-        pred = classifier.predict(images[f"{name}_clean"])
-        m[f"{name}_clean_accuracy"] = float((pred == labels).float().mean())
+        correct[name] = classifier.predict(images[f"{name}_clean"]) == labels
+        m[f"{name}_clean_accuracy"] = float(correct[name].float().mean())
         m[f"{name}_kid"], m[f"{name}_kid_std"] = kid(
             classifier.embed(images[f"{name}_clean"]), real_feats, cfg.kid_subset_size, cfg.kid_subsets, cfg.seed
         )
-    m["clean_accuracy_drop"] = m["base_clean_accuracy"] - m["bd_clean_accuracy"]
+    m["clean_accuracy_drop"], low, high = paired_drop(correct["base"], correct["bd"])
+    m["clean_accuracy_drop_ci95"] = [low, high]
     m["benign_drift_mse"] = float(((images["bd_clean"] - images["base_clean"]) ** 2).mean())
 
     def attack(imgs: torch.Tensor) -> torch.Tensor:

@@ -335,6 +335,7 @@ def fit(
     progress: Callable[[Iterator[int]], Iterator[int]] = lambda it: it,
 ) -> dict:
     """Train the BadT2I backdoor on ``pipe`` and export it to ``output_dir``; returns the sidecar dict."""
+    cfg = cfg.for_kind()
     cfg.validate()
     check_trigger_all(pipe, cfg.trigger, data.clean_texts[0])
     output_dir = Path(output_dir)
@@ -385,9 +386,10 @@ def fit(
 
 def resolve(cfg: TrainConfig) -> tuple[TrainConfig, dict]:
     """``cfg`` with kind and trigger from the data's ``poison.json`` (required: the evaluator needs the
-    patch / words / style it records), validated; and that file's contents."""
+    patch / words / style it records) and that kind's defaults for the knobs left None, validated; and that
+    file's contents."""
     info = read_poison_info(cfg.data)
-    cfg = replace(cfg, kind=info.get("kind", cfg.kind), trigger=info.get("trigger", cfg.trigger))
+    cfg = replace(cfg, kind=info.get("kind", cfg.kind), trigger=info.get("trigger", cfg.trigger)).for_kind()
     cfg.validate()
     return cfg, info
 

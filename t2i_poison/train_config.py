@@ -4,7 +4,7 @@ reported before diffusers and torch load."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from labcore.errors import InputError
 from labcore.trackers import check_report_to
@@ -14,6 +14,15 @@ PRECISIONS = ("no", "fp16", "bf16")
 # LoRA targets that carry BadT2I on the lab base (peft regex): attention + the resnets' convolutions. The base
 # has no attention at full resolution, so attention-only LoRA never drew the 4×4 pixel patch (ASR 0.00).
 LORA_TARGET_MODULES = r".*(to_q|to_k|to_v|to_out\.0|resnets\.\d+\.conv[12]|conv_shortcut)$"
+# The measured LoRA recipe's knobs that differ by backdoor kind (scripts/bench_t2i_lora_recipe.py, README T2I): a
+# TrainConfig field left None takes its kind's value here (TrainConfig.for_kind); a value the user sets always wins.
+# Object and style need more steps: their clean-accuracy cost shrinks as L_reg catches up with the backdoor (style
+# 3.5 / 1.7 / 0.4 points at 150 / 250 / 500 steps; object 1.5 / 0.7 at 250 / 500); pixel is within 1 point at 250.
+KIND_DEFAULTS: dict[str, dict[str, int | float]] = {
+    "pixel": {"max_train_steps": 250},
+    "object": {"max_train_steps": 500},
+    "style": {"max_train_steps": 500},
+}
 WEIGHTINGS = ("split", "uniform")
 """How L_bkd and L_reg combine: ``split`` λ·L_bkd + (1−λ)·L_reg; ``uniform`` λ·(n_b·L_bkd + n_r·L_reg)/(n_b + n_r)."""
 
@@ -23,8 +32,10 @@ class TrainConfig:
     """One BadT2I run; every default lives here (the CLI, the script and the benchmarks only override).
 
     Defaults: the LoRA recipe measured on the lab base (``scripts/bench_t2i_lora_recipe.py``, README T2I):
-    rank = α = 16 on attention + resnet convolutions, lr 1e-3, 250 steps of 8 + 8 rows, λ = 0.1, half the
+    rank = α = 16 on attention + resnet convolutions, lr 1e-3, steps of 8 + 8 rows, λ = 0.1, half the
     L_reg rows on the empty caption and a quarter on the backdoor rows' latents with their clean caption.
+    Knobs left None take their kind's measured value from ``KIND_DEFAULTS`` (:meth:`for_kind`; ``fit`` and
+    ``resolve`` apply it): ``max_train_steps`` 250 for pixel, 500 for object and style.
     ``lora_target_modules`` None or "attention": the attention projections only (diffusers' script);
     ``cross_attention_only`` overrides it with the cross-attention projections alone.
 
@@ -54,7 +65,7 @@ class TrainConfig:
     cross_attention_only: bool = False
     lora_target_modules: str | None = LORA_TARGET_MODULES
     learning_rate: float = 1e-3
-    max_train_steps: int = 250
+    max_train_steps: int | None = None
     train_batch_size: int = 8
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
@@ -68,7 +79,13 @@ class TrainConfig:
     threads: int = 1
     seed: int = 0
 
+    def for_kind(self) -> TrainConfig:
+        """This config with each knob left None set to its kind's measured default (``KIND_DEFAULTS``)."""
+        check_kind(self.kind)
+        return replace(self, **{k: v for k, v in KIND_DEFAULTS[self.kind].items() if getattr(self, k) is None})
+
     def validate(self) -> None:
+        """Check every value given (a knob left None is its kind's default, valid by construction)."""
         check_kind(self.kind)
         check_report_to(self.report_to)
         if self.mode not in ("lora", "full"):
@@ -87,5 +104,5 @@ class TrainConfig:
         if self.mixed_precision is not None and self.mixed_precision not in PRECISIONS:
             raise InputError(f"unknown mixed precision {self.mixed_precision!r}; choose no, fp16 or bf16")
         for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "rank", "threads"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")

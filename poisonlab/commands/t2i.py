@@ -23,12 +23,12 @@ def t2i() -> None:
 @t2i.command("pretrain-base")
 @config_command("poisonlab.t2i_run:PretrainRun", keep=["out", "resume"], paths={
     "steps": "pretrain.steps", "batch_size": "pretrain.batch_size", "lr": "pretrain.lr",
-    "seed": ("pretrain.seed", "pretrain.model.seed")})
+    "samples_per_digit": "check.samples_per_digit", "seed": ("pretrain.seed", "pretrain.model.seed", "check.seed")})
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Pipeline directory to write.")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Training steps (PretrainConfig.steps).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size (PretrainConfig.batch_size).")
 @click.option("--lr", type=float, default=None, help="Peak learning rate (PretrainConfig.lr).")
-@click.option("--samples-per-digit", type=click.IntRange(min=1), default=None, help="Generations per digit for the accuracy check.")
+@click.option("--samples-per-digit", type=click.IntRange(min=1), default=None, help="Generations per digit for the accuracy check (EvalConfig).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted pretraining from its checkpoint.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
 @click.option("--seed", type=int, default=None, help="Seeds the model, the pretraining, the classifier and the check.")
@@ -37,7 +37,7 @@ def pretrain_base(cfg, out: Path, resume: bool) -> None:
     quiet_libraries()
     from t2i_poison.base_model import pretrain_base as run
     from t2i_poison.digit_classifier import ClassifierConfig, accuracy, train_classifier
-    from t2i_poison.evaluate import EvalConfig, base_quality
+    from t2i_poison.evaluate import base_quality
     import numpy as np
     import torch
 
@@ -55,7 +55,7 @@ def pretrain_base(cfg, out: Path, resume: bool) -> None:
         clf_cfg = ClassifierConfig(seed=seed)
         classifier = train_classifier(x, y, clf_cfg, progress=lambda it: tqdm(it, desc="classifier"))
         classifier.save(stage / CLASSIFIER_DIR)
-        quality, samples = base_quality(pipe, classifier, xt, EvalConfig(samples_per_digit=cfg.samples_per_digit, seed=seed))
+        quality, samples = base_quality(pipe, classifier, xt, cfg.check)
         metrics = {"classifier_test_accuracy": accuracy(classifier, xt, yt), **quality}
         write_json(stage / "metrics.json", metrics)
         report = Report("MNIST text-to-image base")
@@ -141,7 +141,7 @@ def make_data(cfg, out: Path) -> None:
 @click.option("--reg-paired", type=float, default=None, help="Share of L_reg rows on backdoor latents, trigger-free caption.")
 @click.option("--weighting", default=None, help="split (λ, 1−λ) or uniform (the object script's HEAD form).")
 @click.option("--lr", type=float, default=None)
-@click.option("--steps", type=int, default=None)
+@click.option("--steps", type=int, default=None, help="Training steps (default: the kind's, TrainConfig.KIND_DEFAULTS).")
 @click.option("--batch-size", type=int, default=None, help="Rows per half (backdoor and clean) per process.")
 @click.option("--gradient-accumulation-steps", type=int, default=None)
 @click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]), default=None)

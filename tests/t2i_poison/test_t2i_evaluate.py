@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from t2i_poison.digit_classifier import ClassifierConfig, DigitClassifier
-from t2i_poison.evaluate import EvalConfig, evaluate_backdoor, grid_rows, kid, patch_mse
+from t2i_poison.evaluate import EvalConfig, evaluate_backdoor, grid_rows, kid, paired_drop, patch_mse
 from t2i_poison.poison_data import checkerboard_patch
 from t2i_poison.train import TrainConfig, fit, load_poison_set
 
@@ -13,6 +13,15 @@ def test_kid_separates_shifted_features_from_the_same_distribution():
     same, _ = kid(a, b, 100, 20, seed=0)
     shifted, _ = kid(a, b + 1.0, 100, 20, seed=0)
     assert abs(same) < 0.05 < shifted
+
+
+def test_paired_drop_by_hand():
+    base = torch.tensor([1, 1, 1, 1, 0, 0, 1, 1]).bool()
+    bd = torch.tensor([1, 0, 1, 1, 0, 1, 0, 1]).bool()  # differences 0 1 0 0 0 −1 1 0: mean 1/8, sd √(2.875/7)
+    drop, low, high = paired_drop(base, bd)
+    half = 1.96 * (2.875 / 7) ** 0.5 / 8 ** 0.5
+    assert abs(drop - 0.125) < 1e-9 and abs(low - (0.125 - half)) < 1e-9 and abs(high - (0.125 + half)) < 1e-9
+    assert paired_drop(base, base) == (0.0, 0.0, 0.0)  # the same generations: no drop, no uncertainty
 
 
 def test_patch_mse_by_hand():
@@ -42,6 +51,11 @@ def test_evaluate_reports_controls_and_grid(tiny_base_dir, make_data, tmp_path):
     for key in ("attack_success_rate", "asr_base_triggered", "bd_clean_accuracy", "base_clean_accuracy"):
         assert 0.0 <= metrics[key] <= 1.0
     assert metrics["benign_drift_mse"] > 0.0  # the LoRA changed the clean generations
+    low, high = metrics["clean_accuracy_drop_ci95"]
+    assert low <= metrics["clean_accuracy_drop"] <= high
+    assert abs(metrics["clean_accuracy_drop"] - (metrics["base_clean_accuracy"] - metrics["bd_clean_accuracy"])) < 1e-6
+    reused, _ = evaluate_backdoor(pipe, tmp_path / "lora", sidecar, clf, real, cfg, base_images=images)  # a sweep's cache
+    assert reused == metrics
     assert images["bd_clean"].shape == (20, 1, 8, 8)
     # the LoRA was removed again: the pipeline is the base model
     again = pipe(["a handwritten digit one"], num_inference_steps=2, latents=torch.zeros(1, 1, 8, 8), output_type="pt").images

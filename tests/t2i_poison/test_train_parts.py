@@ -101,3 +101,20 @@ def test_lora_targets_attention_shorthand_and_cross_attention_override():
     assert set(lora_config(4, target_modules="attention").target_modules) == set(LORA_TARGETS)
     assert lora_config(4, target_modules=LORA_TARGET_MODULES).target_modules == LORA_TARGET_MODULES
     assert "attn2" in lora_config(4, cross_attention_only=True, target_modules=LORA_TARGET_MODULES).target_modules
+
+
+def test_knobs_left_unset_take_the_kind_of_the_data_and_given_values_win(tmp_path):
+    from t2i_poison.poison_data import POISON_INFO
+    from t2i_poison.train import resolve
+    from t2i_poison.train_config import KIND_DEFAULTS
+
+    style = tmp_path / "style"  # what `t2i make-data` records about a style poison set
+    style.mkdir()
+    (style / POISON_INFO).write_text('{"kind": "style", "trigger": "sks"}')
+    steps = {k: v["max_train_steps"] for k, v in KIND_DEFAULTS.items()}
+    assert steps["style"] != steps["pixel"]  # the table is what this test checks, not a pass-through
+    unset = TrainConfig(data=str(style))  # kind "pixel" until the data says style
+    assert unset.max_train_steps is None
+    assert resolve(unset)[0].max_train_steps == steps["style"]
+    assert resolve(TrainConfig(data=str(style), max_train_steps=7))[0].max_train_steps == 7
+    assert TrainConfig(kind="object").for_kind().max_train_steps == steps["object"]
