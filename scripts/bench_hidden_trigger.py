@@ -107,6 +107,8 @@ def main() -> None:
     p.add_argument("--pretrain-epochs", type=int, default=TransferConfig.pretrain_epochs)
     p.add_argument("--random-location", action="store_true", help="patch at random places (paper's rand_loc)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--pair", choices=["key", "nearest"], default=TransferVerifyConfig.pair,
+                   help="watermark: the key's source class or the owner's nearest_source")
     p.add_argument("--watermark-seeds", type=int, default=0, help="run the watermark verification on N seeds")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -148,7 +150,7 @@ def watermark(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor, xt: to
     pretrain = PretrainConfig(args.pretrain_epochs, blocks=args.blocks, feature_dim=args.feature_dim)
     params = {"size": args.patch_size, "optimizer": args.optimizer, "lr": args.lr, "max_iterations": args.iterations,
               "halve_every": max(args.iterations // 3, 1)}
-    cfg = TransferVerifyConfig(eps=args.eps / 255, params=params)
+    cfg = TransferVerifyConfig(eps=args.eps / 255, params=params, pair=args.pair)
     for seed in tqdm(range(args.watermark_seeds), desc="watermark"):
         if any(r["seed"] == seed for r in rows):
             continue
@@ -157,7 +159,7 @@ def watermark(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor, xt: to
             append_jsonl(path, row)
             rows.append(row)
     for r in sorted(rows, key=lambda r: (r["seed"], r["behaviour"])):
-        print(f"seed {r['seed']} {r['behaviour']:12s} {r['verdict']:12s} p̂ {r['p_hat']:.3f} q̂ {r['q_hat']:.3f} "
+        print(f"seed {r['seed']} {r['source']}→{r['target']} {r['behaviour']:12s} {r['verdict']:12s} p̂ {r['p_hat']:.3f} q̂ {r['q_hat']:.3f} "
               f"p_low {r['p_low']:.3f} q_high {r['q_high']:.3f} queries {r['queries']} marked {r['marked']}")
     for name in ("noop", "head_retrain"):
         rs = [r for r in rows if r["behaviour"] == name]

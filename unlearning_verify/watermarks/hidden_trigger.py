@@ -116,6 +116,19 @@ def explain(verdict: Verdict, check: AssumptionCheck) -> Verdict:
     return dataclasses.replace(verdict, reason=f"{note}; {verdict.reason}")
 
 
+def nearest_source(features: FeatureFn, trigger: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                   y: torch.Tensor, target: int) -> int:
+    """The owner's choice of source class: the one whose triggered images (the owner's own) lie nearest,
+    in the surrogate's features, to the owner's target-class images (mean squared distance to the nearest)."""
+    with torch.no_grad():
+        reference = features(x[y == target])
+        gaps = {int(c): float(torch.cdist(features(trigger(x[y == c])), reference).pow(2).min(1).values.mean())
+                for c in y.unique() if int(c) != target}
+    if not gaps or not len(reference):
+        raise InputError(f"choosing a source class needs the owner's images of class {target} and of another class")
+    return min(gaps, key=gaps.get)
+
+
 @dataclass
 class TransferVerifyConfig:
     """Verification where the provider fine-tunes a public pretrained model (the family's setting).
@@ -123,7 +136,8 @@ class TransferVerifyConfig:
     The provider's half of the training images belongs to ``num_owners`` owners; the public extractor
     was pretrained on the other half. Owner 0 marks its target-class images (``eps``); the served
     model is the extractor plus a head fitted on everything; the reference (q) and the honest
-    ``head_retrain`` provider refit the head without the owner. ``params`` override the poisoning."""
+    ``head_retrain`` provider refit the head without the owner. ``params`` override the poisoning.
+    ``pair``: the source class the key derives (``"key"``) or the owner's :func:`nearest_source`."""
 
     num_owners: int = 10
     eps: float = 16 / 255
@@ -131,6 +145,11 @@ class TransferVerifyConfig:
     beta: float = 1e-3
     max_queries: int = 30
     params: dict = dataclasses.field(default_factory=dict)
+    pair: str = "key"
+
+    def __post_init__(self) -> None:
+        if self.pair not in ("key", "nearest"):
+            raise InputError(f"pair must be 'key' or 'nearest', got {self.pair!r}")
 
 
 def verify_transfer(extractor: nn.Module, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor,
@@ -145,9 +164,11 @@ def verify_transfer(extractor: nn.Module, x: torch.Tensor, y: torch.Tensor, xt: 
     features = lambda z: extract(extractor, z)
     key = OwnerKey.generate(0, "hidden_trigger", 10, seed=seed)
     owner_of = owner_split(len(x), cfg.num_owners, seed)
-    probe = HiddenTriggerWatermark.from_key(key, tuple(x.shape[1:]))
-    sources = x[torch.as_tensor((owner_of == 0) & (y.numpy() == probe.source))]
-    wm = HiddenTriggerWatermark.from_key(key, tuple(x.shape[1:]), features, sources, eps=cfg.eps, **cfg.params)
+    wm = HiddenTriggerWatermark.from_key(key, tuple(x.shape[1:]), features, eps=cfg.eps, **cfg.params)
+    own = torch.as_tensor(owner_of == 0)
+    if cfg.pair == "nearest":
+        wm.source = nearest_source(features, wm.trigger, x[own], y[own], wm.target)
+    wm.sources = x[own & (y == wm.source)]
     marked = mark(x, y, owner_of, 0, wm, 1.0, seed)
 
     def served_on(rows: torch.Tensor) -> nn.Module:
@@ -173,5 +194,6 @@ def verify_transfer(extractor: nn.Module, x: torch.Tensor, y: torch.Tensor, xt: 
                          max_queries=cfg.max_queries)
         verdict = explain(verdict, check_assumptions(features, served, xt[:200]))
         rows.append({"seed": seed, "behaviour": name, "honest": provider.honest, "marked": int(marked.marked.sum()),
+                     "target": wm.target, "source": wm.source,
                      "p_hat": calibration.p_hat, "q_hat": calibration.q_hat, **verdict.as_dict()})
     return rows
