@@ -69,10 +69,12 @@ class HiddenTriggerWatermark:
 
 @dataclass(frozen=True)
 class AssumptionCheck:
-    """Relative distance ‖f_served(x) − f(x)‖ / ‖f(x)‖ on probe images (mean), and whether it is ≤ ``tolerance``."""
+    """Relative distance ‖f_served(x) − f(x)‖ / ‖f(x)‖ on probe images (mean), and whether it is ≤ ``tolerance``;
+    ``head_classes``: outputs of the served model's last layer (the paper's victims are mostly binary)."""
 
     feature_gap: float
     tolerance: float
+    head_classes: int = 2
 
     @property
     def holds(self) -> bool:
@@ -100,7 +102,19 @@ def check_assumptions(surrogate: FeatureFn, served: nn.Module, probe: torch.Tens
     with torch.no_grad():
         ref = surrogate(probe)
     gap = (penultimate(served, probe) - ref).norm(dim=1) / ref.norm(dim=1).clamp(min=1e-12)
-    return AssumptionCheck(float(gap.mean()), tolerance)
+    head = [m for m in served.modules() if isinstance(m, nn.Linear)][-1]
+    return AssumptionCheck(float(gap.mean()), tolerance, head.out_features)
+
+
+def unlearned_because(verdict: Verdict, check: AssumptionCheck) -> str:
+    """Why a transfer-setting verdict stayed INCONCLUSIVE, from its calibrated p_low and q_high."""
+    if verdict.q_high >= 0.5:
+        return f"the trigger alone sends the reference model's source images to the target (q_high={verdict.q_high:.2f})"
+    head = f" by a {check.head_classes}-way head" if check.head_classes > 2 else ""
+    if verdict.p_low > verdict.q_high:
+        return f"the poisons were learned{head}, too weakly to decide within the query budget"
+    return (f"the poisons were not learned{head}" + (" (the transfer bench: a 10-way head halves the ASR of the "
+                                                      "paper's binary head)" if head else ""))
 
 
 def explain(verdict: Verdict, check: AssumptionCheck) -> Verdict:
@@ -110,7 +124,7 @@ def explain(verdict: Verdict, check: AssumptionCheck) -> Verdict:
         note = ("hidden_trigger assumes a provider that fine-tunes only the last layer of the owner's surrogate "
                 f"extractor, which does not hold: {gap}")
     elif verdict.verdict == INCONCLUSIVE:
-        note = f"the family's transfer-learning assumption holds ({gap}), but the poisons were not learned"
+        note = f"the family's transfer-learning assumption holds ({gap}), but {unlearned_because(verdict, check)}"
     else:
         return verdict
     return dataclasses.replace(verdict, reason=f"{note}; {verdict.reason}")

@@ -36,8 +36,8 @@ def test_poisons_stay_within_eps_and_approach_patched_sources():
     assert after < before
 
 
-def verdict(kind: str) -> Verdict:
-    return Verdict(kind, "watermark not learned", 0, 0, None, None, None, None, 0.0, 0.1, False)
+def verdict(kind: str, p_low: float = 0.0, q_high: float = 0.1) -> Verdict:
+    return Verdict(kind, "watermark not learned", 0, 0, None, None, None, None, p_low, q_high, False)
 
 
 def test_verdict_says_when_the_served_model_breaks_the_transfer_assumption():
@@ -51,7 +51,10 @@ def test_verdict_says_when_the_served_model_breaks_the_transfer_assumption():
     assert not scratch.holds and scratch.feature_gap > 0.2
     broken = explain(verdict(INCONCLUSIVE), scratch)
     assert broken.verdict == INCONCLUSIVE and "does not hold" in broken.reason and "not learned" in broken.reason
-    assert "assumption holds" in explain(verdict(INCONCLUSIVE), transfer).reason
+    held = explain(verdict(INCONCLUSIVE), transfer).reason
+    assert transfer.head_classes == 10 and "assumption holds" in held and "not learned by a 10-way head" in held
+    assert "too weakly to decide" in explain(verdict(INCONCLUSIVE, 0.5, 0.1), transfer).reason
+    assert "trigger alone" in explain(verdict(INCONCLUSIVE, 0.9, 1.0), transfer).reason
     assert explain(verdict(HONORED), transfer) == verdict(HONORED)
 
 
