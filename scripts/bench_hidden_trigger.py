@@ -159,8 +159,9 @@ def watermark(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor, xt: to
             append_jsonl(path, row)
             rows.append(row)
     for r in sorted(rows, key=lambda r: (r["seed"], r["behaviour"])):
-        print(f"seed {r['seed']} {r['source']}→{r['target']} {r['behaviour']:12s} {r['verdict']:12s} p̂ {r['p_hat']:.3f} q̂ {r['q_hat']:.3f} "
-              f"p_low {r['p_low']:.3f} q_high {r['q_high']:.3f} queries {r['queries']} marked {r['marked']}")
+        print(f"seed {r['seed']} {r['source']}→{r['target']} {r['behaviour']:12s} {r['verdict']:12s} "
+              f"p̂ {r['p_hat']:.3f} q̂ {r['q_hat']:.3f} p_low {r['p_low']:.3f} q_high {r['q_high']:.3f} "
+              f"queries {r['queries']} marked {r['marked']}")
     for name in ("noop", "head_retrain"):
         rs = [r for r in rows if r["behaviour"] == name]
         counts = {v: sum(r["verdict"] == v for r in rs) for v in ("HONORED", "NOT HONORED", "INCONCLUSIVE")}

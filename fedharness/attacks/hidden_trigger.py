@@ -90,8 +90,8 @@ class HiddenTriggerConfig:
 SMALL_EXTRACTOR = {"optimizer": "sign", "lr": 1.6 / 255, "max_iterations": 200, "halve_every": 66, "stop_loss": 0.0,
                    "random_location": False}
 """Settings for the lab's small extractors (64- or 128-d SmallCNN-like features): the pair loss plateaus
-within ~200 sign steps of ε/10 (600 steps or Adam reach the same plateau); the plain step (``sgd``, lr 0.1 in these feature units)
-stops higher. The feature norms are far below AlexNet fc7's, so the paper's stop at 10 would never
+within ~200 sign steps of ε/10 (600 steps or Adam reach the same plateau); the plain step (``sgd``, lr 0.1
+in these feature units) stops higher. The feature norms are far below AlexNet fc7's, so the paper's stop at 10 would never
 trigger early; the patch sits at a fixed place."""
 
 

@@ -109,7 +109,8 @@ def check_assumptions(surrogate: FeatureFn, served: nn.Module, probe: torch.Tens
 def unlearned_because(verdict: Verdict, check: AssumptionCheck) -> str:
     """Why a transfer-setting verdict stayed INCONCLUSIVE, from its calibrated p_low and q_high."""
     if verdict.q_high >= 0.5:
-        return f"the trigger alone sends the reference model's source images to the target (q_high={verdict.q_high:.2f})"
+        return ("the trigger alone sends the reference model's source images to the target "
+                f"(q_high={verdict.q_high:.2f})")
     head = f" by a {check.head_classes}-way head" if check.head_classes > 2 else ""
     if verdict.p_low > verdict.q_high:
         return f"the poisons were learned{head}, too weakly to decide within the query budget"
