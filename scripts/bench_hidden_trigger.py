@@ -85,7 +85,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--pairs", nargs="+", default=["3-8", "4-9", "7-1"], help="source-target digit pairs")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4, 5])
+    p.add_argument("--seeds", nargs="+", type=int, default=list(range(9)))
     p.add_argument("--sweep-seeds", nargs="*", type=int, default=[0])
     p.add_argument("--sweep-pairs", nargs="*", default=["3-8"])
     p.add_argument("--poisons", type=int, default=TransferConfig.poisons)
