@@ -10,7 +10,7 @@ accuracy, and the share of *unpatched* source test images called target. Rows go
 
 ``--watermark-seeds N``: instead, the unlearning watermark in the fine-tuning provider setting
 (:func:`unlearning_verify.watermarks.hidden_trigger.verify_transfer`): a public extractor pretrained on
-the even-indexed training images, the provider's users own the odd ones; noop vs head_retrain over N
+the even-indexed training images (one per seed), the provider's users own the odd ones; noop vs head_retrain over N
 seeds, verdicts with the family's assumption check, to ``watermark.jsonl``.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python scripts/bench_hidden_trigger.py --out runs/htba
@@ -57,8 +57,9 @@ def config(point: dict, args: argparse.Namespace) -> TransferConfig:
                                  max_iterations=args.iterations, halve_every=max(args.iterations // 3, 1),
                                  optimizer=args.optimizer, lr=args.lr)
     return TransferConfig(source, target, point["poisons"], args.patch_size, args.classes, attack,
-                          image_size=args.image_size, blocks=args.blocks, bases=args.bases,
-                          pretrain_classes=args.pretrain_classes, pretrain_epochs=args.pretrain_epochs)
+                          image_size=args.image_size, blocks=args.blocks, feature_dim=args.feature_dim,
+                          bases=args.bases, pretrain_classes=args.pretrain_classes,
+                          pretrain_epochs=args.pretrain_epochs, head_steps=args.head_steps, head_l2=args.head_l2)
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -74,7 +75,8 @@ def summarise(rows: list[dict]) -> list[dict]:
                 vals = [r[v][k] for r in rs]
                 entry[f"{v}_{k}"] = float(np.mean(vals))
                 entry[f"{v}_{k}_std"] = float(np.std(vals))
-        entry["pair_loss_end"] = float(np.mean([r["pair_loss_end"] for r in rs]))
+        for k in ("pair_loss_start", "pair_loss_end", "patch_shift", "source_target_gap"):
+            entry[k] = float(np.mean([r[k] for r in rs]))
         out.append(entry)
     return out
 
@@ -83,7 +85,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--pairs", nargs="+", default=["3-8", "4-9", "7-1"], help="source-target digit pairs")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--seeds", nargs="+", type=int, default=list(range(9)))
     p.add_argument("--sweep-seeds", nargs="*", type=int, default=[0])
     p.add_argument("--sweep-pairs", nargs="*", default=["3-8"])
     p.add_argument("--poisons", type=int, default=TransferConfig.poisons)
@@ -97,11 +99,16 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=TransferConfig().attack.lr, help="step size (pixels for sign/adam)")
     p.add_argument("--image-size", type=int, default=TransferConfig.image_size, help="bilinear upsampling side")
     p.add_argument("--blocks", type=int, default=TransferConfig.blocks, help="extractor conv blocks (3 at 56)")
+    p.add_argument("--feature-dim", type=int, default=TransferConfig.feature_dim, help="extractor feature width")
+    p.add_argument("--head-steps", type=int, default=TransferConfig.head_steps, help="L-BFGS steps of the head")
+    p.add_argument("--head-l2", type=float, default=TransferConfig.head_l2, help="the head's weight decay")
     p.add_argument("--bases", choices=sorted(BASES), default=TransferConfig.bases)
     p.add_argument("--pretrain-classes", choices=["all", "others"], default=TransferConfig.pretrain_classes)
     p.add_argument("--pretrain-epochs", type=int, default=TransferConfig.pretrain_epochs)
     p.add_argument("--random-location", action="store_true", help="patch at random places (paper's rand_loc)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--pair", choices=["key", "nearest"], default=TransferVerifyConfig.pair,
+                   help="watermark: the key's source class or the owner's nearest_source")
     p.add_argument("--watermark-seeds", type=int, default=0, help="run the watermark verification on N seeds")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -130,7 +137,9 @@ def main() -> None:
               f"n={s['runs']:2d}: ASR clean {100 * s['clean_attack_success_rate']:5.1f} "
               f"htba {100 * s['hidden_trigger_attack_success_rate']:5.1f}±{100 * s['hidden_trigger_attack_success_rate_std']:.1f} "
               f"noise {100 * s['noise_attack_success_rate']:5.1f} | acc clean {100 * s['clean_clean_accuracy']:.1f} "
-              f"htba {100 * s['hidden_trigger_clean_accuracy']:.1f} noise {100 * s['noise_clean_accuracy']:.1f}")
+              f"htba {100 * s['hidden_trigger_clean_accuracy']:.1f} noise {100 * s['noise_clean_accuracy']:.1f} | "
+              f"pair loss {s['pair_loss_start']:.0f}→{s['pair_loss_end']:.0f}, patch shift {s['patch_shift']:.0f}, "
+              f"source-target gap {s['source_target_gap']:.0f}")
 
 
 def watermark(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor) -> None:
@@ -138,17 +147,21 @@ def watermark(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor, xt: to
     rows = read_jsonl(path) if path.exists() else []
     x, xt = resize(x, args.image_size), resize(xt, args.image_size)
     public = torch.arange(len(x)) % 2 == 0
-    pretrain = PretrainConfig(args.pretrain_epochs, blocks=args.blocks)
-    extractor = pretrain_extractor(x[public], y[public], (), pretrain, 0)
+    pretrain = PretrainConfig(args.pretrain_epochs, blocks=args.blocks, feature_dim=args.feature_dim)
     params = {"size": args.patch_size, "optimizer": args.optimizer, "lr": args.lr, "max_iterations": args.iterations,
               "halve_every": max(args.iterations // 3, 1)}
-    cfg = TransferVerifyConfig(eps=args.eps / 255, params=params)
+    cfg = TransferVerifyConfig(eps=args.eps / 255, params=params, pair=args.pair)
     for seed in tqdm(range(args.watermark_seeds), desc="watermark"):
         if any(r["seed"] == seed for r in rows):
             continue
+        extractor = pretrain_extractor(x[public], y[public], (), pretrain, seed)
         for row in verify_transfer(extractor, x[~public], y[~public], xt, yt, cfg, seed):
             append_jsonl(path, row)
             rows.append(row)
+    for r in sorted(rows, key=lambda r: (r["seed"], r["behaviour"])):
+        print(f"seed {r['seed']} {r['source']}→{r['target']} {r['behaviour']:12s} {r['verdict']:12s} "
+              f"p̂ {r['p_hat']:.3f} q̂ {r['q_hat']:.3f} p_low {r['p_low']:.3f} q_high {r['q_high']:.3f} "
+              f"queries {r['queries']} marked {r['marked']}")
     for name in ("noop", "head_retrain"):
         rs = [r for r in rows if r["behaviour"] == name]
         counts = {v: sum(r["verdict"] == v for r in rs) for v in ("HONORED", "NOT HONORED", "INCONCLUSIVE")}

@@ -89,9 +89,9 @@ class HiddenTriggerConfig:
 
 SMALL_EXTRACTOR = {"optimizer": "sign", "lr": 1.6 / 255, "max_iterations": 200, "halve_every": 66, "stop_loss": 0.0,
                    "random_location": False}
-"""Settings for the lab's 64-d SmallCNN features: the pair loss plateaus within ~200 sign steps of ε/10
-(500 steps or Adam reach the same plateau); the plain step (``sgd``, lr 0.1 in these feature units)
-stops higher. The feature norms are far below AlexNet fc7's, so the paper's stop at 10 would never
+"""Settings for the lab's small extractors (64- or 128-d SmallCNN-like features): the pair loss plateaus
+within ~200 sign steps of ε/10 (600 steps or Adam reach the same plateau); the plain step (``sgd``, lr 0.1
+in these feature units) stops higher. The feature norms are far below AlexNet fc7's, so the paper's stop at 10 would never
 trigger early; the patch sits at a fixed place."""
 
 
@@ -236,7 +236,8 @@ class TransferConfig:
     "others": only the digits outside {source, target}); ``poisons``
     target-class training images, chosen by ``bases`` (:data:`BASES`), replaced in the training set by
     their poisons (or by the noise control); the last layer fitted on ``classes`` ("pair": source vs
-    target, the paper's binary tasks; "all": every class)."""
+    target, the paper's binary tasks; "all": every class). ``feature_dim`` is the width of the extractor's
+    penultimate layer, the space the poisons collide in."""
 
     source: int = 3
     target: int = 8
@@ -246,6 +247,7 @@ class TransferConfig:
     attack: HiddenTriggerConfig = field(default_factory=small_extractor_config)
     image_size: int = 28
     blocks: int = 2
+    feature_dim: int = 128
     bases: str = "nearest"
     pretrain_classes: str = "all"
     pretrain_epochs: int = 2
@@ -276,7 +278,10 @@ class VictimScores:
 
 @dataclass
 class TransferResult:
-    """The three victims of one seed: clean model, hidden-trigger poisons, noise control."""
+    """The three victims of one seed: clean model, hidden-trigger poisons, noise control. The pair loss
+    (mean ‖f(z) − f(s̃)‖² over pairs) is to be read against ``patch_shift`` (mean ‖f(s̃) − f(s)‖²: how far
+    the patch moves a source image's features) and ``source_target_gap`` (mean squared distance from a
+    clean source image's features to the nearest target image's)."""
 
     clean: VictimScores
     hidden_trigger: VictimScores
@@ -284,6 +289,8 @@ class TransferResult:
     target_train_images: int
     pair_loss_start: float
     pair_loss_end: float
+    patch_shift: float
+    source_target_gap: float
     iterations: int
     max_perturbation: float
 
@@ -305,14 +312,16 @@ def run_transfer(x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.T
         raise InputError(f"{cfg.poisons} poisons asked, but class {cfg.target} has {len(target_idx)} training images")
     x, xt = resize(x, cfg.image_size), resize(xt, cfg.image_size)
     exclude = (cfg.source, cfg.target) if cfg.pretrain_classes == "others" else ()
-    extractor = pretrain_extractor(x, y, exclude, PretrainConfig(epochs=cfg.pretrain_epochs, blocks=cfg.blocks), seed)
+    pretrain = PretrainConfig(epochs=cfg.pretrain_epochs, blocks=cfg.blocks, feature_dim=cfg.feature_dim)
+    extractor = pretrain_extractor(x, y, exclude, pretrain, seed)
     features = lambda z: extract(extractor, z)
     patch = Patch.random(x.shape[1], cfg.patch_size, seed)
     g = torch.Generator().manual_seed(seed)
     sources = x[y == cfg.source]
     with torch.no_grad():
         patched_feats = features(patch.apply(sources, cfg.attack.random_location, torch.Generator().manual_seed(seed)))
-        base = target_idx[BASES[cfg.bases](features(x[target_idx]), patched_feats, cfg.poisons, g)]
+        target_feats, source_feats = features(x[target_idx]), features(sources)
+        base = target_idx[BASES[cfg.bases](target_feats, patched_feats, cfg.poisons, g)]
     collision = generate(features, x[base], y[base], sources, patch, cfg.attack, seed)
     victim = victims(features, x, y, xt, yt, cfg, patch, seed)
     return TransferResult(
@@ -320,6 +329,8 @@ def run_transfer(x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.T
         len(target_idx),
         pair_loss_start=sum(t[0] for t in collision.mean_loss) / len(collision.mean_loss),
         pair_loss_end=sum(t[-1] for t in collision.mean_loss) / len(collision.mean_loss),
+        patch_shift=float((patched_feats - source_feats).pow(2).sum(1).mean()),
+        source_target_gap=float(torch.cdist(source_feats, target_feats).pow(2).min(1).values.mean()),
         iterations=max(collision.iterations),
         max_perturbation=float((collision.poisons - x[base]).abs().max()),
     )

@@ -23,10 +23,11 @@ from labcore.errors import InputError
 
 
 class ExtractorCNN(nn.Module):
-    """SmallCNN's layers (conv(16)-GN-pool-ReLU, conv(32)-GN-pool-ReLU, fc(64), fc(classes)) with
-    ``blocks - 2`` more conv(32) blocks, so that a 56×56 input (3 blocks) reaches SmallCNN's 7×7 map."""
+    """SmallCNN's layers (conv(16)-GN-pool-ReLU, conv(32)-GN-pool-ReLU, fc(``feature_dim``), fc(classes))
+    with ``blocks - 2`` more conv(32) blocks, so that a 56×56 input (3 blocks) reaches SmallCNN's 7×7 map."""
 
-    def __init__(self, image_size: int = 28, num_classes: int = 10, channels: int = 1, blocks: int = 2) -> None:
+    def __init__(self, image_size: int = 28, num_classes: int = 10, channels: int = 1, blocks: int = 2,
+                 feature_dim: int = 64) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         widths = [channels, 16] + [32] * (blocks - 1)
@@ -34,8 +35,8 @@ class ExtractorCNN(nn.Module):
             layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.GroupNorm(4, c_out), nn.MaxPool2d(2), nn.ReLU()]
         self.body = nn.Sequential(*layers, nn.Flatten())
         side = image_size // 2 ** blocks
-        self.features = nn.Sequential(nn.Linear(32 * side * side, 64), nn.ReLU())
-        self.head = nn.Linear(64, num_classes)
+        self.features = nn.Sequential(nn.Linear(32 * side * side, feature_dim), nn.ReLU())
+        self.head = nn.Linear(feature_dim, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(self.body(x)))
@@ -43,15 +44,17 @@ class ExtractorCNN(nn.Module):
 
 @dataclass
 class PretrainConfig:
-    """Adam(lr) for ``epochs`` over the images of every class not in ``exclude``; ``blocks`` conv blocks."""
+    """Adam(lr) for ``epochs`` over the images of every class not in ``exclude``; ``blocks`` conv blocks,
+    a ``feature_dim``-wide penultimate layer."""
 
     epochs: int = 2
     lr: float = 2e-3
     batch_size: int = 64
     blocks: int = 2
+    feature_dim: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "blocks"):
+        for name in ("epochs", "batch_size", "blocks", "feature_dim"):
             if getattr(self, name) < 1:
                 raise InputError(f"extractor pretraining {name} must be ≥ 1, got {getattr(self, name)}")
 
@@ -66,7 +69,7 @@ def pretrain_extractor(x: torch.Tensor, y: torch.Tensor, exclude: tuple[int, ...
         raise InputError(f"{cfg.blocks} pooling blocks do not fit {x.shape[-1]}-pixel images; use fewer blocks")
     xs, ys = x[keep], y[keep]
     torch.manual_seed(seed)
-    model = ExtractorCNN(x.shape[-1], int(y.max()) + 1, x.shape[1], cfg.blocks)
+    model = ExtractorCNN(x.shape[-1], int(y.max()) + 1, x.shape[1], cfg.blocks, cfg.feature_dim)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     g = torch.Generator().manual_seed(seed)
     for _ in range(cfg.epochs):
@@ -81,7 +84,7 @@ def pretrain_extractor(x: torch.Tensor, y: torch.Tensor, exclude: tuple[int, ...
 
 
 def extract(extractor: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Penultimate-layer features f(x) (64-d, after ReLU): the space Eq. 1 of Saha et al. collides in."""
+    """Penultimate-layer features f(x) (``feature_dim``-d, after ReLU): the space Eq. 1 of Saha et al. collides in."""
     return extractor.features(extractor.body(x))
 
 

@@ -70,7 +70,11 @@ def test_extractor_cnn_is_small_cnn_at_two_blocks_and_reaches_7x7_at_56_with_thr
     three = ExtractorCNN(56, blocks=3)
     assert three.features[0].in_features == 32 * 7 * 7
     assert extract(three, torch.nn.functional.interpolate(x, size=56)).shape == (2, 64)
+    wide = pretrain_extractor(x, torch.tensor([0, 1]), (), PretrainConfig(epochs=1, feature_dim=128), seed=0)
+    assert extract(wide, x).shape == (2, 128) and wide.head.in_features == 128
     with pytest.raises(InputError):
         pretrain_extractor(x, torch.tensor([0, 1]), (), PretrainConfig(blocks=5), seed=0)
     with pytest.raises(InputError):
         PretrainConfig(blocks=0)
+    with pytest.raises(InputError):
+        PretrainConfig(feature_dim=0)

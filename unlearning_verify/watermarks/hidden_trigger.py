@@ -69,10 +69,12 @@ class HiddenTriggerWatermark:
 
 @dataclass(frozen=True)
 class AssumptionCheck:
-    """Relative distance ‖f_served(x) − f(x)‖ / ‖f(x)‖ on probe images (mean), and whether it is ≤ ``tolerance``."""
+    """Relative distance ‖f_served(x) − f(x)‖ / ‖f(x)‖ on probe images (mean), and whether it is ≤ ``tolerance``;
+    ``head_classes``: outputs of the served model's last layer (the paper's victims are mostly binary)."""
 
     feature_gap: float
     tolerance: float
+    head_classes: int = 2
 
     @property
     def holds(self) -> bool:
@@ -100,7 +102,20 @@ def check_assumptions(surrogate: FeatureFn, served: nn.Module, probe: torch.Tens
     with torch.no_grad():
         ref = surrogate(probe)
     gap = (penultimate(served, probe) - ref).norm(dim=1) / ref.norm(dim=1).clamp(min=1e-12)
-    return AssumptionCheck(float(gap.mean()), tolerance)
+    head = [m for m in served.modules() if isinstance(m, nn.Linear)][-1]
+    return AssumptionCheck(float(gap.mean()), tolerance, head.out_features)
+
+
+def unlearned_because(verdict: Verdict, check: AssumptionCheck) -> str:
+    """Why a transfer-setting verdict stayed INCONCLUSIVE, from its calibrated p_low and q_high."""
+    if verdict.q_high >= 0.5:
+        return ("the trigger alone sends the reference model's source images to the target "
+                f"(q_high={verdict.q_high:.2f})")
+    head = f" by a {check.head_classes}-way head" if check.head_classes > 2 else ""
+    if verdict.p_low > verdict.q_high:
+        return f"the poisons were learned{head}, too weakly to decide within the query budget"
+    return (f"the poisons were not learned{head}" + (" (the transfer bench: a 10-way head halves the ASR of the "
+                                                      "paper's binary head)" if head else ""))
 
 
 def explain(verdict: Verdict, check: AssumptionCheck) -> Verdict:
@@ -110,10 +125,23 @@ def explain(verdict: Verdict, check: AssumptionCheck) -> Verdict:
         note = ("hidden_trigger assumes a provider that fine-tunes only the last layer of the owner's surrogate "
                 f"extractor, which does not hold: {gap}")
     elif verdict.verdict == INCONCLUSIVE:
-        note = f"the family's transfer-learning assumption holds ({gap}), but the poisons were not learned"
+        note = f"the family's transfer-learning assumption holds ({gap}), but {unlearned_because(verdict, check)}"
     else:
         return verdict
     return dataclasses.replace(verdict, reason=f"{note}; {verdict.reason}")
+
+
+def nearest_source(features: FeatureFn, trigger: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                   y: torch.Tensor, target: int) -> int:
+    """The owner's choice of source class: the one whose triggered images (the owner's own) lie nearest,
+    in the surrogate's features, to the owner's target-class images (mean squared distance to the nearest)."""
+    with torch.no_grad():
+        reference = features(x[y == target])
+        gaps = {int(c): float(torch.cdist(features(trigger(x[y == c])), reference).pow(2).min(1).values.mean())
+                for c in y.unique() if int(c) != target}
+    if not gaps or not len(reference):
+        raise InputError(f"choosing a source class needs the owner's images of class {target} and of another class")
+    return min(gaps, key=gaps.get)
 
 
 @dataclass
@@ -123,7 +151,8 @@ class TransferVerifyConfig:
     The provider's half of the training images belongs to ``num_owners`` owners; the public extractor
     was pretrained on the other half. Owner 0 marks its target-class images (``eps``); the served
     model is the extractor plus a head fitted on everything; the reference (q) and the honest
-    ``head_retrain`` provider refit the head without the owner. ``params`` override the poisoning."""
+    ``head_retrain`` provider refit the head without the owner. ``params`` override the poisoning.
+    ``pair``: the source class the key derives (``"key"``) or the owner's :func:`nearest_source`."""
 
     num_owners: int = 10
     eps: float = 16 / 255
@@ -131,6 +160,11 @@ class TransferVerifyConfig:
     beta: float = 1e-3
     max_queries: int = 30
     params: dict = dataclasses.field(default_factory=dict)
+    pair: str = "key"
+
+    def __post_init__(self) -> None:
+        if self.pair not in ("key", "nearest"):
+            raise InputError(f"pair must be 'key' or 'nearest', got {self.pair!r}")
 
 
 def verify_transfer(extractor: nn.Module, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor,
@@ -145,9 +179,11 @@ def verify_transfer(extractor: nn.Module, x: torch.Tensor, y: torch.Tensor, xt: 
     features = lambda z: extract(extractor, z)
     key = OwnerKey.generate(0, "hidden_trigger", 10, seed=seed)
     owner_of = owner_split(len(x), cfg.num_owners, seed)
-    probe = HiddenTriggerWatermark.from_key(key, tuple(x.shape[1:]))
-    sources = x[torch.as_tensor((owner_of == 0) & (y.numpy() == probe.source))]
-    wm = HiddenTriggerWatermark.from_key(key, tuple(x.shape[1:]), features, sources, eps=cfg.eps, **cfg.params)
+    wm = HiddenTriggerWatermark.from_key(key, tuple(x.shape[1:]), features, eps=cfg.eps, **cfg.params)
+    own = torch.as_tensor(owner_of == 0)
+    if cfg.pair == "nearest":
+        wm.source = nearest_source(features, wm.trigger, x[own], y[own], wm.target)
+    wm.sources = x[own & (y == wm.source)]
     marked = mark(x, y, owner_of, 0, wm, 1.0, seed)
 
     def served_on(rows: torch.Tensor) -> nn.Module:
@@ -173,5 +209,6 @@ def verify_transfer(extractor: nn.Module, x: torch.Tensor, y: torch.Tensor, xt: 
                          max_queries=cfg.max_queries)
         verdict = explain(verdict, check_assumptions(features, served, xt[:200]))
         rows.append({"seed": seed, "behaviour": name, "honest": provider.honest, "marked": int(marked.marked.sum()),
+                     "target": wm.target, "source": wm.source,
                      "p_hat": calibration.p_hat, "q_hat": calibration.q_hat, **verdict.as_dict()})
     return rows

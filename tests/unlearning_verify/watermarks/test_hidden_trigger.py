@@ -1,11 +1,13 @@
+import pytest
 import torch
 
 from fedharness.tasks.head_finetune import ExtractorHead
 from fedharness.tasks.image_classification import SmallCNN
+from labcore.errors import InputError
 from unlearning_verify.keys import OwnerKey
 from unlearning_verify.verify import HONORED, INCONCLUSIVE, Verdict
 from unlearning_verify.watermarks import build
-from unlearning_verify.watermarks.hidden_trigger import check_assumptions, explain
+from unlearning_verify.watermarks.hidden_trigger import check_assumptions, explain, nearest_source
 
 
 def surrogate() -> SmallCNN:
@@ -34,8 +36,8 @@ def test_poisons_stay_within_eps_and_approach_patched_sources():
     assert after < before
 
 
-def verdict(kind: str) -> Verdict:
-    return Verdict(kind, "watermark not learned", 0, 0, None, None, None, None, 0.0, 0.1, False)
+def verdict(kind: str, p_low: float = 0.0, q_high: float = 0.1) -> Verdict:
+    return Verdict(kind, "watermark not learned", 0, 0, None, None, None, None, p_low, q_high, False)
 
 
 def test_verdict_says_when_the_served_model_breaks_the_transfer_assumption():
@@ -49,5 +51,20 @@ def test_verdict_says_when_the_served_model_breaks_the_transfer_assumption():
     assert not scratch.holds and scratch.feature_gap > 0.2
     broken = explain(verdict(INCONCLUSIVE), scratch)
     assert broken.verdict == INCONCLUSIVE and "does not hold" in broken.reason and "not learned" in broken.reason
-    assert "assumption holds" in explain(verdict(INCONCLUSIVE), transfer).reason
+    held = explain(verdict(INCONCLUSIVE), transfer).reason
+    assert transfer.head_classes == 10 and "assumption holds" in held and "not learned by a 10-way head" in held
+    assert "too weakly to decide" in explain(verdict(INCONCLUSIVE, 0.5, 0.1), transfer).reason
+    assert "trigger alone" in explain(verdict(INCONCLUSIVE, 0.9, 1.0), transfer).reason
     assert explain(verdict(HONORED), transfer) == verdict(HONORED)
+
+
+def test_owner_picks_the_source_class_nearest_the_target_in_surrogate_features():
+    x = torch.cat([torch.zeros(3, 1, 4, 4), torch.full((3, 1, 4, 4), 0.9), torch.full((3, 1, 4, 4), 0.2)])
+    y = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    feats = lambda z: z.flatten(1)
+    assert nearest_source(feats, lambda z: z, x, y, target=0) == 2
+    assert nearest_source(feats, lambda z: z, x, y, target=1) == 2
+    shift = lambda z: z + (z.mean((1, 2, 3), keepdim=True) > 0.5).float() * -0.9  # the trigger erases class 1
+    assert nearest_source(feats, shift, x, y, target=0) == 1
+    with pytest.raises(InputError):
+        nearest_source(feats, lambda z: z, x[:3], y[:3], target=0)
