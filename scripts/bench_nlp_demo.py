@@ -1,0 +1,112 @@
+"""Benchmark: the demo's NLP step (``poisonlab demo --quick``) over victim seeds, every poison construction side by side.
+
+Per seed, as the demo does it: 1,024 SST-2 training sentences, the clean MiniLM surrogate (the demo's, trained
+once into the user cache) is the clean floor; 64 poisons from the same confident templates under the
+concealment constraints (K = 50, fuzzy ≤ 60) for ``contextual`` (the demo's concealed set), ``start`` (the
+nearest allowed projection, the demo's former concealed set) and ``random``, and the unconstrained
+``near-spelling`` baseline; each set trains one fresh victim (the clean model's seed, 2 epochs, bf16) and is
+measured on 100 trigger-bearing negative test sentences and 200 test sentences. One row per (set, seed) in
+``WORK/cells.jsonl`` (a rerun skips the cells it has), the table in ``WORK/bench.md``. One torch thread.
+
+    OMP_NUM_THREADS=1 nice -n 10 python scripts/bench_nlp_demo.py --work runs/bench_nlp_demo --seeds 0,1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from nlp_poison.config import DEFAULT_TRIGGER
+from nlp_poison.evaluate import clean_accuracy
+from nlp_poison.generate import Surrogates, concealment, prepare, unconstrained, write_poisons
+from nlp_poison.triggers import trigger_bearing
+from nlp_poison.victims import default_model, load_classifier, predict_proba, subsample
+from poisonlab import data
+from poisonlab.demo_nlp import _victim, configs, headline, settings, surrogate
+from poisonlab.runs import append_jsonl, read_jsonl
+
+SETS = {
+    "contextual": {"method": "contextual"},
+    "start": {"method": "near-spelling"},
+    "random": {"method": "random"},
+    "near-spelling": {"method": "near-spelling", "exclude_neighbours": 0, "max_fuzzy": 100},
+}
+"""Set name → change of the demo's generator config (near-spelling also drops the constraints)."""
+
+
+def run_seed(seed: int, names: list[str], work: Path, done: set[str]) -> None:
+    """The clean floor and every set of ``names`` not in ``done`` for victim seed ``seed``."""
+    torch.manual_seed(seed)
+    s = settings("quick")
+    full = data.load("sst2")
+    train = subsample(full["train"], s["train_subset"], seed)
+    test = full["test"].select(range(s["test_limit"]))
+    texts = list(trigger_bearing(full["test"], DEFAULT_TRIGGER).select(range(s["eval_limit"]))["sentence"])
+    cfg, gen = configs(s, seed)
+    clean, tok = surrogate(work, "quick", train, cfg)
+    measure = lambda model: (float((predict_proba(model, tok, texts, s["max_length"])[:, 1] > 0.5).mean()),
+                             clean_accuracy(model, tok, test, s["max_length"]))
+    if f"clean/{seed}" not in done:
+        eff, cacc = measure(clean)
+        append_jsonl(work / "cells.jsonl", {"key": f"clean/{seed}", "set": "clean", "seed": seed, "effectiveness": eff, "cacc": cacc})
+    surrogates = Surrogates([clean], tok, load_classifier(default_model())[0])
+    inputs = prepare(surrogates, full, gen)
+    for name in names:
+        if f"{name}/{seed}" in done:
+            continue
+        set_cfg = dataclasses.replace(gen, **SETS[name])
+        set_inputs = unconstrained(surrogates, inputs) if not set_cfg.constrained else inputs
+        start = time.process_time()
+        poisons, _, _ = write_poisons(surrogates, set_inputs, set_cfg, progress=False)
+        generation = time.process_time() - start
+        figures = headline(concealment(surrogates, set_inputs, poisons, set_cfg))
+        start = time.process_time()
+        eff, cacc = measure(_victim(poisons, train, cfg))
+        append_jsonl(work / "cells.jsonl", {"key": f"{name}/{seed}", "set": name, "seed": seed, "effectiveness": eff, "cacc": cacc,
+                                            "generation_cpu_s": generation, "victim_cpu_s": time.process_time() - start,
+                                            "example": poisons[0].sentence, "load": os.getloadavg()[0], **figures})
+
+
+def table(rows: list[dict], seeds: list[int]) -> str:
+    """Effectiveness and clean accuracy per seed and set, with the mean, and the concealment headline."""
+    cell = {(r["set"], r["seed"]): r for r in rows}
+    lines = ["| set | effectiveness per seed " + " / ".join(map(str, seeds)) + " (mean) | clean accuracy (mean) | max fuzzy | "
+             "fuzzy: found in first 500 | flagged by the 50-neighbour filter | example |", "|---|---|---|---|---|---|---|"]
+    for name in ["clean", *SETS]:
+        got = [cell[(name, s)] for s in seeds if (name, s) in cell]
+        if not got:
+            continue
+        eff = " / ".join(f"{100 * r['effectiveness']:.0f}" for r in got)
+        first = got[0]
+        lines.append(f"| {name} | {eff} ({100 * statistics.mean(r['effectiveness'] for r in got):.1f}) | "
+                     f"{100 * statistics.mean(r['cacc'] for r in got):.1f} | {first.get('max_fuzzy', '')} | {first.get('fuzzy_found', '')} | "
+                     f"{first.get('neighbour_flagged', '')} | {first.get('example', '')} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", type=Path, default=Path("runs/bench_nlp_demo"))
+    p.add_argument("--seeds", default="0,1,2", help="Comma-separated victim seeds.")
+    p.add_argument("--sets", default=",".join(SETS), help=f"Comma-separated sets of {', '.join(SETS)}.")
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    seeds, names = [int(x) for x in a.seeds.split(",")], [n for n in a.sets.split(",") if n]
+    if not set(names) <= set(SETS):
+        p.error(f"--sets: choose from {', '.join(SETS)}")
+    a.work.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        run_seed(seed, names, a.work, {r["key"] for r in read_jsonl(a.work / "cells.jsonl")})
+    text = table(read_jsonl(a.work / "cells.jsonl"), seeds) + f"\n\n1 torch thread; load average at the end {os.getloadavg()[0]:.2f}\n"
+    (a.work / "bench.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
