@@ -125,7 +125,8 @@ class GenerateConfig(ConcealedConfig):
     ``overlap: with`` writes the with-overlap upper bound; otherwise ``method`` is the bilevel search
     (``gradient``), the ``contextual`` proxy (one shared span of allowed tokens whose hidden states on
     ``victim`` collide with the phrase's, ``contextual``: ``proxy_candidates`` HotFlip candidates per
-    slot re-scored exactly, at most ``proxy_passes`` passes over the slots), the random-token control or
+    slot re-scored exactly, at most ``proxy_passes`` passes over the slots, the best of ``proxy_restarts``
+    random starts), the random-token control or
     ``near-spelling``, the nearest-token projection (the search's start; unconstrained, the phrase's
     near-spelling baseline). ``templates: confident`` takes
     the source-label training sentences the surrogates are surest about (under the constraints, the
@@ -147,12 +148,13 @@ class GenerateConfig(ConcealedConfig):
     curator_pool: int | None = 5000
     proxy_candidates: int = 64
     proxy_passes: int = 4
+    proxy_restarts: int = 4
     data_path: str | None = None
 
     def validate(self) -> None:
         super().validate()
-        if self.proxy_candidates < 1 or self.proxy_passes < 1:
-            raise InputError("proxy_candidates and proxy_passes must be >= 1")
+        if min(self.proxy_candidates, self.proxy_passes, self.proxy_restarts) < 1:
+            raise InputError("proxy_candidates, proxy_passes and proxy_restarts must be >= 1")
         if self.overlap == "with" and self.constrained:
             raise InputError("with-overlap poisons contain the phrase; drop exclude_neighbours/max_fuzzy or use --overlap none")
         if self.curator_pool is not None and self.curator_pool < 1:

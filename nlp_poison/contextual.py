@@ -16,7 +16,7 @@ over the span's positions. The search is a greedy coordinate descent over the sp
 HotFlip candidates (Ebrahimi et al. 2018; as in Wallace et al.'s universal triggers): the ``top_k``
 allowed tokens v with the lowest (E_v − e_cur)ᵀ ∇_e D at a slot are re-scored by the exact D (one
 batched forward), the best kept if D falls, ``iterations`` passes over the slots or until a pass
-changes nothing. Tokens come only from ``placeable`` (the constraints' allowed set) and a candidate
+changes nothing, from ``restarts`` random starts, the lowest D kept. Tokens come only from ``placeable`` (the constraints' allowed set) and a candidate
 is kept only if its span, written into every template, passes the rule: the constraints hold at
 every candidate. It starts from random allowed tokens (seeded): the search, not the start, finds the
 phrase's associations ("james bond" → "bourne", "sean", "royale"; "die" → "requiem", "never").
@@ -85,15 +85,23 @@ class ContextCollision:
 
 
 def search_proxy(
-    model: nn.Module, tokenizer: PreTrainedTokenizerBase, phrase: str, placeable: list[int], fits, top_k: int, passes: int, seed: int
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, phrase: str, placeable: list[int], fits, top_k: int, passes: int, seed: int,
+    restarts: int = 1,
 ) -> ProxyResult:
     """The shared span minimising D over ``placeable`` tokens; ``fits(span)`` says whether a span may be
-    written (the constraints on every template). Greedy coordinate descent, HotFlip-ranked candidates."""
+    written (the constraints on every template). Greedy coordinate descent, HotFlip-ranked candidates, from
+    ``restarts`` random starts (seeded), the lowest final D kept: the descent ends in a local minimum."""
     collision = ContextCollision(model, tokenizer, phrase)
+    rng = np.random.default_rng(seed)
+    runs = [_descend(collision, placeable, fits, top_k, passes, rng) for _ in range(restarts)]
+    return min(runs, key=lambda r: r.trace[-1])
+
+
+def _descend(collision: ContextCollision, placeable: list[int], fits, top_k: int, passes: int, rng: np.random.Generator) -> ProxyResult:
+    """One greedy coordinate descent from random allowed tokens."""
     weights = collision.embed.weight.detach()
     allowed = torch.zeros(weights.shape[0], dtype=torch.bool)
     allowed[placeable] = True
-    rng = np.random.default_rng(seed)
     span = _random_start(rng, placeable, len(collision.phrase_ids), fits)
     current = float(collision.distance([span])[0])
     trace = [current]
@@ -127,13 +135,13 @@ def _random_start(rng: np.random.Generator, placeable: list[int], length: int, f
 
 def contextual_control(
     templates: list[Template], tokenizer: PreTrainedTokenizerBase, placeable: list[int], phrase: str, target: int, pretrained: nn.Module,
-    rule: Rule, top_k: int, passes: int, seed: int,
+    rule: Rule, top_k: int, passes: int, seed: int, restarts: int = 1,
 ) -> tuple[list[Poison], list[float]]:
     """The templates with the phrase replaced by the searched span, labelled ``target``; D per pass."""
     if not templates:
         raise InputError("no templates to write the span into; ask for at least one poison")
     fits = lambda span: all(place(t, tokenizer, span, phrase, rule) is not None for t in templates)
-    proxy = search_proxy(pretrained, tokenizer, phrase, placeable, fits, top_k, passes, seed)
+    proxy = search_proxy(pretrained, tokenizer, phrase, placeable, fits, top_k, passes, seed, restarts)
     poisons = []
     for t in templates:
         _, text, positions = place(t, tokenizer, proxy.ids, phrase, rule)

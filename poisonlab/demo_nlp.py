@@ -37,21 +37,22 @@ from poisonlab.runs import write_json, write_yaml
 SETS = {"concealed": {"method": "contextual"}, "random": {"method": "random"}, "near-spelling": {"method": "near-spelling"}}
 SURROGATE_VERSION = 1
 
-# size → (training sentences, poisons, trigger inputs, test sentences, epochs, templates)
+# size → (training sentences, poisons, trigger inputs, test sentences, epochs, templates, proxy search's restarts and passes
+#         (None: GenerateConfig's defaults))
 SIZES = {
-    "tiny": (32, 2, 8, 16, 1, "random"),
-    "quick": (1024, 64, 100, 200, 2, "confident"),
-    "full": (2000, 50, 300, 872, 2, "confident"),
+    "tiny": (32, 2, 8, 16, 1, "random", [1, 1]),
+    "quick": (1024, 64, 100, 200, 2, "confident", None),
+    "full": (2000, 50, 300, 872, 2, "confident", None),
 }
 
 
 def settings(size: str) -> dict:
     """Quick: 64 poisons among 1,024 sentences (5.9 %), 2 epochs under bf16 autocast. Tiny is a mechanics
-    check: 2 poisons on randomly drawn templates, one epoch on 32 sentences."""
-    subset, poisons, eval_limit, test_limit, epochs, templates = SIZES[size]
+    check: 2 poisons on randomly drawn templates and one pass of the proxy search, one epoch on 32 sentences."""
+    subset, poisons, eval_limit, test_limit, epochs, templates, proxy = SIZES[size]
     return {
         "train_subset": subset, "num_poisons": poisons, "eval_limit": eval_limit, "test_limit": test_limit, "max_length": 40,
-        "epochs": epochs, "lr": 1e-4, "batch_size": 32, "templates": templates, "exclude_neighbours": 50, "max_fuzzy": 60,
+        "epochs": epochs, "lr": 1e-4, "batch_size": 32, "templates": templates, "exclude_neighbours": 50, "max_fuzzy": 60, "proxy": proxy,
     }
 
 
@@ -60,7 +61,8 @@ def configs(s: dict, seed: int) -> tuple[TrainConfig, GenerateConfig]:
     train = TrainConfig(epochs=s["epochs"], lr=s["lr"], batch_size=s["batch_size"], max_length=s["max_length"], bf16=True, seed=seed)
     gen = GenerateConfig(models=["demo MiniLM surrogate"], num_poisons=s["num_poisons"], max_length=s["max_length"],
                          exclude_neighbours=s["exclude_neighbours"], max_fuzzy=s["max_fuzzy"], curator_pool=s["train_subset"],
-                         templates=s["templates"], seed=seed)
+                         templates=s["templates"], seed=seed,
+                         **(dict(zip(("proxy_restarts", "proxy_passes"), s["proxy"])) if s["proxy"] else {}))
     return train, gen
 
 

@@ -40,10 +40,11 @@ SETS = {
 """Set name → change of the demo's generator config (near-spelling also drops the constraints)."""
 
 
-def run_seed(seed: int, names: list[str], work: Path, done: set[str]) -> None:
-    """The clean floor and every set of ``names`` not in ``done`` for victim seed ``seed``."""
+def run_seed(seed: int, names: list[str], work: Path, done: set[str], max_fuzzy: float | None) -> None:
+    """The clean floor and every set of ``names`` not in ``done`` for victim seed ``seed`` (``max_fuzzy``: the demo's bound if None)."""
     torch.manual_seed(seed)
     s = settings("quick")
+    s["max_fuzzy"] = s["max_fuzzy"] if max_fuzzy is None else max_fuzzy
     full = data.load("sst2")
     train = subsample(full["train"], s["train_subset"], seed)
     test = full["test"].select(range(s["test_limit"]))
@@ -65,7 +66,9 @@ def run_seed(seed: int, names: list[str], work: Path, done: set[str]) -> None:
         start = time.process_time()
         poisons, _, _ = write_poisons(surrogates, set_inputs, set_cfg, progress=False)
         generation = time.process_time() - start
-        figures = headline(concealment(surrogates, set_inputs, poisons, set_cfg))
+        full_figures = concealment(surrogates, set_inputs, poisons, set_cfg)
+        figures = {**headline(full_figures), "neighbour_ranked_found": full_figures["detection"]["filters"]["neighbours"]["found_in_first_500"],
+                   "edited_ranks": {k: v["edited"] for k, v in full_figures["embedding_rank"].items()}}
         start = time.process_time()
         eff, cacc = measure(_victim(poisons, train, cfg))
         append_jsonl(work / "cells.jsonl", {"key": f"{name}/{seed}", "set": name, "seed": seed, "effectiveness": eff, "cacc": cacc,
@@ -74,19 +77,21 @@ def run_seed(seed: int, names: list[str], work: Path, done: set[str]) -> None:
 
 
 def table(rows: list[dict], seeds: list[int]) -> str:
-    """Effectiveness and clean accuracy per seed and set, with the mean, and the concealment headline."""
+    """Per set: effectiveness and clean accuracy per seed (mean), the concealment figures per seed, one example."""
     cell = {(r["set"], r["seed"]): r for r in rows}
-    lines = ["| set | effectiveness per seed " + " / ".join(map(str, seeds)) + " (mean) | clean accuracy (mean) | max fuzzy | "
-             "fuzzy: found in first 500 | flagged by the 50-neighbour filter | example |", "|---|---|---|---|---|---|---|"]
+    per_seed = lambda got, key, fmt: " / ".join(fmt(r[key]) if key in r else "–" for r in got)
+    lines = ["| set | effectiveness % per seed " + " / ".join(map(str, seeds)) + " (mean) | clean accuracy % (mean) | max fuzzy | "
+             "fuzzy: found in first 500 | neighbour ranking: found in first 500 | flagged by the 50-neighbour filter | example (first seed) |",
+             "|---|---|---|---|---|---|---|---|"]
     for name in ["clean", *SETS]:
         got = [cell[(name, s)] for s in seeds if (name, s) in cell]
         if not got:
             continue
-        eff = " / ".join(f"{100 * r['effectiveness']:.0f}" for r in got)
-        first = got[0]
-        lines.append(f"| {name} | {eff} ({100 * statistics.mean(r['effectiveness'] for r in got):.1f}) | "
-                     f"{100 * statistics.mean(r['cacc'] for r in got):.1f} | {first.get('max_fuzzy', '')} | {first.get('fuzzy_found', '')} | "
-                     f"{first.get('neighbour_flagged', '')} | {first.get('example', '')} |")
+        pct = lambda v: f"{100 * v:.0f}"
+        lines.append(f"| {name} | {per_seed(got, 'effectiveness', pct)} ({100 * statistics.mean(r['effectiveness'] for r in got):.1f}) | "
+                     f"{per_seed(got, 'cacc', lambda v: f'{100 * v:.1f}')} ({100 * statistics.mean(r['cacc'] for r in got):.1f}) | "
+                     f"{per_seed(got, 'max_fuzzy', str)} | {per_seed(got, 'fuzzy_found', str)} | {per_seed(got, 'neighbour_ranked_found', str)} | "
+                     f"{per_seed(got, 'neighbour_flagged', str)} | {got[0].get('example', '')} |")
     return "\n".join(lines)
 
 
@@ -95,6 +100,7 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path("runs/bench_nlp_demo"))
     p.add_argument("--seeds", default="0,1,2", help="Comma-separated victim seeds.")
     p.add_argument("--sets", default=",".join(SETS), help=f"Comma-separated sets of {', '.join(SETS)}.")
+    p.add_argument("--max-fuzzy", type=float, default=None, help="Fuzzy bound of the constrained sets (default: the demo's).")
     a = p.parse_args()
     torch.set_num_threads(1)
     seeds, names = [int(x) for x in a.seeds.split(",")], [n for n in a.sets.split(",") if n]
@@ -102,7 +108,7 @@ def main() -> None:
         p.error(f"--sets: choose from {', '.join(SETS)}")
     a.work.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
-        run_seed(seed, names, a.work, {r["key"] for r in read_jsonl(a.work / "cells.jsonl")})
+        run_seed(seed, names, a.work, {r["key"] for r in read_jsonl(a.work / "cells.jsonl")}, a.max_fuzzy)
     text = table(read_jsonl(a.work / "cells.jsonl"), seeds) + f"\n\n1 torch thread; load average at the end {os.getloadavg()[0]:.2f}\n"
     (a.work / "bench.md").write_text(text)
     print(text)

@@ -92,11 +92,11 @@ def train_cmd(cfg: CleanConfig, out: Path) -> None:
 @click.option("--num-poisons", type=int, default=None)
 @click.option("--overlap", type=click.Choice(["none", "with"]), default=None)
 @click.option("--method", type=click.Choice(["gradient", "contextual", "random", "near-spelling"]), default=None,
-              help="For --overlap none: the bilevel HotFlip search, the contextual proxy (allowed tokens whose hidden states on "
-                   "--victim collide with the phrase's), the random-token control, or the phrase projected onto its "
-                   "nearest placeable tokens (the search's start; unconstrained, the near-spelling baseline).")
+              help="For --overlap none: the bilevel HotFlip search, the contextual proxy (allowed tokens whose hidden states on --victim "
+                   "collide with the phrase's), the random control, or the nearest placeable tokens (unconstrained: near-spelling).")
 @click.option("--proxy-candidates", type=int, default=None, help="Contextual proxy: HotFlip candidates re-scored per slot.")
 @click.option("--proxy-passes", type=int, default=None, help="Contextual proxy: most passes over the span's slots.")
+@click.option("--proxy-restarts", type=int, default=None, help="Contextual proxy: random starts, the lowest distance kept.")
 @click.option("--exclude-neighbours", type=int, default=None,
               help="Constraint: no edited token within the k nearest embedding neighbours of the phrase's sub-tokens (0: none).")
 @click.option("--max-fuzzy", type=float, default=None, help="Constraint: best fuzzy-match ratio of any span to the phrase ≤ this (100: none).")

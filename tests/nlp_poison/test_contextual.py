@@ -48,3 +48,9 @@ def test_a_candidate_that_does_not_fit_is_never_taken(surrogate, tiny_tokenizer,
     assert not forbidden.intersection(kept.ids)
     with pytest.raises(InputError, match="no random span of allowed tokens fits"):
         search_proxy(surrogate, tiny_tokenizer, phrase, allowed, lambda span: False, top_k=4, passes=1, seed=0)
+
+
+def test_restarts_keep_the_lowest_distance(surrogate, tiny_tokenizer, phrase, allowed):
+    one = search_proxy(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=8, passes=2, seed=0)
+    three = search_proxy(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=8, passes=2, seed=0, restarts=3)
+    assert three.trace[-1] <= one.trace[-1]

@@ -148,7 +148,7 @@ def test_constrained_generate_declares_its_constraints_and_measures_concealment(
 
 
 def test_bad_constraints_are_refused_before_any_work(monkeypatch, tmp_path, capsys):
-    for flags in (["--exclude-neighbours", -1], ["--max-fuzzy", 120], ["--curator-pool", 0]):
+    for flags in (["--exclude-neighbours", -1], ["--max-fuzzy", 120], ["--curator-pool", 0], ["--proxy-restarts", 0]):
         assert run_cli(monkeypatch, "generate", "--model", "missing-model", *flags, "--out", tmp_path / "x") == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and "\n" not in err and flags[0].lstrip("-").replace("-", "_") in err
