@@ -4,7 +4,8 @@ Columns (the schema every loader checks): ``sentence`` (str), ``label`` (int, th
 ``poison_type`` (``no-overlap``, ``with-overlap``, ``contextual``, ``random``, ``near-spelling``), ``source_idx`` (index of the clean
 training sentence the poison was built from), ``edited_positions`` (token positions, counting the
 leading special token, that the method could change), ``objective_trace`` (the unrolled adversarial
-loss after each search iteration; empty for the baselines).
+loss after each search iteration; for ``contextual`` the collision distance after each pass; empty for
+the baselines).
 """
 
 from __future__ import annotations
