@@ -148,7 +148,7 @@ class GenerateConfig(ConcealedConfig):
     curator_pool: int | None = 5000
     proxy_candidates: int = 64
     proxy_passes: int = 4
-    proxy_restarts: int = 4
+    proxy_restarts: int = 1
     data_path: str | None = None
 
     def validate(self) -> None:
