@@ -26,6 +26,7 @@ The poisons are the templates with the phrase replaced by the span, labelled wit
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -37,6 +38,9 @@ from labcore.errors import InputError
 from nlp_poison.baselines import Template, place
 from nlp_poison.constraints import Rule
 from nlp_poison.poison_set import Poison
+
+Fits = Callable[[list[int]], bool]
+"""Whether a span may be written: every template takes it within the constraints."""
 
 
 @dataclass
@@ -85,7 +89,7 @@ class ContextCollision:
 
 
 def search_proxy(
-    model: nn.Module, tokenizer: PreTrainedTokenizerBase, phrase: str, placeable: list[int], fits, top_k: int, passes: int, seed: int,
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, phrase: str, placeable: list[int], fits: Fits, top_k: int, passes: int, seed: int,
     restarts: int = 1,
 ) -> ProxyResult:
     """The shared span minimising D over ``placeable`` tokens; ``fits(span)`` says whether a span may be
@@ -97,7 +101,7 @@ def search_proxy(
     return min(runs, key=lambda r: r.trace[-1])
 
 
-def _descend(collision: ContextCollision, placeable: list[int], fits, top_k: int, passes: int, rng: np.random.Generator) -> ProxyResult:
+def _descend(collision: ContextCollision, placeable: list[int], fits: Fits, top_k: int, passes: int, rng: np.random.Generator) -> ProxyResult:
     """One greedy coordinate descent from random allowed tokens."""
     weights = collision.embed.weight.detach()
     allowed = torch.zeros(weights.shape[0], dtype=torch.bool)
@@ -125,7 +129,8 @@ def _descend(collision: ContextCollision, placeable: list[int], fits, top_k: int
     return ProxyResult(span, trace)
 
 
-def _random_start(rng: np.random.Generator, placeable: list[int], length: int, fits, tries: int = 100) -> list[int]:
+def _random_start(rng: np.random.Generator, placeable: list[int], length: int, fits: Fits, tries: int = 100) -> list[int]:
+    """The first of ``tries`` seeded draws of ``length`` allowed tokens that fits."""
     for _ in range(tries):
         span = [int(i) for i in rng.choice(placeable, size=length)]
         if fits(span):

@@ -40,8 +40,9 @@ SETS = {
 """Set name → change of the demo's generator config (near-spelling also drops the constraints)."""
 
 
-def run_seed(seed: int, names: list[str], work: Path, done: set[str], max_fuzzy: float | None) -> None:
-    """The clean floor and every set of ``names`` not in ``done`` for victim seed ``seed`` (``max_fuzzy``: the demo's bound if None)."""
+def run_seed(seed: int, names: list[str], work: Path, done: set[str], max_fuzzy: float | None, proxy: dict) -> None:
+    """The clean floor and every set of ``names`` not in ``done`` for victim seed ``seed`` (``max_fuzzy``: the demo's bound if None;
+    ``proxy``: changes of the contextual proxy's settings)."""
     torch.manual_seed(seed)
     s = settings("quick")
     s["max_fuzzy"] = s["max_fuzzy"] if max_fuzzy is None else max_fuzzy
@@ -61,7 +62,7 @@ def run_seed(seed: int, names: list[str], work: Path, done: set[str], max_fuzzy:
     for name in names:
         if f"{name}/{seed}" in done:
             continue
-        set_cfg = dataclasses.replace(gen, **SETS[name])
+        set_cfg = dataclasses.replace(gen, **SETS[name], **(proxy if name == "contextual" else {}))
         set_inputs = unconstrained(surrogates, inputs) if not set_cfg.constrained else inputs
         start = time.process_time()
         poisons, _, _ = write_poisons(surrogates, set_inputs, set_cfg, progress=False)
@@ -101,6 +102,8 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2", help="Comma-separated victim seeds.")
     p.add_argument("--sets", default=",".join(SETS), help=f"Comma-separated sets of {', '.join(SETS)}.")
     p.add_argument("--max-fuzzy", type=float, default=None, help="Fuzzy bound of the constrained sets (default: the demo's).")
+    p.add_argument("--proxy-candidates", type=int, default=None, help="Contextual proxy's candidates per slot (default: GenerateConfig's).")
+    p.add_argument("--proxy-restarts", type=int, default=None, help="Contextual proxy's random starts (default: GenerateConfig's).")
     a = p.parse_args()
     torch.set_num_threads(1)
     seeds, names = [int(x) for x in a.seeds.split(",")], [n for n in a.sets.split(",") if n]
@@ -108,7 +111,8 @@ def main() -> None:
         p.error(f"--sets: choose from {', '.join(SETS)}")
     a.work.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
-        run_seed(seed, names, a.work, {r["key"] for r in read_jsonl(a.work / "cells.jsonl")}, a.max_fuzzy)
+        proxy = {k: v for k, v in (("proxy_candidates", a.proxy_candidates), ("proxy_restarts", a.proxy_restarts)) if v is not None}
+        run_seed(seed, names, a.work, {r["key"] for r in read_jsonl(a.work / "cells.jsonl")}, a.max_fuzzy, proxy)
     text = table(read_jsonl(a.work / "cells.jsonl"), seeds) + f"\n\n1 torch thread; load average at the end {os.getloadavg()[0]:.2f}\n"
     (a.work / "bench.md").write_text(text)
     print(text)
