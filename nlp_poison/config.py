@@ -146,7 +146,7 @@ class GenerateConfig(ConcealedConfig):
     max_length: int = MAX_LENGTH
     victim: str | None = None
     curator_pool: int | None = 5000
-    proxy_candidates: int = 64
+    proxy_candidates: int = 256
     proxy_passes: int = 4
     proxy_restarts: int = 1
     data_path: str | None = None
