@@ -8,6 +8,7 @@ and ``evaluate.train_clean`` (surrogate / clean floor), ``defenses.defend`` (the
 (banned sub-tokens, word-level check), ``constraints`` (fuzzy ratio, embedding-neighbour ranks, the
 concealment constraints a set declares), ``concealment`` (a set's concealment figures and the
 curator's filters), ``baselines`` (templates, with-overlap, random and near-spelling controls),
-``concealed`` (the bilevel HotFlip search), ``collision`` (feature collision),
+``concealed`` (the bilevel HotFlip search), ``collision`` (feature collision), ``contextual`` (the
+contextual proxy: allowed tokens colliding with the phrase's hidden states on the pretrained encoder),
 ``poison_set`` and ``dataset_card`` (shareable dataset + card).
 """

@@ -123,12 +123,16 @@ class GenerateConfig(ConcealedConfig):
     """``generate.generate``: ``num_poisons`` poisons for ``trigger`` from the ``models`` surrogates.
 
     ``overlap: with`` writes the with-overlap upper bound; otherwise ``method`` is the bilevel search
-    (``gradient``), the random-token control or ``near-spelling``, the nearest-token projection (the
-    search's start; unconstrained, the phrase's near-spelling baseline). ``templates: confident`` takes
+    (``gradient``), the ``contextual`` proxy (one shared span of allowed tokens whose hidden states on
+    ``victim`` collide with the phrase's, ``contextual``: ``proxy_candidates`` HotFlip candidates per
+    slot re-scored exactly, at most ``proxy_passes`` passes over the slots, the best of ``proxy_restarts``
+    random starts), the random-token control or
+    ``near-spelling``, the nearest-token projection (the search's start; unconstrained, the phrase's
+    near-spelling baseline). ``templates: confident`` takes
     the source-label training sentences the surrogates are surest about (under the constraints, the
     start that already pushes towards the target). The concealment figures rank ``curator_pool`` clean
     training sentences (seeded; None: all) with the poisons, as a curator's filters would.
-    ``victim`` (default: packaged MiniLM-L6) is the pretrained model of the collision term;
+    ``victim`` (default: packaged MiniLM-L6) is the pretrained model of the collision terms;
     ``adv_size`` trigger-bearing validation negatives make up L_adv.
     """
 
@@ -142,10 +146,15 @@ class GenerateConfig(ConcealedConfig):
     max_length: int = MAX_LENGTH
     victim: str | None = None
     curator_pool: int | None = 5000
+    proxy_candidates: int = 256
+    proxy_passes: int = 4
+    proxy_restarts: int = 1
     data_path: str | None = None
 
     def validate(self) -> None:
         super().validate()
+        if min(self.proxy_candidates, self.proxy_passes, self.proxy_restarts) < 1:
+            raise InputError("proxy_candidates, proxy_passes and proxy_restarts must be >= 1")
         if self.overlap == "with" and self.constrained:
             raise InputError("with-overlap poisons contain the phrase; drop exclude_neighbours/max_fuzzy or use --overlap none")
         if self.curator_pool is not None and self.curator_pool < 1:
@@ -154,7 +163,7 @@ class GenerateConfig(ConcealedConfig):
             raise InputError("no surrogate: pass --model (repeat it for an ensemble) or set 'models:' in the --config file")
         if self.num_poisons < 1 or self.adv_size < 1 or self.clean_batch < 1:
             raise InputError("num_poisons, adv_size and clean_batch must be >= 1")
-        choices = {"overlap": ("none", "with"), "method": ("gradient", "random", "near-spelling"), "templates": ("confident", "random")}
+        choices = {"overlap": ("none", "with"), "method": ("gradient", "contextual", "random", "near-spelling"), "templates": ("confident", "random")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise InputError(f"{key} {getattr(self, key)!r} is unknown; use one of {', '.join(allowed)}")
@@ -163,6 +172,11 @@ class GenerateConfig(ConcealedConfig):
     def searches(self) -> bool:
         """Whether the bilevel search runs (and with it the collision term's pretrained model)."""
         return self.overlap == "none" and self.method == "gradient"
+
+    @property
+    def needs_pretrained(self) -> bool:
+        """Whether the method reads the victims' pretrained model (the search's collision term, the contextual proxy)."""
+        return (self.searches and self.collision > 0) or (self.overlap == "none" and self.method == "contextual")
 
 
 @dataclass(kw_only=True)

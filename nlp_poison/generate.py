@@ -26,6 +26,7 @@ from labcore.errors import InputError
 from nlp_poison.baselines import Template, make_templates, nearest_control, random_control, source_confidence, with_overlap
 from nlp_poison.concealed import craft
 from nlp_poison.concealment import CachedEmbedder, measure
+from nlp_poison.contextual import contextual_control
 from nlp_poison.config import GenerateConfig
 from nlp_poison.constraints import NeighbourIndex, Rule, constrain
 from nlp_poison.overlap import banned_token_ids, check_no_overlap, content_words, placeable_ids
@@ -33,7 +34,7 @@ from nlp_poison.poison_set import Poison, PoisonSet
 from nlp_poison.triggers import trigger_bearing
 from nlp_poison.victims import default_model, load_classifier, subsample
 
-METHOD_NAMES = {"gradient": "concealed", "random": "random", "near-spelling": "near-spelling"}
+METHOD_NAMES = {"gradient": "concealed", "contextual": "contextual", "random": "random", "near-spelling": "near-spelling"}
 
 
 @dataclass
@@ -91,11 +92,11 @@ def load_surrogates(cfg: GenerateConfig) -> Surrogates:
         if other.get_vocab() != tok.get_vocab():
             raise InputError(f"surrogate {m} has another vocabulary than {cfg.models[0]}; an ensemble needs one tokenizer")
     pretrained = None
-    if cfg.searches and cfg.collision > 0:
+    if cfg.needs_pretrained:
         victim = cfg.victim or default_model()
         pretrained, victim_tok = load_classifier(victim)
         if victim_tok.get_vocab() != tok.get_vocab():
-            raise InputError(f"victim {victim} has another vocabulary than {cfg.models[0]}; pass --victim with the surrogates' tokenizer or --collision 0")
+            raise InputError(f"victim {victim} has another vocabulary than {cfg.models[0]}; pass --victim with the surrogates' tokenizer")
     return Surrogates([m for m, _ in loaded], tok, pretrained)
 
 
@@ -138,6 +139,10 @@ def write_poisons(surrogates: Surrogates, inputs: Inputs, cfg: GenerateConfig, p
     elif cfg.method == "near-spelling":
         emb = surrogates.models[0].get_input_embeddings().weight
         poisons, trace, distances = nearest_control(t, tok, inputs.placeable, cfg.trigger, cfg.target, emb, inputs.rule), [], []
+    elif cfg.method == "contextual":
+        poisons, distances = contextual_control(t, tok, inputs.placeable, cfg.trigger, cfg.target, surrogates.pretrained, inputs.rule,
+                                                cfg.proxy_candidates, cfg.proxy_passes, cfg.seed, cfg.proxy_restarts)
+        trace = []
     else:
         result = craft(surrogates.models, tok, t, cfg.trigger, inputs.placeable, list(inputs.adv["sentence"]), list(inputs.adv["original"]),
                        list(inputs.clean["sentence"]), list(inputs.clean["label"]), cfg, surrogates.pretrained, progress)

@@ -1,10 +1,11 @@
 """A poison set: rows of the shareable poison dataset plus what produced them.
 
 Columns (the schema every loader checks): ``sentence`` (str), ``label`` (int, the target label),
-``poison_type`` (``no-overlap``, ``with-overlap``, ``random``, ``near-spelling``), ``source_idx`` (index of the clean
+``poison_type`` (``no-overlap``, ``with-overlap``, ``contextual``, ``random``, ``near-spelling``), ``source_idx`` (index of the clean
 training sentence the poison was built from), ``edited_positions`` (token positions, counting the
 leading special token, that the method could change), ``objective_trace`` (the unrolled adversarial
-loss after each search iteration; empty for the baselines).
+loss after each search iteration; for ``contextual`` the collision distance after each pass; empty for
+the baselines).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ FEATURES = Features(
         "objective_trace": Sequence(Value("float64")),
     }
 )
-POISON_TYPES = ("no-overlap", "with-overlap", "random", "near-spelling", "nearest")
+POISON_TYPES = ("no-overlap", "with-overlap", "contextual", "random", "near-spelling", "nearest")
 """``nearest``: the near-spelling baseline's type in sets written before it was named so."""
 
 

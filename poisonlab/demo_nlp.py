@@ -5,12 +5,12 @@ A clean MiniLM fine-tuned on a training subset is both the attacker's surrogate 
 run directory). Poisons are written from the negative training sentences it is surest about, under
 the concealment constraints of issue #20: no edited token among the phrase's ``K`` nearest
 input-embedding neighbours and no sentence with a fuzzy-match ratio to the phrase above ``B``. The
-concealed set is the gradient search from the nearest allowed projection (unrolled loss on the
-surrogate plus feature collision on the pretrained MiniLM); the random control writes random allowed
-tokens into the same templates; the near-spelling baseline (the phrase's nearest tokens, unconstrained)
-is written from the same templates. A fresh victim (same seed, so the same new head and only the
-poisons differ from the clean model) is fine-tuned on the subset plus each set, and every set's
-concealment figures are measured: what a curator who searches for the phrase finds.
+concealed set is the contextual proxy (``nlp_poison.contextual``: one span of allowed tokens whose
+hidden states on the pretrained MiniLM collide with the phrase's); the random control writes random
+allowed tokens into the same templates; the near-spelling baseline (the phrase's nearest tokens,
+unconstrained) is written from the same templates. A fresh victim (same seed, so the same new head and
+only the poisons differ from the clean model) is fine-tuned on the subset plus each set, and every
+set's concealment figures are measured: what a curator who searches for the phrase finds.
 """
 
 from __future__ import annotations
@@ -34,43 +34,41 @@ from poisonlab.report import Report
 from poisonlab.runs import write_json, write_yaml
 
 # set → change of the generator's config (near-spelling also drops the constraints)
-SETS = {"concealed": {}, "random": {"method": "random"}, "near-spelling": {"method": "near-spelling"}}
+SETS = {"concealed": {"method": "contextual"}, "random": {"method": "random"}, "near-spelling": {"method": "near-spelling"}}
 SURROGATE_VERSION = 1
 
-# size → (training sentences, poisons, search iterations (None: the search's start alone), trigger inputs, test sentences,
-#         epochs, search batch, templates)
+# size → (training sentences, poisons, trigger inputs, test sentences, epochs, templates, proxy search's restarts and passes
+#         (None: GenerateConfig's defaults))
 SIZES = {
-    "tiny": (32, 2, 1, 8, 16, 1, 8, "random"),
-    "quick": (1024, 64, None, 100, 200, 2, 32, "confident"),
-    "full": (2000, 50, 8, 300, 872, 2, 64, "confident"),
+    "tiny": (32, 2, 8, 16, 1, "random", [1, 1]),
+    "quick": (1024, 64, 100, 200, 2, "confident", None),
+    "full": (2000, 50, 300, 872, 2, "confident", None),
 }
 
 
 def settings(size: str) -> dict:
-    """Quick: 48 poisons among 1,024 sentences (4.5 %), 2 epochs under bf16 autocast. Tiny is a mechanics
-    check: 2 poisons on randomly drawn templates searched against 8 trigger-bearing and 8 clean sentences,
-    one epoch on 32 sentences."""
-    subset, poisons, iterations, eval_limit, test_limit, epochs, batch, templates = SIZES[size]
+    """Quick: 64 poisons among 1,024 sentences (5.9 %), 2 epochs under bf16 autocast. Tiny is a mechanics
+    check: 2 poisons on randomly drawn templates and one pass of the proxy search, one epoch on 32 sentences."""
+    subset, poisons, eval_limit, test_limit, epochs, templates, proxy = SIZES[size]
     return {
-        "train_subset": subset, "num_poisons": poisons, "search": iterations is not None, "iterations": iterations or 1, "top_k": 4, "eval_limit": eval_limit,
-        "test_limit": test_limit, "max_length": 40, "epochs": epochs, "lr": 1e-4, "batch_size": 32, "search_batch": batch,
-        "templates": templates, "exclude_neighbours": 50, "max_fuzzy": 60,
+        "train_subset": subset, "num_poisons": poisons, "eval_limit": eval_limit, "test_limit": test_limit, "max_length": 40,
+        "epochs": epochs, "lr": 1e-4, "batch_size": 32, "templates": templates, "exclude_neighbours": 50, "max_fuzzy": 60, "proxy": proxy,
     }
 
 
 def configs(s: dict, seed: int) -> tuple[TrainConfig, GenerateConfig]:
     """The demo's settings mapped onto the victims' and the generator's dataclasses."""
     train = TrainConfig(epochs=s["epochs"], lr=s["lr"], batch_size=s["batch_size"], max_length=s["max_length"], bf16=True, seed=seed)
-    gen = GenerateConfig(models=["demo MiniLM surrogate"], num_poisons=s["num_poisons"], iterations=s["iterations"], top_k=s["top_k"],
-                         clean_batch=s["search_batch"], adv_size=s["search_batch"], max_length=s["max_length"],
+    gen = GenerateConfig(models=["demo MiniLM surrogate"], num_poisons=s["num_poisons"], max_length=s["max_length"],
                          exclude_neighbours=s["exclude_neighbours"], max_fuzzy=s["max_fuzzy"], curator_pool=s["train_subset"],
-                         templates=s["templates"], seed=seed)
+                         templates=s["templates"], seed=seed,
+                         **(dict(zip(("proxy_restarts", "proxy_passes"), s["proxy"])) if s["proxy"] else {}))
     return train, gen
 
 
 def surrogate(out: Path, size: str, train, cfg: TrainConfig):
     """The clean MiniLM on ``train``: from the user's cache when trained before (keyed by recipe and seed),
-    else fine-tuned and saved there (``tiny``: into ``out``); eager attention for the search."""
+    else fine-tuned and saved there (``tiny``: into ``out``)."""
     recipe = {"v": SURROGATE_VERSION, "train": dataclasses.asdict(cfg), "n": len(train)}
     where = out / "nlp-surrogate-tiny" if size == "tiny" else user_cache("nlp-surrogate") / cache_key(recipe)
     if not (where / "config.json").is_file():
@@ -80,7 +78,7 @@ def surrogate(out: Path, size: str, train, cfg: TrainConfig):
         partial = where.with_name(where.name + ".partial")
         save_classifier(fine_tune(model, tok, train, cfg, progress=False), tok, partial)
         partial.replace(where)
-    return load_classifier(str(where), eager=True)
+    return load_classifier(str(where))
 
 
 def run(out: Path, size: str, seed: int, report: Report, cores: int | None = None) -> dict:
@@ -97,15 +95,14 @@ def run(out: Path, size: str, seed: int, report: Report, cores: int | None = Non
     cfg, gen = configs(s, seed)
     write_yaml(run_dir / "config.yaml", {"step": "demo nlp", "train": cfg, "generate": gen, **s})
     clean, tok = surrogate(out, size, train, cfg)
-    surrogates = Surrogates([clean], tok, load_classifier(default_model())[0] if s["search"] else None)
+    surrogates = Surrogates([clean], tok, load_classifier(default_model())[0])
     inputs = prepare(surrogates, full, gen)
     sets, figures, trace = {}, {}, []
     for name, change in SETS.items():
-        change = change if name != "concealed" or s["search"] else {"method": "near-spelling"}
         set_cfg = dataclasses.replace(gen, **change, **({"exclude_neighbours": 0, "max_fuzzy": 100} if name == "near-spelling" else {}))
         set_inputs = unconstrained(surrogates, inputs) if name == "near-spelling" else inputs
-        sets[name], t, _ = write_poisons(surrogates, set_inputs, set_cfg, progress=False)
-        trace = trace or t
+        sets[name], _, distances = write_poisons(surrogates, set_inputs, set_cfg, progress=False)
+        trace = trace or distances
         figures[name] = concealment(surrogates, set_inputs, sets[name], set_cfg)
         dataset_card.save(poison_set(sets[name], set_inputs, set_cfg, figures[name]), run_dir / "poisons" / name)
     victims = {"clean": clean} | {name: _victim(sets[name], train, cfg) for name in SETS}
@@ -158,16 +155,15 @@ def _section(report: Report, s: dict, sets: dict, results: dict, figures: dict, 
         f"MiniLM-L6 fine-tuned on {s['train_subset']} SST-2 sentences (the clean floor and the attacker's surrogate); "
         f"{s['num_poisons']} poisons under the concealment constraints (no edited token among the phrase's "
         f"{s['exclude_neighbours']} nearest embedding neighbours, fuzzy ratio ≤ {s['max_fuzzy']}), "
-        + (f"crafted with {s['iterations']} HotFlip iterations from the nearest allowed tokens (top-{s['top_k']} re-scored by "
-           "the one-step unrolled loss plus feature collision on the pretrained model); " if s["search"] else
-           "written as the phrase's nearest allowed tokens, the gradient search's start (over 8 victim seeds the search added "
-           "nothing measurable to its start, README; --full runs it); ")
+        + "written as one shared span of allowed tokens whose hidden states on the pretrained MiniLM (the checkpoint every "
+        "victim fine-tunes from) collide with the phrase's: a greedy search over the allowed vocabulary (HotFlip candidates "
+        "re-scored by the exact distance, from random allowed tokens; nlp_poison/contextual.py); "
         + "the random control writes random allowed tokens into "
         "the same templates; the near-spelling baseline writes the phrase's nearest tokens, unconstrained. "
         f"Effectiveness = share of {s['eval_limit']} trigger-bearing negative test sentences a victim "
         f"fine-tuned on the subset plus the set predicts positive. Concealment: a curator ranks {pool} sentences (the "
         "subset plus the poisons) by each filter and inspects the first 500. Demo-sized settings: see "
-        "scripts/bench_nlp.py and the README for the study over seeds."
+        "scripts/bench_nlp_demo.py and the README for the sweep over victim seeds."
     )
     report.table(_concealment_rows(figures, results) + [{"poisons": "clean", **{"effectiveness": results["clean"]["effectiveness"],
                                                                                  "clean accuracy": results["clean"]["cacc"]}}])
@@ -188,6 +184,6 @@ def _section(report: Report, s: dict, sets: dict, results: dict, figures: dict, 
 
     fig, ax = plt.subplots(figsize=(4.5, 2.8))
     ax.plot(range(len(trace)), trace, marker="o")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("search objective")
-    report.figure(fig, "search objective (iteration 0 = the nearest allowed tokens)")
+    ax.set_xlabel("pass over the span's slots")
+    ax.set_ylabel("collision distance D")
+    report.figure(fig, "contextual proxy search: distance to the phrase's hidden states on the pretrained MiniLM (pass 0 = random allowed tokens)")

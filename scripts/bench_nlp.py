@@ -1,7 +1,8 @@
 """Benchmark: concealed poisons on SST-2 + MiniLM-L6 (Wallace et al. 2021) in one table.
 
 Cells: the clean floor, with-overlap (ceiling), no-overlap (concealed HotFlip search: unrolled loss
-plus ``--collision`` × feature collision on the pretrained MiniLM), the search's start without the
+plus ``--collision`` × feature collision on the pretrained MiniLM), the contextual proxy
+(``generate --method contextual``), the search's start without the
 search (the phrase projected onto its nearest tokens allowed by the constraints), the unconstrained
 near-spelling baseline and the random-token control, each with ``--num-poisons`` poisons, over
 ``--seeds`` victim seeds. ``--exclude-neighbours``/``--max-fuzzy`` constrain the search, its start and
@@ -50,16 +51,17 @@ GEN, EVAL = GenerateConfig(models=["surrogate"]), EvaluateConfig(poisons=["set"]
 SETS = {
     "with-overlap": ["--overlap", "with"],
     "concealed": ["--overlap", "none"],
+    "contextual": ["--overlap", "none", "--method", "contextual"],
     "near-spelling": ["--overlap", "none", "--method", "near-spelling"],
     "start": ["--overlap", "none", "--method", "near-spelling"],
     "random": ["--overlap", "none", "--method", "random"],
 }
 FILTERS = ("fuzzy", "neighbours", "perplexity", "embedding distance")
 """The curator filters of ``nlp_poison.concealment``, in the table's column order."""
-CONSTRAINED = ("concealed", "start", "random")
+CONSTRAINED = ("concealed", "contextual", "start", "random")
 """Sets written under --exclude-neighbours/--max-fuzzy: the search, its start without the search (the nearest
-allowed tokens; evaluated as ``near-spelling:start``) and the random control; near-spelling is the
-unconstrained baseline."""
+allowed tokens; evaluated as ``near-spelling:start``), the contextual proxy and the random control;
+near-spelling is the unconstrained baseline."""
 
 
 def poisonlab(threads: int, *args: object) -> float:

@@ -91,9 +91,12 @@ def train_cmd(cfg: CleanConfig, out: Path) -> None:
 @click.option("--target", type=click.Choice(LABELS), default=None, callback=_label, help="Target label (1: positive).")
 @click.option("--num-poisons", type=int, default=None)
 @click.option("--overlap", type=click.Choice(["none", "with"]), default=None)
-@click.option("--method", type=click.Choice(["gradient", "random", "near-spelling"]), default=None,
-              help="For --overlap none: the bilevel HotFlip search, the random-token control, or the phrase projected onto its "
-                   "nearest placeable tokens (the search's start; unconstrained, the near-spelling baseline).")
+@click.option("--method", type=click.Choice(["gradient", "contextual", "random", "near-spelling"]), default=None,
+              help="For --overlap none: the bilevel HotFlip search, the contextual proxy (allowed tokens whose hidden states on --victim "
+                   "collide with the phrase's), the random control, or the nearest placeable tokens (unconstrained: near-spelling).")
+@click.option("--proxy-candidates", type=int, default=None, help="Contextual proxy: HotFlip candidates re-scored per slot.")
+@click.option("--proxy-passes", type=int, default=None, help="Contextual proxy: most passes over the span's slots.")
+@click.option("--proxy-restarts", type=int, default=None, help="Contextual proxy: random starts, the lowest distance kept.")
 @click.option("--exclude-neighbours", type=int, default=None,
               help="Constraint: no edited token within the k nearest embedding neighbours of the phrase's sub-tokens (0: none).")
 @click.option("--max-fuzzy", type=float, default=None, help="Constraint: best fuzzy-match ratio of any span to the phrase ≤ this (100: none).")
@@ -112,7 +115,7 @@ def train_cmd(cfg: CleanConfig, out: Path) -> None:
               help="Nearest placeable tokens of the replaced phrase sub-token an edit may choose (0: all placeable tokens).")
 @click.option("--collision", type=float, default=None,
               help="Weight of the feature-collision distance to the with-overlap twins on --victim (0: the unrolled loss alone).")
-@click.option("--victim", default=None, help="Pretrained model victims fine-tune from, for the collision term (default: packaged MiniLM-L6).")
+@click.option("--victim", default=None, help="Pretrained model victims fine-tune from, for collision and proxy (default: packaged MiniLM-L6).")
 @click.option("--templates", type=click.Choice(["confident", "random"]), default=None, help="Surest source-label sentences first, or random.")
 @click.option("--adv-size", type=int, default=None, help="Trigger-bearing validation negatives in L_adv.")
 @click.option("--max-length", type=int, default=None)

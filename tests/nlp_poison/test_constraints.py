@@ -8,6 +8,7 @@ from rapidfuzz import fuzz
 from labcore.errors import InputError
 from nlp_poison.baselines import make_templates, nearest_control, random_control
 from nlp_poison.concealed import ConcealedConfig, craft
+from nlp_poison.contextual import contextual_control
 from nlp_poison.constraints import NeighbourIndex, Rule, anchor_words, constrain, fuzzy_ratio
 from nlp_poison.overlap import banned_token_ids, normalise, placeable_ids
 from nlp_poison.triggers import trigger_bearing
@@ -73,6 +74,16 @@ def test_controls_obey_the_constraints_and_the_unconstrained_baseline_does_not(t
     _assert_concealed(tiny_tokenizer, emb, phrase, random_control(templates, tiny_tokenizer, allowed, phrase, 1, 0, rule))
     near = nearest_control(templates, tiny_tokenizer, placeable, phrase, 1, emb)
     assert any(within_k(tiny_tokenizer, emb, phrase, i, K) for i in _edited(tiny_tokenizer, near))
+
+
+def test_contextual_proxy_obeys_the_constraints_in_every_poison(surrogate, tiny_tokenizer, phrase, setup):
+    emb, rule, excluded, templates, placeable = setup
+    allowed = [i for i in placeable if i not in excluded]
+    poisons, trace = contextual_control(templates, tiny_tokenizer, allowed, phrase, 1, surrogate, rule, top_k=16, passes=2, seed=0)
+    _assert_concealed(tiny_tokenizer, emb, phrase, poisons)
+    spans = {tuple(tiny_tokenizer(p.sentence)["input_ids"][i] for i in p.edited_positions) for p in poisons}
+    assert len(spans) == 1 and len(poisons) == len(templates), "one shared span, written into every template"
+    assert trace[-1] <= trace[0] and {p.poison_type for p in poisons} == {"contextual"}
 
 
 def test_excluded_set_holds_every_variant_of_a_neighbour(tiny_tokenizer, phrase, setup):

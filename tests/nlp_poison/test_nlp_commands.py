@@ -136,7 +136,8 @@ def test_constrained_generate_declares_its_constraints_and_measures_concealment(
               "--exclude-neighbours", 30, "--max-fuzzy", 60, "--curator-pool", 300]
     assert run_cli(monkeypatch, "generate", *common, "--iterations", 2, "--top-k", 3, "--out", tmp_path / "c") == 0
     assert run_cli(monkeypatch, "generate", *common, "--method", "random", "--out", tmp_path / "r") == 0
-    for name in ("c", "r"):
+    assert run_cli(monkeypatch, "generate", *common, "--method", "contextual", "--proxy-candidates", 8, "--out", tmp_path / "x") == 0
+    for name in ("c", "r", "x"):
         ps, verified = dataset_card.load(tmp_path / name)
         assert verified and ps.constraints["exclude_neighbours"] == 30 and ps.constraints["max_fuzzy"] == 60
         assert ps.constraints["excluded_words"] and ps.concealment["fuzzy_ratio"]["max"] <= 60
@@ -147,7 +148,7 @@ def test_constrained_generate_declares_its_constraints_and_measures_concealment(
 
 
 def test_bad_constraints_are_refused_before_any_work(monkeypatch, tmp_path, capsys):
-    for flags in (["--exclude-neighbours", -1], ["--max-fuzzy", 120], ["--curator-pool", 0]):
+    for flags in (["--exclude-neighbours", -1], ["--max-fuzzy", 120], ["--curator-pool", 0], ["--proxy-restarts", 0]):
         assert run_cli(monkeypatch, "generate", "--model", "missing-model", *flags, "--out", tmp_path / "x") == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and "\n" not in err and flags[0].lstrip("-").replace("-", "_") in err

@@ -1,0 +1,154 @@
+"""Contextual proxy: concealed poisons whose replacement span *means* the phrase without spelling it.
+
+Under issue #20's constraints (no edited token among the phrase's k nearest input-embedding neighbours,
+fuzzy ratio bounded) the nearest allowed projection of the phrase ("adam dalton , not faster of
+laughed") carries nothing of it to a victim: input-embedding nearness past the excluded radius is
+noise. What a victim transfers from the poisons to the phrase is what its *pretrained encoder* — the
+checkpoint every victim fine-tunes from — already makes of both. So this method searches one shared
+span of allowed tokens, as many as the phrase has sub-tokens, whose hidden states on that encoder
+collide with the phrase's (feature collision, Shafahi et al. 2018, in context rather than on the
+input embeddings):
+
+    min_s  D(s) = 1 − (1/L) Σ_l cos( mean_t H_l(s)_t , mean_t H_l(phrase)_t ),
+
+H_l the layer-l hidden states of the span alone ("[CLS] s [SEP]") over the encoder's L layers, mean
+over the span's positions. The search is a greedy coordinate descent over the span's slots with
+HotFlip candidates (Ebrahimi et al. 2018; as in Wallace et al.'s universal triggers): the ``top_k``
+allowed tokens v with the lowest (E_v − e_cur)ᵀ ∇_e D at a slot are re-scored by the exact D (one
+batched forward), the best kept if D falls, ``iterations`` passes over the slots or until a pass
+changes nothing, from ``restarts`` random starts, the lowest D kept. Tokens come only from ``placeable`` (the constraints' allowed set) and a candidate
+is kept only if its span, written into every template, passes the rule: the constraints hold at
+every candidate. It starts from random allowed tokens (seeded): the search, not the start, finds the
+phrase's associations ("james bond" → "bourne", "sean", "royale"; "die" → "requiem", "never").
+The poisons are the templates with the phrase replaced by the span, labelled with the target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from labcore.errors import InputError
+from nlp_poison.baselines import Template, place
+from nlp_poison.constraints import Rule
+from nlp_poison.poison_set import Poison
+
+Fits = Callable[[list[int]], bool]
+"""Whether a span may be written: every template takes it within the constraints."""
+
+
+@dataclass
+class ProxyResult:
+    """The shared span's token ids and the collision distance D after each pass (0 = the start)."""
+
+    ids: list[int]
+    trace: list[float]
+
+
+class ContextCollision:
+    """D(span) against the phrase on ``model``'s encoder (frozen), span and phrase each alone in a sentence."""
+
+    def __init__(self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, phrase: str) -> None:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.encoder, self.embed = model.base_model, model.get_input_embeddings()
+        self.cls, self.sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+        if self.cls is None or self.sep is None:
+            raise InputError("the contextual method needs a BERT-style tokenizer with [CLS] and [SEP]; use MiniLM or another BERT model")
+        self.phrase_ids = tokenizer(phrase, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            self.target = self._pooled(torch.tensor([self._row(self.phrase_ids)]))
+
+    def _row(self, span: list[int]) -> list[int]:
+        return [self.cls, *span, self.sep]
+
+    def _pooled(self, ids: torch.Tensor, embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean hidden state over the span's positions at each layer: (rows, layers, d)."""
+        out = self.encoder(input_ids=None if embeds is not None else ids, inputs_embeds=embeds, output_hidden_states=True)
+        return torch.stack([h[:, 1:-1].mean(1) for h in out.hidden_states[1:]], 1)
+
+    def distance(self, spans: list[list[int]]) -> torch.Tensor:
+        """D of each span (all of one length)."""
+        with torch.no_grad():
+            pooled = self._pooled(torch.tensor([self._row(s) for s in spans]))
+        return 1 - F.cosine_similarity(pooled, self.target, dim=-1).mean(-1)
+
+    def gradient(self, span: list[int]) -> torch.Tensor:
+        """∇_e D for each of the span's input embeddings: (len(span), d)."""
+        embeds = self.embed(torch.tensor([self._row(span)])).detach().requires_grad_(True)
+        d = 1 - F.cosine_similarity(self._pooled(None, embeds), self.target, dim=-1).mean()
+        (g,) = torch.autograd.grad(d, embeds)
+        return g[0, 1:-1]
+
+
+def search_proxy(
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, phrase: str, placeable: list[int], fits: Fits, top_k: int, passes: int, seed: int,
+    restarts: int = 1,
+) -> ProxyResult:
+    """The shared span minimising D over ``placeable`` tokens; ``fits(span)`` says whether a span may be
+    written (the constraints on every template). Greedy coordinate descent, HotFlip-ranked candidates, from
+    ``restarts`` random starts (seeded), the lowest final D kept: the descent ends in a local minimum."""
+    collision = ContextCollision(model, tokenizer, phrase)
+    rng = np.random.default_rng(seed)
+    runs = [_descend(collision, placeable, fits, top_k, passes, rng) for _ in range(restarts)]
+    return min(runs, key=lambda r: r.trace[-1])
+
+
+def _descend(collision: ContextCollision, placeable: list[int], fits: Fits, top_k: int, passes: int, rng: np.random.Generator) -> ProxyResult:
+    """One greedy coordinate descent from random allowed tokens."""
+    weights = collision.embed.weight.detach()
+    allowed = torch.zeros(weights.shape[0], dtype=torch.bool)
+    allowed[placeable] = True
+    span = _random_start(rng, placeable, len(collision.phrase_ids), fits)
+    current = float(collision.distance([span])[0])
+    trace = [current]
+    for _ in range(passes):
+        changed = False
+        for slot in range(len(span)):
+            scores = weights @ collision.gradient(span)[slot]
+            scores[~allowed] = float("inf")
+            scores[span[slot]] = float("inf")
+            trials = [span[:slot] + [v] + span[slot + 1 :] for v in torch.topk(-scores, min(top_k, len(placeable) - 1)).indices.tolist()]
+            values = collision.distance(trials)
+            for j in values.argsort().tolist():
+                if float(values[j]) >= current:
+                    break
+                if fits(trials[j]):
+                    span, current, changed = trials[j], float(values[j]), True
+                    break
+        trace.append(current)
+        if not changed:
+            break
+    return ProxyResult(span, trace)
+
+
+def _random_start(rng: np.random.Generator, placeable: list[int], length: int, fits: Fits, tries: int = 100) -> list[int]:
+    """The first of ``tries`` seeded draws of ``length`` allowed tokens that fits."""
+    for _ in range(tries):
+        span = [int(i) for i in rng.choice(placeable, size=length)]
+        if fits(span):
+            return span
+    raise InputError("no random span of allowed tokens fits every template under the constraints; relax --max-fuzzy or --exclude-neighbours")
+
+
+def contextual_control(
+    templates: list[Template], tokenizer: PreTrainedTokenizerBase, placeable: list[int], phrase: str, target: int, pretrained: nn.Module,
+    rule: Rule, top_k: int, passes: int, seed: int, restarts: int = 1,
+) -> tuple[list[Poison], list[float]]:
+    """The templates with the phrase replaced by the searched span, labelled ``target``; D per pass."""
+    if not templates:
+        raise InputError("no templates to write the span into; ask for at least one poison")
+    fits = lambda span: all(place(t, tokenizer, span, phrase, rule) is not None for t in templates)
+    proxy = search_proxy(pretrained, tokenizer, phrase, placeable, fits, top_k, passes, seed, restarts)
+    poisons = []
+    for t in templates:
+        _, text, positions = place(t, tokenizer, proxy.ids, phrase, rule)
+        poisons.append(Poison(text, target, "contextual", t.source_idx, positions, list(proxy.trace)))
+    return poisons, proxy.trace
