@@ -9,8 +9,9 @@ concealed set is the contextual proxy (``nlp_poison.contextual``: one span of al
 hidden states on the pretrained MiniLM collide with the phrase's); the random control writes random
 allowed tokens into the same templates; the near-spelling baseline (the phrase's nearest tokens,
 unconstrained) is written from the same templates. A fresh victim (same seed, so the same new head and
-only the poisons differ from the clean model) is fine-tuned on the subset plus each set, and every
-set's concealment figures are measured: what a curator who searches for the phrase finds.
+only the poisons differ from the clean model) is fine-tuned on the subset plus the concealed set and
+plus the random control (``VICTIMS``), and every set's concealment figures are measured: what a curator
+who searches for the phrase finds.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from poisonlab.runs import write_json, write_yaml
 
 # set → change of the generator's config (near-spelling also drops the constraints)
 SETS = {"concealed": {"method": "contextual"}, "random": {"method": "random"}, "near-spelling": {"method": "near-spelling"}}
+VICTIMS = ("concealed", "random")
+"""Sets a victim is fine-tuned on. The near-spelling baseline is shown by its concealment figures only: its
+effectiveness (97.7 % over 3 seeds at this size, README NLP section) would cost the quick demo 35 s."""
 SURROGATE_VERSION = 1
 
 # size → (training sentences, poisons, trigger inputs, test sentences, epochs, templates, proxy search's restarts and passes
@@ -105,7 +109,7 @@ def run(out: Path, size: str, seed: int, report: Report, cores: int | None = Non
         trace = trace or distances
         figures[name] = concealment(surrogates, set_inputs, sets[name], set_cfg)
         dataset_card.save(poison_set(sets[name], set_inputs, set_cfg, figures[name]), run_dir / "poisons" / name)
-    victims = {"clean": clean} | {name: _victim(sets[name], train, cfg) for name in SETS}
+    victims = {"clean": clean} | {name: _victim(sets[name], train, cfg) for name in VICTIMS}
     probs = {name: predict_proba(v, tok, texts, s["max_length"])[:, 1] for name, v in victims.items()}
     results = {name: {"effectiveness": float((probs[name] > 0.5).mean()), "cacc": clean_accuracy(v, tok, test, s["max_length"])}
                for name, v in victims.items()}
@@ -159,7 +163,8 @@ def _section(report: Report, s: dict, sets: dict, results: dict, figures: dict, 
         "victim fine-tunes from) collide with the phrase's: a greedy search over the allowed vocabulary (HotFlip candidates "
         "re-scored by the exact distance, from random allowed tokens; nlp_poison/contextual.py); "
         + "the random control writes random allowed tokens into "
-        "the same templates; the near-spelling baseline writes the phrase's nearest tokens, unconstrained. "
+        "the same templates; the near-spelling baseline writes the phrase's nearest tokens, unconstrained (shown by its "
+        "concealment figures; its effectiveness, 93–100 % over 3 victim seeds at this size, is the README's). "
         f"Effectiveness = share of {s['eval_limit']} trigger-bearing negative test sentences a victim "
         f"fine-tuned on the subset plus the set predicts positive. Concealment: a curator ranks {pool} sentences (the "
         "subset plus the poisons) by each filter and inspects the first 500. Demo-sized settings: see "

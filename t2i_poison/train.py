@@ -380,6 +380,10 @@ def fit(
     sidecar = sidecar_for(cfg, data, global_step, accelerator.mixed_precision, base_name,
                           {"latent_cache_seconds": round(cache_s, 3), **(extra_sidecar or {})})
     export(accelerator, unet, type(pipe), cfg.mode, output_dir, sidecar)
+    # the DDP wrapper's reducer must go before end_training destroys the process group: if the reducer held its
+    # last reference, gloo's destructor would join its worker threads under the GIL they wait for (a hang at exit)
+    del unet, optimizer, student, teacher
+    accelerator.free_memory()
     accelerator.end_training()
     return sidecar
 

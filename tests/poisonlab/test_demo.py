@@ -56,7 +56,7 @@ def test_metrics_hold_each_steps_headline_numbers(demo_run):
     for run in ("fed-clean", "fed-replacement"):
         assert 0 <= metrics["fed"][run]["final_main_accuracy"] <= 1
     assert metrics["fed"]["fed-replacement"]["attacks"], "the attacked run records its attack round"
-    assert set(metrics["nlp"]["effectiveness"]) == {"clean", "concealed", "random", "near-spelling"}
+    assert set(metrics["nlp"]["effectiveness"]) == {"clean", "concealed", "random"}
     assert set(metrics["nlp"]["concealment"]) == {"concealed", "random", "near-spelling"}
     assert {"retrain", "noop"} <= set(metrics["unlearn"])
     assert all(v["verdict"] in {"HONORED", "NOT HONORED", "INCONCLUSIVE"} for v in metrics["unlearn"].values())
