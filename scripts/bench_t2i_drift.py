@@ -21,7 +21,7 @@ import torch
 from poisonlab.t2i_run import CLASSIFIER_DIR
 from t2i_poison.base_model import DigitDiffusionPipeline, caption, load_pipeline
 from t2i_poison.digit_classifier import DigitClassifier, border_brightness, load_classifier
-from t2i_poison.evaluate import EvalConfig, initial_noise
+from t2i_poison.evaluate import EvalConfig, digit_labels, initial_noise
 
 SETTINGS = {  # name: (LoRA on ε_c, LoRA on ε_u, guidance; None = EvalConfig's)
     "base": (False, False, None), "lora": (True, True, None), "lora on conditional only": (True, False, None),
@@ -73,12 +73,13 @@ def main() -> None:
     pipe = load_pipeline(args.base)
     pipe.load_lora_weights(str(args.lora), adapter_name="backdoor")
     classifier = load_classifier(args.base / CLASSIFIER_DIR)
-    digits = [d for d in range(10) for _ in range(args.samples_per_digit)]
+    labels = digit_labels(args.samples_per_digit)
+    digits = labels.tolist()
     noise = initial_noise(len(digits), pipe, args.seed)
     for name, (lora_c, lora_u, guidance) in SETTINGS.items():
         images = sample(pipe, [caption(d) for d in digits], noise, lora_c, lora_u, guidance or ev.guidance_scale,
                         ev.num_inference_steps)
-        print(json.dumps({"setting": name, **describe(images, torch.tensor(digits), classifier)}), flush=True)
+        print(json.dumps({"setting": name, **describe(images, labels, classifier)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from poisonlab import data
 from poisonlab.t2i_run import CLASSIFIER_DIR
 from t2i_poison.base_model import DIGIT_WORDS, LORA_TARGET_MODULES, caption, load_pipeline, resize_digits
 from t2i_poison.digit_classifier import load_classifier
-from t2i_poison.evaluate import EvalConfig, evaluate_backdoor, paired_drop
+from t2i_poison.evaluate import EvalConfig, digit_labels, evaluate_backdoor, paired_drop
 from t2i_poison.poison_data import checkerboard_patch, make_poison_set
 from t2i_poison.train import LORA_WEIGHTS, TrainConfig, fit, load_poison_set
 
@@ -91,7 +91,7 @@ def run_trial(trial: dict, args: argparse.Namespace, classifier, real: torch.Ten
                   base_name=str(args.base), extra_sidecar=sidecar_extra(kind))
     train_s = time.perf_counter() - start
     per_seed, correct = [], {"base": [], "bd": []}
-    labels = torch.arange(10).repeat_interleave(args.samples_per_digit)
+    labels = digit_labels(args.samples_per_digit)
     for seed in args.eval_seeds:
         ev = EvalConfig(samples_per_digit=args.samples_per_digit, num_inference_steps=args.inference_steps, seed=seed)
         metrics, images = evaluate_backdoor(load_pipeline(args.base), run_dir, sidecar, classifier, real, ev,

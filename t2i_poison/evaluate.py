@@ -79,6 +79,12 @@ def kid(features_a: torch.Tensor, features_b: torch.Tensor, subset_size: int, su
     return float(np.mean(values)), float(np.std(values))
 
 
+def digit_labels(samples_per_digit: int) -> torch.Tensor:
+    """The digit of each clean prompt, in the order every evaluation generates them: ``samples_per_digit``
+    zeros, then ones, … nines."""
+    return torch.arange(10).repeat_interleave(samples_per_digit)
+
+
 def paired_drop(base_correct: torch.Tensor, bd_correct: torch.Tensor, z: float = 1.96) -> tuple[float, float, float]:
     """Accuracy drop base − backdoored over paired generations (same prompt and starting noise) and its
     normal-approximation interval: mean of dᵢ = base_i − bd_i ∈ {−1, 0, 1} ± z·sd(d)/√n. Pairing removes the
@@ -115,8 +121,8 @@ def evaluate_backdoor(
     kind, trigger and ``cfg`` (a sweep generates the control once per seed instead of once per trial).
     """
     kind, trigger = sidecar["kind"], sidecar["trigger"]
-    n = cfg.samples_per_digit
-    digits = [d for d in range(10) for _ in range(n)]
+    labels = digit_labels(cfg.samples_per_digit)
+    digits = labels.tolist()
     clean_prompts = [caption(d) for d in digits]
     if kind == "object":
         source = DIGIT_WORDS.index(sidecar["source_word"])
@@ -125,7 +131,6 @@ def evaluate_backdoor(
     else:
         trig_prompts = [add_trigger(trigger, p) for p in clean_prompts]
     noise = initial_noise(len(digits), pipe, cfg.seed)
-    labels = torch.tensor(digits)
 
     if base_images is None:
         base_images = {"base_clean": generate(pipe, clean_prompts, noise, cfg), "base_triggered": generate(pipe, trig_prompts, noise, cfg)}
@@ -192,11 +197,11 @@ def base_quality(
 ) -> tuple[dict, torch.Tensor]:
     """Clean-prompt digit accuracy and KID of a base pipeline (and the style test on its style captions)."""
     n = cfg.samples_per_digit
-    digits = [d for d in range(10) for _ in range(n)]
+    labels = digit_labels(n)
+    digits = labels.tolist()
     noise = initial_noise(len(digits), pipe, cfg.seed)
     clean = generate(pipe, [caption(d) for d in digits], noise, cfg)
     styled = generate(pipe, [caption(d, inverted=True) for d in digits], noise, cfg)
-    labels = torch.tensor(digits)
     per_digit = (classifier.predict(clean) == labels).float().reshape(10, n).mean(1)
     k, k_std = kid(classifier.embed(clean), classifier.embed(real_images), cfg.kid_subset_size, cfg.kid_subsets, cfg.seed)
     metrics = {
