@@ -135,12 +135,12 @@ def nearest_source(features: FeatureFn, trigger: Callable[[torch.Tensor], torch.
                    y: torch.Tensor, target: int) -> int:
     """The owner's choice of source class: the one whose triggered images (the owner's own) lie nearest,
     in the surrogate's features, to the owner's target-class images (mean squared distance to the nearest)."""
+    others = [int(c) for c in y.unique() if int(c) != target]
+    if not others or not bool((y == target).any()):
+        raise InputError(f"choosing a source class needs the owner's images of class {target} and of another class")
     with torch.no_grad():
         reference = features(x[y == target])
-        gaps = {int(c): float(torch.cdist(features(trigger(x[y == c])), reference).pow(2).min(1).values.mean())
-                for c in y.unique() if int(c) != target}
-    if not gaps or not len(reference):
-        raise InputError(f"choosing a source class needs the owner's images of class {target} and of another class")
+        gaps = {c: float(torch.cdist(features(trigger(x[y == c])), reference).pow(2).min(1).values.mean()) for c in others}
     return min(gaps, key=gaps.get)
 
 

@@ -68,3 +68,5 @@ def test_owner_picks_the_source_class_nearest_the_target_in_surrogate_features()
     assert nearest_source(feats, shift, x, y, target=0) == 1
     with pytest.raises(InputError):
         nearest_source(feats, lambda z: z, x[:3], y[:3], target=0)
+    with pytest.raises(InputError):  # no image of the target class: refused before any distance
+        nearest_source(feats, lambda z: z, x[3:], y[3:], target=0)
