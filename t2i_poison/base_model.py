@@ -35,7 +35,6 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from labcore.errors import InputError
 from t2i_poison.digit_pipeline import DigitDiffusionPipeline, tokenize
-from t2i_poison.train_config import LORA_TARGET_MODULES  # noqa: F401  (the LoRA targets of the lab base; re-exported)
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 STYLE_SUFFIX = " in inverted colours"

@@ -1,9 +1,8 @@
 import numpy as np
 import torch
 
-from t2i_poison.base_model import (
-    LORA_TARGET_MODULES, DigitDiffusionPipeline, PretrainConfig, build_tokenizer, caption, load_pipeline, pretrain_steps,
-)
+from t2i_poison.base_model import DigitDiffusionPipeline, PretrainConfig, build_tokenizer, caption, load_pipeline, pretrain_steps
+from t2i_poison.train_config import LORA_TARGET_MODULES
 
 
 def test_tokenizer_keeps_caption_words_whole_and_spells_unknown_text(tmp_path):
