@@ -1,6 +1,6 @@
 """Hidden Trigger Backdoor (Saha et al., AAAI 2020) in its transfer-learning setting on MNIST.
 
-Per (source→target pair, seed, poison count, ε): an extractor (SmallCNN layers to the 64-d penultimate
+Per (source→target pair, seed, poison count, ε): an extractor (SmallCNN layers to a ``--feature-dim``-wide penultimate
 layer) is pretrained on the MNIST train digits (all, or those outside the pair), poisons are made from
 target-class training images, and three last layers are fitted: on clean data (the paper's clean
 control), with the poisons in place of their base images, and with those bases plus uniform ε-noise
