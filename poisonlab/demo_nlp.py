@@ -19,14 +19,17 @@ from __future__ import annotations
 import dataclasses
 import html
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from datasets import Dataset
 
 from nlp_poison import dataset_card
 from nlp_poison.config import DEFAULT_TRIGGER, GenerateConfig, TrainConfig
 from nlp_poison.evaluate import clean_accuracy, training_set
-from nlp_poison.generate import Surrogates, concealment, poison_set, prepare, unconstrained, write_poisons
+from nlp_poison.generate import Inputs, Surrogates, concealment, poison_set, prepare, unconstrained, write_poisons
 from nlp_poison.triggers import trigger_bearing
 from nlp_poison.victims import default_model, fine_tune, load_classifier, predict_proba, save_classifier, subsample
 from poisonlab import data
@@ -85,22 +88,51 @@ def surrogate(out: Path, size: str, train, cfg: TrainConfig):
     return load_classifier(str(where))
 
 
-def run(out: Path, size: str, seed: int, report: Report, cores: int | None = None) -> dict:
-    """Write ``out/nlp-concealed`` (poison sets, metrics, report) and add a section to ``report``;
-    ``size`` is ``tiny``, ``quick`` or ``full`` (``SIZES``); one process whatever ``cores``."""
+@dataclass
+class Setup:
+    """What every poison set of the step shares: the settings, the training subset, the test and
+    trigger-bearing sentences, the victims' and the generator's configs, the clean surrogate and the
+    generator's inputs."""
+
+    s: dict
+    train: Dataset
+    test: Dataset
+    texts: list[str]
+    cfg: TrainConfig
+    gen: GenerateConfig
+    surrogates: Surrogates
+    inputs: Inputs
+
+
+def setup(out: Path, size: str, seed: int, **changes) -> Setup:
+    """The step's data, surrogate (cached, see :func:`surrogate`) and generator inputs; ``changes`` override
+    :func:`settings` (a benchmark's sweep)."""
     torch.manual_seed(seed)
-    s = settings(size)
-    run_dir = out / "nlp-concealed"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    s = settings(size) | changes
     full = data.load("sst2")
     train = subsample(full["train"], s["train_subset"], seed)
     test = full["test"].select(range(min(s["test_limit"], len(full["test"]))))
     texts = list(trigger_bearing(full["test"], DEFAULT_TRIGGER).select(range(s["eval_limit"]))["sentence"])
     cfg, gen = configs(s, seed)
-    write_yaml(run_dir / "config.yaml", {"step": "demo nlp", "train": cfg, "generate": gen, **s})
     clean, tok = surrogate(out, size, train, cfg)
     surrogates = Surrogates([clean], tok, load_classifier(default_model())[0])
-    inputs = prepare(surrogates, full, gen)
+    return Setup(s, train, test, texts, cfg, gen, surrogates, prepare(surrogates, full, gen))
+
+
+def scores(model, st: Setup) -> tuple[np.ndarray, float]:
+    """P(positive) of each trigger-bearing negative (effectiveness = the share above 0.5) and clean accuracy."""
+    tok, length = st.surrogates.tokenizer, st.s["max_length"]
+    return predict_proba(model, tok, st.texts, length)[:, 1], clean_accuracy(model, tok, st.test, length)
+
+
+def run(out: Path, size: str, seed: int, report: Report, cores: int | None = None) -> dict:
+    """Write ``out/nlp-concealed`` (poison sets, metrics, report) and add a section to ``report``;
+    ``size`` is ``tiny``, ``quick`` or ``full`` (``SIZES``); one process whatever ``cores``."""
+    st = setup(out, size, seed)
+    s, texts, gen, surrogates, inputs = st.s, st.texts, st.gen, st.surrogates, st.inputs
+    run_dir = out / "nlp-concealed"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_yaml(run_dir / "config.yaml", {"step": "demo nlp", "train": st.cfg, "generate": gen, **s})
     sets, figures, trace = {}, {}, []
     for name, change in SETS.items():
         set_cfg = dataclasses.replace(gen, **change, **({"exclude_neighbours": 0, "max_fuzzy": 100} if name == "near-spelling" else {}))
@@ -109,10 +141,11 @@ def run(out: Path, size: str, seed: int, report: Report, cores: int | None = Non
         trace = trace or distances
         figures[name] = concealment(surrogates, set_inputs, sets[name], set_cfg)
         dataset_card.save(poison_set(sets[name], set_inputs, set_cfg, figures[name]), run_dir / "poisons" / name)
-    victims = {"clean": clean} | {name: _victim(sets[name], train, cfg) for name in VICTIMS}
-    probs = {name: predict_proba(v, tok, texts, s["max_length"])[:, 1] for name, v in victims.items()}
-    results = {name: {"effectiveness": float((probs[name] > 0.5).mean()), "cacc": clean_accuracy(v, tok, test, s["max_length"])}
-               for name, v in victims.items()}
+    victims = {"clean": surrogates.models[0]} | {name: victim(sets[name], st.train, st.cfg) for name in VICTIMS}
+    probs, cacc = {}, {}
+    for name, model in victims.items():
+        probs[name], cacc[name] = scores(model, st)
+    results = {name: {"effectiveness": float((probs[name] > 0.5).mean()), "cacc": cacc[name]} for name in victims}
     metrics = {"results": results, "concealment": figures, "objective_trace": trace, "num_trigger_inputs": len(texts)}
     write_json(run_dir / "metrics.json", metrics)
     section = Report("nlp demo")
@@ -131,7 +164,7 @@ def headline(figures: dict) -> dict:
             "neighbour_flagged": filters["neighbours"]["flagged_within_k"]["poisons"], "poisons": figures["detection"]["poisons"]}
 
 
-def _victim(poisons, train, cfg: TrainConfig):
+def victim(poisons, train, cfg: TrainConfig):
     """A fresh MiniLM fine-tuned on the training subset plus ``poisons``."""
     model, tok = load_classifier(default_model(), seed=cfg.seed)
     return fine_tune(model, tok, training_set(train, poisons), cfg, progress=False)

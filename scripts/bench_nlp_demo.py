@@ -22,13 +22,8 @@ from pathlib import Path
 
 import torch
 
-from nlp_poison.config import DEFAULT_TRIGGER
-from nlp_poison.evaluate import clean_accuracy
-from nlp_poison.generate import Surrogates, concealment, prepare, unconstrained, write_poisons
-from nlp_poison.triggers import trigger_bearing
-from nlp_poison.victims import default_model, load_classifier, predict_proba, subsample
-from poisonlab import data
-from poisonlab.demo_nlp import _victim, configs, headline, settings, surrogate
+from nlp_poison.generate import concealment, unconstrained, write_poisons
+from poisonlab.demo_nlp import Setup, headline, scores, setup, victim
 from poisonlab.runs import append_jsonl, read_jsonl
 
 SETS = {
@@ -40,38 +35,32 @@ SETS = {
 """Set name → change of the demo's generator config (near-spelling also drops the constraints)."""
 
 
+def effect(model, st: Setup) -> tuple[float, float]:
+    """Effectiveness (share of trigger-bearing negatives predicted positive) and clean accuracy."""
+    probs, cacc = scores(model, st)
+    return float((probs > 0.5).mean()), cacc
+
+
 def run_seed(seed: int, names: list[str], work: Path, done: set[str], max_fuzzy: float | None, proxy: dict) -> None:
     """The clean floor and every set of ``names`` not in ``done`` for victim seed ``seed`` (``max_fuzzy``: the demo's bound if None;
     ``proxy``: changes of the contextual proxy's settings)."""
-    torch.manual_seed(seed)
-    s = settings("quick")
-    s["max_fuzzy"] = s["max_fuzzy"] if max_fuzzy is None else max_fuzzy
-    full = data.load("sst2")
-    train = subsample(full["train"], s["train_subset"], seed)
-    test = full["test"].select(range(s["test_limit"]))
-    texts = list(trigger_bearing(full["test"], DEFAULT_TRIGGER).select(range(s["eval_limit"]))["sentence"])
-    cfg, gen = configs(s, seed)
-    clean, tok = surrogate(work, "quick", train, cfg)
-    measure = lambda model: (float((predict_proba(model, tok, texts, s["max_length"])[:, 1] > 0.5).mean()),
-                             clean_accuracy(model, tok, test, s["max_length"]))
+    st = setup(work, "quick", seed, **({} if max_fuzzy is None else {"max_fuzzy": max_fuzzy}))
     if f"clean/{seed}" not in done:
-        eff, cacc = measure(clean)
+        eff, cacc = effect(st.surrogates.models[0], st)
         append_jsonl(work / "cells.jsonl", {"key": f"clean/{seed}", "set": "clean", "seed": seed, "effectiveness": eff, "cacc": cacc})
-    surrogates = Surrogates([clean], tok, load_classifier(default_model())[0])
-    inputs = prepare(surrogates, full, gen)
     for name in names:
         if f"{name}/{seed}" in done:
             continue
-        set_cfg = dataclasses.replace(gen, **SETS[name], **(proxy if name == "contextual" else {}))
-        set_inputs = unconstrained(surrogates, inputs) if not set_cfg.constrained else inputs
+        set_cfg = dataclasses.replace(st.gen, **SETS[name], **(proxy if name == "contextual" else {}))
+        set_inputs = unconstrained(st.surrogates, st.inputs) if not set_cfg.constrained else st.inputs
         start = time.process_time()
-        poisons, _, _ = write_poisons(surrogates, set_inputs, set_cfg, progress=False)
+        poisons, _, _ = write_poisons(st.surrogates, set_inputs, set_cfg, progress=False)
         generation = time.process_time() - start
-        full_figures = concealment(surrogates, set_inputs, poisons, set_cfg)
+        full_figures = concealment(st.surrogates, set_inputs, poisons, set_cfg)
         figures = {**headline(full_figures), "neighbour_ranked_found": full_figures["detection"]["filters"]["neighbours"]["found_in_first_500"],
                    "edited_ranks": {k: v["edited"] for k, v in full_figures["embedding_rank"].items()}}
         start = time.process_time()
-        eff, cacc = measure(_victim(poisons, train, cfg))
+        eff, cacc = effect(victim(poisons, st.train, st.cfg), st)
         append_jsonl(work / "cells.jsonl", {"key": f"{name}/{seed}", "set": name, "seed": seed, "effectiveness": eff, "cacc": cacc,
                                             "generation_cpu_s": generation, "victim_cpu_s": time.process_time() - start,
                                             "example": poisons[0].sentence, "load": os.getloadavg()[0], **figures})
