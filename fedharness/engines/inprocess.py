@@ -44,6 +44,7 @@ from fedharness.local_training import (
     module_state,
     sgd_steps,
 )
+from fedharness.engines.grouped import train_group, verified_twin
 from fedharness.params import split_vector
 
 
@@ -92,18 +93,30 @@ class InProcessEngine:
     model: nn.Module
     names: list[str]
     per_sample_loss: PerSampleLoss
-    vectorize: bool | Literal["auto"] = "auto"
+    vectorize: bool | Literal["auto", "grouped"] = "auto"
     chunk_size: int = 32
     device: torch.device = torch.device("cpu")
     workers: int = 1
+    group_size: int = 8
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
         self.workers = resolve_workers(self.workers)
         self._models = [self.model]
+        self._twins: list[nn.Module] = []
+        self._twin_checked = False
 
     def uses_vmap(self, num_clients: int) -> bool:
         return self.vectorize is True or (self.vectorize == "auto" and num_clients > 1 and self.device.type != "cpu")
+
+    def client_path(self, num_clients: int) -> str:
+        """``vmap``, ``grouped`` or ``loop``: how ``train`` runs ``num_clients`` clients (before the
+        grouped path's first-use check, which may send it back to the loop)."""
+        if self.uses_vmap(num_clients):
+            return "vmap"
+        wants = self.vectorize == "grouped" or (self.vectorize == "auto" and self.device.type == "cpu")
+        usable = not self._twin_checked or bool(self._twins)
+        return "grouped" if wants and num_clients > 1 and usable else "loop"
 
     def train(
         self, global_vec: torch.Tensor, datasets: list[Batch], cfg: LocalConfig, seeds: list[int]
@@ -114,29 +127,66 @@ class InProcessEngine:
         datasets = [{k: v.to(self.device) for k, v in d.items()} for d in datasets]
         _, frozen = module_state(self.model, self.names)
         frozen = {k: v.to(self.device) for k, v in frozen.items()}
-        if not self.uses_vmap(len(datasets)):
+        path = self.client_path(len(datasets))
+        if path == "grouped" and not self._twin_ready(global_vec, frozen, datasets):
+            path = "loop"
+        if path == "grouped":
+            jobs = self._group_jobs(global_vec, frozen, datasets, schedules, cfg.lr)
+        elif path == "loop":
             jobs = [partial(self._train_one, global_vec, frozen, d, sch, cfg.lr) for d, sch in zip(datasets, schedules)]
         else:
             jobs = [partial(self._train_chunk, global_vec, frozen, datasets[i : i + self.chunk_size],
                           schedules[i : i + self.chunk_size], cfg)
                     for i in range(0, len(datasets), self.chunk_size)]
-        locals_ = self._run(jobs)
+        locals_ = self._run(jobs, twins=path == "grouped")
         return torch.cat([v.reshape(-1, global_vec.numel()) for v in locals_]).cpu()
 
-    def _run(self, jobs: list[Callable[[nn.Module], torch.Tensor]]) -> list[torch.Tensor]:
+    def _twin_ready(self, global_vec: torch.Tensor, frozen: dict[str, torch.Tensor], datasets: list[Batch]) -> bool:
+        """Build and check the grouped twin once, on the first client with data (False: keep the loop)."""
+        if not self._twin_checked:
+            sample = next((d for d in datasets if _size(d)), None)
+            if sample is None:
+                return False
+            twin = verified_twin(self.model, self.per_sample_loss, frozen,
+                                 split_vector(global_vec, self.model, self.names), sample)
+            self._twins = [twin] if twin is not None else []
+            self._twin_checked = True
+        return bool(self._twins)
+
+    def _group_jobs(
+        self, global_vec: torch.Tensor, frozen: dict[str, torch.Tensor], datasets: list[Batch],
+        schedules: list[list[torch.Tensor]], lr: float,
+    ) -> list[Callable[[nn.Module], torch.Tensor]]:
+        """Groups of ``group_size`` clients in ``datasets`` order: fixed by the client list alone, so
+        the local models do not depend on ``workers``."""
+        params = split_vector(global_vec, self.model, self.names)
+        k = self.group_size
+        return [partial(self._train_group, params, frozen, datasets[i : i + k], schedules[i : i + k], lr)
+                for i in range(0, len(datasets), k)]
+
+    def _train_group(
+        self, params: dict[str, torch.Tensor], frozen: dict[str, torch.Tensor], datasets: list[Batch],
+        schedules: list[list[torch.Tensor]], lr: float, twin: nn.Module,
+    ) -> torch.Tensor:
+        out = train_group(twin, self.per_sample_loss, params, frozen, datasets, schedules, lr)
+        return torch.cat([out[n].reshape(len(datasets), -1) for n in self.names], dim=1)
+
+    def _run(self, jobs: list[Callable[[nn.Module], torch.Tensor]], twins: bool = False) -> list[torch.Tensor]:
         """Results of ``jobs`` in order; on CPU across ``workers`` threads with one intra-op thread each.
 
         ``functional_call`` swaps tensors into the module it calls, so each thread holds its own
-        replica of the model (its own tensors never enter: every parameter and buffer is passed in).
+        replica of the model, or of its grouped twin when ``twins`` (its own tensors never enter:
+        every parameter and buffer is passed in).
         """
+        first = self._twins[0] if twins else self.model
         if self.device.type != "cpu":
-            return [job(self.model) for job in jobs]
+            return [job(first) for job in jobs]
         with single_intra_op_thread():
             threads = min(self.workers, len(jobs))
             if threads <= 1:
-                return [job(self.model) for job in jobs]
+                return [job(first) for job in jobs]
             replicas = queue.SimpleQueue()
-            for model in self._replicas(threads):
+            for model in self._replicas(self._twins if twins else self._models, threads):
                 replicas.put(model)
 
             def call(job: Callable[[nn.Module], torch.Tensor]) -> torch.Tensor:
@@ -149,11 +199,12 @@ class InProcessEngine:
             with ThreadPoolExecutor(threads) as pool:
                 return list(pool.map(call, jobs))
 
-    def _replicas(self, count: int) -> list[nn.Module]:
-        """The model and ``count − 1`` deep copies of it, made once and kept."""
-        while len(self._models) < count:
-            self._models.append(copy.deepcopy(self.model))
-        return [self.model, *self._models[1:count]]
+    @staticmethod
+    def _replicas(models: list[nn.Module], count: int) -> list[nn.Module]:
+        """The first ``count`` of ``models``, deep copies of its first appended (made once, kept)."""
+        while len(models) < count:
+            models.append(copy.deepcopy(models[0]))
+        return models[:count]
 
     def _train_one(
         self, global_vec: torch.Tensor, frozen: dict[str, torch.Tensor], data: Batch, schedule: list[torch.Tensor], lr: float,
