@@ -72,7 +72,7 @@ class GroupedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.weight.shape[0]
         if k == 1:
-            return F.linear(x.reshape(x.shape[0], -1), self.weight[0], None if self.bias is None else self.bias[0])
+            return F.linear(x, self.weight[0], None if self.bias is None else self.bias[0])
         per_client = x.reshape(-1, k, self.weight.shape[2]).transpose(0, 1)
         if self.bias is not None:
             out = torch.baddbmm(self.bias.unsqueeze(1), per_client, self.weight.transpose(1, 2))

@@ -9,7 +9,7 @@ from fedharness.config import EngineConfig, ExperimentConfig, FederationConfig
 from fedharness.engines.grouped import grouped_twin
 from fedharness.engines.inprocess import InProcessEngine
 from fedharness.local_training import LocalConfig
-from fedharness.params import get_vector
+from fedharness.params import get_vector, set_vector
 from fedharness.simulation import Simulation
 from fedharness.tasks.image_classification import ImageClassificationTask
 from labcore.errors import InputError
@@ -110,3 +110,32 @@ def test_engine_fields_are_validated(field, value, message):
     setattr(cfg.engine, field, value)
     with pytest.raises(InputError, match=message):
         cfg.validate()
+
+
+def test_a_group_of_one_is_the_loop_bit_for_bit(mnist):
+    """With K = 1 the twin runs the model's own kernels (max-pooling channels-last picks the same elements)."""
+    task, model, names, g = _setup(mnist)
+    data = [task.client_data(np.arange(0, 37)), task.client_data(np.arange(37, 60))]
+    cfg = LocalConfig(epochs=2, lr=0.1, batch_size=8)
+    one = _engine(task, model, names, vectorize="grouped", group_size=1).train(g, data, cfg, [5, 6])
+    looped = _engine(task, model, names, vectorize=False).train(g, data, cfg, [5, 6])
+    assert torch.equal(one, looped)
+
+
+def test_evaluation_through_the_inference_twin_gives_the_models_metrics(mnist):
+    task, model, names, g = _setup(mnist)
+    engine = _engine(task, model, names)
+    moved = g + 0.05 * torch.randn(g.shape, generator=torch.Generator().manual_seed(1))
+    twin = engine.inference_model(moved)
+    assert twin is not model
+    reference = task.build_model()
+    set_vector(reference, names, moved)
+    task.eval_batch = 30  # several batches, so that two threads share them
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        threaded = task.predict(twin, task.x_test)
+    finally:
+        torch.set_num_threads(saved)
+    assert torch.equal(threaded, task.predict(reference, task.x_test))
+    assert task.evaluate(twin) == task.evaluate(reference)
