@@ -210,7 +210,7 @@ class Simulation:
             stats=stats, **self.server_context(round_index, global_vec, plan),
         )
         set_vector(self.model, self.names, new_global)
-        metrics = self.task.evaluate(self.engine.inference_model(new_global))
+        metrics = self.task.evaluate(self.model)
         norms = (local_vecs - global_vec).norm(dim=1)
         rejected = set(stats.pop("nonfinite_rows", []))
         accepted = stats.pop("accepted_rows", None)

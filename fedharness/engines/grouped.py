@@ -110,8 +110,9 @@ def grouped_twin(model: nn.Module) -> nn.Module | None:
     when a layer has no grouped twin."""
     twin = copy.deepcopy(model)
     for name, module in list(twin.named_modules()):
-        if type(module) in TWINS:
-            _replace(twin, name, TWINS[type(module)](module))
+        kind = nn.MaxPool2d if isinstance(module, nn.MaxPool2d) else type(module)  # pooling subclasses pool alike
+        if kind in TWINS:
+            _replace(twin, name, TWINS[kind](module))
         elif not (isinstance(module, PER_SAMPLE) or _is_container(module)):
             return None
     return twin

@@ -53,7 +53,7 @@ from fedharness.local_training import (
     module_state,
     sgd_steps,
 )
-from fedharness.engines.grouped import grouped_twin, train_group, verified_twin
+from fedharness.engines.grouped import train_group, verified_twin
 from fedharness.params import split_vector
 
 
@@ -114,7 +114,6 @@ class InProcessEngine:
         self._models = [self.model]
         self._twins: list[nn.Module] = []
         self._twin_checked = False
-        self._inference: nn.Module | None = None
 
     def uses_vmap(self, num_clients: int) -> bool:
         return self.vectorize is True or (self.vectorize == "auto" and num_clients > 1 and self.device.type != "cpu")
@@ -150,17 +149,6 @@ class InProcessEngine:
                     for i in range(0, len(datasets), self.chunk_size)]
         locals_ = self._run(jobs, twins=path == "grouped")
         return torch.cat([v.reshape(-1, global_vec.numel()) for v in locals_]).cpu()
-
-    def inference_model(self, global_vec: torch.Tensor) -> nn.Module:
-        """A model holding ``global_vec`` for evaluation: the grouped twin with one client (the model's
-        function and arithmetic, with the faster pooling) if the model has one, else the model."""
-        if self._inference is None:
-            self._inference = grouped_twin(self.model) or self.model
-        with torch.no_grad():
-            params = dict(self._inference.named_parameters())
-            for name, value in split_vector(global_vec, self.model, self.names).items():
-                params[name].copy_(value.reshape(params[name].shape))
-        return self._inference
 
     def _twin_ready(self, global_vec: torch.Tensor, frozen: dict[str, torch.Tensor], datasets: list[Batch]) -> bool:
         """Build and check the grouped twin once, on the first client with data (False: keep the loop)."""

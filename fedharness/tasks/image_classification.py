@@ -22,6 +22,17 @@ from fedharness.local_training import Batch
 from fedharness.params import trainable_names
 
 
+class MaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d`` that, when no gradient is recorded, pools a channels-last copy: the same
+    values, and torch's channels-last CPU kernel took 0.07 ms for a (10, 16, 28, 28) map where the
+    NCHW one took 1.6 ms (evaluation of 2,000 images at batch 100: 0.33 s → 0.14 s, one thread)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() or x.dim() != 4:
+            return super().forward(x)
+        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
+
 class SmallCNN(nn.Module):
     """conv(16)-GN-pool-ReLU, conv(32)-GN-pool-ReLU, fc(64), fc(classes); ``features`` = penultimate.
 
@@ -32,8 +43,8 @@ class SmallCNN(nn.Module):
     def __init__(self, image_size: int = 28, num_classes: int = 10, channels: int = 1) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, 16, 3, padding=1), nn.GroupNorm(4, 16), nn.MaxPool2d(2), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, padding=1), nn.GroupNorm(4, 32), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(channels, 16, 3, padding=1), nn.GroupNorm(4, 16), MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1), nn.GroupNorm(4, 32), MaxPool2d(2), nn.ReLU(),
             nn.Flatten(),
         )
         side = image_size // 4
