@@ -4,12 +4,11 @@ twins of the model (:mod:`fedharness.engines.grouped`) or in chunks under ``torc
 Path choice (``vectorize``): ``false`` is the per-client loop, the arithmetic of Flower's ClientApps
 (one client per call); ``true`` is vmap; ``grouped`` trains ``group_size`` clients in one autograd
 graph of the model's grouped twin (grouped convolution, GroupNorm with K times the groups, batched
-linear layers, channels-last max-pooling); ``auto`` takes vmap on accelerators and the grouped twin
+linear layers, 2×2 max-pooling from strided views); ``auto`` takes vmap on accelerators and the grouped twin
 on CPU when more than one client trains, else the loop. A model without a twin (BatchNorm, dropout,
 layers other than Conv2d/GroupNorm/Linear) or whose twin fails the first-use check trains in the loop.
 Measured on this 2-core machine under load (100 MNIST clients, E=2, batch 10, 2 workers, training
-s/round, interleaved): loop 11.4–16.8, grouped K=4 9.6–9.7, K=8 9.1–11.3, K=1 15–16 (the
-channels-last copies cost more than they save for one client). vmap was slower than the loop on CPU
+s/round, interleaved): loop 11.4–16.8, grouped K=4 9.6–9.7, K=8 9.1–11.3. vmap was slower than the loop on CPU
 (100 clients, batch 10, 1 thread: 9.3 s vs 10.4 s, one batch of 80 each: 8.8 s vs 2.4 s).
 
 Grouped and vmap paths equal the loop up to float32 summation order, which SGD then amplifies: on
