@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from fedharness.config import EngineConfig, ExperimentConfig, FederationConfig
-from fedharness.engines.grouped import grouped_twin
+from fedharness.engines.grouped import MaxPool2x2, grouped_twin
 from fedharness.engines.inprocess import InProcessEngine
 from fedharness.local_training import LocalConfig
 from fedharness.params import get_vector
@@ -137,3 +137,18 @@ def test_evaluation_pools_channels_last_with_the_same_predictions(mnist):
         torch.set_num_threads(saved)
     assert torch.equal(threaded, reference)
     assert torch.equal(task.predict(model, task.x_test), reference)
+
+
+def test_strided_max_pooling_is_max_pool2d_bit_for_bit():
+    """Values and gradients, with ties (constant rows, as MNIST's background gives after GroupNorm)."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 8, 6)
+    x[:, :, :4] = 0.25
+    x[0, 0, 4:6, 0:2] = 1.0  # a window of four equal maxima
+    a = x.clone().requires_grad_(True)
+    b = x.clone().requires_grad_(True)
+    grad = torch.randn(3, 5, 4, 3)
+    ours = MaxPool2x2.apply(a)
+    theirs = torch.nn.functional.max_pool2d(b, 2)
+    assert torch.equal(ours, theirs)
+    assert torch.equal(torch.autograd.grad(ours, a, grad)[0], torch.autograd.grad(theirs, b, grad)[0])
