@@ -7,14 +7,14 @@ sample-major, client-minor: row ``b·K + k`` is client k's sample b. In that lay
 over K clients is one grouped convolution on the free view ``(B, K·C, H, W)`` (``groups=K``), a
 GroupNorm is one GroupNorm with K times the groups on the same view, a linear layer is one batched
 matmul over clients, 2×2 max-pooling is :class:`MaxPool2x2` (torch's NCHW pooling kernel is slow on
-CPU), and ReLU and flattening act per sample as they are. Client k's
-outputs depend on client k's parameters and samples only, so the gradient of the sum of the
-clients' losses is, for each client, its own gradient: K SGD steps in one pass, with per-operation
-dispatch paid once for K clients and GEMMs K times larger than a batch of 10 gives.
+CPU), and ReLU and flattening act per sample as they are. Client k's outputs depend on client k's
+parameters and samples only, so the gradient of the sum of the clients' losses is, for each client,
+its own gradient: K SGD steps in one pass, with the per-operation cost of eager PyTorch (dispatch,
+autograd bookkeeping, the GIL that worker threads share) paid once for K clients.
 
-Layers with parameters other than Conv2d, GroupNorm and Linear, or parameter-free layers that mix
-samples (e.g. BatchNorm), have no twin: ``grouped_twin`` returns None and the engine keeps the
-per-client loop.
+Layers with parameters other than Conv2d (zero padding), GroupNorm and Linear, and layers not known
+to act per sample (e.g. BatchNorm, dropout), have no twin: ``grouped_twin`` returns None and the
+engine keeps the per-client loop.
 """
 
 from __future__ import annotations
@@ -56,10 +56,11 @@ class GroupedGroupNorm(nn.Module):
         self.bias = nn.Parameter(norm.bias.detach().unsqueeze(0).clone()) if norm.affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = self.weight.shape[0] if self.weight is not None else 1
-        weight = self.weight.reshape(-1) if self.weight is not None else None
+        if self.weight is None:  # per sample in either layout: K·C channels hold K clients' groups
+            return F.group_norm(x, x.shape[1] // self.channels * self.num_groups, None, None, self.eps)
+        k = self.weight.shape[0]
         bias = self.bias.reshape(-1) if self.bias is not None else None
-        return F.group_norm(_grouped(x, k, self.channels), k * self.num_groups, weight, bias, self.eps)
+        return F.group_norm(_grouped(x, k, self.channels), k * self.num_groups, self.weight.reshape(-1), bias, self.eps)
 
 
 class GroupedLinear(nn.Module):
@@ -97,7 +98,8 @@ class MaxPool2x2(torch.autograd.Function):
         top, bottom = torch.maximum(a, b), torch.maximum(c, d)
         lower = bottom > top
         height, width = x.shape[-2:]
-        corner = torch.arange(0, height, 2, device=x.device).view(-1, 1) * width + torch.arange(0, width, 2, device=x.device)
+        rows, cols = (torch.arange(0, n, 2, device=x.device) for n in (height, width))
+        corner = rows.view(-1, 1) * width + cols
         indices = corner + lower * width + torch.where(lower, d > c, b > a)
         ctx.save_for_backward(x, indices)
         return torch.maximum(top, bottom)
@@ -114,8 +116,9 @@ class GroupedMaxPool2d(nn.Module):
     def __init__(self, pool: nn.MaxPool2d) -> None:
         super().__init__()
         self.pool = pool
-        self.two_by_two = (_pair(pool.kernel_size), _pair(pool.stride or pool.kernel_size), _pair(pool.padding),
-                           _pair(pool.dilation), pool.ceil_mode, pool.return_indices) == ((2, 2), (2, 2), (0, 0), (1, 1), False, False)
+        window = (_pair(pool.kernel_size), _pair(pool.stride or pool.kernel_size), _pair(pool.padding),
+                  _pair(pool.dilation), pool.ceil_mode, pool.return_indices)
+        self.two_by_two = window == ((2, 2), (2, 2), (0, 0), (1, 1), False, False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.two_by_two and x.dim() == 4 and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0:
@@ -134,7 +137,8 @@ def _grouped(x: torch.Tensor, k: int, channels: int) -> torch.Tensor:
     return x.reshape(x.shape[0] // k, k * x.shape[1], *x.shape[2:])
 
 
-TWINS = {nn.Conv2d: GroupedConv2d, nn.GroupNorm: GroupedGroupNorm, nn.Linear: GroupedLinear, nn.MaxPool2d: GroupedMaxPool2d}
+TWINS = {nn.Conv2d: GroupedConv2d, nn.GroupNorm: GroupedGroupNorm, nn.Linear: GroupedLinear,
+         nn.MaxPool2d: GroupedMaxPool2d}
 
 
 def grouped_twin(model: nn.Module) -> nn.Module | None:
@@ -143,6 +147,8 @@ def grouped_twin(model: nn.Module) -> nn.Module | None:
     twin = copy.deepcopy(model)
     for name, module in list(twin.named_modules()):
         kind = nn.MaxPool2d if isinstance(module, nn.MaxPool2d) else type(module)  # pooling subclasses pool alike
+        if isinstance(module, nn.Conv2d) and module.padding_mode != "zeros":
+            return None
         if kind in TWINS:
             _replace(twin, name, TWINS[kind](module))
         elif not (isinstance(module, PER_SAMPLE) or _is_container(module)):
@@ -151,7 +157,8 @@ def grouped_twin(model: nn.Module) -> nn.Module | None:
 
 
 def _is_container(module: nn.Module) -> bool:
-    """A module without parameters of its own whose children all have twins (e.g. Sequential, the model)."""
+    """A module with children and no parameters or buffers of its own (Sequential, the model); its
+    children are checked one by one."""
     return not list(module.parameters(recurse=False)) and not list(module.buffers(recurse=False)) and any(
         True for _ in module.children()
     )
