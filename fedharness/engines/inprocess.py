@@ -4,18 +4,20 @@ twins of the model (:mod:`fedharness.engines.grouped`) or in chunks under ``torc
 Path choice (``vectorize``): ``false`` is the per-client loop, the arithmetic of Flower's ClientApps
 (one client per call); ``true`` is vmap; ``grouped`` trains ``group_size`` clients in one autograd
 graph of the model's grouped twin (grouped convolution, GroupNorm with K times the groups, batched
-linear layers, 2×2 max-pooling from strided views); ``auto`` takes vmap on accelerators and the grouped twin
-on CPU when more than one client trains, else the loop. A model without a twin (BatchNorm, dropout,
-layers other than Conv2d/GroupNorm/Linear) or whose twin fails the first-use check trains in the loop.
-Measured on this 2-core machine under load (100 MNIST clients, E=2, batch 10, 2 workers, training
-s/round, interleaved): loop 11.4–16.8, grouped K=4 9.6–9.7, K=8 9.1–11.3. vmap was slower than the loop on CPU
-(100 clients, batch 10, 1 thread: 9.3 s vs 10.4 s, one batch of 80 each: 8.8 s vs 2.4 s).
+linear layers, 2×2 max-pooling from strided views); ``auto`` takes vmap on accelerators and the
+grouped twin on CPU when more than one client trains, else the loop. A model without a twin
+(BatchNorm, dropout, layers other than Conv2d/GroupNorm/Linear) or whose twin fails the first-use
+check trains in the loop. Measured side by side on this 2-core machine at load 4.1 (100 MNIST
+clients, E=2, batch 10, 2 workers, median training s/round): loop 12.6, grouped K=8 8.3 (K=4…50
+within 10 % of K=8); one thread, CPU time per client step: loop 2.8–3.8 ms, grouped 2.4–3.0 ms. vmap
+was slower or no faster than the loop on CPU (1 thread: 10 clients, batch 10: 2.4 s vs 1.0 s; 100
+clients, one batch of 80 each: 8.8 s vs 2.4 s; 100 clients, batch 10: 9.3 s vs 10.4 s).
 
 Grouped and vmap paths equal the loop up to float32 summation order, which SGD then amplifies: on
 the MNIST round above most clients agree to 1e-6 (relative to their update), but a client whose
-max-pool or ReLU picks another element after a rounding-level difference diverges by up to 2e-2,
-and the global model by ~1e-4 after one round. The grouped twin with one client is bit-identical to
-the model (tested).
+max-pool or ReLU picks another element after a rounding-level difference diverges by up to 2e-2, and
+the global model by 5e-5 after one round, 5e-3 after four (vmap: 1.8e-2 on 10 clients × 160 steps). The
+grouped twin with one client is bit-identical to the model (tested).
 
 ``device`` places the local training (parameters, batches) on e.g. ``cuda``; the local models come
 back to the host, where the server rule and the aggregators run.
