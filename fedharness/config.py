@@ -126,10 +126,11 @@ class EngineConfig:
     """``inprocess`` (vmap when ``vectorize`` allows) or ``flower``.
 
     In-process only: ``device`` runs local training on ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA
-    when available); ``vectorize: auto`` batches clients with vmap on accelerators and in grouped
-    twins of the model (``group_size`` clients per autograd graph) on CPU, ``grouped`` forces the
-    twins, ``true`` vmap, ``false`` the per-client loop; ``workers`` threads train the clients on CPU
-    (null: one per available core; results do not depend on it).
+    when available); ``vectorize: auto`` batches clients with vmap on accelerators only, ``grouped``
+    trains them in grouped twins of the model (``group_size`` clients per autograd graph; faster on
+    CPU, equal to the loop to float tolerance), ``true`` vmap, ``false`` the per-client loop;
+    ``workers`` threads train the clients on CPU (null: one per available core; results do not
+    depend on it).
 
     Flower only: ``ray_address`` joins a running Ray cluster (``"auto"`` after ``ray start``; None
     starts a local Ray with ``ray_num_cpus`` CPUs), ``client_num_cpus`` is each ClientApp's CPU share

@@ -7,9 +7,10 @@ reports MTA 0.1135, the share of the digit 1, for several rounds, so a round tha
 would be timed). Each engine runs ``--rounds`` rounds one after another from the same initial model;
 the first round is the warm-up (Ray actors start, kernels warm up), the rest give the steady-state
 median s/round. Equal cores: the in-process engine trains on ``--cores`` worker threads, Flower runs
-``--cores`` ClientApps at once (Ray ``num_cpus``, one CPU each). In-process runs twice: its default
-path (on CPU the grouped clients, ``engine.vectorize: auto``) and the per-client loop
-(``vectorize: false``), the arithmetic of Flower's ClientApps. ``--baseline-commit`` runs the same
+``--cores`` ClientApps at once (Ray ``num_cpus``, one CPU each). In-process runs twice: the fast path
+``--vectorize`` (default ``grouped``: clients in grouped twins of the model, ``engine.group_size``
+``--group-size``) and the per-client loop (``vectorize: false``, the lab's CPU default and the
+arithmetic of Flower's ClientApps). ``--baseline-commit`` runs the same
 rounds with that commit's code (``git archive`` into a temporary folder, its in-process engine given
 all cores as intra-op threads) in a subprocess. Reported: per-round times and MTA/ASR, medians,
 speedups, the max relative distance of the global models and whether MTA/ASR are identical, the
@@ -53,6 +54,8 @@ def experiment(args: argparse.Namespace) -> ExperimentConfig:
     )
     if hasattr(cfg.engine, "workers"):  # absent in a baseline commit's config
         cfg.engine.workers = args.cores
+    if hasattr(cfg.engine, "group_size"):
+        cfg.engine.group_size = args.group_size
     return cfg
 
 
@@ -161,6 +164,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="local epochs")
     parser.add_argument("--batch-size", type=int, default=10, help="local batch size")
     parser.add_argument("--lr", type=float, default=LocalConfig().lr, help="local learning rate")
+    parser.add_argument("--vectorize", default="grouped", type=lambda v: {"true": True, "false": False}.get(v, v),
+                        help="engine.vectorize of the timed in-process path (grouped, auto, true, false)")
+    parser.add_argument("--group-size", type=int, default=8, help="engine.group_size of the grouped path")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--baseline-commit", default=None, help="also time this commit's in-process engine")
     parser.add_argument("--no-flower", action="store_true")
@@ -176,7 +182,7 @@ def main() -> None:
         args.inprocess_only.write_text(json.dumps(result))
         return
     load = {"before": os.getloadavg()}
-    results = {"inprocess": inprocess_rounds(cfg, "in-process"),
+    results = {"inprocess": inprocess_rounds(cfg, "in-process", vectorize=args.vectorize),
                "inprocess_loop": inprocess_rounds(cfg, "in-process loop", vectorize=False)}
     if args.baseline_commit:
         results["baseline"] = baseline_rounds(args)

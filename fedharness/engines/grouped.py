@@ -203,7 +203,7 @@ def train_group(
     leaves = {n: p.detach().unsqueeze(0).repeat(k, *([1] * p.dim())).requires_grad_(True) for n, p in params.items()}
     if not any(sizes):
         return {n: p.detach() for n, p in leaves.items()}
-    index, weight = _gather_plan(sizes, schedules, params_device(params))
+    index, weight = _gather_plan(sizes, schedules, _device(params))
     data = {key: torch.cat([d[key] for d in datasets]) for key in datasets[0]}
     stacked_frozen = {n: v.unsqueeze(0).expand(k, *v.shape) for n, v in frozen.items()}
     tensors = list(leaves.values())
@@ -239,7 +239,7 @@ def _gather_plan(
     return index, weight
 
 
-def params_device(params: dict[str, torch.Tensor]) -> torch.device:
+def _device(params: dict[str, torch.Tensor]) -> torch.device:
     return next(iter(params.values())).device if params else torch.device("cpu")
 
 

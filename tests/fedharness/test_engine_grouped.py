@@ -56,11 +56,12 @@ def test_grouped_local_models_do_not_depend_on_the_number_of_workers(mnist):
     assert torch.equal(one, two)
 
 
-def test_auto_groups_clients_on_cpu_and_keeps_the_loop_for_one_client(mnist):
+def test_grouped_is_opt_in_and_one_client_keeps_the_loop(mnist):
+    """'auto' keeps the bit-exact loop on CPU (Flower's arithmetic); 'grouped' groups two or more clients."""
     task, model, names, _ = _setup(mnist)
-    auto = _engine(task, model, names)
-    assert auto.client_path(4) == "grouped" and auto.client_path(1) == "loop"
-    assert _engine(task, model, names, vectorize=False).client_path(4) == "loop"
+    assert _engine(task, model, names).client_path(4) == "loop"
+    grouped = _engine(task, model, names, vectorize="grouped")
+    assert grouped.client_path(4) == "grouped" and grouped.client_path(1) == "loop"
     assert _engine(task, model, names, device="cuda").client_path(4) == "vmap"
 
 
