@@ -126,8 +126,11 @@ class EngineConfig:
     """``inprocess`` (vmap when ``vectorize`` allows) or ``flower``.
 
     In-process only: ``device`` runs local training on ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA
-    when available); ``vectorize: auto`` batches clients with vmap on accelerators only; ``workers``
-    threads train the clients on CPU (null: one per available core; results do not depend on it).
+    when available); ``vectorize: auto`` batches clients with vmap on accelerators only, ``grouped``
+    trains them in grouped twins of the model (``group_size`` clients per autograd graph; faster on
+    CPU, equal to the loop to float tolerance), ``true`` vmap, ``false`` the per-client loop;
+    ``workers`` threads train the clients on CPU (null: one per available core; results do not
+    depend on it).
 
     Flower only: ``ray_address`` joins a running Ray cluster (``"auto"`` after ``ray start``; None
     starts a local Ray with ``ray_num_cpus`` CPUs), ``client_num_cpus`` is each ClientApp's CPU share
@@ -139,6 +142,7 @@ class EngineConfig:
     chunk_size: int = 32
     device: str = "cpu"
     workers: int | None = None
+    group_size: int = 8
     ray_address: str | None = None
     ray_num_cpus: int | None = None
     client_num_cpus: float = 1.0
@@ -184,7 +188,9 @@ class ExperimentConfig:
              f"attack.rounds must lie in 1..{fed.rounds} (federation.rounds)"),
             (self.attack.every is None or self.attack.every >= 1, "attack.every must be >= 1"),
             (self.engine.name in ("inprocess", "flower"), "engine.name must be 'inprocess' or 'flower'"),
-            (self.engine.vectorize in (True, False, "auto"), "engine.vectorize must be true, false or 'auto'"),
+            (self.engine.vectorize in (True, False, "auto", "grouped"),
+             "engine.vectorize must be true, false, 'auto' or 'grouped'"),
+            (self.engine.group_size >= 1, "engine.group_size must be >= 1 (clients per grouped autograd graph)"),
             (self.engine.workers is None or self.engine.workers >= 1,
              "engine.workers must be >= 1, or null for one per available core"),
             (0 <= self.task.target_label, "task.target_label must be a class index >= 0"),

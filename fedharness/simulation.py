@@ -87,7 +87,7 @@ class Simulation:
         self.shards = split(labels, fed.num_clients, fed.partition, fed.dirichlet_alpha, cfg.seed)
         self.engine = InProcessEngine(
             self.model, self.names, task.per_sample_loss, cfg.engine.vectorize, cfg.engine.chunk_size,
-            resolve_device(cfg.engine.device), resolve_workers(cfg.engine.workers),
+            resolve_device(cfg.engine.device), resolve_workers(cfg.engine.workers), cfg.engine.group_size,
         )
         self.aggregator = build_aggregator(cfg)
         self.warmup_aggregator = aggregators.get("mean")
@@ -239,7 +239,7 @@ class Simulation:
         start = time.perf_counter()
         plan = self.plan(round_index)
         local_vecs, info = self.local_models(round_index, global_vec, plan)
-        path = "vmap" if self.engine.uses_vmap(len(plan.benign)) else "loop"
+        path = self.engine.client_path(len(plan.benign))
         return self.finish_round(round_index, global_vec, plan, local_vecs, start, path, info)
 
     def rounds(self, global_vec: torch.Tensor, first_round: int = 1) -> Iterator[tuple[torch.Tensor, dict]]:

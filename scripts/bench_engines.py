@@ -1,14 +1,21 @@
 """One federated round of 100 MNIST clients: the in-process engine vs Flower's simulation engine at
 equal cores, and vs the in-process engine of an earlier commit, same seed, same results.
 
-Same config and seed for all (n = m = 100, FedAvg, the lab's 2 local epochs at batch 10, lr 0.1).
-Each engine runs ``--rounds`` rounds one after another from the same initial model; the first round
-is the warm-up (Ray actors start, kernels warm up), the rest give the steady-state median s/round.
-Equal cores: the in-process engine trains on ``--cores`` worker threads, Flower runs ``--cores``
-ClientApps at once (Ray ``num_cpus``, one CPU each). ``--baseline-commit`` runs the same rounds with
-that commit's code (``git archive`` into a temporary folder, its in-process engine given all cores as
-intra-op threads) in a subprocess. Reported: per-round times, medians, speedups, the max relative
-distance of the global models and whether MTA/ASR are identical, and ``uptime`` load.
+Same config and seed for all (n = m = 100, FedAvg, the lab's local work: 2 epochs at batch 10 and
+the default lr 0.05; at lr 0.1 this fresh SmallCNN's ReLUs all die in round 1 and every engine
+reports MTA 0.1135, the share of the digit 1, for several rounds, so a round that learns nothing
+would be timed). Each engine runs ``--rounds`` rounds one after another from the same initial model;
+the first round is the warm-up (Ray actors start, kernels warm up), the rest give the steady-state
+median s/round. Equal cores: the in-process engine trains on ``--cores`` worker threads, Flower runs
+``--cores`` ClientApps at once (Ray ``num_cpus``, one CPU each). In-process runs twice: the fast path
+``--vectorize`` (default ``grouped``: clients in grouped twins of the model, ``engine.group_size``
+``--group-size``) and the per-client loop (``vectorize: false``, the lab's CPU default and the
+arithmetic of Flower's ClientApps). ``--baseline-commit`` runs the same
+rounds with that commit's code (``git archive`` into a temporary folder, its in-process engine given
+all cores as intra-op threads) in a subprocess. Reported: per-round times and MTA/ASR, medians,
+speedups, the max relative distance of the global models and whether MTA/ASR are identical, the
+round's FLOPs and the default path's achieved FLOP/s as a share of the measured fp32 matmul FLOP/s
+on ``--cores`` threads, and ``uptime`` load.
 ``--end-to-end CONFIG`` also times a whole run of CONFIG (e.g. the 40-round
 ``configs/mnist_model_replacement.yaml``) on both engines. Writes JSON to --out.
 
@@ -18,6 +25,7 @@ distance of the global models and whether MTA/ASR are identical, and ``uptime`` 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -41,11 +49,13 @@ def experiment(args: argparse.Namespace) -> ExperimentConfig:
     cfg = ExperimentConfig(
         seed=args.seed, data=DataConfig("mnist"),
         federation=FederationConfig(num_clients=args.clients, clients_per_round=args.clients, rounds=args.rounds),
-        local=LocalConfig(epochs=args.epochs, lr=0.1, batch_size=args.batch_size),
+        local=LocalConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size),
         engine=EngineConfig(name="inprocess", ray_num_cpus=args.cores),
     )
     if hasattr(cfg.engine, "workers"):  # absent in a baseline commit's config
         cfg.engine.workers = args.cores
+    if hasattr(cfg.engine, "group_size"):
+        cfg.engine.group_size = args.group_size
     return cfg
 
 
@@ -54,15 +64,18 @@ def summary(rows: list[dict], global_vec: torch.Tensor) -> dict:
     return {"rounds": rows, "steady_median_s": statistics.median(steady), "_global": global_vec}
 
 
-def inprocess_rounds(cfg: ExperimentConfig, label: str) -> dict:
+def inprocess_rounds(cfg: ExperimentConfig, label: str, vectorize: bool | str | None = None) -> dict:
+    if vectorize is not None:
+        cfg = copy.deepcopy(cfg)
+        cfg.engine.vectorize = vectorize
     sim = Simulation(cfg, build_task(cfg))
     g, rows = sim.initial_global(), []
     for r in range(1, cfg.federation.rounds + 1):
         start = time.perf_counter()
         g, record = sim.run_round(r, g)
         rows.append(round_row(record, time.perf_counter() - start))
-        print(f"{label} round {r}: {rows[-1]['wall_s']:.2f} s", flush=True)
-    return summary(rows, g)
+        print(f"{label} round {r}: {rows[-1]['wall_s']:.2f} s, MTA {record['main_accuracy']:.4f}", flush=True)
+    return {**summary(rows, g), "path": record.get("path")}
 
 
 def round_row(record: dict, wall: float) -> dict:
@@ -97,7 +110,7 @@ def baseline_rounds(args: argparse.Namespace) -> dict:
         out = Path(tree) / "baseline.json"
         cmd = [sys.executable, __file__, "--inprocess-only", str(out), "--clients", str(args.clients),
                "--rounds", str(args.rounds), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-               "--seed", str(args.seed), "--cores", str(args.cores)]
+               "--seed", str(args.seed), "--cores", str(args.cores), "--lr", str(args.lr)]
         subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": tree}, cwd=tree)
         result = json.loads(out.read_text())
         result["_global"] = torch.tensor(result.pop("global"))
@@ -122,6 +135,19 @@ def end_to_end(path: Path, cores: int, seed: int) -> dict:
     return out
 
 
+def compute_floor(round_s: float, args: argparse.Namespace) -> dict:
+    """The round's FLOPs (every client: E passes over its data), the achieved FLOP/s over the whole
+    round (training, server step and evaluation) and its share of the measured fp32 matmul FLOP/s."""
+    from gpu_fed_round import flops_per_sample_step, matmul_flops
+
+    cfg = experiment(args)
+    task = build_task(cfg)
+    flops = flops_per_sample_step(task, torch.device("cpu")) * args.epochs * len(task.x_train)  # all clients sampled
+    peak = matmul_flops(torch.device("cpu"), torch.float32, 2048)
+    return {"round_flops": flops, "achieved_flops_per_s": flops / round_s, "matmul_fp32_flops_per_s": peak,
+            "share_of_matmul": flops / round_s / peak}
+
+
 def compare(reference: dict, other: dict) -> dict:
     a, b = reference["_global"], other["_global"]
     same = all(x["main_accuracy"] == y["main_accuracy"] and x["attack_success_rate"] == y["attack_success_rate"]
@@ -137,6 +163,10 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)), help="cores each engine gets")
     parser.add_argument("--epochs", type=int, default=2, help="local epochs")
     parser.add_argument("--batch-size", type=int, default=10, help="local batch size")
+    parser.add_argument("--lr", type=float, default=LocalConfig().lr, help="local learning rate")
+    parser.add_argument("--vectorize", default="grouped", type=lambda v: {"true": True, "false": False}.get(v, v),
+                        help="engine.vectorize of the timed in-process path (grouped, auto, true, false)")
+    parser.add_argument("--group-size", type=int, default=8, help="engine.group_size of the grouped path")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--baseline-commit", default=None, help="also time this commit's in-process engine")
     parser.add_argument("--no-flower", action="store_true")
@@ -152,7 +182,8 @@ def main() -> None:
         args.inprocess_only.write_text(json.dumps(result))
         return
     load = {"before": os.getloadavg()}
-    results = {"inprocess": inprocess_rounds(cfg, "in-process")}
+    results = {"inprocess": inprocess_rounds(cfg, "in-process", vectorize=args.vectorize),
+               "inprocess_loop": inprocess_rounds(cfg, "in-process loop", vectorize=False)}
     if args.baseline_commit:
         results["baseline"] = baseline_rounds(args)
     if not args.no_flower:
@@ -162,11 +193,19 @@ def main() -> None:
         "clients": args.clients, "rounds": args.rounds, "epochs": args.epochs, "batch_size": args.batch_size,
         "cores": args.cores, "baseline_commit": args.baseline_commit, "loadavg_1_5_15": load,
         "vs_inprocess": {k: compare(results["inprocess"], v) for k, v in results.items() if k != "inprocess"},
+        "vs_inprocess_loop": {k: compare(results["inprocess_loop"], v) for k, v in results.items()
+                              if k not in ("inprocess", "inprocess_loop")},
+        "compute_floor": compute_floor(results["inprocess"]["steady_median_s"], args),
         **{k: {kk: vv for kk, vv in v.items() if kk != "_global"} for k, v in results.items()},
     }
     if args.end_to_end:
         report["end_to_end"] = end_to_end(args.end_to_end, args.cores, args.seed)
     print(json.dumps(report, indent=2))
+    print(f"load {load}; in-process ({results['inprocess']['path']}) {results['inprocess']['steady_median_s']:.2f} s/round; "
+          + "; ".join(f"{k} {v['steady_median_s']:.2f} s/round = {report['vs_inprocess'][k]['speedup_steady']:.2f}x, "
+                      f"global rel diff {report['vs_inprocess'][k]['max_rel_diff_global']:.1e}, "
+                      f"same MTA/ASR {report['vs_inprocess'][k]['identical_mta_asr']}"
+                      for k, v in results.items() if k != "inprocess"), flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2))

@@ -6,7 +6,9 @@ triggered test images whose true label is not the target (Bagdasaryan et al. 202
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -15,8 +17,20 @@ from torch import nn
 from torch.func import functional_call
 
 from fedharness.attacks.pixel_backdoor import PixelPattern, poison
+from fedharness.engines.inprocess import single_intra_op_thread
 from fedharness.local_training import Batch
 from fedharness.params import trainable_names
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d`` that, when no gradient is recorded, pools a channels-last copy: the same
+    values, and torch's channels-last CPU kernel took 0.07 ms for a (10, 16, 28, 28) map where the
+    NCHW one took 1.6 ms (evaluation of 2,000 images at batch 100: 0.33 s → 0.14 s, one thread)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() or x.dim() != 4:
+            return super().forward(x)
+        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
 
 
 class SmallCNN(nn.Module):
@@ -29,8 +43,8 @@ class SmallCNN(nn.Module):
     def __init__(self, image_size: int = 28, num_classes: int = 10, channels: int = 1) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, 16, 3, padding=1), nn.GroupNorm(4, 16), nn.MaxPool2d(2), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, padding=1), nn.GroupNorm(4, 32), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(channels, 16, 3, padding=1), nn.GroupNorm(4, 16), MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1), nn.GroupNorm(4, 32), MaxPool2d(2), nn.ReLU(),
             nn.Flatten(),
         )
         side = image_size // 4
@@ -39,6 +53,11 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(self.body(x)))
+
+
+def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():  # thread-local: entered in the thread that predicts
+        return model(x).argmax(1)
 
 
 @dataclass(frozen=True)
@@ -76,7 +95,7 @@ class ImageClassificationTask:
     trigger: PixelPattern = field(default_factory=PixelPattern)
     poison_fraction: float = 0.5
     num_classes: int = 10
-    eval_batch: int = 2000
+    eval_batch: int = 100
     semantic: SemanticFeature | None = None
 
     def build_model(self) -> nn.Module:
@@ -100,10 +119,17 @@ class ImageClassificationTask:
         x, y = poison(data["x"], data["y"], self.trigger, self.target_label, self.poison_fraction, seed)
         return {"x": x, "y": y}
 
-    @torch.no_grad()
     def predict(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Class predictions in batches of ``eval_batch`` (100 images keep the activations in cache;
+        2,000 at once took 2.3× as long), spread over ``torch.get_num_threads()`` threads with one
+        intra-op thread each (a batch's prediction does not depend on the thread that makes it)."""
         model.eval()
-        return torch.cat([model(chunk).argmax(1) for chunk in x.split(self.eval_batch)])
+        chunks = x.split(self.eval_batch)
+        threads = min(torch.get_num_threads(), len(chunks))
+        if threads <= 1:
+            return torch.cat([_predict(model, chunk) for chunk in chunks])
+        with single_intra_op_thread(), ThreadPoolExecutor(threads) as pool:
+            return torch.cat(list(pool.map(partial(_predict, model), chunks)))
 
     def accuracy(self, model: nn.Module, data: Batch) -> float:
         """Fraction of ``data`` (a client-style batch dict) classified correctly."""
