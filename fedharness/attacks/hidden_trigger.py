@@ -71,6 +71,7 @@ class HiddenTriggerConfig:
     stop_loss: float = 10.0
     batch_size: int = 100
     random_location: bool = True
+    relocate_every: int = 0
     optimizer: str = "sgd"
 
     def __post_init__(self) -> None:
@@ -79,7 +80,7 @@ class HiddenTriggerConfig:
         if self.optimizer not in OPTIMIZERS:
             raise InputError(f"unknown hidden trigger optimizer {self.optimizer!r}; "
                              f"choose one of: {', '.join(OPTIMIZERS)}")
-        for name in ("lr", "stop_loss"):
+        for name in ("lr", "stop_loss", "relocate_every"):
             if getattr(self, name) < 0:
                 raise InputError(f"hidden trigger {name} must be ≥ 0, got {getattr(self, name)}")
         for name in ("halve_every", "max_iterations", "batch_size"):
@@ -99,6 +100,22 @@ def small_extractor_config(**overrides: object) -> HiddenTriggerConfig:
     return HiddenTriggerConfig(**{**SMALL_EXTRACTOR, **overrides})
 
 
+def grid_trigger(channels: int, size: int, g: torch.Generator) -> torch.Tensor:
+    """Saha et al. §4: a random 4×4 grid of colours (uniform in [0, 1]) resized to the patch by bilinear
+    interpolation."""
+    cells = torch.rand(1, channels, 4, 4, generator=g)
+    return torch.nn.functional.interpolate(cells, size=(size, size), mode="bilinear", align_corners=False)[0]
+
+
+def binary_trigger(channels: int, size: int, g: torch.Generator) -> torch.Tensor:
+    """A random black/white pattern, one draw per pixel (high frequency; not the paper's)."""
+    return torch.randint(0, 2, (channels, size, size), generator=g).float()
+
+
+TRIGGERS: dict[str, Callable[[int, int, torch.Generator], torch.Tensor]] = {"grid": grid_trigger,
+                                                                             "binary": binary_trigger}
+
+
 @dataclass
 class Patch:
     """The secret trigger: a (C, s, s) pattern pasted at random places, or at (``top``, ``left``)
@@ -109,10 +126,11 @@ class Patch:
     left: int | None = None
 
     @classmethod
-    def random(cls, channels: int, size: int, seed: int) -> "Patch":
-        """A binary random pattern (the paper's triggers are random 4×4 grids upscaled)."""
-        g = torch.Generator().manual_seed(seed)
-        return cls(torch.randint(0, 2, (channels, size, size), generator=g).float())
+    def random(cls, channels: int, size: int, seed: int, kind: str = "grid") -> "Patch":
+        """A random pattern drawn by ``TRIGGERS[kind]`` (``grid``: the paper's)."""
+        if kind not in TRIGGERS:
+            raise InputError(f"unknown trigger {kind!r}; choose one of: {', '.join(TRIGGERS)}")
+        return cls(TRIGGERS[kind](channels, size, torch.Generator().manual_seed(seed)))
 
     @property
     def size(self) -> int:
@@ -159,18 +177,21 @@ def pair(poison_feats: torch.Tensor, source_feats: torch.Tensor) -> np.ndarray:
     return paired
 
 
-def collide_batch(features: FeatureFn, base: torch.Tensor, patched: torch.Tensor,
+def collide_batch(features: FeatureFn, base: torch.Tensor, patched: torch.Tensor | Callable[[], torch.Tensor],
                   cfg: HiddenTriggerConfig) -> tuple[torch.Tensor, list[float]]:
     """One batch of Eq. 1 by projected descent (``cfg.optimizer``'s step, then δ clipped to ±ε and
-    t + δ to [0, 1]); returns poisons and mean pair loss per iteration."""
-    with torch.no_grad():
-        src = features(patched)
+    t + δ to [0, 1]); returns poisons and mean pair loss per iteration. ``patched``: the patched
+    sources, or a draw of them (new patch places) made every ``cfg.relocate_every`` iterations."""
+    draw = patched if callable(patched) else (lambda: patched)
     delta = torch.zeros_like(base, requires_grad=True)
     step = OPTIMIZERS[cfg.optimizer]
     opt = step.make([delta], cfg.lr)
     schedule = torch.optim.lr_scheduler.StepLR(opt, cfg.halve_every, gamma=0.5)
     trace: list[float] = []
-    for _ in range(cfg.max_iterations):
+    for i in range(cfg.max_iterations):
+        if i == 0 or (cfg.relocate_every and i % cfg.relocate_every == 0):
+            with torch.no_grad():
+                src = features(draw())
         feats = features(base + delta)
         cols = pair(feats.detach(), src)
         per_pair = ((feats - src[torch.as_tensor(cols)]) ** 2).sum(dim=1)
@@ -199,7 +220,8 @@ def generate(features: FeatureFn, targets: torch.Tensor, target_labels: torch.Te
         pick = torch.randperm(len(sources), generator=g)[: len(base)]
         if len(pick) < len(base):
             pick = torch.randint(0, len(sources), (len(base),), generator=g)
-        poisons, trace = collide_batch(features, base, patch.apply(sources[pick], cfg.random_location, g), cfg)
+        chosen = sources[pick]
+        poisons, trace = collide_batch(features, base, lambda: patch.apply(chosen, cfg.random_location, g), cfg)
         out.poisons[start:start + len(base)] = poisons
         out.mean_loss.append(trace)
         out.iterations.append(len(trace))
@@ -251,6 +273,8 @@ class TransferConfig:
     bases: str = "nearest"
     pretrain_classes: str = "all"
     pretrain_epochs: int = 2
+    pretrain_shift: int = 0
+    trigger: str = "binary"
     head_steps: int = 300
     head_l2: float = 1e-6
 
@@ -312,10 +336,11 @@ def run_transfer(x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.T
         raise InputError(f"{cfg.poisons} poisons asked, but class {cfg.target} has {len(target_idx)} training images")
     x, xt = resize(x, cfg.image_size), resize(xt, cfg.image_size)
     exclude = (cfg.source, cfg.target) if cfg.pretrain_classes == "others" else ()
-    pretrain = PretrainConfig(epochs=cfg.pretrain_epochs, blocks=cfg.blocks, feature_dim=cfg.feature_dim)
+    pretrain = PretrainConfig(epochs=cfg.pretrain_epochs, blocks=cfg.blocks, feature_dim=cfg.feature_dim,
+                              shift=cfg.pretrain_shift)
     extractor = pretrain_extractor(x, y, exclude, pretrain, seed)
     features = lambda z: extract(extractor, z)
-    patch = Patch.random(x.shape[1], cfg.patch_size, seed)
+    patch = Patch.random(x.shape[1], cfg.patch_size, seed, cfg.trigger)
     g = torch.Generator().manual_seed(seed)
     sources = x[y == cfg.source]
     with torch.no_grad():
