@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from fedharness.attacks.hidden_trigger import BASES, OPTIMIZERS, TRIGGERS, TransferConfig, resize, run_transfer
 from fedharness.tasks.head_finetune import PretrainConfig, pretrain_extractor
-from unlearning_verify.watermarks.hidden_trigger import TransferVerifyConfig, verify_transfer
+from unlearning_verify.watermarks.hidden_trigger import PAIRS, TransferVerifyConfig, verify_transfer
 from poisonlab import data
 from poisonlab.runs import append_jsonl, read_jsonl, write_json
 
@@ -60,7 +60,7 @@ def config(point: dict, args: argparse.Namespace) -> TransferConfig:
                           image_size=args.image_size, blocks=args.blocks, feature_dim=args.feature_dim,
                           bases=args.bases, pretrain_classes=args.pretrain_classes,
                           pretrain_epochs=args.pretrain_epochs, pretrain_shift=args.pretrain_shift,
-                          trigger=args.trigger, head_steps=args.head_steps, head_l2=args.head_l2)
+                          trigger=args.trigger, trigger_draws=args.trigger_draws, head_steps=args.head_steps, head_l2=args.head_l2)
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -109,12 +109,15 @@ def main() -> None:
     p.add_argument("--pretrain-shift", type=int, default=TransferConfig.pretrain_shift,
                    help="extractor pretraining: random translation of up to N pixels")
     p.add_argument("--trigger", choices=sorted(TRIGGERS), default=TransferConfig.trigger)
+    p.add_argument("--trigger-draws", type=int, default=TransferConfig.trigger_draws,
+                   help="random triggers drawn; the one with the largest patch shift is used")
     p.add_argument("--random-location", action="store_true", help="patch at random places (paper's rand_loc)")
     p.add_argument("--relocate-every", type=int, default=TransferConfig().attack.relocate_every,
                    help="with --random-location: new patch places every N generation iterations (0: once)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--pair", choices=["key", "nearest"], default=TransferVerifyConfig.pair,
-                   help="watermark: the key's source class or the owner's nearest_source")
+    p.add_argument("--pair", choices=list(PAIRS), default=TransferVerifyConfig.pair,
+                   help="watermark: the key's source class, the owner's nearest_source or rehearsed_source")
+    p.add_argument("--max-queries", type=int, default=TransferVerifyConfig.max_queries, help="watermark query budget")
     p.add_argument("--watermark-seeds", type=int, default=0, help="run the watermark verification on N seeds")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -157,7 +160,7 @@ def watermark(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor, xt: to
                               shift=args.pretrain_shift)
     params = {"size": args.patch_size, "optimizer": args.optimizer, "lr": args.lr, "max_iterations": args.iterations,
               "halve_every": max(args.iterations // 3, 1)}
-    cfg = TransferVerifyConfig(eps=args.eps / 255, params=params, pair=args.pair)
+    cfg = TransferVerifyConfig(eps=args.eps / 255, params=params, pair=args.pair, max_queries=args.max_queries)
     for seed in tqdm(range(args.watermark_seeds), desc="watermark"):
         if any(r["seed"] == seed for r in rows):
             continue

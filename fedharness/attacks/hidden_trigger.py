@@ -158,6 +158,20 @@ class Patch:
         return self.paste(x, tops, lefts)
 
 
+def strongest_patch(features: FeatureFn, sources: torch.Tensor, channels: int, size: int, seed: int, kind: str,
+                    draws: int, random_location: bool = False) -> Patch:
+    """Of ``draws`` random triggers (seeds ``seed``, ``seed + 1``, …), the one that moves the attacker's
+    source images furthest in feature space (mean ‖f(s̃) − f(s)‖², the patch shift): the signal the
+    fine-tuned head can tie to the target. It uses only what the paper's attacker holds (f and source
+    images), not the victim's data, and no direction towards the target."""
+    with torch.no_grad():
+        clean = features(sources)
+        candidates = [Patch.random(channels, size, seed + k, kind) for k in range(draws)]
+        shifts = [float((features(p.apply(sources, random_location, torch.Generator().manual_seed(seed)))
+                         - clean).pow(2).sum(1).mean()) for p in candidates]
+    return candidates[int(np.argmax(shifts))]
+
+
 @dataclass
 class Collision:
     """Poisons and their labels (the targets', unchanged), plus the optimisation trace."""
@@ -275,6 +289,7 @@ class TransferConfig:
     pretrain_epochs: int = 2
     pretrain_shift: int = 0
     trigger: str = "binary"
+    trigger_draws: int = 1
     head_steps: int = 300
     head_l2: float = 1e-6
 
@@ -289,6 +304,8 @@ class TransferConfig:
             raise InputError(f"unknown bases {self.bases!r}; choose one of: {', '.join(BASES)}")
         if self.poisons < 1:
             raise InputError(f"poisons must be ≥ 1, got {self.poisons}")
+        if self.trigger_draws < 1:
+            raise InputError(f"trigger_draws must be ≥ 1, got {self.trigger_draws}")
         if self.image_size < 8:
             raise InputError(f"image_size must be ≥ 8 pixels, got {self.image_size}")
 
@@ -340,9 +357,10 @@ def run_transfer(x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.T
                               shift=cfg.pretrain_shift)
     extractor = pretrain_extractor(x, y, exclude, pretrain, seed)
     features = lambda z: extract(extractor, z)
-    patch = Patch.random(x.shape[1], cfg.patch_size, seed, cfg.trigger)
-    g = torch.Generator().manual_seed(seed)
     sources = x[y == cfg.source]
+    patch = strongest_patch(features, sources, x.shape[1], cfg.patch_size, seed, cfg.trigger, cfg.trigger_draws,
+                            cfg.attack.random_location)
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         patched_feats = features(patch.apply(sources, cfg.attack.random_location, torch.Generator().manual_seed(seed)))
         target_feats, source_feats = features(x[target_idx]), features(sources)

@@ -152,3 +152,17 @@ def test_grid_trigger_is_a_random_4x4_grid_resized_bilinearly():
     assert set(binary.unique().tolist()) == {0.0, 1.0}
     with pytest.raises(InputError):
         Patch.random(1, 12, seed=0, kind="checkerboard")
+
+
+def test_strongest_patch_is_the_draw_that_moves_source_features_most():
+    from fedharness.attacks.hidden_trigger import strongest_patch
+
+    sources = torch.zeros(3, 1, 10, 10)
+    flat = lambda z: z.flatten(1)  # on black images the shift is the pattern's squared mass
+    chosen = strongest_patch(flat, sources, 1, 4, seed=0, kind="binary", draws=6)
+    masses = [float(Patch.random(1, 4, k, "binary").pattern.sum()) for k in range(6)]
+    assert float(chosen.pattern.sum()) == max(masses) and len(set(masses)) > 1
+    assert torch.equal(strongest_patch(flat, sources, 1, 4, 0, "binary", 1).pattern,
+                       Patch.random(1, 4, 0, "binary").pattern)
+    with pytest.raises(InputError):
+        TransferConfig(trigger_draws=0)
