@@ -13,8 +13,11 @@ matches greedily), takes a plain gradient step on the summed pair losses, clips 
 ±ε and the image to [0, 1]; lr halves every ``halve_every`` iterations; a batch stops when its largest
 pair loss falls below ``stop_loss`` or after ``max_iterations``. ``optimizer`` picks the step from
 :data:`OPTIMIZERS`: ``"sgd"`` is the paper's plain step; ``"sign"`` and ``"adam"`` are alternatives in
-the same ε-ball. Poisons keep their target label and
-show no trigger; the trigger appears only at test time, on source images.
+the same ε-ball. With ``random_location``, ``relocate_every`` > 0 pastes the patch at new places every that
+many iterations (the official code draws new places once per pass over the data). Poisons keep their target
+label and show no trigger; the trigger appears only at test time, on source images. The paper's trigger is a
+random 4×4 grid of colours resized bilinearly (``TRIGGERS["grid"]``); ``"binary"`` draws black or white per
+pixel.
 
 The paper's control (``noise_poisons``) replaces the feature collision by uniform ε-noise on the same
 target images. :class:`HiddenTrigger` is the federated client attack: the attacker holds target-class
@@ -273,7 +276,10 @@ class TransferConfig:
     target-class training images, chosen by ``bases`` (:data:`BASES`), replaced in the training set by
     their poisons (or by the noise control); the last layer fitted on ``classes`` ("pair": source vs
     target, the paper's binary tasks; "all": every class). ``feature_dim`` is the width of the extractor's
-    penultimate layer, the space the poisons collide in."""
+    penultimate layer, the space the poisons collide in. ``pretrain_shift``: the pretraining moves every
+    image by up to that many pixels (ImageNet's random crops at MNIST's scale), so that the extractor has
+    learned to see strokes at the patch's place instead of keeping random weights there. ``trigger``
+    (:data:`TRIGGERS`) and ``trigger_draws`` (:func:`strongest_patch`) choose the patch pattern."""
 
     source: int = 3
     target: int = 8
