@@ -60,7 +60,8 @@ def config(point: dict, args: argparse.Namespace) -> TransferConfig:
                           image_size=args.image_size, blocks=args.blocks, feature_dim=args.feature_dim,
                           bases=args.bases, pretrain_classes=args.pretrain_classes,
                           pretrain_epochs=args.pretrain_epochs, pretrain_shift=args.pretrain_shift,
-                          trigger=args.trigger, trigger_draws=args.trigger_draws, head_steps=args.head_steps, head_l2=args.head_l2)
+                          trigger=args.trigger, trigger_draws=args.trigger_draws, head_steps=args.head_steps,
+                          head_l2=args.head_l2)
 
 
 def summarise(rows: list[dict]) -> list[dict]:
