@@ -141,14 +141,14 @@ def test_relocation_draws_new_patch_places_every_relocate_every_iterations(extra
 
 
 def test_grid_trigger_is_a_random_4x4_grid_resized_bilinearly():
-    grid = Patch.random(1, 12, seed=0).pattern
-    again = Patch.random(1, 12, seed=0).pattern
+    grid = Patch.random(1, 12, seed=0, kind="grid").pattern
+    again = Patch.random(1, 12, seed=0, kind="grid").pattern
     assert grid.shape == (1, 12, 12) and torch.equal(grid, again)
     assert float(grid.min()) >= 0 and float(grid.max()) <= 1
-    assert float(grid.std()) > 0.05 and not torch.equal(grid, Patch.random(1, 12, seed=1).pattern)
+    assert float(grid.std()) > 0.05 and not torch.equal(grid, Patch.random(1, 12, seed=1, kind="grid").pattern)
     steps = (grid[:, :, 1:] - grid[:, :, :-1]).abs()
     assert float(steps.max()) < 0.5  # smooth between the 4×4 cells, unlike the binary pattern
-    binary = Patch.random(1, 12, seed=0, kind="binary").pattern
+    binary = Patch.random(1, 12, seed=0).pattern  # the default
     assert set(binary.unique().tolist()) == {0.0, 1.0}
     with pytest.raises(InputError):
         Patch.random(1, 12, seed=0, kind="checkerboard")
