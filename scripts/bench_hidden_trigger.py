@@ -11,7 +11,8 @@ accuracy, and the share of *unpatched* source test images called target. Rows go
 ``--watermark-seeds N``: instead, the unlearning watermark in the fine-tuning provider setting
 (:func:`unlearning_verify.watermarks.hidden_trigger.verify_transfer`): a public extractor pretrained on
 the even-indexed training images (one per seed), the provider's users own the odd ones; noop vs head_retrain over N
-seeds, verdicts with the family's assumption check, to ``watermark.jsonl``.
+seeds, verdicts with the family's assumption check, to ``watermark.jsonl``; ``--pair`` picks the source class (the
+key's, ``nearest_source`` or ``rehearsed_source``), ``--max-queries`` the budget.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python scripts/bench_hidden_trigger.py --out runs/htba
 """
