@@ -11,7 +11,8 @@ accuracy, and the share of *unpatched* source test images called target. Rows go
 ``--watermark-seeds N``: instead, the unlearning watermark in the fine-tuning provider setting
 (:func:`unlearning_verify.watermarks.hidden_trigger.verify_transfer`): a public extractor pretrained on
 the even-indexed training images (one per seed), the provider's users own the odd ones; noop vs head_retrain over N
-seeds, verdicts with the family's assumption check, to ``watermark.jsonl``.
+seeds, verdicts with the family's assumption check, to ``watermark.jsonl``; ``--pair`` picks the source class (the
+key's, ``nearest_source`` or ``rehearsed_source``), ``--max-queries`` the budget.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python scripts/bench_hidden_trigger.py --out runs/htba
 """
@@ -27,9 +28,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fedharness.attacks.hidden_trigger import BASES, OPTIMIZERS, TransferConfig, resize, run_transfer
+from fedharness.attacks.hidden_trigger import BASES, OPTIMIZERS, TRIGGERS, TransferConfig, resize, run_transfer
 from fedharness.tasks.head_finetune import PretrainConfig, pretrain_extractor
-from unlearning_verify.watermarks.hidden_trigger import TransferVerifyConfig, verify_transfer
+from unlearning_verify.watermarks.hidden_trigger import PAIRS, TransferVerifyConfig, verify_transfer
 from poisonlab import data
 from poisonlab.runs import append_jsonl, read_jsonl, write_json
 
@@ -55,11 +56,13 @@ def config(point: dict, args: argparse.Namespace) -> TransferConfig:
     base = TransferConfig()
     attack = dataclasses.replace(base.attack, eps=point["eps255"] / 255, random_location=args.random_location,
                                  max_iterations=args.iterations, halve_every=max(args.iterations // 3, 1),
-                                 optimizer=args.optimizer, lr=args.lr)
+                                 optimizer=args.optimizer, lr=args.lr, relocate_every=args.relocate_every)
     return TransferConfig(source, target, point["poisons"], args.patch_size, args.classes, attack,
                           image_size=args.image_size, blocks=args.blocks, feature_dim=args.feature_dim,
                           bases=args.bases, pretrain_classes=args.pretrain_classes,
-                          pretrain_epochs=args.pretrain_epochs, head_steps=args.head_steps, head_l2=args.head_l2)
+                          pretrain_epochs=args.pretrain_epochs, pretrain_shift=args.pretrain_shift,
+                          trigger=args.trigger, trigger_draws=args.trigger_draws, head_steps=args.head_steps,
+                          head_l2=args.head_l2)
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -105,10 +108,18 @@ def main() -> None:
     p.add_argument("--bases", choices=sorted(BASES), default=TransferConfig.bases)
     p.add_argument("--pretrain-classes", choices=["all", "others"], default=TransferConfig.pretrain_classes)
     p.add_argument("--pretrain-epochs", type=int, default=TransferConfig.pretrain_epochs)
+    p.add_argument("--pretrain-shift", type=int, default=TransferConfig.pretrain_shift,
+                   help="extractor pretraining: random translation of up to N pixels")
+    p.add_argument("--trigger", choices=sorted(TRIGGERS), default=TransferConfig.trigger)
+    p.add_argument("--trigger-draws", type=int, default=TransferConfig.trigger_draws,
+                   help="random triggers drawn; the one with the largest patch shift is used")
     p.add_argument("--random-location", action="store_true", help="patch at random places (paper's rand_loc)")
+    p.add_argument("--relocate-every", type=int, default=TransferConfig().attack.relocate_every,
+                   help="with --random-location: new patch places every N generation iterations (0: once)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--pair", choices=["key", "nearest"], default=TransferVerifyConfig.pair,
-                   help="watermark: the key's source class or the owner's nearest_source")
+    p.add_argument("--pair", choices=list(PAIRS), default=TransferVerifyConfig.pair,
+                   help="watermark: the key's source class, the owner's nearest_source or rehearsed_source")
+    p.add_argument("--max-queries", type=int, default=TransferVerifyConfig.max_queries, help="watermark query budget")
     p.add_argument("--watermark-seeds", type=int, default=0, help="run the watermark verification on N seeds")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -147,10 +158,11 @@ def watermark(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor, xt: to
     rows = read_jsonl(path) if path.exists() else []
     x, xt = resize(x, args.image_size), resize(xt, args.image_size)
     public = torch.arange(len(x)) % 2 == 0
-    pretrain = PretrainConfig(args.pretrain_epochs, blocks=args.blocks, feature_dim=args.feature_dim)
+    pretrain = PretrainConfig(args.pretrain_epochs, blocks=args.blocks, feature_dim=args.feature_dim,
+                              shift=args.pretrain_shift)
     params = {"size": args.patch_size, "optimizer": args.optimizer, "lr": args.lr, "max_iterations": args.iterations,
               "halve_every": max(args.iterations // 3, 1)}
-    cfg = TransferVerifyConfig(eps=args.eps / 255, params=params, pair=args.pair)
+    cfg = TransferVerifyConfig(eps=args.eps / 255, params=params, pair=args.pair, max_queries=args.max_queries)
     for seed in tqdm(range(args.watermark_seeds), desc="watermark"):
         if any(r["seed"] == seed for r in rows):
             continue

@@ -13,8 +13,11 @@ matches greedily), takes a plain gradient step on the summed pair losses, clips 
 ±ε and the image to [0, 1]; lr halves every ``halve_every`` iterations; a batch stops when its largest
 pair loss falls below ``stop_loss`` or after ``max_iterations``. ``optimizer`` picks the step from
 :data:`OPTIMIZERS`: ``"sgd"`` is the paper's plain step; ``"sign"`` and ``"adam"`` are alternatives in
-the same ε-ball. Poisons keep their target label and
-show no trigger; the trigger appears only at test time, on source images.
+the same ε-ball. With ``random_location``, ``relocate_every`` > 0 pastes the patch at new places every that
+many iterations (the official code draws new places once per pass over the data). Poisons keep their target
+label and show no trigger; the trigger appears only at test time, on source images. The paper's trigger is a
+random 4×4 grid of colours resized bilinearly (``TRIGGERS["grid"]``); ``"binary"`` draws black or white per
+pixel.
 
 The paper's control (``noise_poisons``) replaces the feature collision by uniform ε-noise on the same
 target images. :class:`HiddenTrigger` is the federated client attack: the attacker holds target-class
@@ -71,6 +74,7 @@ class HiddenTriggerConfig:
     stop_loss: float = 10.0
     batch_size: int = 100
     random_location: bool = True
+    relocate_every: int = 0
     optimizer: str = "sgd"
 
     def __post_init__(self) -> None:
@@ -79,7 +83,7 @@ class HiddenTriggerConfig:
         if self.optimizer not in OPTIMIZERS:
             raise InputError(f"unknown hidden trigger optimizer {self.optimizer!r}; "
                              f"choose one of: {', '.join(OPTIMIZERS)}")
-        for name in ("lr", "stop_loss"):
+        for name in ("lr", "stop_loss", "relocate_every"):
             if getattr(self, name) < 0:
                 raise InputError(f"hidden trigger {name} must be ≥ 0, got {getattr(self, name)}")
         for name in ("halve_every", "max_iterations", "batch_size"):
@@ -99,6 +103,22 @@ def small_extractor_config(**overrides: object) -> HiddenTriggerConfig:
     return HiddenTriggerConfig(**{**SMALL_EXTRACTOR, **overrides})
 
 
+def grid_trigger(channels: int, size: int, g: torch.Generator) -> torch.Tensor:
+    """Saha et al. §4: a random 4×4 grid of colours (uniform in [0, 1]) resized to the patch by bilinear
+    interpolation."""
+    cells = torch.rand(1, channels, 4, 4, generator=g)
+    return torch.nn.functional.interpolate(cells, size=(size, size), mode="bilinear", align_corners=False)[0]
+
+
+def binary_trigger(channels: int, size: int, g: torch.Generator) -> torch.Tensor:
+    """A random black/white pattern, one draw per pixel (high frequency; not the paper's)."""
+    return torch.randint(0, 2, (channels, size, size), generator=g).float()
+
+
+TRIGGERS: dict[str, Callable[[int, int, torch.Generator], torch.Tensor]] = {"grid": grid_trigger,
+                                                                             "binary": binary_trigger}
+
+
 @dataclass
 class Patch:
     """The secret trigger: a (C, s, s) pattern pasted at random places, or at (``top``, ``left``)
@@ -109,10 +129,11 @@ class Patch:
     left: int | None = None
 
     @classmethod
-    def random(cls, channels: int, size: int, seed: int) -> "Patch":
-        """A binary random pattern (the paper's triggers are random 4×4 grids upscaled)."""
-        g = torch.Generator().manual_seed(seed)
-        return cls(torch.randint(0, 2, (channels, size, size), generator=g).float())
+    def random(cls, channels: int, size: int, seed: int, kind: str = "binary") -> "Patch":
+        """A random pattern drawn by ``TRIGGERS[kind]`` (``grid`` is the paper's)."""
+        if kind not in TRIGGERS:
+            raise InputError(f"unknown trigger {kind!r}; choose one of: {', '.join(TRIGGERS)}")
+        return cls(TRIGGERS[kind](channels, size, torch.Generator().manual_seed(seed)))
 
     @property
     def size(self) -> int:
@@ -140,6 +161,20 @@ class Patch:
         return self.paste(x, tops, lefts)
 
 
+def strongest_patch(features: FeatureFn, sources: torch.Tensor, channels: int, size: int, seed: int, kind: str,
+                    draws: int, random_location: bool = False) -> Patch:
+    """Of ``draws`` random triggers (seeds ``seed``, ``seed + 1``, …), the one that moves the attacker's
+    source images furthest in feature space (mean ‖f(s̃) − f(s)‖², the patch shift): the signal the
+    fine-tuned head can tie to the target. It uses only what the paper's attacker holds (f and source
+    images), not the victim's data, and no direction towards the target."""
+    with torch.no_grad():
+        clean = features(sources)
+        candidates = [Patch.random(channels, size, seed + k, kind) for k in range(draws)]
+        shifts = [float((features(p.apply(sources, random_location, torch.Generator().manual_seed(seed)))
+                         - clean).pow(2).sum(1).mean()) for p in candidates]
+    return candidates[int(np.argmax(shifts))]
+
+
 @dataclass
 class Collision:
     """Poisons and their labels (the targets', unchanged), plus the optimisation trace."""
@@ -159,18 +194,21 @@ def pair(poison_feats: torch.Tensor, source_feats: torch.Tensor) -> np.ndarray:
     return paired
 
 
-def collide_batch(features: FeatureFn, base: torch.Tensor, patched: torch.Tensor,
+def collide_batch(features: FeatureFn, base: torch.Tensor, patched: torch.Tensor | Callable[[], torch.Tensor],
                   cfg: HiddenTriggerConfig) -> tuple[torch.Tensor, list[float]]:
     """One batch of Eq. 1 by projected descent (``cfg.optimizer``'s step, then δ clipped to ±ε and
-    t + δ to [0, 1]); returns poisons and mean pair loss per iteration."""
-    with torch.no_grad():
-        src = features(patched)
+    t + δ to [0, 1]); returns poisons and mean pair loss per iteration. ``patched``: the patched
+    sources, or a draw of them (new patch places) made every ``cfg.relocate_every`` iterations."""
+    draw = patched if callable(patched) else (lambda: patched)
     delta = torch.zeros_like(base, requires_grad=True)
     step = OPTIMIZERS[cfg.optimizer]
     opt = step.make([delta], cfg.lr)
     schedule = torch.optim.lr_scheduler.StepLR(opt, cfg.halve_every, gamma=0.5)
     trace: list[float] = []
-    for _ in range(cfg.max_iterations):
+    for i in range(cfg.max_iterations):
+        if i == 0 or (cfg.relocate_every and i % cfg.relocate_every == 0):
+            with torch.no_grad():
+                src = features(draw())
         feats = features(base + delta)
         cols = pair(feats.detach(), src)
         per_pair = ((feats - src[torch.as_tensor(cols)]) ** 2).sum(dim=1)
@@ -199,7 +237,8 @@ def generate(features: FeatureFn, targets: torch.Tensor, target_labels: torch.Te
         pick = torch.randperm(len(sources), generator=g)[: len(base)]
         if len(pick) < len(base):
             pick = torch.randint(0, len(sources), (len(base),), generator=g)
-        poisons, trace = collide_batch(features, base, patch.apply(sources[pick], cfg.random_location, g), cfg)
+        chosen = sources[pick]
+        poisons, trace = collide_batch(features, base, lambda: patch.apply(chosen, cfg.random_location, g), cfg)
         out.poisons[start:start + len(base)] = poisons
         out.mean_loss.append(trace)
         out.iterations.append(len(trace))
@@ -237,7 +276,10 @@ class TransferConfig:
     target-class training images, chosen by ``bases`` (:data:`BASES`), replaced in the training set by
     their poisons (or by the noise control); the last layer fitted on ``classes`` ("pair": source vs
     target, the paper's binary tasks; "all": every class). ``feature_dim`` is the width of the extractor's
-    penultimate layer, the space the poisons collide in."""
+    penultimate layer, the space the poisons collide in. ``pretrain_shift``: the pretraining moves every
+    image by up to that many pixels (ImageNet's random crops at MNIST's scale), so that the extractor sees
+    strokes at the patch's place (off: 4 px lowered the registered ASR, README). ``trigger``
+    (:data:`TRIGGERS`) and ``trigger_draws`` (:func:`strongest_patch`) choose the patch pattern."""
 
     source: int = 3
     target: int = 8
@@ -251,6 +293,9 @@ class TransferConfig:
     bases: str = "nearest"
     pretrain_classes: str = "all"
     pretrain_epochs: int = 2
+    pretrain_shift: int = 0
+    trigger: str = "binary"
+    trigger_draws: int = 1
     head_steps: int = 300
     head_l2: float = 1e-6
 
@@ -265,6 +310,8 @@ class TransferConfig:
             raise InputError(f"unknown bases {self.bases!r}; choose one of: {', '.join(BASES)}")
         if self.poisons < 1:
             raise InputError(f"poisons must be ≥ 1, got {self.poisons}")
+        if self.trigger_draws < 1:
+            raise InputError(f"trigger_draws must be ≥ 1, got {self.trigger_draws}")
         if self.image_size < 8:
             raise InputError(f"image_size must be ≥ 8 pixels, got {self.image_size}")
 
@@ -312,12 +359,14 @@ def run_transfer(x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.T
         raise InputError(f"{cfg.poisons} poisons asked, but class {cfg.target} has {len(target_idx)} training images")
     x, xt = resize(x, cfg.image_size), resize(xt, cfg.image_size)
     exclude = (cfg.source, cfg.target) if cfg.pretrain_classes == "others" else ()
-    pretrain = PretrainConfig(epochs=cfg.pretrain_epochs, blocks=cfg.blocks, feature_dim=cfg.feature_dim)
+    pretrain = PretrainConfig(epochs=cfg.pretrain_epochs, blocks=cfg.blocks, feature_dim=cfg.feature_dim,
+                              shift=cfg.pretrain_shift)
     extractor = pretrain_extractor(x, y, exclude, pretrain, seed)
     features = lambda z: extract(extractor, z)
-    patch = Patch.random(x.shape[1], cfg.patch_size, seed)
-    g = torch.Generator().manual_seed(seed)
     sources = x[y == cfg.source]
+    patch = strongest_patch(features, sources, x.shape[1], cfg.patch_size, seed, cfg.trigger, cfg.trigger_draws,
+                            cfg.attack.random_location)
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         patched_feats = features(patch.apply(sources, cfg.attack.random_location, torch.Generator().manual_seed(seed)))
         target_feats, source_feats = features(x[target_idx]), features(sources)

@@ -52,11 +52,28 @@ class PretrainConfig:
     batch_size: int = 64
     blocks: int = 2
     feature_dim: int = 64
+    shift: int = 0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "blocks", "feature_dim"):
             if getattr(self, name) < 1:
                 raise InputError(f"extractor pretraining {name} must be ≥ 1, got {getattr(self, name)}")
+        if self.shift < 0:
+            raise InputError(f"extractor pretraining shift must be ≥ 0 pixels, got {self.shift}")
+
+
+def translate(x: torch.Tensor, shift: int, g: torch.Generator) -> torch.Tensor:
+    """Each image moved by a random whole-pixel offset in [−shift, shift]² (zero fill): the random-crop
+    augmentation of ImageNet pretraining, at MNIST's scale."""
+    if not shift:
+        return x
+    n, _, h, w = x.shape
+    padded = F.pad(x, (shift, shift, shift, shift))
+    dy, dx = (torch.randint(0, 2 * shift + 1, (n,), generator=g) for _ in range(2))
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None].expand(n, x.shape[1], h, w + 2 * shift)
+    cropped = padded.gather(2, rows)
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :].expand(n, x.shape[1], h, w)
+    return cropped.gather(3, cols)
 
 
 def pretrain_extractor(x: torch.Tensor, y: torch.Tensor, exclude: tuple[int, ...], cfg: PretrainConfig,
@@ -74,7 +91,7 @@ def pretrain_extractor(x: torch.Tensor, y: torch.Tensor, exclude: tuple[int, ...
     g = torch.Generator().manual_seed(seed)
     for _ in range(cfg.epochs):
         for idx in torch.randperm(len(xs), generator=g).split(cfg.batch_size):
-            loss = F.cross_entropy(model(xs[idx]), ys[idx])
+            loss = F.cross_entropy(model(translate(xs[idx], cfg.shift, g)), ys[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()

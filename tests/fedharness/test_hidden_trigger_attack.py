@@ -116,3 +116,53 @@ def test_nearest_bases_pick_the_targets_closest_to_the_patched_sources_and_resiz
     assert resize(x, 28) is x
     with pytest.raises(InputError):
         TransferConfig(bases="closest")
+
+
+def test_relocation_draws_new_patch_places_every_relocate_every_iterations(extractor, images):
+    targets, sources = images
+    patch, g = Patch.random(1, 5, 0), torch.Generator().manual_seed(4)
+    draws: list[torch.Tensor] = []
+
+    def draw() -> torch.Tensor:
+        draws.append(patch.apply(sources[:6], True, g))
+        return draws[-1]
+
+    cfg = HiddenTriggerConfig(lr=2 / 255, optimizer="sign", max_iterations=6, relocate_every=2, stop_loss=0.0)
+    poisons, trace = collide_batch(extractor, targets, draw, cfg)
+    assert len(trace) == 6 and len(draws) == 3  # iterations 0, 2, 4
+    assert not torch.equal(draws[0], draws[1])
+    assert float((poisons - targets).abs().max()) <= cfg.eps + 1e-6
+    once = HiddenTriggerConfig(lr=2 / 255, optimizer="sign", max_iterations=6, stop_loss=0.0)
+    draws.clear()
+    collide_batch(extractor, targets, draw, once)
+    assert len(draws) == 1
+    with pytest.raises(InputError):
+        HiddenTriggerConfig(relocate_every=-1)
+
+
+def test_grid_trigger_is_a_random_4x4_grid_resized_bilinearly():
+    grid = Patch.random(1, 12, seed=0, kind="grid").pattern
+    again = Patch.random(1, 12, seed=0, kind="grid").pattern
+    assert grid.shape == (1, 12, 12) and torch.equal(grid, again)
+    assert float(grid.min()) >= 0 and float(grid.max()) <= 1
+    assert float(grid.std()) > 0.05 and not torch.equal(grid, Patch.random(1, 12, seed=1, kind="grid").pattern)
+    steps = (grid[:, :, 1:] - grid[:, :, :-1]).abs()
+    assert float(steps.max()) < 0.5  # smooth between the 4×4 cells, unlike the binary pattern
+    binary = Patch.random(1, 12, seed=0).pattern  # the default
+    assert set(binary.unique().tolist()) == {0.0, 1.0}
+    with pytest.raises(InputError):
+        Patch.random(1, 12, seed=0, kind="checkerboard")
+
+
+def test_strongest_patch_is_the_draw_that_moves_source_features_most():
+    from fedharness.attacks.hidden_trigger import strongest_patch
+
+    sources = torch.zeros(3, 1, 10, 10)
+    flat = lambda z: z.flatten(1)  # on black images the shift is the pattern's squared mass
+    chosen = strongest_patch(flat, sources, 1, 4, seed=0, kind="binary", draws=6)
+    masses = [float(Patch.random(1, 4, k, "binary").pattern.sum()) for k in range(6)]
+    assert float(chosen.pattern.sum()) == max(masses) and len(set(masses)) > 1
+    assert torch.equal(strongest_patch(flat, sources, 1, 4, 0, "binary", 1).pattern,
+                       Patch.random(1, 4, 0, "binary").pattern)
+    with pytest.raises(InputError):
+        TransferConfig(trigger_draws=0)

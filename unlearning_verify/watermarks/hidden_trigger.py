@@ -144,6 +144,38 @@ def nearest_source(features: FeatureFn, trigger: Callable[[torch.Tensor], torch.
     return min(gaps, key=gaps.get)
 
 
+def rehearsed_source(wm: "HiddenTriggerWatermark", x: torch.Tensor, y: torch.Tensor, num_classes: int,
+                     seed: int) -> int:
+    """The owner's choice of source class by a rehearsal on its own images and the public extractor: for
+    each class, poisons from its target-class images collide with half of that class's images (triggered);
+    a head (``HeadFitConfig``, the provider's) fitted on its images plus the poisons, and one without them;
+    the class whose other half, triggered, the poisons send to the target most often beyond the clean head."""
+    from fedharness.tasks.head_finetune import HeadFitConfig, fit_head
+
+    own_targets = y == wm.target
+    others = [int(c) for c in y.unique() if int(c) != wm.target and int((y == c).sum()) >= 2]
+    if not others or not bool(own_targets.any()):
+        raise InputError(f"rehearsing needs the owner's images of class {wm.target} and of another class")
+    with torch.no_grad():
+        feats = wm.features(x)
+    clean = fit_head(feats, y, num_classes, HeadFitConfig(), seed)
+    gains = {}
+    for c in others:
+        idx = torch.nonzero(y == c).flatten()
+        trial = dataclasses.replace(wm, source=c, sources=x[idx[::2]])
+        poisons, labels = trial.poison(x[own_targets], y[own_targets])
+        with torch.no_grad():
+            head = fit_head(torch.cat([feats, wm.features(poisons)]), torch.cat([y, labels]), num_classes,
+                            HeadFitConfig(), seed)
+            held = wm.features(wm.trigger(x[idx[1::2]]))
+            gains[c] = float((head(held).argmax(1) == wm.target).float().mean()
+                             - (clean(held).argmax(1) == wm.target).float().mean())
+    return max(gains, key=gains.get)
+
+
+PAIRS = ("key", "nearest", "rehearsed")
+
+
 @dataclass
 class TransferVerifyConfig:
     """Verification where the provider fine-tunes a public pretrained model (the family's setting).
@@ -152,7 +184,8 @@ class TransferVerifyConfig:
     was pretrained on the other half. Owner 0 marks its target-class images (``eps``); the served
     model is the extractor plus a head fitted on everything; the reference (q) and the honest
     ``head_retrain`` provider refit the head without the owner. ``params`` override the poisoning.
-    ``pair``: the source class the key derives (``"key"``) or the owner's :func:`nearest_source`."""
+    ``pair``: the source class the key derives (``"key"``), the owner's :func:`nearest_source` or its
+    :func:`rehearsed_source`."""
 
     num_owners: int = 10
     eps: float = 16 / 255
@@ -163,8 +196,8 @@ class TransferVerifyConfig:
     pair: str = "key"
 
     def __post_init__(self) -> None:
-        if self.pair not in ("key", "nearest"):
-            raise InputError(f"pair must be 'key' or 'nearest', got {self.pair!r}")
+        if self.pair not in PAIRS:
+            raise InputError(f"pair must be one of {', '.join(PAIRS)}, got {self.pair!r}")
 
 
 def verify_transfer(extractor: nn.Module, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor,
@@ -183,6 +216,8 @@ def verify_transfer(extractor: nn.Module, x: torch.Tensor, y: torch.Tensor, xt: 
     own = torch.as_tensor(owner_of == 0)
     if cfg.pair == "nearest":
         wm.source = nearest_source(features, wm.trigger, x[own], y[own], wm.target)
+    elif cfg.pair == "rehearsed":
+        wm.source = rehearsed_source(wm, x[own], y[own], 10, seed)
     wm.sources = x[own & (y == wm.source)]
     marked = mark(x, y, owner_of, 0, wm, 1.0, seed)
 

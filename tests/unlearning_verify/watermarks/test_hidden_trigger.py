@@ -70,3 +70,21 @@ def test_owner_picks_the_source_class_nearest_the_target_in_surrogate_features()
         nearest_source(feats, lambda z: z, x[:3], y[:3], target=0)
     with pytest.raises(InputError):  # no image of the target class: refused before any distance
         nearest_source(feats, lambda z: z, x[3:], y[3:], target=0)
+
+
+@pytest.mark.parametrize("near", [1, 2])
+def test_owner_rehearsal_picks_the_class_its_poisons_can_reach(near):
+    from fedharness.attacks.hidden_trigger import small_extractor_config
+    from unlearning_verify.watermarks.hidden_trigger import HiddenTriggerWatermark, rehearsed_source
+    from unlearning_verify.watermarks.patch import PatchWatermark
+
+    g = torch.Generator().manual_seed(0)
+    flat = lambda v: (torch.full((12, 1, 6, 6), v) + 0.005 * torch.rand(12, 1, 6, 6, generator=g)).clamp(0, 1)
+    # identity features; class `near` lies within ε of the target images (zeros), the other class far away
+    x = torch.cat([flat(0.0), flat(0.03 if near == 1 else 0.8), flat(0.8 if near == 1 else 0.03)])
+    y = torch.arange(3).repeat_interleave(12)
+    wm = HiddenTriggerWatermark(0, 1, PatchWatermark(0, torch.ones(1, 2, 2), 0, 0), 0,
+                                small_extractor_config(max_iterations=30), lambda z: z.flatten(1))
+    assert rehearsed_source(wm, x, y, 3, seed=0) == near
+    with pytest.raises(InputError):
+        rehearsed_source(wm, x[12:], y[12:], 3, seed=0)
