@@ -156,7 +156,7 @@ def compare(reference: dict, other: dict) -> dict:
             "max_rel_diff_global": float((a - b).norm() / a.norm()), "identical_mta_asr": same}
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=4, help="rounds per engine; the first is the warm-up")
@@ -166,14 +166,19 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=LocalConfig().lr, help="local learning rate")
     parser.add_argument("--vectorize", default="grouped", type=lambda v: {"true": True, "false": False}.get(v, v),
                         help="engine.vectorize of the timed in-process path (grouped, auto, true, false)")
-    parser.add_argument("--group-size", type=int, default=8, help="engine.group_size of the grouped path")
+    parser.add_argument("--group-size", type=int, default=EngineConfig().group_size,
+                        help="engine.group_size of the grouped path")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--baseline-commit", default=None, help="also time this commit's in-process engine")
     parser.add_argument("--no-flower", action="store_true")
     parser.add_argument("--end-to-end", type=Path, default=None, help="a YAML config to run whole on both engines")
     parser.add_argument("--inprocess-only", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = parser().parse_args()
     torch.set_num_threads(args.cores)
     cfg = experiment(args)
     if args.inprocess_only:  # the baseline subprocess
@@ -189,15 +194,7 @@ def main() -> None:
     if not args.no_flower:
         results["flower"] = flower_rounds(cfg, args.cores)
     load["after"] = os.getloadavg()
-    report = {
-        "clients": args.clients, "rounds": args.rounds, "epochs": args.epochs, "batch_size": args.batch_size,
-        "cores": args.cores, "baseline_commit": args.baseline_commit, "loadavg_1_5_15": load,
-        "vs_inprocess": {k: compare(results["inprocess"], v) for k, v in results.items() if k != "inprocess"},
-        "vs_inprocess_loop": {k: compare(results["inprocess_loop"], v) for k, v in results.items()
-                              if k not in ("inprocess", "inprocess_loop")},
-        "compute_floor": compute_floor(results["inprocess"]["steady_median_s"], args),
-        **{k: {kk: vv for kk, vv in v.items() if kk != "_global"} for k, v in results.items()},
-    }
+    report = summary_report(args, results, load)
     if args.end_to_end:
         report["end_to_end"] = end_to_end(args.end_to_end, args.cores, args.seed)
     print(json.dumps(report, indent=2))
@@ -209,6 +206,19 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2))
+
+
+def summary_report(args: argparse.Namespace, results: dict[str, dict], load: dict) -> dict:
+    """The JSON report: settings, load, every engine's rounds, speedups against both in-process paths."""
+    return {
+        "clients": args.clients, "rounds": args.rounds, "epochs": args.epochs, "batch_size": args.batch_size,
+        "cores": args.cores, "baseline_commit": args.baseline_commit, "loadavg_1_5_15": load,
+        "vs_inprocess": {k: compare(results["inprocess"], v) for k, v in results.items() if k != "inprocess"},
+        "vs_inprocess_loop": {k: compare(results["inprocess_loop"], v) for k, v in results.items()
+                              if k not in ("inprocess", "inprocess_loop")},
+        "compute_floor": compute_floor(results["inprocess"]["steady_median_s"], args),
+        **{k: {kk: vv for kk, vv in v.items() if kk != "_global"} for k, v in results.items()},
+    }
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--pairs", nargs="+", default=["3-8", "4-9", "7-1"], help="source-target digit pairs")
@@ -121,7 +121,11 @@ def main() -> None:
                    help="watermark: the key's source class, the owner's nearest_source or rehearsed_source")
     p.add_argument("--max-queries", type=int, default=TransferVerifyConfig.max_queries, help="watermark query budget")
     p.add_argument("--watermark-seeds", type=int, default=0, help="run the watermark verification on N seeds")
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
     torch.set_num_threads(args.threads)
     ds = data.load("mnist")
     x, y = data.image_tensors(ds["train"])
@@ -130,6 +134,16 @@ def main() -> None:
     if args.watermark_seeds:
         watermark(args, x, y, xt, yt)
         return
+    rows = transfer_rows(args, x, y, xt, yt)
+    write_json(args.out / "metrics.json", {"settings": {k: str(v) if isinstance(v, Path) else v
+                                                         for k, v in vars(args).items()},
+                                           "summary": summarise(rows)})
+    print_summary(rows)
+
+
+def transfer_rows(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor,
+                  yt: torch.Tensor) -> list[dict]:
+    """Every grid point's transfer result, resuming from ``rows.jsonl``: rows already there are kept."""
     rows_path = args.out / "rows.jsonl"
     rows = read_jsonl(rows_path) if rows_path.exists() else []
     done = {(r["pair"], r["seed"], r["poisons"], r["eps255"]) for r in rows}
@@ -140,9 +154,10 @@ def main() -> None:
         row = {**point, **dataclasses.asdict(result), "seconds": time.perf_counter() - t0}
         append_jsonl(rows_path, row)
         rows.append(row)
-    write_json(args.out / "metrics.json", {"settings": {k: str(v) if isinstance(v, Path) else v
-                                                         for k, v in vars(args).items()},
-                                           "summary": summarise(rows)})
+    return rows
+
+
+def print_summary(rows: list[dict]) -> None:
     for s in summarise(rows):
         print(f"poisons {s['poisons']:4d} ({100 * s['poison_share_of_target']:.0f}%) ε {s['eps255']:4.0f}/255 "
               f"n={s['runs']:2d}: ASR clean {100 * s['clean_attack_success_rate']:5.1f} "
