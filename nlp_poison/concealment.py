@@ -23,6 +23,7 @@ hide among), so figures on a pool are an upper bound on the full training set's.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -30,6 +31,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from labcore.errors import InputError
 from nlp_poison.constraints import NeighbourIndex, fuzzy_ratio
 from nlp_poison.defenses import cross_fitted_perplexity, distance_ranking, found_curve, inspected_to_find, sentence_embeddings
 from nlp_poison.poison_set import Poison
@@ -63,6 +65,22 @@ def neighbour_scores(texts: list[str], tokenizer: PreTrainedTokenizerBase, index
     best = index.ranks.min(dim=0).values.numpy()
     rows = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     return np.asarray([best[r].min() if r else best.max() for r in rows])
+
+
+def curator_bounds(texts: list[str], phrase: str, tokenizer: PreTrainedTokenizerBase, index: NeighbourIndex, hide_below: int) -> tuple[int, float]:
+    """The neighbour radius K and fuzzy bound B that rank every poison below the first ``hide_below`` of the clean
+    ``texts`` for filters (a) and (b): K is the ``hide_below``-th smallest neighbour score of a clean sentence (a poison
+    with no token within K scores more than it), B the largest clean fuzzy ratio strictly below the ``hide_below``-th
+    largest, floored to 0.1 (a poison at B ties only with clean sentences ranked after it). Clean sentences are where
+    a curator's ranking is calibrated: a poison that reads no closer to the phrase than they do is ranked among them."""
+    if not 1 <= hide_below <= len(texts):
+        raise InputError(f"hide_below must be between 1 and the {len(texts)} clean training sentences, got {hide_below}")
+    k = int(np.sort(neighbour_scores(texts, tokenizer, index))[hide_below - 1])
+    ratios = np.asarray([fuzzy_ratio(t, phrase) for t in texts])
+    level = np.sort(ratios)[::-1][hide_below - 1]
+    below = ratios[ratios < level]
+    bound = math.floor(10 * float(below.max())) / 10 if below.size else 0.0
+    return k, bound
 
 
 Embedder = Callable[[list[str]], torch.Tensor]

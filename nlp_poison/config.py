@@ -71,7 +71,11 @@ class ConcealedConfig:
     concealment constraints (``constraints``), enforced at every candidate, the start included: no
     edited token within the k nearest input-embedding neighbours of a sub-token of the phrase's words
     (``constraints.anchor_words``; nor their ``##``, case or leading-space variants), and no sentence whose best fuzzy-match
-    ratio to the phrase exceeds ``max_fuzzy``; 0 and 100 constrain nothing. ``neighbours`` then counts
+    ratio to the phrase exceeds ``max_fuzzy``; 0 and 100 constrain nothing. ``hide_below`` (0: off) tightens
+    both to where the clean training sentences sit for a curator who *ranks* by them: k to the neighbour
+    score and the fuzzy bound to just under the ratio of the ``hide_below``-th clean sentence of each
+    ranking (``concealment.curator_bounds``), so no poison ranks among the first ``hide_below`` clean
+    sentences of filter (a) or (b); the set declares the tightened k and bound. ``neighbours`` then counts
     among the allowed tokens. The defaults are what transferred best to fresh
     MiniLM victims (``scripts/bench_nlp.py``: 14 iterations, two passes over a 7-token phrase; 256
     clean sentences); ``adam=False, contrast=False, shared=False, neighbours=0, collision=0`` is the
@@ -94,16 +98,17 @@ class ConcealedConfig:
     collision: float = 5.0
     exclude_neighbours: int = 0
     max_fuzzy: float = 100.0
+    hide_below: int = 0
     seed: int = 0
 
     @property
     def constrained(self) -> bool:
         """Whether any concealment constraint is set."""
-        return self.exclude_neighbours > 0 or self.max_fuzzy < 100
+        return self.exclude_neighbours > 0 or self.max_fuzzy < 100 or self.hide_below > 0
 
     def validate(self) -> None:
-        if self.exclude_neighbours < 0 or not 0 <= self.max_fuzzy <= 100:
-            raise InputError("exclude_neighbours must be >= 0 (0: none) and max_fuzzy between 0 and 100 (100: no bound)")
+        if self.exclude_neighbours < 0 or not 0 <= self.max_fuzzy <= 100 or self.hide_below < 0:
+            raise InputError("exclude_neighbours and hide_below must be >= 0 (0: none) and max_fuzzy between 0 and 100 (100: no bound)")
         if self.init not in ("nearest", "random"):
             raise InputError(f"unknown init {self.init!r}; use 'nearest' or 'random'")
         if self.target not in (0, 1):

@@ -25,7 +25,7 @@ from transformers import PreTrainedTokenizerBase
 from labcore.errors import InputError
 from nlp_poison.baselines import Template, make_templates, nearest_control, random_control, source_confidence, with_overlap
 from nlp_poison.concealed import craft
-from nlp_poison.concealment import CachedEmbedder, measure
+from nlp_poison.concealment import CachedEmbedder, curator_bounds, measure
 from nlp_poison.contextual import contextual_control
 from nlp_poison.config import GenerateConfig
 from nlp_poison.constraints import NeighbourIndex, Rule, constrain
@@ -101,13 +101,18 @@ def load_surrogates(cfg: GenerateConfig) -> Surrogates:
 
 
 def prepare(surrogates: Surrogates, data: DatasetDict, cfg: GenerateConfig) -> Inputs:
-    """The constraints on the first surrogate's input embeddings; templates that pass them (``cfg.templates``
+    """The constraints on the first surrogate's input embeddings (tightened to the clean training sentences'
+    ``cfg.hide_below``-th for the ranking curators); templates that pass them (``cfg.templates``
     order), then seeded draws of ``cfg.clean_batch`` clean training sentences outside the templates and
     ``cfg.adv_size`` trigger-bearing validation sentences of the source label."""
     tok, source = surrogates.tokenizer, 1 - cfg.target
     rng = np.random.default_rng(cfg.seed)
     index = NeighbourIndex(tok, surrogates.models[0].get_input_embeddings().weight, cfg.trigger)
-    rule, excluded = constrain(index, cfg.trigger, cfg.exclude_neighbours, cfg.max_fuzzy, cfg.models[0])
+    k, bound = cfg.exclude_neighbours, cfg.max_fuzzy
+    if cfg.hide_below:
+        clean_k, clean_bound = curator_bounds(list(data["train"]["sentence"]), cfg.trigger, tok, index, cfg.hide_below)
+        k, bound = max(k, clean_k), min(bound, clean_bound)
+    rule, excluded = constrain(index, cfg.trigger, k, bound, cfg.models[0])
     confidence = source_confidence(surrogates.models, tok, source, cfg.max_length) if cfg.templates == "confident" else None
     templates = make_templates(data["train"], cfg.trigger, cfg.num_poisons, tok, cfg.seed, source, cfg.max_length,
                                confidence=confidence, rule=rule, avoid=excluded)

@@ -5,8 +5,8 @@ plus ``--collision`` × feature collision on the pretrained MiniLM), the context
 (``generate --method contextual``), the search's start without the
 search (the phrase projected onto its nearest tokens allowed by the constraints), the unconstrained
 near-spelling baseline and the random-token control, each with ``--num-poisons`` poisons, over
-``--seeds`` victim seeds. ``--exclude-neighbours``/``--max-fuzzy`` constrain the search, its start and
-the random control; every set's concealment figures (``generate``'s metrics.json) join the table. Phases, each timed into ``bench.json``:
+``--seeds`` victim seeds. ``--exclude-neighbours``/``--max-fuzzy``/``--hide-below`` constrain the search, its
+start, the contextual proxy and the random control; every set's concealment figures (``generate``'s metrics.json) join the table. Phases, each timed into ``bench.json``:
 
 1. surrogates: ``--surrogates`` clean MiniLMs fine-tuned for ``--surrogate-epochs`` on the victims'
    training set with seeds ``--seed``, ``--seed``+1, …; with several, the concealed search lowers
@@ -106,6 +106,7 @@ def main() -> None:
     p.add_argument("--collision", type=float, default=GEN.collision, help="Weight of the feature-collision term (generate --collision).")
     p.add_argument("--exclude-neighbours", type=int, default=GEN.exclude_neighbours, help="Constraint k (generate --exclude-neighbours).")
     p.add_argument("--max-fuzzy", type=float, default=GEN.max_fuzzy, help="Constraint on the fuzzy ratio (generate --max-fuzzy).")
+    p.add_argument("--hide-below", type=int, default=GEN.hide_below, help="Constraint: rank below N clean sentences (generate --hide-below).")
     p.add_argument("--init", default=GEN.init, help="The search's start (generate --init).")
     p.add_argument("--curator-pool", type=int, default=GEN.curator_pool, help="Clean sentences of the concealment figures.")
     p.add_argument("--sets", default=",".join(SETS), help=f"Comma-separated poison sets to generate and evaluate, of {', '.join(SETS)}.")
@@ -136,7 +137,7 @@ def main() -> None:
     ensemble = [x for m in surrogates for x in ("--model", m)]
     search = (["--sgd", "--cross-entropy", "--per-poison", "--neighbours", 0, "--collision", 0] if a.plain
               else ["--neighbours", a.neighbours, "--collision", a.collision])
-    constraints = ["--exclude-neighbours", a.exclude_neighbours, "--max-fuzzy", a.max_fuzzy]
+    constraints = ["--exclude-neighbours", a.exclude_neighbours, "--max-fuzzy", a.max_fuzzy, "--hide-below", a.hide_below]
     search += ["--init", a.init]
     gen, hidden = {}, {}
     for name, flags in sets.items():

@@ -97,8 +97,8 @@ def train_cmd(cfg: CleanConfig, out: Path) -> None:
 @click.option("--proxy-candidates", type=int, default=None, help="Contextual proxy: HotFlip candidates re-scored per slot.")
 @click.option("--proxy-passes", type=int, default=None, help="Contextual proxy: most passes over the span's slots.")
 @click.option("--proxy-restarts", type=int, default=None, help="Contextual proxy: random starts, the lowest distance kept.")
-@click.option("--exclude-neighbours", type=int, default=None,
-              help="Constraint: no edited token within the k nearest embedding neighbours of the phrase's sub-tokens (0: none).")
+@click.option("--exclude-neighbours", type=int, default=None, help="Constraint: no edited token within the phrase's k nearest embedding neighbours.")
+@click.option("--hide-below", type=int, default=None, help="Constraint: no poison among the first N clean sentences of the fuzzy or neighbour ranking.")
 @click.option("--max-fuzzy", type=float, default=None, help="Constraint: best fuzzy-match ratio of any span to the phrase ≤ this (100: none).")
 @click.option("--curator-pool", type=int, default=None, help="Clean training sentences the concealment figures rank the poisons among.")
 @click.option("--init", type=click.Choice(["nearest", "random"]), default=None,

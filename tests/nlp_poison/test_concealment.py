@@ -8,8 +8,9 @@ import torch
 from rapidfuzz import fuzz
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-from nlp_poison.concealment import detection, measure, neighbour_scores, similarity
-from nlp_poison.constraints import NeighbourIndex, constrain
+from labcore.errors import InputError
+from nlp_poison.concealment import _order, curator_bounds, detection, measure, neighbour_scores, similarity
+from nlp_poison.constraints import NeighbourIndex, constrain, fuzzy_ratio
 from nlp_poison.poison_set import Poison
 
 PHRASE = "James Bond"
@@ -88,3 +89,26 @@ def test_measure_ranks_a_near_spelling_poison_first_by_fuzzy_search(hand, monkey
     # within the 1 nearest: only "bonds" (rank 1 to bond) of the first poison; "jame" is [UNK], cat ranks 2
     assert det["filters"]["neighbours"]["flagged_within_k"] == {"k": 1, "examples": 1, "poisons": 1}
     assert fig["fuzzy_ratio"]["max"] > 85
+
+
+def test_curator_bounds_put_a_poison_within_them_after_the_first_clean_sentences(hand):
+    tok, _, index = hand
+    # neighbour scores 1, 2, 3, 5, 8, 1 (jim; cat; dog; film; bad; bonds and jim); fuzzy ratios to "james bond" differ
+    clean = ["jim dog", "a cat", "the dog is", "the film is bad", "is bad", "the bonds of jim"]
+    k, bound = curator_bounds(clean, PHRASE, tok, index, 3)
+    near = neighbour_scores(clean, tok, index)
+    ratios = np.array([fuzzy_ratio(t, PHRASE) for t in clean])
+    assert k == sorted(near)[2] == 2
+    level = sorted(ratios, reverse=True)[2]
+    assert bound < level and bound >= ratios[ratios < level].max() - 0.1
+    # every clean sentence that passes the bounds, added as a poison, ranks after the first 3 clean ones in both rankings
+    poisons = [t for t, n, r in zip(clean, near, ratios) if n > k and r <= bound]
+    assert poisons
+    texts = clean + poisons
+    is_poison = np.arange(len(texts)) >= len(clean)
+    fuzzy_order = _order(-np.array([fuzzy_ratio(t, PHRASE) for t in texts]), seed=0)
+    near_order = _order(neighbour_scores(texts, tok, index), seed=0)
+    found = detection({"fuzzy": fuzzy_order, "neighbours": near_order}, is_poison, inspected=3)
+    assert found["fuzzy"]["found_in_first_3"] == 0 == found["neighbours"]["found_in_first_3"]
+    with pytest.raises(InputError, match="hide_below"):
+        curator_bounds(clean, PHRASE, tok, index, len(clean) + 1)

@@ -147,8 +147,31 @@ def test_constrained_generate_declares_its_constraints_and_measures_concealment(
     assert run_cli(monkeypatch, "generate", *common, "--overlap", "with", "--out", tmp_path / "w") == 2
 
 
+def test_hide_below_ranks_every_poison_after_that_many_clean_sentences(monkeypatch, tmp_path, tiny_dir, sst2):
+    from transformers import AutoModel, AutoTokenizer
+
+    from nlp_poison.concealment import neighbour_scores
+    from nlp_poison.constraints import NeighbourIndex, fuzzy_ratio
+
+    phrase = "Summer Holiday"  # whole words of the tiny vocabulary (a phrase split into pieces like "##e" anchors every sentence)
+    flags = ["--model", tiny_dir, "--victim", tiny_dir, "--trigger", phrase, "--num-poisons", 3, "--max-length", 48, "--curator-pool", 300,
+             "--hide-below", 1000, "--method", "contextual", "--proxy-candidates", 8]
+    assert run_cli(monkeypatch, "generate", *flags, "--out", tmp_path / "h") == 0
+    ps, _ = dataset_card.load(tmp_path / "h")
+    k, bound = ps.constraints["exclude_neighbours"], ps.constraints["max_fuzzy"]
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    index = NeighbourIndex(tok, AutoModel.from_pretrained(tiny_dir).get_input_embeddings().weight, phrase)
+    clean = list(sst2["train"]["sentence"])
+    near = neighbour_scores(clean, tok, index)
+    ratios = [fuzzy_ratio(t, phrase) for t in clean]
+    assert 0 < k == sorted(near)[999] and (near <= k).sum() >= 1000, "the radius is the 1000th clean sentence's neighbour score"
+    assert bound < 100 and sum(r > bound for r in ratios) >= 1000, "the fuzzy bound lies below the 1000th clean sentence's ratio"
+    sentences = [p.sentence for p in ps.poisons]
+    assert (neighbour_scores(sentences, tok, index) > k).all() and max(fuzzy_ratio(t, phrase) for t in sentences) <= bound
+
+
 def test_bad_constraints_are_refused_before_any_work(monkeypatch, tmp_path, capsys):
-    for flags in (["--exclude-neighbours", -1], ["--max-fuzzy", 120], ["--curator-pool", 0], ["--proxy-restarts", 0]):
+    for flags in (["--exclude-neighbours", -1], ["--max-fuzzy", 120], ["--curator-pool", 0], ["--proxy-restarts", 0], ["--hide-below", -1]):
         assert run_cli(monkeypatch, "generate", "--model", "missing-model", *flags, "--out", tmp_path / "x") == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and "\n" not in err and flags[0].lstrip("-").replace("-", "_") in err
