@@ -54,7 +54,7 @@ def experiment(args: argparse.Namespace) -> ExperimentConfig:
     )
     if hasattr(cfg.engine, "workers"):  # absent in a baseline commit's config
         cfg.engine.workers = args.cores
-    if hasattr(cfg.engine, "group_size"):
+    if hasattr(cfg.engine, "group_size") and args.group_size is not None:
         cfg.engine.group_size = args.group_size
     return cfg
 
@@ -166,8 +166,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=LocalConfig().lr, help="local learning rate")
     parser.add_argument("--vectorize", default="grouped", type=lambda v: {"true": True, "false": False}.get(v, v),
                         help="engine.vectorize of the timed in-process path (grouped, auto, true, false)")
-    parser.add_argument("--group-size", type=int, default=EngineConfig().group_size,
-                        help="engine.group_size of the grouped path")
+    parser.add_argument("--group-size", type=int, default=None,
+                        help="engine.group_size of the grouped path (default: EngineConfig's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--baseline-commit", default=None, help="also time this commit's in-process engine")
     parser.add_argument("--no-flower", action="store_true")
