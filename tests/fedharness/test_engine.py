@@ -7,25 +7,13 @@ from labcore.errors import InputError
 from fedharness.config import EngineConfig, ExperimentConfig, FederationConfig
 from fedharness.local_training import LocalConfig
 from fedharness.simulation import Simulation
-from fedharness.params import get_vector
-from fedharness.tasks.image_classification import ImageClassificationTask
 
 TOLERANCE = 1e-3  # ‖vmap − loop‖ / ‖loop − start‖ per client: float32 reductions differ in order only,
 # and SGD amplifies that differently on other CPU kernels (1e-6 here, 5e-4 with ATEN_CPU_CAPABILITY=default)
 
 
-def _setup(mnist):
-    """A small MNIST task, its freshly initialised model, federated names and global vector."""
-    x_train, y_train, x_test, y_test = mnist
-    task = ImageClassificationTask(x_train[:400], y_train[:400], x_test[:100], y_test[:100])
-    torch.manual_seed(0)
-    model = task.build_model()
-    names = task.federated_names(model)
-    return task, model, names, get_vector(model, names)
-
-
-def test_vectorized_and_loop_clients_give_the_same_local_models(mnist):
-    task, model, names, g = _setup(mnist)
+def test_vectorized_and_loop_clients_give_the_same_local_models(small_task):
+    task, model, names, g = small_task
     # Ragged clients, one with no data at all: padding and masking must not change the arithmetic.
     shards = [np.arange(0, 23), np.arange(23, 40), np.arange(40, 40), np.arange(40, 75)]
     data = [task.client_data(s) for s in shards]
@@ -40,8 +28,8 @@ def test_vectorized_and_loop_clients_give_the_same_local_models(mnist):
     assert (looped[0] - g).norm() > 0.01  # training moved the others
 
 
-def test_local_training_is_reproducible_and_seed_dependent(mnist):
-    task, model, names, g = _setup(mnist)
+def test_local_training_is_reproducible_and_seed_dependent(small_task):
+    task, model, names, g = small_task
     engine = InProcessEngine(model, names, task.per_sample_loss, vectorize=False)
     data = [task.client_data(np.arange(30))]
     cfg = LocalConfig(epochs=1, lr=0.05, batch_size=8)
@@ -50,9 +38,9 @@ def test_local_training_is_reproducible_and_seed_dependent(mnist):
     assert not torch.equal(a, c)
 
 
-def test_auto_vectorizes_on_accelerators_only(mnist):
+def test_auto_vectorizes_on_accelerators_only(small_task):
     """'auto' keeps the per-client loop on CPU (measured faster there) and batches clients on accelerators."""
-    task, model, names, _ = _setup(mnist)
+    task, model, names, _ = small_task
     cpu = InProcessEngine(model, names, task.per_sample_loss)
     cuda = InProcessEngine(model, names, task.per_sample_loss, device="cuda")
     assert not cpu.uses_vmap(10) and cuda.uses_vmap(10) and not cuda.uses_vmap(1)
@@ -69,9 +57,9 @@ def test_engine_device_names_are_checked():
             resolve_device("cuda")
 
 
-def test_local_models_do_not_depend_on_the_number_of_workers(mnist):
+def test_local_models_do_not_depend_on_the_number_of_workers(small_task):
     """Clients (loop) and fixed chunks (vmap) land on worker threads in any order: same local models."""
-    task, model, names, g = _setup(mnist)
+    task, model, names, g = small_task
     data = [task.client_data(np.arange(i * 30, i * 30 + 20 + 3 * i)) for i in range(5)]
     cfg = LocalConfig(epochs=1, lr=0.05, batch_size=8)
     seeds = [21, 22, 23, 24, 25]
@@ -82,16 +70,16 @@ def test_local_models_do_not_depend_on_the_number_of_workers(mnist):
         assert (one - g).norm(dim=1).min() > 0.01
 
 
-def test_engine_workers_default_to_the_available_cores_and_are_checked(mnist):
-    task, model, names, _ = _setup(mnist)
+def test_engine_workers_default_to_the_available_cores_and_are_checked(small_task):
+    task, model, names, _ = small_task
     assert InProcessEngine(model, names, task.per_sample_loss, workers=None).workers == available_cores()
     with pytest.raises(InputError, match="engine.workers must be >= 1"):
         InProcessEngine(model, names, task.per_sample_loss, workers=0)
 
 
-def test_a_round_gives_the_same_global_model_with_one_or_two_workers(mnist):
+def test_a_round_gives_the_same_global_model_with_one_or_two_workers(small_task):
     """engine.workers spreads a round's clients over threads; the global model must not change."""
-    task = _setup(mnist)[0]
+    task = small_task[0]
     results = []
     for workers in (1, 2):
         cfg = ExperimentConfig(seed=3, federation=FederationConfig(num_clients=8, clients_per_round=4, rounds=1),

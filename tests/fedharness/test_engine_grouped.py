@@ -11,28 +11,18 @@ from fedharness.engines.inprocess import InProcessEngine
 from fedharness.local_training import LocalConfig
 from fedharness.params import get_vector
 from fedharness.simulation import Simulation
-from fedharness.tasks.image_classification import ImageClassificationTask
 from labcore.errors import InputError
 
 TOLERANCE = 1e-4  # ‖grouped − loop‖ / ‖loop − start‖ per client: float32 sums in another order
-
-
-def _setup(mnist):
-    x_train, y_train, x_test, y_test = mnist
-    task = ImageClassificationTask(x_train[:400], y_train[:400], x_test[:100], y_test[:100])
-    torch.manual_seed(0)
-    model = task.build_model()
-    names = task.federated_names(model)
-    return task, model, names, get_vector(model, names)
 
 
 def _engine(task, model, names, **kw) -> InProcessEngine:
     return InProcessEngine(model, names, task.per_sample_loss, **kw)
 
 
-def test_grouped_clients_give_the_loops_local_models(mnist):
+def test_grouped_clients_give_the_loops_local_models(small_task):
     """Unequal clients (one empty, one with a short last batch) in groups of 3: same local models."""
-    task, model, names, g = _setup(mnist)
+    task, model, names, g = small_task
     shards = [np.arange(0, 23), np.arange(23, 40), np.arange(40, 40), np.arange(40, 75), np.arange(75, 95)]
     data = [task.client_data(s) for s in shards]
     cfg = LocalConfig(epochs=2, lr=0.1, batch_size=8)
@@ -47,8 +37,8 @@ def test_grouped_clients_give_the_loops_local_models(mnist):
         assert (looped[i] - g).norm() > 0.01
 
 
-def test_grouped_local_models_do_not_depend_on_the_number_of_workers(mnist):
-    task, model, names, g = _setup(mnist)
+def test_grouped_local_models_do_not_depend_on_the_number_of_workers(small_task):
+    task, model, names, g = small_task
     data = [task.client_data(np.arange(i * 30, i * 30 + 20 + 3 * i)) for i in range(5)]
     cfg = LocalConfig(epochs=1, lr=0.05, batch_size=8)
     one, two = (_engine(task, model, names, vectorize="grouped", group_size=2, workers=w).train(g, data, cfg, [1, 2, 3, 4, 5])
@@ -56,16 +46,16 @@ def test_grouped_local_models_do_not_depend_on_the_number_of_workers(mnist):
     assert torch.equal(one, two)
 
 
-def test_grouped_is_opt_in_and_one_client_keeps_the_loop(mnist):
+def test_grouped_is_opt_in_and_one_client_keeps_the_loop(small_task):
     """'auto' keeps the bit-exact loop on CPU (Flower's arithmetic); 'grouped' groups two or more clients."""
-    task, model, names, _ = _setup(mnist)
+    task, model, names, _ = small_task
     assert _engine(task, model, names).client_path(4) == "loop"
     grouped = _engine(task, model, names, vectorize="grouped")
     assert grouped.client_path(4) == "grouped" and grouped.client_path(1) == "loop"
     assert _engine(task, model, names, device="cuda").client_path(4) == "vmap"
 
 
-def test_models_without_a_twin_fall_back_to_the_loop(mnist):
+def test_models_without_a_twin_fall_back_to_the_loop(small_task):
     """BatchNorm mixes a batch's samples: no twin, the loop trains (and the round records it)."""
     assert grouped_twin(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))) is None
 
@@ -78,7 +68,7 @@ def test_models_without_a_twin_fall_back_to_the_loop(mnist):
             h = self.fc(x.flatten(1))
             return h - h.mean(0)
 
-    task = _setup(mnist)[0]
+    task = small_task[0]
     model = Mixing()
     names = task.federated_names(model)
     engine = _engine(task, model, names, vectorize="grouped")
@@ -87,9 +77,9 @@ def test_models_without_a_twin_fall_back_to_the_loop(mnist):
     assert engine.client_path(2) == "loop" and out.shape == (2, get_vector(model, names).numel())
 
 
-def test_a_grouped_round_matches_a_loop_round(mnist):
+def test_a_grouped_round_matches_a_loop_round(small_task):
     """Same global model (1e-5 relative) and the same MTA/ASR; the path is recorded."""
-    task = _setup(mnist)[0]
+    task = small_task[0]
     out = {}
     for vectorize in ("grouped", False):
         cfg = ExperimentConfig(seed=3, federation=FederationConfig(num_clients=8, clients_per_round=6, rounds=1),
@@ -113,9 +103,9 @@ def test_engine_fields_are_validated(field, value, message):
         cfg.validate()
 
 
-def test_a_group_of_one_is_the_loop_bit_for_bit(mnist):
+def test_a_group_of_one_is_the_loop_bit_for_bit(small_task):
     """With K = 1 the twin runs the model's own kernels (max-pooling channels-last picks the same elements)."""
-    task, model, names, g = _setup(mnist)
+    task, model, names, g = small_task
     data = [task.client_data(np.arange(0, 37)), task.client_data(np.arange(37, 60))]
     cfg = LocalConfig(epochs=2, lr=0.1, batch_size=8)
     one = _engine(task, model, names, vectorize="grouped", group_size=1).train(g, data, cfg, [5, 6])
@@ -123,10 +113,10 @@ def test_a_group_of_one_is_the_loop_bit_for_bit(mnist):
     assert torch.equal(one, looped)
 
 
-def test_evaluation_pools_channels_last_with_the_same_predictions(mnist):
+def test_evaluation_pools_channels_last_with_the_same_predictions(small_task):
     """SmallCNN's pooling takes the channels-last kernel when no gradient is recorded: same predictions,
     also when two threads share the batches."""
-    task, model, names, g = _setup(mnist)
+    task, model, names, g = small_task
     with torch.enable_grad():
         reference = model(task.x_test).argmax(1)
     task.eval_batch = 30
