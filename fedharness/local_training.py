@@ -18,6 +18,11 @@ Batch = dict[str, torch.Tensor]
 PerSampleLoss = Callable[[nn.Module, dict[str, torch.Tensor], Batch], torch.Tensor]
 
 
+def num_samples(data: Batch) -> int:
+    """A client's sample count: the common first dimension of its tensors."""
+    return len(next(iter(data.values())))
+
+
 def batch_schedule(num_samples: int, cfg: LocalConfig, seed: int) -> list[torch.Tensor]:
     """Index batches for E epochs, a fresh permutation per epoch from the client's seed."""
     g = torch.Generator().manual_seed(seed)

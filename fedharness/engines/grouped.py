@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedharness.local_training import Batch, PerSampleLoss
+from fedharness.local_training import Batch, PerSampleLoss, num_samples
 
 PER_SAMPLE = (nn.ReLU, nn.AvgPool2d, nn.Flatten, nn.Identity, nn.Tanh, nn.Sigmoid, nn.GELU)
 
@@ -175,7 +175,7 @@ def verified_twin(model: nn.Module, per_sample_loss: PerSampleLoss, frozen: dict
     the twin equal the model's (relative ``tolerance``); else None. Guards models whose own forward
     code mixes samples or reshapes in a way the sample-major layout does not survive."""
     twin = grouped_twin(model)
-    if twin is None or _size(data) == 0:
+    if twin is None or num_samples(data) == 0:
         return None
     batch = {k: v[:2] for k, v in data.items()}
     noise = torch.Generator().manual_seed(0)  # the global RNG stays untouched
@@ -199,17 +199,18 @@ def train_group(
     schedule is shorter (or whose batch is smaller) is padded with weight-0 rows, so its gradient,
     Σ wᵢ·∇ℓᵢ / max(Σ wᵢ, 1), is its own batch mean as in :func:`fedharness.local_training.sgd_steps`."""
     k = len(datasets)
-    sizes = [_size(d) for d in datasets]
+    sizes = [num_samples(d) for d in datasets]
     leaves = {n: p.detach().unsqueeze(0).repeat(k, *([1] * p.dim())).requires_grad_(True) for n, p in params.items()}
     if not any(sizes):
         return {n: p.detach() for n, p in leaves.items()}
     index, weight = _gather_plan(sizes, schedules, _device(params))
     data = {key: torch.cat([d[key] for d in datasets]) for key in datasets[0]}
     stacked_frozen = {n: v.unsqueeze(0).expand(k, *v.shape) for n, v in frozen.items()}
+    state = {**stacked_frozen, **leaves}  # the leaves are updated in place: one mapping for every step
     tensors = list(leaves.values())
     for idx, w in zip(index, weight):
         batch = {key: v[idx.reshape(-1)] for key, v in data.items()}
-        losses = per_sample_loss(twin, {**stacked_frozen, **leaves}, batch).reshape(w.shape)
+        losses = per_sample_loss(twin, state, batch).reshape(w.shape)
         loss = ((losses * w).sum(0) / w.sum(0).clamp(min=1.0)).sum()
         grads = torch.autograd.grad(loss, tensors, allow_unused=True, materialize_grads=True)
         with torch.no_grad():
@@ -241,7 +242,3 @@ def _gather_plan(
 
 def _device(params: dict[str, torch.Tensor]) -> torch.device:
     return next(iter(params.values())).device if params else torch.device("cpu")
-
-
-def _size(data: Batch) -> int:
-    return len(next(iter(data.values())))

@@ -53,6 +53,7 @@ from fedharness.local_training import (
     batch_schedule,
     masked_mean_loss,
     module_state,
+    num_samples,
     sgd_steps,
 )
 from fedharness.engines.grouped import train_group, verified_twin
@@ -132,7 +133,7 @@ class InProcessEngine:
         self, global_vec: torch.Tensor, datasets: list[Batch], cfg: LocalConfig, seeds: list[int]
     ) -> torch.Tensor:
         """Local models of each client, flattened in ``names`` order, on the host."""
-        schedules = [batch_schedule(_size(d), cfg, s) for d, s in zip(datasets, seeds)]
+        schedules = [batch_schedule(num_samples(d), cfg, s) for d, s in zip(datasets, seeds)]
         global_vec = global_vec.to(self.device)
         datasets = [{k: v.to(self.device) for k, v in d.items()} for d in datasets]
         _, frozen = module_state(self.model, self.names)
@@ -148,13 +149,13 @@ class InProcessEngine:
             jobs = [partial(self._train_chunk, global_vec, frozen, datasets[i : i + self.chunk_size],
                           schedules[i : i + self.chunk_size], cfg)
                     for i in range(0, len(datasets), self.chunk_size)]
-        locals_ = self._run(jobs, twins=path == "grouped")
+        locals_ = self._run(jobs, self._twins if path == "grouped" else self._models)
         return torch.cat([v.reshape(-1, global_vec.numel()) for v in locals_]).cpu()
 
     def _twin_ready(self, global_vec: torch.Tensor, frozen: dict[str, torch.Tensor], datasets: list[Batch]) -> bool:
         """Build and check the grouped twin once, on the first client with data (False: keep the loop)."""
         if not self._twin_checked:
-            sample = next((d for d in datasets if _size(d)), None)
+            sample = next((d for d in datasets if num_samples(d)), None)
             if sample is None:
                 return False
             twin = verified_twin(self.model, self.per_sample_loss, frozen,
@@ -181,14 +182,14 @@ class InProcessEngine:
         out = train_group(twin, self.per_sample_loss, params, frozen, datasets, schedules, lr)
         return torch.cat([out[n].reshape(len(datasets), -1) for n in self.names], dim=1)
 
-    def _run(self, jobs: list[Callable[[nn.Module], torch.Tensor]], twins: bool = False) -> list[torch.Tensor]:
+    def _run(self, jobs: list[Callable[[nn.Module], torch.Tensor]], models: list[nn.Module]) -> list[torch.Tensor]:
         """Results of ``jobs`` in order; on CPU across ``workers`` threads with one intra-op thread each.
 
         ``functional_call`` swaps tensors into the module it calls, so each thread holds its own
-        replica of the model, or of its grouped twin when ``twins`` (its own tensors never enter:
-        every parameter and buffer is passed in).
+        replica of ``models[0]`` (the model or its grouped twin; its own tensors never enter: every
+        parameter and buffer is passed in).
         """
-        first = self._twins[0] if twins else self.model
+        first = models[0]
         if self.device.type != "cpu":
             return [job(first) for job in jobs]
         with single_intra_op_thread():
@@ -196,7 +197,7 @@ class InProcessEngine:
             if threads <= 1:
                 return [job(first) for job in jobs]
             replicas = queue.SimpleQueue()
-            for model in self._replicas(self._twins if twins else self._models, threads):
+            for model in self._replicas(models, threads):
                 replicas.put(model)
 
             def call(job: Callable[[nn.Module], torch.Tensor]) -> torch.Tensor:
@@ -243,18 +244,14 @@ class InProcessEngine:
         step_grad = vmap(grad(masked_mean_loss(model, self.per_sample_loss, frozen)))
         keys = list(datasets[0])
         for t in range(num_steps):
-            batch = {k: torch.stack([d[k][index[i, t]] if _size(d) else _empty_like(datasets, k, b)
+            batch = {k: torch.stack([d[k][index[i, t]] if num_samples(d) else _empty_like(datasets, k, b)
                                      for i, d in enumerate(datasets)]) for k in keys}
             g = step_grad(params, batch, weight[:, t])
             params = {k: p - cfg.lr * g[k] for k, p in params.items()}
         return torch.cat([params[n].reshape(c, -1) for n in self.names], dim=1)
 
 
-def _size(data: Batch) -> int:
-    return len(next(iter(data.values())))
-
-
 def _empty_like(datasets: list[Batch], key: str, b: int) -> torch.Tensor:
     """Zero padding for a client with no samples, shaped like another client's batch."""
-    ref = next(d[key] for d in datasets if _size(d))
+    ref = next(d[key] for d in datasets if num_samples(d))
     return torch.zeros(b, *ref.shape[1:], dtype=ref.dtype, device=ref.device)
