@@ -167,6 +167,8 @@ def strongest_patch(features: FeatureFn, sources: torch.Tensor, channels: int, s
     source images furthest in feature space (mean ‖f(s̃) − f(s)‖², the patch shift): the signal the
     fine-tuned head can tie to the target. It uses only what the paper's attacker holds (f and source
     images), not the victim's data, and no direction towards the target."""
+    if draws == 1:  # nothing to rank: no feature passes
+        return Patch.random(channels, size, seed, kind)
     with torch.no_grad():
         clean = features(sources)
         candidates = [Patch.random(channels, size, seed + k, kind) for k in range(draws)]
@@ -206,7 +208,7 @@ def collide_batch(features: FeatureFn, base: torch.Tensor, patched: torch.Tensor
     schedule = torch.optim.lr_scheduler.StepLR(opt, cfg.halve_every, gamma=0.5)
     trace: list[float] = []
     for i in range(cfg.max_iterations):
-        if i == 0 or (cfg.relocate_every and i % cfg.relocate_every == 0):
+        if i == 0 or (cfg.random_location and cfg.relocate_every and i % cfg.relocate_every == 0):
             with torch.no_grad():
                 src = features(draw())
         feats = features(base + delta)
