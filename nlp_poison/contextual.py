@@ -109,10 +109,12 @@ def _descend(collision: ContextCollision, placeable: list[int], fits: Fits, top_
     span = _random_start(rng, placeable, len(collision.phrase_ids), fits)
     current = float(collision.distance([span])[0])
     trace = [current]
+    grad = None  # ∂D/∂(one-hot) at every slot of ``span``; recomputed only after ``span`` changes
     for _ in range(passes):
         changed = False
         for slot in range(len(span)):
-            scores = weights @ collision.gradient(span)[slot]
+            grad = collision.gradient(span) if grad is None else grad
+            scores = weights @ grad[slot]
             scores[~allowed] = float("inf")
             scores[span[slot]] = float("inf")
             trials = [span[:slot] + [v] + span[slot + 1 :] for v in torch.topk(-scores, min(top_k, len(placeable) - 1)).indices.tolist()]
@@ -121,7 +123,7 @@ def _descend(collision: ContextCollision, placeable: list[int], fits: Fits, top_
                 if float(values[j]) >= current:
                     break
                 if fits(trials[j]):
-                    span, current, changed = trials[j], float(values[j]), True
+                    span, current, changed, grad = trials[j], float(values[j]), True, None
                     break
         trace.append(current)
         if not changed:
