@@ -161,7 +161,7 @@ class GenerateConfig(ConcealedConfig):
         if min(self.proxy_candidates, self.proxy_passes, self.proxy_restarts) < 1:
             raise InputError("proxy_candidates, proxy_passes and proxy_restarts must be >= 1")
         if self.overlap == "with" and self.constrained:
-            raise InputError("with-overlap poisons contain the phrase; drop exclude_neighbours/max_fuzzy or use --overlap none")
+            raise InputError("with-overlap poisons contain the phrase; drop exclude_neighbours/max_fuzzy/hide_below or use --overlap none")
         if self.curator_pool is not None and self.curator_pool < 1:
             raise InputError("curator_pool must be >= 1 (or unset: the whole training split)")
         if not self.models:
