@@ -49,7 +49,7 @@ def one_round(sim: Simulation, global_vec: torch.Tensor) -> dict:
     plan = sim.plan(1)
     local_vecs, info = sim.local_models(1, global_vec, plan)
     trained = time.perf_counter()
-    new_global, record = sim.finish_round(1, global_vec, plan, local_vecs, start, sim.engine.client_path(100), info)
+    new_global, record = sim.finish_round(1, global_vec, plan, local_vecs, start, sim.clients_path, info)
     return {"train_s": trained - start, "round_s": time.perf_counter() - start, "global": new_global,
             "metrics": (record["main_accuracy"], record["attack_success_rate"]), "path": record["path"]}
 

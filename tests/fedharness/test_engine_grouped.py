@@ -26,7 +26,7 @@ def test_grouped_clients_give_the_loops_local_models_bit_for_bit(small_task):
     seeds = [11, 12, 13, 14, 15]
     engine = _engine(task, model, names, vectorize="grouped", group_size=3)
     grouped = engine.train(g, data, cfg, seeds)
-    assert engine.client_path(5) == "grouped" and engine._twins
+    assert engine.last_path == "grouped"
     looped = _engine(task, model, names, vectorize=False).train(g, data, cfg, seeds)
     assert torch.equal(grouped[2], g) and torch.equal(looped[2], g)  # no data, no step
     assert torch.equal(grouped, looped)
@@ -42,12 +42,13 @@ def test_grouped_local_models_do_not_depend_on_the_number_of_workers(small_task)
     assert torch.equal(one, two)
 
 
-def test_grouped_is_opt_in_and_one_client_keeps_the_loop(small_task):
-    """'auto' keeps the bit-exact loop on CPU (Flower's arithmetic); 'grouped' groups two or more clients."""
+def test_auto_groups_clients_on_cpu_and_one_client_keeps_the_loop(small_task):
+    """'auto' trains two or more clients grouped on CPU (the loop's numbers, faster) and with vmap on
+    accelerators; the loop stays available by name."""
     task, model, names, _ = small_task
-    assert _engine(task, model, names).client_path(4) == "loop"
-    grouped = _engine(task, model, names, vectorize="grouped")
-    assert grouped.client_path(4) == "grouped" and grouped.client_path(1) == "loop"
+    auto = _engine(task, model, names)
+    assert auto.client_path(4) == "grouped" and auto.client_path(1) == "loop"
+    assert _engine(task, model, names, vectorize=False).client_path(4) == "loop"
     assert _engine(task, model, names, device="cuda").client_path(4) == "vmap"
 
 
@@ -70,7 +71,7 @@ def test_models_without_a_twin_fall_back_to_the_loop(small_task):
     engine = _engine(task, model, names, vectorize="grouped")
     data = [task.client_data(np.arange(i * 10, i * 10 + 10)) for i in range(2)]
     out = engine.train(get_vector(model, names), data, LocalConfig(epochs=1, lr=0.1, batch_size=5), [1, 2])
-    assert engine.client_path(2) == "loop" and out.shape == (2, get_vector(model, names).numel())
+    assert engine.last_path == "loop" and out.shape == (2, get_vector(model, names).numel())
 
 
 def test_grouped_rounds_equal_loop_rounds(small_task):
