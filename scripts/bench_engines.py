@@ -7,10 +7,10 @@ reports MTA 0.1135, the share of the digit 1, for several rounds, so a round tha
 would be timed). Each engine runs ``--rounds`` rounds one after another from the same initial model;
 the first round is the warm-up (Ray actors start, kernels warm up), the rest give the steady-state
 median s/round. Equal cores: the in-process engine trains on ``--cores`` worker threads, Flower runs
-``--cores`` ClientApps at once (Ray ``num_cpus``, one CPU each). In-process runs twice: the fast path
-``--vectorize`` (default ``grouped``: clients in grouped twins of the model, ``engine.group_size``
-``--group-size``) and the per-client loop (``vectorize: false``, the lab's CPU default and the
-arithmetic of Flower's ClientApps). ``--baseline-commit`` runs the same
+``--cores`` ClientApps at once (Ray ``num_cpus``, one CPU each). In-process runs twice: the path
+``--vectorize`` (default ``auto``, the lab's default: on CPU clients in grouped twins of the model,
+``engine.group_size`` ``--group-size``) and the per-client loop (``vectorize: false``, the
+arithmetic of Flower's ClientApps, which the grouped path equals bit for bit). ``--baseline-commit`` runs the same
 rounds with that commit's code (``git archive`` into a temporary folder, its in-process engine given
 all cores as intra-op threads) in a subprocess. Reported: per-round times and MTA/ASR, medians,
 speedups, the max relative distance of the global models and whether MTA/ASR are identical, the
@@ -19,7 +19,7 @@ on ``--cores`` threads, and ``uptime`` load.
 ``--end-to-end CONFIG`` also times a whole run of CONFIG (e.g. the 40-round
 ``configs/mnist_model_replacement.yaml``) on both engines. Writes JSON to --out.
 
-    python scripts/bench_engines.py --rounds 4 --baseline-commit 9231c4c --out runs/bench_engines.json
+    python scripts/bench_engines.py --rounds 4 --baseline-commit 2949f5a^ --out runs/bench_engines.json
 """
 
 from __future__ import annotations
@@ -163,8 +163,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=2, help="local epochs")
     parser.add_argument("--batch-size", type=int, default=10, help="local batch size")
     parser.add_argument("--lr", type=float, default=LocalConfig().lr, help="local learning rate")
-    parser.add_argument("--vectorize", default="grouped", type=lambda v: {"true": True, "false": False}.get(v, v),
-                        help="engine.vectorize of the timed in-process path (grouped, auto, true, false)")
+    parser.add_argument("--vectorize", default="auto", type=lambda v: {"true": True, "false": False}.get(v, v),
+                        help="engine.vectorize of the timed in-process path (auto, grouped, true, false)")
     parser.add_argument("--group-size", type=int, default=None,
                         help="engine.group_size of the grouped path (default: EngineConfig's)")
     parser.add_argument("--seed", type=int, default=0)

@@ -36,25 +36,29 @@ from fedharness.local_training import Batch, PerSampleLoss, num_samples
 PER_SAMPLE = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Identity, nn.Tanh, nn.Sigmoid, nn.GELU)
 
 
+BATCHED_IS_EXACT: dict[tuple, bool] = {}  # ExactTwin's verdicts: a pure function of the key, shared
+
+
 class ExactTwin(nn.Module, ABC):
     """A layer's K-client twin with two forms: ``batched`` (one kernel call for K clients) and
     ``per_client`` (the layer's own call on each client's contiguous slice, as the per-client loop
     makes it). For each input shape the first forward runs both on random data of that shape and keeps
     the batched form only if its outputs and gradients equal the per-client form's bit for bit: the
     kernels' summation order is fixed by shapes and layouts, not by values, so the twin computes what
-    the loop computes on any machine, at batched speed where the machine's kernels allow it."""
+    the loop computes on any machine, at batched speed where the machine's kernels allow it. The
+    verdicts are kept in :data:`BATCHED_IS_EXACT` for every twin of the process (worker replicas,
+    later engines), keyed by everything that picks the kernels."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.batched_shapes: dict[tuple, bool] = {}
+    kernel_args: tuple = ()  # the layer's settings that, with the shapes, pick its kernels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         params = [self.weight, self.bias]
         x = self.layout(x, self.weight.shape[0])
-        key = (tuple(x.shape), x.requires_grad, x.dtype, str(x.device))
-        if key not in self.batched_shapes:
-            self.batched_shapes[key] = _same_numbers(self.batched, self.per_client, x, params)
-        return (self.batched if self.batched_shapes[key] else self.per_client)(x, *params)
+        key = (type(self), self.kernel_args, tuple(self.weight.shape), self.bias is None, tuple(x.shape),
+               x.requires_grad, x.dtype, str(x.device), torch.get_num_threads())
+        if key not in BATCHED_IS_EXACT:
+            BATCHED_IS_EXACT[key] = _same_numbers(self.batched, self.per_client, x, params)
+        return (self.batched if BATCHED_IS_EXACT[key] else self.per_client)(x, *params)
 
     def layout(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """``x`` in the layout both forms take (e.g. ``(B, K·C, H, W)``)."""
@@ -96,6 +100,7 @@ class GroupedConv2d(ExactTwin):
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
         self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
+        self.kernel_args = (self.stride, self.padding, self.dilation, self.groups)
         self.weight = nn.Parameter(conv.weight.detach().unsqueeze(0).clone())
         self.bias = nn.Parameter(conv.bias.detach().unsqueeze(0).clone()) if conv.bias is not None else None
 
@@ -121,6 +126,7 @@ class GroupedGroupNorm(ExactTwin):
     def __init__(self, norm: nn.GroupNorm) -> None:
         super().__init__()
         self.num_groups, self.eps, self.channels = norm.num_groups, norm.eps, norm.num_channels
+        self.kernel_args = (self.num_groups, self.eps)
         self.weight = nn.Parameter(norm.weight.detach().unsqueeze(0).clone()) if norm.affine else None
         self.bias = nn.Parameter(norm.bias.detach().unsqueeze(0).clone()) if norm.affine else None
 

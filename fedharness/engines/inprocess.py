@@ -171,13 +171,16 @@ class InProcessEngine:
         self, global_vec: torch.Tensor, frozen: dict[str, torch.Tensor], datasets: list[Batch],
         schedules: list[list[torch.Tensor]], lr: float,
     ) -> tuple[list[Callable[[nn.Module], torch.Tensor]], list[int]]:
-        """Groups of ``group_size`` clients, longest schedules first (clients in a group then run
-        out of batches at about the same step), and the client order of their rows. A client's local
-        model is the loop's bit for bit in any group, so neither the grouping nor ``workers``
-        changes it."""
+        """Groups of at most ``group_size`` clients, longest schedules first (clients in a group then
+        run out of batches at about the same step), as many groups as makes every CPU worker train
+        the same number of equal groups, and the client order of their rows. A client's local model
+        is the loop's bit for bit in any group, so neither the grouping nor ``workers`` changes it."""
         params = split_vector(global_vec, self.model, self.names)
         order = sorted(range(len(datasets)), key=lambda c: (-len(schedules[c]), c))
-        groups = [order[i : i + self.group_size] for i in range(0, len(order), self.group_size)]
+        workers = self.workers if self.device.type == "cpu" else 1
+        count = min(len(order), -(-len(order) // (self.group_size * workers)) * workers)
+        bounds = [len(order) * i // count for i in range(count + 1)]
+        groups = [order[a:b] for a, b in zip(bounds, bounds[1:])]
         jobs = [partial(self._train_group, params, frozen, [datasets[c] for c in g], [schedules[c] for c in g], lr)
                 for g in groups]
         return jobs, order

@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from fedharness.config import EngineConfig, ExperimentConfig, FederationConfig
-from fedharness.engines.grouped import grouped_twin
+from fedharness.engines.grouped import GroupedLinear, grouped_twin
 from fedharness.engines.inprocess import InProcessEngine
 from fedharness.local_training import LocalConfig
 from fedharness.params import get_vector
@@ -110,3 +112,25 @@ def test_a_group_of_one_is_the_loop_bit_for_bit(small_task):
     one = _engine(task, model, names, vectorize="grouped", group_size=1).train(g, data, cfg, [5, 6])
     looped = _engine(task, model, names, vectorize=False).train(g, data, cfg, [5, 6])
     assert torch.equal(one, looped)
+
+
+def test_a_batched_form_that_sums_in_another_order_is_replaced_by_per_client_calls():
+    """A twin layer keeps its batched kernel only where it equals the per-client call bit for bit: one
+    that rounds differently (here: float64 arithmetic) gives way to F.linear per client."""
+
+    class RoundsDifferently(GroupedLinear):
+        def batched(self, x, weight, bias):
+            return super().batched(x.double(), weight.double(), bias.double()).float()
+
+    torch.manual_seed(0)
+    k, b = 3, 4
+    weight, bias, x = torch.randn(k, 7, 50), torch.randn(k, 7), torch.randn(b * k, 50)
+    layer = RoundsDifferently(nn.Linear(50, 7))
+    assert not torch.equal(layer.batched(x, weight, bias), GroupedLinear.batched(layer, x, weight, bias))
+    out = functional_call(layer, {"weight": weight, "bias": bias}, (x,))
+    rows = x.reshape(b, k, 50)
+    # the loop's call: each client's own contiguous batch (F.linear on a strided view sums differently)
+    reference = torch.stack([F.linear(rows[:, i].contiguous(), weight[i], bias[i]) for i in range(k)], 1).reshape(b * k, 7)
+    assert torch.equal(out, reference)
+    exact = functional_call(GroupedLinear(nn.Linear(50, 7)), {"weight": weight, "bias": bias}, (x,))
+    assert torch.equal(exact, reference)
