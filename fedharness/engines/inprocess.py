@@ -13,9 +13,9 @@ without a twin (BatchNorm, dropout, layers other than Conv2d/GroupNorm/Linear) o
 differ from the model's on its first use trains in the loop. vmap agrees with the loop to float
 tolerance only (summation order; 1.8e-2 relative on 10 clients × 160 steps) and was slower than the
 loop on CPU (1 thread: 10 clients, batch 10: 2.4 s vs 1.0 s; 100 clients, batch 10: 9.3 s vs 10.4 s).
-Measured side by side (100 MNIST clients, E=2, batch 10, 2 workers, load 4.4, median s/round over
-3 rounds after a warm-up, ``scripts/bench_fed_round.py``): loop 15.7, grouped K=8 9.6, K=16 8.6,
-K=25 8.2, K=50 8.7, every path's global model equal to the loop's.
+Measured side by side (100 MNIST clients, E=2, batch 10, 2 workers, load 3.3–4.1, median s/round
+over 3 rounds after a warm-up, ``scripts/bench_fed_round.py``): loop 13.6, grouped K=8 9.4, K=16 8.3,
+K=25 8.1, K=50 8.4, every path's global model equal to the loop's.
 
 ``device`` places the local training (parameters, batches) on e.g. ``cuda``; the local models come
 back to the host, where the server rule and the aggregators run.
