@@ -38,7 +38,9 @@ class MaxPool2x2(torch.autograd.Function):
         return torch.maximum(top, bottom), indices
 
     @staticmethod
-    def setup_context(ctx, inputs: tuple[torch.Tensor], output: tuple[torch.Tensor, torch.Tensor]) -> None:  # type: ignore[override]
+    def setup_context(  # type: ignore[override]
+        ctx, inputs: tuple[torch.Tensor], output: tuple[torch.Tensor, torch.Tensor]
+    ) -> None:
         ctx.save_for_backward(inputs[0], output[1])
         ctx.mark_non_differentiable(output[1])
 

@@ -89,7 +89,7 @@ class Simulation:
             self.model, self.names, task.per_sample_loss, cfg.engine.vectorize, cfg.engine.chunk_size,
             resolve_device(cfg.engine.device), resolve_workers(cfg.engine.workers), cfg.engine.group_size,
         )
-        self.clients_path: str | None = None  # how the latest round's benign clients trained: the engine's path or "task"
+        self.clients_path: str | None = None  # how the latest round's benign clients trained ("task": by the task)
         self.aggregator = build_aggregator(cfg)
         self.warmup_aggregator = aggregators.get("mean")
         if hasattr(task, "row_blocks"):

@@ -12,7 +12,8 @@ first path's, achieved FLOP/s of training and its share of the matmul peak (an `
 square fp32 matmul on ``--cores`` threads). The GPU counterpart is ``scripts/gpu_fed_round.py``,
 whose helpers count the FLOPs and time the matmul here.
 
-    python scripts/bench_fed_round.py [--cores 2] [--repeats 3] [--paths loop grouped:8 grouped:16@1] [--out bench_fed_round.json]
+    python scripts/bench_fed_round.py [--cores 2] [--repeats 3] [--paths loop grouped:8 grouped:16@1]
+        [--out bench_fed_round.json]
 """
 
 from __future__ import annotations

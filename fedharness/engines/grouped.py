@@ -77,13 +77,18 @@ def _same_numbers(first: Callable, second: Callable, x: torch.Tensor, params: li
     """Whether ``first`` and ``second`` give equal outputs and gradients on random data shaped like
     ``x`` and ``params`` (the global RNG stays untouched)."""
     noise = torch.Generator().manual_seed(0)
-    rand = [None if t is None else torch.randn(t.shape, generator=noise, dtype=t.dtype).to(t.device) for t in (x, *params)]
-    results = []
+
+    def rand(t: torch.Tensor) -> torch.Tensor:
+        return torch.randn(t.shape, generator=noise, dtype=t.dtype).to(t.device)
+
+    inputs = [None if t is None else rand(t) for t in (x, *params)]
+    results, grad_out = [], None
     with torch.enable_grad():
         for form in (first, second):
-            leaves = [None if t is None else t.clone().requires_grad_(i > 0 or x.requires_grad) for i, t in enumerate(rand)]
+            leaves = [None if t is None else t.clone().requires_grad_(i > 0 or x.requires_grad)
+                      for i, t in enumerate(inputs)]
             out = form(*leaves)
-            grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype).to(out.device)
+            grad_out = rand(out) if grad_out is None else grad_out
             wrt = [t for t in leaves if t is not None and t.requires_grad]
             results.append([out, *torch.autograd.grad(out, wrt, grad_out, allow_unused=True, materialize_grads=True)])
     return all(torch.equal(a, b) for a, b in zip(*results))
@@ -155,7 +160,9 @@ class BatchedLinear(torch.autograd.Function):
     BLAS call per client, return the per-client numbers."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
         if bias is None:
