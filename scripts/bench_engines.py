@@ -7,10 +7,10 @@ reports MTA 0.1135, the share of the digit 1, for several rounds, so a round tha
 would be timed). Each engine runs ``--rounds`` rounds one after another from the same initial model;
 the first round is the warm-up (Ray actors start, kernels warm up), the rest give the steady-state
 median s/round. Equal cores: the in-process engine trains on ``--cores`` worker threads, Flower runs
-``--cores`` ClientApps at once (Ray ``num_cpus``, one CPU each). In-process runs twice: the fast path
-``--vectorize`` (default ``grouped``: clients in grouped twins of the model, ``engine.group_size``
-``--group-size``) and the per-client loop (``vectorize: false``, the lab's CPU default and the
-arithmetic of Flower's ClientApps). ``--baseline-commit`` runs the same
+``--cores`` ClientApps at once (Ray ``num_cpus``, one CPU each). In-process runs twice: the path
+``--vectorize`` (default ``auto``, the lab's default: on CPU clients in grouped twins of the model,
+``engine.group_size`` ``--group-size``) and the per-client loop (``vectorize: false``, the
+arithmetic of Flower's ClientApps, which the grouped path equals bit for bit). ``--baseline-commit`` runs the same
 rounds with that commit's code (``git archive`` into a temporary folder, its in-process engine given
 all cores as intra-op threads) in a subprocess. Reported: per-round times and MTA/ASR, medians,
 speedups, the max relative distance of the global models and whether MTA/ASR are identical, the
@@ -19,7 +19,7 @@ on ``--cores`` threads, and ``uptime`` load.
 ``--end-to-end CONFIG`` also times a whole run of CONFIG (e.g. the 40-round
 ``configs/mnist_model_replacement.yaml``) on both engines. Writes JSON to --out.
 
-    python scripts/bench_engines.py --rounds 4 --baseline-commit 9231c4c --out runs/bench_engines.json
+    python scripts/bench_engines.py --rounds 4 --baseline-commit 2949f5a^ --out runs/bench_engines.json
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import torch
 from fedharness.config import DataConfig, EngineConfig, ExperimentConfig, FederationConfig
 from fedharness.local_training import LocalConfig
 from fedharness.simulation import Simulation
+from fedharness.tasks import Task
 from poisonlab.fed_run import build_task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,11 +65,11 @@ def summary(rows: list[dict], global_vec: torch.Tensor) -> dict:
     return {"rounds": rows, "steady_median_s": statistics.median(steady), "_global": global_vec}
 
 
-def inprocess_rounds(cfg: ExperimentConfig, label: str, vectorize: bool | str | None = None) -> dict:
+def inprocess_rounds(cfg: ExperimentConfig, task: Task, label: str, vectorize: bool | str | None = None) -> dict:
     if vectorize is not None:
         cfg = copy.deepcopy(cfg)
         cfg.engine.vectorize = vectorize
-    sim = Simulation(cfg, build_task(cfg))
+    sim = Simulation(cfg, task)
     g, rows = sim.initial_global(), []
     for r in range(1, cfg.federation.rounds + 1):
         start = time.perf_counter()
@@ -83,7 +84,7 @@ def round_row(record: dict, wall: float) -> dict:
             "attack_success_rate": record["attack_success_rate"]}
 
 
-def flower_rounds(cfg: ExperimentConfig, cores: int) -> dict:
+def flower_rounds(cfg: ExperimentConfig, task: Task, cores: int) -> dict:
     import ray
 
     from fedharness.engines.flower import rounds
@@ -91,7 +92,7 @@ def flower_rounds(cfg: ExperimentConfig, cores: int) -> dict:
     start = time.perf_counter()
     ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
     ray_start = time.perf_counter() - start
-    sim = Simulation(cfg, build_task(cfg))
+    sim = Simulation(cfg, task)
     g, rows, last = sim.initial_global(), [], time.perf_counter()
     for g, record in rounds(sim, g, 1):
         now = time.perf_counter()
@@ -135,14 +136,12 @@ def end_to_end(path: Path, cores: int, seed: int) -> dict:
     return out
 
 
-def compute_floor(round_s: float, args: argparse.Namespace) -> dict:
+def compute_floor(round_s: float, task: Task, epochs: int) -> dict:
     """The round's FLOPs (every client: E passes over its data), the achieved FLOP/s over the whole
     round (training, server step and evaluation) and its share of the measured fp32 matmul FLOP/s."""
     from gpu_fed_round import flops_per_sample_step, matmul_flops
 
-    cfg = experiment(args)
-    task = build_task(cfg)
-    flops = flops_per_sample_step(task, torch.device("cpu")) * args.epochs * len(task.x_train)  # all clients sampled
+    flops = flops_per_sample_step(task, torch.device("cpu")) * epochs * len(task.x_train)  # all clients sampled
     peak = matmul_flops(torch.device("cpu"), torch.float32, 2048)
     return {"round_flops": flops, "achieved_flops_per_s": flops / round_s, "matmul_fp32_flops_per_s": peak,
             "share_of_matmul": flops / round_s / peak}
@@ -164,8 +163,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=2, help="local epochs")
     parser.add_argument("--batch-size", type=int, default=10, help="local batch size")
     parser.add_argument("--lr", type=float, default=LocalConfig().lr, help="local learning rate")
-    parser.add_argument("--vectorize", default="grouped", type=lambda v: {"true": True, "false": False}.get(v, v),
-                        help="engine.vectorize of the timed in-process path (grouped, auto, true, false)")
+    parser.add_argument("--vectorize", default="auto", type=lambda v: {"true": True, "false": False}.get(v, v),
+                        help="engine.vectorize of the timed in-process path (auto, grouped, true, false)")
     parser.add_argument("--group-size", type=int, default=None,
                         help="engine.group_size of the grouped path (default: EngineConfig's)")
     parser.add_argument("--seed", type=int, default=0)
@@ -181,20 +180,21 @@ def main() -> None:
     args = parser().parse_args()
     torch.set_num_threads(args.cores)
     cfg = experiment(args)
+    task = build_task(cfg)  # loaded once, shared by every engine (the runs only read it)
     if args.inprocess_only:  # the baseline subprocess
-        result = inprocess_rounds(cfg, "baseline")
+        result = inprocess_rounds(cfg, task, "baseline")
         result["global"] = result.pop("_global").tolist()
         args.inprocess_only.write_text(json.dumps(result))
         return
     load = {"before": os.getloadavg()}
-    results = {"inprocess": inprocess_rounds(cfg, "in-process", vectorize=args.vectorize),
-               "inprocess_loop": inprocess_rounds(cfg, "in-process loop", vectorize=False)}
+    results = {"inprocess": inprocess_rounds(cfg, task, "in-process", vectorize=args.vectorize),
+               "inprocess_loop": inprocess_rounds(cfg, task, "in-process loop", vectorize=False)}
     if args.baseline_commit:
         results["baseline"] = baseline_rounds(args)
     if not args.no_flower:
-        results["flower"] = flower_rounds(cfg, args.cores)
+        results["flower"] = flower_rounds(cfg, task, args.cores)
     load["after"] = os.getloadavg()
-    report = summary_report(args, results, load)
+    report = summary_report(args, results, load, task)
     if args.end_to_end:
         report["end_to_end"] = end_to_end(args.end_to_end, args.cores, args.seed)
     print(json.dumps(report, indent=2))
@@ -208,7 +208,7 @@ def main() -> None:
         args.out.write_text(json.dumps(report, indent=2))
 
 
-def summary_report(args: argparse.Namespace, results: dict[str, dict], load: dict) -> dict:
+def summary_report(args: argparse.Namespace, results: dict[str, dict], load: dict, task: Task) -> dict:
     """The JSON report: settings, load, every engine's rounds, speedups against both in-process paths."""
     return {
         "clients": args.clients, "rounds": args.rounds, "epochs": args.epochs, "batch_size": args.batch_size,
@@ -216,7 +216,7 @@ def summary_report(args: argparse.Namespace, results: dict[str, dict], load: dic
         "vs_inprocess": {k: compare(results["inprocess"], v) for k, v in results.items() if k != "inprocess"},
         "vs_inprocess_loop": {k: compare(results["inprocess_loop"], v) for k, v in results.items()
                               if k not in ("inprocess", "inprocess_loop")},
-        "compute_floor": compute_floor(results["inprocess"]["steady_median_s"], args),
+        "compute_floor": compute_floor(results["inprocess"]["steady_median_s"], task, args.epochs),
         **{k: {kk: vv for kk, vv in v.items() if kk != "_global"} for k, v in results.items()},
     }
 

@@ -2,16 +2,18 @@
 against the measured dense matmul FLOP/s, and where the round's time goes.
 
 100 clients (IID shards of MNIST-8k), all sampled, the lab's local work (E=2, batch 10, the default
-lr): 1,600 client steps. Each path (``--paths``: ``loop``, ``grouped:K``, ``vmap:C``) runs in its own
-``Simulation`` on ``--cores`` worker threads (one intra-op thread each); the paths take turns, round
-after round, each round from the same initial global model, so machine load hits them alike.
+lr): 1,600 client steps. Each path (``--paths``: ``loop``, ``grouped:K``, ``vmap:C``, each with an
+optional ``@W``) runs in its own ``Simulation`` on ``--cores`` (or W) worker threads (one intra-op
+thread each); the paths take turns, round after round, each round from the same initial global
+model, so machine load hits them alike.
 Reported per path: median s/round, of which local training and the rest (server step, MTA/ASR),
 the relative distance of its new global model from the first path's, whether MTA/ASR equal the
 first path's, achieved FLOP/s of training and its share of the matmul peak (an ``--matmul-n``
 square fp32 matmul on ``--cores`` threads). The GPU counterpart is ``scripts/gpu_fed_round.py``,
 whose helpers count the FLOPs and time the matmul here.
 
-    python scripts/bench_fed_round.py [--cores 2] [--repeats 3] [--paths loop grouped:8] [--out bench_fed_round.json]
+    python scripts/bench_fed_round.py [--cores 2] [--repeats 3] [--paths loop grouped:8 grouped:16@1]
+        [--out bench_fed_round.json]
 """
 
 from __future__ import annotations
@@ -33,11 +35,13 @@ VECTORIZE = {"loop": False, "grouped": "grouped", "vmap": True}
 
 
 def simulation(task: ImageClassificationTask, path: str, args: argparse.Namespace) -> Simulation:
-    """A 100-client Simulation whose engine runs ``path`` (``name`` or ``name:size``)."""
+    """A 100-client Simulation whose engine runs ``path`` (``name[:size][@workers]``; workers default
+    to ``--cores``)."""
+    path, _, workers = path.partition("@")
     name, _, size = path.partition(":")
     cfg = ExperimentConfig(seed=args.seed, federation=FederationConfig(num_clients=100, clients_per_round=100,
                                                                        rounds=args.repeats + 1), local=LOCAL)
-    cfg.engine.vectorize, cfg.engine.workers = VECTORIZE[name], args.cores
+    cfg.engine.vectorize, cfg.engine.workers = VECTORIZE[name], int(workers) if workers else args.cores
     if size:
         cfg.engine.group_size = cfg.engine.chunk_size = int(size)
     return Simulation(cfg, task)
@@ -49,7 +53,7 @@ def one_round(sim: Simulation, global_vec: torch.Tensor) -> dict:
     plan = sim.plan(1)
     local_vecs, info = sim.local_models(1, global_vec, plan)
     trained = time.perf_counter()
-    new_global, record = sim.finish_round(1, global_vec, plan, local_vecs, start, sim.engine.client_path(100), info)
+    new_global, record = sim.finish_round(1, global_vec, plan, local_vecs, start, sim.clients_path, info)
     return {"train_s": trained - start, "round_s": time.perf_counter() - start, "global": new_global,
             "metrics": (record["main_accuracy"], record["attack_success_rate"]), "path": record["path"]}
 
@@ -58,7 +62,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per path after one warm-up")
-    parser.add_argument("--paths", nargs="+", default=["loop", "grouped:8"], help="loop, grouped:K, vmap:C")
+    parser.add_argument("--paths", nargs="+", default=["loop", "grouped:8"],
+                        help="loop, grouped:K, vmap:C, each optionally @W for W worker threads")
     parser.add_argument("--matmul-n", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench_fed_round.json")

@@ -136,7 +136,7 @@ def time_path(task: ImageClassificationTask, args: argparse.Namespace, vectorize
         local_vecs, info = sim.local_models(r, g, plan)
         sync(device)
         trained = time.perf_counter()
-        new_global, record = sim.finish_round(r, g, plan, local_vecs, start, sim.engine.client_path(len(plan.benign)), info)
+        new_global, record = sim.finish_round(r, g, plan, local_vecs, start, sim.clients_path, info)
         if r > 1:  # round 1 warms up kernels and allocators
             trains.append(trained - start)
             rounds.append(time.perf_counter() - start)

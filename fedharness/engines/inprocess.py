@@ -1,33 +1,30 @@
-"""In-process engine: the sampled clients train in parallel worker threads, one by one, in grouped
-twins of the model (:mod:`fedharness.engines.grouped`) or in chunks under ``torch.func.vmap``.
+"""In-process engine: the sampled clients train in parallel worker threads, in grouped twins of the
+model (:mod:`fedharness.engines.grouped`), one by one, or in chunks under ``torch.func.vmap``.
 
-Path choice (``vectorize``): ``false`` is the per-client loop, the arithmetic of Flower's ClientApps
-(one client per call); ``true`` is vmap; ``grouped`` trains ``group_size`` clients in one autograd
-graph of the model's grouped twin (grouped convolution, GroupNorm with K times the groups, batched
-linear layers, 2×2 max-pooling from strided views); ``auto`` takes vmap on accelerators when more
-than one client trains, else the loop (on CPU the grouped path is opt-in: it is faster, but agrees
-with the loop and with Flower only to float tolerance, see below). A model without a twin
-(BatchNorm, dropout, layers other than Conv2d/GroupNorm/Linear) or whose twin fails the first-use
-check trains in the loop. Measured side by side on this 2-core machine at load 4.1 (100 MNIST
-clients, E=2, batch 10, 2 workers, median training s/round): loop 12.6, grouped K=8 8.3 (K=4…50
-within 10 % of K=8); one thread, CPU time per client step: loop 2.8–3.8 ms, grouped 2.4–3.0 ms. vmap
-was slower or no faster than the loop on CPU (1 thread: 10 clients, batch 10: 2.4 s vs 1.0 s; 100
-clients, one batch of 80 each: 8.8 s vs 2.4 s; 100 clients, batch 10: 9.3 s vs 10.4 s).
-
-Grouped and vmap paths equal the loop up to float32 summation order, which SGD then amplifies: on
-the MNIST round above most clients agree to 1e-6 (relative to their update), but a client whose
-max-pool or ReLU picks another element after a rounding-level difference diverges by up to 2e-2, and
-the global model by 5e-5 after one round, 5e-3 after four (vmap: 1.8e-2 on 10 clients × 160 steps). The
-grouped twin with one client is bit-identical to the model (tested).
+Path choice (``vectorize``): ``grouped`` trains ``group_size`` clients in one autograd graph of the
+model's grouped twin (grouped convolution, GroupNorm with K times the groups, batched linear layers);
+``false`` is the per-client loop, the arithmetic of Flower's ClientApps (one client per call);
+``true`` is vmap; ``auto`` (the default) takes the grouped path on CPU and vmap on accelerators when
+more than one client trains, else the loop. The grouped path computes the loop's numbers bit for bit
+(each twin layer keeps a batched kernel only for input shapes where it equals the per-client call;
+clients with equal batch sizes step together, without padding), so a run's local models, global
+models and MTA/ASR do not depend on the path, the group size or the worker count (tested). A model
+without a twin (BatchNorm, dropout, layers other than Conv2d/GroupNorm/Linear) or whose twin's losses
+differ from the model's on its first use trains in the loop. vmap agrees with the loop to float
+tolerance only (summation order; 1.8e-2 relative on 10 clients × 160 steps) and was slower than the
+loop on CPU (1 thread: 10 clients, batch 10: 2.4 s vs 1.0 s; 100 clients, batch 10: 9.3 s vs 10.4 s).
+Measured side by side (100 MNIST clients, E=2, batch 10, 2 workers, load 3.3–4.1, median s/round
+over 3 rounds after a warm-up, ``scripts/bench_fed_round.py``): loop 13.6, grouped K=8 9.4, K=16 8.3,
+K=25 8.1, K=50 8.4, every path's global model equal to the loop's.
 
 ``device`` places the local training (parameters, batches) on e.g. ``cuda``; the local models come
 back to the host, where the server rule and the aggregators run.
 
 On CPU, ``workers`` threads share the data and the global vector and train the jobs (one client, one
-fixed group of ``group_size`` clients in ``datasets`` order, or one fixed vmap chunk) while every
-torch operation runs on one intra-op thread. A job's arithmetic never depends on which worker runs it
-or on how many there are, so the local models are bit-identical for any ``workers``; torch kernels
-release the GIL, so the threads use separate cores.
+group of ``group_size`` clients, or one fixed vmap chunk) while every torch operation runs on one
+intra-op thread. A job's arithmetic never depends on which worker runs it or on how many there are,
+so the local models are bit-identical for any ``workers``; torch kernels release the GIL, so the
+threads use separate cores.
 """
 
 from __future__ import annotations
@@ -117,17 +114,20 @@ class InProcessEngine:
         self._models = [self.model]
         self._twins: list[nn.Module] = []
         self._twin_checked = False
+        self.last_path: str | None = None  # the path the latest ``train`` call took
 
     def uses_vmap(self, num_clients: int) -> bool:
         return self.vectorize is True or (self.vectorize == "auto" and num_clients > 1 and self.device.type != "cpu")
 
     def client_path(self, num_clients: int) -> str:
         """``vmap``, ``grouped`` or ``loop``: how ``train`` runs ``num_clients`` clients (before the
-        grouped path's first-use check, which may send it back to the loop)."""
+        grouped path's first-use check, which may send it back to the loop; ``last_path`` says
+        which ran)."""
         if self.uses_vmap(num_clients):
             return "vmap"
         usable = not self._twin_checked or bool(self._twins)
-        return "grouped" if self.vectorize == "grouped" and num_clients > 1 and usable else "loop"
+        wanted = self.vectorize == "grouped" or (self.vectorize == "auto" and self.device.type == "cpu")
+        return "grouped" if wanted and num_clients > 1 and usable else "loop"
 
     def train(
         self, global_vec: torch.Tensor, datasets: list[Batch], cfg: LocalConfig, seeds: list[int]
@@ -141,8 +141,10 @@ class InProcessEngine:
         path = self.client_path(len(datasets))
         if path == "grouped" and not self._twin_ready(global_vec, frozen, datasets):
             path = "loop"
+        self.last_path = path
+        order = list(range(len(datasets)))  # the clients in the order the jobs return them
         if path == "grouped":
-            jobs = self._group_jobs(global_vec, frozen, datasets, schedules, cfg.lr)
+            jobs, order = self._group_jobs(global_vec, frozen, datasets, schedules, cfg.lr)
         elif path == "loop":
             jobs = [partial(self._train_one, global_vec, frozen, d, sch, cfg.lr) for d, sch in zip(datasets, schedules)]
         else:
@@ -150,7 +152,8 @@ class InProcessEngine:
                           schedules[i : i + self.chunk_size], cfg)
                     for i in range(0, len(datasets), self.chunk_size)]
         locals_ = self._run(jobs, self._twins if path == "grouped" else self._models)
-        return torch.cat([v.reshape(-1, global_vec.numel()) for v in locals_]).cpu()
+        rows = torch.cat([v.reshape(-1, global_vec.numel()) for v in locals_]).cpu()
+        return rows[torch.argsort(torch.tensor(order, dtype=torch.long))]
 
     def _twin_ready(self, global_vec: torch.Tensor, frozen: dict[str, torch.Tensor], datasets: list[Batch]) -> bool:
         """Build and check the grouped twin once, on the first client with data (False: keep the loop)."""
@@ -167,13 +170,20 @@ class InProcessEngine:
     def _group_jobs(
         self, global_vec: torch.Tensor, frozen: dict[str, torch.Tensor], datasets: list[Batch],
         schedules: list[list[torch.Tensor]], lr: float,
-    ) -> list[Callable[[nn.Module], torch.Tensor]]:
-        """Groups of ``group_size`` clients in ``datasets`` order: fixed by the client list alone, so
-        the local models do not depend on ``workers``."""
+    ) -> tuple[list[Callable[[nn.Module], torch.Tensor]], list[int]]:
+        """Groups of at most ``group_size`` clients, longest schedules first (clients in a group then
+        run out of batches at about the same step), as many groups as makes every CPU worker train
+        the same number of equal groups, and the client order of their rows. A client's local model
+        is the loop's bit for bit in any group, so neither the grouping nor ``workers`` changes it."""
         params = split_vector(global_vec, self.model, self.names)
-        k = self.group_size
-        return [partial(self._train_group, params, frozen, datasets[i : i + k], schedules[i : i + k], lr)
-                for i in range(0, len(datasets), k)]
+        order = sorted(range(len(datasets)), key=lambda c: (-len(schedules[c]), c))
+        workers = self.workers if self.device.type == "cpu" else 1
+        count = min(len(order), -(-len(order) // (self.group_size * workers)) * workers)
+        bounds = [len(order) * i // count for i in range(count + 1)]
+        groups = [order[a:b] for a, b in zip(bounds, bounds[1:])]
+        jobs = [partial(self._train_group, params, frozen, [datasets[c] for c in g], [schedules[c] for c in g], lr)
+                for g in groups]
+        return jobs, order
 
     def _train_group(
         self, params: dict[str, torch.Tensor], frozen: dict[str, torch.Tensor], datasets: list[Batch],

@@ -19,18 +19,8 @@ from torch.func import functional_call
 from fedharness.attacks.pixel_backdoor import PixelPattern, poison
 from fedharness.engines.inprocess import single_intra_op_thread
 from fedharness.local_training import Batch
+from fedharness.max_pool import MaxPool2d
 from fedharness.params import trainable_names
-
-
-class MaxPool2d(nn.MaxPool2d):
-    """``nn.MaxPool2d`` that, when no gradient is recorded, pools a channels-last copy: the same
-    values, and torch's channels-last CPU kernel took 0.07 ms for a (10, 16, 28, 28) map where the
-    NCHW one took 1.6 ms (evaluation of 2,000 images at batch 100: 0.33 s → 0.14 s, one thread)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() or x.dim() != 4:
-            return super().forward(x)
-        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
 
 
 class SmallCNN(nn.Module):

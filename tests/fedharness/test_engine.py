@@ -39,7 +39,8 @@ def test_local_training_is_reproducible_and_seed_dependent(small_task):
 
 
 def test_auto_vectorizes_on_accelerators_only(small_task):
-    """'auto' keeps the per-client loop on CPU (measured faster there) and batches clients on accelerators."""
+    """'auto' never takes vmap on CPU (measured slower there; the grouped path runs instead) and batches
+    clients with vmap on accelerators."""
     task, model, names, _ = small_task
     cpu = InProcessEngine(model, names, task.per_sample_loss)
     cuda = InProcessEngine(model, names, task.per_sample_loss, device="cuda")
