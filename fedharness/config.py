@@ -126,9 +126,9 @@ class EngineConfig:
     """``inprocess`` (vmap when ``vectorize`` allows) or ``flower``.
 
     In-process only: ``device`` runs local training on ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA
-    when available); ``vectorize: auto`` batches clients with vmap on accelerators only, ``grouped``
-    trains them in grouped twins of the model (``group_size`` clients per autograd graph; faster on
-    CPU, equal to the loop to float tolerance), ``true`` vmap, ``false`` the per-client loop;
+    when available); ``vectorize: auto`` trains two or more clients in grouped twins of the model on
+    CPU (``group_size`` clients per autograd graph; the loop's numbers bit for bit) and with vmap on
+    accelerators, ``grouped`` forces the twins, ``true`` vmap, ``false`` the per-client loop;
     ``workers`` threads train the clients on CPU (null: one per available core; results do not
     depend on it).
 
@@ -142,7 +142,7 @@ class EngineConfig:
     chunk_size: int = 32
     device: str = "cpu"
     workers: int | None = None
-    group_size: int = 8
+    group_size: int = 16
     ray_address: str | None = None
     ray_num_cpus: int | None = None
     client_num_cpus: float = 1.0

@@ -43,6 +43,7 @@ from torch import nn
 from torch.func import grad, vmap
 
 from labcore.errors import InputError
+from fedharness.config import EngineConfig
 from fedharness.local_training import (
     Batch,
     LocalConfig,
@@ -102,11 +103,11 @@ class InProcessEngine:
     model: nn.Module
     names: list[str]
     per_sample_loss: PerSampleLoss
-    vectorize: bool | Literal["auto", "grouped"] = "auto"
-    chunk_size: int = 32
+    vectorize: bool | Literal["auto", "grouped"] = EngineConfig.vectorize
+    chunk_size: int = EngineConfig.chunk_size
     device: torch.device = torch.device("cpu")
     workers: int = 1
-    group_size: int = 8
+    group_size: int = EngineConfig.group_size
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
