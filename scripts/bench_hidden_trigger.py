@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fedharness.attacks.hidden_trigger import BASES, OPTIMIZERS, TRIGGERS, TransferConfig, resize, run_transfer
+from fedharness.attacks.hidden_trigger import (BASES, OPTIMIZERS, TRIGGERS, TransferConfig, TriggerDesign, resize,
+                                               run_transfer)
 from fedharness.tasks.head_finetune import PretrainConfig, pretrain_extractor
 from unlearning_verify.watermarks.hidden_trigger import PAIRS, TransferVerifyConfig, verify_transfer
 from poisonlab import data
@@ -61,7 +62,9 @@ def config(point: dict, args: argparse.Namespace) -> TransferConfig:
                           image_size=args.image_size, blocks=args.blocks, feature_dim=args.feature_dim,
                           bases=args.bases, pretrain_classes=args.pretrain_classes,
                           pretrain_epochs=args.pretrain_epochs, pretrain_shift=args.pretrain_shift,
-                          trigger=args.trigger, trigger_draws=args.trigger_draws, head_steps=args.head_steps,
+                          trigger=args.trigger, trigger_draws=args.trigger_draws,
+                          trigger_design=dataclasses.replace(TriggerDesign(), steps=args.trigger_steps),
+                          head_steps=args.head_steps,
                           head_l2=args.head_l2)
 
 
@@ -113,6 +116,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--trigger", choices=sorted(TRIGGERS), default=TransferConfig.trigger)
     p.add_argument("--trigger-draws", type=int, default=TransferConfig.trigger_draws,
                    help="random triggers drawn; the one with the largest patch shift is used")
+    p.add_argument("--trigger-steps", type=int, default=TriggerDesign.steps,
+                   help="attacker-designed trigger: Adam steps maximising the patch shift off the class direction (0: off)")
     p.add_argument("--random-location", action="store_true", help="patch at random places (paper's rand_loc)")
     p.add_argument("--relocate-every", type=int, default=TransferConfig().attack.relocate_every,
                    help="with --random-location: new patch places every N generation iterations (0: once)")
