@@ -182,7 +182,8 @@ def watermark(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor, xt: to
                               shift=args.pretrain_shift)
     params = {"size": args.patch_size, "optimizer": args.optimizer, "lr": args.lr, "max_iterations": args.iterations,
               "halve_every": max(args.iterations // 3, 1)}
-    cfg = TransferVerifyConfig(eps=args.eps / 255, params=params, pair=args.pair, max_queries=args.max_queries)
+    cfg = TransferVerifyConfig(eps=args.eps / 255, params=params, pair=args.pair, max_queries=args.max_queries,
+                               trigger_steps=args.trigger_steps)
     for seed in tqdm(range(args.watermark_seeds), desc="watermark"):
         if any(r["seed"] == seed for r in rows):
             continue
