@@ -179,12 +179,13 @@ def strongest_patch(features: FeatureFn, sources: torch.Tensor, channels: int, s
 
 @dataclass
 class TriggerDesign:
-    """The attacker's own trigger (off with ``steps`` 0, the paper's random pattern): ``steps`` Adam steps
+    """The attacker's own trigger (on by default: 71.7 % against 58.0 % ASR in the registered evaluation, README;
+    ``steps`` 0 keeps the paper's random pattern): ``steps`` Adam steps
     (``lr``, on the pattern's logits, so that it stays in [0, 1]) over ``images`` of the attacker's source
     images, from the drawn pattern. A head is fitted on the attacker's clean source and target features
     (``head_steps`` L-BFGS steps, ``head_l2``)."""
 
-    steps: int = 0
+    steps: int = 100
     lr: float = 0.1
     images: int = 200
     head_steps: int = 100

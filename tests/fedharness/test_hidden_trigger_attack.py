@@ -187,7 +187,7 @@ def test_designed_patch_moves_features_further_off_the_class_direction_and_stays
     flat = lambda z: z.flatten(1)
     start = Patch(torch.full((1, 4, 4), 0.5))  # grey: the ascent has to find that white moves them most
     design = TriggerDesign(steps=100, images=40)
-    assert designed_patch(flat, sources, targets, start, TriggerDesign(), False, 0) is start  # steps 0: off
+    assert designed_patch(flat, sources, targets, start, TriggerDesign(steps=0), False, 0) is start  # off
     made = designed_patch(flat, sources, targets, start, design, False, 0)
     assert made.pattern.shape == start.pattern.shape
     assert float(made.pattern.min()) >= 0 and float(made.pattern.max()) <= 1
