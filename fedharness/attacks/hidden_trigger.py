@@ -179,9 +179,9 @@ def strongest_patch(features: FeatureFn, sources: torch.Tensor, channels: int, s
 
 @dataclass
 class TriggerDesign:
-    """The attacker's own trigger (on by default: 71.7 % against 58.0 % ASR in the registered evaluation, README;
-    ``steps`` 0 keeps the paper's random pattern): ``steps`` Adam steps
-    (``lr``, on the pattern's logits, so that it stays in [0, 1]) over ``images`` of the attacker's source
+    """The attacker's own trigger (on by default: 71.7 % against 58.0 % ASR in the registered evaluation,
+    README; ``steps`` 0 keeps the paper's random pattern): ``steps`` Adam steps (``lr``, on the pattern's
+    logits, so that it stays in [0, 1]) over ``images`` of the attacker's source
     images, from the drawn pattern. A head is fitted on the attacker's clean source and target features
     (``head_steps`` L-BFGS steps, ``head_l2``)."""
 
@@ -192,9 +192,12 @@ class TriggerDesign:
     head_l2: float = 1e-4
 
     def __post_init__(self) -> None:
-        for name in ("steps", "lr", "images", "head_steps", "head_l2"):
+        for name in ("steps", "lr", "head_l2"):
             if getattr(self, name) < 0:
                 raise InputError(f"trigger design {name} must be ≥ 0, got {getattr(self, name)}")
+        for name in ("images", "head_steps"):
+            if getattr(self, name) < 1:
+                raise InputError(f"trigger design {name} must be ≥ 1, got {getattr(self, name)}")
 
 
 def orthogonal_shift(shift: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
@@ -220,7 +223,8 @@ def designed_patch(features: FeatureFn, sources: torch.Tensor, targets: torch.Te
     with torch.no_grad():
         clean_src, clean_tgt = features(sources), features(targets)
         labels = torch.cat([torch.zeros(len(clean_src)), torch.ones(len(clean_tgt))]).long()
-        head = fit_head(torch.cat([clean_src, clean_tgt]), labels, 2, HeadFitConfig(design.head_steps, design.head_l2), seed)
+        fit = HeadFitConfig(design.head_steps, design.head_l2)
+        head = fit_head(torch.cat([clean_src, clean_tgt]), labels, 2, fit, seed)
         normal, clean_batch = head.weight[1] - head.weight[0], features(batch)
     logits = torch.logit(start.pattern.clamp(0.05, 0.95)).requires_grad_(True)
     opt = torch.optim.Adam([logits], lr=design.lr)

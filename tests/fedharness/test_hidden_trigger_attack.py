@@ -192,9 +192,11 @@ def test_designed_patch_moves_features_further_off_the_class_direction_and_stays
     assert made.pattern.shape == start.pattern.shape
     assert float(made.pattern.min()) >= 0 and float(made.pattern.max()) <= 1
     labels = torch.cat([torch.zeros(40), torch.ones(40)]).long()
-    head = fit_head(torch.cat([flat(sources), flat(targets)]), labels, 2, HeadFitConfig(design.head_steps, design.head_l2), 0)
+    fit = HeadFitConfig(design.head_steps, design.head_l2)
+    head = fit_head(torch.cat([flat(sources), flat(targets)]), labels, 2, fit, 0)
     normal = head.weight[1] - head.weight[0]
     moved = lambda p: orthogonal_shift(flat(p.apply(sources, False, g)) - flat(sources), normal)
     assert float(moved(made)) > 3 * float(moved(start)) and float(made.pattern.min()) > 0.9  # white
-    with pytest.raises(InputError):
-        TriggerDesign(steps=-1)
+    for bad in ({"steps": -1}, {"images": 0}):
+        with pytest.raises(InputError):
+            TriggerDesign(**bad)
