@@ -55,6 +55,7 @@ def grid(args: argparse.Namespace) -> list[dict]:
 def config(point: dict, args: argparse.Namespace) -> TransferConfig:
     source, target = (int(c) for c in point["pair"].split("-"))
     base = TransferConfig()
+    design = {} if args.trigger_steps is None else {"steps": args.trigger_steps}
     attack = dataclasses.replace(base.attack, eps=point["eps255"] / 255, random_location=args.random_location,
                                  max_iterations=args.iterations, halve_every=max(args.iterations // 3, 1),
                                  optimizer=args.optimizer, lr=args.lr, relocate_every=args.relocate_every)
@@ -63,7 +64,7 @@ def config(point: dict, args: argparse.Namespace) -> TransferConfig:
                           bases=args.bases, pretrain_classes=args.pretrain_classes,
                           pretrain_epochs=args.pretrain_epochs, pretrain_shift=args.pretrain_shift,
                           trigger=args.trigger, trigger_draws=args.trigger_draws,
-                          trigger_design=dataclasses.replace(TriggerDesign(), steps=args.trigger_steps),
+                          trigger_design=TriggerDesign(**design),
                           head_steps=args.head_steps,
                           head_l2=args.head_l2)
 
@@ -116,8 +117,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--trigger", choices=sorted(TRIGGERS), default=TransferConfig.trigger)
     p.add_argument("--trigger-draws", type=int, default=TransferConfig.trigger_draws,
                    help="random triggers drawn; the one with the largest patch shift is used")
-    p.add_argument("--trigger-steps", type=int, default=TriggerDesign.steps,
-                   help="attacker-designed trigger: Adam steps maximising the patch shift off the class direction (0: off)")
+    p.add_argument("--trigger-steps", type=int, default=None,
+                   help="designed trigger: Adam steps maximising the patch shift off the class direction (0: off; "
+                        "default: TriggerDesign's for the transfer bench, TransferVerifyConfig's for the watermark)")
     p.add_argument("--random-location", action="store_true", help="patch at random places (paper's rand_loc)")
     p.add_argument("--relocate-every", type=int, default=TransferConfig().attack.relocate_every,
                    help="with --random-location: new patch places every N generation iterations (0: once)")
@@ -182,8 +184,9 @@ def watermark(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor, xt: to
                               shift=args.pretrain_shift)
     params = {"size": args.patch_size, "optimizer": args.optimizer, "lr": args.lr, "max_iterations": args.iterations,
               "halve_every": max(args.iterations // 3, 1)}
+    design = {} if args.trigger_steps is None else {"trigger_steps": args.trigger_steps}
     cfg = TransferVerifyConfig(eps=args.eps / 255, params=params, pair=args.pair, max_queries=args.max_queries,
-                               trigger_steps=args.trigger_steps)
+                               **design)
     for seed in tqdm(range(args.watermark_seeds), desc="watermark"):
         if any(r["seed"] == seed for r in rows):
             continue
