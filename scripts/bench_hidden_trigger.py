@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fedharness.attacks.hidden_trigger import BASES, OPTIMIZERS, TRIGGERS, TransferConfig, resize, run_transfer
+from fedharness.attacks.hidden_trigger import (BASES, OPTIMIZERS, TRIGGERS, TransferConfig, TriggerDesign, resize,
+                                               run_transfer)
 from fedharness.tasks.head_finetune import PretrainConfig, pretrain_extractor
 from unlearning_verify.watermarks.hidden_trigger import PAIRS, TransferVerifyConfig, verify_transfer
 from poisonlab import data
@@ -54,6 +55,7 @@ def grid(args: argparse.Namespace) -> list[dict]:
 def config(point: dict, args: argparse.Namespace) -> TransferConfig:
     source, target = (int(c) for c in point["pair"].split("-"))
     base = TransferConfig()
+    design = {} if args.trigger_steps is None else {"steps": args.trigger_steps}
     attack = dataclasses.replace(base.attack, eps=point["eps255"] / 255, random_location=args.random_location,
                                  max_iterations=args.iterations, halve_every=max(args.iterations // 3, 1),
                                  optimizer=args.optimizer, lr=args.lr, relocate_every=args.relocate_every)
@@ -61,7 +63,9 @@ def config(point: dict, args: argparse.Namespace) -> TransferConfig:
                           image_size=args.image_size, blocks=args.blocks, feature_dim=args.feature_dim,
                           bases=args.bases, pretrain_classes=args.pretrain_classes,
                           pretrain_epochs=args.pretrain_epochs, pretrain_shift=args.pretrain_shift,
-                          trigger=args.trigger, trigger_draws=args.trigger_draws, head_steps=args.head_steps,
+                          trigger=args.trigger, trigger_draws=args.trigger_draws,
+                          trigger_design=TriggerDesign(**design),
+                          head_steps=args.head_steps,
                           head_l2=args.head_l2)
 
 
@@ -113,6 +117,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--trigger", choices=sorted(TRIGGERS), default=TransferConfig.trigger)
     p.add_argument("--trigger-draws", type=int, default=TransferConfig.trigger_draws,
                    help="random triggers drawn; the one with the largest patch shift is used")
+    p.add_argument("--trigger-steps", type=int, default=None,
+                   help="designed trigger: Adam steps maximising the patch shift off the class direction (0: off; "
+                        "default: TriggerDesign's for the transfer bench, TransferVerifyConfig's for the watermark)")
     p.add_argument("--random-location", action="store_true", help="patch at random places (paper's rand_loc)")
     p.add_argument("--relocate-every", type=int, default=TransferConfig().attack.relocate_every,
                    help="with --random-location: new patch places every N generation iterations (0: once)")
@@ -177,7 +184,9 @@ def watermark(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor, xt: to
                               shift=args.pretrain_shift)
     params = {"size": args.patch_size, "optimizer": args.optimizer, "lr": args.lr, "max_iterations": args.iterations,
               "halve_every": max(args.iterations // 3, 1)}
-    cfg = TransferVerifyConfig(eps=args.eps / 255, params=params, pair=args.pair, max_queries=args.max_queries)
+    design = {} if args.trigger_steps is None else {"trigger_steps": args.trigger_steps}
+    cfg = TransferVerifyConfig(eps=args.eps / 255, params=params, pair=args.pair, max_queries=args.max_queries,
+                               **design)
     for seed in tqdm(range(args.watermark_seeds), desc="watermark"):
         if any(r["seed"] == seed for r in rows):
             continue

@@ -166,3 +166,37 @@ def test_strongest_patch_is_the_draw_that_moves_source_features_most():
                        Patch.random(1, 4, 0, "binary").pattern)
     with pytest.raises(InputError):
         TransferConfig(trigger_draws=0)
+
+
+def test_orthogonal_shift_ignores_the_movement_along_the_class_direction():
+    from fedharness.attacks.hidden_trigger import orthogonal_shift
+
+    shift = torch.tensor([[3.0, 4.0], [0.0, 2.0]])
+    assert float(orthogonal_shift(shift, torch.tensor([2.0, 0.0]))) == pytest.approx((16 + 4) / 2)
+    assert float(orthogonal_shift(shift, torch.tensor([0.0, 1.0]))) == pytest.approx(9 / 2)
+
+
+def test_designed_patch_moves_features_further_off_the_class_direction_and_stays_in_range():
+    from fedharness.attacks.hidden_trigger import TriggerDesign, designed_patch, orthogonal_shift
+    from fedharness.tasks.head_finetune import HeadFitConfig, fit_head
+
+    g = torch.Generator().manual_seed(0)
+    sources = torch.rand(40, 1, 10, 10, generator=g) * 0.3
+    targets = sources.clone()
+    targets[:, :, :4, :4] += 0.6  # the classes differ in the top-left corner; the patch sits bottom-right
+    flat = lambda z: z.flatten(1)
+    start = Patch(torch.full((1, 4, 4), 0.5))  # grey: the ascent has to find that white moves them most
+    design = TriggerDesign(steps=100, images=40)
+    assert designed_patch(flat, sources, targets, start, TriggerDesign(steps=0), False, 0) is start  # off
+    made = designed_patch(flat, sources, targets, start, design, False, 0)
+    assert made.pattern.shape == start.pattern.shape
+    assert float(made.pattern.min()) >= 0 and float(made.pattern.max()) <= 1
+    labels = torch.cat([torch.zeros(40), torch.ones(40)]).long()
+    fit = HeadFitConfig(design.head_steps, design.head_l2)
+    head = fit_head(torch.cat([flat(sources), flat(targets)]), labels, 2, fit, 0)
+    normal = head.weight[1] - head.weight[0]
+    moved = lambda p: orthogonal_shift(flat(p.apply(sources, False, g)) - flat(sources), normal)
+    assert float(moved(made)) > 3 * float(moved(start)) and float(made.pattern.min()) > 0.9  # white
+    for bad in ({"steps": -1}, {"images": 0}):
+        with pytest.raises(InputError):
+            TriggerDesign(**bad)

@@ -21,7 +21,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from fedharness.attacks.hidden_trigger import HiddenTriggerConfig, Patch, generate, small_extractor_config
+from fedharness.attacks.hidden_trigger import (HiddenTriggerConfig, Patch, TriggerDesign, designed_patch, generate,
+                                               small_extractor_config)
 from labcore.errors import InputError
 from unlearning_verify.keys import OwnerKey
 from unlearning_verify.verify import INCONCLUSIVE, Verdict
@@ -185,7 +186,9 @@ class TransferVerifyConfig:
     model is the extractor plus a head fitted on everything; the reference (q) and the honest
     ``head_retrain`` provider refit the head without the owner. ``params`` override the poisoning.
     ``pair``: the source class the key derives (``"key"``), the owner's :func:`nearest_source` or its
-    :func:`rehearsed_source`."""
+    :func:`rehearsed_source`. ``trigger_steps`` > 0: once the pair is chosen, the owner redesigns the key's
+    pattern at the key's place (``fedharness.attacks.hidden_trigger.designed_patch``, on its own source and
+    target images and the public extractor)."""
 
     num_owners: int = 10
     eps: float = 16 / 255
@@ -194,10 +197,13 @@ class TransferVerifyConfig:
     max_queries: int = 30
     params: dict = dataclasses.field(default_factory=dict)
     pair: str = "key"
+    trigger_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.pair not in PAIRS:
             raise InputError(f"pair must be one of {', '.join(PAIRS)}, got {self.pair!r}")
+        if self.trigger_steps < 0:
+            raise InputError(f"trigger_steps must be ≥ 0, got {self.trigger_steps}")
 
 
 def verify_transfer(extractor: nn.Module, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor,
@@ -219,6 +225,11 @@ def verify_transfer(extractor: nn.Module, x: torch.Tensor, y: torch.Tensor, xt: 
     elif cfg.pair == "rehearsed":
         wm.source = rehearsed_source(wm, x[own], y[own], 10, seed)
     wm.sources = x[own & (y == wm.source)]
+    if cfg.trigger_steps:
+        start = Patch(wm.patch.pattern, wm.patch.top, wm.patch.left)
+        design = TriggerDesign(steps=cfg.trigger_steps)
+        made = designed_patch(features, wm.sources, x[own & (y == wm.target)], start, design, False, seed)
+        wm.patch = dataclasses.replace(wm.patch, pattern=made.pattern)
     marked = mark(x, y, owner_of, 0, wm, 1.0, seed)
 
     def served_on(rows: torch.Tensor) -> nn.Module:

@@ -88,3 +88,11 @@ def test_owner_rehearsal_picks_the_class_its_poisons_can_reach(near):
     assert rehearsed_source(wm, x, y, 3, seed=0) == near
     with pytest.raises(InputError):
         rehearsed_source(wm, x[12:], y[12:], 3, seed=0)
+
+
+def test_transfer_verification_rejects_a_negative_trigger_design():
+    from unlearning_verify.watermarks.hidden_trigger import TransferVerifyConfig
+
+    assert TransferVerifyConfig(trigger_steps=100).trigger_steps == 100
+    with pytest.raises(InputError):
+        TransferVerifyConfig(trigger_steps=-1)
