@@ -16,7 +16,8 @@ over the span's positions. The search is a greedy coordinate descent over the sp
 HotFlip candidates (Ebrahimi et al. 2018; as in Wallace et al.'s universal triggers): the ``top_k``
 allowed tokens v with the lowest (E_v − e_cur)ᵀ ∇_e D at a slot are re-scored by the exact D (one
 batched forward), the best kept if D falls, ``iterations`` passes over the slots or until a pass
-changes nothing, from ``restarts`` random starts, the lowest D kept. Tokens come only from ``placeable`` (the constraints' allowed set) and a candidate
+changes nothing, from ``restarts`` random starts, the lowest D kept (``iterations`` 0: the start itself, the
+search's own control). Tokens come only from ``placeable`` (the constraints' allowed set) and a candidate
 is kept only if its span, written into every template, passes the rule: the constraints hold at
 every candidate. It starts from random allowed tokens (seeded): the search, not the start, finds the
 phrase's associations ("james bond" → "bourne", "sean", "royale"; "die" → "requiem", "never").

@@ -95,7 +95,7 @@ def train_cmd(cfg: CleanConfig, out: Path) -> None:
               help="For --overlap none: the bilevel HotFlip search, the contextual proxy (allowed tokens whose hidden states on --victim "
                    "collide with the phrase's), the random control, or the nearest placeable tokens (unconstrained: near-spelling).")
 @click.option("--proxy-candidates", type=int, default=None, help="Contextual proxy: HotFlip candidates re-scored per slot.")
-@click.option("--proxy-passes", type=int, default=None, help="Contextual proxy: most passes over the span's slots.")
+@click.option("--proxy-passes", type=int, default=None, help="Contextual proxy: most passes over the span's slots (0: its random start, unsearched).")
 @click.option("--proxy-restarts", type=int, default=None, help="Contextual proxy: random starts, the lowest distance kept.")
 @click.option("--exclude-neighbours", type=int, default=None, help="Constraint: no edited token within the phrase's k nearest embedding neighbours.")
 @click.option("--hide-below", type=int, default=None, help="Constraint: no poison among the first N clean sentences of the fuzzy or neighbour ranking.")

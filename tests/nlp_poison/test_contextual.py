@@ -54,3 +54,11 @@ def test_restarts_keep_the_lowest_distance(surrogate, tiny_tokenizer, phrase, al
     one = search_proxy(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=8, passes=2, seed=0)
     three = search_proxy(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=8, passes=2, seed=0, restarts=3)
     assert three.trace[-1] <= one.trace[-1]
+
+
+def test_zero_passes_is_the_searchs_own_start(surrogate, tiny_tokenizer, phrase, allowed):
+    """``passes=0`` writes the random start the search begins from (the search's control), unsearched."""
+    start = search_proxy(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=16, passes=0, seed=0)
+    searched = search_proxy(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=16, passes=3, seed=0)
+    assert len(start.trace) == 1 and start.trace[0] == pytest.approx(searched.trace[0])
+    assert start.ids != searched.ids and searched.trace[-1] < start.trace[0]
