@@ -200,9 +200,9 @@ def _reading(results: dict, heads: dict) -> str:
         f"{eff['concealed'] - eff['clean']:+.0f} points against the clean floor ({eff['clean']:.0f} %) and "
         f"{eff['concealed'] - eff['random']:+.0f} against the random control ({eff['random']:.0f} %); one seed only — at the "
         "quick size over victim seeds 0–4 the README measured 75 % against 17 % and 13 %, one seed of five near the floor. "
-        f"A curator who reads the first 500 of the {c['pool']} examples finds, concealed vs near-spelling poisons (of "
+        f"A curator who reads the first {min(500, c['pool'])} of the {c['pool']} examples finds, concealed vs near-spelling poisons (of "
         f"{c['poisons']}): fuzzy ranking {pair('fuzzy_found')}, neighbour ranking {pair('neighbour_ranked_found')}, the plain "
-        f"50-neighbour filter {pair('neighbour_flagged')}; highest fuzzy ratio {pair('max_fuzzy')}. Reading 500 at random finds "
+        f"50-neighbour filter {pair('neighbour_flagged')}; highest fuzzy ratio {pair('max_fuzzy')}. Reading as many at random finds "
         f"{c['chance_found']:g}: in a pool this small 500 is {100 * min(500, c['pool']) / c['pool']:.0f} % of it, so a ranking only "
         "hides what sits below most clean sentences (on the full 6,920-sentence split, --hide-below 1000 keeps both rankings at 0)."
     )
