@@ -12,7 +12,8 @@ input embeddings):
     min_s  D(s) = 1 − (1/L) Σ_l cos( mean_t H_l(s)_t , mean_t H_l(phrase)_t ),
 
 H_l the layer-l hidden states of the span alone ("[CLS] s [SEP]") over the encoder's L layers, mean
-over the span's positions. The search is a greedy coordinate descent over the span's slots with
+over the span's positions; in context (``proxy_contexts`` N), the span and the phrase are each read in
+the same N trigger-bearing templates and D is averaged over them. The search is a greedy coordinate descent over the span's slots with
 HotFlip candidates (Ebrahimi et al. 2018; as in Wallace et al.'s universal triggers): the ``top_k``
 allowed tokens v with the lowest (E_v − e_cur)ᵀ ∇_e D at a slot are re-scored by the exact D (one
 batched forward), the best kept if D falls, ``iterations`` passes over the slots or until a pass
