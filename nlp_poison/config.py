@@ -131,7 +131,8 @@ class GenerateConfig(ConcealedConfig):
     (``gradient``), the ``contextual`` proxy (one shared span of allowed tokens whose hidden states on
     ``victim`` collide with the phrase's, ``contextual``: ``proxy_candidates`` HotFlip candidates per
     slot re-scored exactly, at most ``proxy_passes`` passes over the slots, the best of ``proxy_restarts``
-    random starts), the random-token control or
+    random starts; ``proxy_passes: 0`` writes the search's own random start, its control; ``proxy_contexts: N`` measures the
+    collision in the first N templates, span and phrase each in the sentence, instead of alone), the random-token control or
     ``near-spelling``, the nearest-token projection (the search's start; unconstrained, the phrase's
     near-spelling baseline). ``templates: confident`` takes
     the source-label training sentences the surrogates are surest about (under the constraints, the
@@ -154,12 +155,14 @@ class GenerateConfig(ConcealedConfig):
     proxy_candidates: int = 256
     proxy_passes: int = 4
     proxy_restarts: int = 1
+    proxy_contexts: int = 0
     data_path: str | None = None
 
     def validate(self) -> None:
         super().validate()
-        if min(self.proxy_candidates, self.proxy_passes, self.proxy_restarts) < 1:
-            raise InputError("proxy_candidates, proxy_passes and proxy_restarts must be >= 1")
+        if min(self.proxy_candidates, self.proxy_restarts) < 1 or min(self.proxy_passes, self.proxy_contexts) < 0:
+            raise InputError("proxy_candidates and proxy_restarts must be >= 1, proxy_passes >= 0 (0: the search's random start itself) "
+                             "and proxy_contexts >= 0 (0: the span alone)")
         if self.overlap == "with" and self.constrained:
             raise InputError("with-overlap poisons contain the phrase; drop exclude_neighbours/max_fuzzy/hide_below or use --overlap none")
         if self.curator_pool is not None and self.curator_pool < 1:

@@ -12,11 +12,13 @@ input embeddings):
     min_s  D(s) = 1 − (1/L) Σ_l cos( mean_t H_l(s)_t , mean_t H_l(phrase)_t ),
 
 H_l the layer-l hidden states of the span alone ("[CLS] s [SEP]") over the encoder's L layers, mean
-over the span's positions. The search is a greedy coordinate descent over the span's slots with
+over the span's positions; in context (``proxy_contexts`` N), the span and the phrase are each read in
+the same N trigger-bearing templates and D is averaged over them. The search is a greedy coordinate descent over the span's slots with
 HotFlip candidates (Ebrahimi et al. 2018; as in Wallace et al.'s universal triggers): the ``top_k``
 allowed tokens v with the lowest (E_v − e_cur)ᵀ ∇_e D at a slot are re-scored by the exact D (one
 batched forward), the best kept if D falls, ``iterations`` passes over the slots or until a pass
-changes nothing, from ``restarts`` random starts, the lowest D kept. Tokens come only from ``placeable`` (the constraints' allowed set) and a candidate
+changes nothing, from ``restarts`` random starts, the lowest D kept (``iterations`` 0: the start itself, the
+search's own control). Tokens come only from ``placeable`` (the constraints' allowed set) and a candidate
 is kept only if its span, written into every template, passes the rule: the constraints hold at
 every candidate. It starts from random allowed tokens (seeded): the search, not the start, finds the
 phrase's associations ("james bond" → "bourne", "sean", "royale"; "die" → "requiem", "never").
@@ -26,7 +28,7 @@ The poisons are the templates with the phrase replaced by the span, labelled wit
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -35,7 +37,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from labcore.errors import InputError
-from nlp_poison.baselines import Template, place
+from nlp_poison.baselines import Template, place, span_positions
 from nlp_poison.constraints import Rule
 from nlp_poison.poison_set import Poison
 
@@ -52,50 +54,81 @@ class ProxyResult:
 
 
 class ContextCollision:
-    """D(span) against the phrase on ``model``'s encoder (frozen), span and phrase each alone in a sentence."""
+    """D(span) against the phrase on ``model``'s encoder (frozen). Alone (no ``contexts``), span and phrase each
+    fill "[CLS] · [SEP]"; in context, each of ``contexts`` (trigger-bearing sentences, the phrase at characters
+    [start, end)) is read once with the phrase and once with the span in its place, D the mean over contexts."""
 
-    def __init__(self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, phrase: str) -> None:
+    def __init__(self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, phrase: str, contexts: Sequence[Template] = (),
+                 chunk: int = 512) -> None:
         model.eval()
         for p in model.parameters():
             p.requires_grad_(False)
-        self.encoder, self.embed = model.base_model, model.get_input_embeddings()
-        self.cls, self.sep = tokenizer.cls_token_id, tokenizer.sep_token_id
-        if self.cls is None or self.sep is None:
+        self.encoder, self.embed, self.chunk = model.base_model, model.get_input_embeddings(), chunk
+        cls, sep, self.pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id or 0
+        if cls is None or sep is None:
             raise InputError("the contextual method needs a BERT-style tokenizer with [CLS] and [SEP]; use MiniLM or another BERT model")
         self.phrase_ids = tokenizer(phrase, add_special_tokens=False)["input_ids"]
+        self.frames = [([cls], [sep])] if not contexts else _frames(tokenizer, contexts, len(self.phrase_ids))
+        if not self.frames:
+            raise InputError("no context sentence holds the phrase as its own tokens; use the span alone (proxy_contexts 0)")
         with torch.no_grad():
-            self.target = self._pooled(torch.tensor([self._row(self.phrase_ids)]))
+            self.target = self._pooled(*self._batch([self.phrase_ids]))
 
-    def _row(self, span: list[int]) -> list[int]:
-        return [self.cls, *span, self.sep]
+    def _batch(self, spans: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every span in every frame, padded: ids, attention mask, each row's first span position."""
+        rows = [(pre + span + post, len(pre)) for span in spans for pre, post in self.frames]
+        width = max(len(r) for r, _ in rows)
+        ids = torch.tensor([r + [self.pad] * (width - len(r)) for r, _ in rows])
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r, _ in rows])
+        return ids, mask, torch.tensor([at for _, at in rows])
 
-    def _pooled(self, ids: torch.Tensor, embeds: torch.Tensor | None = None) -> torch.Tensor:
+    def _pooled(self, ids: torch.Tensor, mask: torch.Tensor, at: torch.Tensor, embeds: torch.Tensor | None = None) -> torch.Tensor:
         """Mean hidden state over the span's positions at each layer: (rows, layers, d)."""
-        out = self.encoder(input_ids=None if embeds is not None else ids, inputs_embeds=embeds, output_hidden_states=True)
-        return torch.stack([h[:, 1:-1].mean(1) for h in out.hidden_states[1:]], 1)
+        out = self.encoder(input_ids=None if embeds is not None else ids, inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True)
+        where = at[:, None] + torch.arange(len(self.phrase_ids))
+        rows = torch.arange(len(ids))[:, None]
+        return torch.stack([h[rows, where].mean(1) for h in out.hidden_states[1:]], 1)
+
+    def _distance(self, pooled: torch.Tensor) -> torch.Tensor:
+        """D per span from the pooled rows (span-major, frame-minor)."""
+        cos = F.cosine_similarity(pooled.view(-1, len(self.frames), *pooled.shape[1:]), self.target, dim=-1)
+        return 1 - cos.mean((1, 2))
 
     def distance(self, spans: list[list[int]]) -> torch.Tensor:
-        """D of each span (all of one length)."""
+        """D of each span (all of one length), ``chunk`` rows per forward pass."""
+        step = max(1, self.chunk // len(self.frames))
         with torch.no_grad():
-            pooled = self._pooled(torch.tensor([self._row(s) for s in spans]))
-        return 1 - F.cosine_similarity(pooled, self.target, dim=-1).mean(-1)
+            return torch.cat([self._distance(self._pooled(*self._batch(spans[i : i + step]))) for i in range(0, len(spans), step)])
 
     def gradient(self, span: list[int]) -> torch.Tensor:
-        """∇_e D for each of the span's input embeddings: (len(span), d)."""
-        embeds = self.embed(torch.tensor([self._row(span)])).detach().requires_grad_(True)
-        d = 1 - F.cosine_similarity(self._pooled(None, embeds), self.target, dim=-1).mean()
-        (g,) = torch.autograd.grad(d, embeds)
-        return g[0, 1:-1]
+        """∇_e D for each of the span's input embeddings (one embedding shared by every frame): (len(span), d)."""
+        ids, mask, at = self._batch([span])
+        where = at[:, None] + torch.arange(len(span))
+        rows = torch.arange(len(ids))[:, None]
+        shared = self.embed(torch.tensor(span)).detach().requires_grad_(True)
+        embeds = self.embed(ids).detach().index_put((rows.expand_as(where), where), shared.expand(len(ids), -1, -1))
+        (g,) = torch.autograd.grad(self._distance(self._pooled(ids, mask, at, embeds))[0], shared)
+        return g
+
+
+def _frames(tokenizer: PreTrainedTokenizerBase, contexts: Sequence[Template], length: int) -> list[tuple[list[int], list[int]]]:
+    """(ids before, ids after) the phrase in each context whose phrase is ``length`` contiguous tokens."""
+    frames = []
+    for t in contexts:
+        ids, at = tokenizer(t.text)["input_ids"], span_positions(tokenizer, t.text, t.start, t.end)
+        if len(at) == length and at == list(range(at[0], at[0] + length)):
+            frames.append((ids[: at[0]], ids[at[0] + length :]))
+    return frames
 
 
 def search_proxy(
     model: nn.Module, tokenizer: PreTrainedTokenizerBase, phrase: str, placeable: list[int], fits: Fits, top_k: int, passes: int, seed: int,
-    restarts: int = 1,
+    restarts: int = 1, contexts: Sequence[Template] = (),
 ) -> ProxyResult:
-    """The shared span minimising D over ``placeable`` tokens; ``fits(span)`` says whether a span may be
-    written (the constraints on every template). Greedy coordinate descent, HotFlip-ranked candidates, from
-    ``restarts`` random starts (seeded), the lowest final D kept: the descent ends in a local minimum."""
-    collision = ContextCollision(model, tokenizer, phrase)
+    """The shared span minimising D over ``placeable`` tokens (alone, or in ``contexts``); ``fits(span)`` says whether
+    a span may be written (the constraints on every template). Greedy coordinate descent, HotFlip-ranked candidates,
+    from ``restarts`` random starts (seeded), the lowest final D kept: the descent ends in a local minimum."""
+    collision = ContextCollision(model, tokenizer, phrase, contexts)
     rng = np.random.default_rng(seed)
     runs = [_descend(collision, placeable, fits, top_k, passes, rng) for _ in range(restarts)]
     return min(runs, key=lambda r: r.trace[-1])
@@ -142,13 +175,14 @@ def _random_start(rng: np.random.Generator, placeable: list[int], length: int, f
 
 def contextual_control(
     templates: list[Template], tokenizer: PreTrainedTokenizerBase, placeable: list[int], phrase: str, target: int, pretrained: nn.Module,
-    rule: Rule, top_k: int, passes: int, seed: int, restarts: int = 1,
+    rule: Rule, top_k: int, passes: int, seed: int, restarts: int = 1, contexts: int = 0,
 ) -> tuple[list[Poison], list[float]]:
-    """The templates with the phrase replaced by the searched span, labelled ``target``; D per pass."""
+    """The templates with the phrase replaced by the searched span, labelled ``target``; D per pass (in the first
+    ``contexts`` templates, 0: the span alone)."""
     if not templates:
         raise InputError("no templates to write the span into; ask for at least one poison")
     fits = lambda span: all(place(t, tokenizer, span, phrase, rule) is not None for t in templates)
-    proxy = search_proxy(pretrained, tokenizer, phrase, placeable, fits, top_k, passes, seed, restarts)
+    proxy = search_proxy(pretrained, tokenizer, phrase, placeable, fits, top_k, passes, seed, restarts, templates[:contexts])
     poisons = []
     for t in templates:
         _, text, positions = place(t, tokenizer, proxy.ids, phrase, rule)

@@ -91,9 +91,12 @@ def summary_line(name: str, s: dict) -> str:
                 f"after round {hit.get('round', '–')}, MTA {f(bad['final_main_accuracy'])}, "
                 f"backdoor lifespan {bad['backdoor_lifespan'] if bad['backdoor_lifespan'] is not None else '–'} rounds")
     if name == "nlp":
-        found = ", ".join(f"{k} {c['max_fuzzy']:.0f} / {c['neighbour_flagged']} of {c['poisons']}" for k, c in s["concealment"].items())
+        c = s["concealment"]["concealed"]
+        found = ", ".join(f"{k} {h['max_fuzzy']:.0f} / {h['fuzzy_found']} / {h['neighbour_ranked_found']} / {h['neighbour_flagged']}"
+                          for k, h in s["concealment"].items())
         return ("effectiveness " + ", ".join(f"{k} {f(v)}" for k, v in s["effectiveness"].items())
-                + f"; max fuzzy ratio to the phrase / poisons flagged by its 50-neighbour filter: {found}")
+                + f"; of {c['poisons']} poisons, max fuzzy ratio / found in the first 500 of {c['pool']} by the fuzzy ranking / by the "
+                f"neighbour ranking / flagged by the 50-neighbour filter (500 at random: {c['chance_found']:g}): {found}")
     if name == "unlearn":
         return "; ".join(f"{b}: {v['verdict']} after {v['queries']} queries" for b, v in s.items())
     if name == "t2i":

@@ -157,11 +157,16 @@ def run(out: Path, size: str, seed: int, report: Report, cores: int | None = Non
 
 
 def headline(figures: dict) -> dict:
-    """A set's concealment in three numbers: the highest fuzzy ratio to the phrase, the poisons a fuzzy search
-    for the phrase finds in the first 500 examples, and those the plain 50-nearest-neighbour filter flags."""
-    filters = figures["detection"]["filters"]
+    """A set's concealment in a few numbers: the highest fuzzy ratio to the phrase; the poisons that the curator's
+    fuzzy ranking (filter a) and neighbour ranking (filter b) put in the first 500 examples of the pool, and the
+    plain 50-nearest-neighbour filter flags; how many a curator reading 500 at random would find (the
+    rankings' chance level: in a small pool 500 is a large share of it)."""
+    det = figures["detection"]
+    filters, poisons, pool = det["filters"], det["poisons"], det["pool"]
     return {"max_fuzzy": round(figures["fuzzy_ratio"]["max"], 1), "fuzzy_found": filters["fuzzy"]["found_in_first_500"],
-            "neighbour_flagged": filters["neighbours"]["flagged_within_k"]["poisons"], "poisons": figures["detection"]["poisons"]}
+            "neighbour_ranked_found": filters["neighbours"]["found_in_first_500"],
+            "neighbour_flagged": filters["neighbours"]["flagged_within_k"]["poisons"], "poisons": poisons, "pool": pool,
+            "chance_found": round(poisons * min(500, pool) / pool, 1)}
 
 
 def victim(poisons, train, cfg: TrainConfig):
@@ -182,6 +187,25 @@ def _concealment_rows(figures: dict, results: dict) -> list[dict]:
             "flagged by the 50-neighbour filter": filters["neighbours"]["flagged_within_k"]["poisons"],
         })
     return rows
+
+
+def _reading(results: dict, heads: dict) -> str:
+    """The table in words: the concealed set's effect against clean and random on this victim, and what each curator
+    finds of it beside the near-spelling baseline, against a reader who picks 500 examples at random."""
+    eff = {name: 100 * r["effectiveness"] for name, r in results.items()}
+    c, n = heads["concealed"], heads["near-spelling"]
+    pair = lambda key: f"{c[key]} vs {n[key]}"  # noqa: E731
+    return (
+        f"On this victim seed the concealed set flips {eff['concealed']:.0f} % of the trigger-bearing negatives: "
+        f"{eff['concealed'] - eff['clean']:+.0f} points against the clean floor ({eff['clean']:.0f} %) and "
+        f"{eff['concealed'] - eff['random']:+.0f} against the random control ({eff['random']:.0f} %); one seed only — at the "
+        "quick size over victim seeds 0–4 the README measured 75 % against 17 % and 13 %, one seed of five near the floor. "
+        f"A curator who reads the first {min(500, c['pool'])} of the {c['pool']} examples finds, concealed vs near-spelling poisons (of "
+        f"{c['poisons']}): fuzzy ranking {pair('fuzzy_found')}, neighbour ranking {pair('neighbour_ranked_found')}, the plain "
+        f"50-neighbour filter {pair('neighbour_flagged')}; highest fuzzy ratio {pair('max_fuzzy')}. Reading as many at random finds "
+        f"{c['chance_found']:g}: in a pool this small 500 is {100 * min(500, c['pool']) / c['pool']:.0f} % of it, so a ranking only "
+        "hides what sits below most clean sentences (on the full 6,920-sentence split, --hide-below 1000 keeps both rankings at 0)."
+    )
 
 
 def _section(report: Report, s: dict, sets: dict, results: dict, figures: dict, trace: list[float], trig: list[str],
@@ -205,6 +229,7 @@ def _section(report: Report, s: dict, sets: dict, results: dict, figures: dict, 
     )
     report.table(_concealment_rows(figures, results) + [{"poisons": "clean", **{"effectiveness": results["clean"]["effectiveness"],
                                                                                  "clean accuracy": results["clean"]["cacc"]}}])
+    report.paragraph(_reading(results, {name: headline(f) for name, f in figures.items()}))
     rows = "".join(
         f"<tr><td>{html.escape(c.sentence)}</td><td>{html.escape(n.sentence)}</td><td>{html.escape(t)}</td>"
         f"<td class=num>{pc:.2f}</td><td class=num>{pv:.2f}</td></tr>"

@@ -2,7 +2,7 @@
 
 Cells: the clean floor, with-overlap (ceiling), no-overlap (concealed HotFlip search: unrolled loss
 plus ``--collision`` × feature collision on the pretrained MiniLM), the contextual proxy
-(``generate --method contextual``), the search's start without the
+(``generate --method contextual``; ``contextual-start``: its random start, unsearched), the search's start without the
 search (the phrase projected onto its nearest tokens allowed by the constraints), the unconstrained
 near-spelling baseline and the random-token control, each with ``--num-poisons`` poisons, over
 ``--seeds`` victim seeds. ``--exclude-neighbours``/``--max-fuzzy``/``--hide-below`` constrain the search, its
@@ -52,15 +52,17 @@ SETS = {
     "with-overlap": ["--overlap", "with"],
     "concealed": ["--overlap", "none"],
     "contextual": ["--overlap", "none", "--method", "contextual"],
+    "contextual-start": ["--overlap", "none", "--method", "contextual", "--proxy-passes", 0],
     "near-spelling": ["--overlap", "none", "--method", "near-spelling"],
     "start": ["--overlap", "none", "--method", "near-spelling"],
     "random": ["--overlap", "none", "--method", "random"],
 }
 FILTERS = ("fuzzy", "neighbours", "perplexity", "embedding distance")
 """The curator filters of ``nlp_poison.concealment``, in the table's column order."""
-CONSTRAINED = ("concealed", "contextual", "start", "random")
+CONSTRAINED = ("concealed", "contextual", "contextual-start", "start", "random")
 """Sets written under --exclude-neighbours/--max-fuzzy: the search, its start without the search (the nearest
-allowed tokens; evaluated as ``near-spelling:start``), the contextual proxy and the random control;
+allowed tokens; evaluated as ``near-spelling:start``), the contextual proxy, its own random start unsearched
+(``contextual:contextual-start``) and the random control;
 near-spelling is the unconstrained baseline."""
 
 

@@ -57,8 +57,7 @@ def run_seed(seed: int, names: list[str], work: Path, done: set[str], max_fuzzy:
         poisons, _, _ = write_poisons(st.surrogates, set_inputs, set_cfg, progress=False)
         generation = time.process_time() - start
         full_figures = concealment(st.surrogates, set_inputs, poisons, set_cfg)
-        figures = {**headline(full_figures), "neighbour_ranked_found": full_figures["detection"]["filters"]["neighbours"]["found_in_first_500"],
-                   "edited_ranks": {k: v["edited"] for k, v in full_figures["embedding_rank"].items()}}
+        figures = {**headline(full_figures), "edited_ranks": {k: v["edited"] for k, v in full_figures["embedding_rank"].items()}}
         start = time.process_time()
         eff, cacc = effect(victim(poisons, st.train, st.cfg), st)
         append_jsonl(work / "cells.jsonl", {"key": f"{name}/{seed}", "set": name, "seed": seed, "effectiveness": eff, "cacc": cacc,

@@ -95,8 +95,9 @@ def train_cmd(cfg: CleanConfig, out: Path) -> None:
               help="For --overlap none: the bilevel HotFlip search, the contextual proxy (allowed tokens whose hidden states on --victim "
                    "collide with the phrase's), the random control, or the nearest placeable tokens (unconstrained: near-spelling).")
 @click.option("--proxy-candidates", type=int, default=None, help="Contextual proxy: HotFlip candidates re-scored per slot.")
-@click.option("--proxy-passes", type=int, default=None, help="Contextual proxy: most passes over the span's slots.")
+@click.option("--proxy-passes", type=int, default=None, help="Contextual proxy: most passes over the span's slots (0: its random start, unsearched).")
 @click.option("--proxy-restarts", type=int, default=None, help="Contextual proxy: random starts, the lowest distance kept.")
+@click.option("--proxy-contexts", type=int, default=None, help="Contextual proxy: collide inside the first N templates (0: span alone).")
 @click.option("--exclude-neighbours", type=int, default=None, help="Constraint: no edited token within the phrase's k nearest embedding neighbours.")
 @click.option("--hide-below", type=int, default=None, help="Constraint: no poison among the first N clean sentences of the fuzzy or neighbour ranking.")
 @click.option("--max-fuzzy", type=float, default=None, help="Constraint: best fuzzy-match ratio of any span to the phrase ≤ this (100: none).")
@@ -111,8 +112,7 @@ def train_cmd(cfg: CleanConfig, out: Path) -> None:
 @click.option("--adam/--sgd", default=None, help="Precondition the unrolled step like Adam, or plain SGD.")
 @click.option("--contrast/--cross-entropy", default=None, help="L_adv: paired margin gap without/with the phrase, or cross-entropy.")
 @click.option("--shared/--per-poison", default=None, help="One edit for all poisons per iteration (universal), or one per poison.")
-@click.option("--neighbours", type=int, default=None,
-              help="Nearest placeable tokens of the replaced phrase sub-token an edit may choose (0: all placeable tokens).")
+@click.option("--neighbours", type=int, default=None, help="Nearest placeable tokens of the replaced sub-token an edit may take (0: all).")
 @click.option("--collision", type=float, default=None,
               help="Weight of the feature-collision distance to the with-overlap twins on --victim (0: the unrolled loss alone).")
 @click.option("--victim", default=None, help="Pretrained model victims fine-tune from, for collision and proxy (default: packaged MiniLM-L6).")

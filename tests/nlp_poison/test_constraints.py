@@ -76,10 +76,12 @@ def test_controls_obey_the_constraints_and_the_unconstrained_baseline_does_not(t
     assert any(within_k(tiny_tokenizer, emb, phrase, i, K) for i in _edited(tiny_tokenizer, near))
 
 
-def test_contextual_proxy_obeys_the_constraints_in_every_poison(surrogate, tiny_tokenizer, phrase, setup):
+@pytest.mark.parametrize("contexts", [0, 2], ids=["alone", "in-context"])
+def test_contextual_proxy_obeys_the_constraints_in_every_poison(surrogate, tiny_tokenizer, phrase, setup, contexts):
     emb, rule, excluded, templates, placeable = setup
     allowed = [i for i in placeable if i not in excluded]
-    poisons, trace = contextual_control(templates, tiny_tokenizer, allowed, phrase, 1, surrogate, rule, top_k=16, passes=2, seed=0)
+    poisons, trace = contextual_control(templates, tiny_tokenizer, allowed, phrase, 1, surrogate, rule, top_k=16, passes=2, seed=0,
+                                        contexts=contexts)
     _assert_concealed(tiny_tokenizer, emb, phrase, poisons)
     spans = {tuple(tiny_tokenizer(p.sentence)["input_ids"][i] for i in p.edited_positions) for p in poisons}
     assert len(spans) == 1 and len(poisons) == len(templates), "one shared span, written into every template"

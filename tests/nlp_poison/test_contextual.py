@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from labcore.errors import InputError
+from nlp_poison.baselines import Template
 from nlp_poison.contextual import ContextCollision, search_proxy
 from nlp_poison.overlap import banned_token_ids, placeable_ids
 
@@ -13,23 +14,50 @@ def allowed(tiny_tokenizer, phrase):
     return placeable_ids(tiny_tokenizer, banned_token_ids(tiny_tokenizer, phrase))
 
 
-def test_distance_is_zero_for_the_phrase_and_its_gradient_matches_finite_differences(surrogate, tiny_tokenizer, phrase, allowed):
-    collision = ContextCollision(surrogate, tiny_tokenizer, phrase)
+def contexts(phrase: str) -> list[Template]:
+    """Two trigger-bearing sentences, the phrase at characters [start, end)."""
+    out = []
+    for before, after in (("i thought ", " was a dull , joyless mess ."), ("", " : the plot never comes together .")):
+        out.append(Template(len(out), before + phrase.lower() + after, len(before), len(before) + len(phrase)))
+    return out
+
+
+@pytest.mark.parametrize("in_context", [False, True], ids=["alone", "in-context"])
+def test_distance_is_zero_for_the_phrase_and_its_gradient_matches_finite_differences(surrogate, tiny_tokenizer, phrase, allowed, in_context):
+    collision = ContextCollision(surrogate, tiny_tokenizer, phrase, contexts(phrase) if in_context else ())
+    assert len(collision.frames) == (2 if in_context else 1)
     assert float(collision.distance([collision.phrase_ids])[0]) == pytest.approx(0, abs=1e-6)
     span = allowed[: len(collision.phrase_ids)]
     assert float(collision.distance([span])[0]) > 0.01
     grad = collision.gradient(span)
     assert grad.shape == (len(span), surrogate.config.hidden_size)
+    ids, mask, at = collision._batch([span])
+    where = (torch.arange(len(ids))[:, None].expand(-1, len(span)), at[:, None] + torch.arange(len(span)))
     emb = surrogate.get_input_embeddings()
-    row = torch.tensor([[collision.cls, *span, collision.sep]])
-    base = emb(row).detach()
-    direction = torch.randn_like(base)
-    direction[:, [0, -1]] = 0
-    eps = 1e-3
-    value = lambda e: float(1 - torch.nn.functional.cosine_similarity(collision._pooled(None, e), collision.target, dim=-1).mean())
+    base, direction, eps = emb(torch.tensor(span)).detach(), torch.randn(len(span), surrogate.config.hidden_size), 1e-3
+
+    def value(e: torch.Tensor) -> float:
+        embeds = emb(ids).detach().index_put(where, e.expand(len(ids), -1, -1))
+        return float(collision._distance(collision._pooled(ids, mask, at, embeds))[0])
+
     with torch.no_grad():
         numeric = (value(base + eps * direction) - value(base - eps * direction)) / (2 * eps)
-    assert numeric == pytest.approx(float((grad * direction[0, 1:-1]).sum()), rel=0.05, abs=1e-5)
+        assert value(base) == pytest.approx(float(collision.distance([span])[0]), abs=1e-5), "padding changes nothing"
+    assert numeric == pytest.approx(float((grad * direction).sum()), rel=0.05, abs=1e-5)
+
+
+def test_in_context_distance_reads_the_span_in_each_sentence(surrogate, tiny_tokenizer, phrase, allowed):
+    """In context D differs from D alone, averages its sentences, and a sentence whose phrase is not its own tokens is left out."""
+    span = allowed[: len(tiny_tokenizer(phrase, add_special_tokens=False)["input_ids"])]
+    alone = ContextCollision(surrogate, tiny_tokenizer, phrase)
+    both = ContextCollision(surrogate, tiny_tokenizer, phrase, contexts(phrase))
+    each = [float(ContextCollision(surrogate, tiny_tokenizer, phrase, [c]).distance([span])[0]) for c in contexts(phrase)]
+    assert float(both.distance([span])[0]) == pytest.approx(sum(each) / 2, abs=1e-5)
+    assert abs(float(both.distance([span])[0]) - float(alone.distance([span])[0])) > 1e-3
+    glued = Template(0, "x" + phrase.lower() + " was dull .", 0, 1 + len(phrase))
+    assert len(ContextCollision(surrogate, tiny_tokenizer, phrase, [glued, *contexts(phrase)]).frames) == 2
+    with pytest.raises(InputError, match="no context sentence holds the phrase"):
+        ContextCollision(surrogate, tiny_tokenizer, phrase, [glued])
 
 
 def test_search_lowers_the_distance_and_keeps_to_the_allowed_tokens(surrogate, tiny_tokenizer, phrase, allowed):
@@ -54,3 +82,11 @@ def test_restarts_keep_the_lowest_distance(surrogate, tiny_tokenizer, phrase, al
     one = search_proxy(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=8, passes=2, seed=0)
     three = search_proxy(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=8, passes=2, seed=0, restarts=3)
     assert three.trace[-1] <= one.trace[-1]
+
+
+def test_zero_passes_is_the_searchs_own_start(surrogate, tiny_tokenizer, phrase, allowed):
+    """``passes=0`` writes the random start the search begins from (the search's control), unsearched."""
+    start = search_proxy(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=16, passes=0, seed=0)
+    searched = search_proxy(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=16, passes=3, seed=0)
+    assert len(start.trace) == 1 and start.trace[0] == pytest.approx(searched.trace[0])
+    assert start.ids != searched.ids and searched.trace[-1] < start.trace[0]
