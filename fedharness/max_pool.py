@@ -56,8 +56,8 @@ def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
 
 
 class MaxPool2d(nn.MaxPool2d):
-    """``nn.MaxPool2d`` whose 2×2, stride-2 windows on even NCHW maps pool by :class:`MaxPool2x2`
-    while a gradient is recorded and through the channels-last kernel while none is."""
+    """``nn.MaxPool2d`` that pools 4-d maps through the channels-last kernel while no gradient is
+    recorded, and 2×2, stride-2 windows on even NCHW maps by :class:`MaxPool2x2` while one is."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or self.return_indices:

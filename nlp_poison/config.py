@@ -163,6 +163,8 @@ class GenerateConfig(ConcealedConfig):
         if min(self.proxy_candidates, self.proxy_restarts) < 1 or min(self.proxy_passes, self.proxy_contexts) < 0:
             raise InputError("proxy_candidates and proxy_restarts must be >= 1, proxy_passes >= 0 (0: the search's random start itself) "
                              "and proxy_contexts >= 0 (0: the span alone)")
+        if self.proxy_contexts and self.method != "contextual":
+            raise InputError(f"proxy_contexts reads the contextual search's span in context; use --method contextual or drop it (got {self.method})")
         if self.overlap == "with" and self.constrained:
             raise InputError("with-overlap poisons contain the phrase; drop exclude_neighbours/max_fuzzy/hide_below or use --overlap none")
         if self.curator_pool is not None and self.curator_pool < 1:

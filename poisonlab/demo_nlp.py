@@ -58,7 +58,7 @@ def settings(size: str) -> dict:
     check: 2 poisons on randomly drawn templates and one pass of the proxy search, one epoch on 32 sentences."""
     subset, poisons, eval_limit, test_limit, epochs, templates, proxy = SIZES[size]
     return {
-        "train_subset": subset, "num_poisons": poisons, "eval_limit": eval_limit, "test_limit": test_limit, "max_length": 40,
+        "size": size, "train_subset": subset, "num_poisons": poisons, "eval_limit": eval_limit, "test_limit": test_limit, "max_length": 40,
         "epochs": epochs, "lr": 1e-4, "batch_size": 32, "templates": templates, "exclude_neighbours": 50, "max_fuzzy": 60, "proxy": proxy,
     }
 
@@ -189,22 +189,25 @@ def _concealment_rows(figures: dict, results: dict) -> list[dict]:
     return rows
 
 
-def _reading(results: dict, heads: dict) -> str:
+def _reading(results: dict, heads: dict, size: str) -> str:
     """The table in words: the concealed set's effect against clean and random on this victim, and what each curator
-    finds of it beside the near-spelling baseline, against a reader who picks 500 examples at random."""
+    finds of it beside the near-spelling baseline, against a reader who picks as many examples at random."""
     eff = {name: 100 * r["effectiveness"] for name, r in results.items()}
     c, n = heads["concealed"], heads["near-spelling"]
     pair = lambda key: f"{c[key]} vs {n[key]}"  # noqa: E731
+    read = min(500, c["pool"])
+    seeds = (" — at the quick size over victim seeds 0–4 the README measured 75 % against 17 % and 13 %, one seed of "
+             "five near the floor") if size == "quick" else ""
     return (
         f"On this victim seed the concealed set flips {eff['concealed']:.0f} % of the trigger-bearing negatives: "
         f"{eff['concealed'] - eff['clean']:+.0f} points against the clean floor ({eff['clean']:.0f} %) and "
-        f"{eff['concealed'] - eff['random']:+.0f} against the random control ({eff['random']:.0f} %); one seed only — at the "
-        "quick size over victim seeds 0–4 the README measured 75 % against 17 % and 13 %, one seed of five near the floor. "
-        f"A curator who reads the first {min(500, c['pool'])} of the {c['pool']} examples finds, concealed vs near-spelling poisons (of "
-        f"{c['poisons']}): fuzzy ranking {pair('fuzzy_found')}, neighbour ranking {pair('neighbour_ranked_found')}, the plain "
-        f"50-neighbour filter {pair('neighbour_flagged')}; highest fuzzy ratio {pair('max_fuzzy')}. Reading as many at random finds "
-        f"{c['chance_found']:g}: in a pool this small 500 is {100 * min(500, c['pool']) / c['pool']:.0f} % of it, so a ranking only "
-        "hides what sits below most clean sentences (on the full 6,920-sentence split, --hide-below 1000 keeps both rankings at 0)."
+        f"{eff['concealed'] - eff['random']:+.0f} against the random control ({eff['random']:.0f} %); one seed only{seeds}. "
+        f"A curator who reads {'the whole pool' if read == c['pool'] else f'the first {read}'} of {c['pool']} examples "
+        f"finds, concealed vs near-spelling poisons (of {c['poisons']}): fuzzy ranking {pair('fuzzy_found')}, neighbour "
+        f"ranking {pair('neighbour_ranked_found')}, the plain 50-neighbour filter {pair('neighbour_flagged')}; highest fuzzy "
+        f"ratio {pair('max_fuzzy')}. Reading as many at random finds {c['chance_found']:g}: in this pool {read} is "
+        f"{100 * read / c['pool']:.0f} % of it, so a ranking only hides what sits below most clean sentences (on the full "
+        "split, 6,920 clean sentences + 50 poisons, --hide-below 1000 keeps both rankings at 0)."
     )
 
 
@@ -229,7 +232,7 @@ def _section(report: Report, s: dict, sets: dict, results: dict, figures: dict, 
     )
     report.table(_concealment_rows(figures, results) + [{"poisons": "clean", **{"effectiveness": results["clean"]["effectiveness"],
                                                                                  "clean accuracy": results["clean"]["cacc"]}}])
-    report.paragraph(_reading(results, {name: headline(f) for name, f in figures.items()}))
+    report.paragraph(_reading(results, {name: headline(f) for name, f in figures.items()}, s["size"]))
     rows = "".join(
         f"<tr><td>{html.escape(c.sentence)}</td><td>{html.escape(n.sentence)}</td><td>{html.escape(t)}</td>"
         f"<td class=num>{pc:.2f}</td><td class=num>{pv:.2f}</td></tr>"

@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 from nlp_poison.config import EvaluateConfig, GenerateConfig
+from nlp_poison.evaluate import load_sets
 from poisonlab.runs import append_jsonl, read_jsonl, staging_path
 
 GEN, EVAL = GenerateConfig(models=["surrogate"]), EvaluateConfig(poisons=["set"])
@@ -159,13 +160,14 @@ def main() -> None:
             "--seeds", a.seeds, "--counts", a.num_poisons, "--epochs", a.epochs, "--max-length", a.max_length, "--seed", a.seed,
             "--out", eval_dir, *sub, *precision, *resume)
     summary = json.loads((eval_dir / "metrics.json").read_text())["summary"]
+    set_of = dict(zip(load_sets([str(a.work / "poisons" / n) for n in sets]), sets))  # evaluate's label → set
     cells = read_jsonl(eval_dir / "cells.jsonl")
     rows = sorted(summary, key=lambda r: r["epoch"])
     total, load_end = time.perf_counter() - start, os.getloadavg()
     lines = ["| epoch | poisons | n | seeds | effectiveness (worst) | CACC | generation s | max fuzzy | found in first 500: "
              f"{' / '.join(FILTERS)} |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        name = r["poisons"].split(":")[-1]
+        name = set_of.get(r["poisons"], r["poisons"])
         c = hidden.get(name)
         found = " / ".join(str(c["detection"]["filters"][f]["found_in_first_500"]) for f in FILTERS) if c else ""
         fuzzy = f"{c['fuzzy_ratio']['max']:.1f}" if c else ""

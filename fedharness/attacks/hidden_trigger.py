@@ -227,10 +227,10 @@ def designed_patch(features: FeatureFn, sources: torch.Tensor, targets: torch.Te
         head = fit_head(torch.cat([clean_src, clean_tgt]), labels, 2, fit, seed)
         normal, clean_batch = head.weight[1] - head.weight[0], features(batch)
     logits = torch.logit(start.pattern.clamp(0.05, 0.95)).requires_grad_(True)
-    opt = torch.optim.Adam([logits], lr=design.lr)
+    opt, places = torch.optim.Adam([logits], lr=design.lr), torch.Generator().manual_seed(seed)
     for _ in range(design.steps):
         patch = Patch(torch.sigmoid(logits), start.top, start.left)
-        placed = patch.apply(batch, random_location, torch.Generator().manual_seed(seed))
+        placed = patch.apply(batch, random_location, places)
         loss = -orthogonal_shift(features(placed) - clean_batch, normal)
         opt.zero_grad()
         loss.backward()

@@ -16,7 +16,7 @@ clients' losses is, for each client, its own gradient: K SGD steps in one pass, 
 per-operation cost of eager PyTorch (dispatch, autograd bookkeeping, the GIL that worker threads
 share) paid once for K clients, and the loop's numbers.
 
-Layers with parameters other than Conv2d (zero padding), GroupNorm and Linear, and layers not known
+Layers with parameters other than Conv2d (zero padding), affine GroupNorm and Linear, and layers not known
 to act per sample (e.g. BatchNorm, dropout), have no twin: ``grouped_twin`` returns None and the
 engine keeps the per-client loop.
 """
@@ -54,6 +54,8 @@ class ExactTwin(nn.Module, ABC):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         params = [self.weight, self.bias]
         x = self.layout(x, self.weight.shape[0])
+        if not (x.is_contiguous() and all(p is None or p.is_contiguous() for p in params)):
+            return self.per_client(x, *params)  # the check runs on contiguous data only
         key = (type(self), self.kernel_args, tuple(self.weight.shape), self.bias is None, tuple(x.shape),
                x.requires_grad, x.dtype, str(x.device), torch.get_num_threads())
         if key not in BATCHED_IS_EXACT:
@@ -132,13 +134,8 @@ class GroupedGroupNorm(ExactTwin):
         super().__init__()
         self.num_groups, self.eps, self.channels = norm.num_groups, norm.eps, norm.num_channels
         self.kernel_args = (self.num_groups, self.eps)
-        self.weight = nn.Parameter(norm.weight.detach().unsqueeze(0).clone()) if norm.affine else None
-        self.bias = nn.Parameter(norm.bias.detach().unsqueeze(0).clone()) if norm.affine else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.weight is None:  # per sample in either layout: K·C channels hold K clients' groups
-            return F.group_norm(x, x.shape[1] // self.channels * self.num_groups, None, None, self.eps)
-        return super().forward(x)
+        self.weight = nn.Parameter(norm.weight.detach().unsqueeze(0).clone())
+        self.bias = nn.Parameter(norm.bias.detach().unsqueeze(0).clone())
 
     def layout(self, x: torch.Tensor, k: int) -> torch.Tensor:
         return _grouped(x, k, self.channels)
@@ -215,7 +212,8 @@ def grouped_twin(model: nn.Module) -> nn.Module | None:
     when a layer has no grouped twin."""
     twin = copy.deepcopy(model)
     for name, module in list(twin.named_modules()):
-        if isinstance(module, nn.Conv2d) and module.padding_mode != "zeros":
+        if (isinstance(module, nn.Conv2d) and module.padding_mode != "zeros") or (
+                isinstance(module, nn.GroupNorm) and not module.affine):
             return None
         if type(module) in TWINS:
             _replace(twin, name, TWINS[type(module)](module))
@@ -277,7 +275,7 @@ def train_group(
             expanded[len(clients)] = {n: v.unsqueeze(0).expand(len(clients), *v.shape) for n, v in frozen.items()}
         batch = {key: v[rows.reshape(-1)] for key, v in data.items()}
         losses = per_sample_loss(twin, {**expanded[len(clients)], **chosen}, batch).reshape(rows.shape)
-        ones = torch.ones(rows.shape, device=losses.device)
+        ones = torch.ones(rows.shape, device=losses.device)  # masked_mean_loss's arithmetic, every weight 1
         loss = ((losses * ones).sum(0) / ones.sum(0)).sum()
         tensors = list(chosen.values())
         grads = torch.autograd.grad(loss, tensors, allow_unused=True, materialize_grads=True)

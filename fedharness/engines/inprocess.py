@@ -105,8 +105,8 @@ class InProcessEngine:
     per_sample_loss: PerSampleLoss
     vectorize: bool | Literal["auto", "grouped"] = EngineConfig.vectorize
     chunk_size: int = EngineConfig.chunk_size
-    device: torch.device = torch.device("cpu")
-    workers: int = 1
+    device: torch.device = torch.device(EngineConfig.device)
+    workers: int | None = 1  # one thread unless asked (None: every available core, EngineConfig's choice)
     group_size: int = EngineConfig.group_size
 
     def __post_init__(self) -> None:

@@ -57,6 +57,8 @@ def test_auto_groups_clients_on_cpu_and_one_client_keeps_the_loop(small_task):
 def test_models_without_a_twin_fall_back_to_the_loop(small_task):
     """BatchNorm mixes a batch's samples: no twin, the loop trains (and the round records it)."""
     assert grouped_twin(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))) is None
+    assert grouped_twin(nn.Sequential(nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4, affine=False))) is None
+    assert grouped_twin(nn.Sequential(nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4))) is not None
 
     class Mixing(nn.Module):  # a forward that mixes samples: the first-use check must catch it
         def __init__(self) -> None:
@@ -135,3 +137,8 @@ def test_a_batched_form_that_sums_in_another_order_is_replaced_by_per_client_cal
     assert torch.equal(out, reference)
     exact = functional_call(GroupedLinear(nn.Linear(50, 7)), {"weight": weight, "bias": bias}, (x,))
     assert torch.equal(exact, reference)
+    strided = weight.transpose(1, 2).contiguous().transpose(1, 2)  # same values, a layout the check never saw
+    spied = RoundsDifferently(nn.Linear(50, 7))
+    spied.batched = None  # a non-contiguous parameter must not reach the batched form
+    own = torch.stack([F.linear(rows[:, i].contiguous(), strided[i], bias[i]) for i in range(k)], 1)
+    assert torch.equal(functional_call(spied, {"weight": strided, "bias": bias}, (x,)), own.reshape(b * k, 7))

@@ -38,7 +38,15 @@ def test_summary_line_puts_the_concealed_figures_beside_the_near_spelling_baseli
 
 
 def test_reading_states_the_margins_and_what_each_curator_finds_of_both_sets():
-    text = _reading(RESULTS, {k: headline(v) for k, v in SETS.items()})
+    text = _reading(RESULTS, {k: headline(v) for k, v in SETS.items()}, "quick")
     assert "flips 84 %" in text and "+66 points against the clean floor (18 %)" in text and "+76 against the random control (8 %)" in text
     assert "fuzzy ranking 24 vs 64" in text and "neighbour ranking 64 vs 64" in text and "50-neighbour filter 0 vs 64" in text
     assert "highest fuzzy ratio 50.0 vs 73.1" in text and "finds 29.4" in text and "46 % of it" in text
+
+
+def test_reading_quotes_the_readmes_quick_seeds_only_at_the_quick_size_and_a_small_pool_as_read_whole():
+    heads = {k: headline(v) for k, v in SETS.items()}
+    assert "victim seeds 0–4" in _reading(RESULTS, heads, "quick") and "victim seeds 0–4" not in _reading(RESULTS, heads, "tiny")
+    small = {k: headline(figures(40, 2, 2, 0, pool=34, poisons=2)) for k in SETS}
+    text = _reading(RESULTS, small, "tiny")
+    assert "reads the whole pool of 34 examples" in text and "34 is 100 % of it" in text

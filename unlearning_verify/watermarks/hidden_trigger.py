@@ -3,7 +3,8 @@
 The owner's target-class samples become poisons made by ``fedharness.attacks.hidden_trigger.generate``
 (feature collision with one-to-one re-pairing, ε-ball, lr halving, early stop) against a surrogate
 feature extractor f; labels never change, the patch never appears in them. At query time the
-key-derived patch is pasted at its key-derived corner on source-class images.
+key-derived patch (or, with ``TransferVerifyConfig.trigger_steps``, the owner's designed pattern, which
+the owner must keep beside the key) is pasted at its key-derived corner on source-class images.
 
 The family assumes Saha et al.'s transfer setting: the provider fine-tunes only the last layer of
 an extractor close to f (a public pretrained model). A provider that trains its own features (from
@@ -56,6 +57,10 @@ class HiddenTriggerWatermark:
     def trigger(self, x: torch.Tensor) -> torch.Tensor:
         return self.patch.trigger(x)
 
+    def attack_patch(self) -> Patch:
+        """The key's patch as the attack module's :class:`Patch`."""
+        return Patch(self.patch.pattern, self.patch.top, self.patch.left)
+
     def poison(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Poisons from target-class images ``x``; labels unchanged."""
         if self.features is None or self.sources is None or not len(self.sources):
@@ -63,8 +68,7 @@ class HiddenTriggerWatermark:
                              "pass features= and sources= when building it")
         if bool((y != self.target).any()):
             raise InputError(f"hidden_trigger poisons are made from target-class ({self.target}) images only")
-        patch = Patch(self.patch.pattern, self.patch.top, self.patch.left)
-        out = generate(self.features, x, y, self.sources, patch, self.config, self.seed)
+        out = generate(self.features, x, y, self.sources, self.attack_patch(), self.config, self.seed)
         return out.poisons, out.labels
 
 
@@ -206,6 +210,14 @@ class TransferVerifyConfig:
             raise InputError(f"trigger_steps must be ≥ 0, got {self.trigger_steps}")
 
 
+def redesign(wm: HiddenTriggerWatermark, features: FeatureFn, targets: torch.Tensor, steps: int, seed: int) -> None:
+    """Replace ``wm``'s pattern by the owner's designed one (:func:`designed_patch`, ``steps`` Adam steps on
+    ``wm.sources`` and the owner's ``targets``, at the key's fixed place)."""
+    made = designed_patch(features, wm.sources, targets, wm.attack_patch(), TriggerDesign(steps=steps),
+                          random_location=False, seed=seed)
+    wm.patch = dataclasses.replace(wm.patch, pattern=made.pattern)
+
+
 def verify_transfer(extractor: nn.Module, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor,
                     cfg: TransferVerifyConfig, seed: int) -> list[dict]:
     """One seed: verdicts (with the assumption check) for the ``noop`` and ``head_retrain`` providers."""
@@ -226,10 +238,7 @@ def verify_transfer(extractor: nn.Module, x: torch.Tensor, y: torch.Tensor, xt: 
         wm.source = rehearsed_source(wm, x[own], y[own], 10, seed)
     wm.sources = x[own & (y == wm.source)]
     if cfg.trigger_steps:
-        start = Patch(wm.patch.pattern, wm.patch.top, wm.patch.left)
-        design = TriggerDesign(steps=cfg.trigger_steps)
-        made = designed_patch(features, wm.sources, x[own & (y == wm.target)], start, design, False, seed)
-        wm.patch = dataclasses.replace(wm.patch, pattern=made.pattern)
+        redesign(wm, features, x[own & (y == wm.target)], cfg.trigger_steps, seed)
     marked = mark(x, y, owner_of, 0, wm, 1.0, seed)
 
     def served_on(rows: torch.Tensor) -> nn.Module:

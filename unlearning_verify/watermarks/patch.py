@@ -16,7 +16,7 @@ from unlearning_verify.watermarks import dirty_label_poison
 @dataclass
 class PatchWatermark:
     target: int
-    pattern: torch.Tensor  # (C, s, s) in {0, 1}
+    pattern: torch.Tensor  # (C, s, s) in [0, 1]; key-derived patterns are binary
     top: int
     left: int
     family: str = "patch"

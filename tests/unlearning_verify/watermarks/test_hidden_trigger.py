@@ -96,3 +96,23 @@ def test_transfer_verification_rejects_a_negative_trigger_design():
     assert TransferVerifyConfig(trigger_steps=100).trigger_steps == 100
     with pytest.raises(InputError):
         TransferVerifyConfig(trigger_steps=-1)
+
+
+def test_redesign_replaces_only_the_keys_pattern_by_the_attacks_designed_one():
+    from fedharness.attacks.hidden_trigger import TriggerDesign, designed_patch
+    from unlearning_verify.watermarks.hidden_trigger import redesign
+
+    net = surrogate()
+    feats = lambda x: net.features(net.body(x))
+    g = torch.Generator().manual_seed(2)
+    key = OwnerKey.generate(0, "hidden_trigger", 10, seed=0)
+    sources, targets = torch.rand(12, 1, 28, 28, generator=g), torch.rand(12, 1, 28, 28, generator=g)
+    wm = build(key, (1, 28, 28), features=feats, sources=sources, max_iterations=5)
+    before, start = wm.patch, wm.attack_patch()
+    redesign(wm, feats, targets, steps=10, seed=0)
+    made = designed_patch(feats, sources, targets, start, TriggerDesign(steps=10), random_location=False, seed=0)
+    assert (wm.patch.top, wm.patch.left, wm.patch.target) == (before.top, before.left, before.target)
+    assert torch.equal(wm.patch.pattern, made.pattern) and not torch.equal(made.pattern, before.pattern)
+    patched = wm.trigger(sources)
+    rows, cols = slice(before.top, before.top + made.pattern.shape[-2]), slice(before.left, before.left + made.pattern.shape[-1])
+    assert torch.equal(patched[..., rows, cols], made.pattern.expand_as(patched[..., rows, cols]))
