@@ -40,6 +40,7 @@ from labcore.errors import InputError
 from nlp_poison.baselines import Template, place, span_positions
 from nlp_poison.constraints import Rule
 from nlp_poison.poison_set import Poison
+from nlp_poison.tokens import pad
 
 Fits = Callable[[list[int]], bool]
 """Whether a span may be written: every template takes it within the constraints."""
@@ -77,10 +78,8 @@ class ContextCollision:
     def _batch(self, spans: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Every span in every frame, padded: ids, attention mask, each row's first span position."""
         rows = [(pre + span + post, len(pre)) for span in spans for pre, post in self.frames]
-        width = max(len(r) for r, _ in rows)
-        ids = torch.tensor([r + [self.pad] * (width - len(r)) for r, _ in rows])
-        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r, _ in rows])
-        return ids, mask, torch.tensor([at for _, at in rows])
+        enc = pad([r for r, _ in rows], self.pad)
+        return enc.ids, enc.mask, torch.tensor([at for _, at in rows])
 
     def _pooled(self, ids: torch.Tensor, mask: torch.Tensor, at: torch.Tensor, embeds: torch.Tensor | None = None) -> torch.Tensor:
         """Mean hidden state over the span's positions at each layer: (rows, layers, d)."""
