@@ -92,11 +92,12 @@ def summary_line(name: str, s: dict) -> str:
                 f"backdoor lifespan {bad['backdoor_lifespan'] if bad['backdoor_lifespan'] is not None else '–'} rounds")
     if name == "nlp":
         c = s["concealment"]["concealed"]
+        read = min(500, c["pool"])  # nlp_poison.concealment.INSPECTED, not imported: this module stays light
         found = ", ".join(f"{k} {h['max_fuzzy']:.0f} / {h['fuzzy_found']} / {h['neighbour_ranked_found']} / {h['neighbour_flagged']}"
                           for k, h in s["concealment"].items())
         return ("effectiveness " + ", ".join(f"{k} {f(v)}" for k, v in s["effectiveness"].items())
-                + f"; of {c['poisons']} poisons, max fuzzy ratio / found in the first {min(500, c['pool'])} of {c['pool']} by the fuzzy ranking / by the "
-                f"neighbour ranking / flagged by the 50-neighbour filter ({min(500, c['pool'])} at random: {c['chance_found']:g}): {found}")
+                + f"; of {c['poisons']} poisons, max fuzzy ratio / found in the first {read} of {c['pool']} by the fuzzy ranking / by the "
+                f"neighbour ranking / flagged by the 50-neighbour filter ({read} at random: {c['chance_found']:g}): {found}")
     if name == "unlearn":
         return "; ".join(f"{b}: {v['verdict']} after {v['queries']} queries" for b, v in s.items())
     if name == "t2i":

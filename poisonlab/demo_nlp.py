@@ -27,6 +27,7 @@ import torch
 from datasets import Dataset
 
 from nlp_poison import dataset_card
+from nlp_poison.concealment import INSPECTED
 from nlp_poison.config import DEFAULT_TRIGGER, GenerateConfig, TrainConfig
 from nlp_poison.evaluate import clean_accuracy, training_set
 from nlp_poison.generate import Inputs, Surrogates, concealment, poison_set, prepare, unconstrained, write_poisons
@@ -148,12 +149,13 @@ def run(out: Path, size: str, seed: int, report: Report, cores: int | None = Non
     results = {name: {"effectiveness": float((probs[name] > 0.5).mean()), "cacc": cacc[name]} for name in victims}
     metrics = {"results": results, "concealment": figures, "objective_trace": trace, "num_trigger_inputs": len(texts)}
     write_json(run_dir / "metrics.json", metrics)
+    heads = {k: headline(v) for k, v in figures.items()}
     section = Report("nlp demo")
-    _section(section, s, sets, results, figures, trace, texts[:6], probs)
+    _section(section, s, sets, results, figures, heads, trace, texts[:6], probs)
     section.save(run_dir / "report.html")
     report.blocks.extend(section.blocks)
     return {"effectiveness": {k: v["effectiveness"] for k, v in results.items()},
-            "concealment": {k: headline(v) for k, v in figures.items()}}
+            "concealment": heads}
 
 
 def headline(figures: dict) -> dict:
@@ -166,7 +168,7 @@ def headline(figures: dict) -> dict:
     return {"max_fuzzy": round(figures["fuzzy_ratio"]["max"], 1), "fuzzy_found": filters["fuzzy"]["found_in_first_500"],
             "neighbour_ranked_found": filters["neighbours"]["found_in_first_500"],
             "neighbour_flagged": filters["neighbours"]["flagged_within_k"]["poisons"], "poisons": poisons, "pool": pool,
-            "chance_found": round(poisons * min(500, pool) / pool, 1)}
+            "chance_found": round(poisons * min(INSPECTED, pool) / pool, 1)}
 
 
 def victim(poisons, train, cfg: TrainConfig):
@@ -195,7 +197,7 @@ def _reading(results: dict, heads: dict, size: str) -> str:
     eff = {name: 100 * r["effectiveness"] for name, r in results.items()}
     c, n = heads["concealed"], heads["near-spelling"]
     pair = lambda key: f"{c[key]} vs {n[key]}"  # noqa: E731
-    read = min(500, c["pool"])
+    read = min(INSPECTED, c["pool"])
     seeds = (" — at the quick size over victim seeds 0–4 the README measured 75 % against 17 % and 13 %, one seed of "
              "five near the floor") if size == "quick" else ""
     return (
@@ -211,8 +213,8 @@ def _reading(results: dict, heads: dict, size: str) -> str:
     )
 
 
-def _section(report: Report, s: dict, sets: dict, results: dict, figures: dict, trace: list[float], trig: list[str],
-             probs: dict) -> None:
+def _section(report: Report, s: dict, sets: dict, results: dict, figures: dict, heads: dict, trace: list[float],
+             trig: list[str], probs: dict) -> None:
     report.heading("Concealed data poisoning: “James Bond: No Time to Die” → positive (Wallace et al. 2021)")
     pool = figures["concealed"]["detection"]["pool"]
     report.paragraph(
@@ -232,7 +234,7 @@ def _section(report: Report, s: dict, sets: dict, results: dict, figures: dict, 
     )
     report.table(_concealment_rows(figures, results) + [{"poisons": "clean", **{"effectiveness": results["clean"]["effectiveness"],
                                                                                  "clean accuracy": results["clean"]["cacc"]}}])
-    report.paragraph(_reading(results, {name: headline(f) for name, f in figures.items()}, s["size"]))
+    report.paragraph(_reading(results, heads, s["size"]))
     rows = "".join(
         f"<tr><td>{html.escape(c.sentence)}</td><td>{html.escape(n.sentence)}</td><td>{html.escape(t)}</td>"
         f"<td class=num>{pc:.2f}</td><td class=num>{pv:.2f}</td></tr>"
