@@ -59,18 +59,19 @@ class MaxPool2d(nn.MaxPool2d):
     """``nn.MaxPool2d`` that pools 4-d maps through the channels-last kernel while no gradient is
     recorded, and 2×2, stride-2 windows on even NCHW maps by :class:`MaxPool2x2` while one is."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        window = (self.kernel_size, self.stride, self.padding, self.dilation)
+        self.two_by_two = all(_pair(v) == want for v, want in zip(window, ((2, 2), (2, 2), (0, 0), (1, 1)))) and not self.ceil_mode
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or self.return_indices:
             return super().forward(x)
         if not torch.is_grad_enabled():
             return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
-        if self._two_by_two() and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0:
+        if self.two_by_two and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0:
             return max_pool_2x2(x)
         return super().forward(x)
-
-    def _two_by_two(self) -> bool:
-        window = (self.kernel_size, self.stride, self.padding, self.dilation)
-        return all(_pair(v) == want for v, want in zip(window, ((2, 2), (2, 2), (0, 0), (1, 1)))) and not self.ceil_mode
 
 
 def _pair(v: int | tuple[int, ...]) -> tuple[int, ...]:

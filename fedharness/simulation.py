@@ -89,7 +89,6 @@ class Simulation:
             self.model, self.names, task.per_sample_loss, cfg.engine.vectorize, cfg.engine.chunk_size,
             resolve_device(cfg.engine.device), resolve_workers(cfg.engine.workers), cfg.engine.group_size,
         )
-        self.clients_path: str | None = None  # how the latest round's benign clients trained ("task": by the task)
         self.aggregator = build_aggregator(cfg)
         self.warmup_aggregator = aggregators.get("mean")
         if hasattr(task, "row_blocks"):
@@ -151,12 +150,10 @@ class Simulation:
         benign = plan.benign
         if hasattr(self.task, "train_clients"):
             locals_benign = self.task.train_clients(global_vec, benign, [seeds[c] for c in benign], self.cfg.local)
-            self.clients_path = "task"
         else:
             locals_benign = self.engine.train(
                 global_vec, [self.client_data(c) for c in benign], self.cfg.local, [seeds[c] for c in benign]
             )
-            self.clients_path = self.engine.last_path
         rows = dict(zip(benign, locals_benign))
         info: dict = {}
         if plan.malicious:
@@ -243,6 +240,11 @@ class Simulation:
         plan = self.plan(round_index)
         local_vecs, info = self.local_models(round_index, global_vec, plan)
         return self.finish_round(round_index, global_vec, plan, local_vecs, start, self.clients_path, info)
+
+    @property
+    def clients_path(self) -> str | None:
+        """How the latest round's benign clients trained: ``task`` (the task trains them) or the engine's path."""
+        return "task" if hasattr(self.task, "train_clients") else self.engine.last_path
 
     def rounds(self, global_vec: torch.Tensor, first_round: int = 1) -> Iterator[tuple[torch.Tensor, dict]]:
         """Rounds ``first_round`` … R, yielding (global vector, record) after each."""

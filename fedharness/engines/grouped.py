@@ -268,6 +268,7 @@ def train_group(
     leaves = {n: p.detach().unsqueeze(0).repeat(k, *([1] * p.dim())) for n, p in params.items()}
     data = {key: torch.cat([d[key] for d in datasets]) for key in datasets[0]}
     expanded: dict[int, dict[str, torch.Tensor]] = {}
+    ones: dict[tuple[int, ...], torch.Tensor] = {}  # masked_mean_loss's weights (all 1), one per (B, K') shape
     for clients, rows in _step_plan([num_samples(d) for d in datasets], schedules, _device(params)):
         some = len(clients) < k  # then train copies of their rows and write them back
         chosen = {n: (p[clients] if some else p.detach()).requires_grad_(True) for n, p in leaves.items()}
@@ -275,8 +276,10 @@ def train_group(
             expanded[len(clients)] = {n: v.unsqueeze(0).expand(len(clients), *v.shape) for n, v in frozen.items()}
         batch = {key: v[rows.reshape(-1)] for key, v in data.items()}
         losses = per_sample_loss(twin, {**expanded[len(clients)], **chosen}, batch).reshape(rows.shape)
-        ones = torch.ones(rows.shape, device=losses.device)  # masked_mean_loss's arithmetic, every weight 1
-        loss = ((losses * ones).sum(0) / ones.sum(0)).sum()
+        if tuple(rows.shape) not in ones:
+            ones[tuple(rows.shape)] = torch.ones(rows.shape, device=losses.device)
+        weight = ones[tuple(rows.shape)]
+        loss = ((losses * weight).sum(0) / weight.sum(0)).sum()
         tensors = list(chosen.values())
         grads = torch.autograd.grad(loss, tensors, allow_unused=True, materialize_grads=True)
         with torch.no_grad():

@@ -113,8 +113,7 @@ class InProcessEngine:
         self.device = torch.device(self.device)
         self.workers = resolve_workers(self.workers)
         self._models = [self.model]
-        self._twins: list[nn.Module] = []
-        self._twin_checked = False
+        self._twins: list[nn.Module] | None = None  # None: not yet checked; []: the model has no usable twin
         self.last_path: str | None = None  # the path the latest ``train`` call took
 
     def uses_vmap(self, num_clients: int) -> bool:
@@ -126,7 +125,7 @@ class InProcessEngine:
         which ran)."""
         if self.uses_vmap(num_clients):
             return "vmap"
-        usable = not self._twin_checked or bool(self._twins)
+        usable = self._twins is None or bool(self._twins)
         wanted = self.vectorize == "grouped" or (self.vectorize == "auto" and self.device.type == "cpu")
         return "grouped" if wanted and num_clients > 1 and usable else "loop"
 
@@ -158,14 +157,13 @@ class InProcessEngine:
 
     def _twin_ready(self, global_vec: torch.Tensor, frozen: dict[str, torch.Tensor], datasets: list[Batch]) -> bool:
         """Build and check the grouped twin once, on the first client with data (False: keep the loop)."""
-        if not self._twin_checked:
+        if self._twins is None:
             sample = next((d for d in datasets if num_samples(d)), None)
             if sample is None:
                 return False
             twin = verified_twin(self.model, self.per_sample_loss, frozen,
                                  split_vector(global_vec, self.model, self.names), sample)
             self._twins = [twin] if twin is not None else []
-            self._twin_checked = True
         return bool(self._twins)
 
     def _group_jobs(
