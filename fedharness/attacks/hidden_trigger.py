@@ -162,15 +162,16 @@ class Patch:
 
 
 def strongest_patch(features: FeatureFn, sources: torch.Tensor, channels: int, size: int, seed: int, kind: str,
-                    draws: int, random_location: bool = False) -> Patch:
+                    draws: int, random_location: bool = False, clean: torch.Tensor | None = None) -> Patch:
     """Of ``draws`` random triggers (seeds ``seed``, ``seed + 1``, …), the one that moves the attacker's
     source images furthest in feature space (mean ‖f(s̃) − f(s)‖², the patch shift): the signal the
     fine-tuned head can tie to the target. It uses only what the paper's attacker holds (f and source
-    images), not the victim's data, and no direction towards the target."""
+    images), not the victim's data, and no direction towards the target. ``clean``: ``features(sources)`` when the
+    caller has it."""
     if draws == 1:  # nothing to rank: no feature passes
         return Patch.random(channels, size, seed, kind)
     with torch.no_grad():
-        clean = features(sources)
+        clean = features(sources) if clean is None else clean
         candidates = [Patch.random(channels, size, seed + k, kind) for k in range(draws)]
         shifts = [float((features(p.apply(sources, random_location, torch.Generator().manual_seed(seed)))
                          - clean).pow(2).sum(1).mean()) for p in candidates]
@@ -207,13 +208,15 @@ def orthogonal_shift(shift: torch.Tensor, direction: torch.Tensor) -> torch.Tens
 
 
 def designed_patch(features: FeatureFn, sources: torch.Tensor, targets: torch.Tensor, start: Patch,
-                   design: TriggerDesign, random_location: bool, seed: int) -> Patch:
+                   design: TriggerDesign, random_location: bool, seed: int,
+                   clean: tuple[torch.Tensor, torch.Tensor] | None = None) -> Patch:
     """A trigger that moves the source images' features far, but not towards the target by itself: the
     pattern maximising the patch shift orthogonal to the source-vs-target normal w of a head the attacker
     fits on its clean images (:func:`orthogonal_shift`). It uses what the paper's attacker holds (f, source
     and target images), not the victim's head. Why: over the development cells the patch shift
     ‖f(s̃) − f(s)‖², which a random trigger leaves to the extractor's untrained weights at the patch's
-    place, ranked the ASR best (README)."""
+    place, ranked the ASR best (README). ``clean``: ``(features(sources), features(targets))`` when the caller
+    has them."""
     from fedharness.tasks.head_finetune import HeadFitConfig, fit_head
 
     if not design.steps:
@@ -221,7 +224,7 @@ def designed_patch(features: FeatureFn, sources: torch.Tensor, targets: torch.Te
     g = torch.Generator().manual_seed(seed)
     batch = sources[torch.randperm(len(sources), generator=g)[: design.images]]
     with torch.no_grad():
-        clean_src, clean_tgt = features(sources), features(targets)
+        clean_src, clean_tgt = (features(sources), features(targets)) if clean is None else clean
         labels = torch.cat([torch.zeros(len(clean_src)), torch.ones(len(clean_tgt))]).long()
         fit = HeadFitConfig(design.head_steps, design.head_l2)
         head = fit_head(torch.cat([clean_src, clean_tgt]), labels, 2, fit, seed)
@@ -429,14 +432,15 @@ def run_transfer(x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.T
     extractor = pretrain_extractor(x, y, exclude, pretrain, seed)
     features = lambda z: extract(extractor, z)
     sources = x[y == cfg.source]
+    with torch.no_grad():
+        target_feats, source_feats = features(x[target_idx]), features(sources)
     patch = strongest_patch(features, sources, x.shape[1], cfg.patch_size, seed, cfg.trigger, cfg.trigger_draws,
-                            cfg.attack.random_location)
+                            cfg.attack.random_location, clean=source_feats)
     patch = designed_patch(features, sources, x[target_idx], patch, cfg.trigger_design, cfg.attack.random_location,
-                           seed)
+                           seed, clean=(source_feats, target_feats))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         patched_feats = features(patch.apply(sources, cfg.attack.random_location, torch.Generator().manual_seed(seed)))
-        target_feats, source_feats = features(x[target_idx]), features(sources)
         base = target_idx[BASES[cfg.bases](target_feats, patched_feats, cfg.poisons, g)]
     collision = generate(features, x[base], y[base], sources, patch, cfg.attack, seed)
     victim = victims(features, x, y, xt, yt, cfg, patch, seed)
