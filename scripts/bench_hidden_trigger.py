@@ -126,8 +126,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--pair", choices=list(PAIRS), default=TransferVerifyConfig.pair,
                    help="watermark: the key's source class, the owner's nearest_source or rehearsed_source")
+    p.add_argument("--pairs-marked", type=int, default=TransferVerifyConfig.pairs,
+                   help="watermark: disjoint source→target pairs the owner marks (tested by calibration alone)")
     p.add_argument("--max-queries", type=int, default=TransferVerifyConfig.max_queries, help="watermark query budget")
     p.add_argument("--watermark-seeds", type=int, default=0, help="run the watermark verification on N seeds")
+    p.add_argument("--watermark-first-seed", type=int, default=0, help="the first of those N seeds")
     return p
 
 
@@ -186,8 +189,8 @@ def watermark(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor, xt: to
               "halve_every": max(args.iterations // 3, 1)}
     design = {} if args.trigger_steps is None else {"trigger_steps": args.trigger_steps}
     cfg = TransferVerifyConfig(eps=args.eps / 255, params=params, pair=args.pair, max_queries=args.max_queries,
-                               **design)
-    for seed in tqdm(range(args.watermark_seeds), desc="watermark"):
+                               pairs=args.pairs_marked, **design)
+    for seed in tqdm(range(args.watermark_first_seed, args.watermark_first_seed + args.watermark_seeds), desc="watermark"):
         if any(r["seed"] == seed for r in rows):
             continue
         extractor = pretrain_extractor(x[public], y[public], (), pretrain, seed)
@@ -195,16 +198,16 @@ def watermark(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor, xt: to
             append_jsonl(path, row)
             rows.append(row)
     for r in sorted(rows, key=lambda r: (r["seed"], r["behaviour"])):
-        print(f"seed {r['seed']} {r['source']}→{r['target']} {r['behaviour']:12s} {r['verdict']:12s} "
-              f"p̂ {r['p_hat']:.3f} q̂ {r['q_hat']:.3f} p_low {r['p_low']:.3f} q_high {r['q_high']:.3f} "
-              f"queries {r['queries']} marked {r['marked']}")
+        pairs = " ".join(f"{p['source']}→{p['target']}{'*' if p['tested'] else ''} {p['p_hat']:.2f}/{p['q_hat']:.2f}"
+                         for p in r["pairs"])
+        print(f"seed {r['seed']} {r['behaviour']:12s} {r['verdict']:12s} queries {r['queries']:3d} tested "
+              f"{r['tested']:12s} | p̂/q̂ {pairs} | marked {r['marked']} PSNR {r['invisibility']['psnr']:.1f}")
     for name in ("noop", "head_retrain"):
         rs = [r for r in rows if r["behaviour"] == name]
         counts = {v: sum(r["verdict"] == v for r in rs) for v in ("HONORED", "NOT HONORED", "INCONCLUSIVE")}
-        print(f"{name}: {counts} over {len(rs)} seeds; p̂ {np.mean([r['p_hat'] for r in rs]):.3f} "
-              f"q̂ {np.mean([r['q_hat'] for r in rs]):.3f}; queries {np.mean([r['queries'] for r in rs]):.1f}; "
-              f"{rs[0]['reason'] if rs else ''}")
-
+        print(f"{name}: {counts} over {len(rs)} seeds; queries {np.mean([r['queries'] for r in rs]):.1f}; "
+              f"PSNR {np.mean([r['invisibility']['psnr'] for r in rs]):.1f} "
+              f"SSIM {np.mean([r['invisibility']['ssim'] for r in rs]):.3f}")
 
 if __name__ == "__main__":
     main()
