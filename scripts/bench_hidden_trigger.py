@@ -11,8 +11,9 @@ accuracy, and the share of *unpatched* source test images called target. Rows go
 ``--watermark-seeds N``: instead, the unlearning watermark in the fine-tuning provider setting
 (:func:`unlearning_verify.watermarks.hidden_trigger.verify_transfer`): a public extractor pretrained on
 the even-indexed training images (one per seed), the provider's users own the odd ones; noop vs head_retrain over N
-seeds, verdicts with the family's assumption check, to ``watermark.jsonl``; ``--pair`` picks the source class (the
-key's, ``nearest_source`` or ``rehearsed_source``), ``--max-queries`` the budget.
+seeds (from ``--watermark-first-seed``), verdicts with the family's assumption check and the pairs tested, to
+``watermark.jsonl``; ``--pairs-marked K`` disjoint source→target pairs per owner, ``--pair`` picks each source class
+(the key's, ``nearest_source`` or ``rehearsed_source``), ``--max-queries`` the budget.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python scripts/bench_hidden_trigger.py --out runs/htba
 """
@@ -96,7 +97,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep-seeds", nargs="*", type=int, default=[0])
     p.add_argument("--sweep-pairs", nargs="*", default=["3-8"])
     p.add_argument("--poisons", type=int, default=TransferConfig.poisons)
-    p.add_argument("--eps", type=float, default=round(TransferConfig().attack.eps * 255, 6), help="ε in 1/255 units")
+    p.add_argument("--eps", type=float, default=None,
+                   help="ε in 1/255 units (default: TransferConfig's for the transfer bench, TransferVerifyConfig's "
+                        "for the watermark)")
     p.add_argument("--poison-sweep", nargs="*", type=int, default=[50, 100, 200, 400])
     p.add_argument("--eps-sweep", nargs="*", type=float, default=[8.0, 32.0, 64.0])
     p.add_argument("--patch-size", type=int, default=TransferConfig.patch_size)
@@ -141,6 +144,8 @@ def main() -> None:
     x, y = data.image_tensors(ds["train"])
     xt, yt = data.image_tensors(ds["test"])
     args.out.mkdir(parents=True, exist_ok=True)
+    default_eps = TransferVerifyConfig.eps if args.watermark_seeds else TransferConfig().attack.eps
+    args.eps = round(default_eps * 255, 6) if args.eps is None else args.eps
     if args.watermark_seeds:
         watermark(args, x, y, xt, yt)
         return
@@ -190,7 +195,8 @@ def watermark(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor, xt: to
     design = {} if args.trigger_steps is None else {"trigger_steps": args.trigger_steps}
     cfg = TransferVerifyConfig(eps=args.eps / 255, params=params, pair=args.pair, max_queries=args.max_queries,
                                pairs=args.pairs_marked, **design)
-    for seed in tqdm(range(args.watermark_first_seed, args.watermark_first_seed + args.watermark_seeds), desc="watermark"):
+    seeds = range(args.watermark_first_seed, args.watermark_first_seed + args.watermark_seeds)
+    for seed in tqdm(seeds, desc="watermark"):
         if any(r["seed"] == seed for r in rows):
             continue
         extractor = pretrain_extractor(x[public], y[public], (), pretrain, seed)
