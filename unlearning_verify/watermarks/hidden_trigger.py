@@ -11,6 +11,10 @@ an extractor close to f (a public pretrained model). A provider that trains its 
 scratch) does not learn the mark, and p̂ ≈ q̂ then makes every verdict INCONCLUSIVE.
 :func:`check_assumptions` measures how far the served model's penultimate features are from f and
 :func:`explain` writes that into the verdict's reason.
+
+A 10-way head learns some (source → target) pairs and not others, seed by seed, so the owner marks several
+disjoint pairs (:func:`pair_markers`, :func:`choose_sources`, :func:`mark_pairs`) and tests only those whose
+calibration reaches the test's power (:func:`verify_pairs`, through ``unlearning_verify.deletion``).
 """
 
 from __future__ import annotations
