@@ -35,6 +35,7 @@ from unlearning_verify.verify import INCONCLUSIVE, Verdict
 from unlearning_verify.watermarks.patch import PatchWatermark
 
 if TYPE_CHECKING:
+    from unlearning_verify.deletion import DeletionVerdict
     from unlearning_verify.marking import MarkedSet
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
@@ -345,17 +346,20 @@ def verify_transfer(extractor: nn.Module, x: torch.Tensor, y: torch.Tensor, xt: 
     served = {name: providers.get(name).unlearn(state) for name in names}
     results = verify_pairs(markers, oracle(model), oracle(reference), {n: oracle(m) for n, m in served.items()},
                            xt, yt, cfg, seed)
-    rows = []
-    for name in names:
-        result = results[name]
-        check = check_assumptions(features, served[name], xt[:200])
-        pairs = [{"source": wm.source, "tested": r.verdict.queries > 0, **r.as_dict(),
-                  "reason": explain(r.verdict, check).reason} for wm, r in zip(markers, result.markers)]
-        inconclusive = result.verdict == INCONCLUSIVE or not check.holds
-        rows.append({"seed": seed, "behaviour": name, "honest": providers.get(name).honest,
-                     "marked": int(marked.marked.sum()), "invisibility": marked.invisibility,
-                     "verdict": result.verdict, "queries": result.queries, "decided_by": result.decided_by,
-                     "tested": ", ".join(f"{p['source']}→{p['target']}" for p in pairs if p["tested"]) or "none",
-                     "reason": "; ".join(f"{p['source']}→{p['target']}: {p['reason']}" for p in pairs) if inconclusive
-                     else result.reason, "feature_gap": check.feature_gap, "pairs": pairs})
-    return rows
+    return [transfer_row(seed, name, providers.get(name).honest, marked, markers, results[name],
+                         check_assumptions(features, served[name], xt[:200])) for name in names]
+
+
+def transfer_row(seed: int, name: str, honest: bool, marked: "MarkedSet", markers: list[HiddenTriggerWatermark],
+                 result: "DeletionVerdict", check: AssumptionCheck) -> dict:
+    """One provider's verdict, the pairs tested, and every pair's calibration and test (reasons with the family's
+    assumption check; an INCONCLUSIVE says, pair by pair, why)."""
+    pairs = [{"source": wm.source, "tested": r.verdict.queries > 0, **r.as_dict(),
+              "reason": explain(r.verdict, check).reason} for wm, r in zip(markers, result.markers)]
+    inconclusive = result.verdict == INCONCLUSIVE or not check.holds
+    reason = "; ".join(f"{p['source']}→{p['target']}: {p['reason']}" for p in pairs) if inconclusive else result.reason
+    return {"seed": seed, "behaviour": name, "honest": honest, "marked": int(marked.marked.sum()),
+            "invisibility": marked.invisibility, "verdict": result.verdict, "queries": result.queries,
+            "decided_by": result.decided_by, "reason": reason, "feature_gap": check.feature_gap,
+            "tested": ", ".join(f"{p['source']}→{p['target']}" for p in pairs if p["tested"]) or "none",
+            "pairs": pairs}

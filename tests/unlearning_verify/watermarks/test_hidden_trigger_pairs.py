@@ -99,3 +99,26 @@ def test_only_pairs_whose_calibration_reaches_power_are_queried_at_a_split_alpha
             cal = r.calibration
             assert cal.q_high == pytest.approx(st.clopper_pearson_upper(cal.q_hits, cal.q_trials, 1 - 1e-3 / 3))
         assert all(r.verdict.size <= 1e-3 / 2 for r in (result.markers[0], result.markers[2]))
+
+
+def test_the_verdict_row_names_the_tested_pairs_and_says_why_per_pair_when_undecided():
+    from unlearning_verify.marking import MarkedSet
+    from unlearning_verify.watermarks.hidden_trigger import AssumptionCheck, transfer_row
+
+    g = torch.Generator().manual_seed(1)
+    yt = torch.arange(10).repeat_interleave(100)
+    xt = 0.5 * torch.rand(len(yt), 1, 28, 28, generator=g)
+    xt[:, 0, 0, 27] = yt / 10
+    labels = lambda x: (x[:, 0, 0, 27] * 10).round().long()
+    markers = [corner_marker(0, 1, 0), corner_marker(2, 3, 10)]
+    learned = Oracle(markers, [False, True], labels)
+    results = verify_pairs(markers, learned, Oracle(markers, [False] * 2, labels), {"noop": learned}, xt, yt,
+                           TransferVerifyConfig(pairs=2), seed=0)
+    marked = MarkedSet(xt, yt, yt, np.zeros(len(yt), dtype=int), np.zeros(len(yt), dtype=bool), {"psnr": 100.0})
+    row = transfer_row(0, "noop", False, marked, markers, results["noop"], AssumptionCheck(0.0, 0.05, 10))
+    assert row["verdict"] == NOT_HONORED and row["tested"] == "3→2" and row["queries"] == 30
+    assert [p["tested"] for p in row["pairs"]] == [False, True]
+    none = verify_pairs(markers, labels, labels, {"noop": labels}, xt, yt, TransferVerifyConfig(pairs=2), seed=0)
+    row = transfer_row(0, "noop", False, marked, markers, none["noop"], AssumptionCheck(0.0, 0.05, 10))
+    assert row["verdict"] == INCONCLUSIVE and row["tested"] == "none" and row["queries"] == 0
+    assert row["reason"].startswith("1→0: ") and "3→2: " in row["reason"] and "not learned" in row["reason"]
