@@ -215,5 +215,6 @@ def watermark(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor, xt: to
               f"PSNR {np.mean([r['invisibility']['psnr'] for r in rs]):.1f} "
               f"SSIM {np.mean([r['invisibility']['ssim'] for r in rs]):.3f}")
 
+
 if __name__ == "__main__":
     main()
