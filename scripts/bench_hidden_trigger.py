@@ -11,8 +11,9 @@ accuracy, and the share of *unpatched* source test images called target. Rows go
 ``--watermark-seeds N``: instead, the unlearning watermark in the fine-tuning provider setting
 (:func:`unlearning_verify.watermarks.hidden_trigger.verify_transfer`): a public extractor pretrained on
 the even-indexed training images (one per seed), the provider's users own the odd ones; noop vs head_retrain over N
-seeds, verdicts with the family's assumption check, to ``watermark.jsonl``; ``--pair`` picks the source class (the
-key's, ``nearest_source`` or ``rehearsed_source``), ``--max-queries`` the budget.
+seeds (from ``--watermark-first-seed``), verdicts with the family's assumption check and the pairs tested, to
+``watermark.jsonl``; ``--pairs-marked K`` disjoint source→target pairs per owner, ``--pair`` picks each source class
+(the key's, ``nearest_source`` or ``rehearsed_source``), ``--max-queries`` the budget.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python scripts/bench_hidden_trigger.py --out runs/htba
 """
@@ -96,7 +97,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep-seeds", nargs="*", type=int, default=[0])
     p.add_argument("--sweep-pairs", nargs="*", default=["3-8"])
     p.add_argument("--poisons", type=int, default=TransferConfig.poisons)
-    p.add_argument("--eps", type=float, default=round(TransferConfig().attack.eps * 255, 6), help="ε in 1/255 units")
+    p.add_argument("--eps", type=float, default=None,
+                   help="ε in 1/255 units (default: TransferConfig's for the transfer bench, TransferVerifyConfig's "
+                        "for the watermark)")
     p.add_argument("--poison-sweep", nargs="*", type=int, default=[50, 100, 200, 400])
     p.add_argument("--eps-sweep", nargs="*", type=float, default=[8.0, 32.0, 64.0])
     p.add_argument("--patch-size", type=int, default=TransferConfig.patch_size)
@@ -126,8 +129,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--pair", choices=list(PAIRS), default=TransferVerifyConfig.pair,
                    help="watermark: the key's source class, the owner's nearest_source or rehearsed_source")
+    p.add_argument("--pairs-marked", type=int, default=TransferVerifyConfig.pairs,
+                   help="watermark: disjoint source→target pairs the owner marks (tested by calibration alone)")
     p.add_argument("--max-queries", type=int, default=TransferVerifyConfig.max_queries, help="watermark query budget")
     p.add_argument("--watermark-seeds", type=int, default=0, help="run the watermark verification on N seeds")
+    p.add_argument("--watermark-first-seed", type=int, default=0, help="the first of those N seeds")
     return p
 
 
@@ -138,6 +144,8 @@ def main() -> None:
     x, y = data.image_tensors(ds["train"])
     xt, yt = data.image_tensors(ds["test"])
     args.out.mkdir(parents=True, exist_ok=True)
+    default_eps = TransferVerifyConfig.eps if args.watermark_seeds else TransferConfig().attack.eps
+    args.eps = round(default_eps * 255, 6) if args.eps is None else args.eps
     if args.watermark_seeds:
         watermark(args, x, y, xt, yt)
         return
@@ -186,8 +194,9 @@ def watermark(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor, xt: to
               "halve_every": max(args.iterations // 3, 1)}
     design = {} if args.trigger_steps is None else {"trigger_steps": args.trigger_steps}
     cfg = TransferVerifyConfig(eps=args.eps / 255, params=params, pair=args.pair, max_queries=args.max_queries,
-                               **design)
-    for seed in tqdm(range(args.watermark_seeds), desc="watermark"):
+                               pairs=args.pairs_marked, **design)
+    seeds = range(args.watermark_first_seed, args.watermark_first_seed + args.watermark_seeds)
+    for seed in tqdm(seeds, desc="watermark"):
         if any(r["seed"] == seed for r in rows):
             continue
         extractor = pretrain_extractor(x[public], y[public], (), pretrain, seed)
@@ -195,15 +204,16 @@ def watermark(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor, xt: to
             append_jsonl(path, row)
             rows.append(row)
     for r in sorted(rows, key=lambda r: (r["seed"], r["behaviour"])):
-        print(f"seed {r['seed']} {r['source']}→{r['target']} {r['behaviour']:12s} {r['verdict']:12s} "
-              f"p̂ {r['p_hat']:.3f} q̂ {r['q_hat']:.3f} p_low {r['p_low']:.3f} q_high {r['q_high']:.3f} "
-              f"queries {r['queries']} marked {r['marked']}")
+        pairs = " ".join(f"{p['source']}→{p['target']}{'*' if p['tested'] else ''} {p['p_hat']:.2f}/{p['q_hat']:.2f}"
+                         for p in r["pairs"])
+        print(f"seed {r['seed']} {r['behaviour']:12s} {r['verdict']:12s} queries {r['queries']:3d} tested "
+              f"{r['tested']:12s} | p̂/q̂ {pairs} | marked {r['marked']} PSNR {r['invisibility']['psnr']:.1f}")
     for name in ("noop", "head_retrain"):
         rs = [r for r in rows if r["behaviour"] == name]
         counts = {v: sum(r["verdict"] == v for r in rs) for v in ("HONORED", "NOT HONORED", "INCONCLUSIVE")}
-        print(f"{name}: {counts} over {len(rs)} seeds; p̂ {np.mean([r['p_hat'] for r in rs]):.3f} "
-              f"q̂ {np.mean([r['q_hat'] for r in rs]):.3f}; queries {np.mean([r['queries'] for r in rs]):.1f}; "
-              f"{rs[0]['reason'] if rs else ''}")
+        print(f"{name}: {counts} over {len(rs)} seeds; queries {np.mean([r['queries'] for r in rs]):.1f}; "
+              f"PSNR {np.mean([r['invisibility']['psnr'] for r in rs]):.1f} "
+              f"SSIM {np.mean([r['invisibility']['ssim'] for r in rs]):.3f}")
 
 
 if __name__ == "__main__":
