@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedharness.local_training import Batch, PerSampleLoss, num_samples
+from fedharness.native_max_pool import NativeMaxPool2d, native_kernels
 
 PER_SAMPLE = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Identity, nn.Tanh, nn.Sigmoid, nn.GELU)
 
@@ -217,6 +218,8 @@ def grouped_twin(model: nn.Module) -> nn.Module | None:
             return None
         if type(module) in TWINS:
             _replace(twin, name, TWINS[type(module)](module))
+        elif isinstance(module, nn.MaxPool2d) and native_kernels() is not None:
+            _replace(twin, name, NativeMaxPool2d.like(module))
         elif not (isinstance(module, PER_SAMPLE) or _is_container(module)):
             return None
     return twin
