@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fedharness.native_max_pool import NativeMaxPool2x2, native_max_pool_2x2, takes_native
+
 
 class MaxPool2x2(torch.autograd.Function):
     """``max_pool2d_with_indices(x, 2)`` of an even-sized NCHW map: the forward from its four strided
@@ -56,19 +58,33 @@ def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
 
 
 class MaxPool2d(nn.MaxPool2d):
-    """``nn.MaxPool2d`` that pools 4-d maps through the channels-last kernel while no gradient is
-    recorded, and 2×2, stride-2 windows on even NCHW maps by :class:`MaxPool2x2` while one is."""
+    """``nn.MaxPool2d`` that pools 2×2, stride-2 windows of even maps through the compiled kernels of
+    :mod:`fedharness.native_max_pool` while no gradient is recorded (evaluation), and while one is by
+    :class:`MaxPool2x2`, or with ``native`` (the grouped twins, whose maps are K clients wide) by the
+    compiled kernels too; other maps without a gradient through the channels-last kernel."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, native: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         window = (self.kernel_size, self.stride, self.padding, self.dilation)
         self.two_by_two = all(_pair(v) == want for v, want in zip(window, ((2, 2), (2, 2), (0, 0), (1, 1)))) and not self.ceil_mode
+        self.native = native
+
+    @classmethod
+    def native_like(cls, pool: nn.MaxPool2d) -> MaxPool2d:
+        """``pool``'s window, pooled natively under autograd."""
+        return cls(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.return_indices, pool.ceil_mode,
+                   native=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or self.return_indices:
             return super().forward(x)
+        native = self.two_by_two and takes_native(x)
         if not torch.is_grad_enabled():
+            if native:
+                return native_max_pool_2x2(x)
             return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+        if native and self.native:
+            return NativeMaxPool2x2.apply(x)
         if self.two_by_two and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0:
             return max_pool_2x2(x)
         return super().forward(x)

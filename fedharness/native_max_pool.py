@@ -24,9 +24,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-from fedharness.max_pool import MaxPool2d
 
 SOURCE = r"""
 #include <stdint.h>
@@ -95,9 +92,11 @@ def _pools_as_torch(lib: ctypes.CDLL) -> bool:
     x[:, 2, 4::2] = x[:, 2, 5::2]  # top-bottom ties
     grad = torch.randn(2, 3, 4, 5, generator=noise)
     out, code = _forward(lib, x)
-    ref = x.clone().requires_grad_(True)
-    expected = F.max_pool2d(ref, 2)
-    return torch.equal(out, expected) and torch.equal(_backward(lib, grad, code), torch.autograd.grad(expected, ref, grad)[0])
+    with torch.inference_mode(False), torch.enable_grad():  # the first call may come from an evaluation
+        ref = x.clone().requires_grad_(True)
+        expected = F.max_pool2d(ref, 2)
+        reference_grad = torch.autograd.grad(expected, ref, grad)[0]
+    return torch.equal(out, expected) and torch.equal(_backward(lib, grad, code), reference_grad)
 
 
 def _forward(lib: ctypes.CDLL, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,6 +113,11 @@ def _backward(lib: ctypes.CDLL, grad: torch.Tensor, code: torch.Tensor) -> torch
     grad_in = grad.new_empty(n, c, 2 * h, 2 * w)
     lib.pool_backward(grad.data_ptr(), code.data_ptr(), grad_in.data_ptr(), n * c * h, w)
     return grad_in
+
+
+def native_max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
+    """``F.max_pool2d(x, 2)`` of a map :func:`takes_native` accepts: the values only (no gradient)."""
+    return _forward(native_kernels(), x)[0]
 
 
 class NativeMaxPool2x2(torch.autograd.Function):
@@ -135,16 +139,3 @@ def takes_native(x: torch.Tensor) -> bool:
     return (x.dim() == 4 and x.dtype == torch.float32 and x.device.type == "cpu" and x.is_contiguous()
             and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0 and native_kernels() is not None)
 
-
-class NativeMaxPool2d(MaxPool2d):
-    """:class:`fedharness.max_pool.MaxPool2d` whose 2×2 windows pool through :class:`NativeMaxPool2x2`
-    while a gradient is recorded (the grouped twins' pooling: its maps are K clients wide)."""
-
-    @classmethod
-    def like(cls, pool: nn.MaxPool2d) -> NativeMaxPool2d:
-        return cls(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.return_indices, pool.ceil_mode)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and self.two_by_two and not self.return_indices and takes_native(x):
-            return NativeMaxPool2x2.apply(x)
-        return super().forward(x)

@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedharness.local_training import Batch, PerSampleLoss, num_samples
-from fedharness.native_max_pool import NativeMaxPool2d, native_kernels
+from fedharness.max_pool import MaxPool2d
+from fedharness.native_max_pool import native_kernels
 
 PER_SAMPLE = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Identity, nn.Tanh, nn.Sigmoid, nn.GELU)
 
@@ -219,7 +220,7 @@ def grouped_twin(model: nn.Module) -> nn.Module | None:
         if type(module) in TWINS:
             _replace(twin, name, TWINS[type(module)](module))
         elif isinstance(module, nn.MaxPool2d) and native_kernels() is not None:
-            _replace(twin, name, NativeMaxPool2d.like(module))
+            _replace(twin, name, MaxPool2d.native_like(module))
         elif not (isinstance(module, PER_SAMPLE) or _is_container(module)):
             return None
     return twin

@@ -10,7 +10,7 @@ from fedharness.engines.inprocess import InProcessEngine
 from fedharness.local_training import LocalConfig
 from fedharness.max_pool import MaxPool2d
 from fedharness import native_max_pool
-from fedharness.native_max_pool import NativeMaxPool2d, NativeMaxPool2x2, native_kernels
+from fedharness.native_max_pool import NativeMaxPool2x2, native_kernels
 
 needs_compiler = pytest.mark.skipif(native_kernels() is None, reason="no C compiler: the eager pooling runs")
 
@@ -40,20 +40,24 @@ def test_native_pooling_is_max_pool2d_bit_for_bit(shape):
 def test_native_module_pools_only_what_its_kernel_takes():
     """2×2 windows of even contiguous float32 maps under autograd go native; the rest as torch pools."""
     x = _tied_map((2, 4, 8, 8)).requires_grad_(True)
-    assert type(NativeMaxPool2d(2)(x).grad_fn).__name__ == "NativeMaxPool2x2Backward"
-    for pool, data in [(NativeMaxPool2d(2), torch.randn(2, 4, 7, 9, requires_grad=True)), (NativeMaxPool2d(3, 2, 1), x),
-                       (NativeMaxPool2d(2), x.transpose(2, 3)), (NativeMaxPool2d(2), x.double())]:
+    assert type(MaxPool2d(2, native=True)(x).grad_fn).__name__ == "NativeMaxPool2x2Backward"
+    assert type(MaxPool2d(2)(x).grad_fn).__name__ == "MaxPool2x2Backward"  # the per-client loop's pooling
+    for pool, data in [(MaxPool2d(2, native=True), torch.randn(2, 4, 7, 9, requires_grad=True)),
+                       (MaxPool2d(3, 2, 1, native=True), x), (MaxPool2d(2, native=True), x.transpose(2, 3)),
+                       (MaxPool2d(2, native=True), x.double())]:
         out = pool(data)
         assert type(out.grad_fn).__name__ != "NativeMaxPool2x2Backward"
         assert torch.equal(out, F.max_pool2d(data, pool.kernel_size, pool.stride, pool.padding))
+    with torch.no_grad():
+        assert torch.equal(MaxPool2d(2)(x), F.max_pool2d(x, 2)) and torch.equal(MaxPool2d(2)(x.double()), F.max_pool2d(x.double(), 2))
 
 
 @needs_compiler
 def test_grouped_twins_pool_natively(small_task):
     task, model, _, _ = small_task
     twin = grouped_twin(model)
-    assert sum(isinstance(m, NativeMaxPool2d) for m in twin.modules()) == 2
-    assert not any(isinstance(m, NativeMaxPool2d) for m in model.modules())  # the loop keeps its own pooling
+    assert [m.native for m in twin.modules() if isinstance(m, MaxPool2d)] == [True, True]
+    assert [m.native for m in model.modules() if isinstance(m, MaxPool2d)] == [False, False]  # the loop's own pooling
 
 
 def test_without_a_compiler_the_twin_pools_eagerly_with_the_same_local_models(small_task, monkeypatch):
@@ -66,8 +70,8 @@ def test_without_a_compiler_the_twin_pools_eagerly_with_the_same_local_models(sm
     try:
         assert native_kernels() is None
         twin = grouped_twin(model)
-        assert not any(isinstance(m, NativeMaxPool2d) for m in twin.modules())
-        assert sum(isinstance(m, MaxPool2d) for m in twin.modules()) == 2
+        x = task.x_train[:4].requires_grad_(True)
+        assert type(twin.body[2](twin.body[1](twin.body[0](x))).grad_fn).__name__ == "MaxPool2x2Backward"
         eager = InProcessEngine(model, names, task.per_sample_loss, vectorize="grouped", group_size=4).train(g, data, cfg, [1, 2, 3, 4])
     finally:
         native_kernels.cache_clear()
