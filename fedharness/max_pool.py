@@ -78,12 +78,11 @@ class MaxPool2d(nn.MaxPool2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or self.return_indices:
             return super().forward(x)
-        native = self.two_by_two and takes_native(x)
         if not torch.is_grad_enabled():
-            if native:
+            if self.two_by_two and takes_native(x):
                 return native_max_pool_2x2(x)
             return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
-        if native and self.native:
+        if self.native and self.two_by_two and takes_native(x):
             return NativeMaxPool2x2.apply(x)
         if self.two_by_two and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0:
             return max_pool_2x2(x)
