@@ -7,8 +7,9 @@ loop over the windows writes the maximum and a one-byte corner code (0.8 ms), an
 gradient to its coded corner and zero to the other three (0.9 ms); both vectorise with plain ``-O3``.
 Maxima and comparisons are exact in any order and ties go to the window's first element in
 row-major order, as in torch's kernel, so values and gradients equal ``F.max_pool2d``'s bit for bit
-(checked on first load and in the tests). The source is compiled once per process with the system C
-compiler (0.2 s) and called through ctypes, which releases the GIL, so worker threads pool in
+on finite maps (checked on first load and in the tests; torch propagates a NaN, these loops may
+pool another element of its window). The source is compiled once per process with the system C
+compiler (0.2 s; with the check about 1 s on a loaded machine) and called through ctypes, which releases the GIL, so worker threads pool in
 parallel. Where no compiler is found or the check fails, :func:`native_kernels` returns None and the
 callers keep the eager form.
 """
