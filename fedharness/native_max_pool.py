@@ -74,11 +74,14 @@ def native_kernels() -> ctypes.CDLL | None:
     with tempfile.TemporaryDirectory() as tmp:
         source, library = Path(tmp) / "max_pool_2x2.c", Path(tmp) / "max_pool_2x2.so"
         source.write_text(SOURCE)
-        built = subprocess.run([compiler, "-O3", "-shared", "-fPIC", "-o", str(library), str(source)],
-                               capture_output=True)
-        if built.returncode != 0:
+        try:
+            built = subprocess.run([compiler, "-O3", "-shared", "-fPIC", "-o", str(library), str(source)],
+                                   capture_output=True)
+            lib = ctypes.CDLL(str(library)) if built.returncode == 0 else None  # mapped: the file may go
+        except OSError:  # a compiler that does not run, a temporary folder mounted noexec
             return None
-        lib = ctypes.CDLL(str(library))  # mapped: the file may go
+    if lib is None:
+        return None
     args = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]
     lib.pool_forward.argtypes = lib.pool_backward.argtypes = args
     return lib if _pools_as_torch(lib) else None

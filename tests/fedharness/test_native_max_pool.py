@@ -77,3 +77,17 @@ def test_without_a_compiler_the_twin_pools_eagerly_with_the_same_local_models(sm
         native_kernels.cache_clear()
     looped = InProcessEngine(model, names, task.per_sample_loss, vectorize=False).train(g, data, cfg, [1, 2, 3, 4])
     assert torch.equal(eager, looped) and torch.equal(native, looped)
+
+
+@pytest.mark.parametrize("compiler", ["/bin/false", "/nonexistent/cc"])
+def test_a_compiler_that_fails_or_does_not_run_leaves_the_eager_pooling(monkeypatch, compiler):
+    native_kernels.cache_clear()
+    monkeypatch.setattr(native_max_pool.shutil, "which", lambda name: compiler)
+    try:
+        assert native_kernels() is None
+        x = _tied_map((2, 4, 8, 8)).requires_grad_(True)
+        assert type(MaxPool2d(2, native=True)(x).grad_fn).__name__ == "MaxPool2x2Backward"
+        with torch.no_grad():
+            assert torch.equal(MaxPool2d(2)(x), F.max_pool2d(x, 2))
+    finally:
+        native_kernels.cache_clear()
