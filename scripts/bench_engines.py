@@ -8,8 +8,8 @@ would be timed). Each engine runs ``--rounds`` rounds one after another from the
 the first round is the warm-up (Ray actors start, kernels warm up), the rest give the steady-state
 median s/round (the grouped twins' C pooling is compiled before the rounds, its cost reported
 as ``native_pool_compile_s``). Equal cores: the in-process engine trains on ``--cores`` worker
-threads, Flower runs ``--cores`` ClientApps at once (Ray ``num_cpus``, one CPU each). In-process runs twice: the path
-``--vectorize`` (default ``auto``, the lab's default: on CPU clients in grouped twins of the model,
+threads, Flower runs ``--cores`` ClientApps at once (Ray ``num_cpus``, one CPU each). In-process
+runs twice: the path ``--vectorize`` (default ``auto``, the lab's default: on CPU clients in grouped twins of the model,
 ``engine.group_size`` ``--group-size``) and the per-client loop (``vectorize: false``, the
 arithmetic of Flower's ClientApps, which the grouped path equals bit for bit). ``--baseline-commit`` runs the same
 rounds with that commit's code (``git archive`` into a temporary folder, its in-process engine given
@@ -86,7 +86,8 @@ def compile_native() -> float | None:
     from fedharness.native_max_pool import native_kernels  # absent in a baseline commit's tree
 
     start = time.perf_counter()
-    return time.perf_counter() - start if native_kernels() is not None else None
+    available = native_kernels() is not None
+    return time.perf_counter() - start if available else None
 
 
 def round_row(record: dict, wall: float) -> dict:
