@@ -6,9 +6,10 @@ the default lr 0.05; at lr 0.1 this fresh SmallCNN's ReLUs all die in round 1 an
 reports MTA 0.1135, the share of the digit 1, for several rounds, so a round that learns nothing
 would be timed). Each engine runs ``--rounds`` rounds one after another from the same initial model;
 the first round is the warm-up (Ray actors start, kernels warm up), the rest give the steady-state
-median s/round. Equal cores: the in-process engine trains on ``--cores`` worker threads, Flower runs
-``--cores`` ClientApps at once (Ray ``num_cpus``, one CPU each). In-process runs twice: the path
-``--vectorize`` (default ``auto``, the lab's default: on CPU clients in grouped twins of the model,
+median s/round (the grouped twins' C pooling is compiled before the rounds, its cost reported
+as ``native_pool_compile_s``). Equal cores: the in-process engine trains on ``--cores`` worker
+threads, Flower runs ``--cores`` ClientApps at once (Ray ``num_cpus``, one CPU each). In-process
+runs twice: the path ``--vectorize`` (default ``auto``, the lab's default: on CPU clients in grouped twins of the model,
 ``engine.group_size`` ``--group-size``) and the per-client loop (``vectorize: false``, the
 arithmetic of Flower's ClientApps, which the grouped path equals bit for bit). ``--baseline-commit`` runs the same
 rounds with that commit's code (``git archive`` into a temporary folder, its in-process engine given
@@ -77,6 +78,16 @@ def inprocess_rounds(cfg: ExperimentConfig, task: Task, label: str, vectorize: b
         rows.append(round_row(record, time.perf_counter() - start))
         print(f"{label} round {r}: {rows[-1]['wall_s']:.2f} s, MTA {record['main_accuracy']:.4f}", flush=True)
     return {**summary(rows, g), "path": record.get("path")}
+
+
+def compile_native() -> float | None:
+    """Seconds to compile and check the grouped twins' C pooling (once per process), taken before the
+    timed rounds so that round 1 holds only the engines' own warm-up; None where no compiler is found."""
+    from fedharness.native_max_pool import native_kernels  # absent in a baseline commit's tree
+
+    start = time.perf_counter()
+    available = native_kernels() is not None
+    return time.perf_counter() - start if available else None
 
 
 def round_row(record: dict, wall: float) -> dict:
@@ -187,6 +198,7 @@ def main() -> None:
         args.inprocess_only.write_text(json.dumps(result))
         return
     load = {"before": os.getloadavg()}
+    native_s = compile_native()
     results = {"inprocess": inprocess_rounds(cfg, task, "in-process", vectorize=args.vectorize),
                "inprocess_loop": inprocess_rounds(cfg, task, "in-process loop", vectorize=False)}
     if args.baseline_commit:
@@ -194,7 +206,7 @@ def main() -> None:
     if not args.no_flower:
         results["flower"] = flower_rounds(cfg, task, args.cores)
     load["after"] = os.getloadavg()
-    report = summary_report(args, results, load, task)
+    report = {**summary_report(args, results, load, task), "native_pool_compile_s": native_s}
     if args.end_to_end:
         report["end_to_end"] = end_to_end(args.end_to_end, args.cores, args.seed)
     print(json.dumps(report, indent=2))

@@ -32,8 +32,8 @@ def test_odd_maps_and_other_windows_pool_as_torch_does():
 
 
 def test_small_cnn_trains_and_predicts_as_with_torchs_pooling(small_task):
-    """SmallCNN's own pooling takes the strided path under autograd and the channels-last kernel
-    without: the same losses, gradients and predictions as ``nn.MaxPool2d`` on MNIST images, whose
+    """SmallCNN's own pooling takes the strided path under autograd and the compiled (or channels-last)
+    kernel without: the same losses, gradients and predictions as ``nn.MaxPool2d`` on MNIST images, whose
     flat backgrounds give ties in every pooling window."""
     task, model, _, _ = small_task
     reference = copy.deepcopy(model)
@@ -50,8 +50,8 @@ def test_small_cnn_trains_and_predicts_as_with_torchs_pooling(small_task):
         assert torch.equal(model(task.x_test), reference(task.x_test))
 
 
-def test_evaluation_pools_channels_last_with_the_same_predictions(small_task):
-    """The task's prediction (no gradient, channels-last pooling) equals the model's output under
+def test_evaluation_pools_without_a_gradient_with_the_same_predictions(small_task):
+    """The task's prediction (no gradient: the compiled pooling, channels-last without a compiler) equals the model's output under
     autograd, also when two threads share the batches."""
     task, model, _, _ = small_task
     with torch.enable_grad():
