@@ -2,14 +2,13 @@
 and gradients, from faster kernels.
 
 torch's NCHW CPU pooling kernel scans each window on its own (0.56 ms for a (10, 16, 28, 28) map on
-one thread). When a gradient is recorded, :class:`MaxPool2x2` takes the maximum of the map's four
-strided 2×2 corners instead (0.27 ms); when none is, the compiled forward of
-:mod:`fedharness.native_max_pool` pools the map in one pass (evaluation of the MNIST task's 2,000 +
-1,800 images: 0.38 s → 0.27 s on one thread; the channels-last kernel on a channels-last copy
-where no C compiler is found). ``MaxPool2d(native=True)``, the grouped twins' pooling, takes the
-compiled forward and backward under autograd too (the (160, 16, 28, 28) map of a K = 16 twin: 12 ms
-→ 1.7 ms forward and backward).
-All are bit-identical to ``F.max_pool2d``, ties included (tested), so a model that pools with
+one thread). :class:`MaxPool2d` pools 2×2 windows through the compiled C loops of
+:mod:`fedharness.native_max_pool` wherever a C compiler is found, in training and evaluation alike
+(a per-client SGD step of SmallCNN at batch 10: 4.5 → 3.7 ms; the (160, 16, 28, 28) map of a
+K = 16 grouped twin: 12 ms → about 2 ms forward and backward). Without one, or under ``torch.func``
+(the vmap path), :class:`MaxPool2x2` takes the maximum of the map's four strided 2×2 corners while
+a gradient is recorded (0.27 ms), and the channels-last kernel pools a channels-last copy while
+none is. All are bit-identical to ``F.max_pool2d``, ties included (tested), so a model that pools with
 :class:`MaxPool2d` trains and predicts exactly as with ``nn.MaxPool2d``.
 """
 
@@ -63,31 +62,28 @@ def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
 
 class MaxPool2d(nn.MaxPool2d):
     """``nn.MaxPool2d`` that pools 2×2, stride-2 windows of even maps through the compiled kernels of
-    :mod:`fedharness.native_max_pool` while no gradient is recorded (evaluation), and while one is by
-    :class:`MaxPool2x2`, or with ``native`` (the grouped twins, whose maps are K clients wide) by the
-    compiled kernels too; other maps without a gradient through the channels-last kernel."""
+    :mod:`fedharness.native_max_pool` (with or without a gradient, on every training path: the
+    per-client loop, Flower's ClientApps and the grouped twins), else, under ``torch.func`` or
+    without a compiler, by :class:`MaxPool2x2` while a gradient is recorded and through the
+    channels-last kernel while none is."""
 
-    def __init__(self, *args, native: bool = False, **kwargs) -> None:
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         window = (self.kernel_size, self.stride, self.padding, self.dilation)
         self.two_by_two = all(_pair(v) == want for v, want in zip(window, ((2, 2), (2, 2), (0, 0), (1, 1)))) and not self.ceil_mode
-        self.native = native
 
     @classmethod
-    def native_like(cls, pool: nn.MaxPool2d) -> MaxPool2d:
-        """``pool``'s window, pooled natively under autograd."""
-        return cls(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.return_indices, pool.ceil_mode,
-                   native=True)
+    def like(cls, pool: nn.MaxPool2d) -> MaxPool2d:
+        """``pool``'s window, pooled by this class."""
+        return cls(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.return_indices, pool.ceil_mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or self.return_indices:
             return super().forward(x)
+        if self.two_by_two and takes_native(x):
+            return NativeMaxPool2x2.apply(x) if torch.is_grad_enabled() else native_max_pool_2x2(x)
         if not torch.is_grad_enabled():
-            if self.two_by_two and takes_native(x):
-                return native_max_pool_2x2(x)
             return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
-        if self.native and self.two_by_two and takes_native(x):
-            return NativeMaxPool2x2.apply(x)
         if self.two_by_two and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0:
             return max_pool_2x2(x)
         return super().forward(x)

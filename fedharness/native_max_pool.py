@@ -3,14 +3,14 @@
 On one thread, the eager strided form (:class:`fedharness.max_pool.MaxPool2x2`) spends 12 ms per
 forward and backward of a grouped twin's (160, 16, 28, 28) map: about ten elementwise kernels on
 stride-2 views that build int64 indices, then torch's scatter backward into a zero-filled map. One C
-loop over the windows writes the maximum and a one-byte corner code (0.8 ms), another writes each
-gradient to its coded corner and zero to the other three (0.9 ms); both vectorise with plain ``-O3``.
+loop over the windows writes the maximum and a one-byte corner code (1.3 ms; 0.8 ms without torch's
+NaN rule below), another writes each gradient to its coded corner and zero to the other three
+(0.9 ms); both vectorise (``-O3``, for this machine's vector width where the compiler knows it).
 Maxima and comparisons are exact in any order and ties go to the window's first element in
-row-major order, as in torch's kernel, so values and gradients equal ``F.max_pool2d``'s bit for bit
-on finite maps (checked on first load and in the tests; torch propagates a NaN, these loops may
-pool another element of its window). The source is compiled once per process with the system C
-compiler (0.2 s; with the check about 1 s on a loaded machine) and called through ctypes, which releases the GIL, so worker threads pool in
-parallel. Where no compiler is found or the check fails, :func:`native_kernels` returns None and the
+row-major order and a NaN wins (the window's last one), as in torch's kernel, so values and
+gradients equal ``F.max_pool2d``'s bit for bit (checked on first load and in the tests). The source
+is compiled once per process with the system C compiler (0.2 s; with the check about 1 s on a loaded
+machine) and called through ctypes, which releases the GIL, so worker threads pool in parallel. Where no compiler is found or the check fails, :func:`native_kernels` returns None and the
 callers keep the eager form.
 """
 
@@ -25,6 +25,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch._C._functorch import is_functorch_wrapped_tensor
+
+FLAGS = (("-O3", "-march=native"), ("-O3",))
+"""Compiler flags, first that builds wins: this machine's vector width (compiled where it runs), else plain -O3."""
 
 SOURCE = r"""
 #include <stdint.h>
@@ -40,8 +44,15 @@ void pool_forward(const float *restrict x, float *restrict out, uint8_t *restric
             int right_top = b > a, right_bottom = d > c;
             float top = right_top ? b : a, bottom = right_bottom ? d : c;
             int lower = bottom > top;
-            o[j] = lower ? bottom : top;
-            k[j] = (uint8_t)(right_top + lower * (2 + right_bottom - right_top));
+            float v = lower ? bottom : top;
+            int q = right_top + lower * (2 + right_bottom - right_top);
+            /* torch's scan lets a NaN win, the window's last one; selects, so the loop still vectorises */
+            v = a != a ? a : v; q = a != a ? 0 : q;
+            v = b != b ? b : v; q = b != b ? 1 : q;
+            v = c != c ? c : v; q = c != c ? 2 : q;
+            v = d != d ? d : v; q = d != d ? 3 : q;
+            o[j] = v;
+            k[j] = (uint8_t)q;
         }
     }
 }
@@ -75,9 +86,9 @@ def native_kernels() -> ctypes.CDLL | None:
         source, library = Path(tmp) / "max_pool_2x2.c", Path(tmp) / "max_pool_2x2.so"
         source.write_text(SOURCE)
         try:
-            built = subprocess.run([compiler, "-O3", "-shared", "-fPIC", "-o", str(library), str(source)],
-                                   capture_output=True)
-            lib = ctypes.CDLL(str(library)) if built.returncode == 0 else None  # mapped: the file may go
+            built = any(subprocess.run([compiler, *flags, "-shared", "-fPIC", "-o", str(library), str(source)],
+                                       capture_output=True).returncode == 0 for flags in FLAGS)
+            lib = ctypes.CDLL(str(library)) if built else None  # mapped: the file may go
         except OSError:  # a compiler that does not run, a temporary folder mounted noexec
             return None
     if lib is None:
@@ -88,19 +99,26 @@ def native_kernels() -> ctypes.CDLL | None:
 
 
 def _pools_as_torch(lib: ctypes.CDLL) -> bool:
-    """Values and gradients equal ``F.max_pool2d``'s on random maps with tied windows."""
+    """Values and gradients equal ``F.max_pool2d``'s on random maps with tied windows and NaNs."""
     noise = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 8, 10, generator=noise)
     x[:, :, :4] = 0.25  # four-way ties
     x[:, 1, 4:, ::2] = x[:, 1, 4:, 1::2]  # left-right ties
     x[:, 2, 4::2] = x[:, 2, 5::2]  # top-bottom ties
+    x[0, 0, 4:8:3, 0:4:3] = float("nan")  # a NaN in each corner of four windows
+    x[0, 0, 0, :2] = x[0, 0, 1, 1] = float("nan")  # three in one window
     grad = torch.randn(2, 3, 4, 5, generator=noise)
     out, code = _forward(lib, x)
     with torch.inference_mode(False), torch.enable_grad():  # the first call may come from an evaluation
         ref = x.clone().requires_grad_(True)
         expected = F.max_pool2d(ref, 2)
         reference_grad = torch.autograd.grad(expected, ref, grad)[0]
-    return torch.equal(out, expected) and torch.equal(_backward(lib, grad, code), reference_grad)
+    return same_bits(out, expected) and torch.equal(_backward(lib, grad, code), reference_grad)
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal float32 tensors bit for bit, NaN included (``torch.equal`` calls NaN unequal to itself)."""
+    return torch.equal(a.view(torch.int32), b.view(torch.int32))
 
 
 def _forward(lib: ctypes.CDLL, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,5 +159,6 @@ class NativeMaxPool2x2(torch.autograd.Function):
 def takes_native(x: torch.Tensor) -> bool:
     """Whether :class:`NativeMaxPool2x2` pools ``x`` (and the kernels are available)."""
     return (x.dim() == 4 and x.dtype == torch.float32 and x.device.type == "cpu" and x.is_contiguous()
+            and not is_functorch_wrapped_tensor(x)  # under vmap or torch.func.grad: MaxPool2x2 has their rules
             and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0 and native_kernels() is not None)
 

@@ -37,27 +37,42 @@ def test_native_pooling_is_max_pool2d_bit_for_bit(shape):
 
 
 @needs_compiler
+def test_native_pooling_lets_a_nan_win_as_torch_does():
+    """torch's scan: a later element wins if greater or NaN, so a window's last NaN is its maximum."""
+    x = torch.randn(1, 2, 4, 4)
+    x[0, 0, 0, 1] = x[0, 0, 1, 0] = x[0, 1, 2, 2] = float("nan")  # two NaNs in one window, one alone
+    ours, theirs = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    out, expected = NativeMaxPool2x2.apply(ours), F.max_pool2d(theirs, 2)
+    assert native_max_pool.same_bits(out, expected) and out.isnan().sum() == 2
+    grad = torch.randn(1, 2, 2, 2)
+    assert torch.equal(torch.autograd.grad(out, ours, grad)[0], torch.autograd.grad(expected, theirs, grad)[0])
+
+
+@needs_compiler
 def test_native_module_pools_only_what_its_kernel_takes():
-    """2×2 windows of even contiguous float32 maps under autograd go native; the rest as torch pools."""
+    """2×2 windows of even contiguous float32 maps go native with or without a gradient; the rest, and
+    maps under torch.func (the vmap path), as torch pools."""
     x = _tied_map((2, 4, 8, 8)).requires_grad_(True)
-    assert type(MaxPool2d(2, native=True)(x).grad_fn).__name__ == "NativeMaxPool2x2Backward"
-    assert type(MaxPool2d(2)(x).grad_fn).__name__ == "MaxPool2x2Backward"  # the per-client loop's pooling
-    for pool, data in [(MaxPool2d(2, native=True), torch.randn(2, 4, 7, 9, requires_grad=True)),
-                       (MaxPool2d(3, 2, 1, native=True), x), (MaxPool2d(2, native=True), x.transpose(2, 3)),
-                       (MaxPool2d(2, native=True), x.double())]:
+    assert type(MaxPool2d(2)(x).grad_fn).__name__ == "NativeMaxPool2x2Backward"
+    for pool, data in [(MaxPool2d(2), torch.randn(2, 4, 7, 9, requires_grad=True)),
+                       (MaxPool2d(3, 2, 1), x), (MaxPool2d(2), x.transpose(2, 3)), (MaxPool2d(2), x.double())]:
         out = pool(data)
         assert type(out.grad_fn).__name__ != "NativeMaxPool2x2Backward"
         assert torch.equal(out, F.max_pool2d(data, pool.kernel_size, pool.stride, pool.padding))
+    per_map = lambda m: F.max_pool2d(m, 2).sum()
+    assert torch.equal(torch.func.vmap(torch.func.grad(lambda m: MaxPool2d(2)(m).sum()))(x.detach()[:, None]),
+                       torch.func.vmap(torch.func.grad(per_map))(x.detach()[:, None]))
     with torch.no_grad():
         assert torch.equal(MaxPool2d(2)(x), F.max_pool2d(x, 2)) and torch.equal(MaxPool2d(2)(x.double()), F.max_pool2d(x.double(), 2))
 
 
-@needs_compiler
-def test_grouped_twins_pool_natively(small_task):
-    task, model, _, _ = small_task
-    twin = grouped_twin(model)
-    assert [m.native for m in twin.modules() if isinstance(m, MaxPool2d)] == [True, True]
-    assert [m.native for m in model.modules() if isinstance(m, MaxPool2d)] == [False, False]  # the loop's own pooling
+def test_grouped_twins_pool_as_the_per_client_model(small_task):
+    """The twin keeps the model's own pooling class (and gives plain nn.MaxPool2d layers the fast one)."""
+    _, model, _, _ = small_task
+    pools = lambda m: [type(p) for p in m.modules() if isinstance(p, torch.nn.MaxPool2d)]
+    assert pools(grouped_twin(model)) == pools(model) == [MaxPool2d, MaxPool2d]
+    plain = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.MaxPool2d(2))
+    assert pools(grouped_twin(plain)) == [MaxPool2d]
 
 
 def test_without_a_compiler_the_twin_pools_eagerly_with_the_same_local_models(small_task, monkeypatch):
@@ -86,7 +101,7 @@ def test_a_compiler_that_fails_or_does_not_run_leaves_the_eager_pooling(monkeypa
     try:
         assert native_kernels() is None
         x = _tied_map((2, 4, 8, 8)).requires_grad_(True)
-        assert type(MaxPool2d(2, native=True)(x).grad_fn).__name__ == "MaxPool2x2Backward"
+        assert type(MaxPool2d(2)(x).grad_fn).__name__ == "MaxPool2x2Backward"
         with torch.no_grad():
             assert torch.equal(MaxPool2d(2)(x), F.max_pool2d(x, 2))
     finally:
