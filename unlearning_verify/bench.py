@@ -30,7 +30,8 @@ from unlearning_verify import providers, training
 from unlearning_verify.keys import OwnerKey
 from unlearning_verify.marking import mark, owner_split
 from unlearning_verify.deletion import (
-    CalibratedMarker, QueryData, VerifyConfig, backdoor_alpha, calibrate_markers, markers_of, verify_deletion)
+    CalibratedMarker, QueryData, VerifyConfig, backdoor_alpha, calibrate_markers, calibration_alpha, markers_of,
+    verify_deletion)
 from unlearning_verify.membership import matched_non_members, membership_test
 from unlearning_verify.oracles import Endpoint, model_endpoint, torch_oracle
 from unlearning_verify.providers import ProviderState
@@ -233,7 +234,7 @@ def run_group(cfg: BenchConfig, family: str, seed: int, sm: SeedModels, x: torch
     vcfg = verify_config(cfg, seed)
     reference = memo_endpoint(sm.reference)
     calibrated = calibrate_markers(model_endpoint(model), model_endpoint(sm.reference), wm, data, vcfg,
-                                   backdoor_alpha(vcfg, True) / len(markers_of(wm)))
+                                   calibration_alpha(backdoor_alpha(vcfg, True), len(markers_of(wm))))
     state = ProviderState(marked.x, marked.y, sm.forget, model, checkpoints, num_classes, cfg.train, seed,
                           original_x=x, original_y=y, marked=marked.marked)
     base = {

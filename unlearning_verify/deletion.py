@@ -9,14 +9,16 @@ The owner marked part of its data with one or several key-derived markers (Guo e
 2. Calibrate (reference §1.3): p = backdoor success of the model before deletion, q = success of a
    reference model that never saw the data, or of held-out owners' keys with the floor 1/K; one-sided
    Clopper–Pearson bounds p_low (confidence 1 − β) and q_high (1 − α).
-3. Verify: each marker's exact binomial test (Athena, Sommer et al. 2022) at level α_b/k on its share
-   of the query budget (Bonferroni over the k markers; with ``reallocate``, over the markers the model
-   before deletion learned, which then share the whole budget); the membership check on the owner's own
+3. Verify: each marker's exact binomial test (Athena, Sommer et al. 2022) at level (α_b/2)/k on its share
+   of the query budget (Bonferroni over the k markers; with ``reallocate``, over the m markers the model
+   before deletion learned, at (α_b/2)/m, which then share the whole budget). The other half of α_b is
+   the calibration's: each q_high holds at confidence 1 − (α_b/2)/k, since a test against a q_high
+   below the reference's true rate would reject more often than its level; the membership check on the owner's own
    samples in their original, unmarked form (loss-based, reference-calibrated; ``membership``) at
    level α_m, α_b + α_m = α (half each by default: the membership check is what catches a provider
    that removed the backdoor but kept the data).
-   By the union bound an honest provider is accused with probability ≤ α whatever the markers'
-   dependence. NOT HONORED when any test rejects; HONORED only when at least one marker test was
+   By the union bound (over the k bounds q_high and the tests made) an honest provider is accused
+   with probability ≤ α whatever the markers' dependence. NOT HONORED when any test rejects; HONORED only when at least one marker test was
    conclusive (power ≥ 1 − β at its p_low), so a provider that kept the data and still answers
    that marker like the model before deletion is missed with probability ≤ β; else INCONCLUSIVE.
 
@@ -173,17 +175,17 @@ def membership_check(served: Endpoint, reference: Endpoint | None, owner: QueryD
     return result.as_dict(), spent
 
 
-def tested_markers(calibrated: list[CalibratedMarker], cfg: VerifyConfig, alpha_b: float) -> list[CalibratedMarker]:
-    """The markers that share the query budget and α_b: all k; with ``reallocate``, the largest m for
-    which m markers reach power 1 − β on max_queries/m queries at α_b/m (the first m of them). The
-    choice uses the calibration alone, never the served model's answers, so the union bound over the
-    tested markers holds (q_high stays at the stricter α_b/k)."""
+def tested_markers(calibrated: list[CalibratedMarker], cfg: VerifyConfig, alpha_t: float) -> list[CalibratedMarker]:
+    """The markers that share the query budget and the tests' level α_t: all k; with ``reallocate``, the
+    largest m for which m markers reach power 1 − β on max_queries/m queries at α_t/m (the first m of
+    them). The choice uses the calibration alone, never the served model's answers, so the union bound
+    over the tested markers holds (q_high stays at the stricter calibration level, over all k)."""
     if not cfg.reallocate:
         return calibrated
     for m in range(len(calibrated), 0, -1):
         budget = max(1, cfg.max_queries // m)
         feasible = [c for c in calibrated if c.calibration.p_low > c.calibration.q_high and st.required_queries(
-            c.calibration.p_low, c.calibration.q_high, alpha_b / m, cfg.beta, max_queries=budget) is not None]
+            c.calibration.p_low, c.calibration.q_high, alpha_t / m, cfg.beta, max_queries=budget) is not None]
         if len(feasible) >= m:
             return feasible[:m]
     return calibrated
@@ -195,6 +197,16 @@ def skipped(c: CalibratedMarker) -> MarkerResult:
     reason = f"not tested: p_low={cal.p_low:.3f}, q_high={cal.q_high:.3f}; its queries went to the learned markers"
     return MarkerResult(c.marker.family, int(c.marker.target), cal,
                         Verdict(INCONCLUSIVE, reason, 0, 0, None, None, None, None, cal.p_low, cal.q_high, False))
+
+
+def calibration_alpha(alpha_b: float, k: int) -> float:
+    """Each of the k markers' q_high misses the reference's rate with probability ≤ (α_b/2)/k: half of α_b."""
+    return alpha_b / 2 / k
+
+
+def tests_alpha(alpha_b: float) -> float:
+    """What the marker tests share (Bonferroni): the half of α_b that the calibration does not take."""
+    return alpha_b / 2
 
 
 def backdoor_alpha(cfg: VerifyConfig, with_membership: bool) -> float:
@@ -213,13 +225,14 @@ def verify_deletion(before: Endpoint, served: Endpoint, watermark: object, cfg: 
     with_membership = owner is not None and len(owner.y) > 0 and served.has_probabilities
     alpha_b = backdoor_alpha(cfg, with_membership)
     alpha_m = cfg.alpha - alpha_b
-    if calibrated is None or len(calibrated) != len(markers) or calibrated[0].alpha != alpha_b / len(markers):
-        calibrated = calibrate_markers(before, reference, watermark, data, cfg, alpha_b / len(markers))
-    tested = tested_markers(calibrated, cfg, alpha_b)
+    cal_alpha = calibration_alpha(alpha_b, len(markers))
+    if calibrated is None or len(calibrated) != len(markers) or calibrated[0].alpha != cal_alpha:
+        calibrated = calibrate_markers(before, reference, watermark, data, cfg, cal_alpha)
+    tested = tested_markers(calibrated, cfg, tests_alpha(alpha_b))
     budget = max(1, cfg.max_queries // len(tested))
     start = served.used
     chosen = {id(c) for c in tested}
-    results = [run_marker(c, served, data, cfg, budget, alpha_b / len(tested)) if id(c) in chosen else skipped(c)
+    results = [run_marker(c, served, data, cfg, budget, tests_alpha(alpha_b) / len(tested)) if id(c) in chosen else skipped(c)
                for c in calibrated]
     queries = served.used - start
     membership, m_queries = (membership_check(served, reference, owner, data, cfg, alpha_m) if with_membership

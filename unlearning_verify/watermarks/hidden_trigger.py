@@ -303,13 +303,13 @@ def verify_pairs(markers: list[HiddenTriggerWatermark], before: Oracle, referenc
     source images of ``xt``), choose the tested pairs from that calibration alone (``deletion.tested_markers``),
     then verify each served model on the other half (a pair left out is never queried). Returns
     {name: DeletionVerdict}."""
-    from unlearning_verify.deletion import QueryData, VerifyConfig, calibrate_markers, verify_deletion
+    from unlearning_verify.deletion import QueryData, VerifyConfig, calibrate_markers, calibration_alpha, verify_deletion
     from unlearning_verify.oracles import Endpoint
 
     vcfg = VerifyConfig(alpha=cfg.alpha, beta=cfg.beta, max_queries=cfg.max_queries, reallocate=True, seed=seed)
     data, watermark = QueryData(xt, yt), MarkedPairs(markers)
     before_ep, reference_ep = Endpoint(before), Endpoint(reference)
-    calibrated = calibrate_markers(before_ep, reference_ep, watermark, data, vcfg, cfg.alpha / len(markers))
+    calibrated = calibrate_markers(before_ep, reference_ep, watermark, data, vcfg, calibration_alpha(cfg.alpha, len(markers)))
     return {name: verify_deletion(before_ep, Endpoint(oracle), watermark, vcfg, data=data, reference=reference_ep,
                                   calibrated=calibrated) for name, oracle in served.items()}
 
