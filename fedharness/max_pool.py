@@ -8,8 +8,10 @@ one thread). :class:`MaxPool2d` pools 2×2 windows through the compiled C loops 
 K = 16 grouped twin: 12 ms → about 2 ms forward and backward). Without one, or under ``torch.func``
 (the vmap path), :class:`MaxPool2x2` takes the maximum of the map's four strided 2×2 corners while
 a gradient is recorded (0.27 ms), and the channels-last kernel pools a channels-last copy while
-none is. All are bit-identical to ``F.max_pool2d``, ties included (tested), so a model that pools with
-:class:`MaxPool2d` trains and predicts exactly as with ``nn.MaxPool2d``.
+none is. All are bit-identical to ``F.max_pool2d``, ties included (tested; the strided form on finite
+maps: it does not follow torch's NaN rule), so a model that pools with :class:`MaxPool2d` trains and
+predicts exactly as with ``nn.MaxPool2d``. The compiled backward is not differentiable again: a second
+order through it (``create_graph=True``) raises instead of dropping the term.
 """
 
 from __future__ import annotations
@@ -71,11 +73,6 @@ class MaxPool2d(nn.MaxPool2d):
         super().__init__(*args, **kwargs)
         window = (self.kernel_size, self.stride, self.padding, self.dilation)
         self.two_by_two = all(_pair(v) == want for v, want in zip(window, ((2, 2), (2, 2), (0, 0), (1, 1)))) and not self.ceil_mode
-
-    @classmethod
-    def like(cls, pool: nn.MaxPool2d) -> MaxPool2d:
-        """``pool``'s window, pooled by this class."""
-        return cls(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.return_indices, pool.ceil_mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or self.return_indices:

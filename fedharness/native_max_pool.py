@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch._C._functorch import is_functorch_wrapped_tensor
 
+COMPILE_TIMEOUT_S = 60
 FLAGS = (("-O3", "-march=native"), ("-O3",))
 """Compiler flags, first that builds wins: this machine's vector width (compiled where it runs), else plain -O3."""
 
@@ -82,15 +83,15 @@ def native_kernels() -> ctypes.CDLL | None:
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        source, library = Path(tmp) / "max_pool_2x2.c", Path(tmp) / "max_pool_2x2.so"
-        source.write_text(SOURCE)
-        try:
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            source, library = Path(tmp) / "max_pool_2x2.c", Path(tmp) / "max_pool_2x2.so"
+            source.write_text(SOURCE)
             built = any(subprocess.run([compiler, *flags, "-shared", "-fPIC", "-o", str(library), str(source)],
-                                       capture_output=True).returncode == 0 for flags in FLAGS)
+                                       capture_output=True, timeout=COMPILE_TIMEOUT_S).returncode == 0 for flags in FLAGS)
             lib = ctypes.CDLL(str(library)) if built else None  # mapped: the file may go
-        except OSError:  # a compiler that does not run, a temporary folder mounted noexec
-            return None
+    except (OSError, subprocess.TimeoutExpired):  # no writable temporary folder, a compiler that does not run or
+        return None                              # hangs, a temporary folder mounted noexec
     if lib is None:
         return None
     args = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]
@@ -122,6 +123,7 @@ def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def _forward(lib: ctypes.CDLL, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pooled map and each window's corner code (0–3, row-major) of a contiguous float32 NCHW ``x``."""
     n, c, h, w = x.shape
     out = x.new_empty(n, c, h // 2, w // 2)
     code = torch.empty(out.shape, dtype=torch.uint8)
@@ -130,6 +132,7 @@ def _forward(lib: ctypes.CDLL, x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
 
 def _backward(lib: ctypes.CDLL, grad: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+    """The input gradient: each pooled gradient at its window's coded corner, zero elsewhere."""
     n, c, h, w = grad.shape
     grad = grad.contiguous()
     grad_in = grad.new_empty(n, c, 2 * h, 2 * w)
@@ -152,6 +155,7 @@ class NativeMaxPool2x2(torch.autograd.Function):
         return out
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # the C backward records no graph: a second order raises
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return _backward(native_kernels(), grad, ctx.saved_tensors[0])
 

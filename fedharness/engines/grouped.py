@@ -6,8 +6,8 @@ shaped ``(K, *p.shape)``, K read from them) and a batch of B samples per client 
 sample-major, client-minor: row ``b·K + k`` is client k's sample b. In that layout a convolution
 over K clients is one grouped convolution on the free view ``(B, K·C, H, W)`` (``groups=K``), a
 GroupNorm is one GroupNorm with K times the groups on the same view, a linear layer is one batched
-matmul over clients, and pooling, ReLU and flattening act per sample as they are (max-pooling by
-:class:`fedharness.max_pool.MaxPool2d`, as the per-client models do: 2×2 windows through the
+matmul over clients, and pooling, ReLU and flattening act per sample as they are (with the model's
+own pooling layers: SmallCNN's :class:`fedharness.max_pool.MaxPool2d` pools 2×2 windows through the
 compiled C loops of :mod:`fedharness.native_max_pool` where a C compiler is found). Each layer with
 parameters is an :class:`ExactTwin`: per input shape it keeps the batched kernel only where that
 gives the per-client kernel's numbers bit for bit, and otherwise calls the layer once per client
@@ -34,7 +34,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedharness.local_training import Batch, PerSampleLoss, num_samples
-from fedharness.max_pool import MaxPool2d
 
 PER_SAMPLE = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Identity, nn.Tanh, nn.Sigmoid, nn.GELU)
 
@@ -220,8 +219,6 @@ def grouped_twin(model: nn.Module) -> nn.Module | None:
             return None
         if type(module) in TWINS:
             _replace(twin, name, TWINS[type(module)](module))
-        elif isinstance(module, nn.MaxPool2d) and not isinstance(module, MaxPool2d):
-            _replace(twin, name, MaxPool2d.like(module))
         elif not (isinstance(module, PER_SAMPLE) or _is_container(module)):
             return None
     return twin
