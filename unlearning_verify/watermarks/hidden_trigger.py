@@ -254,9 +254,10 @@ def pair_markers(key: OwnerKey, image_shape: tuple[int, int, int], features: Fea
 
 def choose_sources(markers: list[HiddenTriggerWatermark], mode: str, x: torch.Tensor, y: torch.Tensor,
                    num_classes: int, seed: int) -> None:
-    """Each marker's source class (and its source images, the owner's ``x``), in turn, among the classes that
-    are no marker's target and no earlier marker's source: the key's (its derived class, else the next free
-    one), :func:`nearest_source` or :func:`rehearsed_source` on the owner's images of the free classes."""
+    """Set, in place, each marker's source class (and its source images, the owner's ``x``), in turn, among
+    the classes that are no marker's target and no earlier marker's source: the key's (its derived class,
+    else the next free one), :func:`nearest_source` or :func:`rehearsed_source` on the owner's images of the
+    free classes."""
     taken = {m.target for m in markers}
     for m in markers:
         free = [c for c in range(num_classes) if c not in taken]
@@ -328,8 +329,9 @@ def verify_transfer(extractor: nn.Module, x: torch.Tensor, y: torch.Tensor, xt: 
     own = torch.as_tensor(owner_of == 0)
     markers = pair_markers(key, tuple(x.shape[1:]), features, cfg.pairs, eps=cfg.eps, **cfg.params)
     choose_sources(markers, cfg.pair, x[own], y[own], 10, seed)
-    for wm in markers if cfg.trigger_steps else []:
-        redesign(wm, features, x[own & (y == wm.target)], cfg.trigger_steps, seed)
+    if cfg.trigger_steps:
+        for wm in markers:
+            redesign(wm, features, x[own & (y == wm.target)], cfg.trigger_steps, seed)
     marked = mark_pairs(x, y, owner_of, 0, markers, seed)
 
     def served_on(rows: torch.Tensor) -> nn.Module:
