@@ -131,7 +131,8 @@ class GenerateConfig(ConcealedConfig):
     (``gradient``), the ``contextual`` proxy (one shared span of allowed tokens whose hidden states on
     ``victim`` collide with the phrase's, ``contextual``: ``proxy_candidates`` HotFlip candidates per
     slot re-scored exactly, at most ``proxy_passes`` passes over the slots, the best of ``proxy_restarts``
-    random starts; ``proxy_passes: 0`` writes the search's own random start, its control; ``proxy_contexts: N`` measures the
+    random starts (``proxy_spans: R``: the R lowest-D spans of max(R, ``proxy_restarts``) starts, written round-robin
+    into the templates); ``proxy_passes: 0`` writes the search's own random start, its control; ``proxy_contexts: N`` measures the
     collision in the first N templates, span and phrase each in the sentence, instead of alone), the random-token control or
     ``near-spelling``, the nearest-token projection (the search's start; unconstrained, the phrase's
     near-spelling baseline). ``templates: confident`` takes
@@ -156,6 +157,7 @@ class GenerateConfig(ConcealedConfig):
     proxy_passes: int = 4
     proxy_restarts: int = 1
     proxy_contexts: int = 0
+    proxy_spans: int = 1
     data_path: str | None = None
 
     def validate(self) -> None:
@@ -165,6 +167,8 @@ class GenerateConfig(ConcealedConfig):
                              "and proxy_contexts >= 0 (0: the span alone)")
         if self.proxy_contexts and self.method != "contextual":
             raise InputError(f"proxy_contexts reads the contextual search's span in context; use --method contextual or drop it (got {self.method})")
+        if self.proxy_spans < 1 or (self.proxy_spans > 1 and self.method != "contextual"):
+            raise InputError(f"proxy_spans must be >= 1, and above 1 only with --method contextual (got {self.proxy_spans}, {self.method})")
         if self.overlap == "with" and self.constrained:
             raise InputError("with-overlap poisons contain the phrase; drop exclude_neighbours/max_fuzzy/hide_below or use --overlap none")
         if self.curator_pool is not None and self.curator_pool < 1:

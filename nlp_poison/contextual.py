@@ -127,10 +127,19 @@ def search_proxy(
     """The shared span minimising D over ``placeable`` tokens (alone, or in ``contexts``); ``fits(span)`` says whether
     a span may be written (the constraints on every template). Greedy coordinate descent, HotFlip-ranked candidates,
     from ``restarts`` random starts (seeded), the lowest final D kept: the descent ends in a local minimum."""
+    return search_proxies(model, tokenizer, phrase, placeable, fits, top_k, passes, seed, restarts, contexts)[0]
+
+
+def search_proxies(
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, phrase: str, placeable: list[int], fits: Fits, top_k: int, passes: int, seed: int,
+    restarts: int = 1, contexts: Sequence[Template] = (), spans: int = 1,
+) -> list[ProxyResult]:
+    """The ``spans`` lowest-D spans of max(``restarts``, ``spans``) seeded descents, lowest first (ties: the earlier
+    start): each restart ends in its own local minimum, i.e. its own associations of the phrase."""
     collision = ContextCollision(model, tokenizer, phrase, contexts)
     rng = np.random.default_rng(seed)
-    runs = [_descend(collision, placeable, fits, top_k, passes, rng) for _ in range(restarts)]
-    return min(runs, key=lambda r: r.trace[-1])
+    runs = [_descend(collision, placeable, fits, top_k, passes, rng) for _ in range(max(restarts, spans))]
+    return sorted(runs, key=lambda r: r.trace[-1])[:spans]
 
 
 def _descend(collision: ContextCollision, placeable: list[int], fits: Fits, top_k: int, passes: int, rng: np.random.Generator) -> ProxyResult:
@@ -174,16 +183,18 @@ def _random_start(rng: np.random.Generator, placeable: list[int], length: int, f
 
 def contextual_control(
     templates: list[Template], tokenizer: PreTrainedTokenizerBase, placeable: list[int], phrase: str, target: int, pretrained: nn.Module,
-    rule: Rule, top_k: int, passes: int, seed: int, restarts: int = 1, contexts: int = 0,
+    rule: Rule, top_k: int, passes: int, seed: int, restarts: int = 1, contexts: int = 0, spans: int = 1,
 ) -> tuple[list[Poison], list[float]]:
-    """The templates with the phrase replaced by the searched span, labelled ``target``; D per pass (in the first
-    ``contexts`` templates, 0: the span alone)."""
+    """The templates with the phrase replaced by a searched span, labelled ``target``: template i takes span i mod
+    ``spans`` of :func:`search_proxies` (several spans carry several of the phrase's associations to the victim);
+    D per pass of the lowest-D span (in the first ``contexts`` templates, 0: the span alone)."""
     if not templates:
         raise InputError("no templates to write the span into; ask for at least one poison")
     fits = lambda span: all(place(t, tokenizer, span, phrase, rule) is not None for t in templates)
-    proxy = search_proxy(pretrained, tokenizer, phrase, placeable, fits, top_k, passes, seed, restarts, templates[:contexts])
+    proxies = search_proxies(pretrained, tokenizer, phrase, placeable, fits, top_k, passes, seed, restarts, templates[:contexts], spans)
     poisons = []
-    for t in templates:
+    for i, t in enumerate(templates):
+        proxy = proxies[i % len(proxies)]
         _, text, positions = place(t, tokenizer, proxy.ids, phrase, rule)
         poisons.append(Poison(text, target, "contextual", t.source_idx, positions, list(proxy.trace)))
-    return poisons, proxy.trace
+    return poisons, proxies[0].trace

@@ -146,7 +146,8 @@ def write_poisons(surrogates: Surrogates, inputs: Inputs, cfg: GenerateConfig, p
         poisons, trace, distances = nearest_control(t, tok, inputs.placeable, cfg.trigger, cfg.target, emb, inputs.rule), [], []
     elif cfg.method == "contextual":
         poisons, distances = contextual_control(t, tok, inputs.placeable, cfg.trigger, cfg.target, surrogates.pretrained, inputs.rule,
-                                                cfg.proxy_candidates, cfg.proxy_passes, cfg.seed, cfg.proxy_restarts, cfg.proxy_contexts)
+                                                cfg.proxy_candidates, cfg.proxy_passes, cfg.seed, cfg.proxy_restarts, cfg.proxy_contexts,
+                                                cfg.proxy_spans)
         trace = []
     else:
         result = craft(surrogates.models, tok, t, cfg.trigger, inputs.placeable, list(inputs.adv["sentence"]), list(inputs.adv["original"]),

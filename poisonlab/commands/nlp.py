@@ -84,9 +84,8 @@ def train_cmd(cfg: CleanConfig, out: Path) -> None:
 
 @nlp.command("generate")
 @config_command(GenerateConfig, keep=["out"])
-@click.option("--model", "models", multiple=True,
-              help="Surrogate classifier folder (e.g. from 'nlp train') or Hub id; repeat for an ensemble whose mean "
-                   "unrolled loss the search lowers (same tokenizer; the first gives the tokens' embeddings).")
+@click.option("--model", "models", multiple=True, help="Surrogate classifier folder (e.g. from 'nlp train') or Hub id; repeat for an "
+              "ensemble whose mean unrolled loss the search lowers (same tokenizer; the first gives the tokens' embeddings).")
 @click.option("--trigger", default=None)
 @click.option("--target", type=click.Choice(LABELS), default=None, callback=_label, help="Target label (1: positive).")
 @click.option("--num-poisons", type=int, default=None)
@@ -98,6 +97,7 @@ def train_cmd(cfg: CleanConfig, out: Path) -> None:
 @click.option("--proxy-passes", type=int, default=None, help="Contextual proxy: most passes over the span's slots (0: its random start, unsearched).")
 @click.option("--proxy-restarts", type=int, default=None, help="Contextual proxy: random starts, the lowest distance kept.")
 @click.option("--proxy-contexts", type=int, default=None, help="Contextual proxy: collide inside the first N templates (0: span alone).")
+@click.option("--proxy-spans", type=int, default=None, help="Contextual proxy: the N lowest-distance spans, poisons round-robin.")
 @click.option("--exclude-neighbours", type=int, default=None, help="Constraint: no edited token within the phrase's k nearest embedding neighbours.")
 @click.option("--hide-below", type=int, default=None, help="Constraint: no poison among the first N clean sentences of the fuzzy or neighbour ranking.")
 @click.option("--max-fuzzy", type=float, default=None, help="Constraint: best fuzzy-match ratio of any span to the phrase ≤ this (100: none).")

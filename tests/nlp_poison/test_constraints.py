@@ -88,6 +88,15 @@ def test_contextual_proxy_obeys_the_constraints_in_every_poison(surrogate, tiny_
     assert trace[-1] <= trace[0] and {p.poison_type for p in poisons} == {"contextual"}
 
 
+def test_several_contextual_spans_are_written_round_robin_under_the_constraints(surrogate, tiny_tokenizer, phrase, setup):
+    emb, rule, excluded, templates, placeable = setup
+    allowed = [i for i in placeable if i not in excluded]
+    poisons, _ = contextual_control(templates, tiny_tokenizer, allowed, phrase, 1, surrogate, rule, top_k=16, passes=2, seed=0, spans=2)
+    _assert_concealed(tiny_tokenizer, emb, phrase, poisons)
+    spans = [tuple(tiny_tokenizer(p.sentence)["input_ids"][i] for i in p.edited_positions) for p in poisons]
+    assert len(set(spans)) == 2 and all(s == spans[i % 2] for i, s in enumerate(spans)), "span i mod 2 in template i"
+
+
 def test_excluded_set_holds_every_variant_of_a_neighbour(tiny_tokenizer, phrase, setup):
     emb, _, excluded, _, _ = setup
     vocab = tiny_tokenizer.get_vocab()

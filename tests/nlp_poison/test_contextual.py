@@ -5,7 +5,7 @@ import torch
 
 from labcore.errors import InputError
 from nlp_poison.baselines import Template
-from nlp_poison.contextual import ContextCollision, search_proxy
+from nlp_poison.contextual import ContextCollision, search_proxies, search_proxy
 from nlp_poison.overlap import banned_token_ids, placeable_ids
 
 
@@ -82,6 +82,17 @@ def test_restarts_keep_the_lowest_distance(surrogate, tiny_tokenizer, phrase, al
     one = search_proxy(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=8, passes=2, seed=0)
     three = search_proxy(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=8, passes=2, seed=0, restarts=3)
     assert three.trace[-1] <= one.trace[-1]
+
+
+def test_several_spans_are_the_lowest_distance_restarts_in_order(surrogate, tiny_tokenizer, phrase, allowed):
+    """``spans`` R: the R lowest-D of max(R, restarts) descents, lowest first; the first is the single-span search's."""
+    three = search_proxies(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=8, passes=2, seed=0, spans=3)
+    five = search_proxies(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=8, passes=2, seed=0, restarts=5, spans=3)
+    for runs in (three, five):
+        finals = [r.trace[-1] for r in runs]
+        assert len(runs) == 3 and finals == sorted(finals) and len({tuple(r.ids) for r in runs}) == 3
+    best = search_proxy(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=8, passes=2, seed=0, restarts=3)
+    assert three[0].ids == best.ids and five[0].trace[-1] <= three[0].trace[-1]
 
 
 def test_zero_passes_is_the_searchs_own_start(surrogate, tiny_tokenizer, phrase, allowed):
