@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedharness import native_max_pool
 from fedharness.max_pool import MaxPool2d, max_pool_2x2
 from fedharness.native_max_pool import native_kernels
 
@@ -35,31 +34,27 @@ def test_odd_maps_and_other_windows_pool_as_torch_does():
 
 
 @pytest.mark.parametrize("compiler", [True, False])
-def test_small_cnn_trains_and_predicts_as_with_torchs_pooling(small_task, monkeypatch, compiler):
+def test_small_cnn_trains_and_predicts_as_with_torchs_pooling(small_task, use_compiler, compiler):
     """SmallCNN's own pooling (the compiled kernels; without a compiler the strided path under autograd
     and channels-last without): the same losses, gradients and predictions as ``nn.MaxPool2d`` on MNIST
     images, whose flat backgrounds give ties in every pooling window."""
     task, model, _, _ = small_task
-    native_kernels.cache_clear()
     if not compiler:
-        monkeypatch.setattr(native_max_pool.shutil, "which", lambda name: None)
-    try:
-        reference = copy.deepcopy(model)
-        for name, module in list(reference.body.named_children()):
-            if isinstance(module, MaxPool2d):
-                reference.body[int(name)] = nn.MaxPool2d(2)
-        x, y = task.x_train[:20], task.y_train[:20]
-        native = compiler and native_kernels() is not None
-        expected = "NativeMaxPool2x2Backward" if native else "MaxPool2x2Backward"
-        assert type(model.body[2](model.body[1](model.body[0](x))).grad_fn).__name__ == expected
-        losses = [F.cross_entropy(m(x), y) for m in (model, reference)]
-        assert torch.equal(losses[0], losses[1])
-        grads = [torch.autograd.grad(loss, list(m.parameters())) for loss, m in zip(losses, (model, reference))]
-        assert all(torch.equal(a, b) for a, b in zip(*grads))
-        with torch.no_grad():
-            assert torch.equal(model(task.x_test), reference(task.x_test))
-    finally:
-        native_kernels.cache_clear()
+        use_compiler(None)
+    reference = copy.deepcopy(model)
+    for name, module in list(reference.body.named_children()):
+        if isinstance(module, MaxPool2d):
+            reference.body[int(name)] = nn.MaxPool2d(2)
+    x, y = task.x_train[:20], task.y_train[:20]
+    native = compiler and native_kernels() is not None
+    expected = "NativeMaxPool2x2Backward" if native else "MaxPool2x2Backward"
+    assert type(model.body[2](model.body[1](model.body[0](x))).grad_fn).__name__ == expected
+    losses = [F.cross_entropy(m(x), y) for m in (model, reference)]
+    assert torch.equal(losses[0], losses[1])
+    grads = [torch.autograd.grad(loss, list(m.parameters())) for loss, m in zip(losses, (model, reference))]
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+    with torch.no_grad():
+        assert torch.equal(model(task.x_test), reference(task.x_test))
 
 
 def test_evaluation_pools_without_a_gradient_with_the_same_predictions(small_task):

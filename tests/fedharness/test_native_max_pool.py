@@ -74,34 +74,26 @@ def test_a_second_order_through_the_compiled_pooling_raises_instead_of_dropping_
         first.sum().backward()
 
 
-def test_without_a_compiler_the_twin_pools_eagerly_with_the_same_local_models(small_task, monkeypatch):
+def test_without_a_compiler_the_twin_pools_eagerly_with_the_same_local_models(small_task, use_compiler):
     task, model, names, g = small_task
     data = [task.client_data(np.arange(i * 25, i * 25 + 18 + i)) for i in range(4)]
     cfg = LocalConfig(epochs=1, lr=0.05, batch_size=8)
     native = InProcessEngine(model, names, task.per_sample_loss, vectorize="grouped", group_size=4).train(g, data, cfg, [1, 2, 3, 4])
-    native_kernels.cache_clear()
-    monkeypatch.setattr(native_max_pool.shutil, "which", lambda name: None)
-    try:
-        assert native_kernels() is None
-        twin = grouped_twin(model)
-        x = task.x_train[:4].requires_grad_(True)
-        assert type(twin.body[2](twin.body[1](twin.body[0](x))).grad_fn).__name__ == "MaxPool2x2Backward"
-        eager = InProcessEngine(model, names, task.per_sample_loss, vectorize="grouped", group_size=4).train(g, data, cfg, [1, 2, 3, 4])
-    finally:
-        native_kernels.cache_clear()
+    use_compiler(None)
+    assert native_kernels() is None
+    twin = grouped_twin(model)
+    x = task.x_train[:4].requires_grad_(True)
+    assert type(twin.body[2](twin.body[1](twin.body[0](x))).grad_fn).__name__ == "MaxPool2x2Backward"
+    eager = InProcessEngine(model, names, task.per_sample_loss, vectorize="grouped", group_size=4).train(g, data, cfg, [1, 2, 3, 4])
     looped = InProcessEngine(model, names, task.per_sample_loss, vectorize=False).train(g, data, cfg, [1, 2, 3, 4])
     assert torch.equal(eager, looped) and torch.equal(native, looped)
 
 
 @pytest.mark.parametrize("compiler", ["/bin/false", "/nonexistent/cc"])
-def test_a_compiler_that_fails_or_does_not_run_leaves_the_eager_pooling(monkeypatch, compiler):
-    native_kernels.cache_clear()
-    monkeypatch.setattr(native_max_pool.shutil, "which", lambda name: compiler)
-    try:
-        assert native_kernels() is None
-        x = _tied_map((2, 4, 8, 8)).requires_grad_(True)
-        assert type(MaxPool2d(2)(x).grad_fn).__name__ == "MaxPool2x2Backward"
-        with torch.no_grad():
-            assert torch.equal(MaxPool2d(2)(x), F.max_pool2d(x, 2))
-    finally:
-        native_kernels.cache_clear()
+def test_a_compiler_that_fails_or_does_not_run_leaves_the_eager_pooling(use_compiler, compiler):
+    use_compiler(compiler)
+    assert native_kernels() is None
+    x = _tied_map((2, 4, 8, 8)).requires_grad_(True)
+    assert type(MaxPool2d(2)(x).grad_fn).__name__ == "MaxPool2x2Backward"
+    with torch.no_grad():
+        assert torch.equal(MaxPool2d(2)(x), F.max_pool2d(x, 2))
