@@ -228,11 +228,12 @@ def verify_deletion(before: Endpoint, served: Endpoint, watermark: object, cfg: 
     cal_alpha = calibration_alpha(alpha_b, len(markers))
     if calibrated is None or len(calibrated) != len(markers) or calibrated[0].alpha != cal_alpha:
         calibrated = calibrate_markers(before, reference, watermark, data, cfg, cal_alpha)
-    tested = tested_markers(calibrated, cfg, tests_alpha(alpha_b))
+    alpha_t = tests_alpha(alpha_b)
+    tested = tested_markers(calibrated, cfg, alpha_t)
     budget = max(1, cfg.max_queries // len(tested))
     start = served.used
     chosen = {id(c) for c in tested}
-    results = [run_marker(c, served, data, cfg, budget, tests_alpha(alpha_b) / len(tested)) if id(c) in chosen else skipped(c)
+    results = [run_marker(c, served, data, cfg, budget, alpha_t / len(tested)) if id(c) in chosen else skipped(c)
                for c in calibrated]
     queries = served.used - start
     membership, m_queries = (membership_check(served, reference, owner, data, cfg, alpha_m) if with_membership

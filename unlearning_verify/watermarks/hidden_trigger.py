@@ -344,12 +344,12 @@ def verify_transfer(extractor: nn.Module, x: torch.Tensor, y: torch.Tensor, xt: 
     model, reference = served_on(torch.ones(len(x), dtype=torch.bool)), served_on(torch.as_tensor(owner_of != 0))
     oracle = lambda m: (lambda z: m(z).argmax(1))
     state = ProviderState(marked.x, marked.y, owner_of == 0, model, [], 10, seed=seed)
-    names = ("noop", "head_retrain")
-    served = {name: providers.get(name).unlearn(state) for name in names}
+    behaviours = {name: providers.get(name) for name in ("noop", "head_retrain")}
+    served = {name: provider.unlearn(state) for name, provider in behaviours.items()}
     results = verify_pairs(markers, oracle(model), oracle(reference), {n: oracle(m) for n, m in served.items()},
                            xt, yt, cfg, seed)
-    return [transfer_row(seed, name, providers.get(name).honest, marked, markers, results[name],
-                         check_assumptions(features, served[name], xt[:200])) for name in names]
+    return [transfer_row(seed, name, provider.honest, marked, markers, results[name],
+                         check_assumptions(features, served[name], xt[:200])) for name, provider in behaviours.items()]
 
 
 def transfer_row(seed: int, name: str, honest: bool, marked: "MarkedSet", markers: list[HiddenTriggerWatermark],
