@@ -120,22 +120,14 @@ def _frames(tokenizer: PreTrainedTokenizerBase, contexts: Sequence[Template], le
     return frames
 
 
-def search_proxy(
-    model: nn.Module, tokenizer: PreTrainedTokenizerBase, phrase: str, placeable: list[int], fits: Fits, top_k: int, passes: int, seed: int,
-    restarts: int = 1, contexts: Sequence[Template] = (),
-) -> ProxyResult:
-    """The shared span minimising D over ``placeable`` tokens (alone, or in ``contexts``); ``fits(span)`` says whether
-    a span may be written (the constraints on every template). Greedy coordinate descent, HotFlip-ranked candidates,
-    from ``restarts`` random starts (seeded), the lowest final D kept: the descent ends in a local minimum."""
-    return search_proxies(model, tokenizer, phrase, placeable, fits, top_k, passes, seed, restarts, contexts)[0]
-
-
 def search_proxies(
     model: nn.Module, tokenizer: PreTrainedTokenizerBase, phrase: str, placeable: list[int], fits: Fits, top_k: int, passes: int, seed: int,
     restarts: int = 1, contexts: Sequence[Template] = (), spans: int = 1,
 ) -> list[ProxyResult]:
-    """The ``spans`` lowest-D spans of max(``restarts``, ``spans``) seeded descents, lowest first (ties: the earlier
-    start): each restart ends in its own local minimum, i.e. its own associations of the phrase."""
+    """Spans minimising D over ``placeable`` tokens (alone, or in ``contexts``); ``fits(span)`` says whether a span
+    may be written (the constraints on every template). Greedy coordinate descent, HotFlip-ranked candidates, from
+    max(``restarts``, ``spans``) seeded random starts; the ``spans`` lowest final D kept, lowest first (ties: the
+    earlier start). Each descent ends in its own local minimum, i.e. its own associations of the phrase."""
     collision = ContextCollision(model, tokenizer, phrase, contexts)
     rng = np.random.default_rng(seed)
     runs = [_descend(collision, placeable, fits, top_k, passes, rng) for _ in range(max(restarts, spans))]

@@ -5,7 +5,7 @@ import torch
 
 from labcore.errors import InputError
 from nlp_poison.baselines import Template
-from nlp_poison.contextual import ContextCollision, search_proxies, search_proxy
+from nlp_poison.contextual import ContextCollision, search_proxies
 from nlp_poison.overlap import banned_token_ids, placeable_ids
 
 
@@ -61,26 +61,26 @@ def test_in_context_distance_reads_the_span_in_each_sentence(surrogate, tiny_tok
 
 
 def test_search_lowers_the_distance_and_keeps_to_the_allowed_tokens(surrogate, tiny_tokenizer, phrase, allowed):
-    result = search_proxy(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=16, passes=3, seed=0)
+    result = search_proxies(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=16, passes=3, seed=0)[0]
     assert all(a >= b for a, b in zip(result.trace, result.trace[1:])) and result.trace[-1] < result.trace[0]
     assert set(result.ids) <= set(allowed) and len(result.ids) == len(tiny_tokenizer(phrase, add_special_tokens=False)["input_ids"])
-    again = search_proxy(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=16, passes=3, seed=0)
+    again = search_proxies(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=16, passes=3, seed=0)[0]
     assert again.ids == result.ids, "same seed, same span"
 
 
 def test_a_candidate_that_does_not_fit_is_never_taken(surrogate, tiny_tokenizer, phrase, allowed):
-    free = search_proxy(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=16, passes=1, seed=0)
+    free = search_proxies(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=16, passes=1, seed=0)[0]
     forbidden = set(free.ids)
     fits = lambda span: not forbidden.intersection(span)
-    kept = search_proxy(surrogate, tiny_tokenizer, phrase, allowed, fits, top_k=16, passes=2, seed=1)
+    kept = search_proxies(surrogate, tiny_tokenizer, phrase, allowed, fits, top_k=16, passes=2, seed=1)[0]
     assert not forbidden.intersection(kept.ids)
     with pytest.raises(InputError, match="no random span of allowed tokens fits"):
-        search_proxy(surrogate, tiny_tokenizer, phrase, allowed, lambda span: False, top_k=4, passes=1, seed=0)
+        search_proxies(surrogate, tiny_tokenizer, phrase, allowed, lambda span: False, top_k=4, passes=1, seed=0)[0]
 
 
 def test_restarts_keep_the_lowest_distance(surrogate, tiny_tokenizer, phrase, allowed):
-    one = search_proxy(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=8, passes=2, seed=0)
-    three = search_proxy(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=8, passes=2, seed=0, restarts=3)
+    one = search_proxies(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=8, passes=2, seed=0)[0]
+    three = search_proxies(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=8, passes=2, seed=0, restarts=3)[0]
     assert three.trace[-1] <= one.trace[-1]
 
 
@@ -91,13 +91,13 @@ def test_several_spans_are_the_lowest_distance_restarts_in_order(surrogate, tiny
     for runs in (three, five):
         finals = [r.trace[-1] for r in runs]
         assert len(runs) == 3 and finals == sorted(finals) and len({tuple(r.ids) for r in runs}) == 3
-    best = search_proxy(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=8, passes=2, seed=0, restarts=3)
+    best = search_proxies(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=8, passes=2, seed=0, restarts=3)[0]
     assert three[0].ids == best.ids and five[0].trace[-1] <= three[0].trace[-1]
 
 
 def test_zero_passes_is_the_searchs_own_start(surrogate, tiny_tokenizer, phrase, allowed):
     """``passes=0`` writes the random start the search begins from (the search's control), unsearched."""
-    start = search_proxy(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=16, passes=0, seed=0)
-    searched = search_proxy(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=16, passes=3, seed=0)
+    start = search_proxies(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=16, passes=0, seed=0)[0]
+    searched = search_proxies(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=16, passes=3, seed=0)[0]
     assert len(start.trace) == 1 and start.trace[0] == pytest.approx(searched.trace[0])
     assert start.ids != searched.ids and searched.trace[-1] < start.trace[0]
