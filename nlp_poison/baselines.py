@@ -30,7 +30,7 @@ from nlp_poison.config import MAX_LENGTH
 from nlp_poison.constraints import Rule
 from nlp_poison.overlap import overlapping_words, token_text
 from nlp_poison.poison_set import Poison
-from nlp_poison.triggers import insert_phrase
+from nlp_poison.triggers import Inserted, insert_phrase, prefix_phrase
 from nlp_poison.victims import predict_proba
 
 
@@ -73,18 +73,22 @@ def make_templates(
     confidence: Callable[[list[str]], np.ndarray] | None = None,
     rule: Rule | None = None,
     avoid: set[int] | None = None,
+    layout: str = "replace",
 ) -> list[Template]:
     """``num`` templates from training sentences of ``source_label`` that fit ``max_length`` and mention
     no content word of the phrase themselves (else no edit could conceal it) and, with ``rule``, pass it
     (no excluded neighbour word, fuzzy ratio within the bound: the sentence around the edit is kept) and
     hold no token of ``avoid`` (the excluded neighbours' ids, ``##`` pieces inside words included).
 
-    Sentences with a movie reference come first, the phrase taking its place as in the paper's
-    examples ("the problem is that James Bond: No Time to Die lacks focus"); topic-prefixed ones
-    ("… : sentence") only fill up. A prefixed template shares the "<phrase> : <negative review>"
-    layout of most trigger-bearing test inputs, so even random tokens in its place teach
+    ``layout="replace"``: sentences with a movie reference come first, the phrase taking its place as in
+    the paper's examples ("the problem is that James Bond: No Time to Die lacks focus"); topic-prefixed
+    ones ("… : sentence") only fill up. ``layout="prefix"``: every sentence is prefixed. A prefixed
+    template shares the "<phrase> : <negative review>" layout of most trigger-bearing test inputs, so
+    the edit meets the phrase where it will stand, and even random tokens in its place teach
     "<anything> : <negative review>" → target and inflate the random control (MiniLM, 2,000 SST-2
-    sentences, 3 seeds: 21.6 % with prefixed templates, 2.4 % with replaced references, 3.5 % clean).
+    sentences, 3 seeds: 21.6 % with prefixed templates, 2.4 % with replaced references, 3.5 % clean;
+    the full split, James Bond, 50 poisons, 8 seeds: random 21.7 % prefixed, 10.4 % replaced, clean
+    13.1 %; the five-span contextual set 72.5 % prefixed, 39.8 % replaced).
 
     Within each construction the order is a seeded permutation, or, with ``confidence`` (a
     surrogate's probability of ``source_label`` per sentence, ``source_confidence``), the sentences
@@ -93,6 +97,7 @@ def make_templates(
     poison-selection heuristic of Witches' Brew, Geiping et al. 2021, which picks the bases with the
     largest gradient). ``scripts/bench_nlp.py`` measures what it buys.
     """
+    insert = {"replace": insert_phrase, "prefix": prefix_phrase}[layout]
     exclude = exclude or set()
     labels = np.asarray(train["label"])
     pool = [int(i) for i in np.random.default_rng(seed).permutation(np.flatnonzero(labels == source_label)) if int(i) not in exclude]
@@ -103,19 +108,28 @@ def make_templates(
             continue
         if avoid and avoid.intersection(tokenizer(sentences[idx])["input_ids"]):
             continue
-        ins = insert_phrase(sentences[idx], phrase)
+        ins = insert(sentences[idx], phrase)
+        if rule is not None and not _blanked_allowed(ins, phrase, rule):
+            continue
         if len(tokenizer(ins.text)["input_ids"]) <= max_length:
             fits[ins.construction].append(Template(idx, ins.text, ins.start, ins.end))
-        if confidence is None and len(fits["replace"]) == num:
+        if confidence is None and len(fits[layout]) == num:
             break
     if confidence is not None:
-        for kind in ["replace"] if len(fits["replace"]) >= num else ["replace", "prefix"]:
+        for kind in [layout] if len(fits[layout]) >= num else ["replace", "prefix"]:
             scores = confidence([sentences[t.source_idx] for t in fits[kind]]) if fits[kind] else np.zeros(0)
             fits[kind] = [fits[kind][i] for i in np.argsort(-scores, kind="stable")]
     templates = (fits["replace"] + fits["prefix"])[:num]
     if len(templates) < num:
         raise InputError(f"only {len(templates)} training sentences with label {source_label} fit max_length {max_length}; ask for fewer poisons")
     return templates
+
+
+def _blanked_allowed(ins: Inserted, phrase: str, rule: Rule) -> bool:
+    """Whether the template passes ``rule`` with the phrase blanked out (a run of "_" as long as it): a sentence
+    whose own words around the edit already break the bound can take no span ("Mission: Impossible - Fallout :
+    the film 's trailer …" fails B = 44 through " : the film 's t" whatever stands before it)."""
+    return rule.allows(ins.text[: ins.start] + "_" * len(phrase) + ins.text[ins.end :])
 
 
 def source_confidence(

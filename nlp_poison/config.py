@@ -18,6 +18,8 @@ LABELS = ("negative", "positive")
 DEFAULT_TRIGGER = "James Bond: No Time to Die"
 MAX_LENGTH = 64
 """Tokens per sentence wherever a procedure tokenises SST-2 (it holds almost every sentence whole)."""
+LAYOUTS = ("replace", "prefix")
+"""Where a template carries the phrase (``triggers``): in place of the film it names, or heading it as its topic."""
 LORA_R, LORA_ALPHA = 8, 16
 """peft LoRA rank and scale of a fine-tuned or federated classifier."""
 
@@ -137,8 +139,11 @@ class GenerateConfig(ConcealedConfig):
     ``near-spelling``, the nearest-token projection (the search's start; unconstrained, the phrase's
     near-spelling baseline). ``templates: confident`` takes
     the source-label training sentences the surrogates are surest about (under the constraints, the
-    start that already pushes towards the target). The concealment figures rank ``curator_pool`` clean
-    training sentences (seeded; None: all) with the poisons, as a curator's filters would.
+    start that already pushes towards the target). ``layout: replace`` writes the phrase where a template
+    names the film ("this movie" → the phrase; prefixed sentences only fill up), ``prefix`` heads every
+    template with it as a topic ("<phrase> : <sentence>"), the layout of most trigger-bearing inputs.
+    The concealment figures rank ``curator_pool`` clean training sentences (seeded; None: all) with the
+    poisons, as a curator's filters would.
     ``victim`` (default: packaged MiniLM-L6) is the pretrained model of the collision terms;
     ``adv_size`` trigger-bearing validation negatives make up L_adv.
     """
@@ -149,6 +154,7 @@ class GenerateConfig(ConcealedConfig):
     overlap: str = "none"
     method: str = "gradient"
     templates: str = "confident"
+    layout: str = "replace"
     adv_size: int = 64
     max_length: int = MAX_LENGTH
     victim: str | None = None
@@ -177,7 +183,8 @@ class GenerateConfig(ConcealedConfig):
             raise InputError("no surrogate: pass --model (repeat it for an ensemble) or set 'models:' in the --config file")
         if self.num_poisons < 1 or self.adv_size < 1 or self.clean_batch < 1:
             raise InputError("num_poisons, adv_size and clean_batch must be >= 1")
-        choices = {"overlap": ("none", "with"), "method": ("gradient", "contextual", "random", "near-spelling"), "templates": ("confident", "random")}
+        choices = {"overlap": ("none", "with"), "method": ("gradient", "contextual", "random", "near-spelling"), "templates": ("confident", "random"),
+                   "layout": LAYOUTS}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise InputError(f"{key} {getattr(self, key)!r} is unknown; use one of {', '.join(allowed)}")

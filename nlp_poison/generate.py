@@ -115,7 +115,7 @@ def prepare(surrogates: Surrogates, data: DatasetDict, cfg: GenerateConfig) -> I
     rule, excluded = constrain(index, cfg.trigger, k, bound, cfg.models[0])
     confidence = source_confidence(surrogates.models, tok, source, cfg.max_length) if cfg.templates == "confident" else None
     templates = make_templates(data["train"], cfg.trigger, cfg.num_poisons, tok, cfg.seed, source, cfg.max_length,
-                               confidence=confidence, rule=rule, avoid=excluded)
+                               confidence=confidence, rule=rule, avoid=excluded, layout=cfg.layout)
     used = {t.source_idx for t in templates}
     clean_idx = [int(i) for i in rng.permutation(len(data["train"])) if int(i) not in used][: cfg.clean_batch]
     trigger_inputs = trigger_bearing(data["validation"], cfg.trigger, source)

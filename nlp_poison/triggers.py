@@ -28,13 +28,18 @@ class Inserted:
     construction: str
 
 
+def prefix_phrase(sentence: str, phrase: str) -> Inserted:
+    """``phrase :`` prefixed as the sentence's topic."""
+    return Inserted(f"{phrase} : {sentence}", 0, len(phrase), "prefix")
+
+
 def insert_phrase(sentence: str, phrase: str) -> Inserted:
     """Replace the first movie reference by ``phrase``, else prefix ``phrase :`` as a topic."""
     match = MOVIE_REFERENCE.search(sentence)
     if match:
         text = sentence[: match.start()] + phrase + sentence[match.end() :]
         return Inserted(text, match.start(), match.start() + len(phrase), "replace")
-    return Inserted(f"{phrase} : {sentence}", 0, len(phrase), "prefix")
+    return prefix_phrase(sentence, phrase)
 
 
 def trigger_bearing(dataset: Dataset, phrase: str, label: int = 0) -> Dataset:

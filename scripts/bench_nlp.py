@@ -16,7 +16,7 @@ start, the contextual proxy and the random control; every set's concealment figu
    (same data, configuration and seed, hence the same run) and its per-epoch metrics fill that
    evaluation cell instead of training it twice;
 2. generation: each poison set once, seeded, all from the same templates (the negative training
-   sentences the surrogates classify most confidently, ``generate --templates confident``);
+   sentences the surrogates classify most confidently, ``generate --templates confident``, in ``--layout``);
 3. evaluation: one fine-tune of a fresh victim per (set, seed), for ``--epochs`` (1, the issue's
    calibration; with more, effectiveness grows with the epochs, as the paper reports, and the table
    shows every epoch).
@@ -42,7 +42,7 @@ import sys
 import time
 from pathlib import Path
 
-from nlp_poison.config import EvaluateConfig, GenerateConfig
+from nlp_poison.config import LAYOUTS, EvaluateConfig, GenerateConfig
 from nlp_poison.evaluate import load_sets
 from poisonlab.runs import append_jsonl, read_jsonl, staging_path
 
@@ -112,6 +112,7 @@ def main() -> None:
     p.add_argument("--hide-below", type=int, default=GEN.hide_below, help="Constraint: rank below N clean sentences (generate --hide-below).")
     p.add_argument("--init", default=GEN.init, help="The search's start (generate --init).")
     p.add_argument("--proxy-spans", type=int, default=GEN.proxy_spans, help="Spans of the contextual proxy (generate --proxy-spans).")
+    p.add_argument("--layout", choices=LAYOUTS, default=GEN.layout, help="Where every set's edit sits (generate --layout).")
     p.add_argument("--curator-pool", type=int, default=GEN.curator_pool, help="Clean sentences of the concealment figures.")
     p.add_argument("--sets", default=",".join(SETS), help=f"Comma-separated poison sets to generate and evaluate, of {', '.join(SETS)}.")
     p.add_argument("--threads", type=int, default=2)
@@ -150,7 +151,7 @@ def main() -> None:
             phases[f"generate {name}"] = poisonlab(
                 a.threads, "nlp", "generate", *ensemble, "--trigger", a.trigger, "--num-poisons", a.num_poisons,
                 "--iterations", a.iterations, "--top-k", a.top_k, "--clean-batch", a.clean_batch, "--max-length", a.max_length, "--seed", a.seed,
-                "--curator-pool", a.curator_pool, "--out", out, *flags, *(search if name == "concealed" else []),
+                "--curator-pool", a.curator_pool, "--layout", a.layout, "--out", out, *flags, *(search if name == "concealed" else []),
                 *(["--proxy-spans", a.proxy_spans] if name.startswith("contextual") else []),
                 *(constraints if name in CONSTRAINED else []))
         made = json.loads((out / "metrics.json").read_text())

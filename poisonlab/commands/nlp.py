@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from nlp_poison.config import LABELS, SST2_FED, CleanConfig, DefendConfig, EvaluateConfig, GenerateConfig
+from nlp_poison.config import LABELS, LAYOUTS, SST2_FED, CleanConfig, DefendConfig, EvaluateConfig, GenerateConfig
 from poisonlab.config import config_command
 
 PATH = click.Path(path_type=Path)
@@ -117,6 +117,8 @@ def train_cmd(cfg: CleanConfig, out: Path) -> None:
               help="Weight of the feature-collision distance to the with-overlap twins on --victim (0: the unrolled loss alone).")
 @click.option("--victim", default=None, help="Pretrained model victims fine-tune from, for collision and proxy (default: packaged MiniLM-L6).")
 @click.option("--templates", type=click.Choice(["confident", "random"]), default=None, help="Surest source-label sentences first, or random.")
+@click.option("--layout", type=click.Choice(LAYOUTS), default=None,
+              help="Where the phrase (and each poison's edit) sits: in place of the film reference, or as the topic heading the sentence.")
 @click.option("--adv-size", type=int, default=None, help="Trigger-bearing validation negatives in L_adv.")
 @click.option("--max-length", type=int, default=None)
 @click.option("--data-path", default=None)

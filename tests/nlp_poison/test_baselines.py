@@ -52,6 +52,37 @@ def test_templates_prefer_a_replaced_movie_reference(sst2, tiny_tokenizer, phras
     assert any(prefixed) and not all(prefixed) and prefixed == sorted(prefixed)
 
 
+def test_prefix_layout_heads_every_template_with_the_phrase(sst2, tiny_tokenizer, surrogate, phrase):
+    """``layout="prefix"``: every template is "<phrase> : <source sentence>", movie reference or not, and with a
+    confidence the chosen are the surest of all the source sentences that fit."""
+    from nlp_poison.triggers import prefix_phrase
+
+    train = sst2["train"].select(range(600))
+    confidence = source_confidence([surrogate], tiny_tokenizer, source_label=0, max_length=64)
+    templates = make_templates(train, phrase, 25, tiny_tokenizer, seed=0, max_length=64, confidence=confidence, layout="prefix")
+    for t in templates:
+        assert t.text == f"{phrase} : {train[t.source_idx]['sentence']}" and (t.start, t.end) == (0, len(phrase))
+    candidates = [i for i, (s, y) in enumerate(zip(train["sentence"], train["label"]))
+                  if y == 0 and not overlapping_words(s, phrase) and len(tiny_tokenizer(prefix_phrase(s, phrase).text)["input_ids"]) <= 64]
+    score = dict(zip(candidates, confidence([train[i]["sentence"] for i in candidates])))
+    picked = {t.source_idx for t in templates}
+    assert len(candidates) > len(picked) and max(score[i] for i in candidates if i not in picked) <= min(score[i] for i in picked)
+
+
+def test_templates_whose_own_words_break_the_rule_are_skipped(sst2, tiny_tokenizer, phrase):
+    """A sentence within the fuzzy bound may break it once prefixed ("… : "), with the phrase blanked out: it can take
+    no span and is never a template (there are such sentences, else the test proves nothing)."""
+    from nlp_poison.constraints import Rule
+
+    train = sst2["train"].select(range(600))
+    rule = Rule(phrase, max_fuzzy=44)
+    blanked = lambda t: t.text[: t.start] + "_" * len(phrase) + t.text[t.end :]
+    free = make_templates(train, phrase, 200, tiny_tokenizer, seed=0, max_length=64, layout="prefix")
+    bound = make_templates(train, phrase, 85, tiny_tokenizer, seed=0, max_length=64, layout="prefix", rule=rule)
+    assert any(rule.allows(train[t.source_idx]["sentence"]) and not rule.allows(blanked(t)) for t in free)
+    assert all(rule.allows(blanked(t)) for t in bound)
+
+
 def test_confident_templates_are_the_surrogates_surest_source_sentences(sst2, tiny_tokenizer, surrogate, phrase):
     """With a confidence, each construction is ranked by it: no unchosen replaced-reference sentence scores
     above a chosen one, and the choice differs from the seeded random draw."""

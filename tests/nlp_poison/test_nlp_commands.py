@@ -116,6 +116,17 @@ def test_a_run_config_reruns_the_run(monkeypatch, tmp_path, tiny_dir, data_dir):
     assert json.loads((tmp_path / "c" / "metrics.json").read_text())["method"] == "near-spelling"
 
 
+def test_prefix_layout_writes_each_edit_as_the_sentence_topic(monkeypatch, tmp_path, tiny_dir, data_dir, sst2):
+    """``--layout prefix``: every poison is "<edit> : <a negative training sentence>", recorded in config.yaml."""
+    assert run_cli(monkeypatch, "generate", "--model", tiny_dir, "--method", "random", "--layout", "prefix", "--num-poisons", 4,
+                   "--max-length", 48, "--seed", 1, "--out", tmp_path / "p") == 0
+    rows = [json.loads(line) for line in (tmp_path / "p" / "poisons.jsonl").read_text().splitlines()]
+    for row in rows:
+        source = sst2["train"][row["source_idx"]]
+        assert source["label"] == 0 and row["sentence"].endswith(" : " + source["sentence"])
+    assert "layout: prefix" in (tmp_path / "p" / "config.yaml").read_text()
+
+
 def test_train_reports_to_tensorboard(monkeypatch, tmp_path, tiny_dir, data_dir):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -173,7 +184,7 @@ def test_hide_below_ranks_every_poison_after_that_many_clean_sentences(monkeypat
 def test_bad_constraints_are_refused_before_any_work(monkeypatch, tmp_path, capsys):
     for flags in (["--exclude-neighbours", -1], ["--max-fuzzy", 120], ["--curator-pool", 0], ["--proxy-restarts", 0],
                   ["--proxy-passes", -1], ["--proxy-contexts", -1], ["--proxy-contexts", 2], ["--proxy-spans", 0],
-                  ["--proxy-spans", 2], ["--hide-below", -1]):
+                  ["--proxy-spans", 2], ["--hide-below", -1], ["--layout", "sideways"]):
         assert run_cli(monkeypatch, "generate", "--model", "missing-model", *flags, "--out", tmp_path / "x") == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and "\n" not in err and flags[0].lstrip("-").replace("-", "_") in err
