@@ -9,11 +9,12 @@
 - **Early stopping**: effectiveness and clean accuracy per epoch (from ``evaluate``).
 
 A ranking is scored by the curve "poisons found vs examples inspected". Entry point:
-``defend(data, DefendConfig, evaluation_summary) -> DefenseResult``.
+``defend(data, DefendConfig) -> DefenseResult``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -182,10 +183,19 @@ def _perplexities(texts: list[str], cfg: DefendConfig) -> np.ndarray:
     return causal_lm_perplexity(AutoModelForCausalLM.from_pretrained(cfg.lm), AutoTokenizer.from_pretrained(cfg.lm), texts)
 
 
-def defend(data: DatasetDict, cfg: DefendConfig, evaluation_summary: list[dict] | None = None) -> DefenseResult:
+def evaluation_summary(folder: str) -> list[dict]:
+    """The summary of a finished ``nlp evaluate`` run folder (its metrics.json)."""
+    metrics = Path(folder) / "metrics.json"
+    if not metrics.is_file():
+        raise InputError(f"{folder} has no metrics.json; pass a finished 'nlp evaluate' folder")
+    return json.loads(metrics.read_text())["summary"]
+
+
+def defend(data: DatasetDict, cfg: DefendConfig) -> DefenseResult:
     """Rank the training set poisoned with ``cfg.poisons`` by perplexity and by embedding distance to the
-    trigger-bearing validation negatives under ``cfg.victim``; the early-stopping table from an ``nlp
-    evaluate`` summary."""
+    trigger-bearing validation negatives under ``cfg.victim``; the early-stopping table from the ``nlp
+    evaluate`` run ``cfg.evaluation``, read first so that a wrong folder costs no work."""
+    summary = evaluation_summary(cfg.evaluation) if cfg.evaluation is not None else None
     ps, _ = dataset_card.load(Path(cfg.poisons))
     phrase = cfg.trigger or ps.trigger
     if not phrase:
@@ -198,5 +208,5 @@ def defend(data: DatasetDict, cfg: DefendConfig, evaluation_summary: list[dict] 
     trig = list(trigger_bearing(data["validation"], phrase, 1 - ps.target_label)["sentence"])
     order_d, _ = distance_ranking(sentence_embeddings(clf, tok, texts, cfg.max_length), sentence_embeddings(clf, tok, trig, cfg.max_length))
     curves = {"perplexity": found_curve(perplexity_ranking(ppl), is_poison), "embedding distance": found_curve(order_d, is_poison)}
-    early = early_stopping(evaluation_summary, ps.method, len(ps.poisons)) if evaluation_summary is not None else None
+    early = early_stopping(summary, ps.method, len(ps.poisons)) if summary is not None else None
     return DefenseResult(curves, len(texts), int(is_poison.sum()), early)

@@ -194,21 +194,13 @@ def evaluate_cmd(cfg: EvaluateConfig, out: Path, resume: bool) -> None:
 @click.option("--seed", type=int, default=None)
 def defend_cmd(cfg: DefendConfig, out: Path) -> None:
     """Perplexity filtering, embedding-distance ranking and early stopping: poisons found vs inspected."""
-    import json
-
-    from labcore.errors import InputError
     from nlp_poison.defenses import defend
     from poisonlab.nlp_report import add_defense_curves, save_run
     from poisonlab.runs import staged_output
 
-    summary = None
-    if cfg.evaluation is not None:
-        if not (Path(cfg.evaluation) / "metrics.json").is_file():
-            raise InputError(f"{cfg.evaluation} has no metrics.json; pass a finished 'nlp evaluate' folder")
-        summary = json.loads((Path(cfg.evaluation) / "metrics.json").read_text())["summary"]
     ds = _sst2(cfg.data_path)
     with staged_output(out) as stage:
-        result = defend(ds, cfg, summary)
+        result = defend(ds, cfg)
         metrics = result.metrics()
         save_run(stage, cfg, metrics, "nlp defend", lambda r: add_defense_curves(r, result.curves, result.early))
     click.echo(f"{out}: " + ", ".join(f"{n}: {metrics[n]['inspected_for_50pct']} inspected for half the poisons" for n in result.curves))

@@ -102,6 +102,15 @@ def _without_times(path):
     return {k: v for k, v in json.loads(path.read_text()).items() if not k.endswith("_s")}
 
 
+def test_defend_refuses_an_unfinished_evaluation_folder(monkeypatch, tmp_path, capsys, data_dir):
+    """``--evaluation`` without metrics.json: a one-line error naming the fix, exit 2, no output folder."""
+    (tmp_path / "ev").mkdir()
+    assert run_cli(monkeypatch, "defend", "--poisons", tmp_path / "missing", "--victim", tmp_path / "missing", "--evaluation", tmp_path / "ev",
+                   "--out", tmp_path / "def") == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no metrics.json" in err and "\n" not in err and not (tmp_path / "def").exists()
+
+
 def test_a_run_config_reruns_the_run(monkeypatch, tmp_path, tiny_dir, data_dir):
     """``--config run/config.yaml`` reloads into the command's dataclass: same poisons, same metrics
     (wall times aside); an option given beside it overrides the file."""
