@@ -112,6 +112,8 @@ def main() -> None:
     p.add_argument("--hide-below", type=int, default=GEN.hide_below, help="Constraint: rank below N clean sentences (generate --hide-below).")
     p.add_argument("--init", default=GEN.init, help="The search's start (generate --init).")
     p.add_argument("--proxy-spans", type=int, default=GEN.proxy_spans, help="Spans of the contextual proxy (generate --proxy-spans).")
+    p.add_argument("--proxy-contexts", type=int, default=GEN.proxy_contexts,
+                   help="Templates the contextual proxy's collision is read in (generate --proxy-contexts; 0: the span alone).")
     p.add_argument("--layout", choices=LAYOUTS, default=GEN.layout, help="Where every set's edit sits (generate --layout).")
     p.add_argument("--curator-pool", type=int, default=GEN.curator_pool, help="Clean sentences of the concealment figures.")
     p.add_argument("--sets", default=",".join(SETS), help=f"Comma-separated poison sets to generate and evaluate, of {', '.join(SETS)}.")
@@ -152,7 +154,7 @@ def main() -> None:
                 a.threads, "nlp", "generate", *ensemble, "--trigger", a.trigger, "--num-poisons", a.num_poisons,
                 "--iterations", a.iterations, "--top-k", a.top_k, "--clean-batch", a.clean_batch, "--max-length", a.max_length, "--seed", a.seed,
                 "--curator-pool", a.curator_pool, "--layout", a.layout, "--out", out, *flags, *(search if name == "concealed" else []),
-                *(["--proxy-spans", a.proxy_spans] if name.startswith("contextual") else []),
+                *(["--proxy-spans", a.proxy_spans, "--proxy-contexts", a.proxy_contexts] if name.startswith("contextual") else []),
                 *(constraints if name in CONSTRAINED else []))
         made = json.loads((out / "metrics.json").read_text())
         gen[name], hidden[name] = made["wall_time_s"], made["concealment"]
