@@ -14,7 +14,6 @@ A ranking is scored by the curve "poisons found vs examples inspected". Entry po
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from datasets import DatasetDict
 from labcore.errors import InputError
 from nlp_poison import dataset_card
 from nlp_poison.config import MAX_LENGTH, DefendConfig
-from nlp_poison.evaluate import training_set
+from nlp_poison.evaluate import evaluation_summary, training_set
 from nlp_poison.overlap import words
 from nlp_poison.triggers import trigger_bearing
 from nlp_poison.victims import load_classifier, subsample
@@ -181,14 +180,6 @@ def _perplexities(texts: list[str], cfg: DefendConfig) -> np.ndarray:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     return causal_lm_perplexity(AutoModelForCausalLM.from_pretrained(cfg.lm), AutoTokenizer.from_pretrained(cfg.lm), texts)
-
-
-def evaluation_summary(folder: str) -> list[dict]:
-    """The summary of a finished ``nlp evaluate`` run folder (its metrics.json)."""
-    metrics = Path(folder) / "metrics.json"
-    if not metrics.is_file():
-        raise InputError(f"{folder} has no metrics.json; pass a finished 'nlp evaluate' folder")
-    return json.loads(metrics.read_text())["summary"]
 
 
 def defend(data: DatasetDict, cfg: DefendConfig) -> DefenseResult:

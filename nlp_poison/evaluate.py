@@ -14,6 +14,7 @@ counts and victim seeds, resumable cell by cell) and ``train_clean(data, CleanCo
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -144,6 +145,14 @@ class EvaluateResult:
     def metrics(self) -> dict:
         return {"summary": self.summary, "num_trigger_inputs": self.num_trigger_inputs, "trigger": self.trigger,
                 "checksum_verified": self.checksum_verified}
+
+
+def evaluation_summary(folder: str | Path) -> list[dict]:
+    """The ``summary`` of a finished ``nlp evaluate`` run folder (:meth:`EvaluateResult.metrics` in its metrics.json)."""
+    metrics = Path(folder) / "metrics.json"
+    if not metrics.is_file():
+        raise InputError(f"{folder} has no metrics.json; pass a finished 'nlp evaluate' folder")
+    return json.loads(metrics.read_text())["summary"]
 
 
 def load_sets(paths: list[str]) -> dict[str, tuple[PoisonSet, bool]]:

@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 from nlp_poison.config import LAYOUTS, EvaluateConfig, GenerateConfig
-from nlp_poison.evaluate import load_sets
+from nlp_poison.evaluate import evaluation_summary, load_sets
 from poisonlab.runs import append_jsonl, read_jsonl, staging_path
 
 GEN, EVAL = GenerateConfig(models=["surrogate"]), EvaluateConfig(poisons=["set"])
@@ -164,7 +164,7 @@ def main() -> None:
             a.threads, "nlp", "evaluate", *[x for n in sets for x in ("--poisons", a.work / "poisons" / n)], "--trigger", a.trigger,
             "--seeds", a.seeds, "--counts", a.num_poisons, "--epochs", a.epochs, "--max-length", a.max_length, "--seed", a.seed,
             "--out", eval_dir, *sub, *precision, *resume)
-    summary = json.loads((eval_dir / "metrics.json").read_text())["summary"]
+    summary = evaluation_summary(eval_dir)
     set_of = dict(zip(load_sets([str(a.work / "poisons" / n) for n in sets]), sets))  # evaluate's label → set
     cells = read_jsonl(eval_dir / "cells.jsonl")
     rows = sorted(summary, key=lambda r: r["epoch"])
