@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from labcore.cores import resolve_workers
 from labcore.errors import InputError
 from labcore.trackers import check_report_to
 
@@ -135,7 +136,8 @@ class GenerateConfig(ConcealedConfig):
     slot re-scored exactly, at most ``proxy_passes`` passes over the slots, the best of ``proxy_restarts``
     random starts (``proxy_spans: R``: the R lowest-D spans of max(R, ``proxy_restarts``) starts, written round-robin
     into the templates); ``proxy_passes: 0`` writes the search's own random start, its control; ``proxy_contexts: N`` measures the
-    collision in the first N templates, span and phrase each in the sentence, instead of alone), the random-token control or
+    collision in the first N templates, span and phrase each in the sentence, instead of alone; its descents run on ``workers``
+    threads, None: one per available core, the spans the same for any count), the random-token control or
     ``near-spelling``, the nearest-token projection (the search's start; unconstrained, the phrase's
     near-spelling baseline). ``templates: confident`` takes
     the source-label training sentences the surrogates are surest about (under the constraints, the
@@ -164,6 +166,7 @@ class GenerateConfig(ConcealedConfig):
     proxy_restarts: int = 1
     proxy_contexts: int = 0
     proxy_spans: int = 1
+    workers: int | None = None
     data_path: str | None = None
 
     def validate(self) -> None:
@@ -171,6 +174,7 @@ class GenerateConfig(ConcealedConfig):
         if min(self.proxy_candidates, self.proxy_restarts) < 1 or min(self.proxy_passes, self.proxy_contexts) < 0:
             raise InputError("proxy_candidates and proxy_restarts must be >= 1, proxy_passes >= 0 (0: the search's random start itself) "
                              "and proxy_contexts >= 0 (0: the span alone)")
+        resolve_workers(self.workers)
         if self.proxy_contexts and self.method != "contextual":
             raise InputError(f"proxy_contexts reads the contextual search's span in context; use --method contextual or drop it (got {self.method})")
         if self.proxy_spans < 1 or (self.proxy_spans > 1 and self.method != "contextual"):

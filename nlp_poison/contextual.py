@@ -18,15 +18,18 @@ HotFlip candidates (Ebrahimi et al. 2018; as in Wallace et al.'s universal trigg
 allowed tokens v with the lowest (E_v − e_cur)ᵀ ∇_e D at a slot are re-scored by the exact D (one
 batched forward), the best kept if D falls, ``iterations`` passes over the slots or until a pass
 changes nothing, from ``restarts`` random starts, the lowest D kept (``iterations`` 0: the start itself, the
-search's own control). Tokens come only from ``placeable`` (the constraints' allowed set) and a candidate
-is kept only if its span, written into every template, passes the rule: the constraints hold at
-every candidate. It starts from random allowed tokens (seeded): the search, not the start, finds the
-phrase's associations ("james bond" → "bourne", "sean", "royale"; "die" → "requiem", "never").
+search's own control); the starts are drawn first, and the descents, independent, run on worker threads.
+Tokens come only from ``placeable`` (the constraints' allowed set) and a candidate is kept only if its
+span, written into every template, passes the rule: the constraints hold at every candidate. It starts
+from random allowed tokens (seeded): the search, not the start, finds the phrase's associations
+("james bond" → "bourne", "sean", "royale"; "die" → "requiem", "never").
 The poisons are the templates with the phrase replaced by the span, labelled with the target.
 """
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -34,13 +37,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from labcore.cores import single_intra_op_thread
 from labcore.errors import InputError
 from nlp_poison.baselines import Template, place, span_positions
 from nlp_poison.constraints import Rule
 from nlp_poison.poison_set import Poison
-from nlp_poison.tokens import pad
 
 Fits = Callable[[list[int]], bool]
 """Whether a span may be written: every template takes it within the constraints."""
@@ -65,7 +69,7 @@ class ContextCollision:
         for p in model.parameters():
             p.requires_grad_(False)
         self.encoder, self.embed, self.chunk = model.base_model, model.get_input_embeddings(), chunk
-        cls, sep, self.pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id or 0
+        cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
         if cls is None or sep is None:
             raise InputError("the contextual method needs a BERT-style tokenizer with [CLS] and [SEP]; use MiniLM or another BERT model")
         self.phrase_ids = tokenizer(phrase, add_special_tokens=False)["input_ids"]
@@ -73,40 +77,41 @@ class ContextCollision:
         if not self.frames:
             raise InputError("no context sentence holds the phrase as its own tokens; use the span alone (proxy_contexts 0)")
         with torch.no_grad():
-            self.target = self._pooled(*self._batch([self.phrase_ids]))
+            self.target = self._pooled([self.phrase_ids])
 
-    def _batch(self, spans: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Every span in every frame, padded: ids, attention mask, each row's first span position."""
-        rows = [(pre + span + post, len(pre)) for span in spans for pre, post in self.frames]
-        enc = pad([r for r, _ in rows], self.pad)
-        return enc.ids, enc.mask, torch.tensor([at for _, at in rows])
+    def _frame_pooled(self, spans: list[list[int]], frame: tuple[list[int], list[int]], shared: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean hidden state over the span's positions at each layer, every span read in one frame: (spans, layers, d).
+        The rows of one frame have one length, so none is padded (padding each batch to its longest frame made the
+        re-scoring 27 % slower on James Bond's four contexts). ``shared``: the one span's input embeddings, to
+        differentiate through."""
+        pre, post = frame
+        ids, at = torch.tensor([pre + s + post for s in spans]), slice(len(pre), len(pre) + len(self.phrase_ids))
+        embeds = None
+        if shared is not None:
+            around = self.embed(ids).detach()
+            embeds = torch.cat([around[:, : at.start], shared.expand(len(spans), -1, -1), around[:, at.stop :]], 1)
+        out = self.encoder(input_ids=None if embeds is not None else ids, inputs_embeds=embeds, attention_mask=torch.ones_like(ids),
+                           output_hidden_states=True)
+        return torch.stack([h[:, at].mean(1) for h in out.hidden_states[1:]], 1)
 
-    def _pooled(self, ids: torch.Tensor, mask: torch.Tensor, at: torch.Tensor, embeds: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean hidden state over the span's positions at each layer: (rows, layers, d)."""
-        out = self.encoder(input_ids=None if embeds is not None else ids, inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True)
-        where = at[:, None] + torch.arange(len(self.phrase_ids))
-        rows = torch.arange(len(ids))[:, None]
-        return torch.stack([h[rows, where].mean(1) for h in out.hidden_states[1:]], 1)
+    def _pooled(self, spans: list[list[int]], shared: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`_frame_pooled` in every frame: (spans, frames, layers, d)."""
+        return torch.stack([self._frame_pooled(spans, frame, shared) for frame in self.frames], 1)
 
     def _distance(self, pooled: torch.Tensor) -> torch.Tensor:
-        """D per span from the pooled rows (span-major, frame-minor)."""
-        cos = F.cosine_similarity(pooled.view(-1, len(self.frames), *pooled.shape[1:]), self.target, dim=-1)
-        return 1 - cos.mean((1, 2))
+        """D per span from its pooled rows (spans, frames, layers, d)."""
+        return 1 - F.cosine_similarity(pooled, self.target, dim=-1).mean((1, 2))
 
     def distance(self, spans: list[list[int]]) -> torch.Tensor:
         """D of each span (all of one length), ``chunk`` rows per forward pass."""
         step = max(1, self.chunk // len(self.frames))
         with torch.no_grad():
-            return torch.cat([self._distance(self._pooled(*self._batch(spans[i : i + step]))) for i in range(0, len(spans), step)])
+            return torch.cat([self._distance(self._pooled(spans[i : i + step])) for i in range(0, len(spans), step)])
 
     def gradient(self, span: list[int]) -> torch.Tensor:
         """∇_e D for each of the span's input embeddings (one embedding shared by every frame): (len(span), d)."""
-        ids, mask, at = self._batch([span])
-        where = at[:, None] + torch.arange(len(span))
-        rows = torch.arange(len(ids))[:, None]
         shared = self.embed(torch.tensor(span)).detach().requires_grad_(True)
-        embeds = self.embed(ids).detach().index_put((rows.expand_as(where), where), shared.expand(len(ids), -1, -1))
-        (g,) = torch.autograd.grad(self._distance(self._pooled(ids, mask, at, embeds))[0], shared)
+        (g,) = torch.autograd.grad(self._distance(self._pooled([span], shared))[0], shared)
         return g
 
 
@@ -122,24 +127,38 @@ def _frames(tokenizer: PreTrainedTokenizerBase, contexts: Sequence[Template], le
 
 def search_proxies(
     model: nn.Module, tokenizer: PreTrainedTokenizerBase, phrase: str, placeable: list[int], fits: Fits, top_k: int, passes: int, seed: int,
-    restarts: int = 1, contexts: Sequence[Template] = (), spans: int = 1,
+    restarts: int = 1, contexts: Sequence[Template] = (), spans: int = 1, workers: int = 1, progress: bool = False,
 ) -> list[ProxyResult]:
     """Spans minimising D over ``placeable`` tokens (alone, or in ``contexts``); ``fits(span)`` says whether a span
     may be written (the constraints on every template). Greedy coordinate descent, HotFlip-ranked candidates, from
     max(``restarts``, ``spans``) seeded random starts; the ``spans`` lowest final D kept, lowest first (ties: the
-    earlier start). Each descent ends in its own local minimum, i.e. its own associations of the phrase."""
+    earlier start). Each descent ends in its own local minimum, i.e. its own associations of the phrase. The descents
+    are independent: they run on ``workers`` threads of one intra-op thread each, so the spans do not depend on
+    ``workers``."""
     collision = ContextCollision(model, tokenizer, phrase, contexts)
     rng = np.random.default_rng(seed)
-    runs = [_descend(collision, placeable, fits, top_k, passes, rng) for _ in range(max(restarts, spans))]
+    starts = [_random_start(rng, placeable, len(collision.phrase_ids), fits) for _ in range(max(restarts, spans))]
+    lock = threading.Lock()
+
+    def descend(start: list[int]) -> ProxyResult:
+        return _descend(collision, placeable, lambda span: _locked(lock, fits, span), top_k, passes, start)
+
+    with single_intra_op_thread(), ThreadPoolExecutor(workers) as pool:
+        runs = list(tqdm(pool.map(descend, starts), total=len(starts), desc="proxy descents", disable=not progress))
     return sorted(runs, key=lambda r: r.trace[-1])[:spans]
 
 
-def _descend(collision: ContextCollision, placeable: list[int], fits: Fits, top_k: int, passes: int, rng: np.random.Generator) -> ProxyResult:
-    """One greedy coordinate descent from random allowed tokens."""
+def _locked(lock: threading.Lock, fits: Fits, span: list[int]) -> bool:
+    """``fits`` one thread at a time (a fast tokenizer may not be called from two threads at once)."""
+    with lock:
+        return fits(span)
+
+
+def _descend(collision: ContextCollision, placeable: list[int], fits: Fits, top_k: int, passes: int, span: list[int]) -> ProxyResult:
+    """One greedy coordinate descent from ``span``."""
     weights = collision.embed.weight.detach()
     allowed = torch.zeros(weights.shape[0], dtype=torch.bool)
     allowed[placeable] = True
-    span = _random_start(rng, placeable, len(collision.phrase_ids), fits)
     current = float(collision.distance([span])[0])
     trace = [current]
     grad = None  # ∂D/∂(one-hot) at every slot of ``span``; recomputed only after ``span`` changes
@@ -175,15 +194,17 @@ def _random_start(rng: np.random.Generator, placeable: list[int], length: int, f
 
 def contextual_control(
     templates: list[Template], tokenizer: PreTrainedTokenizerBase, placeable: list[int], phrase: str, target: int, pretrained: nn.Module,
-    rule: Rule, top_k: int, passes: int, seed: int, restarts: int = 1, contexts: int = 0, spans: int = 1,
+    rule: Rule, top_k: int, passes: int, seed: int, restarts: int = 1, contexts: int = 0, spans: int = 1, workers: int = 1,
+    progress: bool = False,
 ) -> tuple[list[Poison], list[float]]:
     """The templates with the phrase replaced by a searched span, labelled ``target``: template i takes span i mod
     ``spans`` of :func:`search_proxies` (several spans carry several of the phrase's associations to the victim);
-    D per pass of the lowest-D span (in the first ``contexts`` templates, 0: the span alone)."""
+    D per pass of the lowest-D span (in the first ``contexts`` templates, 0: the span alone); descents on ``workers`` threads."""
     if not templates:
         raise InputError("no templates to write the span into; ask for at least one poison")
     fits = lambda span: all(place(t, tokenizer, span, phrase, rule) is not None for t in templates)
-    proxies = search_proxies(pretrained, tokenizer, phrase, placeable, fits, top_k, passes, seed, restarts, templates[:contexts], spans)
+    proxies = search_proxies(pretrained, tokenizer, phrase, placeable, fits, top_k, passes, seed, restarts, templates[:contexts], spans,
+                             workers, progress)
     poisons = []
     for i, t in enumerate(templates):
         proxy = proxies[i % len(proxies)]

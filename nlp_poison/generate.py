@@ -22,6 +22,7 @@ from datasets import Dataset, DatasetDict
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from labcore.cores import resolve_workers
 from labcore.errors import InputError
 from nlp_poison.baselines import Template, make_templates, nearest_control, random_control, source_confidence, with_overlap
 from nlp_poison.concealed import craft
@@ -147,7 +148,7 @@ def write_poisons(surrogates: Surrogates, inputs: Inputs, cfg: GenerateConfig, p
     elif cfg.method == "contextual":
         poisons, distances = contextual_control(t, tok, inputs.placeable, cfg.trigger, cfg.target, surrogates.pretrained, inputs.rule,
                                                 cfg.proxy_candidates, cfg.proxy_passes, cfg.seed, cfg.proxy_restarts, cfg.proxy_contexts,
-                                                cfg.proxy_spans)
+                                                cfg.proxy_spans, resolve_workers(cfg.workers), progress)
         trace = []
     else:
         result = craft(surrogates.models, tok, t, cfg.trigger, inputs.placeable, list(inputs.adv["sentence"]), list(inputs.adv["original"]),

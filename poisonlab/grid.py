@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from fedharness import attacks
 from fedharness.config import ExperimentConfig
-from fedharness.engines.inprocess import resolve_workers
+from labcore.cores import resolve_workers
 from labcore.errors import InputError
 from fedharness.simulation import build_aggregator
 from poisonlab.config import from_dict, load_yaml

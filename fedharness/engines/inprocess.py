@@ -30,18 +30,17 @@ threads use separate cores.
 from __future__ import annotations
 
 import copy
-import os
 import queue
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Iterator, Literal
+from typing import Callable, Literal
 
 import torch
 from torch import nn
 from torch.func import grad, vmap
 
+from labcore.cores import resolve_workers, single_intra_op_thread
 from labcore.errors import InputError
 from fedharness.config import EngineConfig
 from fedharness.local_training import (
@@ -71,31 +70,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def resolve_workers(workers: int | None) -> int:
-    """``engine.workers``: None means one per available core."""
-    if workers is None:
-        return available_cores()
-    if workers < 1:
-        raise InputError(f"engine.workers must be >= 1 (or null for one per core), got {workers}")
-    return workers
-
-
-@contextmanager
-def single_intra_op_thread() -> Iterator[None]:
-    """Torch operations on one thread each while the block runs (threads started inside inherit it)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
-
-
 @dataclass
 class InProcessEngine:
     """Trains a list of clients from one global vector and returns their local vectors (m, d)."""
@@ -111,7 +85,7 @@ class InProcessEngine:
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
-        self.workers = resolve_workers(self.workers)
+        self.workers = resolve_workers(self.workers, "engine.workers")
         self._models = [self.model]
         self._twins: list[nn.Module] | None = None  # None: not yet checked; []: the model has no usable twin
         self.last_path: str | None = None  # the path the latest ``train`` call took

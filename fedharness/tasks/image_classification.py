@@ -17,10 +17,10 @@ from torch import nn
 from torch.func import functional_call
 
 from fedharness.attacks.pixel_backdoor import PixelPattern, poison
-from fedharness.engines.inprocess import single_intra_op_thread
 from fedharness.local_training import Batch
 from fedharness.max_pool import MaxPool2d
 from fedharness.params import trainable_names
+from labcore.cores import single_intra_op_thread
 
 
 class SmallCNN(nn.Module):

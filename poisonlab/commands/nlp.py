@@ -98,6 +98,7 @@ def train_cmd(cfg: CleanConfig, out: Path) -> None:
 @click.option("--proxy-restarts", type=int, default=None, help="Contextual proxy: random starts, the lowest distance kept.")
 @click.option("--proxy-contexts", type=int, default=None, help="Contextual proxy: collide inside the first N templates (0: span alone).")
 @click.option("--proxy-spans", type=int, default=None, help="Contextual proxy: the N lowest-distance spans, poisons round-robin.")
+@click.option("--workers", type=int, default=None, help="Contextual proxy: threads the descents run on (default: one per core; same spans).")
 @click.option("--exclude-neighbours", type=int, default=None, help="Constraint: no edited token within the phrase's k nearest embedding neighbours.")
 @click.option("--hide-below", type=int, default=None, help="Constraint: no poison among the first N clean sentences of the fuzzy or neighbour ranking.")
 @click.option("--max-fuzzy", type=float, default=None, help="Constraint: best fuzzy-match ratio of any span to the phrase ≤ this (100: none).")

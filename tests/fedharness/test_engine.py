@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from fedharness.engines.inprocess import InProcessEngine, available_cores, resolve_device
+from fedharness.engines.inprocess import InProcessEngine, resolve_device
+from labcore.cores import available_cores
 from labcore.errors import InputError
 from fedharness.config import EngineConfig, ExperimentConfig, FederationConfig
 from fedharness.local_training import LocalConfig

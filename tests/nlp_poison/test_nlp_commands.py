@@ -193,7 +193,7 @@ def test_hide_below_ranks_every_poison_after_that_many_clean_sentences(monkeypat
 def test_bad_constraints_are_refused_before_any_work(monkeypatch, tmp_path, capsys):
     for flags in (["--exclude-neighbours", -1], ["--max-fuzzy", 120], ["--curator-pool", 0], ["--proxy-restarts", 0],
                   ["--proxy-passes", -1], ["--proxy-contexts", -1], ["--proxy-contexts", 2], ["--proxy-spans", 0],
-                  ["--proxy-spans", 2], ["--hide-below", -1], ["--layout", "sideways"]):
+                  ["--proxy-spans", 2], ["--hide-below", -1], ["--layout", "sideways"], ["--workers", 0]):
         assert run_cli(monkeypatch, "generate", "--model", "missing-model", *flags, "--out", tmp_path / "x") == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and "\n" not in err and flags[0].lstrip("-").replace("-", "_") in err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -11,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from labcore.cores import single_intra_op_thread
 from unlearning_verify import training
 from unlearning_verify.keys import OwnerKey
 from unlearning_verify.marking import MarkedSet, mark, owner_split
@@ -32,20 +32,9 @@ class Scenario:
     forget: np.ndarray
 
 
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Small CNNs train several times faster on one thread on a busy 2-core machine; restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @pytest.fixture(autouse=True)
 def _one_thread() -> Iterator[None]:
-    with one_thread():
+    with single_intra_op_thread():
         yield
 
 
@@ -61,7 +50,7 @@ def lsb_scenario(mnist) -> Scenario:
     cfg = training.TrainConfig()
     forget = owner_of == 0
     keep = torch.as_tensor(~forget)
-    with one_thread():
+    with single_intra_op_thread():
         model, ckpts = training.fit(marked.x, marked.y, 10, cfg, 0)
         clean, _ = training.fit(x[keep], y[keep], 10, cfg, 1)
     return Scenario(x, y, xt, yt, key, wm, marked, model, ckpts, clean, forget)
