@@ -152,7 +152,13 @@ def evaluation_summary(folder: str | Path) -> list[dict]:
     metrics = Path(folder) / "metrics.json"
     if not metrics.is_file():
         raise InputError(f"{folder} has no metrics.json; pass a finished 'nlp evaluate' folder")
-    return json.loads(metrics.read_text())["summary"]
+    try:
+        summary = json.loads(metrics.read_text())["summary"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise InputError(f"{metrics} is not an 'nlp evaluate' metrics file (no 'summary'); pass a finished 'nlp evaluate' folder") from None
+    if not isinstance(summary, list):
+        raise InputError(f"{metrics}: 'summary' is not a list of cells; pass a finished 'nlp evaluate' folder")
+    return summary
 
 
 def load_sets(paths: list[str]) -> dict[str, tuple[PoisonSet, bool]]:

@@ -103,12 +103,18 @@ def _without_times(path):
 
 
 def test_defend_refuses_an_unfinished_evaluation_folder(monkeypatch, tmp_path, capsys, data_dir):
-    """``--evaluation`` without metrics.json: a one-line error naming the fix, exit 2, no output folder."""
+    """``--evaluation`` without metrics.json, or with a broken one: a one-line error naming the fix, exit 2, no output folder."""
     (tmp_path / "ev").mkdir()
     assert run_cli(monkeypatch, "defend", "--poisons", tmp_path / "missing", "--victim", tmp_path / "missing", "--evaluation", tmp_path / "ev",
                    "--out", tmp_path / "def") == 2
     err = capsys.readouterr().err.strip()
     assert "has no metrics.json" in err and "\n" not in err and not (tmp_path / "def").exists()
+    for broken in ("{not json", '{"epochs": []}', '{"summary": 3}'):
+        (tmp_path / "ev" / "metrics.json").write_text(broken)
+        assert run_cli(monkeypatch, "defend", "--poisons", tmp_path / "missing", "--victim", tmp_path / "missing", "--evaluation",
+                       tmp_path / "ev", "--out", tmp_path / "def") == 2
+        err = capsys.readouterr().err.strip()
+        assert "metrics" in err and "finished 'nlp evaluate' folder" in err and "\n" not in err and not (tmp_path / "def").exists()
 
 
 def test_a_run_config_reruns_the_run(monkeypatch, tmp_path, tiny_dir, data_dir):
