@@ -28,7 +28,6 @@ from fedharness import aggregators, attacks
 from fedharness.attacks import AttackContext
 from fedharness.config import ExperimentConfig
 from fedharness.engines.inprocess import InProcessEngine, resolve_device
-from labcore.cores import resolve_workers
 from labcore.errors import InputError
 from fedharness.local_training import Batch
 from fedharness.params import get_vector, set_vector
@@ -88,7 +87,7 @@ class Simulation:
         self.shards = split(labels, fed.num_clients, fed.partition, fed.dirichlet_alpha, cfg.seed)
         self.engine = InProcessEngine(
             self.model, self.names, task.per_sample_loss, cfg.engine.vectorize, cfg.engine.chunk_size,
-            resolve_device(cfg.engine.device), resolve_workers(cfg.engine.workers, "engine.workers"), cfg.engine.group_size,
+            resolve_device(cfg.engine.device), cfg.engine.workers, cfg.engine.group_size,
         )
         self.aggregator = build_aggregator(cfg)
         self.warmup_aggregator = aggregators.get("mean")

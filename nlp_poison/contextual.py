@@ -31,6 +31,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Sequence
 
 import numpy as np
@@ -138,11 +139,7 @@ def search_proxies(
     collision = ContextCollision(model, tokenizer, phrase, contexts)
     rng = np.random.default_rng(seed)
     starts = [_random_start(rng, placeable, len(collision.phrase_ids), fits) for _ in range(max(restarts, spans))]
-    lock = threading.Lock()
-
-    def descend(start: list[int]) -> ProxyResult:
-        return _descend(collision, placeable, lambda span: _locked(lock, fits, span), top_k, passes, start)
-
+    descend = partial(_descend, collision, placeable, partial(_locked, threading.Lock(), fits), top_k, passes)
     with single_intra_op_thread(), ThreadPoolExecutor(workers) as pool:
         runs = list(tqdm(pool.map(descend, starts), total=len(starts), desc="proxy descents", disable=not progress))
     return sorted(runs, key=lambda r: r.trace[-1])[:spans]
