@@ -219,11 +219,14 @@ class CleanConfig(TrainConfig):
 class EvaluateConfig(TrainConfig):
     """``evaluate.evaluate``: fresh victims from ``victim`` fine-tuned on clean + the first ``counts`` of each
     poison set in ``poisons``, for victim seeds ``seed … seed + seeds − 1``; ``eval_limit`` caps the
-    trigger-bearing negatives (``trigger``: default the sets' own phrase)."""
+    trigger-bearing negatives (``trigger``: default the sets' own phrase). ``off_target``: phrases the
+    poisons were not made for, scored the same way; a phrase-specific backdoor leaves them at their
+    clean floor, one that learnt the layout (a title heading a review) lifts them too."""
 
     poisons: list[str] = field(default_factory=list)
     victim: str | None = None
     trigger: str | None = None
+    off_target: list[str] = field(default_factory=list)
     seeds: int = 3
     counts: list[int] = field(default_factory=lambda: [1, 10, 50])
     eval_limit: int | None = None
@@ -240,6 +243,9 @@ class EvaluateConfig(TrainConfig):
             raise InputError("--counts needs at least one positive integer")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise InputError("--eval-limit must be >= 1")
+        folded = [p.strip().casefold() for p in self.off_target]
+        if "" in folded or len(set(folded)) < len(folded):
+            raise InputError("--off-target phrases must be non-empty and distinct; pass each phrase once")
 
 
 @dataclass(kw_only=True)

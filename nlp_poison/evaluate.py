@@ -2,9 +2,11 @@
 
 Metrics (Wallace et al. 2021, §3): **effectiveness** — the share of held-out negative test sentences
 carrying the trigger phrase (``triggers.trigger_bearing``) that the victim predicts as the target;
-**CACC** — accuracy on the clean test set. Every cell (a poison set, a poison count, a seed) is one
-fine-tuning run from the pretrained model, evaluated after every epoch, so the epoch sweep (and the
-early-stopping defense) come for free; the clean cell (no poisons) gives the floor.
+**CACC** — accuracy on the clean test set; **off-target effectiveness** — the same share for phrases
+the poisons were not made for (specificity: a phrase-specific backdoor leaves them at their clean
+floor). Every cell (a poison set, a poison count, a seed) is one fine-tuning run from the pretrained
+model, evaluated after every epoch, so the epoch sweep (and the early-stopping defense) come for
+free; the clean cell (no poisons) gives the floor.
 
 Entry points: ``evaluate(data, EvaluateConfig, …) -> EvaluateResult`` (the sweep over poison sets,
 counts and victim seeds, resumable cell by cell) and ``train_clean(data, CleanConfig) -> CleanResult``
@@ -49,13 +51,15 @@ class Cell:
 
 @dataclass
 class EvalData:
-    """Pretrained victim, clean training data, clean test set and trigger-bearing negatives."""
+    """Pretrained victim, clean training data, clean test set, trigger-bearing negatives and, per
+    off-target phrase, its own trigger-bearing negatives."""
 
     pretrained: str
     train: Dataset
     test: Dataset
     trigger_texts: list[str]
     target: int = 1
+    off_target: dict[str, list[str]] = field(default_factory=dict)
 
 
 def plan(poison_sets: dict[str, int], counts: list[int], seeds: list[int]) -> list[Cell]:
@@ -103,6 +107,8 @@ def run_cell(cell: Cell, poisons: list[Poison], data: EvalData, cfg: TrainConfig
                 "epoch": epoch,
                 "effectiveness": effectiveness(m, tokenizer, data.trigger_texts, data.target, cfg.max_length),
                 "cacc": clean_accuracy(m, tokenizer, data.test, cfg.max_length),
+                "off_target": {phrase: effectiveness(m, tokenizer, texts, data.target, cfg.max_length)
+                               for phrase, texts in data.off_target.items()},
             }
         )
         return epochs[-1]
@@ -113,7 +119,8 @@ def run_cell(cell: Cell, poisons: list[Poison], data: EvalData, cfg: TrainConfig
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    """Mean, std and worst (minimum) over seeds per (set, count, epoch)."""
+    """Mean, std and worst (minimum) over seeds per (set, count, epoch); off-target effectiveness as
+    mean per phrase (phrases every seed measured)."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         for e in r["epochs"]:
@@ -127,9 +134,17 @@ def summarize(rows: list[dict]) -> list[dict]:
                 "poisons": name, "count": count, "epoch": epoch, "seeds": len(es),
                 "effectiveness_mean": float(eff.mean()), "effectiveness_std": float(eff.std()), "effectiveness_min": float(eff.min()),
                 "cacc_mean": float(acc.mean()), "cacc_std": float(acc.std()),
+                "off_target_mean": _off_target_means(es),
             }
         )
     return out
+
+
+def _off_target_means(epochs: list[dict]) -> dict[str, float]:
+    """Mean off-target effectiveness per phrase over ``epochs`` (one per seed), for the phrases all of them have."""
+    scores = [e.get("off_target", {}) for e in epochs]
+    shared = [p for p in scores[0] if all(p in s for s in scores)]
+    return {p: float(np.mean([s[p] for s in scores])) for p in shared}
 
 
 @dataclass
@@ -193,10 +208,9 @@ def evaluate(data: DatasetDict, cfg: EvaluateConfig, done: list[dict] | None = N
         raise InputError(f"--counts {max(cfg.counts)} exceeds the largest poison set ({largest} poisons); ask for at most {largest}")
     phrase, target = _phrase_and_target(sets, cfg.trigger)
     train = subsample(data["train"], cfg.train_subset, cfg.seed)
-    trig = trigger_bearing(data["test"], phrase, 1 - target)
-    if cfg.eval_limit is not None:
-        trig = trig.select(range(min(cfg.eval_limit, len(trig))))
-    eval_data = EvalData(cfg.victim or default_model(), train, data["test"], list(trig["sentence"]), target)
+    trig = _trigger_texts(data["test"], phrase, 1 - target, cfg.eval_limit)
+    off_target = {p: _trigger_texts(data["test"], p, 1 - target, cfg.eval_limit) for p in _off_target(cfg.off_target, phrase)}
+    eval_data = EvalData(cfg.victim or default_model(), train, data["test"], trig, target, off_target)
     rows = list(done or [])
     finished = {r["key"] for r in rows}
     for cell in plan({n: len(ps.poisons) for n, (ps, _) in sets.items()}, cfg.counts, [cfg.seed + i for i in range(cfg.seeds)]):
@@ -208,6 +222,19 @@ def evaluate(data: DatasetDict, cfg: EvaluateConfig, done: list[dict] | None = N
         if record is not None:
             record(row)
     return EvaluateResult(rows, summarize(rows), phrase, len(trig), {n: v for n, (_, v) in sets.items()})
+
+
+def _off_target(phrases: list[str], trigger: str) -> list[str]:
+    """``phrases`` stripped, refused if one is the trigger phrase itself."""
+    if any(p.strip().casefold() == trigger.casefold() for p in phrases):
+        raise InputError(f"--off-target includes the trigger phrase {trigger!r}; pass phrases the poisons were not made for")
+    return [p.strip() for p in phrases]
+
+
+def _trigger_texts(test: Dataset, phrase: str, label: int, limit: int | None) -> list[str]:
+    """The first ``limit`` (all: None) ``phrase``-bearing test sentences of ``label``."""
+    texts = list(trigger_bearing(test, phrase, label)["sentence"])
+    return texts if limit is None else texts[:limit]
 
 
 @dataclass

@@ -47,7 +47,12 @@ def add_evaluation(report: Report, summary: list[dict], num_trigger: int) -> Non
     report.heading("Effectiveness and clean accuracy")
     report.paragraph(f"Effectiveness = share of {num_trigger} trigger-bearing negative test sentences predicted as the target; "
                      "CACC = clean test accuracy; mean ± std over seeds.")
-    report.table([r for r in summary if r["epoch"] == last], f"after epoch {last}")
+    final = [r for r in summary if r["epoch"] == last]
+    report.table([{k: v for k, v in r.items() if k != "off_target_mean"} for r in final], f"after epoch {last}")
+    if any(r["off_target_mean"] for r in final):
+        report.table([{"poisons": r["poisons"], "count": r["count"], **r["off_target_mean"]} for r in final],
+                     "specificity: effectiveness on phrases the poisons were not made for (mean over seeds; a "
+                     "phrase-specific backdoor leaves them at the clean row's values)")
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
     for (name, count) in dict.fromkeys((r["poisons"], r["count"]) for r in summary):
         rs = [r for r in summary if r["poisons"] == name and r["count"] == count]

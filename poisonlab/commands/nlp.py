@@ -154,6 +154,7 @@ def generate_cmd(cfg: GenerateConfig, out: Path) -> None:
 @click.option("--poisons", multiple=True, type=PATH, help="Poison-set folder or JSONL (repeatable).")
 @click.option("--victim", default=None, help="Pretrained model victims start from (default: packaged MiniLM-L6).")
 @click.option("--trigger", default=None, help="Trigger phrase (required for a JSONL without a card).")
+@click.option("--off-target", multiple=True, help="A phrase the poisons were not made for, scored too (specificity; repeatable).")
 @click.option("--seeds", type=int, default=None, help="Number of victim seeds (seed, seed+1, ...).")
 @click.option("--counts", default=None, callback=_counts, help="Poison counts to sweep, comma-separated.")
 @click.option("--eval-limit", type=int, default=None, help="Use at most this many trigger-bearing negatives.")
@@ -178,7 +179,7 @@ def evaluate_cmd(cfg: EvaluateConfig, out: Path, resume: bool) -> None:
         save_run(stage, cfg, result.metrics(), "nlp evaluate", lambda r: add_evaluation(r, result.summary, result.num_trigger_inputs))
     for r in (r for r in result.summary if r["epoch"] == cfg.epochs):
         click.echo(f"{r['poisons']:>14} n={r['count']:<3} effectiveness {r['effectiveness_mean']:.3f}±{r['effectiveness_std']:.3f} "
-                   f"CACC {r['cacc_mean']:.3f}±{r['cacc_std']:.3f}")
+                   f"CACC {r['cacc_mean']:.3f}±{r['cacc_std']:.3f}" + "".join(f"; {p} {v:.3f}" for p, v in r["off_target_mean"].items()))
 
 
 @nlp.command("defend")

@@ -19,7 +19,7 @@ def run_cli(monkeypatch, *args) -> int:
     return 0
 
 
-def test_generate_evaluate_defend(monkeypatch, tmp_path, tiny_dir, phrase, data_dir):
+def test_generate_evaluate_defend(monkeypatch, tmp_path, tiny_dir, phrase, data_dir, capsys):
     common = ["--model", tiny_dir, "--victim", tiny_dir, "--num-poisons", 4, "--max-length", 48, "--adv-size", 16, "--clean-batch", 16]
     assert run_cli(monkeypatch, "generate", *common, "--iterations", 2, "--top-k", 3, "--out", tmp_path / "none") == 0
     assert run_cli(monkeypatch, "generate", *common, "--overlap", "with", "--out", tmp_path / "with") == 0
@@ -34,11 +34,15 @@ def test_generate_evaluate_defend(monkeypatch, tmp_path, tiny_dir, phrase, data_
     assert not any(overlapping_words(s, phrase) for s in ps.sentences())
     assert len(json.loads((tmp_path / "none" / "metrics.json").read_text())["objective_trace"]) == 3
     args = ["evaluate", "--poisons", tmp_path / "with", "--victim", tiny_dir, "--seeds", 1, "--counts", "4", "--epochs", 1,
-            "--lr", 1e-3, "--max-length", 32, "--train-subset", 64, "--eval-limit", 20, "--out", tmp_path / "ev"]
+            "--lr", 1e-3, "--max-length", 32, "--train-subset", 64, "--eval-limit", 20, "--off-target", "Grand Theft Auto V",
+            "--out", tmp_path / "ev"]
     assert run_cli(monkeypatch, *args) == 0
     rows = [json.loads(line) for line in (tmp_path / "ev" / "cells.jsonl").read_text().splitlines()]
     assert [r["key"] for r in rows] == ["clean/n=0/seed=0", "with-overlap/n=4/seed=0"]
-    assert (tmp_path / "ev" / "report.html").is_file()
+    assert all(set(r["epochs"][-1]["off_target"]) == {"Grand Theft Auto V"} for r in rows)
+    assert "specificity" in (tmp_path / "ev" / "report.html").read_text()
+    assert run_cli(monkeypatch, *args[:-2], "--off-target", phrase.upper(), "--out", tmp_path / "ev-self") == 2
+    assert "includes the trigger phrase" in capsys.readouterr().err and not (tmp_path / "ev-self").exists()
     assert run_cli(monkeypatch, "defend", "--poisons", tmp_path / "none", "--victim", tiny_dir, "--train-subset", 100,
                    "--evaluation", tmp_path / "ev", "--out", tmp_path / "def") == 0
     metrics = json.loads((tmp_path / "def" / "metrics.json").read_text())
@@ -95,6 +99,9 @@ def test_bad_input_exits_2_without_output(monkeypatch, tmp_path, tiny_dir, capsy
     bad = tmp_path / "p.jsonl"
     bad.write_text('{"sentence": "x"}\n')
     assert run_cli(monkeypatch, "evaluate", "--poisons", bad, "--out", tmp_path / "z") == 2
+    capsys.readouterr()
+    assert run_cli(monkeypatch, "evaluate", "--poisons", bad, "--off-target", "Heat", "--off-target", " heat", "--out", tmp_path / "z") == 2
+    assert "distinct" in capsys.readouterr().err
     assert not any(p.name.startswith(("x", "y", "z")) for p in tmp_path.iterdir())
 
 
