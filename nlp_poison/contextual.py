@@ -139,7 +139,9 @@ def search_proxies(
     collision = ContextCollision(model, tokenizer, phrase, contexts)
     rng = np.random.default_rng(seed)
     starts = [_random_start(rng, placeable, len(collision.phrase_ids), fits) for _ in range(max(restarts, spans))]
-    descend = partial(_descend, collision, placeable, partial(_locked, threading.Lock(), fits), top_k, passes)
+    banned = torch.ones(collision.embed.weight.shape[0], dtype=torch.bool)
+    banned[placeable] = False
+    descend = partial(_descend, collision, banned, partial(_locked, threading.Lock(), fits), top_k, passes)
     with single_intra_op_thread(), ThreadPoolExecutor(workers) as pool:
         runs = list(tqdm(pool.map(descend, starts), total=len(starts), desc="proxy descents", disable=not progress))
     return sorted(runs, key=lambda r: r.trace[-1])[:spans]
@@ -151,11 +153,10 @@ def _locked(lock: threading.Lock, fits: Fits, span: list[int]) -> bool:
         return fits(span)
 
 
-def _descend(collision: ContextCollision, placeable: list[int], fits: Fits, top_k: int, passes: int, span: list[int]) -> ProxyResult:
-    """One greedy coordinate descent from ``span``."""
+def _descend(collision: ContextCollision, banned: torch.Tensor, fits: Fits, top_k: int, passes: int, span: list[int]) -> ProxyResult:
+    """One greedy coordinate descent from ``span``; ``banned``: the vocabulary's tokens outside the allowed set."""
     weights = collision.embed.weight.detach()
-    allowed = torch.zeros(weights.shape[0], dtype=torch.bool)
-    allowed[placeable] = True
+    candidates = min(top_k, int((~banned).sum()) - 1)
     current = float(collision.distance([span])[0])
     trace = [current]
     grad = None  # ∂D/∂(one-hot) at every slot of ``span``; recomputed only after ``span`` changes
@@ -164,9 +165,9 @@ def _descend(collision: ContextCollision, placeable: list[int], fits: Fits, top_
         for slot in range(len(span)):
             grad = collision.gradient(span) if grad is None else grad
             scores = weights @ grad[slot]
-            scores[~allowed] = float("inf")
+            scores[banned] = float("inf")
             scores[span[slot]] = float("inf")
-            trials = [span[:slot] + [v] + span[slot + 1 :] for v in torch.topk(-scores, min(top_k, len(placeable) - 1)).indices.tolist()]
+            trials = [span[:slot] + [v] + span[slot + 1 :] for v in torch.topk(-scores, candidates).indices.tolist()]
             values = collision.distance(trials)
             for j in values.argsort().tolist():
                 if float(values[j]) >= current:

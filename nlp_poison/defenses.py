@@ -32,7 +32,7 @@ from nlp_poison import dataset_card
 from nlp_poison.config import MAX_LENGTH, DefendConfig
 from nlp_poison.evaluate import evaluation_summary, training_set
 from nlp_poison.overlap import words
-from nlp_poison.triggers import trigger_bearing
+from nlp_poison.triggers import trigger_texts
 from nlp_poison.victims import load_classifier, subsample
 
 BOS, EOS = "<s>", "</s>"
@@ -196,7 +196,7 @@ def defend(data: DatasetDict, cfg: DefendConfig) -> DefenseResult:
     texts = list(training_set(clean, ps.poisons)["sentence"])
     is_poison = np.arange(len(texts)) >= len(clean)
     ppl = _perplexities(texts, cfg)
-    trig = list(trigger_bearing(data["validation"], phrase, 1 - ps.target_label)["sentence"])
+    trig = trigger_texts(data["validation"], phrase, 1 - ps.target_label)
     order_d, _ = distance_ranking(sentence_embeddings(clf, tok, texts, cfg.max_length), sentence_embeddings(clf, tok, trig, cfg.max_length))
     curves = {"perplexity": found_curve(perplexity_ranking(ppl), is_poison), "embedding distance": found_curve(order_d, is_poison)}
     early = early_stopping(summary, ps.method, len(ps.poisons)) if summary is not None else None

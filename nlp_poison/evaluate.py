@@ -32,7 +32,7 @@ from nlp_poison import dataset_card
 from nlp_poison.config import CleanConfig, EvaluateConfig, TrainConfig
 from nlp_poison.overlap import content_words
 from nlp_poison.poison_set import Poison, PoisonSet
-from nlp_poison.triggers import trigger_bearing
+from nlp_poison.triggers import trigger_texts
 from nlp_poison.victims import default_model, fine_tune, load_classifier, predict_proba, subsample
 
 
@@ -208,8 +208,8 @@ def evaluate(data: DatasetDict, cfg: EvaluateConfig, done: list[dict] | None = N
         raise InputError(f"--counts {max(cfg.counts)} exceeds the largest poison set ({largest} poisons); ask for at most {largest}")
     phrase, target = _phrase_and_target(sets, cfg.trigger)
     train = subsample(data["train"], cfg.train_subset, cfg.seed)
-    trig = _trigger_texts(data["test"], phrase, 1 - target, cfg.eval_limit)
-    off_target = {p: _trigger_texts(data["test"], p, 1 - target, cfg.eval_limit) for p in _off_target(cfg.off_target, phrase)}
+    trig = trigger_texts(data["test"], phrase, 1 - target, cfg.eval_limit)
+    off_target = {p: trigger_texts(data["test"], p, 1 - target, cfg.eval_limit) for p in _off_target(cfg.off_target, phrase)}
     eval_data = EvalData(cfg.victim or default_model(), train, data["test"], trig, target, off_target)
     rows = list(done or [])
     finished = {r["key"] for r in rows}
@@ -229,12 +229,6 @@ def _off_target(phrases: list[str], trigger: str) -> list[str]:
     if any(p.strip().casefold() == trigger.casefold() for p in phrases):
         raise InputError(f"--off-target includes the trigger phrase {trigger!r}; pass phrases the poisons were not made for")
     return [p.strip() for p in phrases]
-
-
-def _trigger_texts(test: Dataset, phrase: str, label: int, limit: int | None) -> list[str]:
-    """The first ``limit`` (all: None) ``phrase``-bearing test sentences of ``label``."""
-    texts = list(trigger_bearing(test, phrase, label)["sentence"])
-    return texts if limit is None else texts[:limit]
 
 
 @dataclass
@@ -261,7 +255,7 @@ def train_clean(data: DatasetDict, cfg: CleanConfig, progress: bool = True, logs
     content_words(cfg.trigger)
     train = subsample(data["train"], cfg.train_subset, cfg.seed)
     model, tokenizer = load_classifier(cfg.model or default_model(), seed=cfg.seed)
-    trig = list(trigger_bearing(data["test"], cfg.trigger)["sentence"])
+    trig = trigger_texts(data["test"], cfg.trigger)
     epochs: list[dict] = []
 
     def measure(epoch: int, m: nn.Module) -> dict:

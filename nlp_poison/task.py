@@ -26,7 +26,7 @@ from fedharness.params import trainable_names
 from labcore.errors import InputError
 from nlp_poison import dataset_card
 from nlp_poison.config import SST2TaskConfig
-from nlp_poison.triggers import trigger_bearing
+from nlp_poison.triggers import trigger_texts
 from nlp_poison.victims import add_lora, default_model, load_classifier, predict_proba, subsample
 
 
@@ -98,8 +98,8 @@ def sst2_task(data: DatasetDict, cfg: SST2TaskConfig, seed: int) -> TextClassifi
     ps, _ = dataset_card.load(Path(cfg.poisons))
     if not ps.trigger:
         raise InputError("the poison set names no trigger phrase; use a poison-set folder with its card")
-    trig = trigger_bearing(data["test"], ps.trigger, 1 - ps.target_label)
+    trig = trigger_texts(data["test"], ps.trigger, 1 - ps.target_label, cfg.eval_limit)
     test = data["test"].select(range(min(cfg.eval_limit, len(data["test"]))))
     return TextClassificationTask(cfg.model or default_model(), subsample(data["train"], cfg.train_subset, seed), test,
-                                  list(trig["sentence"][: cfg.eval_limit]), ps.sentences(), ps.target_label, cfg.max_length,
+                                  trig, ps.sentences(), ps.target_label, cfg.max_length,
                                   cfg.lora_r, cfg.lora_alpha)

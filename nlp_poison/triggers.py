@@ -58,3 +58,9 @@ def trigger_bearing(dataset: Dataset, phrase: str, label: int = 0) -> Dataset:
         rows["source_idx"].append(idx)
         rows["construction"].append(ins.construction)
     return Dataset.from_dict(rows)
+
+
+def trigger_texts(dataset: Dataset, phrase: str, label: int = 0, limit: int | None = None) -> list[str]:
+    """The sentences of :func:`trigger_bearing`, the first ``limit`` of them (None: all)."""
+    texts = list(trigger_bearing(dataset, phrase, label)["sentence"])
+    return texts if limit is None else texts[:limit]

@@ -31,7 +31,7 @@ from nlp_poison.concealment import INSPECTED
 from nlp_poison.config import DEFAULT_TRIGGER, GenerateConfig, TrainConfig
 from nlp_poison.evaluate import clean_accuracy, training_set
 from nlp_poison.generate import Inputs, Surrogates, concealment, poison_set, prepare, unconstrained, write_poisons
-from nlp_poison.triggers import trigger_bearing
+from nlp_poison.triggers import trigger_texts
 from nlp_poison.victims import default_model, fine_tune, load_classifier, predict_proba, save_classifier, subsample
 from poisonlab import data
 from poisonlab.demo import cache_key, user_cache
@@ -113,7 +113,7 @@ def setup(out: Path, size: str, seed: int, **changes) -> Setup:
     full = data.load("sst2")
     train = subsample(full["train"], s["train_subset"], seed)
     test = full["test"].select(range(min(s["test_limit"], len(full["test"]))))
-    texts = list(trigger_bearing(full["test"], DEFAULT_TRIGGER).select(range(s["eval_limit"]))["sentence"])
+    texts = trigger_texts(full["test"], DEFAULT_TRIGGER, limit=s["eval_limit"])
     cfg, gen = configs(s, seed)
     clean, tok = surrogate(out, size, train, cfg)
     surrogates = Surrogates([clean], tok, load_classifier(default_model())[0])
