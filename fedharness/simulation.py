@@ -72,6 +72,18 @@ def build_aggregator(cfg: ExperimentConfig) -> aggregators.Aggregator:
     return aggregators.compose(*stages, aggregators.get(agg.name, **agg.params))
 
 
+def build_attack(cfg: ExperimentConfig) -> attacks.Attack | None:
+    """The configured attack (None: no attack)."""
+    return attacks.get(cfg.attack.name, **cfg.attack.params) if cfg.attack.name != "none" else None
+
+
+def check_methods(cfg: ExperimentConfig) -> None:
+    """Build the aggregator and the attack once, so that an unknown name or parameter is refused before a
+    task loads its data and models."""
+    build_aggregator(cfg)
+    build_attack(cfg)
+
+
 class Simulation:
     """Holds the task, partition, engine, aggregator and attack of one experiment."""
 
@@ -95,8 +107,11 @@ class Simulation:
             blocks = task.row_blocks(self.model)
             self.aggregator = RowSparse(self.aggregator, blocks)
             self.warmup_aggregator = RowSparse(self.warmup_aggregator, blocks)
-        self.attack = attacks.get(cfg.attack.name, **cfg.attack.params) if cfg.attack.name != "none" else None
+        self.attack = build_attack(cfg)
         self.attackers = list(range(cfg.attack.num_attackers)) if self.attack else []
+        if self.attack is not None and self.attack.knowledge == "benign" and len(self.attackers) >= cfg.federation.clients_per_round:
+            raise InputError(f"attack {cfg.attack.name} reads the round's benign updates, but all m={cfg.federation.clients_per_round} "
+                             f"sampled clients are attackers; raise federation.clients_per_round above attack.num_attackers")
         size = min(cfg.aggregator.server_set_size, len(labels))
         self.server_indices = np.sort(
             np.random.default_rng([cfg.seed, SERVER_SET_SALT]).choice(len(labels), size, replace=False)

@@ -26,14 +26,26 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str = "config") -> T:
         keys = ", ".join(sorted(exc.keys))
         raise InputError(f"{source}: unknown key(s) {keys}; check the spelling against the documented keys") from None
     except dacite.WrongTypeError as exc:
+        value = _given(data, exc.field_path, exc.value)
         raise InputError(
             f"{source}: key {exc.field_path!r} has the wrong type: expected {_type_name(exc.field_type)}, "
-            f"got {type(exc.value).__name__} {exc.value!r}"
+            f"got {type(value).__name__} {value!r}"
         ) from None
     except dacite.MissingValueError as exc:
         raise InputError(f"{source}: key {exc.field_path!r} is required") from None
     except dacite.DaciteError as exc:
         raise InputError(f"{source}: {exc}") from None
+
+
+def _given(data: dict[str, Any], field_path: str, fallback: Any) -> Any:
+    """The value the mapping gave at the dotted ``field_path`` (dacite reports a half-built one for
+    collections, e.g. a generator for a string given where a list belongs)."""
+    value: Any = data
+    for key in field_path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return fallback
+        value = value[key]
+    return value
 
 
 def load_yaml(path: Path) -> dict[str, Any]:

@@ -11,9 +11,14 @@ import torch
 from labcore.errors import InputError
 
 
+def available_core_ids() -> set[int]:
+    """The ids of the CPU cores this process may run on (its affinity mask, not the machine's cores)."""
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+
+
 def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """How many CPU cores this process may run on."""
+    return len(available_core_ids())
 
 
 def resolve_workers(workers: int | None, name: str = "workers") -> int:

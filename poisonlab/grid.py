@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from fedharness import attacks
 from fedharness.config import ExperimentConfig
-from labcore.cores import resolve_workers
+from labcore.cores import available_core_ids, resolve_workers
 from labcore.errors import InputError
 from fedharness.simulation import build_aggregator
 from poisonlab.config import from_dict, load_yaml
@@ -88,17 +88,13 @@ def run_cells(todo: list[tuple[ExperimentConfig, Path]], workers: int, desc: str
     else:
         ctx = multiprocessing.get_context("spawn")
         cores = ctx.Queue()
-        for core in sorted(available_cores_set())[:workers]:
+        for core in sorted(available_core_ids())[:workers]:
             cores.put(core)
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=pin_to_core, initargs=(cores,)) as pool:
             for future in as_completed([pool.submit(run_cell, cfg, d) for cfg, d in todo]):
                 future.result()
                 bar.update()
     bar.close()
-
-
-def available_cores_set() -> set[int]:
-    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
 
 
 def pin_to_core(cores) -> None:

@@ -35,7 +35,7 @@ def check_output(out: Path) -> None:
     out = Path(out)
     if out.exists():
         raise InputError(f"output folder {out} already exists; choose another --out or remove it")
-    parent = out.absolute().parent
+    parent = _real(out).parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
@@ -66,25 +66,38 @@ def staged_output(out: Path, *, resume: bool | None = None) -> Iterator[Path]:
     try:
         yield stage
     except BaseException as exc:
-        if created and (resume is None or isinstance(exc, InputError)):
-            shutil.rmtree(created[0], ignore_errors=True)
+        if resume is None or isinstance(exc, InputError):
+            _remove(created)
         raise
     _rewrite_paths(stage, out)
     os.replace(stage, out)
 
 
+def _real(path: Path) -> Path:
+    """``path`` absolute, with symlinks and ``..`` resolved as far as it exists."""
+    return Path(os.path.realpath(path))
+
+
 def _make_dirs(path: Path) -> list[Path]:
-    """Create ``path`` and missing parents; returns those created (outermost first), [] if it existed.
-    An OSError (read-only file system, ...) is an input error and leaves nothing behind."""
-    missing = [p for p in [path, *path.absolute().parents] if not p.exists()][::-1]
+    """Create ``path`` and missing parents; returns the folders created, outermost first ([] if it
+    existed). Each prefix of ``path`` is resolved as the file system walks it (``new/..`` is the folder
+    holding ``new``), so only folders that did not exist are listed. An OSError (read-only file system,
+    a file in the way, ...) is an input error and leaves nothing behind."""
+    parts = Path(path).parts
+    missing = list(dict.fromkeys(p for p in (_real(Path(*parts[:i])) for i in range(1, len(parts) + 1)) if not p.exists()))
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        Path(path).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        for p in reversed(missing):
-            if p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
+        _remove(missing)
         raise InputError(f"cannot create {path}: {exc.strerror}; choose another --out") from None
     return missing
+
+
+def _remove(created: list[Path]) -> None:
+    """Remove the folders ``_make_dirs`` created, innermost first."""
+    for p in reversed(created):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _rewrite_paths(stage: Path, out: Path) -> None:

@@ -92,6 +92,8 @@ class ServeConfig(DeleteConfig):
         super().validate()
         if self.output not in ("label", "probabilities"):
             raise InputError(f"--output must be label or probabilities, got {self.output!r}")
+        if not 0 <= self.port <= 65535:
+            raise InputError(f"--port must lie in 0..65535 (0 picks a free one), got {self.port}")
 
 
 @dataclass

@@ -84,14 +84,16 @@ class ClientConfig:
 
 
 class Client:
-    """Posts image batches to ``URL/predict`` and checks every answer."""
+    """Posts image batches to ``URL/predict`` (``URL`` as ``unlearn serve`` prints it, or the endpoint itself)
+    and checks every answer."""
 
     def __init__(self, url: str, cfg: ClientConfig, num_classes: int) -> None:
         import httpx
 
         if cfg.budget < 1 or cfg.timeout <= 0 or cfg.retries < 0 or cfg.rate_limit < 0 or cfg.batch_size < 1:
             raise InputError("need --budget ≥ 1, --timeout > 0, --retries ≥ 0 and --rate-limit ≥ 0")
-        self.url, self.cfg, self.num_classes = url.rstrip("/") + "/predict", cfg, num_classes
+        base = url.rstrip("/")
+        self.url, self.cfg, self.num_classes = base if base.endswith("/predict") else base + "/predict", cfg, num_classes
         self.http = httpx.Client(timeout=cfg.timeout)
         self.used, self.last = 0, 0.0
         self.probabilities: bool | None = None

@@ -163,7 +163,7 @@ def local_endpoint(path: Path, option: str, key: OwnerKey, shape: tuple[int, ...
     if cfg["num_classes"] != key.num_classes or (cfg["channels"], cfg["image_size"]) != (shape[0], shape[-1]):
         raise InputError(f"{option} model has {cfg['num_classes']} classes on {cfg['channels']}×{cfg['image_size']}² "
                          f"images, but the key has {key.num_classes} classes and the data is {shape[0]}×{shape[-1]}²; "
-                         "pass a model of the owner's label space")
+                         "pass --data naming the data the model was trained on (e.g. --data digits) and a model of the owner's label space")
     return model_endpoint(model)
 
 

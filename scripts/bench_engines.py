@@ -150,9 +150,9 @@ def end_to_end(path: Path, cores: int, seed: int) -> dict:
 def compute_floor(round_s: float, task: Task, epochs: int) -> dict:
     """The round's FLOPs (every client: E passes over its data), the achieved FLOP/s over the whole
     round (training, server step and evaluation) and its share of the measured fp32 matmul FLOP/s."""
-    from gpu_fed_round import flops_per_sample_step, matmul_flops
+    from gpu_fed_round import matmul_flops, round_flops
 
-    flops = flops_per_sample_step(task, torch.device("cpu")) * epochs * len(task.x_train)  # all clients sampled
+    flops = round_flops(task, epochs, torch.device("cpu"))
     peak = matmul_flops(torch.device("cpu"), torch.float32, 2048)
     return {"round_flops": flops, "achieved_flops_per_s": flops / round_s, "matmul_fp32_flops_per_s": peak,
             "share_of_matmul": flops / round_s / peak}

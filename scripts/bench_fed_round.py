@@ -29,7 +29,7 @@ import torch
 from fedharness.config import ExperimentConfig, FederationConfig
 from fedharness.simulation import Simulation
 from fedharness.tasks.image_classification import ImageClassificationTask
-from gpu_fed_round import LOCAL, flops_per_sample_step, matmul_flops, mnist_tensors
+from gpu_fed_round import LOCAL, matmul_flops, mnist_tensors, round_flops
 
 VECTORIZE = {"loop": False, "grouped": "grouped", "vmap": True}
 
@@ -70,8 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.cores)
     task = ImageClassificationTask(*mnist_tensors())
-    per_sample = flops_per_sample_step(task, torch.device("cpu"))
-    round_flops = per_sample * LOCAL.epochs * len(task.x_train)
+    flops = round_flops(task, LOCAL.epochs, torch.device("cpu"))
     peak = matmul_flops(torch.device("cpu"), torch.float32, args.matmul_n)
     sims = {p: simulation(task, p, args) for p in args.paths}
     start = next(iter(sims.values())).initial_global()
@@ -81,9 +80,9 @@ def main() -> None:
             runs[p].append(one_round(sim, start))
             print(f"{p} round {r}: {runs[p][-1]['round_s']:.2f} s (training {runs[p][-1]['train_s']:.2f} s)", flush=True)
     first = runs[args.paths[0]][-1]
-    rows = [row(p, runs[p], first, round_flops, peak) for p in args.paths]
+    rows = [row(p, runs[p], first, flops, peak) for p in args.paths]
     result = {"cores": args.cores, "device": "cpu", "loadavg_1_5_15": os.getloadavg(),
-              "flops_per_sample_step": per_sample, "round_flops": round_flops,
+              "flops_per_sample_step": flops / (LOCAL.epochs * len(task.x_train)), "round_flops": flops,
               "matmul_fp32_flops_per_s": peak, "matmul_n": args.matmul_n, "rows": rows}
     print(json.dumps(result, indent=2))
     with open(args.out, "w") as f:

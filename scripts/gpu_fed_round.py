@@ -112,6 +112,12 @@ def flops_per_sample_step(task: ImageClassificationTask, device: torch.device) -
     return counter.get_total_flops() / 10
 
 
+def round_flops(task: ImageClassificationTask, epochs: int, device: torch.device) -> float:
+    """FLOPs of a round in which every client trains: ``epochs`` passes of a training step over the
+    task's whole training set (each sample in one client's shard)."""
+    return flops_per_sample_step(task, device) * epochs * len(task.x_train)
+
+
 def time_path(task: ImageClassificationTask, args: argparse.Namespace, vectorize: bool | str, chunk: int) -> dict:
     """Median round and local-training time of one engine path (vmap chunks, grouped twins of
     ``chunk`` clients or the loop), its peak memory and new global model."""
@@ -168,22 +174,21 @@ def main() -> None:
     device = torch.device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
     task = ImageClassificationTask(*mnist_tensors())
-    per_sample = flops_per_sample_step(task, device)
     samples = LOCAL.epochs * len(task.x_train)  # every client sampled: E passes over the training set
-    round_flops = per_sample * samples
+    flops = round_flops(task, LOCAL.epochs, device)
     peaks = {
         "fp32": matmul_flops(device, torch.float32, args.matmul_n),
         "tf32": matmul_flops(device, torch.float32, args.matmul_n, tf32=True) if device.type == "cuda" else None,
         "bf16": matmul_flops(device, torch.bfloat16, args.matmul_n),
     }
-    print(json.dumps({"device": str(device), "matmul_flops_per_s": peaks, "round_flops": round_flops}), flush=True)
+    print(json.dumps({"device": str(device), "matmul_flops_per_s": peaks, "round_flops": flops}), flush=True)
     rows = ([time_path(task, args, True, c) for c in args.chunks] + [time_path(task, args, "grouped", k) for k in args.groups]
             + [time_path(task, args, False, args.clients)])
     reference = rows[-1].pop("_global")
     for row in rows:
         g = row.pop("_global", reference)
         row["max_rel_diff_global_vs_loop"] = float((g - reference).norm() / reference.norm())
-        row["achieved_flops_per_s"] = round_flops / row["train_s_per_round"]
+        row["achieved_flops_per_s"] = flops / row["train_s_per_round"]
         row["share_of_fp32_matmul"] = row["achieved_flops_per_s"] / peaks["fp32"]
         row["share_of_bf16_matmul"] = row["achieved_flops_per_s"] / peaks["bf16"]
         print(json.dumps(row), flush=True)
@@ -192,7 +197,7 @@ def main() -> None:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "clients": args.clients, "sampled": args.clients, "local": dataclasses.asdict(LOCAL), "seed": args.seed,
-        "flops_per_sample_step": per_sample, "samples_per_round": samples, "round_flops": round_flops,
+        "flops_per_sample_step": flops / samples, "samples_per_round": samples, "round_flops": flops,
         "matmul_flops_per_s": peaks, "matmul_n": args.matmul_n,
         "rows": rows,
         "loop_over_best_batched": rows[-1]["s_per_round"] / min(r["s_per_round"] for r in rows[:-1]),

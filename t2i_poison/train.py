@@ -70,13 +70,18 @@ class PoisonSet:
 def load_poison_set(path: Path, resolution: int, channels: int) -> PoisonSet:
     """Load ``path`` with the datasets ``imagefolder`` builder (``metadata.jsonl`` required)."""
     from datasets import load_dataset
+    from datasets.exceptions import DatasetGenerationError
 
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"training data {path} not found; create it with `poisonlab t2i make-data`")
     if not (path / METADATA).is_file():
         raise InputError(f"{path} has no {METADATA}; create the data with `poisonlab t2i make-data`")
-    ds = load_dataset("imagefolder", data_files={"train": str(path / "**")}, split="train")
+    try:
+        ds = load_dataset("imagefolder", data_files={"train": str(path / "**")}, split="train")
+    except (ValueError, OSError, DatasetGenerationError) as exc:
+        raise InputError(f"{path} does not load as an image folder ({exc.__class__.__name__}: {_first_line(exc)}); "
+                         "recreate it with `poisonlab t2i make-data`") from None
     if "role" not in ds.column_names or "text" not in ds.column_names:
         raise InputError(f"{path / METADATA} needs 'text' and 'role' columns; create it with `poisonlab t2i make-data`")
     mode = "L" if channels == 1 else "RGB"
@@ -88,7 +93,10 @@ def load_poison_set(path: Path, resolution: int, channels: int) -> PoisonSet:
 
     roles, texts = ds["role"], ds["text"]
     targets = ds["target_text"] if "target_text" in ds.column_names else [None] * len(ds)
-    images = [to_tensor(im) for im in ds["image"]]
+    try:
+        images = [to_tensor(im) for im in ds["image"]]
+    except OSError as exc:  # an image file listed in the metadata is missing or unreadable
+        raise InputError(f"{path}: {_first_line(exc)}; recreate the data with `poisonlab t2i make-data`") from None
     bkd = [i for i, r in enumerate(roles) if r == "backdoor"]
     clean = [i for i, r in enumerate(roles) if r == "clean"]
     if not bkd or not clean:
@@ -98,6 +106,10 @@ def load_poison_set(path: Path, resolution: int, channels: int) -> PoisonSet:
         bkd_target_texts=[targets[i] for i in bkd], clean_images=torch.stack([images[i] for i in clean]),
         clean_texts=[texts[i] for i in clean],
     )
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
 
 
 @torch.no_grad()
@@ -205,7 +217,11 @@ def setup_models(pipe: DiffusionPipeline, cfg: TrainConfig, device: torch.device
     teacher_copy = None
     if cfg.mode == "lora":
         unet.requires_grad_(False).to(device, weight_dtype)  # one move: no fp32 copy on the device
-        unet.add_adapter(lora_config(cfg.rank, cfg.lora_alpha, cfg.cross_attention_only, cfg.lora_target_modules))
+        try:
+            unet.add_adapter(lora_config(cfg.rank, cfg.lora_alpha, cfg.cross_attention_only, cfg.lora_target_modules))
+        except ValueError as exc:  # peft's NoMatchingPeftModuleError: the regex names no UNet module
+            raise InputError(f"LoRA targets {cfg.lora_target_modules!r} match no module of the UNet ({exc.__class__.__name__}); "
+                             "pass a regex over its module names, or 'attention'") from None
         if weight_dtype == torch.float16:
             cast_training_params(unet, dtype=torch.float32)
     else:

@@ -4,6 +4,7 @@ reported before diffusers and torch load."""
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, replace
 
 from labcore.errors import InputError
@@ -106,3 +107,9 @@ class TrainConfig:
         for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "rank", "threads"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.lora_target_modules not in (None, "attention"):
+            try:
+                re.compile(self.lora_target_modules)
+            except re.error as exc:
+                raise InputError(f"lora_target_modules {self.lora_target_modules!r} is not a regular expression ({exc}); "
+                                 "pass a peft regex over the UNet's module names, or 'attention'") from None

@@ -106,7 +106,10 @@ class InProcessEngine:
     def train(
         self, global_vec: torch.Tensor, datasets: list[Batch], cfg: LocalConfig, seeds: list[int]
     ) -> torch.Tensor:
-        """Local models of each client, flattened in ``names`` order, on the host."""
+        """Local models of each client, flattened in ``names`` order, on the host (no rows for no clients:
+        a round that samples only attackers)."""
+        if not datasets:
+            return torch.zeros(0, global_vec.numel(), dtype=global_vec.dtype)
         schedules = [batch_schedule(num_samples(d), cfg, s) for d, s in zip(datasets, seeds)]
         global_vec = global_vec.to(self.device)
         datasets = [{k: v.to(self.device) for k, v in d.items()} for d in datasets]

@@ -145,7 +145,7 @@ VERIFY_PATHS = {"queries": "verify.max_queries", "alpha": "verify.alpha", "beta"
 @unlearn.command("verify")
 @config_command(CFG + "VerifyCommandConfig", keep=["out"], paths=VERIFY_PATHS, required=["key", "before"])
 @click.option("--model", default=None, help="The model served after deletion.")
-@click.option("--endpoint", default=None, help="URL of the served model's JSON prediction endpoint (instead of --model).")
+@click.option("--endpoint", default=None, help="URL of the served model, as 'unlearn serve' prints it (POST /predict; instead of --model).")
 @click.option("--key", default=None, help="The owner's key file.")
 @click.option("--before", default=None, help="The model before the deletion request (calibrates p).")
 @click.option("--reference", default=None,

@@ -95,3 +95,21 @@ def test_a_round_gives_the_same_global_model_with_one_or_two_workers(small_task)
     assert (g1 - g2).norm() <= 1e-6 * (g1 - start).norm()
     assert r1["main_accuracy"] == r2["main_accuracy"]
     assert r1["update_norms"] == pytest.approx(r2["update_norms"], rel=1e-6)
+
+
+def test_a_round_of_attackers_only_trains_no_benign_client_and_omniscient_attacks_need_one(small_task):
+    from fedharness.config import AttackConfig
+
+    task, model, names, _ = small_task
+    engine = InProcessEngine(model, names, task.per_sample_loss, workers=1)
+    start = torch.cat([p.detach().flatten() for n, p in model.named_parameters() if n in names])
+    assert engine.train(start, [], LocalConfig(), []).shape == (0, start.numel())
+
+    def config(attack: str) -> ExperimentConfig:
+        return ExperimentConfig(seed=0, federation=FederationConfig(num_clients=4, clients_per_round=1, rounds=1),
+                                local=LocalConfig(epochs=1, batch_size=10), attack=AttackConfig(name=attack, num_attackers=1, rounds=[1]))
+
+    g, record = Simulation(config("sign_flip"), task).run_round(1, Simulation(config("sign_flip"), task).initial_global())
+    assert record["malicious"] == [0] and torch.isfinite(g).all()
+    with pytest.raises(InputError, match="attack alie reads the round's benign updates"):
+        Simulation(config("alie"), task)

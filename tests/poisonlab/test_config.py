@@ -85,6 +85,7 @@ def test_run_config_reloads_and_reruns_to_the_same_metrics(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("name: a\nepoch: 3\n", "unknown key(s) epoch"),
     ("name: a\ninner: {epochs: many}\n", "'inner.epochs' has the wrong type"),
+    ("name: a\nsizes: 1 2\n", "'sizes' has the wrong type: expected list, got str '1 2'"),
     ("name: a\ninner: {epochs: 0}\n", "inner.epochs must be >= 1"),
     ("seed: 1\n", "name is required: pass --name or set 'name:'"),
 ])

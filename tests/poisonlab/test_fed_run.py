@@ -123,3 +123,19 @@ def test_t2i_lora_from_yaml_resumes_to_the_uninterrupted_run(tmp_path, monkeypat
     a = load_file(str(tmp_path / "full" / "checkpoints" / "global.safetensors"))["global"]
     b = load_file(str(tmp_path / "cut" / "checkpoints" / "global.safetensors"))["global"]
     assert torch.equal(a, b) and a.abs().sum() > 0
+
+
+@pytest.mark.parametrize("agg, attack, message", [("krumm", "none", "unknown aggregator 'krumm'"),
+                                                  ("mean", "sign_flipp", "sign_flipp")])
+def test_a_misspelt_aggregator_or_attack_is_refused_before_the_task_loads(tmp_path, monkeypatch, agg, attack, message):
+    from labcore.errors import InputError
+    from poisonlab import fed_run
+
+    def task_loads(cfg):
+        raise AssertionError("the task was built before the names were checked")
+
+    monkeypatch.setitem(fed_run.TASKS, "image_classification", task_loads)
+    cfg = ExperimentConfig(aggregator=AggregatorConfig(name=agg), attack=AttackConfig(name=attack))
+    with pytest.raises(InputError, match=message):
+        run_experiment(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()

@@ -68,3 +68,19 @@ def test_readers_turn_bad_bytes_and_bad_lines_into_input_errors(tmp_path):
         read_jsonl(tmp_path / "broken.jsonl")
     with pytest.raises(InputError, match="is a folder"):
         read_text(tmp_path)
+
+
+def test_a_dotdot_in_out_never_removes_folders_that_existed(tmp_path, monkeypatch):
+    from poisonlab.runs import _make_dirs
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "keep.txt").write_text("keep")
+    with pytest.raises(InputError, match="afile"):
+        check_output(Path("new/../afile/x"))
+    with pytest.raises(InputError, match="cannot create"):
+        _make_dirs(Path("new/../afile/x.partial"))  # the folder holding "new" is the working folder: it stays
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "keep.txt"]
+    with staged_output(Path("new/../ok/run")) as stage:
+        (stage / "metrics.json").write_text("{}")
+    assert (tmp_path / "ok" / "run" / "metrics.json").is_file() and (tmp_path / "keep.txt").is_file()

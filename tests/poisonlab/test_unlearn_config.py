@@ -75,6 +75,11 @@ def test_bad_config_key_is_one_line(monkeypatch, capsys, tmp_path, data_dir):
     assert code == 2 and "max_querys" in err and err.count("\n") == 1 and not (tmp_path / "o").exists()
 
 
+def test_serve_refuses_a_port_out_of_range_before_loading(monkeypatch, capsys, tmp_path):
+    code, err = run(["unlearn", "serve", "--model", tmp_path / "missing", "--port", 99999], monkeypatch, capsys)
+    assert code == 2 and "--port must lie in 0..65535" in err and err.count("\n") == 1
+
+
 def test_train_reports_loss_per_step_to_tensorboard(monkeypatch, capsys, tmp_path, data_dir):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -33,6 +33,18 @@ def _data(cli, broken) -> Path:
     return out
 
 
+def _broken_data(cli, broken) -> dict[str, Path]:
+    """Copies of the data: one missing an image its metadata lists, one with a malformed metadata line."""
+    missing, malformed = broken["root"] / "data-missing", broken["root"] / "data-malformed"
+    if not missing.exists():
+        for copy in (missing, malformed):
+            shutil.copytree(_data(cli, broken), copy)
+        next(missing.glob("bkd_*.png")).unlink()
+        with (malformed / "metadata.jsonl").open("a") as f:
+            f.write("{not json\n")
+    return {"data_missing": missing, "data_malformed": malformed}
+
+
 def _lora(cli, broken) -> Path:
     lora = broken["root"] / "lora"
     if not lora.exists():
@@ -54,6 +66,10 @@ CASES = [
     (["train", "--base", "{other}", "--data", "{data}"], "unsupported pipeline class"),
     (["train", "--base", "{base}", "--data", "{data}", "--lr", "nan"], "not a finite number"),
     (["train", "--base", "{base}", "--data", "{data}", "--lr", "inf"], "not a finite number"),
+    (["train", "--base", "{base}", "--data", "{data}", "--lora-target-modules", "(("], "is not a regular expression"),
+    (["train", "--base", "{base}", "--data", "{data}", "--lora-target-modules", "nomatch_xyz"], "match no module of the UNet"),
+    (["train", "--base", "{base}", "--data", "{data_missing}"], "No such file or directory"),
+    (["train", "--base", "{base}", "--data", "{data_malformed}"], "does not load as an image folder"),
     (["evaluate", "--base", "{corrupt}", "--lora", "{lora}"], "cannot load the pipeline"),
     (["evaluate", "--base", "{base}", "--lora", "{bad_lora}"], "is not a readable safetensors file"),
     (["evaluate", "--base", "{other}", "--lora", "{lora}"], "unsupported pipeline class"),
@@ -63,8 +79,9 @@ CASES = [
 @pytest.mark.parametrize(("args", "message"), CASES)
 def test_bad_input_is_one_line_exit_2_and_no_output(cli, broken, tmp_path, capsys, args, message):
     paths = {k: v for k, v in broken.items()}
-    if any("{data}" in a for a in args):
+    if any("{data" in a for a in args):
         paths["data"] = _data(cli, broken)
+        paths.update(_broken_data(cli, broken))
     if any("lora}" in a for a in args):
         paths["lora"] = _lora(cli, broken)
         paths["bad_lora"] = broken["root"] / "bad-lora"

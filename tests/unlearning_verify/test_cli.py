@@ -210,7 +210,8 @@ def test_endpoint_gives_the_same_verdict_as_the_model(trained: Path, monkeypatch
     by_model = verdict_of([*base, "--model", str(local)], tmp_path / "a", monkeypatch, capsys)
     extra = [] if behaviour == "noop" else ["--behaviour", behaviour, "--dataset", str(trained / "marked"), "--owner", "1"]
     with serving(["--model", str(trained / model), *extra]) as url:
-        by_url = verdict_of([*base, "--endpoint", url], tmp_path / "b", monkeypatch, capsys)
+        endpoint = url if behaviour == "noop" else url + "/predict/"  # the printed URL, or the endpoint itself
+        by_url = verdict_of([*base, "--endpoint", endpoint], tmp_path / "b", monkeypatch, capsys)
     assert by_url["verdict"] == by_model["verdict"] and by_url["decided_by"] == by_model["decided_by"]
     assert [m["hits"] for m in by_url["markers"]] == [m["hits"] for m in by_model["markers"]]
     assert by_url["membership"] == by_model["membership"] and by_url["queries"] == by_model["queries"]
