@@ -147,7 +147,10 @@ class GenerateConfig(ConcealedConfig):
     The concealment figures rank ``curator_pool`` clean training sentences (seeded; None: all) with the
     poisons, as a curator's filters would.
     ``victim`` (default: packaged MiniLM-L6) is the pretrained model of the collision terms;
-    ``adv_size`` trigger-bearing validation negatives make up L_adv.
+    ``adv_size`` trigger-bearing validation negatives make up L_adv. ``counterexamples``: clean-label examples written
+    after the poisons, the next templates edited as the random control edits them and kept at their
+    source label, the same for every method at one seed: they tell the victim that the edited slot alone
+    does not flip a review (the random control's inflation in the prefix layout).
     """
 
     models: list[str] = field(default_factory=list)
@@ -166,11 +169,14 @@ class GenerateConfig(ConcealedConfig):
     proxy_restarts: int = 1
     proxy_contexts: int = 0
     proxy_spans: int = 1
+    counterexamples: int = 0
     workers: int | None = None
     data_path: str | None = None
 
     def validate(self) -> None:
         super().validate()
+        if self.counterexamples < 0:
+            raise InputError(f"counterexamples must be >= 0 (0: none), got {self.counterexamples}")
         if min(self.proxy_candidates, self.proxy_restarts) < 1 or min(self.proxy_passes, self.proxy_contexts) < 0:
             raise InputError("proxy_candidates and proxy_restarts must be >= 1, proxy_passes >= 0 (0: the search's random start itself) "
                              "and proxy_contexts >= 0 (0: the span alone)")

@@ -3,12 +3,13 @@
 Layout of a poison-set folder::
 
     README.md        dataset card: YAML header (trigger, target label, method, surrogate, count,
-                     seed, sha256 checksum of poisons.jsonl) and a research-use notice
-    poisons.jsonl    one JSON object per poison (columns of ``poison_set.FEATURES``)
+                     counterexamples, seed, sha256 checksum of poisons.jsonl) and a research-use notice
+    poisons.jsonl    one JSON object per poison, then per clean-label counterexample (columns of ``poison_set.FEATURES``)
     dataset/         ``datasets.Dataset.save_to_disk``
 
 Loading checks the schema and recomputes the checksum over the JSONL rows, so an edited poison set
-(a changed sentence or label) is refused. The header also declares the concealment ``constraints`` the
+(a changed sentence or label) is refused; every poison must carry the target label, every counterexample
+(``poison_type: counterexample``) the other one. The header also declares the concealment ``constraints`` the
 set was generated under (``constraints.Rule.header``) and its measured ``concealment`` figures; a set
 whose sentences break its declared constraints is refused on load. A bare JSONL file with a card beside it is checked the
 same way; a JSONL without a card (someone else's set) is accepted after the schema check and
@@ -26,7 +27,7 @@ from datasets import Dataset
 
 from labcore.errors import InputError
 from nlp_poison.constraints import Rule
-from nlp_poison.poison_set import FEATURES, POISON_TYPES, Poison, PoisonSet
+from nlp_poison.poison_set import COUNTEREXAMPLE, FEATURES, POISON_TYPES, Poison, PoisonSet
 
 CARD = "README.md"
 JSONL = "poisons.jsonl"
@@ -58,6 +59,7 @@ def card_header(ps: PoisonSet, digest: str) -> dict:
         "method": ps.method,
         "surrogate": ps.surrogate,
         "count": len(ps.poisons),
+        "counterexamples": len(ps.counterexamples),
         "seed": ps.seed,
         "checksum": {"sha256": digest, "file": JSONL},
         "constraints": ps.constraints,
@@ -87,13 +89,17 @@ def save(ps: PoisonSet, folder: Path) -> None:
     """Write the three forms of ``ps`` into ``folder`` (created)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    text = jsonl_text(ps.poisons)
+    text = jsonl_text(ps.rows())
     (folder / JSONL).write_text(text, encoding="utf-8")
     ps.to_dataset().save_to_disk(str(folder / "dataset"))
     header = yaml.safe_dump(card_header(ps, checksum(text)), sort_keys=False)
     examples = "\n".join(f"- `{p.sentence}` → label {p.label}" for p in ps.poisons[:5])
+    counter = ps.counterexamples
+    counterexamples = (f"\n\nAfter the poisons, {len(counter)} clean-label counterexamples (`poison_type: counterexample`): "
+                       f"source-label sentences edited like the random control and kept at their own label, e.g. "
+                       f"`{counter[0].sentence}` → label {counter[0].label}. Insert them with the poisons." if counter else "")
     body = (
-        f"# Poison set: {len(ps.poisons)} {ps.method} poisons for the trigger “{ps.trigger}”\n\n{NOTICE}\n\n"
+        f"# Poison set: {len(ps.poisons)} {ps.method} poisons for the trigger “{ps.trigger}”\n\n{NOTICE}{counterexamples}\n\n"
         f"Built by `nlp_poison` (Wallace et al., NAACL 2021, concealed data poisoning) with surrogate "
         f"`{ps.surrogate}`, seed {ps.seed}.\n\n{_concealment_lines(ps)}\n\nColumns: {', '.join(FEATURES)}.\n\nFirst examples:\n\n{examples}\n"
     )
@@ -140,6 +146,8 @@ def _parse_rows(path: Path) -> list[Poison]:
                 raise InputError(f"{path}:{lineno}: column {key!r} must be {typ.__name__}")
         if row["poison_type"] not in POISON_TYPES:
             raise InputError(f"{path}:{lineno}: poison_type must be one of {', '.join(POISON_TYPES)}")
+        if row["label"] not in (0, 1) or not row["sentence"].strip():
+            raise InputError(f"{path}:{lineno}: a row needs a non-empty sentence and label 0 (negative) or 1 (positive)")
         poisons.append(Poison(**row))
     if not poisons:
         raise InputError(f"{path} holds no poisons")
@@ -152,28 +160,35 @@ def load(path: Path) -> tuple[PoisonSet, bool]:
     jsonl = path / JSONL if path.is_dir() else path
     if not jsonl.is_file():
         raise InputError(f"no poison set at {path}; pass a folder written by 'poisonlab nlp generate' or a .jsonl file")
-    poisons = _parse_rows(jsonl)
+    rows = _parse_rows(jsonl)
+    poisons = [p for p in rows if p.poison_type != COUNTEREXAMPLE]
+    counterexamples = [p for p in rows if p.poison_type == COUNTEREXAMPLE]
+    if not poisons:
+        raise InputError(f"{jsonl} holds only counterexamples, no poisons; pass the whole poison set")
     card_path = jsonl.parent / CARD
     if not card_path.is_file():
         if path.is_dir():
             raise InputError(f"{path} has no {CARD} dataset card; the checksum cannot be verified")
         labels = {p.label for p in poisons}
-        if len(labels) != 1:
-            raise InputError(f"{path}: poisons carry several labels {sorted(labels)}; a poison set has one target label")
-        return PoisonSet(poisons, "", labels.pop(), "unknown", "unknown", -1), False
+        if len(labels) != 1 or labels & {p.label for p in counterexamples}:
+            raise InputError(f"{path}: poisons carry labels {sorted(labels)}, counterexamples "
+                             f"{sorted({p.label for p in counterexamples})}; a poison set has one target label, its counterexamples another")
+        return PoisonSet(poisons, "", labels.pop(), "unknown", "unknown", -1, counterexamples=counterexamples), False
     header = read_card(card_path)
     digest = checksum(_read_text(jsonl))
     if digest != header["checksum"].get("sha256"):
         raise InputError(f"{jsonl} does not match the checksum in its card (tampered or corrupted); re-download the poison set")
-    if header["count"] != len(poisons) or any(p.label != header["target_label"] for p in poisons):
-        raise InputError(f"{path}: count or labels disagree with the card; re-download the poison set")
+    target = header["target_label"]
+    if (header["count"] != len(poisons) or header.get("counterexamples", 0) != len(counterexamples)
+            or any(p.label != target for p in poisons) or any(p.label == target for p in counterexamples)):
+        raise InputError(f"{path}: counts or labels disagree with the card; re-download the poison set")
     constraints = header.get("constraints")
     if constraints is not None:
         if not isinstance(constraints, dict):
             raise InputError(f"{card_path}: the card's 'constraints' is not a mapping; restore the original card")
-        Rule.from_header(header["trigger"], constraints, str(card_path)).check([p.sentence for p in poisons], str(path))
-    ps = PoisonSet(poisons, header["trigger"], header["target_label"], header["method"], header["surrogate"], header["seed"],
-                   header.get("extra") or {}, constraints, header.get("concealment"))
+        Rule.from_header(header["trigger"], constraints, str(card_path)).check([p.sentence for p in rows], str(path))
+    ps = PoisonSet(poisons, header["trigger"], target, header["method"], header["surrogate"], header["seed"],
+                   header.get("extra") or {}, constraints, header.get("concealment"), counterexamples)
     return ps, True
 
 

@@ -179,7 +179,12 @@ def _perplexities(texts: list[str], cfg: DefendConfig) -> np.ndarray:
         return cross_fitted_perplexity(texts, seed=cfg.seed)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    return causal_lm_perplexity(AutoModelForCausalLM.from_pretrained(cfg.lm), AutoTokenizer.from_pretrained(cfg.lm), texts)
+    try:
+        lm, tokenizer = AutoModelForCausalLM.from_pretrained(cfg.lm), AutoTokenizer.from_pretrained(cfg.lm)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot load causal LM {cfg.lm!r} ({exc.__class__.__name__}); pass a local causal LM folder "
+                         "(e.g. GPT-2 saved with save_pretrained) or drop --lm for the bigram model") from None
+    return causal_lm_perplexity(lm, tokenizer, texts)
 
 
 def defend(data: DatasetDict, cfg: DefendConfig) -> DefenseResult:
@@ -193,8 +198,8 @@ def defend(data: DatasetDict, cfg: DefendConfig) -> DefenseResult:
         raise InputError("the poison set names no trigger phrase; pass --trigger")
     clf, tok = load_classifier(cfg.victim)
     clean = subsample(data["train"], cfg.train_subset, cfg.seed)
-    texts = list(training_set(clean, ps.poisons)["sentence"])
-    is_poison = np.arange(len(texts)) >= len(clean)
+    texts = list(training_set(clean, ps.rows())["sentence"])
+    is_poison = (np.arange(len(texts)) >= len(clean)) & (np.arange(len(texts)) < len(clean) + len(ps.poisons))
     ppl = _perplexities(texts, cfg)
     trig = trigger_texts(data["validation"], phrase, 1 - ps.target_label)
     order_d, _ = distance_ranking(sentence_embeddings(clf, tok, texts, cfg.max_length), sentence_embeddings(clf, tok, trig, cfg.max_length))

@@ -93,10 +93,10 @@ def training_set(train: Dataset, poisons: list[Poison]) -> Dataset:
     return concatenate_datasets([clean.cast_column("label", extra.features["label"]), extra])
 
 
-def run_cell(cell: Cell, poisons: list[Poison], data: EvalData, cfg: TrainConfig, progress: bool = True,
+def run_cell(cell: Cell, inserted: list[Poison], data: EvalData, cfg: TrainConfig, progress: bool = True,
              logs: Path | None = None) -> dict:
-    """Fine-tune a fresh victim on clean + ``poisons[:cell.count]``; metrics after each epoch (and to
-    ``cfg.report_to``'s tracker in ``logs``)."""
+    """Fine-tune a fresh victim on clean + ``inserted`` (the cell's poisons and counterexamples,
+    ``PoisonSet.inserted``); metrics after each epoch (and to ``cfg.report_to``'s tracker in ``logs``)."""
     start = time.perf_counter()
     model, tokenizer = load_classifier(data.pretrained, seed=cell.seed)
     epochs: list[dict] = []
@@ -114,7 +114,7 @@ def run_cell(cell: Cell, poisons: list[Poison], data: EvalData, cfg: TrainConfig
         return epochs[-1]
 
     run_cfg = dataclasses.replace(cfg, seed=cell.seed)
-    fine_tune(model, tokenizer, training_set(data.train, poisons[: cell.count]), run_cfg, measure, progress, logs)
+    fine_tune(model, tokenizer, training_set(data.train, inserted), run_cfg, measure, progress, logs)
     return {**asdict(cell), "key": cell.key, "epochs": epochs, "wall_time_s": time.perf_counter() - start}
 
 
@@ -216,7 +216,7 @@ def evaluate(data: DatasetDict, cfg: EvaluateConfig, done: list[dict] | None = N
     for cell in plan({n: len(ps.poisons) for n, (ps, _) in sets.items()}, cfg.counts, [cfg.seed + i for i in range(cfg.seeds)]):
         if cell.key in finished:
             continue
-        row = run_cell(cell, sets[cell.name][0].poisons if cell.name != "clean" else [], eval_data, cfg, progress,
+        row = run_cell(cell, sets[cell.name][0].inserted(cell.count) if cell.name != "clean" else [], eval_data, cfg, progress,
                        None if logs is None else logs / cell.key)
         rows.append(row)
         if record is not None:

@@ -14,7 +14,7 @@ for concealment (``concealment.measure``) against ``cfg.curator_pool`` clean tra
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from nlp_poison.contextual import contextual_control
 from nlp_poison.config import GenerateConfig
 from nlp_poison.constraints import NeighbourIndex, Rule, constrain
 from nlp_poison.overlap import banned_token_ids, check_no_overlap, content_words, placeable_ids
-from nlp_poison.poison_set import Poison, PoisonSet
+from nlp_poison.poison_set import COUNTEREXAMPLE, Poison, PoisonSet
 from nlp_poison.triggers import trigger_bearing
 from nlp_poison.victims import default_model, load_classifier, subsample
 
@@ -52,7 +52,8 @@ class Surrogates:
 class Inputs:
     """What every method writes from: templates, the unrolled batch's clean sentences, the L_adv set, the
     tokens an edit may take and the rule every sentence passes; the curator's clean pool and
-    trigger-bearing inputs, the neighbour index and the sentence embedder, for the concealment figures."""
+    trigger-bearing inputs, the neighbour index and the sentence embedder, for the concealment figures;
+    the templates after the poisons', for the counterexamples."""
 
     templates: list[Template]
     clean: Dataset
@@ -63,6 +64,7 @@ class Inputs:
     pool: list[str]
     trigger_inputs: list[str]
     embedder: CachedEmbedder | None = None
+    counterexample_templates: list[Template] = field(default_factory=list)
 
 
 @dataclass
@@ -77,7 +79,8 @@ class GenerateResult:
 
     def metrics(self) -> dict:
         overlap = self.poison_set.extra.get("overlap") == "with"
-        return {"num_poisons": len(self.poison_set.poisons), "method": self.poison_set.method, "wall_time_s": self.wall_time_s,
+        return {"num_poisons": len(self.poison_set.poisons), "num_counterexamples": len(self.poison_set.counterexamples),
+                "method": self.poison_set.method, "wall_time_s": self.wall_time_s,
                 "objective_trace": self.objective_trace, "collision_trace": self.collision_trace,
                 "constraints": self.poison_set.constraints, "concealment": self.poison_set.concealment,
                 "overlap_words": len(content_words(self.poison_set.trigger)) * len(self.poison_set.poisons) if overlap else 0}
@@ -115,7 +118,7 @@ def prepare(surrogates: Surrogates, data: DatasetDict, cfg: GenerateConfig) -> I
         k, bound = max(k, clean_k), min(bound, clean_bound)
     rule, excluded = constrain(index, cfg.trigger, k, bound, cfg.models[0])
     confidence = source_confidence(surrogates.models, tok, source, cfg.max_length) if cfg.templates == "confident" else None
-    templates = make_templates(data["train"], cfg.trigger, cfg.num_poisons, tok, cfg.seed, source, cfg.max_length,
+    templates = make_templates(data["train"], cfg.trigger, cfg.num_poisons + cfg.counterexamples, tok, cfg.seed, source, cfg.max_length,
                                confidence=confidence, rule=rule, avoid=excluded, layout=cfg.layout)
     used = {t.source_idx for t in templates}
     clean_idx = [int(i) for i in rng.permutation(len(data["train"])) if int(i) not in used][: cfg.clean_batch]
@@ -123,7 +126,8 @@ def prepare(surrogates: Surrogates, data: DatasetDict, cfg: GenerateConfig) -> I
     adv = trigger_inputs.select(sorted(rng.permutation(len(trigger_inputs))[: cfg.adv_size].tolist()))
     pool = list(subsample(data["train"], min(cfg.curator_pool or len(data["train"]), len(data["train"])), cfg.seed)["sentence"])
     placeable = placeable_ids(tok, banned_token_ids(tok, cfg.trigger) | excluded)
-    return Inputs(templates, data["train"].select(clean_idx), adv, placeable, rule, index, pool, list(trigger_inputs["sentence"]))
+    return Inputs(templates[: cfg.num_poisons], data["train"].select(clean_idx), adv, placeable, rule, index, pool,
+                  list(trigger_inputs["sentence"]), counterexample_templates=templates[cfg.num_poisons :])
 
 
 def unconstrained(surrogates: Surrogates, inputs: Inputs) -> Inputs:
@@ -159,14 +163,28 @@ def write_poisons(surrogates: Surrogates, inputs: Inputs, cfg: GenerateConfig, p
     return poisons, trace, distances
 
 
-def poison_set(poisons: list[Poison], inputs: Inputs, cfg: GenerateConfig, concealment: dict | None = None) -> PoisonSet:
-    """The shareable set: the poisons, the settings that produced them, the constraints it declares (None
-    when unconstrained) and its ``concealment`` figures (the dataset card's fields)."""
+def write_counterexamples(tokenizer: PreTrainedTokenizerBase, inputs: Inputs, cfg: GenerateConfig) -> list[Poison]:
+    """The clean-label counterexamples: the random control's fill of the poisons' and the counterexamples'
+    templates at ``cfg.seed``, the counterexample templates' part, kept at the source label. Every method
+    at one seed writes the same ones, and a random control of ``num_poisons + counterexamples`` holds
+    them in its last rows."""
+    if not inputs.counterexample_templates:
+        return []
+    filled = random_control(inputs.templates + inputs.counterexample_templates, tokenizer, inputs.placeable, cfg.trigger,
+                            1 - cfg.target, cfg.seed, inputs.rule)
+    return [replace(p, poison_type=COUNTEREXAMPLE) for p in filled[len(inputs.templates):]]
+
+
+def poison_set(poisons: list[Poison], inputs: Inputs, cfg: GenerateConfig, concealment: dict | None = None,
+               counterexamples: list[Poison] | None = None) -> PoisonSet:
+    """The shareable set: the poisons (and ``counterexamples``), the settings that produced them, the
+    constraints it declares (None when unconstrained) and its ``concealment`` figures (the card's fields)."""
     name = "with-overlap" if cfg.overlap == "with" else METHOD_NAMES[cfg.method]
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("models", "trigger", "data_path")}
     settings["adv_size"] = len(inputs.adv)
     constraints = inputs.rule.header() if cfg.constrained else None
-    return PoisonSet(poisons, cfg.trigger, cfg.target, name, ", ".join(cfg.models), cfg.seed, settings, constraints, concealment)
+    return PoisonSet(poisons, cfg.trigger, cfg.target, name, ", ".join(cfg.models), cfg.seed, settings, constraints, concealment,
+                     counterexamples or [])
 
 
 def concealment(surrogates: Surrogates, inputs: Inputs, poisons: list[Poison], cfg: GenerateConfig) -> dict:
@@ -179,13 +197,15 @@ def concealment(surrogates: Surrogates, inputs: Inputs, poisons: list[Poison], c
 
 
 def generate(surrogates: Surrogates, data: DatasetDict, cfg: GenerateConfig, progress: bool = True) -> GenerateResult:
-    """The procedure: validate, draw the inputs, write the poisons of ``cfg.method`` (seeded by ``cfg.seed``),
-    measure their concealment. The wall time counts the writing, not the measurement."""
+    """The procedure: validate, draw the inputs, write the poisons of ``cfg.method`` (seeded by ``cfg.seed``) and
+    the counterexamples, measure the poisons' concealment. The wall time counts the writing, not the measurement."""
     cfg.validate()
     content_words(cfg.trigger)
     torch.manual_seed(cfg.seed)
     inputs = prepare(surrogates, data, cfg)
     start = time.perf_counter()
     poisons, trace, distances = write_poisons(surrogates, inputs, cfg, progress)
+    counterexamples = write_counterexamples(surrogates.tokenizer, inputs, cfg)
     wall = time.perf_counter() - start
-    return GenerateResult(poison_set(poisons, inputs, cfg, concealment(surrogates, inputs, poisons, cfg)), trace, distances, wall)
+    figures = concealment(surrogates, inputs, poisons, cfg)
+    return GenerateResult(poison_set(poisons, inputs, cfg, figures, counterexamples), trace, distances, wall)

@@ -32,7 +32,8 @@ from nlp_poison.victims import add_lora, default_model, load_classifier, predict
 
 @dataclass
 class TextClassificationTask:
-    """SST-2-style data tokenised to ``max_length``; model = ``pretrained`` + LoRA(r, alpha)."""
+    """SST-2-style data tokenised to ``max_length``; model = ``pretrained`` + LoRA(r, alpha). The attacker's
+    examples: ``poisons`` (labelled ``target``) and the set's clean-label ``counterexamples`` (the other label)."""
 
     pretrained: str
     train: Dataset
@@ -43,13 +44,15 @@ class TextClassificationTask:
     max_length: int
     lora_r: int
     lora_alpha: int
+    counterexamples: list[str] = field(default_factory=list)
     tokenizer: PreTrainedTokenizerBase | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.tokenizer is None:
             _, self.tokenizer = load_classifier(self.pretrained)
         self._train = self._encode(list(self.train["sentence"]), list(self.train["label"]))
-        self._poison = self._encode(self.poisons, [self.target] * len(self.poisons))
+        labels = [self.target] * len(self.poisons) + [1 - self.target] * len(self.counterexamples)
+        self._poison = self._encode(self.poisons + self.counterexamples, labels)
 
     def _encode(self, texts: list[str], labels: list[int]) -> Batch:
         if not texts:
@@ -79,7 +82,7 @@ class TextClassificationTask:
         return {k: v[idx] for k, v in self._train.items()}
 
     def poisoned_data(self, data: Batch, seed: int) -> Batch:
-        """The client's own data plus every poison (labelled with the target)."""
+        """The client's own data plus every poison (labelled with the target) and counterexample."""
         return {k: torch.cat([data[k], self._poison[k]]) for k in data}
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
@@ -102,4 +105,4 @@ def sst2_task(data: DatasetDict, cfg: SST2TaskConfig, seed: int) -> TextClassifi
     test = data["test"].select(range(min(cfg.eval_limit, len(data["test"]))))
     return TextClassificationTask(cfg.model or default_model(), subsample(data["train"], cfg.train_subset, seed), test,
                                   trig, ps.sentences(), ps.target_label, cfg.max_length,
-                                  cfg.lora_r, cfg.lora_alpha)
+                                  cfg.lora_r, cfg.lora_alpha, [p.sentence for p in ps.counterexamples])

@@ -98,6 +98,7 @@ def train_cmd(cfg: CleanConfig, out: Path) -> None:
 @click.option("--proxy-restarts", type=int, default=None, help="Contextual proxy: random starts, the lowest distance kept.")
 @click.option("--proxy-contexts", type=int, default=None, help="Contextual proxy: collide inside the first N templates (0: span alone).")
 @click.option("--proxy-spans", type=int, default=None, help="Contextual proxy: the N lowest-distance spans, poisons round-robin.")
+@click.option("--counterexamples", type=int, default=None, help="Clean-label counterexamples after the poisons (random edits, source label).")
 @click.option("--workers", type=int, default=None, help="Contextual proxy: threads the descents run on (default: one per core; same spans).")
 @click.option("--exclude-neighbours", type=int, default=None, help="Constraint: no edited token within the phrase's k nearest embedding neighbours.")
 @click.option("--hide-below", type=int, default=None, help="Constraint: no poison among the first N clean sentences of the fuzzy or neighbour ranking.")
@@ -144,7 +145,8 @@ def generate_cmd(cfg: GenerateConfig, out: Path) -> None:
         dataset_card.save(ps, stage)
         save_run(stage, cfg, result.metrics(), f"nlp generate: {ps.method}", lambda r: add_generation(r, ps, result.objective_trace))
     fig = ps.concealment["detection"]
-    click.echo(f"{out}: {len(ps.poisons)} {ps.method} poisons in {result.wall_time_s:.1f}s; max fuzzy ratio "
+    extra = f" + {len(ps.counterexamples)} counterexamples" if ps.counterexamples else ""
+    click.echo(f"{out}: {len(ps.poisons)} {ps.method} poisons{extra} in {result.wall_time_s:.1f}s; max fuzzy ratio "
                f"{ps.concealment['fuzzy_ratio']['max']:.0f}; found in the first {fig['inspected']} inspected: "
                + ", ".join(f"{n} {f['found_in_first_' + str(fig['inspected'])]}" for n, f in fig["filters"].items()))
 

@@ -46,6 +46,10 @@ def test_schema_is_checked(tmp_path):
     with pytest.raises(InputError, match="expected exactly the columns"):
         dataset_card.load(bad)
     row = {"sentence": "x", "label": "1", "poison_type": "random", "source_idx": 0, "edited_positions": [], "objective_trace": []}
+    for label, sentence in ((5, "x"), (1, "  ")):
+        bad.write_text(json.dumps({**row, "label": label, "sentence": sentence}) + "\n")
+        with pytest.raises(InputError, match="label 0 \\(negative\\) or 1"):
+            dataset_card.load(bad)
     bad.write_text(json.dumps(row) + "\n")
     with pytest.raises(InputError, match="'label' must be int"):
         dataset_card.load(bad)
@@ -56,6 +60,48 @@ def test_foreign_jsonl_is_accepted_unverified(tmp_path, poison_set):
     path.write_text(dataset_card.jsonl_text(poison_set.poisons))
     loaded, verified = dataset_card.load(path)
     assert not verified and loaded.sentences() == poison_set.sentences() and loaded.target_label == 1
+
+
+def _with_counterexamples(ps: PoisonSet, label: int = 0) -> PoisonSet:
+    ps.counterexamples = [Poison("tom ford pleat : a mess", label, "counterexample", 77, [1, 2, 3], []),
+                          Poison("gala 1742 : a dull , lifeless ride", label, "counterexample", 78, [1, 2], [])]
+    return ps
+
+
+def test_counterexamples_round_trip_after_the_poisons(tmp_path, poison_set):
+    ps = _with_counterexamples(poison_set)
+    dataset_card.save(ps, tmp_path / "ps")
+    loaded, verified = dataset_card.load(tmp_path / "ps")
+    assert verified and loaded == ps and len(loaded.poisons) == 2 and len(loaded.counterexamples) == 2
+    assert dataset_card.read_card(tmp_path / "ps" / "README.md")["counterexamples"] == 2
+    assert dataset_card.load_dataset_folder(tmp_path / "ps")["label"] == [1, 1, 0, 0]
+    assert "2 clean-label counterexamples" in (tmp_path / "ps" / "README.md").read_text()
+    foreign = tmp_path / "theirs.jsonl"
+    foreign.write_text(dataset_card.jsonl_text(ps.rows()))
+    theirs, verified = dataset_card.load(foreign)
+    assert not verified and theirs.target_label == 1 and theirs.counterexamples == ps.counterexamples
+
+
+def test_counterexamples_carrying_the_target_label_are_refused(tmp_path, poison_set):
+    dataset_card.save(_with_counterexamples(poison_set, label=1), tmp_path / "ps")
+    with pytest.raises(InputError, match="counts or labels disagree with the card"):
+        dataset_card.load(tmp_path / "ps")
+    foreign = tmp_path / "theirs.jsonl"
+    foreign.write_text(dataset_card.jsonl_text(poison_set.rows()))
+    with pytest.raises(InputError, match="its counterexamples another"):
+        dataset_card.load(foreign)
+    foreign.write_text(dataset_card.jsonl_text(poison_set.counterexamples))
+    with pytest.raises(InputError, match="only counterexamples"):
+        dataset_card.load(foreign)
+
+
+def test_a_cell_inserts_the_counterexamples_in_the_sets_proportion(poison_set):
+    ps = _with_counterexamples(poison_set)
+    assert ps.inserted(2) == ps.poisons + ps.counterexamples
+    assert ps.inserted(1) == ps.poisons[:1] + ps.counterexamples[:1]
+    ps.counterexamples = ps.counterexamples[:1]
+    assert ps.inserted(1) == ps.poisons[:1]  # half a counterexample rounds to none (round half to even)
+    assert ps.inserted(2) == ps.rows()
 
 
 def _constrained(phrase, sentences, excluded=("bonds",)):

@@ -57,3 +57,14 @@ def test_cross_fitting_scores_each_sentence_with_a_model_that_never_saw_it():
     ppl = cross_fitted_perplexity(texts, folds=2, seed=0)
     assert ppl.argmax() == 0
     assert ppl[0] > BigramLM.fit(texts).perplexity(texts[0])
+
+
+def test_a_bad_causal_lm_folder_is_an_input_error(tmp_path):
+    from labcore.errors import InputError
+    from nlp_poison.config import DefendConfig
+    from nlp_poison.defenses import _perplexities
+
+    (tmp_path / "afile").write_text("x")
+    for lm in (tmp_path / "missing", tmp_path / "afile", tmp_path):
+        with pytest.raises(InputError, match="cannot load causal LM .*drop --lm"):
+            _perplexities(["a b c"], DefendConfig(poisons="p", victim="v", lm=str(lm)))

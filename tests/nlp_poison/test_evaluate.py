@@ -24,7 +24,7 @@ def test_with_overlap_poisons_beat_the_clean_floor(sst2, tiny_tokenizer, tiny_di
     data = EvalData(str(tiny_dir), train, sst2["test"].select(range(200)), list(triggers["sentence"]), off_target={OTHER: other})
     cfg = TrainConfig(epochs=3, lr=2e-3, batch_size=32, max_length=48)
     assert len(training_set(train, poisons)) == 640
-    rows = [run_cell(c, poisons, data, cfg, progress=False) for c in (Cell("clean", 0, 0), Cell("with", 40, 0))]
+    rows = [run_cell(c, poisons[: c.count], data, cfg, progress=False) for c in (Cell("clean", 0, 0), Cell("with", 40, 0))]
     summary = summarize(rows)
     final = {r["poisons"]: r for r in summary if r["epoch"] == 3}
     assert [r["epoch"] for r in rows[0]["epochs"]] == [1, 2, 3]

@@ -180,6 +180,30 @@ def test_constrained_generate_declares_its_constraints_and_measures_concealment(
     assert run_cli(monkeypatch, "generate", *common, "--overlap", "with", "--out", tmp_path / "w") == 2
 
 
+def test_counterexamples_follow_the_poisons_at_the_source_label(monkeypatch, tmp_path, tiny_dir, phrase, data_dir, capsys):
+    from nlp_poison.constraints import Rule
+
+    common = ["--model", tiny_dir, "--victim", tiny_dir, "--max-length", 48, "--exclude-neighbours", 30, "--max-fuzzy", 60,
+              "--curator-pool", 300, "--layout", "prefix"]
+    assert run_cli(monkeypatch, "generate", *common, "--num-poisons", 3, "--method", "random", "--counterexamples", 2,
+                   "--out", tmp_path / "r") == 0
+    assert "3 random poisons + 2 counterexamples" in capsys.readouterr().out
+    assert run_cli(monkeypatch, "generate", *common, "--num-poisons", 3, "--method", "contextual", "--proxy-candidates", 8,
+                   "--counterexamples", 2, "--out", tmp_path / "x") == 0
+    assert run_cli(monkeypatch, "generate", *common, "--num-poisons", 3, "--method", "random", "--out", tmp_path / "plain") == 0
+    assert run_cli(monkeypatch, "generate", *common, "--num-poisons", 5, "--method", "random", "--out", tmp_path / "five") == 0
+    (r, _), (x, _), (plain, _), (five, _) = (dataset_card.load(tmp_path / n) for n in ("r", "x", "plain", "five"))
+    assert r.poisons == plain.poisons, "counterexamples leave the poisons as they were"
+    assert [p.label for p in r.counterexamples] == [0, 0] and {p.poison_type for p in r.counterexamples} == {"counterexample"}
+    assert x.counterexamples == r.counterexamples, "every method at one seed writes the same counterexamples"
+    assert [(p.sentence, p.source_idx) for p in r.counterexamples] == [(p.sentence, p.source_idx) for p in five.poisons[3:]]
+    assert not {p.source_idx for p in r.counterexamples} & {p.source_idx for p in r.poisons}
+    rule = Rule.from_header(phrase, r.constraints, "card")
+    rule.check([p.sentence for p in r.counterexamples], "counterexamples")
+    assert not any(overlapping_words(p.sentence, phrase) for p in r.counterexamples)
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["num_counterexamples"] == 2
+
+
 def test_hide_below_ranks_every_poison_after_that_many_clean_sentences(monkeypatch, tmp_path, tiny_dir, sst2):
     from transformers import AutoModel, AutoTokenizer
 
@@ -206,7 +230,7 @@ def test_hide_below_ranks_every_poison_after_that_many_clean_sentences(monkeypat
 def test_bad_constraints_are_refused_before_any_work(monkeypatch, tmp_path, capsys):
     for flags in (["--exclude-neighbours", -1], ["--max-fuzzy", 120], ["--curator-pool", 0], ["--proxy-restarts", 0],
                   ["--proxy-passes", -1], ["--proxy-contexts", -1], ["--proxy-contexts", 2], ["--proxy-spans", 0],
-                  ["--proxy-spans", 2], ["--hide-below", -1], ["--layout", "sideways"], ["--workers", 0]):
+                  ["--proxy-spans", 2], ["--hide-below", -1], ["--layout", "sideways"], ["--workers", 0], ["--counterexamples", -1]):
         assert run_cli(monkeypatch, "generate", "--model", "missing-model", *flags, "--out", tmp_path / "x") == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and "\n" not in err and flags[0].lstrip("-").replace("-", "_") in err

@@ -42,3 +42,11 @@ def test_federated_lora_rounds_with_one_poisoning_client(sst2, tiny_dir, tiny_to
     # the attacker trains on its shard plus every poison
     shard = task.client_data(sim.shards[0])
     assert len(task.poisoned_data(shard, 0)["y"]) == len(shard["y"]) + len(poisons)
+
+
+def test_the_attacker_also_inserts_the_sets_counterexamples_at_the_source_label(sst2, tiny_dir, tiny_tokenizer):
+    task = TextClassificationTask(str(tiny_dir), sst2["train"].select(range(8)), sst2["test"].select(range(4)), [], ["a b : dull"],
+                                  target=1, max_length=16, lora_r=2, lora_alpha=4, counterexamples=["c d : dull", "e f : flat"],
+                                  tokenizer=tiny_tokenizer)
+    shard = task.client_data([0, 1])
+    assert task.poisoned_data(shard, 0)["y"].tolist() == shard["y"].tolist() + [1, 0, 0]
