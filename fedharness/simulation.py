@@ -78,10 +78,14 @@ def build_attack(cfg: ExperimentConfig) -> attacks.Attack | None:
 
 
 def check_methods(cfg: ExperimentConfig) -> None:
-    """Build the aggregator and the attack once, so that an unknown name or parameter is refused before a
-    task loads its data and models."""
+    """Build the aggregator and the attack once, so that an unknown name or parameter, or an attack that
+    reads the round's benign updates where every sampled client is an attacker, is refused before a task
+    loads its data and models."""
     build_aggregator(cfg)
-    build_attack(cfg)
+    attack = build_attack(cfg)
+    if attack is not None and attack.knowledge == "benign" and cfg.attack.num_attackers >= cfg.federation.clients_per_round:
+        raise InputError(f"attack {cfg.attack.name} reads the round's benign updates, but all m={cfg.federation.clients_per_round} "
+                         f"sampled clients are attackers; raise federation.clients_per_round above attack.num_attackers")
 
 
 class Simulation:
@@ -89,6 +93,7 @@ class Simulation:
 
     def __init__(self, cfg: ExperimentConfig, task: Task) -> None:
         cfg.validate()
+        check_methods(cfg)
         self.cfg = cfg
         self.task = with_backdoor(task, cfg)
         torch.manual_seed(cfg.seed)
@@ -109,9 +114,6 @@ class Simulation:
             self.warmup_aggregator = RowSparse(self.warmup_aggregator, blocks)
         self.attack = build_attack(cfg)
         self.attackers = list(range(cfg.attack.num_attackers)) if self.attack else []
-        if self.attack is not None and self.attack.knowledge == "benign" and len(self.attackers) >= cfg.federation.clients_per_round:
-            raise InputError(f"attack {cfg.attack.name} reads the round's benign updates, but all m={cfg.federation.clients_per_round} "
-                             f"sampled clients are attackers; raise federation.clients_per_round above attack.num_attackers")
         size = min(cfg.aggregator.server_set_size, len(labels))
         self.server_indices = np.sort(
             np.random.default_rng([cfg.seed, SERVER_SET_SALT]).choice(len(labels), size, replace=False)

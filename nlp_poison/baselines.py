@@ -121,7 +121,7 @@ def make_templates(
             fits[kind] = [fits[kind][i] for i in np.argsort(-scores, kind="stable")]
     templates = (fits["replace"] + fits["prefix"])[:num]
     if len(templates) < num:
-        raise InputError(f"only {len(templates)} training sentences with label {source_label} fit max_length {max_length}; ask for fewer poisons")
+        raise InputError(f"only {len(templates)} training sentences with label {source_label} fit max_length {max_length}; ask for fewer poisons (and counterexamples)")
     return templates
 
 

@@ -51,7 +51,7 @@ def checksum(text: str) -> str:
 
 
 def card_header(ps: PoisonSet, digest: str) -> dict:
-    return {
+    header = {
         "task_categories": ["text-classification"],
         "tags": ["data-poisoning", "research"],
         "trigger": ps.trigger,
@@ -59,13 +59,15 @@ def card_header(ps: PoisonSet, digest: str) -> dict:
         "method": ps.method,
         "surrogate": ps.surrogate,
         "count": len(ps.poisons),
-        "counterexamples": len(ps.counterexamples),
         "seed": ps.seed,
         "checksum": {"sha256": digest, "file": JSONL},
         "constraints": ps.constraints,
         "concealment": ps.concealment,
         "extra": ps.extra,
     }
+    if ps.counterexamples:  # a set without them keeps the header it always had
+        header["counterexamples"] = len(ps.counterexamples)
+    return header
 
 
 def _concealment_lines(ps: PoisonSet) -> str:

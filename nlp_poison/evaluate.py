@@ -198,7 +198,8 @@ def _phrase_and_target(sets: dict[str, tuple[PoisonSet, bool]], trigger: str | N
 def evaluate(data: DatasetDict, cfg: EvaluateConfig, done: list[dict] | None = None,
              record: Callable[[dict], None] | None = None, progress: bool = True,
              logs: Path | None = None) -> EvaluateResult:
-    """Fine-tune a fresh victim per cell (``plan``) on clean + poisons; cells in ``done`` (earlier rows) are
+    """Fine-tune a fresh victim per cell (``plan``) on clean + poisons (+ the set's counterexamples, their number in
+    each row); cells in ``done`` (earlier rows) are
     kept, each new row goes to ``record`` as soon as it is finished (resume); with ``cfg.report_to`` each
     cell logs into ``logs/<cell key>``."""
     cfg.validate()
@@ -216,8 +217,9 @@ def evaluate(data: DatasetDict, cfg: EvaluateConfig, done: list[dict] | None = N
     for cell in plan({n: len(ps.poisons) for n, (ps, _) in sets.items()}, cfg.counts, [cfg.seed + i for i in range(cfg.seeds)]):
         if cell.key in finished:
             continue
-        row = run_cell(cell, sets[cell.name][0].inserted(cell.count) if cell.name != "clean" else [], eval_data, cfg, progress,
-                       None if logs is None else logs / cell.key)
+        inserted = sets[cell.name][0].inserted(cell.count) if cell.name != "clean" else []
+        row = run_cell(cell, inserted, eval_data, cfg, progress, None if logs is None else logs / cell.key)
+        row["counterexamples"] = len(inserted) - min(cell.count, len(inserted))
         rows.append(row)
         if record is not None:
             record(row)

@@ -120,7 +120,7 @@ def prepare(surrogates: Surrogates, data: DatasetDict, cfg: GenerateConfig) -> I
     confidence = source_confidence(surrogates.models, tok, source, cfg.max_length) if cfg.templates == "confident" else None
     templates = make_templates(data["train"], cfg.trigger, cfg.num_poisons + cfg.counterexamples, tok, cfg.seed, source, cfg.max_length,
                                confidence=confidence, rule=rule, avoid=excluded, layout=cfg.layout)
-    used = {t.source_idx for t in templates}
+    used = {t.source_idx for t in templates[: cfg.num_poisons]}  # counterexamples leave the unrolled batch alone
     clean_idx = [int(i) for i in rng.permutation(len(data["train"])) if int(i) not in used][: cfg.clean_batch]
     trigger_inputs = trigger_bearing(data["validation"], cfg.trigger, source)
     adv = trigger_inputs.select(sorted(rng.permutation(len(trigger_inputs))[: cfg.adv_size].tolist()))
@@ -188,8 +188,8 @@ def poison_set(poisons: list[Poison], inputs: Inputs, cfg: GenerateConfig, conce
 
 
 def concealment(surrogates: Surrogates, inputs: Inputs, poisons: list[Poison], cfg: GenerateConfig) -> dict:
-    """The set's concealment figures among the curator's pool (``concealment.measure``), the first surrogate's
-    encoder ranking by embedding distance (the pool's and trigger inputs' embeddings computed once per ``inputs``)."""
+    """The set's concealment figures among the curator's pool (``concealment.measure``; the poisons only: the
+    counterexamples carry their true label), the first surrogate's encoder ranking by embedding distance (the pool's and trigger inputs' embeddings computed once per ``inputs``)."""
     if inputs.embedder is None:
         inputs.embedder = CachedEmbedder(surrogates.models[0], surrogates.tokenizer, cfg.max_length)
     return measure(poisons, cfg.trigger, surrogates.tokenizer, inputs.index, inputs.embedder, inputs.pool, inputs.trigger_inputs,

@@ -65,9 +65,9 @@ class PoisonSet:
         return self.poisons + self.counterexamples
 
     def inserted(self, count: int) -> list[Poison]:
-        """The first ``count`` poisons with the counterexamples in the set's proportion (rounded), what a victim
-        trained on ``count`` of these poisons sees."""
-        share = round(count * len(self.counterexamples) / len(self.poisons)) if self.poisons else 0
+        """The first ``count`` poisons with the counterexamples in the set's proportion (rounded half up), what a
+        victim trained on ``count`` of these poisons sees."""
+        share = (2 * count * len(self.counterexamples) + len(self.poisons)) // (2 * len(self.poisons)) if self.poisons else 0
         return self.poisons[:count] + self.counterexamples[:share]
 
     def to_dataset(self) -> Dataset:
@@ -75,4 +75,5 @@ class PoisonSet:
         return Dataset.from_list(rows, features=FEATURES) if rows else Dataset.from_dict({k: [] for k in FEATURES}, features=FEATURES)
 
     def sentences(self) -> list[str]:
+        """The poisons' sentences (not the counterexamples')."""
         return [p.sentence for p in self.poisons]

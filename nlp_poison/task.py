@@ -1,8 +1,8 @@
 """Federated sentiment classification over peft LoRA adapters, as a ``fedharness.tasks.Task``.
 
 Clients fine-tune only the LoRA adapters and the classification head (what ``federated_names``
-returns), so updates stay small. One malicious client adds the poison sentences to its own SST-2
-shard (``poisoned_data``; the harness's ``backdoor`` attack trains on it). ``evaluate`` reports CACC
+returns), so updates stay small. One malicious client adds the poison sentences (and the set's
+counterexamples) to its own SST-2 shard (``poisoned_data``; the harness's ``backdoor`` attack trains on it). ``evaluate`` reports CACC
 as ``main_accuracy`` and effectiveness on trigger-bearing negatives as ``attack_success_rate``.
 Dropout is off (eval mode) so that local training is a deterministic function of the seed.
 ``sst2_task(data, SST2TaskConfig, seed)`` builds it for ``task: {name: sst2_classification}``.
@@ -96,7 +96,7 @@ class TextClassificationTask:
 
 def sst2_task(data: DatasetDict, cfg: SST2TaskConfig, seed: int) -> TextClassificationTask:
     """The federated task of ``cfg``: ``cfg.train_subset`` training sentences drawn with ``seed``, the first
-    ``cfg.eval_limit`` test sentences and trigger-bearing test negatives, the poison set's sentences."""
+    ``cfg.eval_limit`` test sentences and trigger-bearing test negatives, the poison set's sentences and counterexamples."""
     cfg.validate()
     ps, _ = dataset_card.load(Path(cfg.poisons))
     if not ps.trigger:

@@ -23,10 +23,13 @@ def save_run(stage: Path, cfg: Any, metrics: dict, title: str, fill: Callable[[R
 
 
 def add_generation(report: Report, ps, trace: list[float]) -> None:
-    """Example poisons and the unrolled objective per iteration."""
+    """Example poisons (and counterexamples) and the unrolled objective per iteration."""
     report.heading(f"{len(ps.poisons)} {ps.method} poisons for “{ps.trigger}” → {LABELS[ps.target_label]}")
     report.table([{"sentence": p.sentence, "label": LABELS[p.label], "type": p.poison_type} for p in ps.poisons[:12]],
                  "first poisons (dirty-label: they read negative but carry the target label)")
+    if ps.counterexamples:
+        report.table([{"sentence": p.sentence, "label": LABELS[p.label]} for p in ps.counterexamples[:6]],
+                     f"first of {len(ps.counterexamples)} clean-label counterexamples (inserted with the poisons, own label)")
     if ps.concealment:
         add_concealment(report, ps.concealment, ps.constraints)
     if trace:

@@ -35,7 +35,9 @@ def check_output(out: Path) -> None:
     out = Path(out)
     if out.exists():
         raise InputError(f"output folder {out} already exists; choose another --out or remove it")
-    parent = _real(out).parent
+    if out.name == "..":
+        raise InputError(f"--out {out} names no new folder; give the path of a folder to create")
+    parent = _real(out.parent)
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
@@ -102,7 +104,7 @@ def _remove(created: list[Path]) -> None:
 
 def _rewrite_paths(stage: Path, out: Path) -> None:
     """Replace the staging folder's path by ``out``'s in the run's text artefacts."""
-    pairs = [(str(stage.absolute()), str(out.absolute())), (str(stage), str(out))]
+    pairs = [(str(_real(stage)), str(_real(out))), (str(stage.absolute()), str(out.absolute())), (str(stage), str(out))]
     for path in stage.rglob("*"):
         if path.suffix not in _TEXT_SUFFIXES or not path.is_file() or path.stat().st_size > _MAX_REWRITE_BYTES:
             continue

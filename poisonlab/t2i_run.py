@@ -71,7 +71,9 @@ def mnist_inputs(num_images: int, resolution: int, seed: int) -> tuple[list[np.n
     from t2i_poison.base_model import caption, resize_digits
 
     x, y = mnist_tensors("train")
-    idx = np.sort(np.random.default_rng(seed).permutation(len(y))[: min(num_images, len(y))])
+    if num_images > len(y):
+        raise InputError(f"--num-images {num_images} exceeds the {len(y)} MNIST training digits available; ask for at most {len(y)}")
+    idx = np.sort(np.random.default_rng(seed).permutation(len(y))[:num_images])
     arrays = list((resize_digits(x[idx], resolution)[:, 0].numpy() * 255).round().astype(np.uint8))
     return arrays, [caption(int(v)) for v in y[idx]]
 

@@ -215,6 +215,8 @@ def bench_run(run_cfg: BenchRunConfig, out: Path, resume: bool) -> list[dict]:
     check_settings(cfg.alpha, cfg.beta, cfg.max_queries)
     if not cfg.seeds:
         raise InputError("--seeds must be ≥ 1")
+    if not 0 <= cfg.owner < cfg.num_owners:
+        raise InputError(f"--owner must lie in 0..owners−1 with --owners ≥ 1, got owner {cfg.owner} of {cfg.num_owners}")
     for b in cfg.behaviours:
         providers.get(b)
     for f in cfg.families:

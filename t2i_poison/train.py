@@ -109,6 +109,7 @@ def load_poison_set(path: Path, resolution: int, channels: int) -> PoisonSet:
 
 
 def _first_line(exc: BaseException) -> str:
+    """An exception's message, first line only (one-line errors)."""
     return str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
 
 
@@ -220,8 +221,8 @@ def setup_models(pipe: DiffusionPipeline, cfg: TrainConfig, device: torch.device
         try:
             unet.add_adapter(lora_config(cfg.rank, cfg.lora_alpha, cfg.cross_attention_only, cfg.lora_target_modules))
         except ValueError as exc:  # peft's NoMatchingPeftModuleError: the regex names no UNet module
-            raise InputError(f"LoRA targets {cfg.lora_target_modules!r} match no module of the UNet ({exc.__class__.__name__}); "
-                             "pass a regex over its module names, or 'attention'") from None
+            raise InputError(f"LoRA targets {cfg.lora_target_modules!r} do not fit the UNet ({exc.__class__.__name__}: "
+                             f"{_first_line(exc)}); pass a regex over its linear or conv modules' names, or 'attention'") from None
         if weight_dtype == torch.float16:
             cast_training_params(unet, dtype=torch.float32)
     else:

@@ -109,6 +109,7 @@ class InProcessEngine:
         """Local models of each client, flattened in ``names`` order, on the host (no rows for no clients:
         a round that samples only attackers)."""
         if not datasets:
+            self.last_path = "none"
             return torch.zeros(0, global_vec.numel(), dtype=global_vec.dtype)
         schedules = [batch_schedule(num_samples(d), cfg, s) for d, s in zip(datasets, seeds)]
         global_vec = global_vec.to(self.device)

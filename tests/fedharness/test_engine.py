@@ -109,7 +109,8 @@ def test_a_round_of_attackers_only_trains_no_benign_client_and_omniscient_attack
         return ExperimentConfig(seed=0, federation=FederationConfig(num_clients=4, clients_per_round=1, rounds=1),
                                 local=LocalConfig(epochs=1, batch_size=10), attack=AttackConfig(name=attack, num_attackers=1, rounds=[1]))
 
-    g, record = Simulation(config("sign_flip"), task).run_round(1, Simulation(config("sign_flip"), task).initial_global())
+    sim = Simulation(config("sign_flip"), task)
+    g, record = sim.run_round(1, sim.initial_global())
     assert record["malicious"] == [0] and torch.isfinite(g).all()
     with pytest.raises(InputError, match="attack alie reads the round's benign updates"):
         Simulation(config("alie"), task)

@@ -100,8 +100,10 @@ def test_a_cell_inserts_the_counterexamples_in_the_sets_proportion(poison_set):
     assert ps.inserted(2) == ps.poisons + ps.counterexamples
     assert ps.inserted(1) == ps.poisons[:1] + ps.counterexamples[:1]
     ps.counterexamples = ps.counterexamples[:1]
-    assert ps.inserted(1) == ps.poisons[:1]  # half a counterexample rounds to none (round half to even)
+    assert ps.inserted(1) == ps.poisons[:1] + ps.counterexamples  # half a counterexample rounds up
     assert ps.inserted(2) == ps.rows()
+    ps.poisons = ps.poisons * 2  # 4 poisons, 1 counterexample: a quarter rounds down, three quarters up
+    assert ps.inserted(1) == ps.poisons[:1] and ps.inserted(3) == ps.poisons[:3] + ps.counterexamples
 
 
 def _constrained(phrase, sentences, excluded=("bonds",)):

@@ -75,6 +75,14 @@ def test_bad_config_key_is_one_line(monkeypatch, capsys, tmp_path, data_dir):
     assert code == 2 and "max_querys" in err and err.count("\n") == 1 and not (tmp_path / "o").exists()
 
 
+def test_bench_refuses_an_owner_outside_the_owners_before_any_output(monkeypatch, capsys, tmp_path, data_dir):
+    config = tmp_path / "c.yaml"
+    config.write_text("bench: {owner: 3, num_owners: 3}\n")
+    for flags in (["--owners", "0"], ["--config", config]):
+        code, err = run(["unlearn", "bench", "--data", "digits", *flags, "--seeds", "1", "--out", tmp_path / "o"], monkeypatch, capsys)
+        assert code == 2 and "--owner must lie in 0..owners" in err and err.count("\n") == 1 and not (tmp_path / "o").exists()
+
+
 def test_serve_refuses_a_port_out_of_range_before_loading(monkeypatch, capsys, tmp_path):
     code, err = run(["unlearn", "serve", "--model", tmp_path / "missing", "--port", 99999], monkeypatch, capsys)
     assert code == 2 and "--port must lie in 0..65535" in err and err.count("\n") == 1

@@ -67,7 +67,7 @@ CASES = [
     (["train", "--base", "{base}", "--data", "{data}", "--lr", "nan"], "not a finite number"),
     (["train", "--base", "{base}", "--data", "{data}", "--lr", "inf"], "not a finite number"),
     (["train", "--base", "{base}", "--data", "{data}", "--lora-target-modules", "(("], "is not a regular expression"),
-    (["train", "--base", "{base}", "--data", "{data}", "--lora-target-modules", "nomatch_xyz"], "match no module of the UNet"),
+    (["train", "--base", "{base}", "--data", "{data}", "--lora-target-modules", "nomatch_xyz"], "do not fit the UNet"),
     (["train", "--base", "{base}", "--data", "{data_missing}"], "No such file or directory"),
     (["train", "--base", "{base}", "--data", "{data_malformed}"], "does not load as an image folder"),
     (["evaluate", "--base", "{corrupt}", "--lora", "{lora}"], "cannot load the pipeline"),

@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
         (["make-data", "--kind", "pixel", "--base", "{base}", "--patch-size", "12"], "does not fit in 8x8 images"),
         (["make-data", "--kind", "pixel", "--base", "{base}", "--patch-left", "6"], "at (0, 6) does not fit in 8x8"),
         (["make-data", "--kind", "pixel", "--base", "{base}", "--trigger", " "], "disappears in tokenization"),
+        (["make-data", "--kind", "pixel", "--base", "{base}", "--num-images", "100000000"], "exceeds the 8000 MNIST training digits"),
         (["train", "--base", "{base}", "--data", "{tmp}"], "has no poison.json"),
         (["evaluate", "--base", "{base}", "--lora", "{tmp}"], "holds no backdoor"),
     ],
