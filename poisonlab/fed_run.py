@@ -50,6 +50,14 @@ def build_image_task(cfg: ExperimentConfig) -> ImageClassificationTask:
     )
 
 
+def build_plain_image_task(cfg: ExperimentConfig) -> ImageClassificationTask:
+    """``image_classification``: its settings are ``task``'s own keys, so any ``task.params`` is a mistake."""
+    if cfg.task.params:
+        raise InputError(f"task.params {sorted(cfg.task.params)} mean nothing to image_classification; "
+                         "set task's own keys (target_label, trigger_size, poison_fraction, backdoor) or drop them")
+    return build_image_task(cfg)
+
+
 def build_sst2_task(cfg: ExperimentConfig) -> Task:
     """Federated LoRA sentiment classification; ``task.params`` are ``nlp_poison.config.SST2TaskConfig``."""
     from nlp_poison.config import SST2TaskConfig
@@ -78,7 +86,7 @@ def build_head_finetune_task(cfg: ExperimentConfig) -> Task:
 
 
 TASKS: dict[str, Callable[[ExperimentConfig], Task]] = {
-    "image_classification": build_image_task,
+    "image_classification": build_plain_image_task,
     "sst2_classification": build_sst2_task,
     "t2i_lora": build_t2i_task,
     "unlearning_watermark": unlearn_data.fed_task,

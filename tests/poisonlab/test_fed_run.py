@@ -139,3 +139,13 @@ def test_a_misspelt_aggregator_or_attack_is_refused_before_the_task_loads(tmp_pa
     with pytest.raises(InputError, match=message):
         run_experiment(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()
+
+
+def test_task_params_mean_nothing_to_image_classification(tmp_path):
+    from labcore.errors import InputError
+    from fedharness.config import TaskConfig
+
+    cfg = ExperimentConfig(task=TaskConfig(params={"bogus": 1}))
+    with pytest.raises(InputError, match=r"task.params \['bogus'\] mean nothing to image_classification"):
+        run_experiment(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
