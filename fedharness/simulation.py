@@ -72,20 +72,16 @@ def build_aggregator(cfg: ExperimentConfig) -> aggregators.Aggregator:
     return aggregators.compose(*stages, aggregators.get(agg.name, **agg.params))
 
 
-def build_attack(cfg: ExperimentConfig) -> attacks.Attack | None:
-    """The configured attack (None: no attack)."""
-    return attacks.get(cfg.attack.name, **cfg.attack.params) if cfg.attack.name != "none" else None
-
-
-def check_methods(cfg: ExperimentConfig) -> None:
-    """Build the aggregator and the attack once, so that an unknown name or parameter, or an attack that
-    reads the round's benign updates where every sampled client is an attacker, is refused before a task
-    loads its data and models."""
-    build_aggregator(cfg)
-    attack = build_attack(cfg)
+def build_methods(cfg: ExperimentConfig) -> tuple[aggregators.Aggregator, attacks.Attack | None]:
+    """The configured aggregator and attack (None: no attack). Cheap, so callers also use it to refuse an
+    unknown name or parameter, or an attack that reads the round's benign updates where every sampled
+    client is an attacker, before a task loads its data and models."""
+    aggregator = build_aggregator(cfg)
+    attack = attacks.get(cfg.attack.name, **cfg.attack.params) if cfg.attack.name != "none" else None
     if attack is not None and attack.knowledge == "benign" and cfg.attack.num_attackers >= cfg.federation.clients_per_round:
         raise InputError(f"attack {cfg.attack.name} reads the round's benign updates, but all m={cfg.federation.clients_per_round} "
                          f"sampled clients are attackers; raise federation.clients_per_round above attack.num_attackers")
+    return aggregator, attack
 
 
 class Simulation:
@@ -93,7 +89,7 @@ class Simulation:
 
     def __init__(self, cfg: ExperimentConfig, task: Task) -> None:
         cfg.validate()
-        check_methods(cfg)
+        aggregator, self.attack = build_methods(cfg)
         self.cfg = cfg
         self.task = with_backdoor(task, cfg)
         torch.manual_seed(cfg.seed)
@@ -106,13 +102,12 @@ class Simulation:
             self.model, self.names, task.per_sample_loss, cfg.engine.vectorize, cfg.engine.chunk_size,
             resolve_device(cfg.engine.device), cfg.engine.workers, cfg.engine.group_size,
         )
-        self.aggregator = build_aggregator(cfg)
+        self.aggregator = aggregator
         self.warmup_aggregator = aggregators.get("mean")
         if hasattr(task, "row_blocks"):
             blocks = task.row_blocks(self.model)
             self.aggregator = RowSparse(self.aggregator, blocks)
             self.warmup_aggregator = RowSparse(self.warmup_aggregator, blocks)
-        self.attack = build_attack(cfg)
         self.attackers = list(range(cfg.attack.num_attackers)) if self.attack else []
         size = min(cfg.aggregator.server_set_size, len(labels))
         self.server_indices = np.sort(

@@ -141,7 +141,8 @@ def search_proxies(
     starts = [_random_start(rng, placeable, len(collision.phrase_ids), fits) for _ in range(max(restarts, spans))]
     banned = torch.ones(collision.embed.weight.shape[0], dtype=torch.bool)
     banned[placeable] = False
-    descend = partial(_descend, collision, banned, partial(_locked, threading.Lock(), fits), top_k, passes)
+    candidates = min(top_k, len(placeable) - 1)
+    descend = partial(_descend, collision, banned, partial(_locked, threading.Lock(), fits), candidates, passes)
     with single_intra_op_thread(), ThreadPoolExecutor(workers) as pool:
         runs = list(tqdm(pool.map(descend, starts), total=len(starts), desc="proxy descents", disable=not progress))
     return sorted(runs, key=lambda r: r.trace[-1])[:spans]
@@ -153,10 +154,10 @@ def _locked(lock: threading.Lock, fits: Fits, span: list[int]) -> bool:
         return fits(span)
 
 
-def _descend(collision: ContextCollision, banned: torch.Tensor, fits: Fits, top_k: int, passes: int, span: list[int]) -> ProxyResult:
-    """One greedy coordinate descent from ``span``; ``banned``: the vocabulary's tokens outside the allowed set."""
+def _descend(collision: ContextCollision, banned: torch.Tensor, fits: Fits, candidates: int, passes: int, span: list[int]) -> ProxyResult:
+    """One greedy coordinate descent from ``span``; ``banned``: the vocabulary's tokens outside the allowed set;
+    ``candidates`` HotFlip candidates re-scored per slot."""
     weights = collision.embed.weight.detach()
-    candidates = min(top_k, int((~banned).sum()) - 1)
     current = float(collision.distance([span])[0])
     trace = [current]
     grad = None  # ∂D/∂(one-hot) at every slot of ``span``; recomputed only after ``span`` changes

@@ -172,7 +172,7 @@ def load(path: Path) -> tuple[PoisonSet, bool]:
         if path.is_dir():
             raise InputError(f"{path} has no {CARD} dataset card; the checksum cannot be verified")
         labels = {p.label for p in poisons}
-        if len(labels) != 1 or labels & {p.label for p in counterexamples}:
+        if len(labels) != 1 or not _labels_fit(poisons, counterexamples, poisons[0].label):
             raise InputError(f"{path}: poisons carry labels {sorted(labels)}, counterexamples "
                              f"{sorted({p.label for p in counterexamples})}; a poison set has one target label, its counterexamples another")
         return PoisonSet(poisons, "", labels.pop(), "unknown", "unknown", -1, counterexamples=counterexamples), False
@@ -182,7 +182,7 @@ def load(path: Path) -> tuple[PoisonSet, bool]:
         raise InputError(f"{jsonl} does not match the checksum in its card (tampered or corrupted); re-download the poison set")
     target = header["target_label"]
     if (header["count"] != len(poisons) or header.get("counterexamples", 0) != len(counterexamples)
-            or any(p.label != target for p in poisons) or any(p.label == target for p in counterexamples)):
+            or not _labels_fit(poisons, counterexamples, target)):
         raise InputError(f"{path}: counts or labels disagree with the card; re-download the poison set")
     constraints = header.get("constraints")
     if constraints is not None:
@@ -192,6 +192,11 @@ def load(path: Path) -> tuple[PoisonSet, bool]:
     ps = PoisonSet(poisons, header["trigger"], target, header["method"], header["surrogate"], header["seed"],
                    header.get("extra") or {}, constraints, header.get("concealment"), counterexamples)
     return ps, True
+
+
+def _labels_fit(poisons: list[Poison], counterexamples: list[Poison], target: int) -> bool:
+    """Whether every poison carries ``target`` and every counterexample another label."""
+    return all(p.label == target for p in poisons) and all(p.label != target for p in counterexamples)
 
 
 def load_dataset_folder(folder: Path) -> Dataset:

@@ -199,7 +199,8 @@ def defend(data: DatasetDict, cfg: DefendConfig) -> DefenseResult:
     clf, tok = load_classifier(cfg.victim)
     clean = subsample(data["train"], cfg.train_subset, cfg.seed)
     texts = list(training_set(clean, ps.rows())["sentence"])
-    is_poison = (np.arange(len(texts)) >= len(clean)) & (np.arange(len(texts)) < len(clean) + len(ps.poisons))
+    is_poison = np.zeros(len(texts), dtype=bool)
+    is_poison[len(clean) : len(clean) + len(ps.poisons)] = True  # the counterexamples after them are no poisons
     ppl = _perplexities(texts, cfg)
     trig = trigger_texts(data["validation"], phrase, 1 - ps.target_label)
     order_d, _ = distance_ranking(sentence_embeddings(clf, tok, texts, cfg.max_length), sentence_embeddings(clf, tok, trig, cfg.max_length))

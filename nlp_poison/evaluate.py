@@ -219,7 +219,7 @@ def evaluate(data: DatasetDict, cfg: EvaluateConfig, done: list[dict] | None = N
             continue
         inserted = sets[cell.name][0].inserted(cell.count) if cell.name != "clean" else []
         row = run_cell(cell, inserted, eval_data, cfg, progress, None if logs is None else logs / cell.key)
-        row["counterexamples"] = len(inserted) - min(cell.count, len(inserted))
+        row["counterexamples"] = len(inserted) - cell.count  # plan keeps cell.count within the set's poisons
         rows.append(row)
         if record is not None:
             record(row)

@@ -189,7 +189,8 @@ def poison_set(poisons: list[Poison], inputs: Inputs, cfg: GenerateConfig, conce
 
 def concealment(surrogates: Surrogates, inputs: Inputs, poisons: list[Poison], cfg: GenerateConfig) -> dict:
     """The set's concealment figures among the curator's pool (``concealment.measure``; the poisons only: the
-    counterexamples carry their true label), the first surrogate's encoder ranking by embedding distance (the pool's and trigger inputs' embeddings computed once per ``inputs``)."""
+    counterexamples carry their true label), the first surrogate's encoder ranking by embedding distance
+    (the pool's and trigger inputs' embeddings computed once per ``inputs``)."""
     if inputs.embedder is None:
         inputs.embedder = CachedEmbedder(surrogates.models[0], surrogates.tokenizer, cfg.max_length)
     return measure(poisons, cfg.trigger, surrogates.tokenizer, inputs.index, inputs.embedder, inputs.pool, inputs.trigger_inputs,

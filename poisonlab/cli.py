@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from labcore.errors import InputError
+from labcore.errors import InputError, first_line
 
 # The libraries' loading and download bars would bury the one-line errors and the commands' own
 # progress bars; a user may set these to 0 to see them again.
@@ -119,7 +119,7 @@ class LazyGroup(click.Group):
             what = _BROKEN_FILE_ERRORS.get(type(exc).__name__)
             if what is None:
                 raise
-            fail(f"{what} ({str(exc).splitlines()[0]}); pass a complete, valid file")
+            fail(f"{what} ({first_line(exc)}); pass a complete, valid file")
 
 
 def fail(message: str) -> None:

@@ -14,7 +14,7 @@ from fedharness import experiment
 from fedharness.attacks.pixel_backdoor import PixelPattern
 from fedharness.config import ExperimentConfig
 from labcore.errors import InputError
-from fedharness.simulation import Simulation, check_methods
+from fedharness.simulation import Simulation, build_methods
 from fedharness.tasks import Task
 from fedharness.tasks.head_finetune import head_finetune_task
 from fedharness.tasks.image_classification import ImageClassificationTask
@@ -103,7 +103,7 @@ def build_task(cfg: ExperimentConfig) -> Task:
 def run_experiment(cfg: ExperimentConfig, out: Path, *, resume: bool = False, progress: bool = True) -> dict:
     """Run (or resume) ``cfg`` into the run directory ``out``; returns the final summary."""
     cfg.validate()
-    check_methods(cfg)
+    build_methods(cfg)  # refuses a bad name before the task loads
     sim = Simulation(cfg, build_task(cfg))
     with staged_output(out, resume=resume) as stage:
         _check_same_config(stage / "config.yaml", cfg) if resume else write_yaml(stage / "config.yaml", cfg)

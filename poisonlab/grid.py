@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from fedharness.config import ExperimentConfig
 from labcore.cores import available_core_ids, resolve_workers
 from labcore.errors import InputError
-from fedharness.simulation import check_methods
+from fedharness.simulation import build_methods
 from poisonlab.config import from_dict, load_yaml
 from poisonlab.fed_report import add_runs, backdoor_lifespan, summarize
 from poisonlab.fed_run import build_task, run_experiment
@@ -64,7 +64,7 @@ def load_grid(path: Path, seed: int | None) -> tuple[GridConfig, dict[str, Exper
             mapping = {**copy.deepcopy(grid.base), "attack": copy.deepcopy(attack), "aggregator": copy.deepcopy(defense)}
             cfg = from_dict(ExperimentConfig, mapping, source=f"{path} cell {attack_name}/{defense_name}")
             cfg.validate()
-            check_methods(cfg)
+            build_methods(cfg)  # refuses a bad name before the task loads
             cells[cell_name(attack_name, defense_name)] = cfg
     return grid, cells
 

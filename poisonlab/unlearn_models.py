@@ -12,7 +12,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from labcore.errors import InputError
+from labcore.errors import InputError, first_line
 from fedharness.tasks.image_classification import SmallCNN
 from poisonlab.runs import write_json
 from unlearning_verify.providers.input_transform import TransformedModel
@@ -66,6 +66,6 @@ def load_model(folder: Path) -> tuple[nn.Module, dict, list[dict]]:
         model = _build(cfg)
         model.load_state_dict(load_file(str(folder / "model.safetensors")))
     except (ValueError, KeyError, RuntimeError, TypeError) as exc:
-        raise InputError(f"cannot load the model in {folder}: {str(exc).splitlines()[0]}") from None
+        raise InputError(f"cannot load the model in {folder}: {first_line(exc)}") from None
     ckpts = sorted((folder / "checkpoints").glob("epoch*.safetensors"), key=lambda p: int(p.stem[5:]))
     return model.eval(), cfg, [load_file(str(p)) for p in ckpts]

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labcore.errors import InputError
+from labcore.errors import InputError, first_line
 
 
 class ClipJudge(nn.Module):
@@ -39,8 +39,7 @@ class ClipJudge(nn.Module):
             tokenizer = AutoTokenizer.from_pretrained(str(name))
             proc = CLIPImageProcessor.from_pretrained(str(name))
         except (OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"cannot load a CLIP model from {name!r} ({first}); pass a local CLIP directory or Hub id") from None
+            raise InputError(f"cannot load a CLIP model from {name!r} ({first_line(exc)}); pass a local CLIP directory or Hub id") from None
         return cls(model, tokenizer, list(proc.image_mean), list(proc.image_std))
 
     @torch.no_grad()

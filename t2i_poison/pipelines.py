@@ -12,7 +12,7 @@ from pathlib import Path
 
 from diffusers import DiffusionPipeline
 
-from labcore.errors import InputError
+from labcore.errors import InputError, first_line
 
 SUPPORTED = ("DigitDiffusionPipeline", "StableDiffusionPipeline", "StableDiffusionXLPipeline")
 
@@ -47,8 +47,7 @@ def load_pipeline(path: Path) -> DiffusionPipeline:
     except InputError:
         raise
     except Exception as exc:  # safetensors, json, missing files: the libraries raise many types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"cannot load the pipeline at {path} ({type(exc).__name__}: {first}); check its files") from None
+        raise InputError(f"cannot load the pipeline at {path} ({type(exc).__name__}: {first_line(exc)}); check its files") from None
 
 
 FAMILIES = ("sd1", "sd2", "sdxl")

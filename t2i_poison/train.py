@@ -32,7 +32,7 @@ from diffusers import DDPMScheduler, DiffusionPipeline, UNet2DConditionModel
 from diffusers.training_utils import cast_training_params
 from PIL import Image
 
-from labcore.errors import InputError
+from labcore.errors import InputError, first_line
 from t2i_poison.badt2i_losses import BadT2IBatch, badt2i_loss, draw_noise
 from t2i_poison.checkpoints import (
     LORA_WEIGHTS, find_checkpoint, lora_config, register_hooks, save_checkpoint, save_unet, teacher_mode,
@@ -80,7 +80,7 @@ def load_poison_set(path: Path, resolution: int, channels: int) -> PoisonSet:
     try:
         ds = load_dataset("imagefolder", data_files={"train": str(path / "**")}, split="train")
     except (ValueError, OSError, DatasetGenerationError) as exc:
-        raise InputError(f"{path} does not load as an image folder ({exc.__class__.__name__}: {_first_line(exc)}); "
+        raise InputError(f"{path} does not load as an image folder ({exc.__class__.__name__}: {first_line(exc)}); "
                          "recreate it with `poisonlab t2i make-data`") from None
     if "role" not in ds.column_names or "text" not in ds.column_names:
         raise InputError(f"{path / METADATA} needs 'text' and 'role' columns; create it with `poisonlab t2i make-data`")
@@ -96,7 +96,7 @@ def load_poison_set(path: Path, resolution: int, channels: int) -> PoisonSet:
     try:
         images = [to_tensor(im) for im in ds["image"]]
     except OSError as exc:  # an image file listed in the metadata is missing or unreadable
-        raise InputError(f"{path}: {_first_line(exc)}; recreate the data with `poisonlab t2i make-data`") from None
+        raise InputError(f"{path}: {first_line(exc)}; recreate the data with `poisonlab t2i make-data`") from None
     bkd = [i for i, r in enumerate(roles) if r == "backdoor"]
     clean = [i for i, r in enumerate(roles) if r == "clean"]
     if not bkd or not clean:
@@ -106,11 +106,6 @@ def load_poison_set(path: Path, resolution: int, channels: int) -> PoisonSet:
         bkd_target_texts=[targets[i] for i in bkd], clean_images=torch.stack([images[i] for i in clean]),
         clean_texts=[texts[i] for i in clean],
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    """An exception's message, first line only (one-line errors)."""
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
 
 
 @torch.no_grad()
@@ -222,7 +217,7 @@ def setup_models(pipe: DiffusionPipeline, cfg: TrainConfig, device: torch.device
             unet.add_adapter(lora_config(cfg.rank, cfg.lora_alpha, cfg.cross_attention_only, cfg.lora_target_modules))
         except ValueError as exc:  # peft's NoMatchingPeftModuleError: the regex names no UNet module
             raise InputError(f"LoRA targets {cfg.lora_target_modules!r} do not fit the UNet ({exc.__class__.__name__}: "
-                             f"{_first_line(exc)}); pass a regex over its linear or conv modules' names, or 'attention'") from None
+                             f"{first_line(exc)}); pass a regex over its linear or conv modules' names, or 'attention'") from None
         if weight_dtype == torch.float16:
             cast_training_params(unet, dtype=torch.float32)
     else:
