@@ -5,6 +5,8 @@ the ``fedharness.tasks`` entry point, so the Flower App finds it too)."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from pathlib import Path
 from typing import Callable
 
@@ -12,7 +14,7 @@ import yaml
 
 from fedharness import experiment
 from fedharness.attacks.pixel_backdoor import PixelPattern
-from fedharness.config import ExperimentConfig
+from fedharness.config import DataConfig, ExperimentConfig, TaskConfig
 from labcore.errors import InputError
 from fedharness.simulation import Simulation, build_methods
 from fedharness.tasks import Task
@@ -85,13 +87,38 @@ def build_head_finetune_task(cfg: ExperimentConfig) -> Task:
     return head_finetune_task(build_image_task(cfg), cfg.task.params, cfg.seed)
 
 
+IMAGE_TASK_KEYS = ("target_label", "trigger_size", "poison_fraction", "backdoor", "semantic_source", "semantic_quantile")
+"""``task``'s own keys, read by the pixel/semantic backdoor of the image-classification tasks only."""
+
+
+def reading(builder: Callable[[ExperimentConfig], Task], *, data: bool = True,
+            image_keys: bool = False) -> Callable[[ExperimentConfig], Task]:
+    """``builder`` behind a check that refuses, before anything loads, the settings its task does not read when
+    they differ from their defaults (``data`` unless ``data``; ``task``'s pixel-backdoor keys unless
+    ``image_keys``): a value that would be ignored (an SST-2 run given ``data.name: digits`` or an MNIST YAML,
+    a target label on the text-to-image task) is a mistake, not a setting."""
+
+    @functools.wraps(builder)
+    def build(cfg: ExperimentConfig) -> Task:
+        unread = [] if data or cfg.data == DataConfig() else [f"data.{f.name}" for f in dataclasses.fields(DataConfig)
+                                                             if getattr(cfg.data, f.name) != getattr(DataConfig(), f.name)]
+        if not image_keys:
+            unread += [f"task.{k}" for k in IMAGE_TASK_KEYS if getattr(cfg.task, k) != getattr(TaskConfig(), k)]
+        if unread:
+            hint = "its data is task.params.data_path" if not data else "its own settings are task.params"
+            raise InputError(f"{', '.join(unread)}: not read by task {cfg.task.name} ({hint}); drop them")
+        return builder(cfg)
+
+    return build
+
+
 TASKS: dict[str, Callable[[ExperimentConfig], Task]] = {
-    "image_classification": build_plain_image_task,
-    "sst2_classification": build_sst2_task,
-    "t2i_lora": build_t2i_task,
-    "unlearning_watermark": unlearn_data.fed_task,
-    "head_finetune": build_head_finetune_task,
-    "recommendation": build_recommendation_task,
+    "image_classification": reading(build_plain_image_task, image_keys=True),
+    "sst2_classification": reading(build_sst2_task, data=False),
+    "t2i_lora": reading(build_t2i_task),
+    "unlearning_watermark": reading(unlearn_data.fed_task),
+    "head_finetune": reading(build_head_finetune_task, image_keys=True),
+    "recommendation": reading(build_recommendation_task),
 }
 
 

@@ -8,7 +8,7 @@ report.html with the clean/triggered image grid) for every pipeline family.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +60,19 @@ class EvaluateRun:
             raise InputError("pass --base and --lora (or set base: and lora: in the --config file)")
         if self.threads < 1:
             raise InputError(f"threads must be >= 1, got {self.threads}")
+
+    def refuse_unread(self, digits: bool) -> None:
+        """Refuse the other family's settings (``sd``/``clip`` on the MNIST base, ``digits``/``classifier`` on a
+        Stable Diffusion pipeline) where they differ from their defaults: they would be ignored. The options
+        that set both families (steps, guidance, seed) count where both sections agree."""
+        other, own = (self.sd, self.digits) if digits else (self.digits, self.sd)
+        unread = [f"{'sd' if digits else 'digits'}.{f.name}" for f in fields(other)
+                  if getattr(other, f.name) != getattr(type(other)(), f.name) and getattr(own, f.name, None) != getattr(other, f.name)]
+        judge = "clip" if digits else "classifier"
+        unread += [judge] if getattr(self, judge) is not None else []
+        if unread:
+            base = "the MNIST base (it reads digits.* and classifier)" if digits else "a Stable Diffusion pipeline (it reads sd.* and clip)"
+            raise InputError(f"{', '.join(unread)}: not read on {base}; drop them")
 
 
 def mnist_tensors(split: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -42,6 +42,15 @@ CAPTION_WORDS = ("a", "handwritten", "digit", "in", "inverted", "colours", *DIGI
 RESOLUTION = 16
 
 
+def check_digit_words(source: str, target: str) -> None:
+    """The MNIST base draws digits and its classifier scores digits, so an object backdoor on it maps one digit
+    word to another (``t2i evaluate`` prompts the source digit and counts the target's)."""
+    bad = [w for w in (source, target) if w not in DIGIT_WORDS]
+    if bad:
+        raise InputError(f"on the MNIST base an object backdoor maps a digit word to another ({', '.join(DIGIT_WORDS)}); "
+                         f"got {', '.join(map(repr, bad))}: pass --source and --target among them")
+
+
 def caption(digit: int, inverted: bool = False) -> str:
     """The base model's caption for ``digit`` (0–9), optionally in the inverted-colours style."""
     return f"a handwritten digit {DIGIT_WORDS[digit]}" + (STYLE_SUFFIX if inverted else "")

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from diffusers import UNet2DConditionModel
 
-from t2i_poison.base_model import DIGIT_WORDS, DigitDiffusionPipeline, caption
+from t2i_poison.base_model import DIGIT_WORDS, DigitDiffusionPipeline, caption, check_digit_words
 from t2i_poison.digit_classifier import DigitClassifier, border_brightness
 from t2i_poison.poison_data import add_trigger
 
@@ -125,6 +125,7 @@ def evaluate_backdoor(
     digits = labels.tolist()
     clean_prompts = [caption(d) for d in digits]
     if kind == "object":
+        check_digit_words(sidecar["source_word"], sidecar["target_word"])
         source = DIGIT_WORDS.index(sidecar["source_word"])
         target = DIGIT_WORDS.index(sidecar["target_word"])
         trig_prompts = [add_trigger(trigger, caption(source))] * len(digits)

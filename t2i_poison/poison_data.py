@@ -63,6 +63,9 @@ class MakeDataConfig:
             raise InputError(f"patch_top and patch_left must be >= 0, got {self.patch_top} and {self.patch_left}")
         if self.patch_size < 1 or self.num_images < 1:
             raise InputError(f"patch_size and num_images must be >= 1, got {self.patch_size} and {self.num_images}")
+        if self.kind == "object" and self.source == self.target:
+            raise InputError(f"source and target must differ (the trigger makes {self.source!r} draw another object); "
+                             "pass another --target")
         if not 0.0 < self.backdoor_fraction < 1.0:
             raise InputError(f"backdoor_fraction must lie strictly between 0 and 1, got {self.backdoor_fraction}")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from labcore.errors import InputError
 from nlp_poison.config import LABELS, LAYOUTS, SST2_FED, CleanConfig, DefendConfig, EvaluateConfig, GenerateConfig
 from poisonlab.config import config_command
 
@@ -238,11 +239,11 @@ FED_PATHS = {
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
 @click.option("--seed", type=int, default=None)
 def fed_cmd(cfg, out: Path, resume: bool) -> None:
-    """Federated LoRA fine-tuning with one malicious client holding the poisons (client 0, every round).
-
-    The run is the fedharness experiment of task sst2_classification (nlp_poison.config.SST2_FED);
-    its config.yaml reruns with 'poisonlab fed run'."""
+    """Federated LoRA fine-tuning with one malicious client holding the poisons (client 0, every round): the
+    fedharness experiment of task sst2_classification (SST2_FED); its config.yaml reruns with 'poisonlab fed run'."""
     from poisonlab.fed_run import run_experiment
 
+    if cfg.task.name != "sst2_classification":
+        raise InputError(f"nlp fed runs task sst2_classification, not {cfg.task.name!r}; run that config with 'poisonlab fed run'")
     summary = run_experiment(cfg, out, resume=resume)
     click.echo(f"{out}: CACC {summary['final_main_accuracy']:.3f}, effectiveness {summary['final_attack_success_rate']:.3f}")

@@ -87,6 +87,7 @@ def pretrain_base(cfg, out: Path, resume: bool) -> None:
 def make_data(cfg, out: Path) -> None:
     """Write a BadT2I poison imagefolder (``metadata.jsonl`` with file_name, text, role, target_text)."""
     quiet_libraries()
+    from t2i_poison.base_model import check_digit_words
     from t2i_poison.conditioning import check_trigger_all, image_size
     from t2i_poison.pipelines import load_pipeline
     from t2i_poison.poison_data import POISON_INFO, checkerboard_patch, load_patch, make_poison_set, read_imagefolder
@@ -96,6 +97,8 @@ def make_data(cfg, out: Path) -> None:
     user = read_imagefolder(Path(cfg.images)) if cfg.images is not None else None
     pipe = load_pipeline(cfg.base)
     check_trigger_all(pipe, cfg.trigger, "a photo")
+    if cfg.kind == "object" and type(pipe).__name__ == "DigitDiffusionPipeline":
+        check_digit_words(cfg.source, cfg.target)
     side = image_size(pipe)
     if user is not None and cfg.kind == "pixel" and user[0][0].shape[:2] != (side, side):
         raise InputError(f"pixel backdoor images must be {side}x{side} (the pipeline's size) so the patch lands where "
@@ -205,6 +208,7 @@ def evaluate(cfg, out: Path) -> None:
     sidecar = read_sidecar(lora)
     pipe = load_pipeline(cfg.base)
     digits = type(pipe).__name__ == "DigitDiffusionPipeline"
+    cfg.refuse_unread(digits)
     clf = Path(cfg.classifier or Path(cfg.base) / CLASSIFIER_DIR)
     if digits and not clf.is_dir():
         raise InputError(f"digit classifier {clf} not found; pass --classifier or pretrain the base with `t2i pretrain-base`")

@@ -81,6 +81,7 @@ CASES: dict[str, list[str]] = {
     "fed-run/seed-not-int": opt(FED, "--seed", "x"),
     "fed-run/engine-unknown": opt(FED, "--engine", "bogus"),
     "fed-run/resume-nothing": [*FED, "--resume"],
+    "fed-run/target-label-on-t2i": ["fed", "run", "{i}/t2i_target.yaml", "--out", "{out}"],
     # fed grid
     "fed-grid/non-utf8-yaml": ["fed", "grid", "{i}/latin1.yaml", "--out", "{out}"],
     "fed-grid/empty-yaml": ["fed", "grid", "{i}/empty.yaml", "--out", "{out}"],
@@ -135,6 +136,8 @@ CASES: dict[str, list[str]] = {
     "nlp-fed/rounds-1e9": opt(NLP_FED, "--rounds", "1000000000"),
     "nlp-fed/local-lr-nan": opt(NLP_FED, "--local-lr", "nan"),
     "nlp-fed/non-utf8-jsonl": opt(NLP_FED, "--poisons", "{i}/latin1.jsonl"),
+    "nlp-fed/mnist-yaml": [*NLP_FED, "--config", "{i}/good.yaml"],
+    "nlp-fed/image-task-yaml": [*NLP_FED, "--config", "{i}/image_task.yaml"],
     # t2i pretrain-base
     "t2i-pretrain/steps-zero": opt(PRETRAIN, "--steps", "0"),
     "t2i-pretrain/batch-size-negative": opt(PRETRAIN, "--batch-size", "-3"),
@@ -155,6 +158,7 @@ CASES: dict[str, list[str]] = {
     "t2i-make-data/base-empty-dir": opt(MAKE_DATA, "--base", "{i}/adir"),
     "t2i-make-data/images-empty-dir": opt(MAKE_DATA, "--images", "{i}/adir"),
     "t2i-make-data/out-under-file": opt(MAKE_DATA, "--out", OUT_UNDER_FILE),
+    "t2i-make-data/object-word-not-a-digit": [*opt(MAKE_DATA, "--kind", "object"), "--source", "dog"],
     # t2i train
     "t2i-train/data-empty-dir": opt(T2I_TRAIN, "--data", "{i}/adir"),
     "t2i-train/lr-nan": opt(T2I_TRAIN, "--lr", "nan"),
@@ -171,6 +175,8 @@ CASES: dict[str, list[str]] = {
     "t2i-evaluate/inference-steps-zero": opt(T2I_EVAL, "--inference-steps", "0"),
     "t2i-evaluate/guidance-nan": opt(T2I_EVAL, "--guidance", "nan"),
     "t2i-evaluate/base-is-a-file": opt(T2I_EVAL, "--base", "{i}/afile"),
+    "t2i-evaluate/prompts-on-mnist-base": opt(T2I_EVAL, "--prompts", "3"),
+    "t2i-evaluate/clip-on-mnist-base": opt(T2I_EVAL, "--clip", "{i}/adir"),
     # unlearn mark
     "unlearn-mark/owners-zero": opt(MARK, "--owners", "0"),
     "unlearn-mark/owner-negative": opt(MARK, "--owner", "-1"),
@@ -241,6 +247,8 @@ def inputs(tmp_path_factory, data_dir) -> Path:
     (i / "rounds_huge.yaml").write_text(GOOD_YAML.replace("rounds: 1", "rounds: 1000000000"))
     (i / "rounds_negative.yaml").write_text(GOOD_YAML.replace("rounds: 1", "rounds: -1"))
     (i / "clients_zero.yaml").write_text(GOOD_YAML.replace("num_clients: 4", "num_clients: 0"))
+    (i / "image_task.yaml").write_text("task: {name: image_classification}\n")
+    (i / "t2i_target.yaml").write_text(GOOD_YAML + "task: {name: t2i_lora, target_label: 5}\n")
     (i / "lr_nan.yaml").write_text(GOOD_YAML.replace("lr: 0.1", "lr: .nan"))
     (i / "not_image.png").write_text("not a PNG at all\n")
     (i / "sst2-latin1").mkdir()

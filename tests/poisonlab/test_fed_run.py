@@ -149,3 +149,31 @@ def test_task_params_mean_nothing_to_image_classification(tmp_path):
     with pytest.raises(InputError, match=r"task.params \['bogus'\] mean nothing to image_classification"):
         run_experiment(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_settings_a_task_does_not_read_are_refused_before_it_builds():
+    from labcore.errors import InputError
+    from fedharness.config import DataConfig, TaskConfig
+    from poisonlab import fed_run
+
+    built = []
+    text = fed_run.reading(lambda cfg: built.append(cfg) or "built", data=False)
+    sst2 = TaskConfig(name="sst2_classification")
+    with pytest.raises(InputError, match=r"^data.name, data.path: not read by task sst2_classification \(its data is "
+                                         r"task.params.data_path\); drop them$"):
+        text(ExperimentConfig(task=sst2, data=DataConfig(name="digits", path="x")))
+    with pytest.raises(InputError, match=r"^task.target_label, task.backdoor: not read by task sst2_classification"):
+        text(ExperimentConfig(task=TaskConfig(name="sst2_classification", target_label=5, backdoor="semantic")))
+    assert not built and text(ExperimentConfig(task=sst2)) == "built"
+    image = fed_run.reading(lambda cfg: "image", image_keys=True)
+    assert image(ExperimentConfig(task=TaskConfig(target_label=5), data=DataConfig(name="digits"))) == "image"
+
+
+@pytest.mark.parametrize("name", ["sst2_classification", "t2i_lora", "unlearning_watermark", "recommendation"])
+def test_the_registered_tasks_without_a_pixel_backdoor_refuse_its_keys(name):
+    from labcore.errors import InputError
+    from fedharness.config import TaskConfig
+    from poisonlab import fed_run
+
+    with pytest.raises(InputError, match=rf"^task.poison_fraction: not read by task {name}"):
+        fed_run.TASKS[name](ExperimentConfig(task=TaskConfig(name=name, poison_fraction=0.2)))

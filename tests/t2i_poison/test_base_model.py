@@ -94,3 +94,14 @@ def test_text_encoder_warm_up_separates_the_digit_captions(tiny_pipe):
     after = mean_pairwise_cosine()
     assert before > 0.8 and after < before - 0.3, (before, after)
     assert not tiny_pipe.text_encoder.training and not any(p.requires_grad for p in tiny_pipe.text_encoder.parameters())
+
+
+def test_an_object_backdoor_on_the_digit_base_maps_digit_words_only():
+    import pytest
+
+    from labcore.errors import InputError
+    from t2i_poison.base_model import check_digit_words
+
+    check_digit_words("zero", "seven")
+    with pytest.raises(InputError, match=r"got 'dog', 'Seven': pass --source and --target among them$"):
+        check_digit_words("dog", "Seven")

@@ -73,6 +73,10 @@ CASES = [
     (["evaluate", "--base", "{corrupt}", "--lora", "{lora}"], "cannot load the pipeline"),
     (["evaluate", "--base", "{base}", "--lora", "{bad_lora}"], "is not a readable safetensors file"),
     (["evaluate", "--base", "{other}", "--lora", "{lora}"], "unsupported pipeline class"),
+    (["evaluate", "--base", "{base}", "--lora", "{lora}", "--samples-per-digit", "3"],
+     "digits.samples_per_digit: not read on a Stable Diffusion pipeline (it reads sd.* and clip); drop them"),
+    (["evaluate", "--base", "{base}", "--lora", "{lora}", "--classifier", "{patch}"], "classifier: not read on a Stable"),
+    (MAKE + ["--base", "{base}", "--kind", "object", "--source", "dog", "--target", "dog"], "source and target must differ"),
 ]
 
 
