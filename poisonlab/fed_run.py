@@ -100,10 +100,11 @@ def reading(builder: Callable[[ExperimentConfig], Task], *, data: bool = True,
 
     @functools.wraps(builder)
     def build(cfg: ExperimentConfig) -> Task:
-        unread = [] if data or cfg.data == DataConfig() else [f"data.{f.name}" for f in dataclasses.fields(DataConfig)
-                                                             if getattr(cfg.data, f.name) != getattr(DataConfig(), f.name)]
+        data_default, task_default = DataConfig(), TaskConfig()
+        unread = [] if data else [f"data.{f.name}" for f in dataclasses.fields(DataConfig)
+                                  if getattr(cfg.data, f.name) != getattr(data_default, f.name)]
         if not image_keys:
-            unread += [f"task.{k}" for k in IMAGE_TASK_KEYS if getattr(cfg.task, k) != getattr(TaskConfig(), k)]
+            unread += [f"task.{k}" for k in IMAGE_TASK_KEYS if getattr(cfg.task, k) != getattr(task_default, k)]
         if unread:
             hint = "its data is task.params.data_path" if not data else "its own settings are task.params"
             raise InputError(f"{', '.join(unread)}: not read by task {cfg.task.name} ({hint}); drop them")
