@@ -88,25 +88,26 @@ def build_head_finetune_task(cfg: ExperimentConfig) -> Task:
 
 
 IMAGE_TASK_KEYS = ("target_label", "trigger_size", "poison_fraction", "backdoor", "semantic_source", "semantic_quantile")
-"""``task``'s own keys, read by the pixel/semantic backdoor of the image-classification tasks only."""
+"""``task``'s own keys: the pixel backdoor's target, patch and poisoned share, and the semantic backdoor's feature."""
+SEMANTIC_KEYS = ("backdoor", "semantic_source", "semantic_quantile")
+"""The semantic backdoor's keys: read by every task built on ``ImageClassificationTask`` (``simulation.with_backdoor``)."""
 
 
 def reading(builder: Callable[[ExperimentConfig], Task], *, data: bool = True,
-            image_keys: bool = False) -> Callable[[ExperimentConfig], Task]:
+            task_keys: tuple[str, ...] = ()) -> Callable[[ExperimentConfig], Task]:
     """``builder`` behind a check that refuses, before anything loads, the settings its task does not read when
-    they differ from their defaults (``data`` unless ``data``; ``task``'s pixel-backdoor keys unless
-    ``image_keys``): a value that would be ignored (an SST-2 run given ``data.name: digits`` or an MNIST YAML,
-    a target label on the text-to-image task) is a mistake, not a setting."""
+    they differ from their defaults (``data`` unless ``data``; the :data:`IMAGE_TASK_KEYS` not in ``task_keys``):
+    a value that would be ignored (an SST-2 run given ``data.name: digits`` or an MNIST YAML, a target label on
+    the text-to-image task) is a mistake, not a setting."""
 
     @functools.wraps(builder)
     def build(cfg: ExperimentConfig) -> Task:
         data_default, task_default = DataConfig(), TaskConfig()
         unread = [] if data else [f"data.{f.name}" for f in dataclasses.fields(DataConfig)
                                   if getattr(cfg.data, f.name) != getattr(data_default, f.name)]
-        if not image_keys:
-            unread += [f"task.{k}" for k in IMAGE_TASK_KEYS if getattr(cfg.task, k) != getattr(task_default, k)]
+        unread += [f"task.{k}" for k in IMAGE_TASK_KEYS if k not in task_keys and getattr(cfg.task, k) != getattr(task_default, k)]
         if unread:
-            hint = "its data is task.params.data_path" if not data else "its own settings are task.params"
+            hint = "its data is task.params.data_path" if unread[0].startswith("data.") else "its own settings are task.params"
             raise InputError(f"{', '.join(unread)}: not read by task {cfg.task.name} ({hint}); drop them")
         return builder(cfg)
 
@@ -114,11 +115,11 @@ def reading(builder: Callable[[ExperimentConfig], Task], *, data: bool = True,
 
 
 TASKS: dict[str, Callable[[ExperimentConfig], Task]] = {
-    "image_classification": reading(build_plain_image_task, image_keys=True),
+    "image_classification": reading(build_plain_image_task, task_keys=IMAGE_TASK_KEYS),
     "sst2_classification": reading(build_sst2_task, data=False),
     "t2i_lora": reading(build_t2i_task),
-    "unlearning_watermark": reading(unlearn_data.fed_task),
-    "head_finetune": reading(build_head_finetune_task, image_keys=True),
+    "unlearning_watermark": reading(unlearn_data.fed_task, task_keys=SEMANTIC_KEYS),
+    "head_finetune": reading(build_head_finetune_task, task_keys=IMAGE_TASK_KEYS),
     "recommendation": reading(build_recommendation_task),
 }
 

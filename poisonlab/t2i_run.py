@@ -23,6 +23,8 @@ from poisonlab.report import Report
 from poisonlab.runs import write_json
 
 CLASSIFIER_DIR = "classifier"
+SHARED_EVAL = ("num_inference_steps", "guidance_scale", "seed")
+"""``t2i evaluate``'s settings that ``--inference-steps``, ``--guidance`` and ``--seed`` write into both ``digits`` and ``sd``."""
 
 
 @dataclass
@@ -63,11 +65,12 @@ class EvaluateRun:
 
     def refuse_unread(self, digits: bool) -> None:
         """Refuse the other family's settings (``sd``/``clip`` on the MNIST base, ``digits``/``classifier`` on a
-        Stable Diffusion pipeline) where they differ from their defaults: they would be ignored. The options
-        that set both families (steps, guidance, seed) count where both sections agree."""
-        other, own = (self.sd, self.digits) if digits else (self.digits, self.sd)
+        Stable Diffusion pipeline) where they differ from their defaults: they would be ignored. The settings of
+        :data:`SHARED_EVAL` are not checked: the options set them in both sections, and a saved config holds both."""
+        other = self.sd if digits else self.digits
+        default = type(other)()
         unread = [f"{'sd' if digits else 'digits'}.{f.name}" for f in fields(other)
-                  if getattr(other, f.name) != getattr(type(other)(), f.name) and getattr(own, f.name, None) != getattr(other, f.name)]
+                  if f.name not in SHARED_EVAL and getattr(other, f.name) != getattr(default, f.name)]
         judge = "clip" if digits else "classifier"
         unread += [judge] if getattr(self, judge) is not None else []
         if unread:

@@ -42,13 +42,13 @@ CAPTION_WORDS = ("a", "handwritten", "digit", "in", "inverted", "colours", *DIGI
 RESOLUTION = 16
 
 
-def check_digit_words(source: str, target: str) -> None:
+def check_digit_words(source: str, target: str, fix: str = "pass --source and --target among them") -> None:
     """The MNIST base draws digits and its classifier scores digits, so an object backdoor on it maps one digit
-    word to another (``t2i evaluate`` prompts the source digit and counts the target's)."""
+    word to another (``t2i evaluate`` prompts the source digit and counts the target's); ``fix`` ends the error."""
     bad = [w for w in (source, target) if w not in DIGIT_WORDS]
     if bad:
         raise InputError(f"on the MNIST base an object backdoor maps a digit word to another ({', '.join(DIGIT_WORDS)}); "
-                         f"got {', '.join(map(repr, bad))}: pass --source and --target among them")
+                         f"got {', '.join(map(repr, bad))}: {fix}")
 
 
 def caption(digit: int, inverted: bool = False) -> str:

@@ -104,6 +104,13 @@ def patch_mse(images: torch.Tensor, patch: np.ndarray, top: int, left: int) -> t
     return ((region - p) ** 2).mean(dim=(1, 2))
 
 
+def check_sidecar(sidecar: dict) -> None:
+    """Refuse a backdoor the MNIST base cannot score: an object backdoor between words that are not digits."""
+    if sidecar.get("kind") == "object":
+        check_digit_words(sidecar.get("source_word"), sidecar.get("target_word"),
+                          "this LoRA was trained on an object set the MNIST base cannot score; remake the set with digit words and retrain")
+
+
 def evaluate_backdoor(
     pipe: DigitDiffusionPipeline,
     lora_dir: Path,
@@ -125,7 +132,7 @@ def evaluate_backdoor(
     digits = labels.tolist()
     clean_prompts = [caption(d) for d in digits]
     if kind == "object":
-        check_digit_words(sidecar["source_word"], sidecar["target_word"])
+        check_sidecar(sidecar)
         source = DIGIT_WORDS.index(sidecar["source_word"])
         target = DIGIT_WORDS.index(sidecar["target_word"])
         trig_prompts = [add_trigger(trigger, caption(source))] * len(digits)

@@ -65,6 +65,8 @@ class T2ITaskConfig:
             raise InputError("task.params: guidance_scale must be finite and >= 0, pixel_threshold finite and > 0")
         if self.rank < 1 or self.eval_per_digit < 1 or self.eval_steps < 1 or (self.train_limit or 1) < 1:
             raise InputError("task.params: rank, eval_per_digit, eval_steps and train_limit must be >= 1")
+        if self.kind == "object" and not (0 <= self.source <= 9 and 0 <= self.target <= 9 and self.source != self.target):
+            raise InputError(f"task.params.source and target must be two different digits 0..9, got {self.source} and {self.target}")
 
 
 @dataclass

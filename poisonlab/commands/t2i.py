@@ -201,6 +201,8 @@ def evaluate(cfg, out: Path) -> None:
 
     from t2i_poison.pipelines import load_pipeline
 
+    from t2i_poison.evaluate import check_sidecar
+
     from poisonlab.t2i_run import CLASSIFIER_DIR, evaluate_mnist, evaluate_sd, read_sidecar
 
     torch.set_num_threads(cfg.threads)
@@ -209,6 +211,8 @@ def evaluate(cfg, out: Path) -> None:
     pipe = load_pipeline(cfg.base)
     digits = type(pipe).__name__ == "DigitDiffusionPipeline"
     cfg.refuse_unread(digits)
+    if digits:
+        check_sidecar(sidecar)
     clf = Path(cfg.classifier or Path(cfg.base) / CLASSIFIER_DIR)
     if digits and not clf.is_dir():
         raise InputError(f"digit classifier {clf} not found; pass --classifier or pretrain the base with `t2i pretrain-base`")

@@ -177,6 +177,7 @@ CASES: dict[str, list[str]] = {
     "t2i-evaluate/base-is-a-file": opt(T2I_EVAL, "--base", "{i}/afile"),
     "t2i-evaluate/prompts-on-mnist-base": opt(T2I_EVAL, "--prompts", "3"),
     "t2i-evaluate/clip-on-mnist-base": opt(T2I_EVAL, "--clip", "{i}/adir"),
+    "t2i-evaluate/object-words-not-digits": opt(T2I_EVAL, "--lora", "{i}/lora-object-dog"),
     # unlearn mark
     "unlearn-mark/owners-zero": opt(MARK, "--owners", "0"),
     "unlearn-mark/owner-negative": opt(MARK, "--owner", "-1"),
@@ -295,6 +296,10 @@ def _t2i_inputs(i: Path) -> None:
         (i / name).mkdir()
         (i / name / "pytorch_lora_weights.safetensors").write_bytes(payload)
         (i / name / "backdoor.json").write_text(sidecar)
+    (i / "lora-object-dog").mkdir()
+    (i / "lora-object-dog" / "pytorch_lora_weights.safetensors").write_bytes(b"")
+    (i / "lora-object-dog" / "backdoor.json").write_text(
+        json.dumps({"kind": "object", "trigger": "sks", "source_word": "dog", "target_word": "seven"}))
 
 
 def _unlearn_inputs(i: Path) -> None:

@@ -165,8 +165,12 @@ def test_settings_a_task_does_not_read_are_refused_before_it_builds():
     with pytest.raises(InputError, match=r"^task.target_label, task.backdoor: not read by task sst2_classification"):
         text(ExperimentConfig(task=TaskConfig(name="sst2_classification", target_label=5, backdoor="semantic")))
     assert not built and text(ExperimentConfig(task=sst2)) == "built"
-    image = fed_run.reading(lambda cfg: "image", image_keys=True)
+    image = fed_run.reading(lambda cfg: "image", task_keys=fed_run.IMAGE_TASK_KEYS)
     assert image(ExperimentConfig(task=TaskConfig(target_label=5), data=DataConfig(name="digits"))) == "image"
+    semantic = fed_run.reading(lambda cfg: "semantic", task_keys=fed_run.SEMANTIC_KEYS)
+    assert semantic(ExperimentConfig(task=TaskConfig(backdoor="semantic", semantic_source=3))) == "semantic"
+    with pytest.raises(InputError, match=r"^task.trigger_size: not read by task image_classification \(its own settings"):
+        semantic(ExperimentConfig(task=TaskConfig(trigger_size=3)))
 
 
 @pytest.mark.parametrize("name", ["sst2_classification", "t2i_lora", "unlearning_watermark", "recommendation"])
@@ -177,3 +181,12 @@ def test_the_registered_tasks_without_a_pixel_backdoor_refuse_its_keys(name):
 
     with pytest.raises(InputError, match=rf"^task.poison_fraction: not read by task {name}"):
         fed_run.TASKS[name](ExperimentConfig(task=TaskConfig(name=name, poison_fraction=0.2)))
+
+
+def test_the_watermark_task_keeps_the_semantic_backdoor_it_inherits(data_dir):
+    from fedharness.config import DataConfig, FederationConfig, TaskConfig
+    from poisonlab import fed_run
+
+    cfg = ExperimentConfig(task=TaskConfig(name="unlearning_watermark", backdoor="semantic"), data=DataConfig(name="digits"),
+                           federation=FederationConfig(num_clients=4, clients_per_round=2, rounds=1))
+    assert fed_run.TASKS["unlearning_watermark"](cfg) is not None

@@ -8,18 +8,20 @@ from t2i_poison.evaluate import EvalConfig
 from t2i_poison.evaluate_sd import SDEvalConfig
 
 
-def test_the_defaults_and_the_options_that_set_both_families_pass_on_either():
+def test_the_defaults_and_the_settings_both_families_hold_pass_on_either():
     both = EvaluateRun(digits=EvalConfig(num_inference_steps=3, guidance_scale=1.5, seed=4),
                        sd=SDEvalConfig(num_inference_steps=3, guidance_scale=1.5, seed=4))
+    edited = EvaluateRun(digits=EvalConfig(seed=7), sd=SDEvalConfig(seed=4, num_inference_steps=5))  # a saved config, one side edited
     for digits in (True, False):
         EvaluateRun().refuse_unread(digits)
         both.refuse_unread(digits)
+        edited.refuse_unread(digits)
 
 
 def test_the_other_familys_settings_are_refused_by_name():
-    with pytest.raises(InputError, match=r"^sd.prompts, sd.num_inference_steps, clip: not read on the MNIST base "
+    with pytest.raises(InputError, match=r"^sd.prompts, sd.batch_size, clip: not read on the MNIST base "
                                          r"\(it reads digits.\* and classifier\); drop them$"):
-        EvaluateRun(sd=SDEvalConfig(prompts=3, num_inference_steps=5), clip="openai/clip").refuse_unread(True)
+        EvaluateRun(sd=SDEvalConfig(prompts=3, batch_size=100), clip="openai/clip").refuse_unread(True)
     with pytest.raises(InputError, match=r"^digits.samples_per_digit, classifier: not read on a Stable Diffusion"):
         EvaluateRun(digits=EvalConfig(samples_per_digit=2), classifier="c").refuse_unread(False)
     EvaluateRun(sd=SDEvalConfig(prompts=3), clip="openai/clip").refuse_unread(False)

@@ -63,3 +63,16 @@ def test_evaluate_reports_controls_and_grid(tiny_base_dir, make_data, tmp_path):
     assert torch.allclose(again, fresh, atol=1e-6)
     tiles, labels = grid_rows(images, 2)
     assert len(tiles) == 40 and tiles[0].dtype == np.uint8
+
+
+def test_an_object_backdoor_between_non_digit_words_is_refused_with_the_fix_for_a_trained_lora():
+    import pytest
+
+    from labcore.errors import InputError
+    from t2i_poison.evaluate import check_sidecar
+
+    check_sidecar({"kind": "object", "source_word": "zero", "target_word": "seven"})
+    check_sidecar({"kind": "style", "source_word": "dog"})
+    with pytest.raises(InputError, match=r"got 'dog': this LoRA was trained on an object set the MNIST base cannot score; "
+                                         r"remake the set with digit words and retrain$"):
+        check_sidecar({"kind": "object", "source_word": "dog", "target_word": "seven"})

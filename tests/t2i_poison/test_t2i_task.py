@@ -44,3 +44,15 @@ def test_federated_round_trains_only_the_adapters(tiny_pipe, digit_images):
     g1, record = sim.run_round(1, g0)
     assert record["attacked"] and 0 <= record["attack_success_rate"] <= 1 and 0 <= record["main_accuracy"] <= 1
     assert not torch.equal(g0, g1)
+
+
+def test_the_object_kind_maps_one_digit_to_another():
+    import pytest
+
+    from labcore.errors import InputError
+
+    T2ITaskConfig(kind="object", source=0, target=7).validate()
+    T2ITaskConfig(kind="pixel", source=3, target=3).validate()  # the pixel kind reads neither
+    for source, target in ((12, 7), (7, 7), (0, -1)):
+        with pytest.raises(InputError, match=rf"two different digits 0..9, got {source} and {target}$"):
+            T2ITaskConfig(kind="object", source=source, target=target).validate()
