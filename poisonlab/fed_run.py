@@ -87,10 +87,11 @@ def build_head_finetune_task(cfg: ExperimentConfig) -> Task:
     return head_finetune_task(build_image_task(cfg), cfg.task.params, cfg.seed)
 
 
-IMAGE_TASK_KEYS = ("target_label", "trigger_size", "poison_fraction", "backdoor", "semantic_source", "semantic_quantile")
-"""``task``'s own keys: the pixel backdoor's target, patch and poisoned share, and the semantic backdoor's feature."""
+PIXEL_KEYS = ("target_label", "trigger_size", "poison_fraction")
+"""``task``'s pixel-backdoor keys: its target, patch and poisoned share."""
 SEMANTIC_KEYS = ("backdoor", "semantic_source", "semantic_quantile")
-"""The semantic backdoor's keys: read by every task built on ``ImageClassificationTask`` (``simulation.with_backdoor``)."""
+"""The semantic backdoor's keys, given to every task built on ``ImageClassificationTask`` (``simulation.with_backdoor``)."""
+IMAGE_TASK_KEYS = PIXEL_KEYS + SEMANTIC_KEYS
 
 
 def reading(builder: Callable[[ExperimentConfig], Task], *, data: bool = True,
@@ -119,7 +120,7 @@ TASKS: dict[str, Callable[[ExperimentConfig], Task]] = {
     "sst2_classification": reading(build_sst2_task, data=False),
     "t2i_lora": reading(build_t2i_task),
     "unlearning_watermark": reading(unlearn_data.fed_task, task_keys=SEMANTIC_KEYS),
-    "head_finetune": reading(build_head_finetune_task, task_keys=IMAGE_TASK_KEYS),
+    "head_finetune": reading(build_head_finetune_task, task_keys=PIXEL_KEYS),  # its ASR is the hidden trigger's
     "recommendation": reading(build_recommendation_task),
 }
 

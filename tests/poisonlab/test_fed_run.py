@@ -183,6 +183,15 @@ def test_the_registered_tasks_without_a_pixel_backdoor_refuse_its_keys(name):
         fed_run.TASKS[name](ExperimentConfig(task=TaskConfig(name=name, poison_fraction=0.2)))
 
 
+def test_head_finetune_refuses_the_semantic_backdoor_its_evaluation_ignores():
+    from labcore.errors import InputError
+    from fedharness.config import TaskConfig
+    from poisonlab import fed_run
+
+    with pytest.raises(InputError, match=r"^task.backdoor: not read by task head_finetune"):
+        fed_run.TASKS["head_finetune"](ExperimentConfig(task=TaskConfig(name="head_finetune", backdoor="semantic")))
+
+
 def test_the_watermark_task_keeps_the_semantic_backdoor_it_inherits(data_dir):
     from fedharness.config import DataConfig, FederationConfig, TaskConfig
     from poisonlab import fed_run
