@@ -85,11 +85,13 @@ def build_methods(cfg: ExperimentConfig) -> tuple[aggregators.Aggregator, attack
 
 
 class Simulation:
-    """Holds the task, partition, engine, aggregator and attack of one experiment."""
+    """Holds the task, partition, engine, aggregator and attack of one experiment (``methods``: what
+    :func:`build_methods` returned for ``cfg``, where the caller built them to check ``cfg`` early)."""
 
-    def __init__(self, cfg: ExperimentConfig, task: Task) -> None:
+    def __init__(self, cfg: ExperimentConfig, task: Task,
+                 methods: tuple[aggregators.Aggregator, attacks.Attack | None] | None = None) -> None:
         cfg.validate()
-        aggregator, self.attack = build_methods(cfg)
+        aggregator, self.attack = methods or build_methods(cfg)
         self.cfg = cfg
         self.task = with_backdoor(task, cfg)
         torch.manual_seed(cfg.seed)

@@ -5,6 +5,7 @@ Every layer may import it (labcore depends on no other package of the lab).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -46,6 +47,13 @@ def _given(data: dict[str, Any], field_path: str, fallback: Any) -> Any:
             return fallback
         value = value[key]
     return value
+
+
+def changed_fields(section: Any) -> list[str]:
+    """The fields of the dataclass instance ``section`` whose values differ from its class's defaults (a
+    value set equal to its default cannot be told from one left unset)."""
+    default = type(section)()
+    return [f.name for f in dataclasses.fields(section) if getattr(section, f.name) != getattr(default, f.name)]
 
 
 def load_yaml(path: Path) -> dict[str, Any]:

@@ -5,7 +5,6 @@ the ``fedharness.tasks`` entry point, so the Flower App finds it too)."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from pathlib import Path
 from typing import Callable
@@ -14,7 +13,8 @@ import yaml
 
 from fedharness import experiment
 from fedharness.attacks.pixel_backdoor import PixelPattern
-from fedharness.config import DataConfig, ExperimentConfig, TaskConfig
+from fedharness.config import ExperimentConfig
+from labcore.config import changed_fields
 from labcore.errors import InputError
 from fedharness.simulation import Simulation, build_methods
 from fedharness.tasks import Task
@@ -52,14 +52,6 @@ def build_image_task(cfg: ExperimentConfig) -> ImageClassificationTask:
     )
 
 
-def build_plain_image_task(cfg: ExperimentConfig) -> ImageClassificationTask:
-    """``image_classification``: its settings are ``task``'s own keys, so any ``task.params`` is a mistake."""
-    if cfg.task.params:
-        raise InputError(f"task.params {sorted(cfg.task.params)} mean nothing to image_classification; "
-                         "set task's own keys (target_label, trigger_size, poison_fraction, backdoor) or drop them")
-    return build_image_task(cfg)
-
-
 def build_sst2_task(cfg: ExperimentConfig) -> Task:
     """Federated LoRA sentiment classification; ``task.params`` are ``nlp_poison.config.SST2TaskConfig``."""
     from nlp_poison.config import SST2TaskConfig
@@ -94,19 +86,20 @@ SEMANTIC_KEYS = ("backdoor", "semantic_source", "semantic_quantile")
 IMAGE_TASK_KEYS = PIXEL_KEYS + SEMANTIC_KEYS
 
 
-def reading(builder: Callable[[ExperimentConfig], Task], *, data: bool = True,
+def reading(builder: Callable[[ExperimentConfig], Task], *, data: bool = True, params: bool = True,
             task_keys: tuple[str, ...] = ()) -> Callable[[ExperimentConfig], Task]:
-    """``builder`` behind a check that refuses, before anything loads, the settings its task does not read when
-    they differ from their defaults (``data`` unless ``data``; the :data:`IMAGE_TASK_KEYS` not in ``task_keys``):
-    a value that would be ignored (an SST-2 run given ``data.name: digits`` or an MNIST YAML, a target label on
-    the text-to-image task) is a mistake, not a setting."""
+    """``builder`` behind a check that refuses, before anything loads, the settings its task does not read:
+    ``data`` unless ``data``, any ``task.params`` unless ``params``, and the :data:`IMAGE_TASK_KEYS` not in
+    ``task_keys``, each where it differs from its default. A value that would be ignored (an SST-2 run given
+    ``data.name: digits`` or an MNIST YAML, a target label on the text-to-image task) is a mistake, not a setting."""
 
     @functools.wraps(builder)
     def build(cfg: ExperimentConfig) -> Task:
-        data_default, task_default = DataConfig(), TaskConfig()
-        unread = [] if data else [f"data.{f.name}" for f in dataclasses.fields(DataConfig)
-                                  if getattr(cfg.data, f.name) != getattr(data_default, f.name)]
-        unread += [f"task.{k}" for k in IMAGE_TASK_KEYS if k not in task_keys and getattr(cfg.task, k) != getattr(task_default, k)]
+        if not params and cfg.task.params:
+            raise InputError(f"task.params {sorted(cfg.task.params)} mean nothing to {cfg.task.name}; "
+                             "set task's own keys (target_label, trigger_size, poison_fraction, backdoor) or drop them")
+        unread = [] if data else [f"data.{name}" for name in changed_fields(cfg.data)]
+        unread += [f"task.{k}" for k in changed_fields(cfg.task) if k in IMAGE_TASK_KEYS and k not in task_keys]
         if unread:
             hint = "its data is task.params.data_path" if unread[0].startswith("data.") else "its own settings are task.params"
             raise InputError(f"{', '.join(unread)}: not read by task {cfg.task.name} ({hint}); drop them")
@@ -116,7 +109,7 @@ def reading(builder: Callable[[ExperimentConfig], Task], *, data: bool = True,
 
 
 TASKS: dict[str, Callable[[ExperimentConfig], Task]] = {
-    "image_classification": reading(build_plain_image_task, task_keys=IMAGE_TASK_KEYS),
+    "image_classification": reading(build_image_task, params=False, task_keys=IMAGE_TASK_KEYS),
     "sst2_classification": reading(build_sst2_task, data=False),
     "t2i_lora": reading(build_t2i_task),
     "unlearning_watermark": reading(unlearn_data.fed_task, task_keys=SEMANTIC_KEYS),
@@ -133,8 +126,8 @@ def build_task(cfg: ExperimentConfig) -> Task:
 def run_experiment(cfg: ExperimentConfig, out: Path, *, resume: bool = False, progress: bool = True) -> dict:
     """Run (or resume) ``cfg`` into the run directory ``out``; returns the final summary."""
     cfg.validate()
-    build_methods(cfg)  # refuses a bad name before the task loads
-    sim = Simulation(cfg, build_task(cfg))
+    methods = build_methods(cfg)  # refuses a bad name before the task loads
+    sim = Simulation(cfg, build_task(cfg), methods)
     with staged_output(out, resume=resume) as stage:
         _check_same_config(stage / "config.yaml", cfg) if resume else write_yaml(stage / "config.yaml", cfg)
         result = experiment.run_rounds(sim, stage, resume=resume, progress=progress, desc=out.name)

@@ -8,12 +8,13 @@ report.html with the clean/triggered image grid) for every pipeline family.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from labcore.config import changed_fields
 from labcore.errors import InputError
 from poisonlab import data
 from t2i_poison.base_model import PretrainConfig
@@ -67,10 +68,8 @@ class EvaluateRun:
         """Refuse the other family's settings (``sd``/``clip`` on the MNIST base, ``digits``/``classifier`` on a
         Stable Diffusion pipeline) where they differ from their defaults: they would be ignored. The settings of
         :data:`SHARED_EVAL` are not checked: the options set them in both sections, and a saved config holds both."""
-        other = self.sd if digits else self.digits
-        default = type(other)()
-        unread = [f"{'sd' if digits else 'digits'}.{f.name}" for f in fields(other)
-                  if f.name not in SHARED_EVAL and getattr(other, f.name) != getattr(default, f.name)]
+        unread = [f"{'sd' if digits else 'digits'}.{name}" for name in changed_fields(self.sd if digits else self.digits)
+                  if name not in SHARED_EVAL]
         judge = "clip" if digits else "classifier"
         unread += [judge] if getattr(self, judge) is not None else []
         if unread:

@@ -105,7 +105,8 @@ def patch_mse(images: torch.Tensor, patch: np.ndarray, top: int, left: int) -> t
 
 
 def check_sidecar(sidecar: dict) -> None:
-    """Refuse a backdoor the MNIST base cannot score: an object backdoor between words that are not digits."""
+    """Refuse a backdoor the MNIST base cannot score (an object backdoor between words that are not digits)
+    before :func:`evaluate_backdoor` runs: ``t2i evaluate`` calls it before any output."""
     if sidecar.get("kind") == "object":
         check_digit_words(sidecar.get("source_word"), sidecar.get("target_word"),
                           "this LoRA was trained on an object set the MNIST base cannot score; remake the set with digit words and retrain")
@@ -132,7 +133,6 @@ def evaluate_backdoor(
     digits = labels.tolist()
     clean_prompts = [caption(d) for d in digits]
     if kind == "object":
-        check_sidecar(sidecar)
         source = DIGIT_WORDS.index(sidecar["source_word"])
         target = DIGIT_WORDS.index(sidecar["target_word"])
         trig_prompts = [add_trigger(trigger, caption(source))] * len(digits)

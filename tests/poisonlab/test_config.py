@@ -139,3 +139,16 @@ def test_help_shows_the_dataclass_and_base_defaults_when_placed_above_the_option
     result = CliRunner().invoke(toy_help, ["--config", "/nonexistent.yaml"], standalone_mode=False)
     assert isinstance(result.exception, InputError)
     assert CliRunner().invoke(toy_help, ["--epochs", "2"], standalone_mode=False).exception.args[0].startswith("name is required")
+
+
+def test_changed_fields_names_the_values_that_differ_from_the_class_defaults():
+    from labcore.config import changed_fields
+
+    @dataclass
+    class Section:
+        a: int = 1
+        b: str = "x"
+        c: float = 0.5
+
+    assert changed_fields(Section()) == [] and changed_fields(Section(b="x")) == []
+    assert changed_fields(Section(a=2, c=0.25)) == ["a", "c"]
