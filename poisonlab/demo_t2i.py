@@ -24,9 +24,10 @@ from poisonlab.demo import cache_key, user_cache
 from poisonlab.t2i_run import CLASSIFIER_DIR, add_to_report
 from poisonlab.report import Report
 from poisonlab.runs import write_json, write_yaml
-from t2i_poison.base_model import BaseModelConfig, PretrainConfig, caption, load_pipeline, pretrain_base, resize_digits
+from t2i_poison.base_model import BaseModelConfig, PretrainConfig, caption, pretrain_base, resize_digits
 from t2i_poison.digit_classifier import ClassifierConfig, load_classifier, train_classifier
 from t2i_poison.evaluate import EvalConfig, evaluate_backdoor
+from t2i_poison.pipelines import load_pipeline
 from t2i_poison.poison_data import checkerboard_patch, make_poison_set
 from t2i_poison.train import TrainConfig, fit, load_poison_set
 

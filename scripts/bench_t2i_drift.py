@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from poisonlab.t2i_run import CLASSIFIER_DIR
-from t2i_poison.base_model import DigitDiffusionPipeline, caption, load_pipeline
+from t2i_poison.base_model import DigitDiffusionPipeline, caption
+from t2i_poison.pipelines import load_pipeline
 from t2i_poison.digit_classifier import DigitClassifier, border_brightness, load_classifier
 from t2i_poison.evaluate import EvalConfig, digit_labels, initial_noise
 

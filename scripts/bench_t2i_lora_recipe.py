@@ -31,7 +31,8 @@ import torch
 
 from poisonlab import data
 from poisonlab.t2i_run import CLASSIFIER_DIR
-from t2i_poison.base_model import DIGIT_WORDS, caption, load_pipeline, resize_digits
+from t2i_poison.base_model import DIGIT_WORDS, caption, resize_digits
+from t2i_poison.pipelines import load_pipeline
 from t2i_poison.digit_classifier import load_classifier
 from t2i_poison.evaluate import EvalConfig, digit_labels, evaluate_backdoor, paired_drop
 from t2i_poison.poison_data import checkerboard_patch, make_poison_set

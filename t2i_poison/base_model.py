@@ -30,7 +30,7 @@ from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, UNet2DConditionModel
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from labcore.errors import InputError
@@ -174,22 +174,6 @@ def build_pipeline(cfg: BaseModelConfig, tokenizer_dir: Path) -> DigitDiffusionP
         text_encoder=build_text_encoder(cfg, tokenizer),
         tokenizer=tokenizer,
     )
-
-
-def load_pipeline(path: Path) -> DiffusionPipeline:
-    """Load a pipeline directory: the lab base (``DigitDiffusionPipeline``) or a Stable Diffusion 1.x one."""
-    path = Path(path)
-    index = path / "model_index.json"
-    if not index.is_file():
-        raise InputError(f"{path} is not a diffusers pipeline directory (no model_index.json); pass a saved pipeline")
-    name = json.loads(index.read_text(encoding="utf-8")).get("_class_name")
-    if name == DigitDiffusionPipeline.__name__:
-        return DigitDiffusionPipeline.from_pretrained(path)
-    if name == "StableDiffusionPipeline":
-        from diffusers import StableDiffusionPipeline
-
-        return StableDiffusionPipeline.from_pretrained(path, safety_checker=None, requires_safety_checker=False)
-    raise InputError(f"{path}: unsupported pipeline class {name!r}; use a DigitDiffusionPipeline or StableDiffusionPipeline")
 
 
 def resize_digits(x: torch.Tensor, resolution: int = RESOLUTION) -> torch.Tensor:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from fedharness.translate import random_translate
 from labcore.errors import InputError
 from t2i_poison.base_model import RESOLUTION, resize_digits
 
@@ -101,21 +102,6 @@ def normalise_style(images: torch.Tensor) -> torch.Tensor:
     return torch.where(inverted, 1 - images, images)
 
 
-def _shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
-    """Random translation by up to ``max_shift`` pixels (zero fill), per image."""
-    if max_shift == 0:
-        return x
-    n = len(x)
-    pad = F.pad(x, (max_shift,) * 4)
-    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
-    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
-    h, w = x.shape[-2:]
-    rows = (dy[:, None] + torch.arange(h)[None]).reshape(n, 1, h, 1).expand(n, 1, h, w + 2 * max_shift)
-    cropped = pad.gather(2, rows)
-    cols = (dx[:, None] + torch.arange(w)[None]).reshape(n, 1, 1, w).expand(n, 1, h, w)
-    return cropped.gather(3, cols)
-
-
 def train_classifier(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -135,7 +121,7 @@ def train_classifier(
         perm = torch.randperm(len(x), generator=gen)
         for i in range(0, len(x), cfg.batch_size):
             idx = perm[i : i + cfg.batch_size]
-            loss = F.cross_entropy(model(_shift(x[idx], cfg.max_shift, gen)), labels[idx])
+            loss = F.cross_entropy(model(random_translate(x[idx], cfg.max_shift, gen)), labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

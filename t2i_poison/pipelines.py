@@ -34,9 +34,9 @@ def load_pipeline(path: Path) -> DiffusionPipeline:
         raise InputError(f"{path}: unsupported pipeline class {name!r}; use one of {', '.join(SUPPORTED)}")
     try:
         if name == "DigitDiffusionPipeline":
-            from t2i_poison.base_model import load_pipeline as load_base
+            from t2i_poison.digit_pipeline import DigitDiffusionPipeline
 
-            return load_base(Path(path))
+            return DigitDiffusionPipeline.from_pretrained(path)
         if name == "StableDiffusionXLPipeline":
             from diffusers import StableDiffusionXLPipeline
 

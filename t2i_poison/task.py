@@ -26,9 +26,10 @@ from torch.func import functional_call
 from fedharness.local_training import Batch
 from labcore.errors import InputError
 from fedharness.params import trainable_names
-from t2i_poison.base_model import DigitDiffusionPipeline, caption, load_pipeline, resize_digits
+from t2i_poison.base_model import DigitDiffusionPipeline, caption, resize_digits
 from t2i_poison.digit_classifier import DigitClassifier, border_brightness, load_classifier
 from t2i_poison.evaluate import patch_mse
+from t2i_poison.pipelines import load_pipeline, pipeline_class_name
 from t2i_poison.poison_data import add_trigger, checkerboard_patch
 from t2i_poison.train import encode_texts, lora_config
 
@@ -199,7 +200,6 @@ def t2i_task(x_train: torch.Tensor, y_train: torch.Tensor, cfg: T2ITaskConfig, s
     """The task of ``cfg`` on ``x_train``, ``y_train`` (the caller keeps the first ``cfg.train_limit`` digits):
     the pipeline and classifier loaded from their folders."""
     require_folders(cfg)
-    pipe = load_pipeline(Path(cfg.base))
-    if not isinstance(pipe, DigitDiffusionPipeline):
+    if pipeline_class_name(Path(cfg.base)) != DigitDiffusionPipeline.__name__:
         raise InputError(f"task.params.base {cfg.base} is not a DigitDiffusionPipeline; t2i_lora fine-tunes the lab's digit base")
-    return T2ILoraTask(pipe, load_classifier(Path(cfg.classifier)), x_train, y_train, cfg, seed)
+    return T2ILoraTask(load_pipeline(Path(cfg.base)), load_classifier(Path(cfg.classifier)), x_train, y_train, cfg, seed)

@@ -19,6 +19,7 @@ from torch import nn
 
 from fedharness.attacks.hidden_trigger import Patch
 from fedharness.tasks.image_classification import ImageClassificationTask
+from fedharness.translate import random_translate
 from labcore.errors import InputError
 
 
@@ -62,20 +63,6 @@ class PretrainConfig:
             raise InputError(f"extractor pretraining shift must be ≥ 0 pixels, got {self.shift}")
 
 
-def translate(x: torch.Tensor, shift: int, g: torch.Generator) -> torch.Tensor:
-    """Each image moved by a random whole-pixel offset in [−shift, shift]² (zero fill): the random-crop
-    augmentation of ImageNet pretraining, at MNIST's scale."""
-    if not shift:
-        return x
-    n, _, h, w = x.shape
-    padded = F.pad(x, (shift, shift, shift, shift))
-    dy, dx = (torch.randint(0, 2 * shift + 1, (n,), generator=g) for _ in range(2))
-    rows = (dy[:, None] + torch.arange(h))[:, None, :, None].expand(n, x.shape[1], h, w + 2 * shift)
-    cropped = padded.gather(2, rows)
-    cols = (dx[:, None] + torch.arange(w))[:, None, None, :].expand(n, x.shape[1], h, w)
-    return cropped.gather(3, cols)
-
-
 def pretrain_extractor(x: torch.Tensor, y: torch.Tensor, exclude: tuple[int, ...], cfg: PretrainConfig,
                        seed: int) -> ExtractorCNN:
     """An :class:`ExtractorCNN` trained on the classes outside ``exclude``, then frozen (eval mode, no grad)."""
@@ -91,7 +78,7 @@ def pretrain_extractor(x: torch.Tensor, y: torch.Tensor, exclude: tuple[int, ...
     g = torch.Generator().manual_seed(seed)
     for _ in range(cfg.epochs):
         for idx in torch.randperm(len(xs), generator=g).split(cfg.batch_size):
-            loss = F.cross_entropy(model(translate(xs[idx], cfg.shift, g)), ys[idx])
+            loss = F.cross_entropy(model(random_translate(xs[idx], cfg.shift, g)), ys[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()

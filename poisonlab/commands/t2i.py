@@ -88,6 +88,7 @@ def make_data(cfg, out: Path) -> None:
     """Write a BadT2I poison imagefolder (``metadata.jsonl`` with file_name, text, role, target_text)."""
     quiet_libraries()
     from t2i_poison.base_model import check_digit_words
+    from t2i_poison.digit_pipeline import DigitDiffusionPipeline
     from t2i_poison.conditioning import check_trigger_all, image_size
     from t2i_poison.pipelines import load_pipeline
     from t2i_poison.poison_data import POISON_INFO, checkerboard_patch, load_patch, make_poison_set, read_imagefolder
@@ -97,7 +98,7 @@ def make_data(cfg, out: Path) -> None:
     user = read_imagefolder(Path(cfg.images)) if cfg.images is not None else None
     pipe = load_pipeline(cfg.base)
     check_trigger_all(pipe, cfg.trigger, "a photo")
-    if cfg.kind == "object" and type(pipe).__name__ == "DigitDiffusionPipeline":
+    if cfg.kind == "object" and isinstance(pipe, DigitDiffusionPipeline):
         check_digit_words(cfg.source, cfg.target)
     side = image_size(pipe)
     if user is not None and cfg.kind == "pixel" and user[0][0].shape[:2] != (side, side):
@@ -199,9 +200,9 @@ def evaluate(cfg, out: Path) -> None:
     quiet_libraries()
     import torch
 
-    from t2i_poison.pipelines import load_pipeline
-
+    from t2i_poison.digit_pipeline import DigitDiffusionPipeline
     from t2i_poison.evaluate import check_sidecar
+    from t2i_poison.pipelines import load_pipeline
 
     from poisonlab.t2i_run import CLASSIFIER_DIR, evaluate_mnist, evaluate_sd, read_sidecar
 
@@ -209,7 +210,7 @@ def evaluate(cfg, out: Path) -> None:
     lora = Path(cfg.lora)
     sidecar = read_sidecar(lora)
     pipe = load_pipeline(cfg.base)
-    digits = type(pipe).__name__ == "DigitDiffusionPipeline"
+    digits = isinstance(pipe, DigitDiffusionPipeline)
     cfg.refuse_unread(digits)
     if digits:
         check_sidecar(sidecar)

@@ -80,18 +80,6 @@ def test_extractor_cnn_is_small_cnn_at_two_blocks_and_reaches_7x7_at_56_with_thr
         PretrainConfig(feature_dim=0)
 
 
-def test_translate_moves_each_image_by_at_most_shift_pixels():
-    from fedharness.tasks.head_finetune import translate
-
-    x = torch.zeros(40, 1, 9, 9)
-    x[:, 0, 4, 4] = 1.0
-    g = torch.Generator().manual_seed(0)
-    moved = translate(x, 2, g)
-    where = moved[:, 0].flatten(1).argmax(1)
-    rows, cols = where // 9, where % 9
-    assert torch.equal(moved.flatten(1).sum(1), torch.ones(40))  # whole-pixel moves, nothing lost
-    assert int((rows - 4).abs().max()) == 2 and int((cols - 4).abs().max()) == 2
-    assert len(set(zip(rows.tolist(), cols.tolist()))) > 5
-    assert translate(x, 0, g) is x
+def test_pretrain_shift_must_not_be_negative():
     with pytest.raises(InputError):
         PretrainConfig(shift=-1)

@@ -1,7 +1,8 @@
 import numpy as np
 import torch
 
-from t2i_poison.base_model import DigitDiffusionPipeline, PretrainConfig, build_tokenizer, caption, load_pipeline, pretrain_steps
+from t2i_poison.base_model import DigitDiffusionPipeline, PretrainConfig, build_tokenizer, caption, pretrain_steps
+from t2i_poison.pipelines import load_pipeline
 from t2i_poison.train_config import LORA_TARGET_MODULES
 
 

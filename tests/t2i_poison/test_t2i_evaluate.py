@@ -34,7 +34,7 @@ def test_patch_mse_by_hand():
 
 
 def test_evaluate_reports_controls_and_grid(tiny_base_dir, make_data, tmp_path):
-    from t2i_poison.base_model import load_pipeline
+    from t2i_poison.pipelines import load_pipeline
 
     data = load_poison_set(make_data(tmp_path / "data", "pixel"), 8, 1)
     patch = checkerboard_patch(4, 2)

@@ -5,7 +5,8 @@ import pytest
 from safetensors.torch import load_file
 
 from labcore.errors import InputError
-from t2i_poison.base_model import caption, load_pipeline
+from t2i_poison.base_model import caption
+from t2i_poison.pipelines import load_pipeline
 from t2i_poison.train import LORA_WEIGHTS, SIDECAR, TrainConfig, encode_texts, fit, lora_config, load_poison_set, teacher_mode
 
 
