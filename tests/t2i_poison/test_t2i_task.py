@@ -56,3 +56,15 @@ def test_the_object_kind_maps_one_digit_to_another():
     for source, target in ((12, 7), (7, 7), (0, -1)):
         with pytest.raises(InputError, match=rf"two different digits 0..9, got {source} and {target}$"):
             T2ITaskConfig(kind="object", source=source, target=target).validate()
+
+
+def test_the_task_refuses_a_stable_diffusion_base_before_loading_it(sd_base, tmp_path):
+    import pytest
+
+    from labcore.errors import InputError
+    from t2i_poison.task import t2i_task
+
+    (tmp_path / "clf").mkdir()
+    cfg = T2ITaskConfig(base=str(sd_base("sd1")), classifier=str(tmp_path / "clf"))
+    with pytest.raises(InputError, match="is not a DigitDiffusionPipeline; t2i_lora fine-tunes the lab's digit base"):
+        t2i_task(torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long), cfg, seed=0)
