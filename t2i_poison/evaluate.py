@@ -128,36 +128,52 @@ def evaluate_backdoor(
     ``base_images``: the ``base_clean`` / ``base_triggered`` sets of an earlier call with the same base,
     kind, trigger and ``cfg`` (a sweep generates the control once per seed instead of once per trial).
     """
-    kind, trigger = sidecar["kind"], sidecar["trigger"]
     labels = digit_labels(cfg.samples_per_digit)
-    digits = labels.tolist()
-    clean_prompts = [caption(d) for d in digits]
-    if kind == "object":
-        source = DIGIT_WORDS.index(sidecar["source_word"])
-        target = DIGIT_WORDS.index(sidecar["target_word"])
-        trig_prompts = [add_trigger(trigger, caption(source))] * len(digits)
-    else:
-        trig_prompts = [add_trigger(trigger, p) for p in clean_prompts]
-    noise = initial_noise(len(digits), pipe, cfg.seed)
-
+    clean_prompts, trig_prompts = _prompts(sidecar, labels.tolist())
+    noise = initial_noise(len(labels), pipe, cfg.seed)
     if base_images is None:
         base_images = {"base_clean": generate(pipe, clean_prompts, noise, cfg), "base_triggered": generate(pipe, trig_prompts, noise, cfg)}
     images = {k: base_images[k] for k in ("base_clean", "base_triggered")}
-    if (Path(lora_dir) / "unet").is_dir():  # full-UNet mode: swap the fine-tuned UNet in
+    images["bd_clean"], images["bd_triggered"] = _backdoored_images(pipe, Path(lora_dir), [clean_prompts, trig_prompts], noise, cfg)
+    m: dict = {"kind": sidecar["kind"], "trigger": sidecar["trigger"], "samples": len(labels)}
+    m.update(_utility_metrics(images, labels, classifier, real_images, cfg))
+    m.update(_attack_metrics(images, labels, classifier, sidecar, cfg))
+    return m, images
+
+
+def _prompts(sidecar: dict, digits: list[int]) -> tuple[list[str], list[str]]:
+    """Clean captions of ``digits`` and their triggered prompts (the object kind triggers the source digit's caption)."""
+    clean = [caption(d) for d in digits]
+    if sidecar["kind"] == "object":
+        return clean, [add_trigger(sidecar["trigger"], caption(DIGIT_WORDS.index(sidecar["source_word"])))] * len(digits)
+    return clean, [add_trigger(sidecar["trigger"], p) for p in clean]
+
+
+def _backdoored_images(pipe: DigitDiffusionPipeline, lora_dir: Path, prompt_sets: list[list[str]], noise: torch.Tensor,
+                       cfg: EvalConfig) -> list[torch.Tensor]:
+    """Images of each prompt set from the backdoored model: the fine-tuned UNet of ``lora_dir/unet`` swapped in
+    (full-UNet mode) or its LoRA loaded as an adapter; ``pipe`` is left as it was."""
+    if (lora_dir / "unet").is_dir():
         base_unet = pipe.unet
-        pipe.unet = UNet2DConditionModel.from_pretrained(Path(lora_dir) / "unet").eval()
-        images["bd_clean"] = generate(pipe, clean_prompts, noise, cfg)
-        images["bd_triggered"] = generate(pipe, trig_prompts, noise, cfg)
-        pipe.unet = base_unet
-    else:
-        pipe.load_lora_weights(str(lora_dir), adapter_name="backdoor")
-        pipe.set_adapters(["backdoor"])
-        images["bd_clean"] = generate(pipe, clean_prompts, noise, cfg)
-        images["bd_triggered"] = generate(pipe, trig_prompts, noise, cfg)
+        pipe.unet = UNet2DConditionModel.from_pretrained(lora_dir / "unet").eval()
+        try:
+            return [generate(pipe, prompts, noise, cfg) for prompts in prompt_sets]
+        finally:
+            pipe.unet = base_unet
+    pipe.load_lora_weights(str(lora_dir), adapter_name="backdoor")
+    pipe.set_adapters(["backdoor"])
+    try:
+        return [generate(pipe, prompts, noise, cfg) for prompts in prompt_sets]
+    finally:
         pipe.delete_adapters("backdoor")
 
+
+def _utility_metrics(images: dict[str, torch.Tensor], labels: torch.Tensor, classifier: DigitClassifier,
+                     real_images: torch.Tensor, cfg: EvalConfig) -> dict:
+    """Clean digit accuracy and KID of the base and the backdoored model, the paired accuracy drop with its 95 %
+    interval, and the benign drift (MSE between their clean images from the same noise)."""
     real_feats = classifier.embed(real_images)
-    m: dict = {"kind": kind, "trigger": trigger, "samples": len(digits)}
+    m: dict = {}
     correct = {}
     for name in ("base", "bd"):
         correct[name] = classifier.predict(images[f"{name}_clean"]) == labels
@@ -168,26 +184,34 @@ def evaluate_backdoor(
     m["clean_accuracy_drop"], low, high = paired_drop(correct["base"], correct["bd"])
     m["clean_accuracy_drop_ci95"] = [low, high]
     m["benign_drift_mse"] = float(((images["bd_clean"] - images["base_clean"]) ** 2).mean())
+    return m
 
-    def attack(imgs: torch.Tensor) -> torch.Tensor:
+
+def _attack_metrics(images: dict[str, torch.Tensor], labels: torch.Tensor, classifier: DigitClassifier, sidecar: dict,
+                    cfg: EvalConfig) -> dict:
+    """The attack's success on the backdoored model's triggered images (its ASR), on the base's (the control) and on
+    its clean images, by the kind's own test: the patch's MSE below ``pixel_threshold``, the target digit, or an
+    inverted background; with the patch MSEs, or how often the triggered images still show the prompted digit."""
+    kind = sidecar["kind"]
+    patch = sidecar.get("patch")
+    target = DIGIT_WORDS.index(sidecar["target_word"]) if kind == "object" else None
+
+    def succeeded(imgs: torch.Tensor) -> torch.Tensor:
         if kind == "pixel":
-            p = sidecar["patch"]
-            return patch_mse(imgs, np.asarray(p["pixels"]), p["top"], p["left"]) < cfg.pixel_threshold
+            return patch_mse(imgs, np.asarray(patch["pixels"]), patch["top"], patch["left"]) < cfg.pixel_threshold
         if kind == "object":
             return classifier.predict(imgs) == target
         return border_brightness(imgs) > cfg.style_threshold
 
-    for key in ("bd_triggered", "base_triggered", "bd_clean"):
-        m[f"asr_{key}"] = float(attack(images[key]).float().mean())
+    m = {f"asr_{key}": float(succeeded(images[key]).float().mean()) for key in ("bd_triggered", "base_triggered", "bd_clean")}
     m["attack_success_rate"] = m["asr_bd_triggered"]
     if kind == "pixel":
-        p = sidecar["patch"]
         for key in ("bd_triggered", "base_triggered"):
-            m[f"patch_mse_{key}"] = float(patch_mse(images[key], np.asarray(p["pixels"]), p["top"], p["left"]).mean())
+            m[f"patch_mse_{key}"] = float(patch_mse(images[key], np.asarray(patch["pixels"]), patch["top"], patch["left"]).mean())
     else:
-        pred = classifier.predict(images["bd_triggered"])
-        m["triggered_digit_accuracy"] = float((pred == (labels if kind == "style" else source)).float().mean())
-    return m, images
+        shown = labels if kind == "style" else DIGIT_WORDS.index(sidecar["source_word"])
+        m["triggered_digit_accuracy"] = float((classifier.predict(images["bd_triggered"]) == shown).float().mean())
+    return m
 
 
 def grid_rows(images: dict[str, torch.Tensor], per_digit: int) -> tuple[list[np.ndarray], list[str]]:
