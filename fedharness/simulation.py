@@ -94,11 +94,14 @@ class Simulation:
         aggregator, self.attack = methods or build_methods(cfg)
         self.cfg = cfg
         self.task = with_backdoor(task, cfg)
+        fed = cfg.federation
+        labels = task.partition_labels()
+        if len(labels) < fed.num_clients:
+            raise InputError(f"{fed.num_clients} clients need a training example each, but the task has {len(labels)}; "
+                             "lower federation.num_clients or give the task more training data")
         torch.manual_seed(cfg.seed)
         self.model = task.build_model()
         self.names = task.federated_names(self.model)
-        fed = cfg.federation
-        labels = task.partition_labels()
         self.shards = split(labels, fed.num_clients, fed.partition, fed.dirichlet_alpha, cfg.seed)
         self.engine = InProcessEngine(
             self.model, self.names, task.per_sample_loss, cfg.engine.vectorize, cfg.engine.chunk_size,

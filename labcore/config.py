@@ -15,6 +15,9 @@ import yaml
 from labcore.errors import InputError
 
 T = TypeVar("T")
+MAX_SEED = 2**32 - 1
+"""The largest seed every generator the lab seeds accepts (numpy's ``default_rng`` takes no negative seed, torch's
+``manual_seed`` and ``accelerate``'s ``set_seed`` none above 32 bits)."""
 
 
 def from_dict(cls: type[T], data: dict[str, Any], source: str = "config") -> T:
@@ -22,7 +25,7 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str = "config") -> T:
     if not isinstance(data, dict):
         raise InputError(f"{source}: expected a mapping of keys to values at the top level")
     try:
-        return dacite.from_dict(cls, data, config=dacite.Config(strict=True, cast=[tuple]))
+        built = dacite.from_dict(cls, data, config=dacite.Config(strict=True, cast=[tuple]))
     except dacite.UnexpectedDataError as exc:
         keys = ", ".join(sorted(exc.keys))
         raise InputError(f"{source}: unknown key(s) {keys}; check the spelling against the documented keys") from None
@@ -36,6 +39,21 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str = "config") -> T:
         raise InputError(f"{source}: key {exc.field_path!r} is required") from None
     except dacite.DaciteError as exc:
         raise InputError(f"{source}: {exc}") from None
+    check_seeds(built, source)
+    return built
+
+
+def check_seeds(cfg: Any, source: str = "config", prefix: str = "") -> None:
+    """Every ``seed`` field, and every element of a ``seeds`` list, of the dataclass ``cfg`` and of the dataclasses
+    it holds is an integer in 0..:data:`MAX_SEED`; InputError naming the key otherwise."""
+    for f in dataclasses.fields(cfg):
+        value, key = getattr(cfg, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_seeds(value, source, f"{key}.")
+        elif f.name == "seed" and isinstance(value, int) or f.name == "seeds" and isinstance(value, (list, tuple)):
+            for seed in [value] if f.name == "seed" else value:
+                if isinstance(seed, int) and not 0 <= seed <= MAX_SEED:
+                    raise InputError(f"{source}: {key} {seed} is out of range; pass a seed from 0 to {MAX_SEED}")
 
 
 def _given(data: dict[str, Any], field_path: str, fallback: Any) -> Any:

@@ -26,6 +26,10 @@ _MAX_REWRITE_BYTES = 50_000_000
 
 
 def staging_path(out: Path) -> Path:
+    """``<out>.partial``; InputError for an ``out`` that names no folder to create (``.``, ``/``, ``..``, empty)."""
+    out = Path(out)
+    if out.name in ("", ".."):
+        raise InputError(f"--out {str(out) or repr('')} names no new folder; give the path of a folder to create")
     return out.with_name(out.name + ".partial")
 
 
@@ -33,10 +37,9 @@ def check_output(out: Path) -> None:
     """Input errors for an ``--out`` that can't be created: it exists, or its nearest existing parent
     is a file or not writable. Call it before long work so that a typo costs no time."""
     out = Path(out)
+    staging_path(out)
     if out.exists():
         raise InputError(f"output folder {out} already exists; choose another --out or remove it")
-    if out.name == "..":
-        raise InputError(f"--out {out} names no new folder; give the path of a folder to create")
     parent = _real(out.parent)
     while not parent.exists():
         parent = parent.parent

@@ -8,6 +8,7 @@ report.html with the clean/triggered image grid) for every pipeline family.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +64,15 @@ class EvaluateRun:
             raise InputError("pass --base and --lora (or set base: and lora: in the --config file)")
         if self.threads < 1:
             raise InputError(f"threads must be >= 1, got {self.threads}")
+        for section in (self.digits, self.sd):
+            if not math.isfinite(section.guidance_scale) or section.guidance_scale < 0:
+                raise InputError(f"--guidance must be a finite number ≥ 0 (1 or less: no classifier-free guidance), got {section.guidance_scale}")
+
+    def check_steps(self, train_steps: int, digits: bool) -> None:
+        """The sampling steps of the family in use fit the pipeline's scheduler (1 to its ``train_steps``)."""
+        steps = (self.digits if digits else self.sd).num_inference_steps
+        if not 1 <= steps <= train_steps:
+            raise InputError(f"--inference-steps {steps}: this pipeline's scheduler samples in 1 to {train_steps} steps; pass a value in that range")
 
     def refuse_unread(self, digits: bool) -> None:
         """Refuse the other family's settings (``sd``/``clip`` on the MNIST base, ``digits``/``classifier`` on a

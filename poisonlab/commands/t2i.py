@@ -212,6 +212,7 @@ def evaluate(cfg, out: Path) -> None:
     pipe = load_pipeline(cfg.base)
     digits = isinstance(pipe, DigitDiffusionPipeline)
     cfg.refuse_unread(digits)
+    cfg.check_steps(pipe.scheduler.config.num_train_timesteps, digits)
     if digits:
         check_sidecar(sidecar)
     clf = Path(cfg.classifier or Path(cfg.base) / CLASSIFIER_DIR)

@@ -13,7 +13,7 @@ import yaml
 from click.testing import CliRunner
 
 from labcore.errors import InputError
-from poisonlab.config import config_command, load_config
+from poisonlab.config import config_command, from_dict, load_config
 from poisonlab.runs import staged_output, write_json, write_yaml
 
 
@@ -152,3 +152,25 @@ def test_changed_fields_names_the_values_that_differ_from_the_class_defaults():
 
     assert changed_fields(Section()) == [] and changed_fields(Section(b="x")) == []
     assert changed_fields(Section(a=2, c=0.25)) == ["a", "c"]
+
+
+@dataclass
+class _Inner:
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+
+
+@dataclass
+class _Seeded:
+    seed: int = 0
+    inner: _Inner = field(default_factory=_Inner)
+
+
+@pytest.mark.parametrize("data, key, value", [
+    ({"seed": -1}, "seed", -1),
+    ({"seed": 2**32}, "seed", 2**32),
+    ({"inner": {"seeds": [3, -2]}}, "inner.seeds", -2),
+])
+def test_a_seed_out_of_the_generators_range_is_refused_by_key(data, key, value):
+    with pytest.raises(InputError, match=rf"^cfg.yaml: {key} {value} is out of range; pass a seed from 0 to 4294967295$"):
+        from_dict(_Seeded, data, source="cfg.yaml")
+    assert from_dict(_Seeded, {"seed": 2**32 - 1}).seed == 2**32 - 1

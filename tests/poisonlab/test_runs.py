@@ -81,8 +81,9 @@ def test_a_dotdot_in_out_never_removes_folders_that_existed(tmp_path, monkeypatc
     with pytest.raises(InputError, match="cannot create"):
         _make_dirs(Path("new/../afile/x.partial"))  # the folder holding "new" is the working folder: it stays
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "keep.txt"]
-    with pytest.raises(InputError, match="names no new folder"):
-        check_output(Path("new/.."))
+    for nameless in ("new/..", ".", "", "/"):
+        with pytest.raises(InputError, match="names no new folder"):
+            staged_output(Path(nameless)).__enter__()
     with staged_output(Path("new/../ok/run")) as stage:
         (stage / "metrics.json").write_text("{}")
     assert (tmp_path / "ok" / "run" / "metrics.json").is_file() and (tmp_path / "keep.txt").is_file()

@@ -26,3 +26,17 @@ def test_the_other_familys_settings_are_refused_by_name():
         EvaluateRun(digits=EvalConfig(samples_per_digit=2), classifier="c").refuse_unread(False)
     EvaluateRun(sd=SDEvalConfig(prompts=3), clip="openai/clip").refuse_unread(False)
     EvaluateRun(digits=EvalConfig(samples_per_digit=2), classifier="c").refuse_unread(True)
+
+
+def test_sampling_steps_must_fit_the_scheduler_of_the_family_in_use():
+    run = EvaluateRun(base="b", lora="l", digits=EvalConfig(num_inference_steps=1000), sd=SDEvalConfig(num_inference_steps=1001))
+    run.check_steps(1000, digits=True)
+    with pytest.raises(InputError, match=r"^--inference-steps 1001: this pipeline's scheduler samples in 1 to 1000 steps"):
+        run.check_steps(1000, digits=False)
+
+
+@pytest.mark.parametrize("guidance", [-5.0, float("nan"), float("inf")])
+def test_guidance_must_be_finite_and_not_negative(guidance):
+    with pytest.raises(InputError, match="--guidance must be a finite number ≥ 0"):
+        EvaluateRun(base="b", lora="l", sd=SDEvalConfig(guidance_scale=guidance)).validate()
+    EvaluateRun(base="b", lora="l", digits=EvalConfig(guidance_scale=0.0)).validate()
