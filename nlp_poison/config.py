@@ -247,6 +247,8 @@ class EvaluateConfig(TrainConfig):
             raise InputError("--seeds must be >= 1")
         if not self.counts or min(self.counts) < 1:
             raise InputError("--counts needs at least one positive integer")
+        if len(set(self.counts)) < len(self.counts):
+            raise InputError(f"--counts {','.join(map(str, self.counts))} repeats a count; give each count once")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise InputError("--eval-limit must be >= 1")
         folded = [p.strip().casefold() for p in self.off_target]

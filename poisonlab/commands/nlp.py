@@ -44,7 +44,7 @@ def _label(ctx: click.Context, param: click.Parameter, value: str | None) -> int
 
 def _counts(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
     try:
-        return None if value is None else [int(c) for c in value.split(",") if c.strip()]
+        return None if value is None else [int(c) for c in value.split(",")]
     except ValueError:
         raise click.BadParameter(f"{value!r} must be comma-separated integers, e.g. 1,10,50") from None
 
