@@ -104,12 +104,21 @@ class TrainConfig:
             raise InputError(f"unknown weighting {self.weighting!r}; choose 'split' or 'uniform'")
         if self.mixed_precision is not None and self.mixed_precision not in PRECISIONS:
             raise InputError(f"unknown mixed precision {self.mixed_precision!r}; choose no, fp16 or bf16")
-        for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "rank", "threads"):
+        for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "rank", "threads",
+                     "lora_alpha"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
+        self._refuse_lora_knobs_in_full_mode()
         if self.lora_target_modules not in (None, "attention"):
             try:
                 re.compile(self.lora_target_modules)
             except re.error as exc:
                 raise InputError(f"lora_target_modules {self.lora_target_modules!r} is not a regular expression ({exc}); "
                                  "pass a peft regex over the UNet's module names, or 'attention'") from None
+
+    def _refuse_lora_knobs_in_full_mode(self) -> None:
+        """Full mode fine-tunes the whole UNet: adapter settings set away from their defaults would be ignored."""
+        default = type(self)()
+        unread = [n for n in ("rank", "lora_alpha", "cross_attention_only", "lora_target_modules") if getattr(self, n) != getattr(default, n)]
+        if self.mode == "full" and unread:
+            raise InputError(f"{', '.join(unread)}: not read in full mode (it fine-tunes the whole UNet); drop them or use --mode lora")
