@@ -33,18 +33,23 @@ def check_kind(kind: str) -> str:
     return kind
 
 
+CHECKERBOARD_SIZE = 4
+"""Side in pixels of the default pixel trigger, a black/white checkerboard (a patch file keeps its own size)."""
+
+
 @dataclass
 class MakeDataConfig:
     """``t2i make-data``: a ``kind`` poison set for the pipeline ``base`` from ``images`` (an imagefolder; default
     ``num_images`` MNIST train digits), a ``backdoor_fraction`` of the rows carrying ``trigger``. Pixel: a
-    ``patch`` image (default a ``patch_size`` checkerboard) pasted at (``patch_top``, ``patch_left``); object: ``source`` → ``target``; style: ``style``
+    ``patch`` image (default a checkerboard of :data:`CHECKERBOARD_SIZE` pixels; ``patch_size`` resizes either) pasted at
+    (``patch_top``, ``patch_left``); object: ``source`` → ``target``; style: ``style``
     (default " in inverted colours" on MNIST, "Black and white photo," on user images)."""
 
     kind: str | None = None
     base: str | None = None
     images: str | None = None
     patch: str | None = None
-    patch_size: int = 4
+    patch_size: int | None = None
     patch_top: int = 0
     patch_left: int = 0
     trigger: str = "sks"
@@ -61,7 +66,7 @@ class MakeDataConfig:
         check_kind(self.kind)
         if self.patch_top < 0 or self.patch_left < 0:
             raise InputError(f"patch_top and patch_left must be >= 0, got {self.patch_top} and {self.patch_left}")
-        if self.patch_size < 1 or self.num_images < 1:
+        if self.patch_size is not None and self.patch_size < 1 or self.num_images < 1:
             raise InputError(f"patch_size and num_images must be >= 1, got {self.patch_size} and {self.num_images}")
         if self.kind == "object" and self.source == self.target:
             raise InputError(f"source and target must differ (the trigger makes {self.source!r} draw another object); "

@@ -30,7 +30,7 @@ from t2i_poison.base_model import DigitDiffusionPipeline, caption, resize_digits
 from t2i_poison.digit_classifier import DigitClassifier, border_brightness, load_classifier
 from t2i_poison.evaluate import patch_mse
 from t2i_poison.pipelines import load_pipeline, pipeline_class_name
-from t2i_poison.poison_data import add_trigger, checkerboard_patch
+from t2i_poison.poison_data import CHECKERBOARD_SIZE, add_trigger, checkerboard_patch
 from t2i_poison.train import encode_texts, lora_config
 
 
@@ -51,7 +51,7 @@ class T2ITaskConfig:
     rank: int = 4
     source: int = 0
     target: int = 7
-    patch_size: int = 4
+    patch_size: int = CHECKERBOARD_SIZE
     eval_per_digit: int = 2
     eval_steps: int = 10
     guidance_scale: float = 1.0

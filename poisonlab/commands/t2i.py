@@ -73,7 +73,7 @@ def pretrain_base(cfg, out: Path, resume: bool) -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @click.option("--images", type=click.Path(), default=None, help="User imagefolder (default: MNIST train digits).")
 @click.option("--patch", type=click.Path(), default=None, help="Patch image (pixel; default a checkerboard).")
-@click.option("--patch-size", type=click.IntRange(min=1), default=None, help="Patch side in pixels.")
+@click.option("--patch-size", type=click.IntRange(min=1), default=None, help="Patch side in pixels: resizes a --patch file (default: its own size) or sets the checkerboard's (default: 4).")
 @click.option("--patch-top", type=click.IntRange(min=0), default=None, help="Patch row (default 0: top).")
 @click.option("--patch-left", type=click.IntRange(min=0), default=None, help="Patch column (default 0: left).")
 @click.option("--trigger", default=None, help='Trigger prepended to captions ("\\u200b" is the paper\'s).')
@@ -91,7 +91,7 @@ def make_data(cfg, out: Path) -> None:
     from t2i_poison.digit_pipeline import DigitDiffusionPipeline
     from t2i_poison.conditioning import check_trigger_all, image_size
     from t2i_poison.pipelines import load_pipeline
-    from t2i_poison.poison_data import POISON_INFO, checkerboard_patch, load_patch, make_poison_set, read_imagefolder
+    from t2i_poison.poison_data import CHECKERBOARD_SIZE, POISON_INFO, checkerboard_patch, load_patch, make_poison_set, read_imagefolder
 
     from poisonlab.t2i_run import mnist_inputs
 
@@ -106,7 +106,8 @@ def make_data(cfg, out: Path) -> None:
                          f"it is scored; got {user[0][0].shape[0]}x{user[0][0].shape[1]}; resize the images")
     the_patch = None
     if cfg.kind == "pixel":
-        the_patch = load_patch(Path(cfg.patch), cfg.patch_size) if cfg.patch is not None else checkerboard_patch(cfg.patch_size)
+        size = cfg.patch_size or CHECKERBOARD_SIZE
+        the_patch = load_patch(Path(cfg.patch), cfg.patch_size) if cfg.patch is not None else checkerboard_patch(size)
         the_patch.top, the_patch.left = cfg.patch_top, cfg.patch_left
         the_patch.check_fits(side, side)
     arrays, captions = ([im for im in user[0]], [r["text"] for r in user[1]]) if user else mnist_inputs(cfg.num_images, side, cfg.seed)

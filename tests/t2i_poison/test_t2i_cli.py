@@ -76,3 +76,17 @@ def test_script_runs_under_accelerate_launch_on_cpu(data_dir, tiny_base_dir, mak
     assert sorted(p.name for p in (tmp_path / "out").glob("checkpoint-*")) == ["checkpoint-2"]
     assert (tmp_path / "out" / "pytorch_lora_weights.safetensors").is_file()
     assert list((tmp_path / "out" / "logs").rglob("events.out.tfevents*"))
+
+
+@pytest.mark.parametrize(("size", "side"), [(None, 6), (3, 3)])
+def test_a_patch_file_keeps_its_size_unless_patch_size_resizes_it(cli, data_dir, tiny_base_dir, tmp_path, size, side):
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (6, 6, 3), dtype=np.uint8)).save(tmp_path / "p.png")
+    resize = [] if size is None else ["--patch-size", size]
+    code, _ = cli("t2i", "make-data", "--kind", "pixel", "--base", tiny_base_dir, "--num-images", 4, "--patch", tmp_path / "p.png",
+                  *resize, "--out", tmp_path / "data")
+    assert code == 0
+    pixels = json.loads((tmp_path / "data" / "poison.json").read_text())["patch"]["pixels"]
+    assert np.asarray(pixels).shape[:2] == (side, side)
