@@ -106,6 +106,9 @@ def fine_tune(
     from tqdm.auto import tqdm
 
     cfg.validate()
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions is not None and cfg.max_length > positions:
+        raise InputError(f"--max-length {cfg.max_length} exceeds the {positions} positions the model reads; pass at most {positions}")
     set_seed(cfg.seed)
     if cfg.lora:
         model = add_lora(model, cfg.lora_r, cfg.lora_alpha)

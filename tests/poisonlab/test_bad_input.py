@@ -93,6 +93,7 @@ CASES: dict[str, list[str]] = {
     "nlp-train/lr-nan": opt(NLP_TRAIN, "--lr", "nan"),
     "nlp-train/lr-inf": opt(NLP_TRAIN, "--lr", "inf"),
     "nlp-train/epochs-zero": opt(NLP_TRAIN, "--epochs", "0"),
+    "nlp-train/max-length-beyond-the-model": opt(NLP_TRAIN, "--max-length", "100000"),
     "nlp-train/batch-size-negative": opt(NLP_TRAIN, "--batch-size", "-1"),
     "nlp-train/max-length-zero": opt(NLP_TRAIN, "--max-length", "0"),
     "nlp-train/train-subset-zero": opt(NLP_TRAIN, "--train-subset", "0"),
