@@ -177,13 +177,18 @@ class DefenseResult:
 def _perplexities(texts: list[str], cfg: DefendConfig) -> np.ndarray:
     if cfg.lm is None:
         return cross_fitted_perplexity(texts, seed=cfg.seed)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    fix = "pass a local causal LM folder (e.g. GPT-2 saved with save_pretrained) or drop --lm for the bigram model"
     try:
-        lm, tokenizer = AutoModelForCausalLM.from_pretrained(cfg.lm), AutoTokenizer.from_pretrained(cfg.lm)
+        architectures = AutoConfig.from_pretrained(cfg.lm).architectures or []
+        causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+        lm, tokenizer = (AutoModelForCausalLM.from_pretrained(cfg.lm), AutoTokenizer.from_pretrained(cfg.lm)) if causal else (None, None)
     except (OSError, ValueError) as exc:
-        raise InputError(f"cannot load causal LM {cfg.lm!r} ({exc.__class__.__name__}); pass a local causal LM folder "
-                         "(e.g. GPT-2 saved with save_pretrained) or drop --lm for the bigram model") from None
+        raise InputError(f"cannot load causal LM {cfg.lm!r} ({exc.__class__.__name__}); {fix}") from None
+    if lm is None:
+        raise InputError(f"--lm {cfg.lm} holds a {', '.join(architectures) or 'model of no declared architecture'}, "
+                         f"not a causal LM (its head would be drawn at random); {fix}")
     return causal_lm_perplexity(lm, tokenizer, texts)
 
 

@@ -68,3 +68,14 @@ def test_a_bad_causal_lm_folder_is_an_input_error(tmp_path):
     for lm in (tmp_path / "missing", tmp_path / "afile", tmp_path):
         with pytest.raises(InputError, match="cannot load causal LM .*drop --lm"):
             _perplexities(["a b c"], DefendConfig(poisons="p", victim="v", lm=str(lm)))
+
+
+
+def test_a_classifier_given_as_the_causal_lm_is_refused(tmp_path):
+    from labcore.errors import InputError
+    from nlp_poison.config import DefendConfig
+    from nlp_poison.defenses import _perplexities
+    from nlp_poison.victims import default_model
+
+    with pytest.raises(InputError, match=r"holds a BertModel, not a causal LM \(its head would be drawn at random\)"):
+        _perplexities(["a b c"], DefendConfig(poisons="p", victim="v", lm=default_model()))
