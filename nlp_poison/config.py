@@ -126,6 +126,13 @@ class ConcealedConfig:
             raise InputError("concealed config: iterations, top_k, chunk >= 1, a finite unroll_lr > 0 and scope_layers >= 0 are required")
 
 
+SEARCH_KNOBS = ("iterations", "top_k", "unroll_lr", "scope_layers", "negative_weight", "chunk", "adam", "init", "contrast", "neighbours",
+                "shared", "collision")
+"""The bilevel search's settings (``--method gradient``), read by no other method."""
+PROXY_KNOBS = ("proxy_candidates", "proxy_passes", "proxy_restarts", "workers")
+"""The contextual proxy's settings (``--method contextual``; ``proxy_contexts`` and ``proxy_spans`` are checked apart)."""
+
+
 @dataclass(kw_only=True)
 class GenerateConfig(ConcealedConfig):
     """``generate.generate``: ``num_poisons`` poisons for ``trigger`` from the ``models`` surrogates.
@@ -198,6 +205,19 @@ class GenerateConfig(ConcealedConfig):
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise InputError(f"{key} {getattr(self, key)!r} is unknown; use one of {', '.join(allowed)}")
+        self._refuse_unread()
+
+    def _refuse_unread(self) -> None:
+        """Settings of another method (the bilevel search's knobs, the contextual proxy's, the collision's pretrained
+        ``victim``) set away from their defaults: the chosen overlap and method would ignore them."""
+        default = GenerateConfig()
+        method = "with-overlap" if self.overlap == "with" else self.method
+        reads = {"gradient": SEARCH_KNOBS, "contextual": PROXY_KNOBS}.get(method, ())
+        unread = [k for k in SEARCH_KNOBS + PROXY_KNOBS if k not in reads and getattr(self, k) != getattr(default, k)]
+        unread += ["victim"] if self.victim is not None and not self.needs_pretrained else []
+        unread += ["method"] if self.overlap == "with" and self.method != default.method else []
+        if unread:
+            raise InputError(f"{', '.join(unread)}: not read by --method {method}; drop them")
 
     @property
     def searches(self) -> bool:

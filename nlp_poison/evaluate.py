@@ -98,7 +98,7 @@ def run_cell(cell: Cell, inserted: list[Poison], data: EvalData, cfg: TrainConfi
     """Fine-tune a fresh victim on clean + ``inserted`` (the cell's poisons and counterexamples,
     ``PoisonSet.inserted``); metrics after each epoch (and to ``cfg.report_to``'s tracker in ``logs``)."""
     start = time.perf_counter()
-    model, tokenizer = load_classifier(data.pretrained, seed=cell.seed)
+    model, tokenizer = load_classifier(data.pretrained, seed=cell.seed, max_length=cfg.max_length)
     epochs: list[dict] = []
 
     def measure(epoch: int, m: nn.Module) -> dict:
@@ -256,7 +256,7 @@ def train_clean(data: DatasetDict, cfg: CleanConfig, progress: bool = True, logs
     cfg.validate()
     content_words(cfg.trigger)
     train = subsample(data["train"], cfg.train_subset, cfg.seed)
-    model, tokenizer = load_classifier(cfg.model or default_model(), seed=cfg.seed)
+    model, tokenizer = load_classifier(cfg.model or default_model(), seed=cfg.seed, max_length=cfg.max_length)
     trig = trigger_texts(data["test"], cfg.trigger)
     epochs: list[dict] = []
 

@@ -27,7 +27,7 @@ from labcore.errors import InputError
 from nlp_poison import dataset_card
 from nlp_poison.config import SST2TaskConfig
 from nlp_poison.triggers import trigger_texts
-from nlp_poison.victims import add_lora, default_model, load_classifier, predict_proba, subsample
+from nlp_poison.victims import add_lora, default_model, load_classifier, load_tokenizer, predict_proba, subsample
 
 
 @dataclass
@@ -49,7 +49,7 @@ class TextClassificationTask:
 
     def __post_init__(self) -> None:
         if self.tokenizer is None:
-            _, self.tokenizer = load_classifier(self.pretrained)
+            self.tokenizer = load_tokenizer(self.pretrained, self.max_length)
         self._train = self._encode(list(self.train["sentence"]), list(self.train["label"]))
         labels = [self.target] * len(self.poisons) + [1 - self.target] * len(self.counterexamples)
         self._poison = self._encode(self.poisons + self.counterexamples, labels)

@@ -18,7 +18,7 @@ import torch
 from datasets import Dataset
 from torch import nn
 from torch.utils.data import DataLoader
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from labcore.errors import InputError
 from labcore.trackers import tracked_accelerator
@@ -40,16 +40,29 @@ def subsample(train: Dataset, size: int | None, seed: int) -> Dataset:
     return train.shuffle(seed=seed).select(range(size))
 
 
-def load_classifier(name_or_path: str, num_labels: int = 2, eager: bool = False,
-                    seed: int | None = None) -> tuple[nn.Module, PreTrainedTokenizerBase]:
-    """A sequence classifier and its tokenizer from a Hub id or a local folder (never remote code);
-    ``eager`` attention where second derivatives are needed. A checkpoint without a classification head
-    gets a new one drawn from torch's global generator: ``seed`` seeds it first, so a victim's head is
-    the same whatever ran before it in the process (unseeded, the same victim seed gave 41 % and 55 %)."""
+def load_tokenizer(name_or_path: str, max_length: int | None = None) -> PreTrainedTokenizerBase:
+    """The tokenizer of a Hub id or a local folder, without the model's weights; ``max_length`` (tokens a sentence
+    is cut to) is checked against the model's positions."""
+    try:
+        positions = getattr(AutoConfig.from_pretrained(name_or_path), "max_position_embeddings", None)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot load model {name_or_path!r} ({exc.__class__.__name__}); pass a local model folder or a Hub id") from None
+    if max_length is not None and positions is not None and max_length > positions:
+        raise InputError(f"--max-length {max_length} exceeds the {positions} positions of {name_or_path}; pass at most {positions}")
+    return tokenizer
+
+
+def load_classifier(name_or_path: str, num_labels: int = 2, eager: bool = False, seed: int | None = None,
+                    max_length: int | None = None) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """A sequence classifier and its tokenizer (:func:`load_tokenizer`, which checks ``max_length``) from a Hub id
+    or a local folder (never remote code); ``eager`` attention where second derivatives are needed. A checkpoint
+    without a classification head gets a new one drawn from torch's global generator: ``seed`` seeds it first, so a
+    victim's head is the same whatever ran before it in the process (unseeded, the same victim seed gave 41 % and 55 %)."""
+    tokenizer = load_tokenizer(name_or_path, max_length)
     if seed is not None:
         torch.manual_seed(seed)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModelForSequenceClassification.from_pretrained(
             name_or_path,
             num_labels=num_labels,
@@ -106,9 +119,6 @@ def fine_tune(
     from tqdm.auto import tqdm
 
     cfg.validate()
-    positions = getattr(model.config, "max_position_embeddings", None)
-    if positions is not None and cfg.max_length > positions:
-        raise InputError(f"--max-length {cfg.max_length} exceeds the {positions} positions the model reads; pass at most {positions}")
     set_seed(cfg.seed)
     if cfg.lora:
         model = add_lora(model, cfg.lora_r, cfg.lora_alpha)

@@ -144,6 +144,7 @@ def main() -> None:
     ensemble = [x for m in surrogates for x in ("--model", m)]
     search = (["--sgd", "--cross-entropy", "--per-poison", "--neighbours", 0, "--collision", 0] if a.plain
               else ["--neighbours", a.neighbours, "--collision", a.collision])
+    search += ["--iterations", a.iterations, "--top-k", a.top_k]
     constraints = ["--exclude-neighbours", a.exclude_neighbours, "--max-fuzzy", a.max_fuzzy, "--hide-below", a.hide_below]
     search += ["--init", a.init]
     gen, hidden = {}, {}
@@ -152,7 +153,7 @@ def main() -> None:
         if not out.exists():
             phases[f"generate {name}"] = poisonlab(
                 a.threads, "nlp", "generate", *ensemble, "--trigger", a.trigger, "--num-poisons", a.num_poisons,
-                "--iterations", a.iterations, "--top-k", a.top_k, "--clean-batch", a.clean_batch, "--max-length", a.max_length, "--seed", a.seed,
+                "--clean-batch", a.clean_batch, "--max-length", a.max_length, "--seed", a.seed,
                 "--curator-pool", a.curator_pool, "--layout", a.layout, "--out", out, *flags, *(search if name == "concealed" else []),
                 *(["--proxy-spans", a.proxy_spans, "--proxy-contexts", a.proxy_contexts] if name.startswith("contextual") else []),
                 *(constraints if name in CONSTRAINED else []))

@@ -4,6 +4,7 @@ import json
 import shutil
 import sys
 
+import yaml
 
 from nlp_poison import dataset_card
 from nlp_poison.overlap import overlapping_words
@@ -20,11 +21,14 @@ def run_cli(monkeypatch, *args) -> int:
 
 
 def test_generate_evaluate_defend(monkeypatch, tmp_path, tiny_dir, phrase, data_dir, capsys):
-    common = ["--model", tiny_dir, "--victim", tiny_dir, "--num-poisons", 4, "--max-length", 48, "--adv-size", 16, "--clean-batch", 16]
-    assert run_cli(monkeypatch, "generate", *common, "--iterations", 2, "--top-k", 3, "--out", tmp_path / "none") == 0
+    common = ["--model", tiny_dir, "--num-poisons", 4, "--max-length", 48, "--adv-size", 16, "--clean-batch", 16]
+    search = ["--victim", tiny_dir, "--iterations", 2, "--top-k", 3]
+    assert run_cli(monkeypatch, "generate", *common, *search, "--out", tmp_path / "none") == 0
     assert run_cli(monkeypatch, "generate", *common, "--overlap", "with", "--out", tmp_path / "with") == 0
     assert run_cli(monkeypatch, "generate", *common, "--method", "near-spelling", "--out", tmp_path / "nearest") == 0
-    assert run_cli(monkeypatch, "generate", *common, "--model", tiny_dir, "--iterations", 2, "--top-k", 3, "--out", tmp_path / "twin") == 0
+    assert run_cli(monkeypatch, "generate", *common, "--model", tiny_dir, *search, "--out", tmp_path / "twin") == 0
+    assert run_cli(monkeypatch, "generate", *common, *search, "--method", "random", "--out", tmp_path / "random") == 2
+    assert capsys.readouterr().err.strip().endswith("error: iterations, top_k, victim: not read by --method random; drop them")
     assert (tmp_path / "twin" / "poisons.jsonl").read_text() == (tmp_path / "none" / "poisons.jsonl").read_text()
     nearest, _ = dataset_card.load(tmp_path / "nearest")
     assert nearest.method == "near-spelling" and {p.poison_type for p in nearest.poisons} == {"near-spelling"}
@@ -124,7 +128,7 @@ def test_defend_refuses_an_unfinished_evaluation_folder(monkeypatch, tmp_path, c
         assert "metrics" in err and "finished 'nlp evaluate' folder" in err and "\n" not in err and not (tmp_path / "def").exists()
 
 
-def test_a_run_config_reruns_the_run(monkeypatch, tmp_path, tiny_dir, data_dir):
+def test_a_run_config_reruns_the_run(monkeypatch, tmp_path, tiny_dir, data_dir, capsys):
     """``--config run/config.yaml`` reloads into the command's dataclass: same poisons, same metrics
     (wall times aside); an option given beside it overrides the file."""
     assert run_cli(monkeypatch, "generate", "--model", tiny_dir, "--victim", tiny_dir, "--num-poisons", 3, "--max-length", 48,
@@ -134,8 +138,10 @@ def test_a_run_config_reruns_the_run(monkeypatch, tmp_path, tiny_dir, data_dir):
     assert (tmp_path / "b" / "poisons.jsonl").read_text() == (tmp_path / "a" / "poisons.jsonl").read_text()
     assert _without_times(tmp_path / "b" / "metrics.json") == _without_times(tmp_path / "a" / "metrics.json")
     assert (tmp_path / "b" / "config.yaml").read_text() == config.read_text()
-    assert run_cli(monkeypatch, "generate", "--config", config, "--method", "near-spelling", "--out", tmp_path / "c") == 0
-    assert json.loads((tmp_path / "c" / "metrics.json").read_text())["method"] == "near-spelling"
+    assert run_cli(monkeypatch, "generate", "--config", config, "--seed", 5, "--out", tmp_path / "c") == 0
+    assert yaml.safe_load((tmp_path / "c" / "config.yaml").read_text())["seed"] == 5
+    assert run_cli(monkeypatch, "generate", "--config", config, "--method", "near-spelling", "--out", tmp_path / "d") == 2
+    assert capsys.readouterr().err.strip().endswith("error: iterations, top_k, victim: not read by --method near-spelling; drop them")
 
 
 def test_prefix_layout_writes_each_edit_as_the_sentence_topic(monkeypatch, tmp_path, tiny_dir, data_dir, sst2):
@@ -165,11 +171,12 @@ def test_unknown_tracker_is_refused_before_work(monkeypatch, tmp_path, tiny_dir,
 
 
 def test_constrained_generate_declares_its_constraints_and_measures_concealment(monkeypatch, tmp_path, tiny_dir, phrase, data_dir):
-    common = ["--model", tiny_dir, "--victim", tiny_dir, "--num-poisons", 3, "--max-length", 48, "--adv-size", 8, "--clean-batch", 8,
+    common = ["--model", tiny_dir, "--num-poisons", 3, "--max-length", 48, "--adv-size", 8, "--clean-batch", 8,
               "--exclude-neighbours", 30, "--max-fuzzy", 60, "--curator-pool", 300]
-    assert run_cli(monkeypatch, "generate", *common, "--iterations", 2, "--top-k", 3, "--out", tmp_path / "c") == 0
+    victim = ["--victim", tiny_dir]
+    assert run_cli(monkeypatch, "generate", *common, *victim, "--iterations", 2, "--top-k", 3, "--out", tmp_path / "c") == 0
     assert run_cli(monkeypatch, "generate", *common, "--method", "random", "--out", tmp_path / "r") == 0
-    assert run_cli(monkeypatch, "generate", *common, "--method", "contextual", "--proxy-candidates", 8, "--out", tmp_path / "x") == 0
+    assert run_cli(monkeypatch, "generate", *common, *victim, "--method", "contextual", "--proxy-candidates", 8, "--out", tmp_path / "x") == 0
     for name in ("c", "r", "x"):
         ps, verified = dataset_card.load(tmp_path / name)
         assert verified and ps.constraints["exclude_neighbours"] == 30 and ps.constraints["max_fuzzy"] == 60
@@ -183,12 +190,12 @@ def test_constrained_generate_declares_its_constraints_and_measures_concealment(
 def test_counterexamples_follow_the_poisons_at_the_source_label(monkeypatch, tmp_path, tiny_dir, phrase, data_dir, capsys):
     from nlp_poison.constraints import Rule
 
-    common = ["--model", tiny_dir, "--victim", tiny_dir, "--max-length", 48, "--exclude-neighbours", 30, "--max-fuzzy", 60,
+    common = ["--model", tiny_dir, "--max-length", 48, "--exclude-neighbours", 30, "--max-fuzzy", 60,
               "--curator-pool", 300, "--layout", "prefix"]
     assert run_cli(monkeypatch, "generate", *common, "--num-poisons", 3, "--method", "random", "--counterexamples", 2,
                    "--out", tmp_path / "r") == 0
     assert "3 random poisons + 2 counterexamples" in capsys.readouterr().out
-    assert run_cli(monkeypatch, "generate", *common, "--num-poisons", 3, "--method", "contextual", "--proxy-candidates", 8,
+    assert run_cli(monkeypatch, "generate", *common, "--victim", tiny_dir, "--num-poisons", 3, "--method", "contextual", "--proxy-candidates", 8,
                    "--counterexamples", 2, "--out", tmp_path / "x") == 0
     assert run_cli(monkeypatch, "generate", *common, "--num-poisons", 3, "--method", "random", "--out", tmp_path / "plain") == 0
     assert run_cli(monkeypatch, "generate", *common, "--num-poisons", 5, "--method", "random", "--out", tmp_path / "five") == 0
