@@ -37,6 +37,10 @@ CHECKERBOARD_SIZE = 4
 """Side in pixels of the default pixel trigger, a black/white checkerboard (a patch file keeps its own size)."""
 
 
+KIND_KEYS = {"pixel": ("patch", "patch_size", "patch_top", "patch_left"), "object": ("source", "target"), "style": ("style",)}
+"""The settings of ``t2i make-data`` that only one backdoor kind reads."""
+
+
 @dataclass
 class MakeDataConfig:
     """``t2i make-data``: a ``kind`` poison set for the pipeline ``base`` from ``images`` (an imagefolder; default
@@ -73,6 +77,12 @@ class MakeDataConfig:
                              "pass another --target")
         if not 0.0 < self.backdoor_fraction < 1.0:
             raise InputError(f"backdoor_fraction must lie strictly between 0 and 1, got {self.backdoor_fraction}")
+        if self.style is not None and not self.style.strip():
+            raise InputError("--style must name a style (e.g. ' in inverted colours'), got an empty text")
+        default = MakeDataConfig()
+        unread = [k for kind, keys in KIND_KEYS.items() if kind != self.kind for k in keys if getattr(self, k) != getattr(default, k)]
+        if unread:
+            raise InputError(f"{', '.join(unread)}: not read by the {self.kind} kind; drop them")
 
 
 def add_trigger(trigger: str, text: str) -> str:
