@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labcore.config import from_dict, load_yaml
+from labcore.config import check_seeds, from_dict, load_yaml
 from labcore.errors import InputError
 
 
@@ -213,5 +213,6 @@ def load_experiment(path: Path, seed: int | None = None) -> ExperimentConfig:
     cfg = from_dict(ExperimentConfig, load_yaml(path), source=str(path))
     if seed is not None:
         cfg.seed = seed
+        check_seeds(cfg, "--seed")
     cfg.validate()
     return cfg

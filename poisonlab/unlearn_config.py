@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from labcore.config import MAX_SEED
 from labcore.errors import InputError
 from labcore.trackers import check_report_to
 from poisonlab.unlearn_http import ClientConfig
@@ -143,4 +144,6 @@ def seed_list(current: list[int], count: int | None, first: int | None) -> list[
     n = count if count is not None else len(current)
     if n < 1:
         raise InputError(f"--seeds must be ≥ 1, got {n}")
+    if not 0 <= start <= start + n - 1 <= MAX_SEED:
+        raise InputError(f"--seed {start} with --seeds {n} leaves 0..{MAX_SEED}; pass a seed from 0 to {MAX_SEED - n + 1}")
     return list(range(start, start + n))

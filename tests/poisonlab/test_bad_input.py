@@ -67,6 +67,7 @@ def opt(base: list[str], option: str, value: str) -> list[str]:
 CASES: dict[str, list[str]] = {
     # fed run
     "fed-run/non-utf8-yaml": ["fed", "run", "{i}/latin1.yaml", "--out", "{out}"],
+    "fed-run/seed-negative": opt(FED, "--seed", "-1"),
     "fed-run/empty-yaml": ["fed", "run", "{i}/empty.yaml", "--out", "{out}"],
     "fed-run/yaml-list": ["fed", "run", "{i}/list.yaml", "--out", "{out}"],
     "fed-run/dir-as-config": ["fed", "run", "{i}/adir", "--out", "{out}"],
@@ -217,6 +218,7 @@ CASES: dict[str, list[str]] = {
     "unlearn-verify/out-under-file": opt(VERIFY, "--out", OUT_UNDER_FILE),
     # unlearn bench / bench-fed
     "unlearn-bench/seeds-zero": opt(BENCH, "--seeds", "0"),
+    "unlearn-bench/seed-negative": opt(BENCH, "--seed", "-3"),
     "unlearn-bench/family-unknown": opt(BENCH, "--families", "bogus"),
     "unlearn-bench/rate-1.5": opt(BENCH, "--rate", "1.5"),
     "unlearn-bench/family-param-malformed": [*BENCH, "--family-param", "lsb"],
