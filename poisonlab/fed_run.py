@@ -58,7 +58,7 @@ def build_sst2_task(cfg: ExperimentConfig) -> Task:
     from nlp_poison.task import sst2_task
 
     params = from_dict(SST2TaskConfig, cfg.task.params, source="task.params")
-    return sst2_task(data.load("sst2", params.data_path), params, cfg.seed)
+    return sst2_task(data.load_sentiment(params.data_path), params, cfg.seed)
 
 
 def build_t2i_task(cfg: ExperimentConfig) -> Task:

@@ -138,6 +138,7 @@ CASES: dict[str, list[str]] = {
     "nlp-defend/out-under-file": opt(NLP_DEFEND, "--out", OUT_UNDER_FILE),
     # nlp fed
     "nlp-fed/clients-zero": opt(NLP_FED, "--clients", "0"),
+    "nlp-fed/data-path-bad-line": opt(NLP_FED, "--data-path", "{i}/reviews-bad.txt"),
     "nlp-fed/more-clients-than-sentences": opt(opt(NLP_FED, "--clients", "10"), "--per-round", "10"),
     "nlp-fed/per-round-above-clients": opt(NLP_FED, "--per-round", "50"),
     "nlp-fed/rounds-1e9": opt(NLP_FED, "--rounds", "1000000000"),
@@ -264,6 +265,7 @@ def inputs(tmp_path_factory, data_dir) -> Path:
     (i / "t2i_target.yaml").write_text(GOOD_YAML + "task: {name: t2i_lora, target_label: 5}\n")
     (i / "lr_nan.yaml").write_text(GOOD_YAML.replace("lr: 0.1", "lr: .nan"))
     (i / "not_image.png").write_text("not a PNG at all\n")
+    (i / "reviews-bad.txt").write_text("1 a fine film\nno label on this line\n")
     (i / "sst2-latin1").mkdir()
     for name in ("train.txt", "dev.txt", "test.txt"):
         (i / "sst2-latin1" / name).write_bytes("1 a caf\u00e9 film\n0 dull\n".encode("latin-1"))
