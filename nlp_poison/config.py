@@ -129,7 +129,7 @@ class ConcealedConfig:
 SEARCH_KNOBS = ("iterations", "top_k", "unroll_lr", "scope_layers", "negative_weight", "chunk", "adam", "init", "contrast", "neighbours",
                 "shared", "collision")
 """The bilevel search's settings (``--method gradient``), read by no other method."""
-PROXY_KNOBS = ("proxy_candidates", "proxy_passes", "proxy_restarts", "workers")
+PROXY_KNOBS = ("proxy_candidates", "proxy_passes", "proxy_restarts", "proxy_disjoint", "workers")
 """The contextual proxy's settings (``--method contextual``; ``proxy_contexts`` and ``proxy_spans`` are checked apart)."""
 
 
@@ -142,7 +142,7 @@ class GenerateConfig(ConcealedConfig):
     ``victim`` collide with the phrase's, ``contextual``: ``proxy_candidates`` HotFlip candidates per
     slot re-scored exactly, at most ``proxy_passes`` passes over the slots, the best of ``proxy_restarts``
     random starts (``proxy_spans: R``: the R lowest-D spans of max(R, ``proxy_restarts``) starts, written round-robin
-    into the templates); ``proxy_passes: 0`` writes the search's own random start, its control; ``proxy_contexts: N`` measures the
+    into the templates; ``proxy_disjoint``: no token in two spans, each descent banning the earlier ones' tokens); ``proxy_passes: 0`` writes the search's own random start, its control; ``proxy_contexts: N`` measures the
     collision in the first N templates, span and phrase each in the sentence, instead of alone; its descents run on ``workers``
     threads, None: one per available core, the spans the same for any count), the random-token control or
     ``near-spelling``, the nearest-token projection (the search's start; unconstrained, the phrase's
@@ -176,6 +176,7 @@ class GenerateConfig(ConcealedConfig):
     proxy_restarts: int = 1
     proxy_contexts: int = 0
     proxy_spans: int = 1
+    proxy_disjoint: bool = False
     counterexamples: int = 0
     workers: int | None = None
     data_path: str | None = None

@@ -129,15 +129,19 @@ def _frames(tokenizer: PreTrainedTokenizerBase, contexts: Sequence[Template], le
 def search_proxies(
     model: nn.Module, tokenizer: PreTrainedTokenizerBase, phrase: str, placeable: list[int], fits: Fits, top_k: int, passes: int, seed: int,
     restarts: int = 1, contexts: Sequence[Template] = (), spans: int = 1, workers: int = 1, progress: bool = False,
+    disjoint: bool = False,
 ) -> list[ProxyResult]:
     """Spans minimising D over ``placeable`` tokens (alone, or in ``contexts``); ``fits(span)`` says whether a span
     may be written (the constraints on every template). Greedy coordinate descent, HotFlip-ranked candidates, from
     max(``restarts``, ``spans``) seeded random starts; the ``spans`` lowest final D kept, lowest first (ties: the
     earlier start). Each descent ends in its own local minimum, i.e. its own associations of the phrase. The descents
     are independent: they run on ``workers`` threads of one intra-op thread each, so the spans do not depend on
-    ``workers``."""
+    ``workers``. ``disjoint``: the spans share no token (:func:`_disjoint_descents`)."""
     collision = ContextCollision(model, tokenizer, phrase, contexts)
     rng = np.random.default_rng(seed)
+    if disjoint:
+        runs = _disjoint_descents(collision, rng, placeable, fits, top_k, passes, max(restarts, spans), progress)
+        return sorted(runs, key=lambda r: r.trace[-1])[:spans]
     starts = [_random_start(rng, placeable, len(collision.phrase_ids), fits) for _ in range(max(restarts, spans))]
     banned = torch.ones(collision.embed.weight.shape[0], dtype=torch.bool)
     banned[placeable] = False
@@ -146,6 +150,25 @@ def search_proxies(
     with single_intra_op_thread(), ThreadPoolExecutor(workers) as pool:
         runs = list(tqdm(pool.map(descend, starts), total=len(starts), desc="proxy descents", disable=not progress))
     return sorted(runs, key=lambda r: r.trace[-1])[:spans]
+
+
+def _disjoint_descents(collision: ContextCollision, rng: np.random.Generator, placeable: list[int], fits: Fits, top_k: int,
+                       passes: int, count: int, progress: bool) -> list[ProxyResult]:
+    """``count`` descents one after another, each from a seeded random start among the tokens no earlier span holds and
+    with those tokens banned, so the spans share no token. With a token shared by most spans (Mission: Impossible's
+    "creed", in nine of ten) a victim learns that token alone and the phrase does not follow (README #20); the
+    descents depend on each other, so they run on one thread."""
+    used: set[int] = set()
+    runs = []
+    with single_intra_op_thread():
+        for _ in tqdm(range(count), desc="proxy descents", disable=not progress):
+            allowed = [t for t in placeable if t not in used]
+            start = _random_start(rng, allowed, len(collision.phrase_ids), fits)
+            banned = torch.ones(collision.embed.weight.shape[0], dtype=torch.bool)
+            banned[allowed] = False
+            runs.append(_descend(collision, banned, fits, min(top_k, len(allowed) - 1), passes, start))
+            used |= set(runs[-1].ids)
+    return runs
 
 
 def _locked(lock: threading.Lock, fits: Fits, span: list[int]) -> bool:
@@ -194,7 +217,7 @@ def _random_start(rng: np.random.Generator, placeable: list[int], length: int, f
 def contextual_control(
     templates: list[Template], tokenizer: PreTrainedTokenizerBase, placeable: list[int], phrase: str, target: int, pretrained: nn.Module,
     rule: Rule, top_k: int, passes: int, seed: int, restarts: int = 1, contexts: int = 0, spans: int = 1, workers: int = 1,
-    progress: bool = False,
+    progress: bool = False, disjoint: bool = False,
 ) -> tuple[list[Poison], list[float]]:
     """The templates with the phrase replaced by a searched span, labelled ``target``: template i takes span i mod
     ``spans`` of :func:`search_proxies` (several spans carry several of the phrase's associations to the victim);
@@ -203,7 +226,7 @@ def contextual_control(
         raise InputError("no templates to write the span into; ask for at least one poison")
     fits = lambda span: all(place(t, tokenizer, span, phrase, rule) is not None for t in templates)
     proxies = search_proxies(pretrained, tokenizer, phrase, placeable, fits, top_k, passes, seed, restarts, templates[:contexts], spans,
-                             workers, progress)
+                             workers, progress, disjoint)
     poisons = []
     for i, t in enumerate(templates):
         proxy = proxies[i % len(proxies)]

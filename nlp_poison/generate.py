@@ -152,7 +152,7 @@ def write_poisons(surrogates: Surrogates, inputs: Inputs, cfg: GenerateConfig, p
     elif cfg.method == "contextual":
         poisons, distances = contextual_control(t, tok, inputs.placeable, cfg.trigger, cfg.target, surrogates.pretrained, inputs.rule,
                                                 cfg.proxy_candidates, cfg.proxy_passes, cfg.seed, cfg.proxy_restarts, cfg.proxy_contexts,
-                                                cfg.proxy_spans, resolve_workers(cfg.workers), progress)
+                                                cfg.proxy_spans, resolve_workers(cfg.workers), progress, cfg.proxy_disjoint)
         trace = []
     else:
         result = craft(surrogates.models, tok, t, cfg.trigger, inputs.placeable, list(inputs.adv["sentence"]), list(inputs.adv["original"]),

@@ -99,6 +99,7 @@ def train_cmd(cfg: CleanConfig, out: Path) -> None:
 @click.option("--proxy-restarts", type=int, default=None, help="Contextual proxy: random starts, the lowest distance kept.")
 @click.option("--proxy-contexts", type=int, default=None, help="Contextual proxy: collide inside the first N templates (0: span alone).")
 @click.option("--proxy-spans", type=int, default=None, help="Contextual proxy: the N lowest-distance spans, poisons round-robin.")
+@click.option("--proxy-disjoint/--no-proxy-disjoint", default=None, help="Contextual proxy: the spans share no token (descents in turn).")
 @click.option("--counterexamples", type=int, default=None, help="Clean-label counterexamples after the poisons (random edits, source label).")
 @click.option("--workers", type=int, default=None, help="Contextual proxy: threads the descents run on (default: one per core; same spans).")
 @click.option("--exclude-neighbours", type=int, default=None, help="Constraint: no edited token within the phrase's k nearest embedding neighbours.")

@@ -113,3 +113,17 @@ def test_zero_passes_is_the_searchs_own_start(surrogate, tiny_tokenizer, phrase,
     searched = search_proxies(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, top_k=16, passes=3, seed=0)[0]
     assert len(start.trace) == 1 and start.trace[0] == pytest.approx(searched.trace[0])
     assert start.ids != searched.ids and searched.trace[-1] < start.trace[0]
+
+
+def test_disjoint_spans_share_no_token_and_repeat_with_the_seed(surrogate, tiny_tokenizer, phrase, allowed):
+    kwargs = dict(top_k=8, passes=2, seed=0, spans=3, disjoint=True)
+    spans = search_proxies(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, **kwargs)
+    assert len(spans) == 3
+    for i, a in enumerate(spans):
+        assert set(a.ids) <= set(allowed)
+        for b in spans[i + 1:]:
+            assert not set(a.ids) & set(b.ids)
+    again = search_proxies(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, **kwargs)
+    assert [s.ids for s in again] == [s.ids for s in spans]
+    plain = search_proxies(surrogate, tiny_tokenizer, phrase, allowed, lambda span: True, **{**kwargs, "disjoint": False})
+    assert any(set(a.ids) & set(b.ids) for i, a in enumerate(plain) for b in plain[i + 1:])  # without it they do share
