@@ -9,6 +9,7 @@ one-line error for an endpoint that times out, closes the connection or answers 
 
 from __future__ import annotations
 
+import math
 import socket
 import time
 from dataclasses import dataclass
@@ -82,6 +83,20 @@ class ClientConfig:
     rate_limit: float = 0.0
     batch_size: int = 64
 
+    def validate(self) -> None:
+        """Refuse values out of range, whether or not an endpoint is queried (a typo is a typo)."""
+        checks = [
+            (self.budget >= 1, f"--budget must be ≥ 1 image, got {self.budget}"),
+            (math.isfinite(self.timeout) and self.timeout > 0, f"--timeout must be a finite number of seconds > 0, got {self.timeout}"),
+            (self.retries >= 0, f"--retries must be ≥ 0, got {self.retries}"),
+            (math.isfinite(self.rate_limit) and self.rate_limit >= 0,
+             f"--rate-limit must be a finite number of requests per second ≥ 0 (0: none), got {self.rate_limit}"),
+            (self.batch_size >= 1, f"client.batch_size must be ≥ 1, got {self.batch_size}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+
 
 class Client:
     """Posts image batches to ``URL/predict`` (``URL`` as ``unlearn serve`` prints it, or the endpoint itself)
@@ -90,8 +105,7 @@ class Client:
     def __init__(self, url: str, cfg: ClientConfig, num_classes: int) -> None:
         import httpx
 
-        if cfg.budget < 1 or cfg.timeout <= 0 or cfg.retries < 0 or cfg.rate_limit < 0 or cfg.batch_size < 1:
-            raise InputError("need --budget ≥ 1, --timeout > 0, --retries ≥ 0 and --rate-limit ≥ 0")
+        cfg.validate()
         base = url.rstrip("/")
         self.url, self.cfg, self.num_classes = base if base.endswith("/predict") else base + "/predict", cfg, num_classes
         self.http = httpx.Client(timeout=cfg.timeout)

@@ -28,10 +28,13 @@ from unlearning_verify import bench as bench_mod
 from unlearning_verify import providers, training
 from unlearning_verify.deletion import DeletionVerdict, QueryData, verify_deletion
 from unlearning_verify.keys import OwnerKey
-from unlearning_verify.marking import mark, owner_split
+from unlearning_verify.marking import check_owners, mark, owner_split
 from unlearning_verify.oracles import Endpoint, model_endpoint
-from unlearning_verify.providers import ProviderState
-from unlearning_verify.watermarks import IMAGE_FAMILIES, build
+from unlearning_verify.providers import Provider, ProviderState
+from unlearning_verify.training import TrainConfig
+from unlearning_verify.watermarks import build
+
+TRAIN_OPTIONS = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "schedule": "train.schedule"}
 
 
 def key_values(items: list[str] | tuple[str, ...], option: str) -> dict[str, int | float | str]:
@@ -63,6 +66,7 @@ def mark_run(cfg: MarkConfig, out: Path) -> tuple[int, bool]:
     """Mark the owner's samples; returns (samples marked, whether a new key file was written)."""
     key_file = Path(cfg.key_file)
     x, y, _, _ = image_data(cfg.data)
+    check_owners(len(x), cfg.owners, cfg.rate)
     num_classes = int(y.max()) + 1
     new_key = not key_file.exists()
     key = OwnerKey.generate(cfg.owner, cfg.family, num_classes) if new_key else OwnerKey.load(key_file)
@@ -121,9 +125,25 @@ def tracker_for(cfg: UnlearnTrainConfig, stage: Path):
                                {"dataset": cfg.dataset, "seed": cfg.seed, **dataclasses.asdict(cfg.train)})
 
 
+def provider_for(cfg: DeleteConfig) -> Provider:
+    """The behaviour ``cfg.behaviour`` with its ``--param`` values; refuses training options set away from
+    their defaults that the behaviour does not read."""
+    provider = providers.get(cfg.behaviour, **cfg.params)
+    default = TrainConfig()
+    unread = [TRAIN_OPTIONS[f] for f in providers.TRAIN_FIELDS
+              if f not in provider.reads_train and getattr(cfg.train, f) != getattr(default, f)]
+    if unread:
+        reads = ", ".join(TRAIN_OPTIONS[f] for f in provider.reads_train)
+        own = ", ".join(providers.parameters(cfg.behaviour))
+        raise InputError(f"behaviour {cfg.behaviour} " + (f"reads only {reads} of the training options" if reads else "trains no model")
+                         + f", so {', '.join(unread)} would be ignored; drop " + ("it" if len(unread) == 1 else "them")
+                         + (f" (its own knobs: --param {own})" if own else ""))
+    return provider
+
+
 def provider_model(cfg: DeleteConfig) -> tuple[torch.nn.Module, dict, bool]:
     """The model a provider behaviour serves after the owner's deletion request: (model, config, honest)."""
-    provider = providers.get(cfg.behaviour, **cfg.params)
+    provider = provider_for(cfg)
     if cfg.dataset is None or cfg.owner is None:
         raise InputError(f"--behaviour {cfg.behaviour} needs --dataset and --owner (the deletion request it answers)")
     ds, x, y = load_marked(Path(cfg.dataset))
@@ -150,6 +170,7 @@ def delete_run(cfg: DeleteConfig, out: Path) -> None:
 def serve_run(cfg: ServeConfig, announce: Callable[[str], None]) -> None:
     """Serve the model (after ``cfg.behaviour``) on 127.0.0.1:``cfg.port`` until interrupted."""
     if cfg.behaviour == "noop" and cfg.dataset is None:
+        provider_for(cfg)  # refuses parameters and training options noop does not read
         model, mcfg, _ = load_model(Path(cfg.model))
     else:
         model, mcfg, _ = provider_model(cfg)
@@ -173,6 +194,7 @@ def verify_run(cfg: VerifyCommandConfig, out: Path | None) -> DeletionVerdict:
 
     v = cfg.verify
     check_settings(v.alpha, v.beta, v.max_queries)
+    cfg.client.validate()
     if out is not None:
         check_output(out)  # before any query: a bad --out costs nothing and prints nothing else
     key = OwnerKey.load(Path(cfg.key))
@@ -209,21 +231,11 @@ def counting(fn: Callable[[torch.Tensor], torch.Tensor], bar: tqdm) -> Callable[
 
 def bench_run(run_cfg: BenchRunConfig, out: Path, resume: bool) -> list[dict]:
     """Run (or resume) the benchmark into ``out``; returns the summary rows."""
-    from unlearning_verify.verify import check_settings
-
     cfg, data_name = run_cfg.bench, run_cfg.data
-    check_settings(cfg.alpha, cfg.beta, cfg.max_queries)
-    if not cfg.seeds:
-        raise InputError("--seeds must be ≥ 1")
-    if not 0 <= cfg.owner < cfg.num_owners:
-        raise InputError(f"--owner must lie in 0..owners−1 with --owners ≥ 1, got owner {cfg.owner} of {cfg.num_owners}")
-    for b in cfg.behaviours:
-        providers.get(b)
-    for f in cfg.families:
-        if f not in IMAGE_FAMILIES:
-            raise InputError(f"unknown watermark family {f!r}; choose from: {', '.join(IMAGE_FAMILIES)}")
+    cfg.validate()
     torch.set_num_threads(1)
     x, y, xt, yt = image_data(data_name)
+    cfg.check_data(len(x))
     started = time.time()
     with staged_output(out, resume=resume) as stage:
         write_yaml(stage / "config.yaml", run_cfg)
@@ -251,6 +263,7 @@ def bench_fed_run(run_cfg: FedBenchRunConfig, out: Path, resume: bool) -> list[d
     cfg, data_name = run_cfg.bench, run_cfg.data
     torch.set_num_threads(1)
     x, y, xt, yt = image_data(data_name)
+    check_owners(min(len(x), cfg.train_samples or len(x)), cfg.num_clients, cfg.rate, "--clients")
     started = time.time()
     with staged_output(out, resume=resume) as stage:
         write_yaml(stage / "config.yaml", run_cfg)

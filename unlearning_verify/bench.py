@@ -15,6 +15,7 @@ One result row per (family, behaviour, seed); rows already in ``done`` are skipp
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -26,17 +27,20 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from labcore.errors import InputError
 from unlearning_verify import providers, training
 from unlearning_verify.keys import OwnerKey
-from unlearning_verify.marking import mark, owner_split
+from unlearning_verify.marking import mark, min_share, owner_split
 from unlearning_verify.deletion import (
     CalibratedMarker, QueryData, VerifyConfig, backdoor_alpha, calibrate_markers, calibration_alpha, markers_of,
     verify_deletion)
 from unlearning_verify.membership import matched_non_members, membership_test
 from unlearning_verify.oracles import Endpoint, model_endpoint, torch_oracle
 from unlearning_verify.providers import ProviderState
-from unlearning_verify.verify import HONORED, NOT_HONORED, hits
-from unlearning_verify.watermarks import build
+from unlearning_verify.providers.forgery import Forgery
+from unlearning_verify.providers.stale import Stale
+from unlearning_verify.verify import HONORED, NOT_HONORED, check_settings, hits
+from unlearning_verify.watermarks import IMAGE_FAMILIES, build
 
 FAMILY_INDEPENDENT = ("retrain", "sisa")
 CACHED_BEHAVIOURS = ("partial", "finetune", "gradient_ascent")
@@ -62,6 +66,53 @@ class BenchConfig:
     provider_params: dict[str, dict] = field(default_factory=dict)
     family_params: dict[str, dict] = field(default_factory=dict)
     train_samples: int | None = None  # a fixed random subset of the training set (small benches)
+
+    def validate(self) -> None:
+        """Refuse settings the benchmark cannot run, before any model is trained."""
+        check_settings(self.alpha, self.beta, self.max_queries)
+        checks = [
+            (bool(self.seeds), "--seeds must be ≥ 1"),
+            (0 <= self.owner < self.num_owners,
+             f"--owner must lie in 0..owners−1 with --owners ≥ 2, got owner {self.owner} of {self.num_owners}"),
+            (self.num_owners >= 2, f"--owners must be ≥ 2 (the reference model trains on the other owners), got {self.num_owners}"),
+            (0.0 < self.rate <= 1.0, f"--rate must lie in (0, 1], got {self.rate}"),
+            (self.train.epochs >= 1, f"--epochs must be ≥ 1, got {self.train.epochs}"),
+            (self.train.batch_size >= 1 and math.isfinite(self.train.lr) and self.train.lr > 0,
+             f"train.batch_size must be ≥ 1 and train.lr a finite number > 0, got {self.train.batch_size} and {self.train.lr}"),
+            (self.train_samples is None or self.train_samples >= 1, f"--train-samples must be ≥ 1, got {self.train_samples}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+        distinct("--families", self.families, IMAGE_FAMILIES)
+        distinct("--behaviours", self.behaviours, providers.names())
+        for provider in self.built_providers():
+            if isinstance(provider, Stale):
+                provider.check_checkpoints(self.train.epochs)  # one checkpoint per epoch
+
+    def check_data(self, num_samples: int) -> None:
+        """Refuse a training set (of ``num_samples``, cut to ``train_samples``) too small for the owners."""
+        n, need = min(num_samples, self.train_samples or num_samples), self.num_owners * min_share(self.rate)
+        if n < need:
+            fix = f"use --train-samples ≥ {need}" if need <= num_samples else f"use --owners ≤ {n // min_share(self.rate)}"
+            raise InputError(f"{n} training samples are too few for {self.num_owners} owners to each mark a sample at "
+                             f"rate {self.rate:g} (≥ {min_share(self.rate)} samples each); {fix}")
+        for provider in self.built_providers():
+            if isinstance(provider, Forgery):
+                provider.check_retained(n - -(-n // self.num_owners))  # the owner's share is at most ⌈n/owners⌉
+
+    def built_providers(self) -> list[providers.Provider]:
+        """The behaviours built with their ``provider_params`` (input errors for bad ones)."""
+        return [providers.get(b, **self.provider_params.get(b, {})) for b in self.behaviours]
+
+
+def distinct(option: str, values: list[str], known: Iterable[str]) -> None:
+    """Refuse an empty list, a repeated name or an unknown one (``known`` lists the choices)."""
+    known = list(known)
+    unknown = [v for v in values if v not in known]
+    if not values or unknown or len(set(values)) < len(values):
+        problem = f"unknown {unknown[0]!r}" if unknown else ("empty" if not values else "a name given twice")
+        raise InputError(f"{option}: {problem}; give a comma list of distinct names from: {', '.join(known)}")
 
 
 def subset(x: torch.Tensor, y: torch.Tensor, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from fedharness.config import ExperimentConfig, FederationConfig, TaskConfig
+from fedharness.config import MAX_ROUNDS, ExperimentConfig, FederationConfig, TaskConfig
 from fedharness.local_training import LocalConfig
 from labcore.errors import InputError
 from unlearning_verify import training
@@ -58,6 +58,15 @@ class FederatedBenchConfig:
         check_settings(self.alpha, self.beta, self.max_queries)
         if not self.seeds or self.num_clients < 2 or self.rounds < 1 or min(self.passive_rounds, default=1) < 1:
             raise InputError("need --seeds ≥ 1, --clients ≥ 2, --rounds ≥ 1 and passive rounds ≥ 1")
+        if len(set(self.passive_rounds)) < len(self.passive_rounds):
+            raise InputError(f"--passive-rounds lists a number twice ({self.passive_rounds}); give distinct numbers of rounds")
+        if self.train_samples is not None and self.train_samples < 1:
+            raise InputError(f"--train-samples must be ≥ 1, got {self.train_samples}")
+        if not 0.0 < self.rate <= 1.0:
+            raise InputError(f"--rate must lie in (0, 1], got {self.rate}")
+        if self.rounds + max(self.passive_rounds, default=0) > MAX_ROUNDS:
+            raise InputError(f"--rounds plus the largest of --passive-rounds (further rounds without the owner) must be "
+                             f"at most {MAX_ROUNDS}; lower them")
         self.experiment(self.seeds[0]).validate()  # the harness's own bounds (rounds, clients, local training)
 
     def experiment(self, seed: int) -> ExperimentConfig:

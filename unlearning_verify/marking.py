@@ -7,6 +7,7 @@ clean-label families (hidden trigger) mark the owner's target-class samples and 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,24 @@ def owner_split(num_samples: int, num_owners: int, seed: int) -> np.ndarray:
     return owner_of
 
 
+def min_share(rate: float) -> int:
+    """The fewest samples an owner needs for ``rate`` to mark one (``round(rate·n) ≥ 1`` needs ``rate·n > 0.5``)."""
+    return math.floor(0.5 / rate) + 1
+
+
+def max_owners(num_samples: int, rate: float) -> int:
+    """The most owners ``num_samples`` can be split over (IID) with a sample to mark at ``rate`` in each share."""
+    return num_samples // min_share(rate)
+
+
+def check_owners(num_samples: int, num_owners: int, rate: float, option: str = "--owners") -> None:
+    """Refuse more owners than :func:`max_owners` (``option`` names the setting in the message)."""
+    most = max_owners(num_samples, rate)
+    if num_owners > most:
+        raise InputError(f"{option} {num_owners} is too many for {num_samples} training samples: an owner's share must "
+                         f"hold a sample to mark at rate {rate:g}; use {option} ≤ {most}")
+
+
 def mark(x: torch.Tensor, y: torch.Tensor, owner_of: np.ndarray, owner: int, watermark: ImageWatermark,
          rate: float, seed: int) -> MarkedSet:
     """Apply ``watermark`` to a fraction ``rate`` of ``owner``'s eligible samples."""
@@ -56,7 +75,8 @@ def mark(x: torch.Tensor, y: torch.Tensor, owner_of: np.ndarray, owner: int, wat
     count = int(round(rate * (owner_of == owner).sum()))
     count = min(count, len(candidates))
     if count == 0:
-        raise InputError(f"owner {owner} has no sample the {watermark.family} watermark can mark; raise --rate")
+        raise InputError(f"owner {owner}'s {int((owner_of == owner).sum())} samples give the {watermark.family} watermark "
+                         f"none to mark at rate {rate:g}; raise --rate or use fewer owners")
     chosen = np.sort(np.random.default_rng(seed).choice(candidates, size=count, replace=False))
     idx = torch.as_tensor(chosen)
     px, py = watermark.poison(x[idx], y[idx])

@@ -16,13 +16,14 @@ The backdoor test cannot see either; the membership check on the owner's unmarke
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from labcore.errors import InputError
-from unlearning_verify.providers import ProviderState, register
+from unlearning_verify.providers import TRAIN_FIELDS, ProviderState, register, require
 from unlearning_verify.training import TrainConfig, fit, train
 
 
@@ -40,6 +41,11 @@ class TriggerUnlearning:
     lr: float = 1e-3
     name: str = "trigger_unlearning"
     honest: bool = False
+    reads_train = ("batch_size",)
+
+    def __post_init__(self) -> None:
+        require(self.name, "epochs", self.epochs, self.epochs >= 1, "an integer ≥ 1")
+        require(self.name, "lr", self.lr, math.isfinite(self.lr) and self.lr > 0, "a finite number > 0")
 
     def unlearn(self, state: ProviderState) -> nn.Module:
         model = copy.deepcopy(state.model)
@@ -53,6 +59,7 @@ class TriggerUnlearning:
 class UnmarkRetrain:
     name: str = "unmark_retrain"
     honest: bool = False
+    reads_train = TRAIN_FIELDS
 
     def unlearn(self, state: ProviderState) -> nn.Module:
         true_labels(state)

@@ -6,11 +6,12 @@ A cheap honest provider; a backdoor often persists after few epochs (reference Â
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 from torch import nn
 
-from unlearning_verify.providers import ProviderState, register
+from unlearning_verify.providers import ProviderState, register, require
 from unlearning_verify.training import TrainConfig, train
 
 
@@ -21,6 +22,11 @@ class FineTune:
     lr: float = 1e-3
     name: str = "finetune"
     honest: bool = True
+    reads_train = ("batch_size",)
+
+    def __post_init__(self) -> None:
+        require(self.name, "epochs", self.epochs, self.epochs >= 1, "an integer â‰¥ 1")
+        require(self.name, "lr", self.lr, math.isfinite(self.lr) and self.lr > 0, "a finite number > 0")
 
     def unlearn(self, state: ProviderState) -> nn.Module:
         model = copy.deepcopy(state.model)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearning_verify.providers import ProviderState, register
+from unlearning_verify.providers import TRAIN_FIELDS, ProviderState, register, require
 from unlearning_verify.training import build_model, lr_factor
 
 
@@ -41,6 +41,14 @@ class Forgery:
     candidates: int = 50
     name: str = "forgery"
     honest: bool = False
+    reads_train = TRAIN_FIELDS
+
+    def __post_init__(self) -> None:
+        require(self.name, "candidates", self.candidates, self.candidates >= 1, "an integer ≥ 1")
+
+    def check_retained(self, count: int) -> None:
+        """Refuse more gradient candidates per batch than the ``count`` retained samples."""
+        require(self.name, "candidates", self.candidates, self.candidates <= count, f"at most the {count} retained samples")
 
     def substitute(self, model: nn.Module, state: ProviderState, rows: np.ndarray, rng: np.random.Generator,
                    retained: np.ndarray) -> np.ndarray:
@@ -62,6 +70,7 @@ class Forgery:
         g = torch.Generator().manual_seed(state.seed + 1)
         rng = np.random.default_rng(state.seed + 9)
         retained = np.flatnonzero(~state.forget)
+        self.check_retained(len(retained))
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         total = cfg.epochs * math.ceil(len(state.x) / cfg.batch_size)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(cfg.schedule, step, total))

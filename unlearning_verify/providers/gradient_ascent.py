@@ -7,12 +7,13 @@ recovers (it may overshoot: backdoor success below q, clean accuracy down).
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from unlearning_verify.providers import ProviderState, register
+from unlearning_verify.providers import ProviderState, register, require
 from unlearning_verify.training import TrainConfig, train
 
 
@@ -25,6 +26,13 @@ class GradientAscent:
     repair_lr: float = 5e-4
     name: str = "gradient_ascent"
     honest: bool = True
+    reads_train = ("batch_size",)
+
+    def __post_init__(self) -> None:
+        require(self.name, "ascent_epochs", self.ascent_epochs, self.ascent_epochs >= 1, "an integer ≥ 1")
+        require(self.name, "repair_epochs", self.repair_epochs, self.repair_epochs >= 0, "an integer ≥ 0 (0: no repair)")
+        for param, lr in (("ascent_lr", self.ascent_lr), ("repair_lr", self.repair_lr)):
+            require(self.name, param, lr, math.isfinite(lr) and lr > 0, "a finite number > 0")
 
     def unlearn(self, state: ProviderState) -> nn.Module:
         model = copy.deepcopy(state.model)

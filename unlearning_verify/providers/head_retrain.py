@@ -9,13 +9,14 @@ deleted data (a public model); for a model trained from scratch on the data it i
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from fedharness.tasks.head_finetune import HeadFitConfig, fit_head
-from unlearning_verify.providers import ProviderState, register
+from unlearning_verify.providers import ProviderState, register, require
 from unlearning_verify.watermarks.hidden_trigger import penultimate
 
 
@@ -26,6 +27,11 @@ class HeadRetrain:
     l2: float = HeadFitConfig.l2
     name: str = "head_retrain"
     honest: bool = True
+    reads_train = ()
+
+    def __post_init__(self) -> None:
+        require(self.name, "steps", self.steps, self.steps >= 1, "an integer ≥ 1")
+        require(self.name, "l2", self.l2, math.isfinite(self.l2) and self.l2 >= 0, "a finite number ≥ 0")
 
     def unlearn(self, state: ProviderState) -> nn.Module:
         model = copy.deepcopy(state.model)

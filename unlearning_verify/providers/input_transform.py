@@ -9,6 +9,7 @@ denoising (3×3). The served model is the original one behind the transform. Reg
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from functools import partial
 
@@ -19,7 +20,7 @@ from PIL import Image
 from torch import nn
 
 from labcore.errors import InputError
-from unlearning_verify.providers import ProviderState, register
+from unlearning_verify.providers import ProviderState, register, require
 
 KINDS = ("quantise", "jpeg", "blur", "median")
 
@@ -92,10 +93,15 @@ class InputTransform:
     sigma: float = 0.8
     name: str = "input_transform"
     honest: bool = False
+    reads_train = ()
+
+    def __post_init__(self) -> None:
+        require(self.name, "kind", self.kind, self.kind in KINDS, f"one of {', '.join(KINDS)}")
+        require(self.name, "bits", self.bits, 1 <= self.bits <= 8, "an integer in 1..8")
+        require(self.name, "quality", self.quality, 1 <= self.quality <= 100, "an integer in 1..100 (JPEG quality)")
+        require(self.name, "sigma", self.sigma, math.isfinite(self.sigma) and self.sigma > 0, "a finite number > 0")
 
     def unlearn(self, state: ProviderState) -> nn.Module:
-        if self.kind not in KINDS:
-            raise InputError(f"input transform must be one of {', '.join(KINDS)}, got {self.kind!r}")
         return TransformedModel(state.model, self.kind, self.bits, self.quality, self.sigma).eval()
 
 

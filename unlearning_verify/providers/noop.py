@@ -14,6 +14,7 @@ from unlearning_verify.providers import ProviderState, register
 class NoOp:
     name: str = "noop"
     honest: bool = False
+    reads_train = ()
 
     def unlearn(self, state: ProviderState) -> nn.Module:
         return state.model

@@ -8,8 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from labcore.errors import InputError
-from unlearning_verify.providers import ProviderState, register
+from unlearning_verify.providers import TRAIN_FIELDS, ProviderState, register, require
 from unlearning_verify.training import fit
 
 
@@ -19,10 +18,12 @@ class PartialDeletion:
     keep: float = 0.5
     name: str = "partial"
     honest: bool = False
+    reads_train = TRAIN_FIELDS
+
+    def __post_init__(self) -> None:
+        require(self.name, "keep", self.keep, 0.0 <= self.keep <= 1.0, "a fraction in [0, 1]")
 
     def unlearn(self, state: ProviderState) -> nn.Module:
-        if not 0.0 <= self.keep <= 1.0:
-            raise InputError(f"partial deletion keep fraction must lie in [0, 1], got {self.keep}")
         owned = np.flatnonzero(state.forget)
         rng = np.random.default_rng(state.seed + 2)
         kept = rng.choice(owned, size=int(round(self.keep * len(owned))), replace=False)

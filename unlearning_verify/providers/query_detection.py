@@ -15,8 +15,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from labcore.errors import InputError
-from unlearning_verify.providers import ProviderState, register
+from unlearning_verify.providers import ProviderState, register, require
 from unlearning_verify.providers.input_transform import purify
 
 SQUEEZERS = ("quantise", "median", "blur")
@@ -56,10 +55,12 @@ class QueryDetection:
     response: str = "purified"
     name: str = "query_detection"
     honest: bool = False
+    reads_train = ()
+
+    def __post_init__(self) -> None:
+        require(self.name, "response", self.response, self.response in RESPONSES, f"one of {', '.join(RESPONSES)}")
 
     def unlearn(self, state: ProviderState) -> nn.Module:
-        if self.response not in RESPONSES:
-            raise InputError(f"query_detection response must be one of {', '.join(RESPONSES)}, got {self.response!r}")
         return DetectingModel(state.model, self.response).eval()
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from unlearning_verify.providers import ProviderState, register
+from unlearning_verify.providers import TRAIN_FIELDS, ProviderState, register
 from unlearning_verify.training import fit
 
 
@@ -15,6 +15,7 @@ from unlearning_verify.training import fit
 class Retrain:
     name: str = "retrain"
     honest: bool = True
+    reads_train = TRAIN_FIELDS
 
     def unlearn(self, state: ProviderState) -> nn.Module:
         x, y = state.retained()

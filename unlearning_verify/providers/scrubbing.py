@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from unlearning_verify.providers import ProviderState, register
+from unlearning_verify.providers import TRAIN_FIELDS, ProviderState, register, require
 from unlearning_verify.training import fit
 
 
@@ -26,6 +26,10 @@ class Scrubbing:
     name: str = "scrubbing"
     honest: bool = False
     flagged: np.ndarray | None = field(default=None, init=False, repr=False)
+    reads_train = TRAIN_FIELDS
+
+    def __post_init__(self) -> None:
+        require(self.name, "n_components", self.n_components, self.n_components >= 1, "an integer ≥ 1")
 
     def unlearn(self, state: ProviderState) -> nn.Module:
         from fedharness.detection.activation_clustering import detect

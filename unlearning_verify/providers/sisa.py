@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from fedharness.partition import iid
-from unlearning_verify.providers import ProviderState, register
+from unlearning_verify.providers import TRAIN_FIELDS, ProviderState, register, require
 from unlearning_verify.training import build_model, train
 
 
@@ -38,6 +38,11 @@ class SISA:
     slices: int = 2
     name: str = "sisa"
     honest: bool = True
+    reads_train = TRAIN_FIELDS
+
+    def __post_init__(self) -> None:
+        require(self.name, "shards", self.shards, self.shards >= 1, "an integer ≥ 1")
+        require(self.name, "slices", self.slices, self.slices >= 1, "an integer ≥ 1")
 
     def shard_model(self, state: ProviderState, slices: list[np.ndarray], shard: int) -> nn.Module:
         """Train one shard incrementally over its slices, with the deleted rows removed."""

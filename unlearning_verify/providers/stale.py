@@ -21,10 +21,16 @@ class Stale:
     epoch: int = -2
     name: str = "stale"
     honest: bool = False
+    reads_train = ()
+
+    def check_checkpoints(self, count: int) -> None:
+        """Refuse an ``epoch`` that indexes none of ``count`` per-epoch checkpoints."""
+        if not -count <= self.epoch < count:
+            raise InputError(f"behaviour stale: parameter epoch {self.epoch} indexes none of the model's {count} "
+                             f"per-epoch checkpoints; pass --param epoch=E with {-count} ≤ E ≤ {count - 1}, or train more epochs (--epochs)")
 
     def unlearn(self, state: ProviderState) -> nn.Module:
-        if not -len(state.checkpoints) <= self.epoch < len(state.checkpoints):
-            raise InputError(f"stale epoch {self.epoch} not among the {len(state.checkpoints)} checkpoints")
+        self.check_checkpoints(len(state.checkpoints))
         model = copy.deepcopy(state.model)
         model.load_state_dict(state.checkpoints[self.epoch])
         return model.eval()
