@@ -11,12 +11,17 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from labcore.errors import InputError, first_line
 
 
 _AGG = "aggregator."
+T = TypeVar("T")
 
 
 def save(
@@ -34,10 +39,38 @@ def save(
 
 
 def load(directory: Path) -> tuple[int, torch.Tensor, dict[str, torch.Tensor]] | None:
-    """(last finished round, global vector, aggregator state), or None when no checkpoint exists."""
+    """(last finished round, global vector, aggregator state), or None when no checkpoint exists.
+
+    A file that is not one :func:`save` wrote (damaged, edited) is an InputError naming it and the fix."""
     state = directory / "state.json"
     if not state.exists():
         return None
-    round_index = int(json.loads(state.read_text())["round"])
-    tensors = load_file(str(directory / "global.safetensors"))
+    round_index = _parse(state, _read_round)
+    tensors = _parse(directory / "global.safetensors", _read_tensors)
     return round_index, tensors["global"], {k[len(_AGG):]: v for k, v in tensors.items() if k.startswith(_AGG)}
+
+
+def _read_round(path: Path) -> int:
+    """The finished round ``state.json`` records (an integer >= 1)."""
+    round_index = json.loads(path.read_text(encoding="utf-8"))["round"]
+    if type(round_index) is not int or round_index < 1:
+        raise ValueError(f"round {round_index!r} is not a finished round")
+    return round_index
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of ``global.safetensors``, which holds the global vector."""
+    tensors = load_file(str(path))
+    if "global" not in tensors:
+        raise ValueError("no 'global' tensor")
+    return tensors
+
+
+def _parse(path: Path, read: Callable[[Path], T]) -> T:
+    """``read(path)``; any failure is an InputError naming ``path`` and the fix (start the run over)."""
+    try:
+        return read(path)
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, SafetensorError) as exc:
+        reason = f"{type(exc).__name__}: {first_line(exc)}"
+        run = path.parent.parent
+        raise InputError(f"checkpoint file {path} is damaged ({reason}); delete {run} and run again without --resume") from None

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from labcore.config import check_seeds, from_dict, load_yaml
 from labcore.errors import InputError
@@ -12,6 +13,7 @@ from labcore.errors import InputError
 
 MAX_ROUNDS = 100_000
 MAX_CLIENTS = 100_000
+MAX_LOCAL_EPOCHS = 10_000
 
 
 @dataclass
@@ -164,46 +166,90 @@ class ExperimentConfig:
     def validate(self) -> None:
         """Cross-field checks; raises InputError naming the key and the fix.
 
-        ``federation.rounds`` ≤ ``MAX_ROUNDS`` and ``federation.num_clients`` ≤ ``MAX_CLIENTS``: larger
-        values are typos (a run that would never finish, or a partition of ~one sample per client),
-        rejected before any work starts.
+        ``federation.rounds`` ≤ ``MAX_ROUNDS``, ``federation.num_clients`` ≤ ``MAX_CLIENTS`` and
+        ``local.epochs`` ≤ ``MAX_LOCAL_EPOCHS``: larger values are typos (a run that would never finish, or a
+        partition of ~one sample per client), rejected before any work starts. The checks run in order and
+        lazily, so a later one may rely on an earlier one (η = n/m needs m ≥ 1).
         """
+        for checks in (self._federation_checks, self._local_checks, self._attack_checks, self._aggregator_checks,
+                       self._engine_checks, self._task_checks):
+            for ok, message in checks():
+                if not ok:
+                    raise InputError(message)
+
+    def _federation_checks(self) -> Iterator[tuple[bool, str]]:
         fed = self.federation
-        checks = [
-            (1 <= fed.num_clients <= MAX_CLIENTS,
-             f"federation.num_clients must be between 1 and {MAX_CLIENTS}; lower it"),
-            (fed.rounds <= MAX_ROUNDS,
-             f"federation.rounds ({fed.rounds}) must be at most {MAX_ROUNDS}; lower it (or split the run and --resume)"),
-            (1 <= fed.clients_per_round <= fed.num_clients,
-             f"federation.clients_per_round (m={fed.clients_per_round}) must be between 1 and "
-             f"federation.num_clients (n={fed.num_clients})"),
-            (fed.rounds >= 1, "federation.rounds must be >= 1"),
-            (fed.eta > 0, "federation.server_lr must be > 0"),
-            (fed.partition in ("iid", "dirichlet"), "federation.partition must be 'iid' or 'dirichlet'"),
-            (self.local.epochs >= 1 and self.local.batch_size >= 1 and self.local.lr > 0,
-             "local.epochs, local.batch_size and local.lr must be positive"),
-            (0 <= self.attack.num_attackers <= fed.clients_per_round,
-             "attack.num_attackers must be between 0 and federation.clients_per_round"),
-            (all(1 <= r <= fed.rounds for r in self.attack.rounds),
-             f"attack.rounds must lie in 1..{fed.rounds} (federation.rounds)"),
-            (self.attack.every is None or self.attack.every >= 1, "attack.every must be >= 1"),
-            (self.engine.name in ("inprocess", "flower"), "engine.name must be 'inprocess' or 'flower'"),
-            (self.engine.vectorize in (True, False, "auto", "grouped"),
-             "engine.vectorize must be true, false, 'auto' or 'grouped'"),
-            (self.engine.group_size >= 1, "engine.group_size must be >= 1 (clients per grouped autograd graph)"),
-            (self.engine.workers is None or self.engine.workers >= 1,
-             "engine.workers must be >= 1, or null for one per available core"),
-            (0 <= self.task.target_label, "task.target_label must be a class index >= 0"),
-            (self.task.backdoor in ("pixel", "semantic"), "task.backdoor must be 'pixel' or 'semantic'"),
-            (0 < self.task.semantic_quantile < 1, "task.semantic_quantile must be in (0, 1)"),
-            (self.task.semantic_source != self.task.target_label or self.task.backdoor != "semantic",
-             "task.semantic_source must differ from task.target_label"),
-            (self.aggregator.server_set_size >= 1, "aggregator.server_set_size must be >= 1"),
-            (0 <= self.aggregator.warmup_rounds, "aggregator.warmup_rounds must be >= 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise InputError(message)
+        yield (1 <= fed.num_clients <= MAX_CLIENTS,
+               f"federation.num_clients must be between 1 and {MAX_CLIENTS}; lower it")
+        yield (fed.rounds <= MAX_ROUNDS,
+               f"federation.rounds ({fed.rounds}) must be at most {MAX_ROUNDS}; lower it (or split the run and --resume)")
+        yield (1 <= fed.clients_per_round <= fed.num_clients,
+               f"federation.clients_per_round (m={fed.clients_per_round}) must be between 1 and "
+               f"federation.num_clients (n={fed.num_clients})")
+        yield fed.rounds >= 1, "federation.rounds must be >= 1"
+        yield positive(fed.eta), f"federation.server_lr ({fed.server_lr}) must be a finite number > 0"
+        yield fed.partition in ("iid", "dirichlet"), "federation.partition must be 'iid' or 'dirichlet'"
+        yield (positive(fed.dirichlet_alpha),
+               f"federation.dirichlet_alpha ({fed.dirichlet_alpha}) must be a finite number > 0; "
+               "small values (0.1) skew the labels, large ones (100) approach iid")
+
+    def _local_checks(self) -> Iterator[tuple[bool, str]]:
+        local = self.local
+        yield local.epochs >= 1 and local.batch_size >= 1, "local.epochs and local.batch_size must be >= 1"
+        yield positive(local.lr), f"local.lr ({local.lr}) must be a finite number > 0"
+        yield (local.epochs <= MAX_LOCAL_EPOCHS,
+               f"local.epochs ({local.epochs}) must be at most {MAX_LOCAL_EPOCHS}; lower it")
+
+    def _attack_checks(self) -> Iterator[tuple[bool, str]]:
+        attack, fed = self.attack, self.federation
+        yield (0 <= attack.num_attackers <= fed.clients_per_round,
+               "attack.num_attackers must be between 0 and federation.clients_per_round")
+        yield (attack.name == "none" or attack.num_attackers >= 1,
+               f"attack.num_attackers is 0, so attack {attack.name} never runs; set attack.num_attackers >= 1 "
+               "or attack.name: none")
+        yield (all(1 <= r <= fed.rounds for r in attack.rounds),
+               f"attack.rounds must lie in 1..{fed.rounds} (federation.rounds)")
+        yield attack.every is None or attack.every >= 1, "attack.every must be >= 1"
+        yield (1 <= attack.start <= fed.rounds,
+               f"attack.start ({attack.start}) must lie in 1..{fed.rounds} (federation.rounds; rounds count from 1)")
+
+    def _aggregator_checks(self) -> Iterator[tuple[bool, str]]:
+        yield self.aggregator.server_set_size >= 1, "aggregator.server_set_size must be >= 1"
+        yield 0 <= self.aggregator.warmup_rounds, "aggregator.warmup_rounds must be >= 0"
+
+    def _engine_checks(self) -> Iterator[tuple[bool, str]]:
+        engine = self.engine
+        yield engine.name in ("inprocess", "flower"), "engine.name must be 'inprocess' or 'flower'"
+        yield (engine.vectorize in (True, False, "auto", "grouped"),
+               "engine.vectorize must be true, false, 'auto' or 'grouped'")
+        yield engine.chunk_size >= 1, "engine.chunk_size must be >= 1 (clients per vmap chunk)"
+        yield engine.group_size >= 1, "engine.group_size must be >= 1 (clients per grouped autograd graph)"
+        yield (engine.workers is None or engine.workers >= 1,
+               "engine.workers must be >= 1, or null for one per available core")
+
+    def _task_checks(self) -> Iterator[tuple[bool, str]]:
+        task = self.task
+        yield 0 <= task.target_label, "task.target_label must be a class index >= 0"
+        yield (task.trigger_size >= 1,
+               f"task.trigger_size ({task.trigger_size}) must be >= 1 (the side of the trigger patch in pixels)")
+        yield (0 < task.poison_fraction <= 1,
+               f"task.poison_fraction ({task.poison_fraction}) must be in (0, 1] (the share of an attacker's "
+               "data copied with the trigger)")
+        yield task.backdoor in ("pixel", "semantic"), "task.backdoor must be 'pixel' or 'semantic'"
+        yield 0 <= task.semantic_source, "task.semantic_source must be a class index >= 0"
+        yield 0 < task.semantic_quantile < 1, "task.semantic_quantile must be in (0, 1)"
+        yield (task.semantic_source != task.target_label or task.backdoor != "semantic",
+               "task.semantic_source must differ from task.target_label")
+
+
+def positive(value: float) -> bool:
+    """``value`` is a finite number > 0 (NaN and ±inf pass no range check and break a run later)."""
+    return math.isfinite(value) and value > 0
+
+
+def finite(value: float | None) -> bool:
+    """``value`` is None (a method's "derive it" default) or a finite number."""
+    return value is None or math.isfinite(value)
 
 
 def load_experiment(path: Path, seed: int | None = None) -> ExperimentConfig:

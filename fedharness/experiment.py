@@ -26,7 +26,7 @@ from fedharness import aggregators, checkpoint
 from fedharness.config import ExperimentConfig
 from fedharness.simulation import Simulation
 from fedharness.tasks import Task
-from labcore.errors import InputError
+from labcore.errors import InputError, first_line
 
 ENTRY_POINT_GROUP = "fedharness.tasks"
 Rounds = Callable[[Simulation, torch.Tensor, int], Iterator[tuple[torch.Tensor, dict]]]
@@ -81,6 +81,7 @@ def run_rounds(sim: Simulation, folder: Path, *, resume: bool = False, rounds: R
         first, global_vec, records = 1, sim.initial_global(), []
     else:
         done, global_vec, aggregator_state = state
+        _check_resumable(ckpt_dir, done, sim.cfg.federation.rounds)
         aggregators.load_state_dict(sim.aggregator, aggregator_state)
         first = done + 1
         records = [r for r in _read_jsonl(log) if r["round"] <= done]
@@ -100,6 +101,13 @@ def run_rounds(sim: Simulation, folder: Path, *, resume: bool = False, rounds: R
     return RunResult(records, global_vec)
 
 
+def _check_resumable(ckpt_dir: Path, done: int, rounds: int) -> None:
+    """A checkpoint past the configured rounds belongs to another run (or was edited)."""
+    if done > rounds:
+        raise InputError(f"checkpoint {ckpt_dir / 'state.json'} records round {done}, past federation.rounds ({rounds}); "
+                         f"delete {ckpt_dir.parent} and run again without --resume")
+
+
 def _line(record: dict) -> str:
     return json.dumps(record, default=_plain) + "\n"
 
@@ -110,6 +118,14 @@ def _plain(value: Any) -> Any:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
+    """The round records of a run being resumed; InputError naming the file when it is damaged."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not all(isinstance(r, dict) and type(r.get("round")) is int for r in records):
+            raise ValueError("a line is not a round record")
+        return records
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{path} is damaged ({type(exc).__name__}: {first_line(exc)}); delete {path.parent} "
+                         "and run again without --resume") from None

@@ -19,8 +19,8 @@ def dirichlet(
     labels: np.ndarray, num_clients: int, alpha: float, seed: int, min_size: int = 1, max_tries: int = 100
 ) -> list[np.ndarray]:
     """Label-skewed split; redrawn until every client holds at least ``min_size`` samples."""
-    if alpha <= 0:
-        raise ValueError(f"dirichlet alpha must be > 0, got {alpha}")
+    if not (np.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"dirichlet alpha must be a finite number > 0, got {alpha}")
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels)
     for _ in range(max_tries):

@@ -11,7 +11,7 @@ from typing import Callable
 
 import yaml
 
-from fedharness import experiment
+from fedharness import aggregators, attacks, experiment
 from fedharness.attacks.pixel_backdoor import PixelPattern
 from fedharness.config import ExperimentConfig
 from labcore.config import changed_fields
@@ -37,12 +37,11 @@ def build_image_task(cfg: ExperimentConfig) -> ImageClassificationTask:
     x_train, y_train = data.image_tensors(ds["train"])
     x_test, y_test = data.image_tensors(ds["test"])
     num_classes = int(max(y_train.max(), y_test.max())) + 1
-    if cfg.task.target_label >= num_classes:
-        raise InputError(f"task.target_label {cfg.task.target_label} is not a class of {cfg.data.name} (0..{num_classes - 1})")
-    try:
-        PixelPattern(size=cfg.task.trigger_size).mask_and_pattern(x_train.shape[-2], x_train.shape[-1])
-    except ValueError as exc:
-        raise InputError(f"task.trigger_size: {exc}") from None
+    _check_classes(cfg, num_classes)
+    height, width = x_train.shape[-2:]
+    if cfg.task.trigger_size > min(height, width):
+        raise InputError(f"task.trigger_size {cfg.task.trigger_size} does not fit the {height}×{width} images of "
+                         f"{cfg.data.name}; pick one of 1..{min(height, width)}")
     return ImageClassificationTask(
         x_train, y_train, x_test, y_test,
         target_label=cfg.task.target_label,
@@ -50,6 +49,15 @@ def build_image_task(cfg: ExperimentConfig) -> ImageClassificationTask:
         poison_fraction=cfg.task.poison_fraction,
         num_classes=num_classes,
     )
+
+
+def _check_classes(cfg: ExperimentConfig, num_classes: int) -> None:
+    """The backdoor's target (and the semantic backdoor's source) are classes of ``cfg.data``."""
+    keys = ["target_label"] + (["semantic_source"] if cfg.task.backdoor == "semantic" else [])
+    for key in keys:
+        label = getattr(cfg.task, key)
+        if label >= num_classes:
+            raise InputError(f"task.{key} {label} is not a class of {cfg.data.name}; pick one of 0..{num_classes - 1}")
 
 
 def build_sst2_task(cfg: ExperimentConfig) -> Task:
@@ -84,13 +92,16 @@ PIXEL_KEYS = ("target_label", "trigger_size", "poison_fraction")
 SEMANTIC_KEYS = ("backdoor", "semantic_source", "semantic_quantile")
 """The semantic backdoor's keys, given to every task built on ``ImageClassificationTask`` (``simulation.with_backdoor``)."""
 IMAGE_TASK_KEYS = PIXEL_KEYS + SEMANTIC_KEYS
+BUILT_IN_DATASETS = ("digits",)
+"""Data sets the lab builds in (scikit-learn's 8×8 digits): they read no ``data.path``."""
 
 
 def reading(builder: Callable[[ExperimentConfig], Task], *, data: bool = True, params: bool = True,
             task_keys: tuple[str, ...] = ()) -> Callable[[ExperimentConfig], Task]:
     """``builder`` behind a check that refuses, before anything loads, the settings its task does not read:
     ``data`` unless ``data``, any ``task.params`` unless ``params``, and the :data:`IMAGE_TASK_KEYS` not in
-    ``task_keys``, each where it differs from its default. A value that would be ignored (an SST-2 run given
+    ``task_keys``, each where it differs from its default, and a ``data.path`` beside a
+    :data:`BUILT_IN_DATASETS` name. A value that would be ignored (an SST-2 run given
     ``data.name: digits`` or an MNIST YAML, a target label on the text-to-image task) is a mistake, not a setting."""
 
     @functools.wraps(builder)
@@ -103,6 +114,9 @@ def reading(builder: Callable[[ExperimentConfig], Task], *, data: bool = True, p
         if unread:
             hint = "its data is task.params.data_path" if unread[0].startswith("data.") else "its own settings are task.params"
             raise InputError(f"{', '.join(unread)}: not read by task {cfg.task.name} ({hint}); drop them")
+        if data and cfg.data.name in BUILT_IN_DATASETS and "path" in changed_fields(cfg.data):
+            raise InputError(f"data.path: not read by data set {cfg.data.name} (it is built in); drop it, "
+                             "or name the data set that lives there (data.name: mnist)")
         return builder(cfg)
 
     return build
@@ -123,10 +137,18 @@ def build_task(cfg: ExperimentConfig) -> Task:
     return experiment.build_task(cfg, TASKS)
 
 
+def build_checked_methods(cfg: ExperimentConfig) -> tuple[aggregators.Aggregator, attacks.Attack | None]:
+    """:func:`build_methods`, also refusing an aggregator that cannot aggregate the
+    ``federation.clients_per_round`` updates of a round (Krum's f); cheap, so called before the task loads."""
+    methods = build_methods(cfg)
+    aggregators.check_rows(methods[0], cfg.federation.clients_per_round)
+    return methods
+
+
 def run_experiment(cfg: ExperimentConfig, out: Path, *, resume: bool = False, progress: bool = True) -> dict:
     """Run (or resume) ``cfg`` into the run directory ``out``; returns the final summary."""
     cfg.validate()
-    methods = build_methods(cfg)  # refuses a bad name before the task loads
+    methods = build_checked_methods(cfg)  # refuses a bad name or parameter before the task loads
     sim = Simulation(cfg, build_task(cfg), methods)
     with staged_output(out, resume=resume) as stage:
         _check_same_config(stage / "config.yaml", cfg) if resume else write_yaml(stage / "config.yaml", cfg)

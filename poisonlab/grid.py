@@ -1,5 +1,5 @@
 """Attack × defense grid: one federated run per cell, one HTML table (MTA, ASR, backdoor lifespan)
-with plots. Cells are normal run directories under ``<out>/cells/<attack>__<defense>``; an
+with plots. Cells are normal run directories under ``<out>/cells/<attack>__<defense>`` (:func:`check_names`); an
 interrupted grid resumes, skipping finished cells and resuming the interrupted one."""
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from tqdm.auto import tqdm
 from fedharness.config import ExperimentConfig
 from labcore.cores import available_core_ids, resolve_workers
 from labcore.errors import InputError
-from fedharness.simulation import build_methods
 from poisonlab.config import from_dict, load_yaml
 from poisonlab.fed_report import add_runs, backdoor_lifespan, summarize
-from poisonlab.fed_run import build_task, run_experiment
+from poisonlab.fed_run import build_checked_methods, build_task, run_experiment
 from poisonlab.report import Report
 from poisonlab.runs import read_jsonl, staged_output, staging_path, write_json, write_yaml
 
 NO_ATTACK = "none"
+CELL_SEPARATOR = "__"
 
 
 @dataclass
@@ -53,6 +53,7 @@ def load_grid(path: Path, seed: int | None) -> tuple[GridConfig, dict[str, Exper
         raise InputError(f"{path}: attacks and defenses must each name at least one entry")
     if grid.workers is not None and grid.workers < 1:
         raise InputError(f"{path}: workers must be >= 1 (or null for one per core), got {grid.workers}")
+    check_names(path, grid)
     if grid.base_config is not None:
         grid.base = {**load_yaml(Path(path).parent / grid.base_config), **grid.base}
         grid.base_config = None
@@ -64,7 +65,7 @@ def load_grid(path: Path, seed: int | None) -> tuple[GridConfig, dict[str, Exper
             mapping = {**copy.deepcopy(grid.base), "attack": copy.deepcopy(attack), "aggregator": copy.deepcopy(defense)}
             cfg = from_dict(ExperimentConfig, mapping, source=f"{path} cell {attack_name}/{defense_name}")
             cfg.validate()
-            build_methods(cfg)  # refuses a bad name before the task loads
+            build_checked_methods(cfg)  # refuses a bad name or parameter before the task loads
             cells[cell_name(attack_name, defense_name)] = cfg
     return grid, cells
 
@@ -103,7 +104,29 @@ def pin_to_core(cores) -> None:
 
 
 def cell_name(attack: str, defense: str) -> str:
-    return f"{attack}__{defense}"
+    """The folder of a cell under ``cells/``: ``<attack>__<defense>``."""
+    return f"{attack}{CELL_SEPARATOR}{defense}"
+
+
+def check_names(path: Path, grid: GridConfig) -> None:
+    """Attack and defense names that make cell folders: not empty, no path separator, ``..``, NUL or
+    :data:`CELL_SEPARATOR`, and no two cells sharing a folder (``a_ × b`` and ``a × _b`` both make
+    ``a___b``; names that differ only in case share one on a case-insensitive file system)."""
+    for kind, names in (("attack", grid.attacks), ("defense", grid.defenses)):
+        for name in names:
+            bad = next((b for b in ("/", "\\", "..", "\0", CELL_SEPARATOR) if b in str(name)), None)
+            if not str(name) or bad:
+                problem = f"contains {bad!r}" if bad else "is empty"
+                raise InputError(f"{path}: {kind} name {name!r} {problem}; name it with letters, digits and '-' "
+                                 f"(it becomes the folder cells/<attack>{CELL_SEPARATOR}<defense>)")
+    seen: dict[str, str] = {}
+    for attack in grid.attacks:
+        for defense in grid.defenses:
+            folder = cell_name(attack, defense)
+            other = seen.setdefault(folder.casefold(), f"{attack} × {defense}")
+            if other != f"{attack} × {defense}":
+                raise InputError(f"{path}: cells {other} and {attack} × {defense} share the folder cells/{folder} "
+                                 "(names differing only in case or by a leading or trailing '_'); rename one")
 
 
 def run_grid(path: Path, out: Path, *, seed: int | None = None, resume: bool = False) -> list[dict]:

@@ -38,6 +38,11 @@ get = _REGISTRY.get
 names = _REGISTRY.names
 
 
+def name_of(rule: object) -> str:
+    """The name ``rule``'s class is registered under (its class name when unregistered)."""
+    return next((n for n, f in _REGISTRY.factories.items() if f is type(rule)), type(rule).__name__)
+
+
 def needs(rule: object) -> frozenset[str]:
     """Extra context a rule asks the server for (e.g. ``root_update``, ``validate``)."""
     return frozenset(getattr(rule, "needs", ()))
@@ -91,16 +96,29 @@ def load_state_dict(rule: object, state: dict[str, torch.Tensor]) -> None:
             stage.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
 
 
+def check_rows(rule: object, m: int) -> None:
+    """InputError when a stage of ``rule`` cannot aggregate the ``m`` updates of a round (Krum's and Bulyan's
+    bounds on f); a stage with ``rows_out`` (bucketing) hands the next one fewer rows."""
+    for stage in _stages(rule):
+        if hasattr(stage, "check_rows"):
+            stage.check_rows(m)
+        m = stage.rows_out(m) if hasattr(stage, "rows_out") else m
+
+
 def compose(*stages: object) -> Aggregator:
-    """``compose(pre₁, …, preₖ, aggregator)``: the pre-aggregators' output feeds the aggregator."""
+    """``compose(pre₁, …, preₖ, aggregator)``: the pre-aggregators' output feeds the aggregator, which must not
+    be a ``pre_only`` stage (bucketing, NNM: alone they only average)."""
     if not stages:
         raise InputError("compose needs at least an aggregator")
+    if getattr(stages[-1], "pre_only", False):
+        raise InputError(f"{name_of(stages[-1])} is a pre-aggregator, not a defense on its own (it only averages); "
+                         "list it under aggregator.pre in front of a rule such as median")
     if len(stages) == 1:
         return stages[0]  # type: ignore[return-value]
     return Pipeline(list(stages[:-1]), stages[-1])  # type: ignore[arg-type]
 
 
 __all__ = [
-    "Aggregator", "Pipeline", "PreAggregator", "compose", "get", "load_state_dict", "names", "needs", "register",
-    "state_dict",
+    "Aggregator", "Pipeline", "PreAggregator", "check_rows", "compose", "get", "load_state_dict", "name_of", "names",
+    "needs", "register", "state_dict",
 ]

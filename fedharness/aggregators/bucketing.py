@@ -2,7 +2,8 @@
 Bucketing", ICLR 2022, Alg. 1): shuffle the m updates, average consecutive buckets of size s.
 
 A pre-aggregator: (m, d) → (⌈m/s⌉, d), to be composed in front of a robust rule. The shuffle is
-seeded by (seed, round). As an aggregator on its own it averages the bucket means.
+seeded by (seed, round). Called on its own it averages the bucket means, i.e. (about) the plain mean, so a
+config refuses it as the aggregator (``pre_only``).
 """
 
 from __future__ import annotations
@@ -23,10 +24,15 @@ class Bucketing:
 
     s: int = 2
     mixes_rows = True
+    pre_only = True
 
     def __post_init__(self) -> None:
         if self.s < 1:
             raise InputError("bucketing s must be >= 1")
+
+    def rows_out(self, m: int) -> int:
+        """The buckets ``m`` updates make: ⌈m/s⌉."""
+        return -(-m // self.s)
 
     def transform(self, updates: torch.Tensor, stats: dict | None = None, **context: object) -> torch.Tensor:
         u = drop_nonfinite(updates, stats)

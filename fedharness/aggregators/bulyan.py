@@ -60,6 +60,16 @@ class Bulyan:
     f: int = 1
     iterative: bool = True
 
+    def __post_init__(self) -> None:
+        if self.f < 0:
+            raise InputError(f"bulyan f must be >= 0, got {self.f}")
+
+    def check_rows(self, m: int) -> None:
+        """InputError unless a round's ``m`` updates allow ``f`` attackers (m ≥ 4f + 3)."""
+        if m < 4 * self.f + 3:
+            raise InputError(f"bulyan with f={self.f} needs at least {4 * self.f + 3} finite updates, got {m}; "
+                             "lower f or sample more clients per round")
+
     def select(self, u: torch.Tensor, theta: int) -> torch.Tensor:
         if not self.iterative:
             return multi_krum_select(u, self.f, theta)
@@ -74,11 +84,8 @@ class Bulyan:
 
     def __call__(self, updates: torch.Tensor, stats: dict | None = None, **context: object) -> torch.Tensor:
         u, rows = split_finite(updates, stats)
-        m = u.shape[0]
-        if m < 4 * self.f + 3:
-            raise InputError(f"bulyan with f={self.f} needs at least {4 * self.f + 3} finite updates, got {m}; "
-                             "lower f or sample more clients per round")
-        theta = m - 2 * self.f
+        self.check_rows(u.shape[0])
+        theta = u.shape[0] - 2 * self.f
         picked = self.select(u, theta)
         accept(stats, rows, picked)
         return closest_to_median_mean(u, picked, theta - 2 * self.f)

@@ -14,6 +14,7 @@ import torch
 from fedharness.aggregators import register
 from fedharness.aggregators._finite import drop_nonfinite
 from fedharness.aggregators.norm_clip import clip_rows
+from fedharness.config import positive
 from labcore.errors import InputError
 
 
@@ -26,8 +27,8 @@ class CenteredClip:
     iters: int = 3
 
     def __post_init__(self) -> None:
-        if self.tau <= 0 or self.iters < 1:
-            raise InputError("centered_clip needs tau > 0 and iters >= 1")
+        if not positive(self.tau) or self.iters < 1:
+            raise InputError(f"centered_clip needs a finite tau > 0 and iters >= 1, got tau={self.tau}, iters={self.iters}")
 
     def __call__(self, updates: torch.Tensor, stats: dict | None = None, **context: object) -> torch.Tensor:
         u = drop_nonfinite(updates, stats)

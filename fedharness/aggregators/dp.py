@@ -17,6 +17,7 @@ import torch
 from fedharness.aggregators import register
 from fedharness.aggregators._finite import drop_nonfinite, round_generator
 from fedharness.aggregators.norm_clip import clip_rows
+from fedharness.config import finite, positive
 from labcore.errors import InputError
 
 
@@ -34,8 +35,8 @@ class WeakDP:
     sigma: float = 0.01
 
     def __post_init__(self) -> None:
-        if self.rho <= 0 or self.sigma < 0:
-            raise InputError("weak_dp needs rho > 0 and sigma >= 0")
+        if not (positive(self.rho) and finite(self.sigma) and self.sigma >= 0):
+            raise InputError(f"weak_dp needs a finite rho > 0 and sigma >= 0, got rho={self.rho}, sigma={self.sigma}")
 
     def __call__(self, updates: torch.Tensor, stats: dict | None = None, **context: object) -> torch.Tensor:
         mean = clip_rows(drop_nonfinite(updates, stats), self.rho).mean(dim=0)
@@ -51,8 +52,9 @@ class CentralDP:
     noise_multiplier: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.clip <= 0 or self.noise_multiplier < 0:
-            raise InputError("central_dp needs clip > 0 and noise_multiplier >= 0")
+        if not (positive(self.clip) and finite(self.noise_multiplier) and self.noise_multiplier >= 0):
+            raise InputError(f"central_dp needs a finite clip > 0 and noise_multiplier >= 0, got clip={self.clip}, "
+                             f"noise_multiplier={self.noise_multiplier}")
 
     def __call__(self, updates: torch.Tensor, stats: dict | None = None, **context: object) -> torch.Tensor:
         u = drop_nonfinite(updates, stats)

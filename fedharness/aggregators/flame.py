@@ -18,6 +18,8 @@ from sklearn.cluster import HDBSCAN
 from fedharness.aggregators import register
 from fedharness.aggregators._finite import accept, round_generator, split_finite
 from fedharness.aggregators.norm_clip import clip_rows
+from fedharness.config import finite
+from labcore.errors import InputError
 
 
 def cosine_distances(u: torch.Tensor) -> np.ndarray:
@@ -48,6 +50,10 @@ class Flame:
     """Noise level ``noise_lambda`` (λ)."""
 
     noise_lambda: float = 0.001
+
+    def __post_init__(self) -> None:
+        if not (finite(self.noise_lambda) and self.noise_lambda >= 0):
+            raise InputError(f"flame noise_lambda must be a finite number >= 0, got {self.noise_lambda}")
 
     def __call__(self, updates: torch.Tensor, stats: dict | None = None, **context: object) -> torch.Tensor:
         u, rows = split_finite(updates, stats)

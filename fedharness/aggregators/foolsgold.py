@@ -16,6 +16,8 @@ import torch
 
 from fedharness.aggregators import register
 from fedharness.aggregators._finite import accept, split_finite
+from fedharness.config import positive
+from labcore.errors import InputError
 
 
 def foolsgold_weights(history: torch.Tensor, kappa: float = 1.0) -> torch.Tensor:
@@ -40,6 +42,10 @@ class FoolsGold:
 
     kappa: float = 1.0
     history: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not positive(self.kappa):
+            raise InputError(f"foolsgold kappa must be a finite number > 0, got {self.kappa}")
 
     def __call__(
         self, updates: torch.Tensor, stats: dict | None = None, client_ids: list[int] | None = None, **context: object

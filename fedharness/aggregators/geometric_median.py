@@ -12,6 +12,8 @@ import torch
 
 from fedharness.aggregators import register
 from fedharness.aggregators._finite import drop_nonfinite
+from fedharness.config import finite, positive
+from labcore.errors import InputError
 
 
 def weiszfeld(u: torch.Tensor, iters: int, nu: float, tol: float) -> tuple[torch.Tensor, int]:
@@ -36,6 +38,11 @@ class GeometricMedian:
     iters: int = 100
     nu: float = 1e-6
     tol: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if self.iters < 1 or not positive(self.nu) or not (finite(self.tol) and self.tol >= 0):
+            raise InputError(f"geometric_median needs iters >= 1, a finite nu > 0 and tol >= 0, got iters={self.iters}, "
+                             f"nu={self.nu}, tol={self.tol}")
 
     def __call__(self, updates: torch.Tensor, stats: dict | None = None, **context: object) -> torch.Tensor:
         z, steps = weiszfeld(drop_nonfinite(updates, stats), self.iters, self.nu, self.tol)

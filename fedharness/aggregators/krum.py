@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fedharness.aggregators import register
+from fedharness.aggregators import name_of, register
 from fedharness.aggregators._finite import accept, split_finite
 from labcore.errors import InputError
 
@@ -54,6 +54,16 @@ class MultiKrum:
     def __post_init__(self) -> None:
         if self.f < 0 or (self.k is not None and self.k < 1):
             raise InputError("multi_krum needs f >= 0 and k >= 1")
+
+    def check_rows(self, m: int) -> None:
+        """InputError unless the ``m`` updates of a round allow ``f`` attackers (m > 2f + 2, Blanchard et al.,
+        Prop. 1) and hold ``k`` to select."""
+        if m < 2 * self.f + 3:
+            raise InputError(f"{name_of(self)} with f={self.f} needs at least 2f + 3 = {2 * self.f + 3} updates "
+                             f"per round, got {m}; lower f or raise federation.clients_per_round")
+        if self.k is not None and self.k > m:
+            raise InputError(f"{name_of(self)} cannot select k={self.k} of the {m} updates of a round; "
+                             "lower k or raise federation.clients_per_round")
 
     def __call__(self, updates: torch.Tensor, stats: dict | None = None, **context: object) -> torch.Tensor:
         u, rows = split_finite(updates, stats)

@@ -1,7 +1,8 @@
 """Nearest-neighbour mixing (Allouah et al., "Fixing by Mixing", AISTATS 2023, Alg. 1).
 
 Each update is replaced by the average of its m − f nearest updates (itself included), which
-shrinks the heterogeneity a robust rule composed after it has to absorb.
+shrinks the heterogeneity a robust rule composed after it has to absorb. Called on its own it averages the
+mixed updates, no robust rule, so a config refuses it as the aggregator (``pre_only``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class NearestNeighbourMixing:
 
     f: int = 1
     mixes_rows = True
+    pre_only = True
 
     def __post_init__(self) -> None:
         if self.f < 0:

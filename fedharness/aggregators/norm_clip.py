@@ -13,6 +13,7 @@ import torch
 
 from fedharness.aggregators import register
 from fedharness.aggregators._finite import drop_nonfinite
+from fedharness.config import positive
 from labcore.errors import InputError
 
 
@@ -33,8 +34,8 @@ class NormClip:
     def __post_init__(self) -> None:
         if (self.rho is None) == (self.quantile is None):
             raise InputError("norm_clip needs exactly one of rho (fixed bound) or quantile (adaptive)")
-        if self.rho is not None and self.rho <= 0:
-            raise InputError("norm_clip rho must be > 0")
+        if self.rho is not None and not positive(self.rho):
+            raise InputError(f"norm_clip rho must be a finite number > 0, got {self.rho}")
         if self.quantile is not None and not 0 < self.quantile <= 1:
             raise InputError("norm_clip quantile must be in (0, 1]")
 

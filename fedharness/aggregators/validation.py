@@ -16,6 +16,7 @@ import torch
 
 from fedharness.aggregators import register
 from fedharness.aggregators._finite import accept, split_finite
+from fedharness.config import finite
 from labcore.errors import InputError
 
 
@@ -31,6 +32,8 @@ class ValidationTesting:
     def __post_init__(self) -> None:
         if self.mode not in ("reject", "weight"):
             raise InputError("validation mode must be 'reject' or 'weight'")
+        if not finite(self.tolerance):
+            raise InputError(f"validation tolerance must be a finite number, got {self.tolerance}")
 
     def __call__(
         self,

@@ -18,6 +18,7 @@ from fedharness.engines.inprocess import InProcessEngine
 from fedharness.registry import Registry
 from fedharness.local_training import Batch, LocalConfig
 from fedharness.tasks import Task
+from labcore.errors import InputError
 
 
 @dataclass
@@ -56,3 +57,14 @@ _REGISTRY: Registry[Attack] = Registry("attack", __name__)
 register = _REGISTRY.register
 get = _REGISTRY.get
 names = _REGISTRY.names
+
+
+def name_of(attack: object) -> str:
+    """The name ``attack``'s class is registered under (its class name when unregistered)."""
+    return next((n for n, f in _REGISTRY.factories.items() if f is type(attack)), type(attack).__name__)
+
+
+def require(attack: object, ok: bool, rule: str) -> None:
+    """InputError ``attack <name> needs <rule>`` unless ``ok`` (for an attack's ``__post_init__``)."""
+    if not ok:
+        raise InputError(f"attack {name_of(attack)} needs {rule}; fix attack.params")

@@ -22,6 +22,7 @@ from torch.func import functional_call, grad, vmap
 
 from fedharness.attacks import AttackContext, register
 from fedharness.attacks._training import benign_updates
+from fedharness.config import MAX_LOCAL_EPOCHS, positive
 from fedharness.engines.inprocess import InProcessEngine
 from labcore.errors import InputError
 from fedharness.local_training import module_state
@@ -78,6 +79,13 @@ class ADA:
     def __post_init__(self) -> None:
         if self.target is not None and self.target == self.source:
             raise InputError(f"ada: the fixed target {self.target} must differ from the source class")
+        classes_ok = self.source >= 0 and (self.target is None or self.target >= 0)
+        training_ok = 1 <= self.epochs <= MAX_LOCAL_EPOCHS and self.batch_size >= 1 and positive(self.lr)
+        if not (classes_ok and training_ok and self.max_samples >= 1):
+            raise InputError(f"ada needs source and target >= 0, max_samples >= 1, epochs in 1..{MAX_LOCAL_EPOCHS}, "
+                             f"batch_size >= 1 and a finite lr > 0, got source={self.source}, target={self.target}, "
+                             f"max_samples={self.max_samples}, epochs={self.epochs}, batch_size={self.batch_size}, "
+                             f"lr={self.lr}")
 
     def __call__(self, ctx: AttackContext) -> torch.Tensor:
         median_norm = float(benign_updates(ctx).norm(dim=1).median())

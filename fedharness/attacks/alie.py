@@ -12,7 +12,8 @@ from statistics import NormalDist
 
 import torch
 
-from fedharness.attacks import AttackContext, register
+from fedharness.attacks import AttackContext, register, require
+from fedharness.config import finite
 from fedharness.attacks._training import benign_updates
 
 
@@ -29,6 +30,9 @@ class ALIE:
 
     z: float | None = None
     knowledge: str = "benign"
+
+    def __post_init__(self) -> None:
+        require(self, finite(self.z), f"z null or a finite number, got {self.z}")
 
     def __call__(self, ctx: AttackContext) -> torch.Tensor:
         u = benign_updates(ctx)

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from fedharness.attacks import AttackContext, register
+from fedharness.attacks import AttackContext, register, require
+from fedharness.config import MAX_LOCAL_EPOCHS, positive
 from fedharness.local_training import LocalConfig
 
 
@@ -20,6 +21,11 @@ class Backdoor:
     lr: float = 0.05
     batch_size: int = 10
     knowledge: str = "own"
+
+    def __post_init__(self) -> None:
+        require(self, 1 <= self.epochs <= MAX_LOCAL_EPOCHS and self.batch_size >= 1 and positive(self.lr),
+                f"epochs in 1..{MAX_LOCAL_EPOCHS}, batch_size >= 1 and a finite lr > 0, got epochs={self.epochs}, "
+                f"batch_size={self.batch_size}, lr={self.lr}")
 
     def train(self, ctx: AttackContext) -> torch.Tensor:
         data = [ctx.task.poisoned_data(d, s) for d, s in zip(ctx.attacker_data, ctx.attacker_seeds)]

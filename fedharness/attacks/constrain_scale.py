@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from fedharness.attacks import AttackContext, register
+from fedharness.attacks import AttackContext, register, require
+from fedharness.config import positive
 from fedharness.attacks._training import train_vector
 from fedharness.attacks.backdoor import Backdoor
 from fedharness.attacks.model_replacement import replace, replacement_scale
@@ -25,6 +26,11 @@ class ConstrainAndScale(Backdoor):
 
     alpha: float = 0.7
     gamma: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self, 0 <= self.alpha <= 1 and (self.gamma is None or positive(self.gamma)),
+                f"alpha in [0, 1] and gamma null or a finite number > 0, got alpha={self.alpha}, gamma={self.gamma}")
 
     def __call__(self, ctx: AttackContext) -> torch.Tensor:
         cfg = LocalConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size)

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from fedharness.attacks import AttackContext, register
+from fedharness.attacks import AttackContext, register, require
+from fedharness.config import positive
 from fedharness.attacks.backdoor import Backdoor
 from fedharness.attacks.model_replacement import replace
 from fedharness.attacks.pixel_backdoor import PixelPattern, poison
@@ -44,6 +45,11 @@ class DistributedBackdoor(Backdoor):
 
     parts: int = 2
     gamma: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self, self.parts >= 1 and positive(self.gamma),
+                f"parts >= 1 and a finite gamma > 0, got parts={self.parts}, gamma={self.gamma}")
 
     def __call__(self, ctx: AttackContext) -> torch.Tensor:
         trigger = getattr(ctx.task, "trigger", None)

@@ -7,16 +7,20 @@ from dataclasses import dataclass
 
 import torch
 
-from fedharness.attacks import AttackContext, register
+from fedharness.attacks import AttackContext, register, require
 
 
 @register("gaussian")
 @dataclass
 class Gaussian:
-    """Noise standard deviation ``sigma``."""
+    """Noise standard deviation ``sigma`` > 0; ``.inf`` submits non-finite updates (a client that tries to break
+    the server's arithmetic, which every rule must drop)."""
 
     sigma: float = 1.0
     knowledge: str = "own"
+
+    def __post_init__(self) -> None:
+        require(self, self.sigma > 0, f"sigma > 0 (.inf for non-finite updates), got {self.sigma}")
 
     def __call__(self, ctx: AttackContext) -> torch.Tensor:
         rows = []

@@ -502,6 +502,10 @@ class HiddenTrigger:
     knowledge: str = "own"
     made: dict = field(default_factory=dict, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        if self.poisons < 1:
+            raise InputError(f"hidden_trigger poisons must be >= 1, got {self.poisons}")
+
     def __call__(self, ctx: AttackContext) -> torch.Tensor:
         task = ctx.task
         if not all(hasattr(task, a) for a in ("features", "patch", "source")):

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-from fedharness.attacks import AttackContext, register
+from fedharness.attacks import AttackContext, register, require
+from fedharness.config import positive
 from fedharness.attacks._training import benign_updates
 
 
@@ -21,6 +22,9 @@ class IPM:
 
     eps: float = 0.5
     knowledge: str = "benign"
+
+    def __post_init__(self) -> None:
+        require(self, positive(self.eps), f"a finite eps > 0, got {self.eps}")
 
     def __call__(self, ctx: AttackContext) -> torch.Tensor:
         malicious = ctx.global_vec - self.eps * benign_updates(ctx).mean(dim=0)

@@ -30,6 +30,8 @@ class LabelFlip:
     def __post_init__(self) -> None:
         if (self.source is None) != (self.target is None):
             raise InputError("label_flip needs both source and target, or neither (flip every label)")
+        if self.source is not None and (min(self.source, self.target) < 0 or self.source == self.target):
+            raise InputError(f"label_flip needs two different classes >= 0, got source={self.source}, target={self.target}")
 
     def __call__(self, ctx: AttackContext) -> torch.Tensor:
         classes = int(getattr(ctx.task, "num_classes", 0)) or int(max(int(d["y"].max()) for d in ctx.attacker_data)) + 1

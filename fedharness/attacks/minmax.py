@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from fedharness.attacks import AttackContext, register
+from fedharness.attacks import AttackContext, register, require
+from fedharness.config import positive
 from fedharness.attacks._training import benign_updates
 from labcore.errors import InputError
 
@@ -50,6 +51,11 @@ class MinMax:
     gamma_max: float = 50.0
     steps: int = 30
     knowledge: str = "benign"
+
+    def __post_init__(self) -> None:
+        require(self, self.kind in ("std", "unit", "sign") and positive(self.gamma_max) and self.steps >= 1,
+                f"kind 'std', 'unit' or 'sign', a finite gamma_max > 0 and steps >= 1, got kind={self.kind!r}, "
+                f"gamma_max={self.gamma_max}, steps={self.steps}")
 
     def __call__(self, ctx: AttackContext) -> torch.Tensor:
         u = benign_updates(ctx)

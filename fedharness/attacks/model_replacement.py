@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from fedharness.attacks import AttackContext, register
+from fedharness.attacks import AttackContext, register, require
+from fedharness.config import positive
 from fedharness.attacks.backdoor import Backdoor
 
 
@@ -31,6 +32,10 @@ class ModelReplacement(Backdoor):
     """Backdoor training, then L̃ = γ(X − G) + G; ``gamma`` defaults to n/η split over colluders."""
 
     gamma: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self, self.gamma is None or positive(self.gamma), f"gamma null or a finite number > 0, got {self.gamma}")
 
     def __call__(self, ctx: AttackContext) -> torch.Tensor:
         backdoored = self.train(ctx)

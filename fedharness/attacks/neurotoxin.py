@@ -16,6 +16,7 @@ from fedharness.attacks import AttackContext, register
 from fedharness.attacks._training import train_vector
 from fedharness.attacks.backdoor import Backdoor
 from fedharness.attacks.model_replacement import replace
+from fedharness.config import positive
 from labcore.errors import InputError
 from fedharness.local_training import LocalConfig
 
@@ -38,8 +39,11 @@ class Neurotoxin(Backdoor):
     gamma: float = 1.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0 <= self.top_ratio < 1:
             raise InputError("neurotoxin top_ratio must be in [0, 1)")
+        if not positive(self.gamma):
+            raise InputError(f"neurotoxin gamma must be a finite number > 0, got {self.gamma}")
 
     def __call__(self, ctx: AttackContext) -> torch.Tensor:
         cfg = LocalConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size)

@@ -14,6 +14,7 @@ from fedharness.attacks import AttackContext, register
 from fedharness.attacks._training import train_vector
 from fedharness.attacks.backdoor import Backdoor
 from fedharness.attacks.model_replacement import replace
+from fedharness.config import positive
 from labcore.errors import InputError
 from fedharness.local_training import LocalConfig
 
@@ -34,8 +35,9 @@ class PGDBackdoor(Backdoor):
     gamma: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.eps <= 0 or self.gamma <= 0:
-            raise InputError("pgd_backdoor needs eps > 0 and gamma > 0")
+        super().__post_init__()
+        if not (positive(self.eps) and positive(self.gamma)):
+            raise InputError(f"pgd_backdoor needs finite eps > 0 and gamma > 0, got eps={self.eps}, gamma={self.gamma}")
 
     def __call__(self, ctx: AttackContext) -> torch.Tensor:
         cfg = LocalConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from fedharness.attacks import AttackContext, register
+from fedharness.attacks import AttackContext, register, require
+from fedharness.config import positive
 from fedharness.attacks.backdoor import Backdoor
 from fedharness.attacks.model_replacement import replace, replacement_scale
 from labcore.errors import InputError
@@ -26,6 +27,10 @@ class SemanticBackdoor(Backdoor):
     """Own data + the feature's images relabelled to the target; ``gamma`` defaults to n/η/k."""
 
     gamma: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self, self.gamma is None or positive(self.gamma), f"gamma null or a finite number > 0, got {self.gamma}")
 
     def __call__(self, ctx: AttackContext) -> torch.Tensor:
         task = ctx.task

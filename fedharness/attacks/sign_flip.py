@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from fedharness.attacks import AttackContext, register
+from fedharness.attacks import AttackContext, register, require
+from fedharness.config import positive
 
 
 @register("sign_flip")
@@ -17,6 +18,9 @@ class SignFlip:
 
     scale: float = 1.0
     knowledge: str = "own"
+
+    def __post_init__(self) -> None:
+        require(self, positive(self.scale), f"a finite scale > 0, got {self.scale}")
 
     def __call__(self, ctx: AttackContext) -> torch.Tensor:
         honest = ctx.engine.train(ctx.global_vec, ctx.attacker_data, ctx.local, ctx.attacker_seeds)

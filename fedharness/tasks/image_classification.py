@@ -21,6 +21,7 @@ from fedharness.local_training import Batch
 from fedharness.max_pool import MaxPool2d
 from fedharness.params import trainable_names
 from labcore.cores import single_intra_op_thread
+from labcore.errors import InputError
 
 
 class SmallCNN(nn.Module):
@@ -62,7 +63,11 @@ class SemanticFeature:
     quantile: float = 0.8
 
     def threshold(self, x_train: torch.Tensor, y_train: torch.Tensor) -> float:
-        return float(torch.quantile(ink_mass(x_train[y_train == self.source]), self.quantile))
+        """The ``quantile`` of the source class's ink mass; InputError when no training image has that class."""
+        mass = ink_mass(x_train[y_train == self.source])
+        if not len(mass):
+            raise InputError(f"task.semantic_source {self.source} has no training images; pick a class the data holds")
+        return float(torch.quantile(mass, self.quantile))
 
     def mask(self, x: torch.Tensor, y: torch.Tensor, threshold: float) -> torch.Tensor:
         return (y == self.source) & (ink_mass(x) >= threshold)
