@@ -16,8 +16,8 @@ from labcore.errors import InputError
 
 T = TypeVar("T")
 MAX_SEED = 2**32 - 1
-"""The largest seed every generator the lab seeds accepts (numpy's ``default_rng`` takes no negative seed, torch's
-``manual_seed`` and ``accelerate``'s ``set_seed`` none above 32 bits)."""
+"""The largest seed every generator the lab seeds accepts: numpy's ``default_rng`` takes no negative seed, and its
+legacy ``np.random.seed`` (called by ``accelerate``'s ``set_seed``) none above 32 bits."""
 
 
 def from_dict(cls: type[T], data: dict[str, Any], source: str = "config") -> T:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from labcore.config import MAX_SEED
 from labcore.cores import resolve_workers
 from labcore.errors import InputError
 from labcore.trackers import check_report_to
@@ -212,13 +213,16 @@ class GenerateConfig(ConcealedConfig):
         """Settings of another method (the bilevel search's knobs, the contextual proxy's, the collision's pretrained
         ``victim``) set away from their defaults: the chosen overlap and method would ignore them."""
         default = GenerateConfig()
-        method = "with-overlap" if self.overlap == "with" else self.method
-        reads = {"gradient": SEARCH_KNOBS, "contextual": PROXY_KNOBS}.get(method, ())
+        mode = "--overlap with" if self.overlap == "with" else f"--method {self.method}"
+        reads = () if self.overlap == "with" else {"gradient": SEARCH_KNOBS, "contextual": PROXY_KNOBS}.get(self.method, ())
         unread = [k for k in SEARCH_KNOBS + PROXY_KNOBS if k not in reads and getattr(self, k) != getattr(default, k)]
         unread += ["victim"] if self.victim is not None and not self.needs_pretrained else []
         unread += ["method"] if self.overlap == "with" and self.method != default.method else []
+        unread += ["workers"] if self.proxy_disjoint and self.workers is not None and "workers" not in unread else []
         if unread:
-            raise InputError(f"{', '.join(unread)}: not read by --method {method}; drop them")
+            why = " (disjoint descents run one after another)" if unread == ["workers"] else ""
+            raise InputError(f"{', '.join(unread)}: not read by {mode}{' --proxy-disjoint' if why else ''}{why}; "
+                             f"drop {'them' if len(unread) > 1 else 'it'}")
 
     @property
     def searches(self) -> bool:
@@ -268,6 +272,8 @@ class EvaluateConfig(TrainConfig):
             raise InputError("--seeds must be >= 1")
         if not self.counts or min(self.counts) < 1:
             raise InputError("--counts needs at least one positive integer")
+        if self.seed + self.seeds - 1 > MAX_SEED:
+            raise InputError(f"--seed {self.seed} with --seeds {self.seeds} passes {MAX_SEED}; pass a seed up to {MAX_SEED - self.seeds + 1}")
         if len(set(self.counts)) < len(self.counts):
             raise InputError(f"--counts {','.join(map(str, self.counts))} repeats a count; give each count once")
         if self.eval_limit is not None and self.eval_limit < 1:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import math
 import os
-import signal
 import sys
 from typing import Any
 
@@ -136,11 +135,4 @@ def cli() -> None:
 
 
 def main() -> None:
-    """The ``poisonlab`` command. SIGTERM (``kill``, ``timeout``, a batch scheduler) stops a run as Ctrl-C does, so a
-    command that cannot resume removes its ``.partial`` folder instead of leaving it to block the next run."""
-    signal.signal(signal.SIGTERM, _terminated)
     cli.main(prog_name="poisonlab")
-
-
-def _terminated(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt

@@ -79,10 +79,10 @@ class MakeDataConfig:
             raise InputError(f"backdoor_fraction must lie strictly between 0 and 1, got {self.backdoor_fraction}")
         if self.style is not None and not self.style.strip():
             raise InputError("--style must name a style (e.g. ' in inverted colours'), got an empty text")
-        default = MakeDataConfig()
+        default = MakeDataConfig(patch_size=self.patch_size if self.patch_size == CHECKERBOARD_SIZE else None)  # configs saved before it was optional hold 4
         unread = [k for kind, keys in KIND_KEYS.items() if kind != self.kind for k in keys if getattr(self, k) != getattr(default, k)]
         if unread:
-            raise InputError(f"{', '.join(unread)}: not read by the {self.kind} kind; drop them")
+            raise InputError(f"{', '.join(unread)}: not read by the {self.kind} kind; drop {'them' if len(unread) > 1 else 'it'}")
 
 
 def add_trigger(trigger: str, text: str) -> str:

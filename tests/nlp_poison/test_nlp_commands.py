@@ -4,6 +4,7 @@ import json
 import shutil
 import sys
 
+import pytest
 import yaml
 
 from nlp_poison import dataset_card
@@ -242,3 +243,15 @@ def test_bad_constraints_are_refused_before_any_work(monkeypatch, tmp_path, caps
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and "\n" not in err and flags[0].lstrip("-").replace("-", "_") in err
     assert not (tmp_path / "x").exists()
+
+
+def test_generate_names_the_settings_its_mode_ignores():
+    from labcore.errors import InputError
+    from nlp_poison.config import EvaluateConfig, GenerateConfig
+
+    with pytest.raises(InputError, match=r"^iterations: not read by --overlap with; drop it$"):
+        GenerateConfig(models=["m"], overlap="with", iterations=3).validate()
+    with pytest.raises(InputError, match=r"^workers: not read by --method contextual --proxy-disjoint \(disjoint descents run one after"):
+        GenerateConfig(models=["m"], method="contextual", proxy_disjoint=True, workers=2).validate()
+    with pytest.raises(InputError, match=r"^--seed 4294967295 with --seeds 2 passes 4294967295; pass a seed up to 4294967294$"):
+        EvaluateConfig(poisons=["p"], seed=2**32 - 1, seeds=2).validate()

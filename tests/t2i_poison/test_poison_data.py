@@ -64,3 +64,12 @@ def test_poison_set_roundtrip_through_imagefolder(tmp_path, digit_images):
 def test_imagefolder_without_metadata_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="metadata.jsonl"):
         read_imagefolder(tmp_path)
+
+
+def test_a_make_data_config_saved_with_the_old_patch_size_default_still_loads():
+    from labcore.errors import InputError
+    from t2i_poison.poison_data import MakeDataConfig
+
+    MakeDataConfig(kind="object", base="b", patch_size=4).validate()  # configs written when 4 was the default hold it
+    with pytest.raises(InputError, match="^patch_size: not read by the object kind; drop it$"):
+        MakeDataConfig(kind="object", base="b", patch_size=6).validate()

@@ -81,8 +81,8 @@ CASES = [
     (["evaluate", "--base", "{base}", "--lora", "{lora}", "--classifier", "{patch}"], "classifier: not read on a Stable"),
     (MAKE + ["--base", "{base}", "--kind", "object", "--source", "dog", "--target", "dog"], "source and target must differ"),
     (MAKE + ["--base", "{base}", "--source", "dog", "--style", "noir"], "source, style: not read by the pixel kind; drop them"),
-    (["make-data", "--kind", "style", "--images", "{images}", "--base", "{base}", "--patch-size", "4"],
-     "patch_size: not read by the style kind; drop them"),
+    (["make-data", "--kind", "style", "--images", "{images}", "--base", "{base}", "--patch-size", "3"],
+     "patch_size: not read by the style kind; drop it"),
     (["make-data", "--kind", "style", "--images", "{images}", "--base", "{base}", "--style", " "], "--style must name a style"),
 ]
 
