@@ -47,6 +47,10 @@ class Registry(Generic[T]):
         self._load()
         return sorted(self.factories)
 
+    def name_of(self, instance: object) -> str:
+        """The name ``instance``'s class is registered under (its class name when unregistered)."""
+        return next((n for n, f in self.factories.items() if f is type(instance)), type(instance).__name__)
+
     def _load(self) -> None:
         if self._loaded:
             return

@@ -36,11 +36,7 @@ _REGISTRY: Registry[Aggregator] = Registry("aggregator", __name__)
 register = _REGISTRY.register
 get = _REGISTRY.get
 names = _REGISTRY.names
-
-
-def name_of(rule: object) -> str:
-    """The name ``rule``'s class is registered under (its class name when unregistered)."""
-    return next((n for n, f in _REGISTRY.factories.items() if f is type(rule)), type(rule).__name__)
+name_of = _REGISTRY.name_of
 
 
 def needs(rule: object) -> frozenset[str]:

@@ -57,11 +57,7 @@ _REGISTRY: Registry[Attack] = Registry("attack", __name__)
 register = _REGISTRY.register
 get = _REGISTRY.get
 names = _REGISTRY.names
-
-
-def name_of(attack: object) -> str:
-    """The name ``attack``'s class is registered under (its class name when unregistered)."""
-    return next((n for n, f in _REGISTRY.factories.items() if f is type(attack)), type(attack).__name__)
+name_of = _REGISTRY.name_of
 
 
 def require(attack: object, ok: bool, rule: str) -> None:
