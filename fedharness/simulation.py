@@ -74,9 +74,11 @@ def build_aggregator(cfg: ExperimentConfig) -> aggregators.Aggregator:
 
 def build_methods(cfg: ExperimentConfig) -> tuple[aggregators.Aggregator, attacks.Attack | None]:
     """The configured aggregator and attack (None: no attack). Cheap, so callers also use it to refuse an
-    unknown name or parameter, or an attack that reads the round's benign updates where every sampled
-    client is an attacker, before a task loads its data and models."""
+    unknown name or parameter, an aggregator that cannot take the ``clients_per_round`` updates of a round
+    (Krum's f), or an attack that reads the round's benign updates where every sampled client is an attacker,
+    before a task loads its data and models."""
     aggregator = build_aggregator(cfg)
+    aggregators.check_rows(aggregator, cfg.federation.clients_per_round)
     attack = attacks.get(cfg.attack.name, **cfg.attack.params) if cfg.attack.name != "none" else None
     if attack is not None and attack.knowledge == "benign" and cfg.attack.num_attackers >= cfg.federation.clients_per_round:
         raise InputError(f"attack {cfg.attack.name} reads the round's benign updates, but all m={cfg.federation.clients_per_round} "

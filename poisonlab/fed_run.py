@@ -11,7 +11,7 @@ from typing import Callable
 
 import yaml
 
-from fedharness import aggregators, attacks, experiment
+from fedharness import experiment
 from fedharness.attacks.pixel_backdoor import PixelPattern
 from fedharness.config import ExperimentConfig
 from labcore.config import changed_fields
@@ -137,18 +137,10 @@ def build_task(cfg: ExperimentConfig) -> Task:
     return experiment.build_task(cfg, TASKS)
 
 
-def build_checked_methods(cfg: ExperimentConfig) -> tuple[aggregators.Aggregator, attacks.Attack | None]:
-    """:func:`build_methods`, also refusing an aggregator that cannot aggregate the
-    ``federation.clients_per_round`` updates of a round (Krum's f); cheap, so called before the task loads."""
-    methods = build_methods(cfg)
-    aggregators.check_rows(methods[0], cfg.federation.clients_per_round)
-    return methods
-
-
 def run_experiment(cfg: ExperimentConfig, out: Path, *, resume: bool = False, progress: bool = True) -> dict:
     """Run (or resume) ``cfg`` into the run directory ``out``; returns the final summary."""
     cfg.validate()
-    methods = build_checked_methods(cfg)  # refuses a bad name or parameter before the task loads
+    methods = build_methods(cfg)  # refuses a bad name or parameter before the task loads
     sim = Simulation(cfg, build_task(cfg), methods)
     with staged_output(out, resume=resume) as stage:
         _check_same_config(stage / "config.yaml", cfg) if resume else write_yaml(stage / "config.yaml", cfg)

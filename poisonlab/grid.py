@@ -18,11 +18,12 @@ import torch
 from tqdm.auto import tqdm
 
 from fedharness.config import ExperimentConfig
+from fedharness.simulation import build_methods
 from labcore.cores import available_core_ids, resolve_workers
 from labcore.errors import InputError
 from poisonlab.config import from_dict, load_yaml
 from poisonlab.fed_report import add_runs, backdoor_lifespan, summarize
-from poisonlab.fed_run import build_checked_methods, build_task, run_experiment
+from poisonlab.fed_run import build_task, run_experiment
 from poisonlab.report import Report
 from poisonlab.runs import read_jsonl, staged_output, staging_path, write_json, write_yaml
 
@@ -65,7 +66,7 @@ def load_grid(path: Path, seed: int | None) -> tuple[GridConfig, dict[str, Exper
             mapping = {**copy.deepcopy(grid.base), "attack": copy.deepcopy(attack), "aggregator": copy.deepcopy(defense)}
             cfg = from_dict(ExperimentConfig, mapping, source=f"{path} cell {attack_name}/{defense_name}")
             cfg.validate()
-            build_checked_methods(cfg)  # refuses a bad name or parameter before the task loads
+            build_methods(cfg)  # refuses a bad name or parameter before the task loads
             cells[cell_name(attack_name, defense_name)] = cfg
     return grid, cells
 
