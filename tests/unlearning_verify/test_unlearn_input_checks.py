@@ -132,16 +132,6 @@ def test_client_config_is_checked(changes, message):
         ClientConfig(**changes).validate()
 
 
-def run(args: list[str], monkeypatch, capsys) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["poisonlab", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
-
-
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, data_dir) -> Path:
     """A marked digits set and a one-epoch model (the cheap inputs of delete and verify)."""
@@ -194,8 +184,9 @@ BENCH_FED = ["unlearn", "bench-fed", "--data", "digits", "--seeds", "1"]
       for o, v, m in (("--budget", "0", "--budget must be ≥ 1"), ("--timeout", "-1", "--timeout must be"),
                       ("--rate-limit", "-1", "--rate-limit must be"))],
 ])
-def test_cli_bad_input_is_one_line_exit_2_and_no_output(inputs, monkeypatch, capsys, tmp_path, args, message):
+def test_cli_bad_input_is_one_line_exit_2_and_no_output(inputs, cli, tmp_path, args, message):
     out = tmp_path / "o"
-    code, err = run([*args(inputs), "--out", out], monkeypatch, capsys)
+    code, captured = cli(*args(inputs), "--out", out)
+    err = captured.err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err, err
     assert list(tmp_path.iterdir()) == [] and not (inputs / "new.json").exists()
