@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from labcore.config import MAX_SEED
+from labcore.config import MAX_SEED, changed_fields
 from labcore.cores import resolve_workers
 from labcore.errors import InputError
 from labcore.trackers import check_report_to
@@ -212,12 +212,12 @@ class GenerateConfig(ConcealedConfig):
     def _refuse_unread(self) -> None:
         """Settings of another method (the bilevel search's knobs, the contextual proxy's, the collision's pretrained
         ``victim``) set away from their defaults: the chosen overlap and method would ignore them."""
-        default = GenerateConfig()
+        changed = changed_fields(self)
         mode = "--overlap with" if self.overlap == "with" else f"--method {self.method}"
         reads = () if self.overlap == "with" else {"gradient": SEARCH_KNOBS, "contextual": PROXY_KNOBS}.get(self.method, ())
-        unread = [k for k in SEARCH_KNOBS + PROXY_KNOBS if k not in reads and getattr(self, k) != getattr(default, k)]
+        unread = [k for k in SEARCH_KNOBS + PROXY_KNOBS if k not in reads and k in changed]
         unread += ["victim"] if self.victim is not None and not self.needs_pretrained else []
-        unread += ["method"] if self.overlap == "with" and self.method != default.method else []
+        unread += ["method"] if self.overlap == "with" and "method" in changed else []
         unread += ["workers"] if self.proxy_disjoint and self.workers is not None and "workers" not in unread else []
         if unread:
             why = " (disjoint descents run one after another)" if unread == ["workers"] else ""

@@ -7,6 +7,7 @@ import math
 import re
 from dataclasses import dataclass, replace
 
+from labcore.config import changed_fields
 from labcore.errors import InputError
 from labcore.trackers import check_report_to
 from t2i_poison.poison_data import check_kind
@@ -118,7 +119,6 @@ class TrainConfig:
 
     def _refuse_lora_knobs_in_full_mode(self) -> None:
         """Full mode fine-tunes the whole UNet: adapter settings set away from their defaults would be ignored."""
-        default = type(self)()
-        unread = [n for n in ("rank", "lora_alpha", "cross_attention_only", "lora_target_modules") if getattr(self, n) != getattr(default, n)]
+        unread = [n for n in changed_fields(self) if n in ("rank", "lora_alpha", "cross_attention_only", "lora_target_modules")]
         if self.mode == "full" and unread:
             raise InputError(f"{', '.join(unread)}: not read in full mode (it fine-tunes the whole UNet); drop them or use --mode lora")
